@@ -1,0 +1,56 @@
+"""`hil` entry point: one-line errors with meaningful exit codes; tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional
+
+from . import __version__
+from .errors import EXIT_USAGE, HilError
+
+# Each module in harness/commands registers its own sub-command(s) with `register(subparsers)`.
+COMMAND_MODULES = ["run", "convert", "analyze", "results", "report", "devices", "demo"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2; usage errors are 3 here
+        self.print_usage(sys.stderr)
+        print(f"hil: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hil", description="hilbench: hardware-in-the-loop benchmarks for compressed ML models")
+    parser.add_argument("--version", action="version", version=f"hilbench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--inventory", default="inventory.yaml", help="lab inventory (default: %(default)s)")
+    parser.add_argument("--profiles", default=None, help="device profile directory (default: next to the inventory)")
+    parser.add_argument("--db", default="reports/results.sqlite", help="results database (default: %(default)s)")
+    parser.add_argument("--cache", default=None, help="artifact cache directory (default: $HILBENCH_CACHE or ~/.cache/hilbench)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f".commands.{name}", __package__).register(sub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except HilError as exc:
+        if args.debug:
+            raise
+        print(f"hil: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hil: interrupted; results measured so far are saved (use `hil run --resume`)", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""`hil report`: Markdown summary of a run (the latest by default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..report_md import render_run
+from ..store import ResultStore
+from . import common
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="write a Markdown report of a run")
+    p.add_argument("--run", help="run id (default: latest)")
+    p.add_argument("-o", "--output", default="reports/report.md", help="output file (default: %(default)s)")
+    p.set_defaults(func=cmd_report)
+
+
+def write_report(store: ResultStore, run_id: str | None, output: Path) -> Path:
+    run_id = run_id or store.latest_run_id()
+    if run_id is None:
+        raise ConfigError(f"{store.path}: no runs recorded yet (run `hil run` first)")
+    runs = store.runs()
+    match = runs[runs["run_id"] == run_id]
+    if match.empty:
+        raise ConfigError(f"{store.path}: no run '{run_id}'")
+    text = render_run(store.wide(run_id), match.iloc[0].to_dict())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    return output
+
+
+def cmd_report(args) -> int:
+    out = write_report(common.store(args), args.run, Path(args.output))
+    print(out.read_text())
+    common.log(f"report written to {out}")
+    return 0

@@ -1,0 +1,48 @@
+"""`hil results`: the stored measurements as a table, CSV or parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import ConfigError
+from . import common
+
+DEFAULT_METRICS = ["latency_p50_us", "latency_p90_us", "peak_rss_kb", "model_size_bytes", "accuracy_top1",
+                   "agreement"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("results", help="show or export stored results")
+    p.add_argument("--run", help="run id (default: all runs)")
+    p.add_argument("--latest", action="store_true", help="only the latest run")
+    p.add_argument("--long", action="store_true", help="long format: one row per metric")
+    p.add_argument("--csv", help="export to this CSV file")
+    p.add_argument("--parquet", help="export to this parquet file")
+    p.set_defaults(func=cmd_results)
+
+
+def cmd_results(args) -> int:
+    store = common.store(args)
+    run_id = store.latest_run_id() if args.latest else args.run
+    df = store.dataframe(run_id) if args.long else store.wide(run_id)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+        common.log(f"wrote {len(df)} rows to {args.csv}")
+    if args.parquet:
+        try:
+            df.to_parquet(args.parquet, index=False)
+        except ImportError as exc:
+            raise ConfigError(f"{args.parquet}: parquet export needs pyarrow ({exc})") from None
+        common.log(f"wrote {len(df)} rows to {args.parquet}")
+    if not (args.csv or args.parquet):
+        if df.empty:
+            print("no results")
+            return 0
+        if not args.long:
+            cols = ["run_id", "model", "variant", "device_id", "status"] + [m for m in DEFAULT_METRICS if m in df]
+            df = df[cols]
+        with pd.option_context("display.max_rows", 200, "display.width", 200, "display.max_columns", 30):
+            print(df.to_string(index=False))
+    return 0

@@ -1,0 +1,67 @@
+"""`hil run`: benchmark models x variants x devices and store every result as it lands."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..jobs import RunOptions
+from ..orchestrate import ModelSpec, Orchestrator
+from . import common
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="convert and benchmark models on devices")
+    p.add_argument("models", nargs="+", help=".keras, .tflite or SavedModel directory")
+    p.add_argument("--variants", help="comma list: fp32,fp16,dynamic,int8,int16x8 (default fp32; .tflite: asis)")
+    p.add_argument("--devices", help="comma list of device ids (default: all enabled devices)")
+    p.add_argument("--tags", help="comma list: devices having any of these tags")
+    p.add_argument("--calibration", help="representative data .npy/.npz for int8/int16x8, or 'random'")
+    p.add_argument("--eval", dest="eval_file", help=".npz with x (inputs) and y (labels) for accuracy")
+    p.add_argument("--min-runs", type=int)
+    p.add_argument("--min-seconds", type=float)
+    p.add_argument("--max-seconds", type=float)
+    p.add_argument("--warmup-runs", type=int)
+    p.add_argument("--warmup-seconds", type=float)
+    p.add_argument("--num-threads", type=int)
+    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", default=None)
+    p.add_argument("--resume", action="store_true", help="continue the last unfinished run of this plan")
+    p.add_argument("--label", help="free-text label stored with the run (e.g. nightly)")
+    p.add_argument("--report", help="also write the Markdown report to this file")
+    p.set_defaults(func=cmd_run)
+
+
+def options_from(args) -> RunOptions:
+    return RunOptions(min_runs=args.min_runs, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                      warmup_runs=args.warmup_runs, warmup_seconds=args.warmup_seconds,
+                      num_threads=args.num_threads, xnnpack=args.xnnpack)
+
+
+def cmd_run(args) -> int:
+    inv = common.inventory(args)
+    if len(args.models) > 1 and (args.calibration or args.eval_file):
+        raise ConfigError("--calibration/--eval apply to one model; with several models use sidecar "
+                          "files <model>.calibration.npz and <model>.eval.npz")
+    specs = [ModelSpec.from_args(m, args.calibration, args.eval_file) for m in args.models]
+    devices = inv.select(common.split_csv(args.devices), common.split_csv(args.tags))
+    if not devices:
+        raise ConfigError(f"{inv.path}: no enabled devices")
+    store = common.store(args)
+    conv = common.converter(args)
+    orch = Orchestrator(inv, store, conv, common.log)
+    t0 = time.perf_counter()
+    jobs = orch.plan(specs, common.split_csv(args.variants), devices, options_from(args))
+    conv_s = time.perf_counter() - t0
+    common.log(f"conversion: {conv.hits} cache hit(s), {conv.misses} conversion(s), {conv_s:.2f} s")
+    summary = orch.run(jobs, sys.argv[1:], resume=args.resume, label=args.label)
+    common.log(f"run {summary.run_id}: {summary.ok} ok, {summary.infra_errors} infrastructure failure(s), "
+               f"{summary.errors} error(s), {summary.skipped} already measured")
+    if args.report:
+        from .report import write_report
+
+        write_report(store, summary.run_id, Path(args.report))
+        common.log(f"report written to {args.report}")
+    print(summary.run_id)
+    return summary.exit_code

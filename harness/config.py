@@ -1,0 +1,295 @@
+"""Inventory and device-profile loading.
+
+The lab description is hand-edited YAML, so validation must point at the exact spot to fix:
+every error names the file, the device or profile, and the field path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+SECRET_FIELD_NAMES = {"password", "passphrase", "secret", "token", "private_key"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+class Budgets(_Strict):
+    """Absolute limits a result must meet regardless of history."""
+
+    max_latency_p50_us: Optional[float] = None
+    max_latency_p90_us: Optional[float] = None
+    max_peak_rss_kb: Optional[float] = None
+    max_flash_bytes: Optional[int] = None
+    max_arena_bytes: Optional[int] = None
+    max_energy_per_inference_uj: Optional[float] = None
+    min_accuracy_top1: Optional[float] = None
+
+
+class EnergyMeter(_Strict):
+    type: Literal["none", "rapl", "hwmon", "ppk2", "joulescope", "estimate"] = "none"
+    path: Optional[str] = None
+    sample_rate_hz: Optional[float] = None
+    idle_power_mw: Optional[float] = None
+    typical_power_mw: Optional[float] = None
+
+
+class BenchmarkDefaults(_Strict):
+    """Run-length defaults; mirror TFLite benchmark_model so numbers are comparable."""
+
+    min_runs: int = Field(50, ge=1)
+    min_seconds: float = Field(1.0, ge=0)
+    max_seconds: float = Field(150.0, gt=0)
+    warmup_runs: int = Field(1, ge=0)
+    warmup_seconds: float = Field(0.5, ge=0)
+    windows: int = Field(5, ge=1)
+    window_seconds: float = Field(10.0, gt=0)
+
+
+class McuSettings(_Strict):
+    arena_margin: float = Field(0.1, ge=0)
+    arena_align: int = 16
+    build_cmd: Optional[str] = None
+    flash_cmd: Optional[str] = None
+    baudrate: int = 115200
+
+
+class DeviceProfile(_Strict):
+    """A board type: what every board of this kind has in common."""
+
+    name: str
+    description: str = ""
+    arch: str
+    cpu: str = ""
+    cores: int = Field(ge=1)
+    ram_mb: float = Field(gt=0)
+    flash_mb: Optional[float] = None
+    runtime: Literal["litert", "tflm"] = "litert"
+    num_threads: Optional[int] = Field(None, ge=1)
+    xnnpack: bool = True
+    python: str = "python3"
+    energy_meter: EnergyMeter = EnergyMeter()
+    budgets: Budgets = Budgets()
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    benchmark: BenchmarkDefaults = BenchmarkDefaults()
+    mcu: Optional[McuSettings] = None
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _mcu_needs_settings(self) -> "DeviceProfile":
+        if self.runtime == "tflm" and self.mcu is None:
+            raise ValueError("mcu: required when runtime is tflm")
+        return self
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+class LocalTransport(_Strict):
+    type: Literal["local"]
+    python: Optional[str] = None
+
+
+class SshTransport(_Strict):
+    type: Literal["ssh"]
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: Optional[str] = None
+    key_file: Optional[str] = None
+    use_agent: bool = True
+    jump_host: Optional[str] = None
+    known_hosts: Optional[str] = None
+    trust_on_first_use: bool = False
+    connect_timeout: float = Field(10.0, gt=0)
+    command_timeout: float = Field(600.0, gt=0)
+    retries: int = Field(2, ge=0)
+    retry_backoff: float = Field(1.0, ge=0)
+    python: Optional[str] = None
+    workdir: str = "~/.cache/hilbench-device"
+
+
+class SerialTransport(_Strict):
+    type: Literal["serial"]
+    port: str
+    baudrate: int = 115200
+    timeout: float = Field(5.0, gt=0)
+    boot_timeout: float = Field(10.0, gt=0)
+    infer_timeout: float = Field(120.0, gt=0)
+    reset: Literal["none", "dtr", "rts"] = "none"
+
+
+Transport = Annotated[Union[LocalTransport, SshTransport, SerialTransport], Field(discriminator="type")]
+
+
+class Device(_Strict):
+    """One physical board in the lab."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    profile: str
+    transport: Transport
+    tags: list[str] = Field(default_factory=list)
+    enabled: bool = True
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _transport_needs_type(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "type" not in value:
+            raise ValueError("type: required (one of local, ssh, serial)")
+        if isinstance(value, dict) and value.get("type") == "serial" and "port" not in value:
+            raise ValueError("port: required for serial")
+        if isinstance(value, dict) and value.get("type") == "ssh" and "host" not in value:
+            raise ValueError("host: required for ssh")
+        return value
+
+
+class Inventory(_Strict):
+    devices: list[Device]
+    profiles: dict[str, DeviceProfile] = Field(default_factory=dict)
+    path: str = ""
+
+    def device(self, device_id: str) -> Device:
+        for dev in self.devices:
+            if dev.id == device_id:
+                return dev
+        known = ", ".join(d.id for d in self.devices) or "none"
+        raise ConfigError(f"{self.path}: no device '{device_id}' (known: {known})")
+
+    def profile_of(self, device: Device) -> DeviceProfile:
+        return self.profiles[device.profile]
+
+    def select(self, ids: Optional[list[str]] = None, tags: Optional[list[str]] = None) -> list[Device]:
+        """Devices named by id, or carrying any of the tags, or all enabled ones."""
+        if ids:
+            return [self.device(i) for i in ids]
+        chosen = [d for d in self.devices if d.enabled]
+        if tags:
+            chosen = [d for d in chosen if set(tags) & set(d.tags)]
+            if not chosen:
+                raise ConfigError(f"{self.path}: no enabled device has any of the tags {tags}")
+        return chosen
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_loc(loc: tuple, data: Any, root: str) -> str:
+    """Turn a pydantic location into `devices[2].transport.port`, dropping union-tag noise."""
+    parts: list[str] = [root] if root else []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            if parts:
+                parts[-1] = f"{parts[-1]}[{item}]"
+            else:
+                parts.append(f"[{item}]")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            if isinstance(node, dict) and item not in node and item in ("local", "ssh", "serial"):
+                continue  # discriminator branch name, not a real key
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def _messages(err: ValidationError, data: Any, root: str = "") -> list[str]:
+    out = []
+    for e in err.errors():
+        where = _format_loc(tuple(e["loc"]), data, root)
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+            # our validators put the sub-field first: "port: required for serial"
+            if ":" in msg.split(" ")[0]:
+                field, _, rest = msg.partition(": ")
+                where, msg = f"{where}.{field}" if where else field, rest
+        if e["type"] == "extra_forbidden":
+            name = str(e["loc"][-1])
+            msg = "unknown field"
+            if name.lower() in SECRET_FIELD_NAMES:
+                msg = ("secrets must not live in inventory files; use key_file, the SSH agent, "
+                       "or an environment variable")
+        out.append(f"{where}: {msg}")
+    return out
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
+
+
+def load_profile(path: Path) -> DeviceProfile:
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: profile must be a mapping, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    if data["name"] != path.stem:
+        raise ConfigError(f"{path}: name: '{data['name']}' must match the file name '{path.stem}'")
+    try:
+        return DeviceProfile(**data, source=str(path))
+    except ValidationError as err:
+        msgs = _messages(err, data)
+        raise ConfigError(f"{path}: profile '{data['name']}': " + "; ".join(msgs)) from None
+
+
+def load_profiles(directory: Path) -> dict[str, DeviceProfile]:
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: device profile directory not found")
+    return {p.stem: load_profile(p) for p in sorted(directory.glob("*.yaml"))}
+
+
+def _name_device(message: str, devices: list) -> str:
+    """Add the device id to `devices[2].x: ...` so the user can find it without counting."""
+    if message.startswith("devices["):
+        idx = int(message[len("devices["):message.index("]")])
+        if idx < len(devices) and isinstance(devices[idx], dict) and devices[idx].get("id"):
+            return f"{message} (device '{devices[idx]['id']}')"
+    return message
+
+
+def load_inventory(path: Path, profiles_dir: Optional[Path] = None) -> Inventory:
+    """Parse and cross-check inventory.yaml against the profiles directory next to it."""
+    path = Path(path)
+    profiles_dir = Path(profiles_dir) if profiles_dir else path.parent / "device_profiles"
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or "devices" not in data:
+        raise ConfigError(f"{path}: devices: required (a list of devices)")
+    if not isinstance(data["devices"], list):
+        raise ConfigError(f"{path}: devices: must be a list")
+    try:
+        inv = Inventory(devices=data["devices"], path=str(path))
+    except ValidationError as err:
+        msgs = [_name_device(m, data["devices"]) for m in _messages(err, data)]
+        raise ConfigError(f"{path}: " + "; ".join(msgs)) from None
+    profiles = load_profiles(profiles_dir)
+    seen: set[str] = set()
+    for i, dev in enumerate(inv.devices):
+        if dev.id in seen:
+            raise ConfigError(f"{path}: devices[{i}].id: duplicate device id '{dev.id}'")
+        seen.add(dev.id)
+        if dev.profile not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise ConfigError(
+                f"{path}: devices[{i}].profile: device '{dev.id}' names unknown profile "
+                f"'{dev.profile}' (known in {profiles_dir}: {known})")
+        prof = profiles[dev.profile]
+        if prof.runtime == "tflm" and dev.transport.type != "serial":
+            raise ConfigError(f"{path}: devices[{i}].transport.type: device '{dev.id}' has MCU "
+                              f"profile '{prof.name}' and needs a serial transport")
+    return Inventory(devices=inv.devices, profiles=profiles, path=str(path))

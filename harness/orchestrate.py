@@ -1,0 +1,225 @@
+"""`hil run`: convert, fan jobs out to devices (parallel across devices, serial per device), store.
+
+Failures are classified where they happen: a device that cannot be reached or a runner that crashes
+is an infrastructure failure recorded as such, and never stops the other devices or loses results
+already written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import __version__
+from .config import Device, Inventory
+from .convert import Calibration, Converter, ModelSource, ModelVariant
+from .errors import HilError, InfraError
+from .evaldata import prepare_eval
+from .jobs import Job, RunOptions
+from .metrics import flatten
+from .store import ResultRecord, ResultStore
+from .transports import backend_for
+
+
+@dataclass
+class ModelSpec:
+    """A model to benchmark and the data that belongs to it (sidecar files found automatically)."""
+
+    source: ModelSource
+    calibration: Optional[Calibration] = None
+    eval_file: Optional[Path] = None
+
+    @classmethod
+    def from_args(cls, path: str, calibration: Optional[str], eval_file: Optional[str]) -> "ModelSpec":
+        src = ModelSource.open(path)
+        stem = src.path.parent / src.path.stem if src.kind != "savedmodel" else src.path
+        if calibration is None:
+            for cand in (f"{stem}.calibration.npz", f"{stem}.calibration.npy"):
+                if Path(cand).exists():
+                    calibration = cand
+                    break
+        if eval_file is None and Path(f"{stem}.eval.npz").exists():
+            eval_file = f"{stem}.eval.npz"
+        if eval_file is not None and not Path(eval_file).exists():
+            from .errors import ConfigError
+
+            raise ConfigError(f"{eval_file}: evaluation data file not found")
+        return cls(src, Calibration.from_arg(calibration), Path(eval_file) if eval_file else None)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    ok: int = 0
+    infra_errors: int = 0
+    errors: int = 0
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if (self.infra_errors or self.errors) else 0
+
+
+def git_commit_of(path: Path) -> Optional[str]:
+    """Commit of the repository holding the model (with +dirty), for provenance."""
+    directory = path if path.is_dir() else path.parent
+    try:
+        head = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--", str(path)],
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+class Orchestrator:
+    def __init__(self, inventory: Inventory, store: ResultStore, converter: Converter,
+                 log: Callable[[str], None] = print):
+        self.inventory = inventory
+        self.store = store
+        self.converter = converter
+        self.log = log
+        self._log_lock = threading.Lock()
+
+    def _say(self, msg: str) -> None:
+        with self._log_lock:
+            self.log(msg)
+
+    def convert_all(self, specs: list[ModelSpec], variants: Optional[list[str]]) -> list[tuple[ModelSpec, ModelVariant]]:
+        out = []
+        for spec in specs:
+            for v in self.converter.variants_for(spec.source, variants):
+                mv = self.converter.convert(spec.source, v, spec.calibration)
+                mv.extra["source_path"] = str(spec.source.path)
+                out.append((spec, mv))
+        return out
+
+    def plan(self, specs: list[ModelSpec], variants: Optional[list[str]], devices: list[Device],
+             options: RunOptions) -> list[Job]:
+        converted = self.convert_all(specs, variants)
+        jobs = []
+        for spec, mv in converted:
+            eval_file = None
+            if spec.eval_file:
+                ref = None
+                if spec.source.kind != "tflite":
+                    ref = self.converter.convert(spec.source, "fp32", spec.calibration, quiet=True)
+                eval_file = prepare_eval(spec.eval_file, ref, self.converter.cache_dir.parent)
+            for dev in devices:
+                prof = self.inventory.profile_of(dev)
+                jobs.append(Job(mv, dev, prof, options.resolved(prof), eval_file))
+        return jobs
+
+    def run(self, jobs: list[Job], argv: list[str], resume: bool = False,
+            label: Optional[str] = None) -> RunSummary:
+        keys = [j.key for j in jobs]
+        plan_hash = hashlib.sha256(json.dumps(sorted(keys)).encode()).hexdigest()[:16]
+        run_id, done = None, set()
+        if resume:
+            run_id = self.store.resumable_run(plan_hash)
+            if run_id:
+                done = self.store.done_jobs(run_id)
+                self.store.reopen_run(run_id)
+                self._say(f"resuming run {run_id}: {len(done)} of {len(jobs)} jobs already measured")
+            else:
+                self._say("nothing to resume for this plan; starting a new run")
+        commits = {}
+        for j in jobs:
+            src_path = Path(j.variant.extra.get("source_path", "")) if j.variant.extra else None
+            commits[j.key] = git_commit_of(src_path) if src_path else None
+        if run_id is None:
+            first_commit = next((c for c in commits.values() if c), None)
+            run_id = self.store.start_run(keys, plan_hash, argv, __version__, platform.node(),
+                                          first_commit, label)
+        summary = RunSummary(run_id)
+        todo = [j for j in jobs if j.key not in done]
+        summary.skipped = len(jobs) - len(todo)
+        by_device: dict[str, list[Job]] = {}
+        for j in todo:
+            by_device.setdefault(j.device.id, []).append(j)
+        lock = threading.Lock()
+        status = "interrupted"
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, len(by_device))) as pool:
+                futures = [pool.submit(self._device_worker, run_id, dev_jobs, summary, lock, commits)
+                           for dev_jobs in by_device.values()]
+                for f in futures:
+                    f.result()
+            status = "complete" if not (summary.infra_errors or summary.errors) else "incomplete"
+        finally:
+            self.store.finish_run(run_id, status)
+        return summary
+
+    def _device_worker(self, run_id: str, jobs: list[Job], summary: RunSummary, lock: threading.Lock,
+                       commits: dict) -> None:
+        dev, prof = jobs[0].device, jobs[0].profile
+        backend = backend_for(dev, prof, self._say)
+        opened = False
+        for job in jobs:
+            try:
+                if not opened:
+                    backend.open()
+                    opened = True
+                self._say(f"measuring {job.label} ...")
+                doc = backend.benchmark(job)
+                if doc.get("status") != "ok":
+                    raise _RunnerError(doc.get("error") or "runner reported failure without a message")
+                self._record(run_id, job, "ok", doc, None, commits)
+                p50 = (doc.get("latency_us") or {}).get("p50")
+                self._say(f"done {job.label}: p50 {p50:.1f} us" if p50 is not None else f"done {job.label}")
+                with lock:
+                    summary.ok += 1
+            except (InfraError, _RunnerError) as exc:
+                kind = "infra_error"
+                self._record(run_id, job, kind, None, str(exc), commits)
+                self._say(f"FAILED {job.label} (infrastructure): {exc}")
+                with lock:
+                    summary.infra_errors += 1
+                    summary.failures.append(f"{job.label}: {exc}")
+                if isinstance(exc, InfraError) and opened:
+                    backend.close()
+                    opened = False
+            except HilError as exc:
+                self._record(run_id, job, "error", None, str(exc), commits)
+                self._say(f"FAILED {job.label}: {exc}")
+                with lock:
+                    summary.errors += 1
+                    summary.failures.append(f"{job.label}: {exc}")
+        if opened:
+            backend.close()
+
+    def _record(self, run_id: str, job: Job, status: str, doc: Optional[dict], error: Optional[str],
+                commits: dict) -> None:
+        mv = job.variant
+        runtime = (doc or {}).get("runtime") or {}
+        rec = ResultRecord(
+            run_id=run_id, job_key=job.key, model=mv.model_name, model_sha256=mv.source_sha256,
+            variant=mv.variant, device_id=job.device.id, profile=job.profile.name, status=status,
+            converter_version=mv.converter_version, artifact_sha256=mv.artifact_sha256,
+            transport=job.device.transport.type, runtime=runtime.get("name"),
+            runtime_version=runtime.get("version"), harness_version=__version__,
+            git_commit=commits.get(job.key), host=platform.node(), error=error, raw=doc)
+        measurements, samples = flatten(doc) if doc else ([], {})
+        if doc and not any(m[0] == "model_size_bytes" for m in measurements):
+            measurements.append(("model_size_bytes", float(mv.size_bytes), "B"))
+        if doc:  # raw samples live in the samples table; keep the stored document small
+            doc = json.loads(json.dumps(doc))
+            doc.get("latency_us", {}).pop("samples", None)
+            (doc.get("warmup") or {}).pop("samples_us", None)
+            rec.raw = doc
+        self.store.record(rec, measurements, samples)
+
+
+class _RunnerError(Exception):
+    """The runner answered, but with a failure document."""

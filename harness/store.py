@@ -1,0 +1,255 @@
+"""SQLite result store: every measurement, with the provenance needed to trust it months later.
+
+Each result is committed the moment it is measured (WAL mode, one transaction per result), so a
+killed `hil run` loses nothing, and `--resume` can tell exactly which jobs are still missing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pandas as pd
+
+from .errors import ConfigError
+
+SCHEMA_VERSION = 1
+DEFAULT_DB = Path("reports") / "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,            -- running | complete | interrupted
+    plan_hash TEXT NOT NULL,
+    plan TEXT NOT NULL,              -- JSON list of job keys
+    argv TEXT,
+    harness_version TEXT,
+    host TEXT,
+    git_commit TEXT,
+    label TEXT
+);
+CREATE TABLE IF NOT EXISTS results (
+    result_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    job_key TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    model TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    converter_version TEXT,
+    artifact_sha256 TEXT,
+    device_id TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    transport TEXT,
+    runtime TEXT,
+    runtime_version TEXT,
+    harness_version TEXT,
+    git_commit TEXT,
+    host TEXT,
+    status TEXT NOT NULL,            -- ok | infra_error | error
+    error TEXT,
+    raw TEXT                         -- the runner document, verbatim JSON
+);
+CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
+CREATE INDEX IF NOT EXISTS results_key ON results(model, variant, device_id);
+CREATE TABLE IF NOT EXISTS measurements (
+    result_id INTEGER NOT NULL REFERENCES results(result_id),
+    metric TEXT NOT NULL,
+    value REAL,
+    unit TEXT,
+    PRIMARY KEY (result_id, metric)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    result_id INTEGER NOT NULL REFERENCES results(result_id),
+    phase TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (result_id, phase, idx)
+);
+"""
+
+PROVENANCE_COLUMNS = [
+    "run_id", "result_id", "timestamp", "model", "model_sha256", "variant", "converter_version",
+    "artifact_sha256", "device_id", "profile", "transport", "runtime", "runtime_version",
+    "harness_version", "git_commit", "host", "status", "error",
+]
+
+
+@dataclass
+class ResultRecord:
+    """What the orchestrator knows about one finished job (successful or not)."""
+
+    run_id: str
+    job_key: str
+    model: str
+    model_sha256: str
+    variant: str
+    device_id: str
+    profile: str
+    status: str
+    converter_version: Optional[str] = None
+    artifact_sha256: Optional[str] = None
+    transport: Optional[str] = None
+    runtime: Optional[str] = None
+    runtime_version: Optional[str] = None
+    harness_version: Optional[str] = None
+    git_commit: Optional[str] = None
+    host: Optional[str] = None
+    error: Optional[str] = None
+    raw: Optional[dict] = None
+
+
+class ResultStore:
+    """Thread-safe (one connection, one lock) access to the results database."""
+
+    def __init__(self, path: Path | str = DEFAULT_DB):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{self.path}: not a usable hilbench results database ({exc})") from None
+        self._lock = threading.Lock()
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(self, plan: list[str], plan_hash: str, argv: list[str], harness_version: str,
+                  host: str, git_commit: Optional[str], label: Optional[str] = None) -> str:
+        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        with self._tx() as db:
+            db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                       (run_id, time.time(), None, "running", plan_hash, json.dumps(plan),
+                        json.dumps(argv), harness_version, host, git_commit, label))
+        return run_id
+
+    def finish_run(self, run_id: str, status: str = "complete") -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET finished_at=?, status=? WHERE run_id=?", (time.time(), status, run_id))
+
+    def resumable_run(self, plan_hash: str) -> Optional[str]:
+        """The newest unfinished run with the same plan, if any."""
+        row = self._db.execute(
+            "SELECT run_id FROM runs WHERE plan_hash=? AND status!='complete' "
+            "ORDER BY started_at DESC LIMIT 1", (plan_hash,)).fetchone()
+        return row[0] if row else None
+
+    def reopen_run(self, run_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET status='running', finished_at=NULL WHERE run_id=?", (run_id,))
+
+    def done_jobs(self, run_id: str) -> set[str]:
+        rows = self._db.execute("SELECT job_key FROM results WHERE run_id=? AND status='ok'", (run_id,))
+        return {r[0] for r in rows}
+
+    def runs(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM runs ORDER BY started_at", self._db)
+
+    def latest_run_id(self) -> Optional[str]:
+        row = self._db.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    # ------------------------------------------------------------------ results
+
+    def record(self, rec: ResultRecord, measurements: list[tuple[str, Optional[float], str]],
+               samples: dict[str, list[float]]) -> int:
+        """Write one job's outcome in a single transaction (all of it or nothing)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO results (run_id, job_key, timestamp, model, model_sha256, variant, "
+                "converter_version, artifact_sha256, device_id, profile, transport, runtime, "
+                "runtime_version, harness_version, git_commit, host, status, error, raw) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (rec.run_id, rec.job_key, time.time(), rec.model, rec.model_sha256, rec.variant,
+                 rec.converter_version, rec.artifact_sha256, rec.device_id, rec.profile, rec.transport,
+                 rec.runtime, rec.runtime_version, rec.harness_version, rec.git_commit, rec.host,
+                 rec.status, rec.error, json.dumps(rec.raw) if rec.raw is not None else None))
+            rid = cur.lastrowid
+            db.executemany("INSERT INTO measurements VALUES (?,?,?,?)",
+                           [(rid, m, None if v is None else float(v), u) for m, v, u in measurements])
+            for phase, vals in samples.items():
+                db.executemany("INSERT INTO samples VALUES (?,?,?,?)",
+                               [(rid, phase, i, float(v)) for i, v in enumerate(vals)])
+        return rid
+
+    def dataframe(self, run_id: Optional[str] = None, include_failed: bool = True) -> pd.DataFrame:
+        """Long format: one row per (result, metric); failed jobs appear with metric NaN."""
+        cols = ", ".join(f"r.{c}" for c in PROVENANCE_COLUMNS)
+        sql = (f"SELECT {cols}, m.metric, m.value, m.unit FROM results r "
+               "LEFT JOIN measurements m ON m.result_id = r.result_id")
+        where, args = [], []
+        if run_id:
+            where.append("r.run_id = ?")
+            args.append(run_id)
+        if not include_failed:
+            where.append("r.status = 'ok'")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY r.result_id, m.metric"
+        df = pd.read_sql_query(sql, self._db, params=args)
+        df["timestamp"] = pd.to_datetime(df["timestamp"], unit="s", utc=True)
+        return df
+
+    def wide(self, run_id: Optional[str] = None) -> pd.DataFrame:
+        """One row per result with one column per metric: the shape reports want."""
+        df = self.dataframe(run_id)
+        if df.empty:
+            return df
+        base = df.drop(columns=["metric", "value", "unit"]).drop_duplicates("result_id").set_index("result_id")
+        ok = df.dropna(subset=["metric"])
+        metrics = ok.pivot_table(index="result_id", columns="metric", values="value", aggfunc="first")
+        return base.join(metrics).reset_index()
+
+    def samples(self, result_id: int, phase: str = "steady") -> list[float]:
+        rows = self._db.execute("SELECT value FROM samples WHERE result_id=? AND phase=? ORDER BY idx",
+                                (result_id, phase))
+        return [r[0] for r in rows]
+
+    def raw(self, result_id: int) -> Optional[dict[str, Any]]:
+        row = self._db.execute("SELECT raw FROM results WHERE result_id=?", (result_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def execute(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Escape hatch for analysis layers that add their own tables (baselines etc.)."""
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def executescript(self, sql: str) -> None:
+        with self._lock:
+            self._db.executescript(sql)
+
+
+def open_results(path: Path | str = DEFAULT_DB) -> pd.DataFrame:
+    """Python API: all results as a long-format pandas DataFrame."""
+    store = ResultStore(path)
+    try:
+        return store.dataframe()
+    finally:
+        store.close()

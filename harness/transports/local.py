@@ -1,0 +1,48 @@
+"""The host itself as a device: the runner in a fresh subprocess, exactly as on a remote board."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections import deque
+
+from ..errors import InfraError
+from ..jobs import Job
+from .base import Backend, parse_runner_output, runner_file
+
+
+class LocalBackend(Backend):
+    """Fresh process per job so one model's memory (peak RSS) never leaks into the next."""
+
+    def python(self) -> str:
+        return self.device.transport.python or sys.executable
+
+    def benchmark(self, job: Job) -> dict:
+        argv = [self.python(), str(runner_file())] + job.runner_args(
+            str(job.variant.artifact), str(job.eval_file) if job.eval_file else None)
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            raise InfraError(f"device '{self.device.id}': cannot start {argv[0]}: {exc}") from None
+        tail: deque[str] = deque(maxlen=20)
+
+        def pump() -> None:
+            for line in proc.stderr:
+                tail.append(line)
+                self.log(f"  [{self.device.id}] {line.rstrip()}")
+
+        out: list[str] = []
+        threads = [threading.Thread(target=pump, daemon=True),
+                   threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]
+        for t in threads:
+            t.start()
+        budget = (job.options.max_seconds or 150) * 2 + 120
+        try:
+            proc.wait(timeout=budget)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise InfraError(f"device '{self.device.id}': runner did not finish within {budget:.0f} s") from None
+        for t in threads:
+            t.join()
+        return parse_runner_output("".join(out), self.device.id, proc.returncode, "".join(tail))

@@ -1,0 +1,813 @@
+#!/usr/bin/env python3
+"""hilbench Linux device runner (schema ``hilbench.runner/1``).
+
+One standalone file: stdlib + numpy + a TFLite runtime (``ai_edge_litert``, else
+``tflite_runtime``, else ``tensorflow.lite``). Runs on Python 3.9+.
+
+It loads a .tflite model, measures init / first inference / warmup / steady-state latency
+(only ``invoke()`` is timed, inputs are set once with random data, like TFLite's
+``benchmark_model``), memory, telemetry, optional RAPL energy and optional accuracy on an
+``.npz`` eval file, and prints exactly one JSON document on stdout. Progress goes to stderr.
+
+On any error it prints ``{"schema": "hilbench.runner/1", "status": "error", "error": "..."}``
+(plus ``error_kind``) on stdout and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import array
+import gc
+import glob
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+SCHEMA = "hilbench.runner/1"
+EXIT_ERROR = 2
+# The steady state keeps every sample; warmup reports its count and total but keeps only the
+# first MAX_WARMUP_SAMPLES samples (a µs-scale model runs ~10^5 warmup invocations in 0.5 s).
+MAX_WARMUP_SAMPLES = 10000
+RAPL_ENERGY = "/sys/class/powercap/intel-rapl:0/energy_uj"
+RAPL_RANGE = "/sys/class/powercap/intel-rapl:0/max_energy_range_uj"
+CPU_FREQ = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"
+# vcgencmd get_throttled: bits 0-3 are the *current* state.
+THROTTLE_BITS = {0x1: "under_voltage", 0x2: "freq_capped", 0x4: "throttled",
+                 0x8: "soft_temp_limit"}
+
+
+class RunnerError(Exception):
+    """A clean, one-line failure reported as error JSON (exit 2)."""
+
+    def __init__(self, message: str, kind: str = "error"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def log(msg: str) -> None:
+    sys.stderr.write("[linux_runner] %s\n" % msg)
+    sys.stderr.flush()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " ".join(lines)[:500]
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # noqa: D401 - argparse API
+        raise RunnerError("usage: %s" % message, "usage")
+
+
+def parse_args(argv):
+    cpus = _cpu_count()
+    p = _Parser(prog="linux_runner.py", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="path to a .tflite model")
+    p.add_argument("--num-threads", type=int, default=cpus,
+                   help="interpreter threads (default: all usable cores = %d)" % cpus)
+    p.add_argument("--no-xnnpack", action="store_true",
+                   help="builtin op resolver without default delegates (no XNNPACK)")
+    p.add_argument("--min-runs", type=int, default=50)
+    p.add_argument("--min-seconds", type=float, default=1.0)
+    p.add_argument("--max-seconds", type=float, default=150.0)
+    p.add_argument("--warmup-runs", type=int, default=1)
+    p.add_argument("--warmup-seconds", type=float, default=0.5)
+    p.add_argument("--eval", default=None, metavar="FILE.npz",
+                   help="npz with x (float inputs), optional y (labels), optional ref")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input data")
+    a = p.parse_args(argv)
+    if a.num_threads < 1:
+        raise RunnerError("usage: --num-threads must be >= 1 (got %d)" % a.num_threads, "usage")
+    if a.min_runs < 1:
+        raise RunnerError("usage: --min-runs must be >= 1 (got %d)" % a.min_runs, "usage")
+    if a.warmup_runs < 0:
+        raise RunnerError("usage: --warmup-runs must be >= 0", "usage")
+    for name in ("min_seconds", "warmup_seconds"):
+        v = getattr(a, name)
+        if not (v >= 0 and math.isfinite(v)):
+            raise RunnerError("usage: --%s must be >= 0 (got %r)" % (name.replace("_", "-"), v),
+                              "usage")
+    if not (a.max_seconds > 0 and math.isfinite(a.max_seconds)):
+        raise RunnerError("usage: --max-seconds must be > 0 (got %r)" % a.max_seconds, "usage")
+    return a
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+# ----------------------------------------------------------------------- runtime
+
+
+def load_runtime():
+    """Return (interpreter_module_like, name, version). Tries litert, tflite_runtime, TF."""
+    errors = []
+    try:
+        from ai_edge_litert import interpreter as mod  # type: ignore
+        version = None
+        try:
+            import ai_edge_litert  # type: ignore
+            version = getattr(ai_edge_litert, "__version__", None)
+        except Exception:  # pragma: no cover
+            pass
+        if not version:
+            version = _dist_version("ai-edge-litert")
+        return mod, "ai_edge_litert", str(version or "unknown")
+    except Exception as exc:
+        errors.append("ai_edge_litert: %s" % _one_line(exc))
+    try:
+        from tflite_runtime import interpreter as mod  # type: ignore
+        import tflite_runtime  # type: ignore
+        version = getattr(tflite_runtime, "__version__", None) or _dist_version("tflite-runtime")
+        return mod, "tflite_runtime", str(version or "unknown")
+    except Exception as exc:
+        errors.append("tflite_runtime: %s" % _one_line(exc))
+    try:
+        import tensorflow as tf  # type: ignore
+
+        class _TFMod(object):
+            Interpreter = tf.lite.Interpreter
+            OpResolverType = getattr(getattr(tf.lite, "experimental", None),
+                                     "OpResolverType", None)
+
+        return _TFMod, "tensorflow.lite", str(tf.__version__)
+    except Exception as exc:
+        errors.append("tensorflow: %s" % _one_line(exc))
+    raise RunnerError("no TFLite runtime importable by %s (%s)"
+                      % (sys.executable, "; ".join(errors)), "runtime")
+
+
+def _dist_version(dist: str):
+    try:
+        from importlib import metadata  # Python 3.8+
+        return metadata.version(dist)
+    except Exception:
+        return None
+
+
+# ------------------------------------------------------------------------ memory
+
+
+def _proc_status_kb(field: str):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _maxrss_kb():
+    try:
+        import resource
+        v = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if sys.platform == "darwin":  # bytes there, KiB on Linux
+            v //= 1024
+        return int(v)
+    except Exception:
+        return None
+
+
+def rss_kb():
+    v = _proc_status_kb("VmRSS")
+    return v if v is not None else _maxrss_kb()
+
+
+def peak_rss_kb():
+    v = _proc_status_kb("VmHWM")
+    return v if v is not None else _maxrss_kb()
+
+
+# --------------------------------------------------------------------- telemetry
+
+
+def _read_text(path: str):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+_ZONE_CACHE = []
+
+
+def _cpu_temp_zone():
+    if _ZONE_CACHE:
+        return _ZONE_CACHE[0]
+    chosen = None
+    prefs = ("cpu", "soc", "x86_pkg", "pkg", "core", "k10temp", "tctl")
+    zones = sorted(glob.glob("/sys/class/thermal/thermal_zone*"))
+    typed = [(z, (_read_text(os.path.join(z, "type")) or "").lower()) for z in zones]
+    for pref in prefs:
+        for z, t in typed:
+            if pref in t and _read_text(os.path.join(z, "temp")) is not None:
+                chosen = os.path.join(z, "temp")
+                break
+        if chosen:
+            break
+    _ZONE_CACHE.append(chosen)
+    return chosen
+
+
+def _cpu_temp_c():
+    path = _cpu_temp_zone()
+    if not path:
+        return None
+    raw = _read_text(path)
+    try:
+        v = int(raw)
+    except (TypeError, ValueError):
+        return None
+    return round(v / 1000.0, 3) if abs(v) > 1000 else float(v)
+
+
+def _cpu_freq_khz():
+    raw = _read_text(CPU_FREQ)
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def _throttled_raw():
+    exe = shutil.which("vcgencmd")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "get_throttled"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, timeout=3, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = out.stdout.decode("ascii", "replace").strip()
+    if out.returncode != 0 or "=" not in text:
+        return None
+    return text.split("=", 1)[1].strip()
+
+
+def decode_throttled(raw):
+    """True if any of the current bits 0-3 is set, None if unknown."""
+    if raw is None:
+        return None
+    try:
+        return bool(int(raw, 0) & 0xF)
+    except ValueError:
+        return None
+
+
+def telemetry_snapshot():
+    try:
+        load = [round(x, 3) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
+    raw = _throttled_raw()
+    flags = None
+    if raw is not None:
+        try:
+            v = int(raw, 0)
+            flags = [name for bit, name in sorted(THROTTLE_BITS.items()) if v & bit]
+        except ValueError:
+            flags = None
+    return {"cpu_temp_c": _cpu_temp_c(), "cpu_freq_khz": _cpu_freq_khz(),
+            "throttled_raw": raw, "throttled_flags": flags, "loadavg": load,
+            "time_unix": round(time.time(), 3)}
+
+
+def combine_throttled(before, after):
+    vals = [decode_throttled(before.get("throttled_raw")), decode_throttled(after.get("throttled_raw"))]
+    known = [v for v in vals if v is not None]
+    if not known:
+        return None
+    return any(known)
+
+
+# ------------------------------------------------------------------------ energy
+
+
+def rapl_read():
+    raw = _read_text(RAPL_ENERGY)
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def rapl_energy(before_uj, after_uj, count, window_s):
+    if before_uj is None or after_uj is None or count <= 0:
+        return None
+    delta = after_uj - before_uj
+    if delta < 0:  # counter wrapped
+        try:
+            delta += int(_read_text(RAPL_RANGE))
+        except (TypeError, ValueError):
+            return None
+    return {"meter": "rapl", "domain": "package-0", "sample_rate_hz": None,
+            "energy_per_inference_uj": delta / float(count), "estimate": False,
+            "includes_idle": True, "window_energy_uj": delta,
+            "window_s": window_s,
+            "mean_power_w": (delta / 1e6 / window_s) if window_s > 0 else None,
+            "note": "package energy over the steady window / count; includes idle and "
+                    "other processes' power, not idle-subtracted"}
+
+
+# -------------------------------------------------------------------- statistics
+
+
+def percentile(sorted_xs, q):
+    """Linear interpolation between order statistics (numpy's default method)."""
+    n = len(sorted_xs)
+    if n == 0:
+        return None
+    h = (n - 1) * q
+    lo = int(math.floor(h))
+    hi = min(lo + 1, n - 1)
+    return sorted_xs[lo] + (h - lo) * (sorted_xs[hi] - sorted_xs[lo])
+
+
+def _binom_half_cdf_table(n, kmax):
+    """P(X <= k) for X ~ Binomial(n, 1/2), k = 0..kmax (list), stdlib only.
+
+    Terms below n/2 - 6*sqrt(n) are < 1e-15 (Hoeffding), so the sum starts there; the first
+    pmf comes from lgamma, later ones from the ratio pmf(k+1) = pmf(k) * (n-k) / (k+1).
+    """
+    start = max(0, int(n / 2.0 - 6.0 * math.sqrt(n)) - 1)
+    start = min(start, kmax)
+    ln2n = n * math.log(2.0)
+    logpmf = math.lgamma(n + 1) - math.lgamma(start + 1) - math.lgamma(n - start + 1) - ln2n
+    pmf = math.exp(logpmf)
+    cdf = {}
+    acc = 0.0
+    for k in range(start, kmax + 1):
+        acc += pmf
+        cdf[k] = acc
+        pmf = pmf * (n - k) / (k + 1.0)
+    return cdf, start
+
+
+def median_ci(sorted_xs, level=0.95):
+    """Distribution-free CI of the median from order statistics (binomial method).
+
+    Returns (low, high, achieved_coverage). With X ~ Bin(n, 1/2), the interval
+    [x_(l), x_(n-l+1)] (1-based) covers the median with probability 1 - 2 P(X <= l-1);
+    l is the largest index keeping that >= level. For n < 6 no such l exists at 95 %: the
+    interval is then [min, max] and the achieved coverage is reported.
+    """
+    n = len(sorted_xs)
+    if n == 0:
+        return None, None, None
+    alpha = (1.0 - level) / 2.0
+    kmax = n // 2
+    cdf, start = _binom_half_cdf_table(n, kmax)
+    best = None  # largest k with P(X <= k) <= alpha; then l = k + 1
+    for k in range(start, kmax + 1):
+        if cdf[k] <= alpha:
+            best = k
+        else:
+            break
+    if best is None:
+        l = 1
+        cov = 1.0 - 2.0 * (0.5 ** n)
+    else:
+        l = best + 1
+        cov = 1.0 - 2.0 * cdf[best]
+    lo_i = l - 1
+    hi_i = n - l
+    if hi_i < lo_i:  # pragma: no cover - cannot happen for l <= n/2 + 1
+        lo_i, hi_i = 0, n - 1
+    return sorted_xs[lo_i], sorted_xs[hi_i], max(0.0, min(1.0, cov))
+
+
+def summarize(samples_us, level=0.95):
+    n = len(samples_us)
+    xs = sorted(samples_us)
+    mean = math.fsum(xs) / n
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+    lo, hi, cov = median_ci(xs, level)
+    return {"count": n, "min": xs[0], "max": xs[-1], "mean": mean, "std": std,
+            "p50": percentile(xs, 0.50), "p90": percentile(xs, 0.90),
+            "p95": percentile(xs, 0.95), "p99": percentile(xs, 0.99),
+            "median_ci_low": lo, "median_ci_high": hi, "ci_level": level,
+            "ci_coverage": cov, "ci_method": "binomial order statistics",
+            "std_ddof": 1, "percentile_method": "linear",
+            "samples": list(samples_us)}
+
+
+# --------------------------------------------------------------------- model io
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_model_file(path):
+    if not os.path.exists(path):
+        raise RunnerError("model file not found: %s" % path, "model")
+    if not os.path.isfile(path):
+        raise RunnerError("model path is not a regular file: %s" % path, "model")
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise RunnerError("cannot read model file %s: %s" % (path, _one_line(exc)), "model")
+    if size == 0:
+        raise RunnerError("model file %s is empty" % path, "model")
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise RunnerError("model file %s is not a TFLite flatbuffer (missing 'TFL3' identifier)"
+                          % path, "model")
+    return size
+
+
+def make_interpreter(rt, model_path, num_threads, xnnpack):
+    kwargs = {"model_path": model_path, "num_threads": num_threads}
+    if not xnnpack:
+        ort = getattr(rt, "OpResolverType", None)
+        if ort is None:
+            raise RunnerError("runtime does not support --no-xnnpack (no OpResolverType)",
+                              "runtime")
+        kwargs["experimental_op_resolver_type"] = ort.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return rt.Interpreter(**kwargs)
+
+
+def random_input(np, rng, shape, dtype):
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    if np.issubdtype(dt, np.floating):
+        return rng.uniform(-0.5, 0.5, size=shape).astype(dt)
+    if np.issubdtype(dt, np.integer):
+        if dt == np.int8:
+            lo, hi = -127, 127
+        elif dt == np.uint8:
+            lo, hi = 0, 254
+        elif dt == np.int16:
+            lo, hi = -32767, 32767
+        else:  # int32/int64 indices etc.: small non-negative values, like benchmark_model
+            lo, hi = 0, 99
+        return rng.integers(lo, hi + 1, size=shape).astype(dt)
+    if np.issubdtype(dt, np.complexfloating):
+        return (rng.uniform(-0.5, 0.5, size=shape)
+                + 1j * rng.uniform(-0.5, 0.5, size=shape)).astype(dt)
+    raise RunnerError("unsupported input dtype %s" % dt, "model")
+
+
+def tensor_info(d):
+    q = d.get("quantization") or (0.0, 0)
+    return {"name": d.get("name"), "index": int(d["index"]),
+            "shape": [int(s) for s in d["shape"]], "dtype": str(getattr(d["dtype"], "__name__",
+                                                                         d["dtype"])),
+            "quantization": {"scale": float(q[0]), "zero_point": int(q[1])}}
+
+
+# -------------------------------------------------------------------------- eval
+
+
+def _npz_member_header(np, npz, key):
+    """(shape, dtype) of an npz member without loading it."""
+    fmt = np.lib.format
+    with npz.zip.open(key + ".npy") as f:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, _fortran, dtype = fmt.read_array_header_1_0(f)
+        else:
+            shape, _fortran, dtype = fmt.read_array_header_2_0(f)
+    return tuple(shape), np.dtype(dtype)
+
+
+def check_eval_file(np, path, input_details):
+    """Validate the eval npz up front (headers only, nothing loaded). Returns a plan dict."""
+    if not os.path.isfile(path):
+        raise RunnerError("eval file not found: %s" % path, "eval")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise RunnerError("eval file %s is not a readable .npz: %s" % (path, _one_line(exc)),
+                          "eval")
+    try:
+        if not hasattr(npz, "files"):
+            raise RunnerError("eval file %s is a single .npy array, expected an .npz with key 'x'"
+                              % path, "eval")
+        files = set(npz.files)
+        if "x" not in files:
+            raise RunnerError("eval file %s has no array 'x' (keys: %s)"
+                              % (path, ", ".join(sorted(files)) or "none"), "eval")
+        if len(input_details) != 1:
+            raise RunnerError("eval file %s: --eval supports single-input models only (model has "
+                              "%d inputs)" % (path, len(input_details)), "eval")
+        try:
+            headers = dict((k, _npz_member_header(np, npz, k)) for k in ("x", "y", "ref")
+                           if k in files)
+        except Exception as exc:
+            raise RunnerError("eval file %s: cannot read array headers: %s"
+                              % (path, _one_line(exc)), "eval")
+        xs, xdt = headers["x"]
+        if xdt.kind not in "fiub":
+            raise RunnerError("eval file %s: 'x' has non-numeric dtype %s" % (path, xdt), "eval")
+        if len(xs) < 1 or xs[0] < 1:
+            raise RunnerError("eval file %s: 'x' has no samples (shape %s)" % (path, list(xs)),
+                              "eval")
+        n = xs[0]
+        in_shape = tuple(int(s) for s in input_details[0]["shape"])
+        if tuple(xs[1:]) == in_shape:
+            add_batch = False
+        elif in_shape and in_shape[0] == 1 and tuple(xs[1:]) == in_shape[1:]:
+            add_batch = True
+        else:
+            raise RunnerError("eval file %s: 'x' shape %s does not match model input shape %s "
+                              "(expected (N,%s))" % (path, list(xs), list(in_shape),
+                                                    ",".join(str(s) for s in in_shape[1:])),
+                              "eval")
+        for k in ("y", "ref"):
+            if k in headers:
+                ks, kdt = headers[k]
+                if kdt.kind not in "iuf" or len(ks) != 1 or ks[0] != n:
+                    raise RunnerError("eval file %s: '%s' must be a 1-D integer array of length "
+                                      "%d (got shape %s, dtype %s)"
+                                      % (path, k, n, list(ks), kdt), "eval")
+        return {"n": n, "add_batch": add_batch, "has_y": "y" in files, "has_ref": "ref" in files}
+    finally:
+        close = getattr(npz, "close", None)
+        if close:
+            close()
+
+
+def quantize_input(np, x, d):
+    dt = np.dtype(d["dtype"])
+    scale, zp = (d.get("quantization") or (0.0, 0))
+    if dt in (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)):
+        info = np.iinfo(dt)
+        if scale and scale > 0:
+            q = np.round(np.asarray(x, dtype=np.float64) / scale + zp)
+        else:
+            q = np.round(np.asarray(x, dtype=np.float64))
+        return np.clip(q, info.min, info.max).astype(dt)
+    return np.asarray(x).astype(dt)
+
+
+def dequantize_output(np, y, d):
+    scale, zp = (d.get("quantization") or (0.0, 0))
+    if np.issubdtype(np.dtype(d["dtype"]), np.integer) and scale and scale > 0:
+        return (y.astype(np.float64) - zp) * scale
+    return y.astype(np.float64)
+
+
+def run_eval(np, interp, path, plan):
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            x = npz["x"]
+            y = np.asarray(npz["y"]).astype(np.int64) if plan["has_y"] else None
+            ref = np.asarray(npz["ref"]).astype(np.int64) if plan["has_ref"] else None
+    except Exception as exc:
+        raise RunnerError("eval file %s: cannot load arrays: %s" % (path, _one_line(exc)), "eval")
+    ind = interp.get_input_details()[0]
+    outd = interp.get_output_details()[0]
+    n = int(x.shape[0])
+    preds = np.empty(n, dtype=np.int64)
+    t0 = time.perf_counter()
+    for i in range(n):
+        xi = x[i][None, ...] if plan["add_batch"] else x[i]
+        interp.set_tensor(ind["index"], quantize_input(np, xi, ind))
+        interp.invoke()
+        out = dequantize_output(np, interp.get_tensor(outd["index"]), outd)
+        preds[i] = int(np.argmax(out.reshape(-1)))
+    secs = time.perf_counter() - t0
+    res = {"n": n,
+           "top1": float(np.mean(preds == y)) if y is not None else None,
+           "agreement": float(np.mean(preds == ref)) if ref is not None else None,
+           "correct": int(np.sum(preds == y)) if y is not None else None,
+           "agree": int(np.sum(preds == ref)) if ref is not None else None,
+           "path": path, "seconds": secs}
+    return res
+
+
+# -------------------------------------------------------------------- benchmark
+
+
+def timed_loop(invoke, min_runs, min_ns, max_ns, pc):
+    """Invoke until both min_runs and min_ns are reached, or max_ns elapsed.
+
+    Only invoke() is inside the timestamps. Returns (samples_ns, elapsed_ns, stop_reason).
+    """
+    samples = array.array("q")
+    append = samples.append
+    n = 0
+    start = pc()
+    while True:
+        t0 = pc()
+        invoke()
+        t1 = pc()
+        append(t1 - t0)
+        n += 1
+        elapsed = t1 - start
+        if elapsed >= max_ns:
+            return samples, elapsed, "max_seconds"
+        if n >= min_runs and elapsed >= min_ns:
+            return samples, elapsed, "min_reached"
+
+
+def run(args):
+    result = {"schema": SCHEMA, "status": "ok"}
+    model_path = os.path.abspath(args.model)
+    size = check_model_file(model_path)
+    if args.eval and not os.path.isfile(args.eval):
+        raise RunnerError("eval file not found: %s" % args.eval, "eval")
+
+    rt, rt_name, rt_version = load_runtime()
+    import numpy as np  # after the runtime so a missing runtime is reported first
+
+    log("runtime %s %s, python %s" % (rt_name, rt_version, platform.python_version()))
+    result["runtime"] = {"name": rt_name, "version": rt_version, "numpy": np.__version__}
+    result["python"] = platform.python_version()
+    u = platform.uname()
+    result["platform"] = {"machine": u.machine, "system": u.system, "release": u.release,
+                          "node": u.node, "cpu_count": os.cpu_count(),
+                          "usable_cpus": _cpu_count()}
+    result["model"] = {"path": model_path, "size_bytes": size, "sha256": sha256_file(model_path)}
+    result["config"] = {"num_threads": args.num_threads, "xnnpack": not args.no_xnnpack,
+                        "min_runs": args.min_runs, "min_seconds": args.min_seconds,
+                        "max_seconds": args.max_seconds, "warmup_runs": args.warmup_runs,
+                        "warmup_seconds": args.warmup_seconds, "seed": args.seed,
+                        "eval": os.path.abspath(args.eval) if args.eval else None}
+
+    pc = time.perf_counter_ns
+    gc.collect()
+    rss_before = rss_kb()
+
+    # ---- init: load + allocate (and resize dynamic dims to 1)
+    log("loading %s (%d bytes, %d threads, xnnpack=%s)"
+        % (model_path, size, args.num_threads, not args.no_xnnpack))
+    t0 = pc()
+    try:
+        interp = make_interpreter(rt, model_path, args.num_threads, not args.no_xnnpack)
+        details = interp.get_input_details()
+        resized = False
+        for d in details:
+            if any(int(s) <= 0 for s in d["shape"]):
+                interp.resize_tensor_input(d["index"], [max(1, int(s)) for s in d["shape"]])
+                resized = True
+        interp.allocate_tensors()
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise RunnerError("cannot load model %s: %s" % (model_path, _one_line(exc)), "model")
+    init_ns = pc() - t0
+    rss_after = rss_kb()
+    result["init_us"] = init_ns / 1000.0
+
+    in_details = interp.get_input_details()
+    out_details = interp.get_output_details()
+    result["inputs"] = [tensor_info(d) for d in in_details]
+    result["outputs"] = [tensor_info(d) for d in out_details]
+    result["dynamic_shapes_resized"] = resized
+
+    eval_plan = check_eval_file(np, args.eval, in_details) if args.eval else None
+
+    # ---- inputs: random data in the input dtype/range, set once (like benchmark_model)
+    rng = np.random.default_rng(args.seed)
+    try:
+        for d in in_details:
+            interp.set_tensor(d["index"], random_input(np, rng, tuple(d["shape"]), d["dtype"]))
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise RunnerError("cannot set inputs of model %s: %s" % (model_path, _one_line(exc)),
+                          "model")
+
+    invoke = interp.invoke
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        # ---- first inference
+        try:
+            t0 = pc()
+            invoke()
+            first_ns = pc() - t0
+        except Exception as exc:
+            raise RunnerError("invoke failed for model %s: %s" % (model_path, _one_line(exc)),
+                              "model")
+        result["first_inference_us"] = first_ns / 1000.0
+
+        # ---- warmup (until both warmup_runs and warmup_seconds; capped by max_seconds)
+        max_ns = int(args.max_seconds * 1e9)
+        if args.warmup_runs > 0 or args.warmup_seconds > 0:
+            wsamples, _, _ = timed_loop(invoke, max(1, args.warmup_runs),
+                                        int(args.warmup_seconds * 1e9), max_ns, pc)
+        else:
+            wsamples = []
+        result["warmup"] = {"count": len(wsamples),
+                            "samples_us": [s / 1000.0 for s in wsamples[:MAX_WARMUP_SAMPLES]],
+                            "samples_truncated": len(wsamples) > MAX_WARMUP_SAMPLES,
+                            "total_us": sum(wsamples) / 1000.0}
+        log("init %.1f ms, first inference %.3f ms, warmup %d runs"
+            % (init_ns / 1e6, first_ns / 1e6, len(wsamples)))
+
+        # ---- steady state
+        tel_before = telemetry_snapshot()
+        e0 = rapl_read()
+        samples, elapsed_ns, reason = timed_loop(invoke, args.min_runs,
+                                                 int(args.min_seconds * 1e9), max_ns, pc)
+        e1 = rapl_read()
+        peak = peak_rss_kb()  # before the samples are converted for the report
+        tel_after = telemetry_snapshot()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    samples_us = [s / 1000.0 for s in samples]
+    lat = summarize(samples_us)
+    lat["window_s"] = elapsed_ns / 1e9
+    lat["stop_reason"] = reason
+    result["latency_us"] = lat
+    log("steady %d runs in %.2f s (%s): p50 %.1f us [%.1f, %.1f], p99 %.1f us"
+        % (lat["count"], lat["window_s"], reason, lat["p50"], lat["median_ci_low"],
+           lat["median_ci_high"], lat["p99"]))
+
+    result["memory"] = {"rss_before_load_kb": rss_before, "rss_after_load_kb": rss_after,
+                        "peak_rss_kb": peak,
+                        "peak_rss_delta_kb": (peak - rss_before)
+                        if (peak is not None and rss_before is not None) else None,
+                        "source": "proc_status" if _proc_status_kb("VmHWM") is not None
+                        else "getrusage",
+                        "measured": "right after the steady window, before eval"}
+    result["telemetry"] = {"before": tel_before, "after": tel_after,
+                           "throttled": combine_throttled(tel_before, tel_after)}
+    result["energy"] = rapl_energy(e0, e1, len(samples), elapsed_ns / 1e9)
+
+    # ---- accuracy
+    if eval_plan is not None:
+        log("evaluating %d samples from %s" % (eval_plan["n"], args.eval))
+        try:
+            acc = run_eval(np, interp, os.path.abspath(args.eval), eval_plan)
+        except RunnerError:
+            raise
+        except Exception as exc:
+            raise RunnerError("eval with %s failed: %s" % (args.eval, _one_line(exc)), "eval")
+        log("accuracy: n=%d top1=%s agreement=%s" % (acc["n"], acc["top1"], acc["agreement"]))
+        result["accuracy"] = acc
+    else:
+        result["accuracy"] = None
+    return result
+
+
+def _emit(out_fd, doc):
+    data = (json.dumps(doc, allow_nan=False, default=str) + "\n").encode("utf-8")
+    view = memoryview(data)
+    while view:
+        n = os.write(out_fd, view)
+        view = view[n:]
+
+
+def main(argv=None):
+    # Keep stdout clean for the one JSON document: anything a native library prints to
+    # fd 1 goes to stderr instead.
+    sys.stdout.flush()
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        doc = run(args)
+        code = 0
+    except RunnerError as exc:
+        doc = {"schema": SCHEMA, "status": "error", "error": _one_line(exc),
+               "error_kind": exc.kind}
+        log("error: %s" % doc["error"])
+        code = EXIT_ERROR
+    except KeyboardInterrupt:
+        doc = {"schema": SCHEMA, "status": "error", "error": "interrupted",
+               "error_kind": "interrupted"}
+        code = EXIT_ERROR
+    except Exception as exc:  # unexpected: still one clean JSON line
+        doc = {"schema": SCHEMA, "status": "error",
+               "error": "runner crashed: %s: %s" % (exc.__class__.__name__, _one_line(exc)),
+               "error_kind": "crash"}
+        import traceback
+        traceback.print_exc()
+        code = EXIT_ERROR
+    try:
+        _emit(out_fd, doc)
+    finally:
+        os.close(out_fd)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Shared fixtures: small real Keras models and data, built once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> dict:
+    """A tiny conv classifier on 8x8x1 inputs with sidecar calibration/eval data (real TF)."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    d = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(1)
+    x = rng.random((120, 8, 8, 1), dtype=np.float32)
+    y = (x.reshape(120, -1).mean(axis=1) > 0.5).astype(np.int64) + 2 * (x[:, 0, 0, 0] > 0.5)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, verbose=0)
+    path = d / "tiny.keras"
+    model.save(path)
+    np.savez(d / "tiny.calibration.npz", x=x[:50])
+    np.savez(d / "tiny.eval.npz", x=x[50:], y=y[50:])
+    return {"dir": d, "path": path, "x": x, "y": y, "model": model}
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch) -> Path:
+    """A lab directory with the shipped profiles and a local-only inventory; isolated cache."""
+    (tmp_path / "device_profiles").mkdir()
+    for p in (REPO / "device_profiles").glob("*.yaml"):
+        (tmp_path / "device_profiles" / p.name).write_text(p.read_text())
+    (tmp_path / "inventory.yaml").write_text((REPO / "inventory.yaml").read_text())
+    monkeypatch.setenv("HILBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def hil(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = False,
+        timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real `hil` CLI in a subprocess (what a user or CI job does)."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hil {' '.join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+FAST = ["--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "1", "--warmup-seconds", "0"]

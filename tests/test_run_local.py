@@ -1,0 +1,115 @@
+"""`hil run` end to end on the `local` device with real conversion, runner and SQLite."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FAST, hil
+from harness.store import ResultStore
+
+
+def test_run_stores_rows_with_provenance_and_report(workspace, tiny_model):
+    p = hil("run", str(tiny_model["path"]), "--variants", "fp32,int8", *FAST, "--report", "reports/r.md",
+            check=True)
+    run_id = p.stdout.strip().splitlines()[-1]
+    store = ResultStore(workspace / "reports" / "results.sqlite")
+    wide = store.wide(run_id)
+    assert sorted(wide["variant"]) == ["fp32", "int8"]
+    assert set(wide["status"]) == {"ok"}
+    for _, r in wide.iterrows():
+        assert r["latency_p50_us"] > 0 and r["latency_count"] >= 5
+        assert r["latency_min_us"] <= r["latency_p50_us"] <= r["latency_p90_us"] <= r["latency_max_us"]
+        assert r["peak_rss_kb"] > 0 and r["model_size_bytes"] > 0
+        assert 0 <= r["accuracy_top1"] <= 1 and 0 <= r["agreement"] <= 1
+        assert len(store.samples(int(r["result_id"]))) == r["latency_count"]
+        assert r["runtime"] in ("ai_edge_litert", "tflite_runtime", "tensorflow.lite")
+        assert r["converter_version"].startswith("tf-") and len(r["model_sha256"]) == 64
+        assert r["host"] and r["harness_version"] and r["device_id"] == "local"
+    # the fp32 model agrees with itself perfectly: the reference comes from the same artifact
+    assert wide.set_index("variant").loc["fp32", "agreement"] == 1.0
+    long = store.dataframe(run_id)
+    assert {"metric", "value", "unit", "model_sha256", "profile"} <= set(long.columns)
+    report = (workspace / "reports" / "r.md").read_text()
+    assert "| tiny | fp32 | local |" in report and "| tiny | int8 | local |" in report
+    # second run: conversion comes from the cache only
+    p2 = hil("run", str(tiny_model["path"]), "--variants", "fp32,int8", *FAST, check=True)
+    assert "conversion: 2 cache hit(s), 0 conversion(s)" in p2.stderr
+    # export
+    hil("results", "--csv", "out.csv", "--parquet", "out.parquet", check=True)
+    import pandas as pd
+
+    assert len(pd.read_csv(workspace / "out.csv")) == 4
+    assert len(pd.read_parquet(workspace / "out.parquet")) == 4
+
+
+def test_interrupted_run_keeps_results_and_resume_runs_only_missing(workspace, tiny_model):
+    args = [sys.executable, "-m", "harness", "run", str(tiny_model["path"]), "--variants", "fp32,dynamic,fp16",
+            "--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "0", "--warmup-seconds", "0"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ})
+    seen = []
+    for line in proc.stderr:  # event-driven: kill right after the first result is committed
+        seen.append(line)
+        if line.startswith("done tiny/"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    db = sqlite3.connect(workspace / "reports" / "results.sqlite")
+    first = db.execute("SELECT result_id, run_id, variant FROM results WHERE status='ok'").fetchall()
+    assert len(first) == 1
+    p = hil(*args[3:], "--resume", check=True)
+    assert "resuming run" in p.stderr and "1 of 3 jobs already measured" in p.stderr
+    rows = db.execute("SELECT run_id, variant FROM results WHERE status='ok' ORDER BY result_id").fetchall()
+    assert len(rows) == 3 and {r[0] for r in rows} == {first[0][1]}
+    assert sorted(r[1] for r in rows) == ["dynamic", "fp16", "fp32"]
+    assert p.stderr.count("measuring tiny/") == 2
+    assert db.execute("SELECT status FROM runs").fetchall() == [("complete",)]
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "yaml", "variant"])
+def test_bad_input_gives_one_line_error_and_nonzero_exit(workspace, tiny_model, case):
+    model = str(tiny_model["path"])
+    extra = []
+    if case == "missing":
+        model = "nothere.keras"
+        expect = "nothere.keras: model file not found"
+    elif case == "corrupt":
+        (workspace / "bad.tflite").write_bytes(b"\x01\x02garbage-not-a-flatbuffer")
+        model = "bad.tflite"
+        expect = "bad.tflite: not a TFLite flatbuffer"
+    elif case == "yaml":
+        (workspace / "inventory.yaml").write_text("devices:\n  - id: x\n   profile: [\n")
+        expect = "inventory.yaml: line 3 column 4: malformed YAML"
+    else:
+        extra = ["--variants", "int3"]
+        expect = "unknown variant 'int3'"
+    p = hil("run", model, *extra, *FAST)
+    assert p.returncode == 3
+    err = [line for line in p.stderr.splitlines() if line.startswith("hil: error:")]
+    assert len(err) == 1 and expect in err[0], p.stderr
+    assert "Traceback" not in p.stderr
+    if case == "missing":
+        p = hil("--debug", "run", model)
+        assert "Traceback" in p.stderr
+
+
+def test_unknown_command_is_usage_error(workspace):
+    p = hil("frobnicate")
+    assert p.returncode == 3 and "invalid choice" in p.stderr
+
+
+def test_tflite_input_runs_asis_and_analyze(workspace, tiny_model):
+    conv = hil("convert", str(tiny_model["path"]), "--variants", "int8", "--calibration",
+               str(tiny_model["dir"] / "tiny.calibration.npz"), check=True)
+    artifact = conv.stdout.split("\t")[-1].strip()
+    p = hil("run", artifact, *FAST, check=True)
+    run_id = p.stdout.strip().splitlines()[-1]
+    wide = ResultStore(workspace / "reports" / "results.sqlite").wide(run_id)
+    assert list(wide["variant"]) == ["asis"] and wide["status"].tolist() == ["ok"]
+    a = hil("analyze", artifact, check=True)
+    assert "CONV_2D" in a.stdout and "FULLY_CONNECTED" in a.stdout
