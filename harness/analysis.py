@@ -302,7 +302,7 @@ class ModelAnalysis:
         return sorted({op.name for op in self.operators if not op.is_custom})
 
     def micro_resolver_methods(self) -> list[str]:
-        """MicroMutableOpResolver method names for every op TFLM can register, builtin then custom."""
+        """MicroMutableOpResolver method names for the ops TFLM can register (builtin, custom)."""
         out = [TFLM_ADD_METHOD[n] for n in self.micro_resolver_ops() if n in TFLM_ADD_METHOD]
         out += [TFLM_CUSTOM_ADD_METHOD[c] for c in self.custom_ops if c in TFLM_CUSTOM_ADD_METHOD]
         return out
@@ -513,7 +513,8 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
                         weights[w.dtype] += 1
                     elif w.index in producer and ops_codes[producer[w.index]] == _OP["DEQUANTIZE"]:
                         src_op = sg.operators[producer[w.index]]
-                        src = get(src_op.inputs[0], "input", producer[w.index]) if src_op.inputs else None
+                        src = (get(src_op.inputs[0], "input", producer[w.index])
+                               if src_op.inputs else None)
                         if src is not None and src.is_constant:
                             weights[src.dtype] += 1
                             dequantized.add(src.dtype)
@@ -522,13 +523,14 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
 
     if not weights and not acts:
         # No compute ops: judge by what the other ops produce and the constants they read.
+        by_key = {(t.subgraph, t.index): t for t in tensors}
         for op in operators:
             if op.builtin_code in _CONVERSION_OPS:
                 continue
-            sg_tensors = [t for t in tensors if t.subgraph == op.subgraph]
             for o in op.outputs:
-                if 0 <= o < len(sg_tensors) and sg_tensors[o].dtype in _PARAM_TYPES:
-                    acts[sg_tensors[o].dtype] += 1
+                t = by_key.get((op.subgraph, o))
+                if t is not None and t.dtype in _PARAM_TYPES:
+                    acts[t.dtype] += 1
         for t in param_tensors.values():
             if t.dtype in _PARAM_TYPES:
                 weights[t.dtype] += 1
@@ -696,4 +698,4 @@ def format_table(analysis: ModelAnalysis) -> str:
     lines.append("TFLM resolver: " + (", ".join(m + "()" for m in methods) or "-"))
     if a.micro_unsupported_ops():
         lines.append("  no TFLM registration known for: " + ", ".join(a.micro_unsupported_ops()))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)

@@ -160,6 +160,10 @@ class SchemaError(ValueError):
     """The bytes are not a well-formed TFLite flatbuffer (message says what and where)."""
 
 
+class UnsupportedSchema(SchemaError):
+    """A well-formed file of a schema version this reader does not handle."""
+
+
 _U8 = struct.Struct("<B")
 _I8 = struct.Struct("<b")
 _U16 = struct.Struct("<H")
@@ -167,7 +171,8 @@ _I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
-_SCALAR_FMT = {"b": 1, "B": 1, "?": 1, "h": 2, "H": 2, "i": 4, "I": 4, "q": 8, "Q": 8, "f": 4, "d": 8}
+_SCALAR_FMT = {"b": 1, "B": 1, "?": 1, "h": 2, "H": 2, "i": 4, "I": 4, "q": 8, "Q": 8,
+               "f": 4, "d": 8}
 
 
 class _Reader:
@@ -179,6 +184,8 @@ class _Reader:
         # Guard against corrupt files whose offsets alias into huge or cyclic structures: no
         # real model has more tables than it has 4-byte words.
         self.table_budget = self.size // 4 + 1024
+        # Same for vector/string payloads: a well-formed file reads each payload once.
+        self.byte_budget = 4 * self.size + (1 << 20)
 
     def need(self, pos: int, n: int, what: str) -> None:
         if pos < 0 or n < 0 or pos + n > self.size:
@@ -190,6 +197,12 @@ class _Reader:
     def unpack(self, st: struct.Struct, pos: int, what: str) -> Any:
         self.need(pos, st.size, what)
         return st.unpack_from(self.buf, pos)[0]
+
+    def spend(self, nbytes: int, what: str) -> None:
+        self.byte_budget -= nbytes
+        if self.byte_budget < 0:
+            raise SchemaError(f"{what}: vectors overlap far more than the file size allows "
+                              "(corrupt offsets)")
 
     def deref(self, pos: int, what: str) -> int:
         """Follow the u32 offset stored at ``pos``."""
@@ -247,7 +260,7 @@ class _Table:
 
     def table(self, slot: int, what: str) -> _Table | None:
         p = self._ref(slot)
-        return self.r.table(p, what) if p else None
+        return self.r.table(p, f"{self.what}.{what}") if p else None
 
     def string(self, slot: int) -> str | None:
         p = self._ref(slot)
@@ -255,6 +268,7 @@ class _Table:
             return None
         n = self.r.unpack(_U32, p, f"{self.what} string")
         self.r.need(p + 4, n, f"{self.what} string")
+        self.r.spend(n, f"{self.what} string")
         raw = bytes(self.r.buf[p + 4:p + 4 + n])
         return raw.decode("utf-8", errors="replace")
 
@@ -263,7 +277,7 @@ class _Table:
         p = self._ref(slot)
         if not p:
             return 0, 0
-        n = self.r.unpack(_U32, p, f"{self.what} vector")
+        n = self.r.unpack(_U32, p, f"{self.what} field {slot} vector length")
         self.r.need(p + 4, n * elem_size, f"{self.what} field {slot} vector of {n}")
         return p + 4, n
 
@@ -272,11 +286,13 @@ class _Table:
         start, n = self.vector_span(slot, size)
         if not n:
             return []
+        self.r.spend(n * size, f"{self.what} field {slot}")
         return list(struct.unpack_from(f"<{n}{fmt}", self.r.buf, start))
 
     def tables(self, slot: int, what: str) -> list[_Table]:
         start, n = self.vector_span(slot, 4)
-        return [self.r.table(self.r.deref(start + 4 * i, what), f"{what}[{i}]") for i in range(n)]
+        name = f"{self.what}.{what}"
+        return [self.r.table(self.r.deref(start + 4 * i, name), f"{name}[{i}]") for i in range(n)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,11 +491,21 @@ def read_model(buf: Any) -> Model:
         raise SchemaError(
             f"not a TFLite flatbuffer (file identifier {shown!r}, expected 'TFL3')"
         )
+    try:
+        return _read_root(buf, size)
+    except UnsupportedSchema:
+        raise
+    except SchemaError as e:
+        raise SchemaError(f"corrupt or truncated TFLite flatbuffer: {e}") from None
+
+
+def _read_root(buf: Any, size: int) -> Model:
     r = _Reader(buf)
     root = r.table(r.deref(0, "root offset"), "Model")
     version = root.scalar(0, "I", 0)
     if version != SCHEMA_VERSION:
-        raise SchemaError(f"unsupported TFLite schema version {version} (expected {SCHEMA_VERSION})")
+        raise UnsupportedSchema(
+            f"unsupported TFLite schema version {version} (expected {SCHEMA_VERSION})")
     return Model(
         version=version,
         operator_codes=[_read_opcode(t) for t in root.tables(1, "OperatorCode")],

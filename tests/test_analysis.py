@@ -22,7 +22,16 @@ tf = pytest.importorskip("tensorflow")
 
 from harness.analysis import TFLM_ADD_METHOD, analyze, format_table, to_dict  # noqa: E402
 from harness.errors import ConfigError, ModelError  # noqa: E402
-from harness.tflite_schema import BUILTIN_OPERATOR_CODES, BUILTIN_OPERATORS, TENSOR_TYPES  # noqa: E402
+from harness.tflite_schema import (  # noqa: E402
+    BUILTIN_OPERATOR_CODES,
+    BUILTIN_OPERATORS,
+    TENSOR_TYPES,
+)
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning"),
+]
 
 REPO = Path(__file__).resolve().parents[1]
 keras = tf.keras
@@ -513,12 +522,21 @@ def test_tiny_file(tmp_path):
     _expect_model_error(p, "too small")
 
 
+def test_unsupported_schema_version(models, tmp_path):
+    def edit(m):
+        m.version = 2
+
+    p = tmp_path / "v2.tflite"
+    p.write_bytes(_rewrite(models["cnn_fp32"][0].read_bytes(), edit))
+    _expect_model_error(p, "unsupported TFLite schema version 2 (expected 3)")
+
+
 def test_truncated(models, tmp_path):
     data = models["cnn_fp32"][0].read_bytes()
     p = tmp_path / "trunc.tflite"
     for n in (8, 12, 64, len(data) // 4, len(data) // 2, len(data) - 200):
         p.write_bytes(data[:n])
-        _expect_model_error(p)
+        _expect_model_error(p, "corrupt or truncated TFLite flatbuffer")
 
 
 def test_truncated_external_data(models, tmp_path):
@@ -540,7 +558,8 @@ def test_every_prefix_and_random_corruption_is_clean(models, tmp_path):
             b[rng.randrange(len(b))] = rng.randrange(256)
         cases.append(bytes(b))
     for _ in range(50):
-        cases.append(b"\x18\0\0\0TFL3" + bytes(rng.randrange(256) for _ in range(rng.randint(0, 300))))
+        junk = bytes(rng.randrange(256) for _ in range(rng.randint(0, 300)))
+        cases.append(b"\x18\0\0\0TFL3" + junk)
     errors = 0
     for c in cases:
         p.write_bytes(c)
