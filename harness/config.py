@@ -106,6 +106,7 @@ class SshTransport(_Strict):
     port: int = Field(22, ge=1, le=65535)
     user: Optional[str] = None
     key_file: Optional[str] = None
+    key_passphrase_env: Optional[str] = None  # name of an env var holding the key's passphrase
     use_agent: bool = True
     jump_host: Optional[str] = None
     known_hosts: Optional[str] = None
@@ -126,6 +127,8 @@ class SerialTransport(_Strict):
     boot_timeout: float = Field(10.0, gt=0)
     infer_timeout: float = Field(120.0, gt=0)
     reset: Literal["none", "dtr", "rts"] = "none"
+    retries: int = Field(2, ge=0)  # per command, after a resync or a malformed answer
+    accuracy_samples: int = Field(200, ge=0)  # eval samples sent over the wire (evenly spread)
 
 
 Transport = Annotated[Union[LocalTransport, SshTransport, SerialTransport], Field(discriminator="type")]
@@ -263,6 +266,16 @@ def _name_device(message: str, devices: list) -> str:
     return message
 
 
+def _resolve_ssh_paths(dev: Device, base: Path) -> Device:
+    t = dev.transport
+    update = {}
+    for name in ("key_file", "known_hosts"):
+        value = getattr(t, name)
+        if value and not value.startswith("~") and not Path(value).is_absolute():
+            update[name] = str((base / value).resolve())
+    return dev.model_copy(update={"transport": t.model_copy(update=update)}) if update else dev
+
+
 def load_inventory(path: Path, profiles_dir: Optional[Path] = None) -> Inventory:
     """Parse and cross-check inventory.yaml against the profiles directory next to it."""
     path = Path(path)
@@ -289,6 +302,8 @@ def load_inventory(path: Path, profiles_dir: Optional[Path] = None) -> Inventory
                 f"{path}: devices[{i}].profile: device '{dev.id}' names unknown profile "
                 f"'{dev.profile}' (known in {profiles_dir}: {known})")
         prof = profiles[dev.profile]
+        if dev.transport.type == "ssh":  # relative key/known_hosts paths are relative to the inventory
+            inv.devices[i] = dev = _resolve_ssh_paths(dev, path.parent)
         if prof.runtime == "tflm" and dev.transport.type != "serial":
             raise ConfigError(f"{path}: devices[{i}].transport.type: device '{dev.id}' has MCU "
                               f"profile '{prof.name}' and needs a serial transport")

@@ -166,10 +166,26 @@ class Orchestrator:
         dev, prof = jobs[0].device, jobs[0].profile
         backend = backend_for(dev, prof, self._say)
         opened = False
+        unreachable: Optional[HilError] = None  # (re)connecting failed: the device's other jobs fail fast
         for job in jobs:
+            if unreachable is not None:
+                infra = isinstance(unreachable, InfraError)
+                msg = f"{unreachable} (not attempted: device could not be reached earlier in this run)"
+                self._record(run_id, job, "infra_error" if infra else "error", None, msg, commits)
+                self._say(f"FAILED {job.label}{' (infrastructure)' if infra else ''}: not attempted, "
+                          f"device '{dev.id}' could not be reached")
+                with lock:
+                    summary.infra_errors += infra
+                    summary.errors += not infra
+                    summary.failures.append(f"{job.label}: {msg}")
+                continue
             try:
                 if not opened:
-                    backend.open()
+                    try:
+                        backend.open()
+                    except HilError as exc:
+                        unreachable = exc
+                        raise
                     opened = True
                 self._say(f"measuring {job.label} ...")
                 doc = backend.benchmark(job)

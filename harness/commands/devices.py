@@ -1,7 +1,8 @@
-"""`hil devices`: what the lab inventory contains."""
+"""`hil devices`: what the lab inventory contains, whether each device is ready, and SSH host key trust."""
 
 from __future__ import annotations
 
+from ..errors import EXIT_INFRA, ConfigError, InfraError
 from ..report_md import markdown_table
 from . import common
 
@@ -11,6 +12,16 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="devices_command", metavar="ACTION")
     lp = dsub.add_parser("list", help="list devices and their profiles")
     lp.set_defaults(func=cmd_list)
+    cp = dsub.add_parser("check", help="probe devices: reachability, host key, python, TFLite runtime, "
+                                       "numpy, disk, RAM, governor, temperature, throttling")
+    cp.add_argument("devices", nargs="*", metavar="DEVICE", help="device ids (default: all enabled devices)")
+    cp.set_defaults(func=cmd_check)
+    tp = dsub.add_parser("trust", help="fetch an SSH device's host key, show its fingerprint and add it to "
+                                       "known_hosts (the inventory's known_hosts file, else ~/.ssh/known_hosts)")
+    tp.add_argument("device", metavar="DEVICE")
+    tp.add_argument("--expect", metavar="SHA256:...",
+                    help="only trust the key if it has this fingerprint (from `ssh-keygen -lf` on the device)")
+    tp.set_defaults(func=cmd_trust)
     p.set_defaults(func=cmd_list)
 
 
@@ -24,4 +35,62 @@ def cmd_list(args) -> int:
                  "serial": getattr(t, "port", "")}.get(t.type, "")
         rows.append([d.id, d.profile, prof.runtime, t.type, where, ",".join(d.tags), "yes" if d.enabled else "no"])
     print(markdown_table(["device", "profile", "runtime", "transport", "address", "tags", "enabled"], rows))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from ..devcheck import HEADERS, check_all
+
+    inv = common.inventory(args)
+    devices = [inv.device(i) for i in args.devices] if args.devices else [d for d in inv.devices if d.enabled]
+    if not devices:
+        raise ConfigError(f"{inv.path}: no enabled devices")
+    results = check_all([(d, inv.profile_of(d)) for d in devices], common.log)
+    print(markdown_table(HEADERS, [r.row() for r in results]))
+    print()
+    for r in results:
+        line = f"{r.device}: {r.verdict}"
+        if r.problems:
+            line += ": " + "; ".join(r.problems)
+        if r.skipped:
+            line += f" ({r.skipped})"
+        print(line)
+        for h in r.hints:
+            print(f"  hint: {h}")
+        for n in r.notes:
+            print(f"  note: {n}")
+    return EXIT_INFRA if any(r.verdict == "FAIL" for r in results) else 0
+
+
+def cmd_trust(args) -> int:
+    from ..transports import hostkeys
+    from ..transports.ssh_connect import SshAuthError, connect
+
+    inv = common.inventory(args)
+    dev = inv.device(args.device)
+    t = dev.transport
+    if t.type != "ssh":
+        raise ConfigError(f"{inv.path}: device '{dev.id}' uses the {t.type} transport; only ssh devices have "
+                          "host keys to trust")
+    expect = args.expect
+    if expect and not expect.startswith("SHA256:"):
+        expect = "SHA256:" + expect
+    path = hostkeys.write_file(t.known_hosts)
+    try:
+        conn = connect(dev, common.log, trust=True, expect=expect)
+    except SshAuthError as exc:
+        print(f"{dev.id}: host key of {t.host}:{t.port} is trusted (see above), but login failed: {exc}")
+        return EXIT_INFRA
+    try:
+        key = conn.server_key()
+        fp = hostkeys.fingerprint(key)
+        if expect and fp != expect:  # already known, but not the key the user expected
+            raise InfraError(f"device '{dev.id}': {t.host}:{t.port} presented {key.get_name()} {fp}, not the "
+                             f"expected {expect}")
+        if conn.trusted_now:
+            print(f"{dev.id}: trusted {hostkeys.entry_name(t.host, t.port)} {key.get_name()} {fp} (added to {path})")
+        else:
+            print(f"{dev.id}: {hostkeys.entry_name(t.host, t.port)} {key.get_name()} {fp} is already trusted")
+    finally:
+        conn.close()
     return 0
