@@ -10,6 +10,7 @@ from typing import Optional
 
 from .config import Device, DeviceProfile
 from .convert import ModelVariant
+from .energy import runner_meter_args
 
 
 @dataclass(frozen=True)
@@ -69,4 +70,4 @@ class Job:
             args.append("--no-xnnpack")
         if eval_path:
             args += ["--eval", eval_path]
-        return args
+        return args + runner_meter_args(self.profile)

@@ -57,7 +57,10 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, Optional[float], str]]
     add("agreement", acc.get("agreement"))
     add("accuracy_n", acc.get("n"))
     energy = doc.get("energy") or {}
-    add("energy_per_inference_uj", energy.get("energy_per_inference_uj"))
+    if energy.get("estimate"):  # never stored as if a meter had measured it
+        add("energy_estimate_per_inference_uj", energy.get("energy_per_inference_uj"), "uJ")
+    else:
+        add("energy_per_inference_uj", energy.get("energy_per_inference_uj"))
     add("cpu_temp_c", _get(doc, "telemetry", "after", "cpu_temp_c"))
     throttled = _get(doc, "telemetry", "throttled")
     if throttled is not None:

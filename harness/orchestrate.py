@@ -21,6 +21,7 @@ from . import __version__
 from .config import Device, Inventory
 from .convert import Calibration, Converter, ModelSource, ModelVariant
 from .errors import HilError, InfraError
+from .energy import estimate as energy_estimate
 from .evaldata import prepare_eval
 from .jobs import Job, RunOptions
 from .metrics import flatten
@@ -226,6 +227,8 @@ class Orchestrator:
             transport=job.device.transport.type, runtime=runtime.get("name"),
             runtime_version=runtime.get("version"), harness_version=__version__,
             git_commit=commits.get(job.key), host=platform.node(), error=error, raw=doc)
+        if doc and not doc.get("energy"):
+            doc["energy"] = energy_estimate(doc, job.profile)
         measurements, samples = flatten(doc) if doc else ([], {})
         if doc and not any(m[0] == "model_size_bytes" for m in measurements):
             measurements.append(("model_size_bytes", float(mv.size_bytes), "B"))

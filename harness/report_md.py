@@ -25,6 +25,13 @@ def fmt_us(value) -> str:
     return "-"
 
 
+def _energy(measured, estimated) -> str:
+    if measured is not None and not (isinstance(measured, float) and math.isnan(measured)):
+        return _fmt(measured, ".2f")
+    text = _fmt(estimated, ".2f")
+    return text if text == "-" else f"{text} (estimate)"
+
+
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     numeric = ("p50", "p90", "p95", "p99", "runs", ")")
     align = ["---:" if h.endswith(numeric) else "---" for h in headers]
@@ -54,7 +61,7 @@ def render_run(wide: pd.DataFrame, run: Optional[dict] = None) -> str:
             fmt_us(g("latency_p99_us")), _fmt(g("latency_count"), ".0f"),
             _fmt(g("peak_rss_kb"), ".1f", 1024), _fmt(g("model_size_bytes"), ".1f", 1024),
             _fmt(g("accuracy_top1"), ".2f", 0.01), _fmt(g("agreement"), ".2f", 0.01),
-            _fmt(g("energy_per_inference_uj"), ".1f"),
+            _energy(g("energy_per_inference_uj"), g("energy_estimate_per_inference_uj")),
             f"{r.get('runtime') or '-'} {r.get('runtime_version') or ''}".strip(),
         ])
     out += ["## Results", "", markdown_table(headers, rows), ""]
@@ -66,5 +73,5 @@ def render_run(wide: pd.DataFrame, run: Optional[dict] = None) -> str:
             out.append(f"- **{r['model']}/{r['variant']} on {r['device_id']}** ({kind}): {r['error']}")
         out.append("")
     out += ["Latency is the steady-state distribution of `invoke()` after warmup; peak RSS is the "
-            "runner process high-water mark (VmHWM); energy is shown only when a meter measured it.", ""]
+            "runner process high-water mark (VmHWM); energy comes from the meter named in the result (an estimate is labelled as such).", ""]
     return "\n".join(out)

@@ -84,6 +84,12 @@ def parse_args(argv):
     p.add_argument("--eval", default=None, metavar="FILE.npz",
                    help="npz with x (float inputs), optional y (labels), optional ref")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input data")
+    p.add_argument("--power-file", default=None, metavar="PATH",
+                   help="power reading in microwatts (hwmon INA2xx power1_input) sampled during "
+                        "the steady window by a separate process")
+    p.add_argument("--power-rate", type=float, default=1000.0, help="power samples per second")
+    p.add_argument("--idle-power-mw", type=float, default=None,
+                   help="board idle power, subtracted from the window's mean power")
     a = p.parse_args(argv)
     if a.num_threads < 1:
         raise RunnerError("usage: --num-threads must be >= 1 (got %d)" % a.num_threads, "usage")
@@ -325,6 +331,59 @@ def rapl_energy(before_uj, after_uj, count, window_s):
 
 
 # -------------------------------------------------------------------- statistics
+
+
+# A separate process polls the power file so the sampling never competes with invoke() for the
+# GIL; it stops when its stdin closes and prints "<count> <sum_uw> <elapsed_s>".
+_SAMPLER = (
+    "import sys, time, select\n"
+    "path, period = sys.argv[1], 1.0 / float(sys.argv[2])\n"
+    "n = 0; total = 0; t0 = time.monotonic(); nxt = t0\n"
+    "f = open(path, 'rb', buffering=0)\n"
+    "while True:\n"
+    "    f.seek(0); total += int(f.read().split()[0]); n += 1\n"
+    "    nxt += period\n"
+    "    r, _, _ = select.select([sys.stdin], [], [], max(0.0, nxt - time.monotonic()))\n"
+    "    if r:\n"
+    "        break\n"
+    "print(n, total, time.monotonic() - t0)\n"
+)
+
+
+class PowerSampler(object):
+    """Mean power over a window from a sysfs power file (hwmon INA2xx: microwatts)."""
+
+    def __init__(self, path, rate_hz):
+        if not os.access(path, os.R_OK):
+            raise RunnerError("power file %s is not readable" % path, "usage")
+        self.path = path
+        self.rate = rate_hz
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", _SAMPLER, self.path, str(self.rate)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, universal_newlines=True)
+        return self
+
+    def stop(self):
+        out, err = self.proc.communicate(input="stop\n", timeout=30)
+        if self.proc.returncode != 0 or not out.strip():
+            raise RunnerError("power sampler on %s failed: %s"
+                              % (self.path, (err.strip().splitlines() or ["no output"])[-1]),
+                              "usage")
+        n, total, elapsed = out.split()
+        return int(n), int(total), float(elapsed)
+
+
+def sampled_energy(path, n, total_uw, elapsed_s, idle_mw, mean_latency_us):
+    mean_mw = total_uw / 1000.0 / max(1, n)
+    active_mw = mean_mw - (idle_mw or 0.0)
+    return {"meter": "hwmon", "path": path, "sample_rate_hz": n / elapsed_s if elapsed_s else None,
+            "samples": n, "mean_power_mw": mean_mw, "idle_power_mw": idle_mw,
+            "energy_per_inference_uj": active_mw * mean_latency_us / 1000.0, "estimate": False,
+            "includes_idle": idle_mw is None,
+            "note": "(mean power during the steady window - idle power) x mean latency"}
 
 
 def percentile(sorted_xs, q):
@@ -721,10 +780,12 @@ def run(args):
 
         # ---- steady state
         tel_before = telemetry_snapshot()
+        sampler = PowerSampler(args.power_file, args.power_rate).start() if args.power_file else None
         e0 = rapl_read()
         samples, elapsed_ns, reason = timed_loop(invoke, args.min_runs,
                                                  int(args.min_seconds * 1e9), max_ns, pc)
         e1 = rapl_read()
+        power = sampler.stop() if sampler else None
         peak = peak_rss_kb()  # before the samples are converted for the report
         tel_after = telemetry_snapshot()
     finally:
@@ -749,7 +810,11 @@ def run(args):
                         "measured": "right after the steady window, before eval"}
     result["telemetry"] = {"before": tel_before, "after": tel_after,
                            "throttled": combine_throttled(tel_before, tel_after)}
-    result["energy"] = rapl_energy(e0, e1, len(samples), elapsed_ns / 1e9)
+    if power is not None:
+        result["energy"] = sampled_energy(args.power_file, power[0], power[1], power[2],
+                                          args.idle_power_mw, lat["mean"])
+    else:
+        result["energy"] = rapl_energy(e0, e1, len(samples), elapsed_ns / 1e9)
 
     # ---- accuracy
     if eval_plan is not None:

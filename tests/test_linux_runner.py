@@ -452,3 +452,21 @@ def test_python39_compatible(tmp_path):
     missing = tmp_path / "missing.tflite"
     code, doc, _ = run_runner("--model", missing, python=py39)
     check_error(code, doc, missing)
+
+
+def test_power_file_sampling_gives_energy_per_inference(tmp_path, models):
+    """hwmon INA2xx files hold microwatts; the runner averages them over the steady window."""
+    power = tmp_path / "power1_input"
+    power.write_text("3500000\n")  # 3.5 W constant
+    proc = subprocess.run([sys.executable, str(RUNNER), "--model", str(models["fp32"]), "--min-runs", "20",
+                           "--min-seconds", "0.2", "--warmup-runs", "0", "--warmup-seconds", "0",
+                           "--power-file", str(power), "--power-rate", "200", "--idle-power-mw", "2700"],
+                          capture_output=True, text=True, timeout=120)
+    doc = json.loads(proc.stdout)
+    e = doc["energy"]
+    assert e["meter"] == "hwmon" and e["estimate"] is False and e["samples"] >= 2
+    assert e["mean_power_mw"] == pytest.approx(3500.0)
+    assert e["energy_per_inference_uj"] == pytest.approx(800.0 * doc["latency_us"]["mean"] / 1000.0)
+    missing = subprocess.run([sys.executable, str(RUNNER), "--model", str(models["fp32"]),
+                              "--power-file", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "nope is not readable" in json.loads(missing.stdout)["error"]
