@@ -11,7 +11,8 @@ from . import __version__
 from .errors import EXIT_USAGE, HilError
 
 # Each module in harness/commands registers its own sub-command(s) with `register(subparsers)`.
-COMMAND_MODULES = ["run", "convert", "analyze", "results", "report", "devices", "demo"]
+COMMAND_MODULES = ["run", "convert", "analyze", "results", "report", "devices", "demo", "mcu_sim", "build", "deploy",
+                   "gate", "baseline", "compare"]
 
 
 class _Parser(argparse.ArgumentParser):

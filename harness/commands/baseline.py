@@ -1,0 +1,66 @@
+"""`hil baseline`: pin, show and clear the baselines the gate compares against."""
+
+from __future__ import annotations
+
+from .. import baselines
+from ..report_md import markdown_table
+from . import common
+
+
+def register(sub) -> None:
+    p = sub.add_parser("baseline", help="pin / show / clear gate baselines")
+    bsub = p.add_subparsers(dest="baseline_command", metavar="ACTION", required=True)
+    s = bsub.add_parser("set", help="pin the successful results of RUN as baselines")
+    s.add_argument("run", help="run id ('latest' for the newest run)")
+    s.add_argument("--scope", choices=["device", "profile"], default="device",
+                   help="pin per device (default) or per device profile (serves every board of that type)")
+    _filters(s)
+    s.set_defaults(func=cmd_set)
+    sh = bsub.add_parser("show", help="list pinned baselines and the last passing run per key")
+    sh.set_defaults(func=cmd_show)
+    c = bsub.add_parser("clear", help="remove pins (all, or those matching the filters)")
+    _filters(c)
+    c.set_defaults(func=cmd_clear)
+
+
+def _filters(p) -> None:
+    p.add_argument("--model")
+    p.add_argument("--variant")
+    p.add_argument("--device")
+    p.add_argument("--profile")
+
+
+def cmd_set(args) -> int:
+    store = common.store(args)
+    run = store.latest_run_id() if args.run == "latest" else args.run
+    pinned = baselines.pin(store, run or "", args.model, args.variant, args.device, args.profile, args.scope)
+    for model, variant, scope, rid in pinned:
+        print(f"pinned {model}/{variant} for {scope}: run {run}, result {rid}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    store = common.store(args)
+    pins = baselines.pins(store)
+    print("## Pinned baselines\n")
+    if pins.empty:
+        print("none\n")
+    else:
+        rows = [[r.model, r.variant, r.scope, r.run_id, str(r.result_id), r.pinned_at.strftime("%Y-%m-%d %H:%M")]
+                for r in pins.itertuples()]
+        print(markdown_table(["model", "variant", "scope", "run", "result", "pinned"], rows) + "\n")
+    last = baselines.last_passing(store)
+    print("## Last passing run (the default `last-pass` baseline)\n")
+    if last.empty:
+        print("none (no run has passed the gate yet)")
+    else:
+        rows = [[r.key, r.run_id, str(r.result_id)] for r in last.itertuples()]
+        print(markdown_table(["key", "run", "result"], rows))
+    return 0
+
+
+def cmd_clear(args) -> int:
+    n = baselines.clear(common.store(args), args.model, args.variant, args.device, args.profile)
+    print(f"cleared {n} pinned baseline(s)")
+    return 0
+

@@ -1,0 +1,75 @@
+"""`hil build`: a TFLite Micro benchmark firmware bundle (C/C++ sources) for an MCU profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import DeviceProfile, load_profiles
+from ..errors import ConfigError
+from ..orchestrate import ModelSpec
+from . import common
+
+
+def register(sub) -> None:
+    p = sub.add_parser("build", help="generate a TFLM firmware bundle for an MCU profile",
+                       description="Generate TFLite Micro sources (model array, op resolver, "
+                       "settings, MLPerf Tiny protocol firmware, porting layer) for an MCU profile; "
+                       "the tensor arena is measured with the TFLM interpreter and the model is "
+                       "checked against the profile's flash and RAM.")
+    p.add_argument("model", help="int8 .tflite, or a .keras / SavedModel to convert")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", help="device id from the inventory (uses its profile)")
+    target.add_argument("--profile", help="device profile name (device_profiles/<name>.yaml)")
+    p.add_argument("--variant", help="variant to convert a .keras/SavedModel to (default: int8)")
+    p.add_argument("--calibration", help="representative data .npy/.npz for int8, or 'random'")
+    p.add_argument("-o", "--output", help="bundle directory (default: build/mcu/<model>-<profile>)")
+    p.set_defaults(func=cmd_build)
+
+
+def resolve_profile(args) -> DeviceProfile:
+    if args.device:
+        inv = common.inventory(args)
+        return inv.profile_of(inv.device(args.device))
+    directory = Path(args.profiles) if args.profiles else Path(args.inventory).parent / "device_profiles"
+    profiles = load_profiles(directory)
+    if args.profile not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(f"{directory}: no profile '{args.profile}' (known: {known})")
+    return profiles[args.profile]
+
+
+def cmd_build(args) -> int:
+    from ..mcu.bundle import build_bundle, require_mcu_profile
+
+    profile = resolve_profile(args)
+    require_mcu_profile(profile)
+    spec = ModelSpec.from_args(args.model, args.calibration, None)
+    src = spec.source
+    if src.kind == "tflite":
+        if args.variant not in (None, "asis"):
+            raise ConfigError(f"{src.path}: a .tflite model is used as-is; --variant "
+                              f"{args.variant} needs the .keras or SavedModel source")
+        artifact, variant = src.path, "asis"
+        source = {"path": str(src.path), "kind": src.kind, "sha256": src.sha256, "variant": variant}
+    else:
+        variant = args.variant or "int8"
+        conv = common.converter(args)
+        conv.variants_for(src, [variant])
+        mv = conv.convert(src, variant, spec.calibration)
+        artifact = mv.artifact
+        source = {"path": str(src.path), "kind": src.kind, "sha256": src.sha256, "variant": variant,
+                  "converter_version": mv.converter_version, "cache_key": mv.cache_key,
+                  "calibration": mv.calibration}
+    out = Path(args.output) if args.output else Path("build") / "mcu" / f"{src.name}-{profile.name}"
+    m = build_bundle(artifact, profile, out, model_name=src.name, source=source, log=common.log)
+    ar, fit = m["arena"], m["fit"]
+    limit = f"{fit['flash_limit_bytes']:,}" if fit["flash_limit_bytes"] else "no limit"
+    print(f"bundle: {out}")
+    print(f"model: {src.name} ({variant}) {m['model']['size_bytes']:,} bytes, model id "
+          f"{m['model']['model_id']}")
+    print(f"ops ({m['resolver']['num_ops']}): {', '.join(m['ops'])}")
+    print(f"arena: {ar['size_bytes']:,} bytes (TFLM used {ar['reported_used_bytes']:,}, smallest "
+          f"working {ar['min_working_bytes']:,}, margin {ar['margin']:g})")
+    print(f"flash: ~{fit['flash_estimate_bytes']:,} of {limit} bytes; RAM: "
+          f"~{fit['ram_estimate_bytes']:,} of {fit['ram_limit_bytes']:,} bytes (profile {profile.name})")
+    return 0

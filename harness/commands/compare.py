@@ -1,0 +1,45 @@
+"""`hil compare`: device profiles side by side for the same models (latency, memory, energy, speed-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..compare import comparison, render_markdown
+from ..errors import ConfigError
+from . import common
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="compare device profiles on the same models")
+    p.add_argument("--run", help="run id (default: latest)")
+    p.add_argument("--reference", help="device the others are compared with (default: the first)")
+    p.add_argument("--devices", help="comma list of device ids (default: all in the run)")
+    p.add_argument("--html", help="also write a single-file HTML page with a chart")
+    p.add_argument("--csv", help="also write the comparison table as CSV")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    store = common.store(args)
+    run_id = args.run or store.latest_run_id()
+    if run_id is None:
+        raise ConfigError(f"{store.path}: no runs recorded yet (run `hil run` first)")
+    wide = store.wide(run_id)
+    if wide.empty:
+        raise ConfigError(f"{store.path}: no results for run '{run_id}'")
+    devices = common.split_csv(args.devices)
+    table, ref = comparison(wide, devices, args.reference, where=f"{store.path}: run {run_id}")
+    if table["device_id"].nunique() < 2:
+        common.log(f"note: run {run_id} has results from one device only ({ref}); nothing to compare with")
+    print(render_markdown(table, ref, run_id))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        common.log(f"wrote {args.csv}")
+    if args.html:
+        from ..report_html import render_compare_html
+
+        out = Path(args.html)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_compare_html(table, ref, run_id))
+        common.log(f"wrote {out}")
+    return 0

@@ -1,0 +1,36 @@
+"""`hil deploy`: build and flash a `hil build` bundle with the device profile's own commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import common
+
+
+def register(sub) -> None:
+    p = sub.add_parser("deploy", help="build and flash an MCU bundle (profile mcu.build_cmd/flash_cmd)",
+                       description="Run the device profile's mcu.build_cmd and mcu.flash_cmd in the "
+                       "bundle directory ({bundle} {port} {baudrate} {device} {profile} {model_id} "
+                       "are filled in); output goes to BUNDLE/logs/build.log and flash.log.")
+    p.add_argument("bundle", help="directory written by `hil build`")
+    p.add_argument("--device", required=True, help="device id from the inventory")
+    p.add_argument("--no-build", dest="build", action="store_false", help="only run flash_cmd")
+    p.add_argument("--no-flash", dest="flash", action="store_false", help="only run build_cmd")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per command (default: %(default)s)")
+    p.set_defaults(func=cmd_deploy)
+
+
+def cmd_deploy(args) -> int:
+    from ..mcu.bundle import load_manifest
+    from ..mcu.deploy import deploy_bundle
+
+    inv = common.inventory(args)
+    device = inv.device(args.device)
+    profile = inv.profile_of(device)
+    bundle = Path(args.bundle)
+    manifest = load_manifest(bundle)
+    steps = deploy_bundle(device, profile, bundle, manifest, build=args.build, flash=args.flash,
+                          timeout=args.timeout, log=common.log)
+    for s in steps:
+        print(f"{s.step}: ok ({s.seconds:.1f} s), log {s.log}")
+    return 0

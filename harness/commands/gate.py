@@ -1,0 +1,78 @@
+"""`hil gate`: judge a run against its baselines and budgets; exit 0 pass, 1 regression, 2 infra, 3 usage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .. import baselines, gate
+from ..stats import DEFAULT_ALPHA, MIN_SAMPLES
+from ..thresholds import load_threshold_file
+from . import common
+
+
+def register(sub) -> None:
+    p = sub.add_parser("gate", help="regression gate: compare a run with its baseline and budgets")
+    p.add_argument("--run", help="run id (default: latest)")
+    p.add_argument("--baseline", default="last-pass", help="last-pass (default), pinned, or rolling:K")
+    p.add_argument("--thresholds", help="YAML: model (or '*') -> metric -> threshold; overrides the profile")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (default: %(default)s)")
+    p.add_argument("--min-samples", type=int, default=MIN_SAMPLES,
+                   help="raw samples needed per side for a latency test (default: %(default)s)")
+    p.add_argument("--junit", help="write JUnit XML here")
+    p.add_argument("--html", help="write a single-file HTML report with plots here")
+    p.add_argument("--markdown", help="write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+    p.add_argument("--csv", help="write the verdict table here")
+    p.add_argument("--trend-runs", type=int, default=20, help="runs shown in the HTML trend (default: %(default)s)")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not store the verdicts (they decide the next `last-pass` baseline)")
+    p.add_argument("--quiet", action="store_true", help="do not print the Markdown summary")
+    p.set_defaults(func=cmd_gate)
+
+
+def profiles_dir(args) -> Path:
+    return Path(args.profiles) if args.profiles else Path(args.inventory).parent / "device_profiles"
+
+
+def _write(path: str, text: str) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    common.log(f"wrote {out}")
+
+
+def cmd_gate(args) -> int:
+    spec = baselines.BaselineSpec.parse(args.baseline)
+    overrides = load_threshold_file(args.thresholds)
+    warnings: list[str] = []
+    profiles = gate.load_gate_profiles(profiles_dir(args), warnings)
+    store = common.store(args)
+    res = gate.evaluate(store, args.run, spec, profiles, overrides, alpha=args.alpha,
+                        min_samples=args.min_samples, warnings=warnings)
+    if not args.no_record:
+        gate.record(store, res)
+    from ..report_gate_md import render_gate_markdown
+
+    md = render_gate_markdown(res)
+    if args.markdown:
+        _write(args.markdown, md)
+    if args.junit:
+        from ..report_junit import render_junit
+
+        _write(args.junit, render_junit(res))
+    if args.csv:
+        out = Path(args.csv)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(res.rows()).to_csv(out, index=False)
+        common.log(f"wrote {out}")
+    if args.html:
+        from ..report_html import render_gate_html
+
+        _write(args.html, render_gate_html(res, store, args.trend_runs))
+    if not args.quiet:
+        print(md)
+    n = res.counts()
+    common.log(f"gate {res.verdict}: {n['regressions']} regression(s), {n['over_budget']} over budget, "
+               f"{n['infra']} infrastructure failure(s) -> exit {res.exit_code}")
+    return res.exit_code

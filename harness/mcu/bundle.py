@@ -1,0 +1,176 @@
+"""A TFLM source bundle for one model and one MCU profile (what `hil build` writes).
+
+Layout of the output directory::
+
+    bundle.json            manifest (schema hilbench.mcu-bundle/1)
+    README.md              how to drop the bundle into PlatformIO / Zephyr / ESP-IDF
+    model.tflite           the exact model the C array holds
+    model_data.cc/.h       C array + length + model ID
+    op_resolver.h          MicroMutableOpResolver<N>, N = distinct ops
+    model_settings.h       arena, I/O sizes, quantisation
+    hb_config.h            protocol settings (DUT name, profile string, buffer size)
+    main.cc                TFLM glue (hb_model.h on MicroInterpreter)
+    hb_protocol.c/.h       serial protocol, plain C
+    hb_model.h             protocol <-> model interface
+    port.h, port_template.c  porting layer the user fills in
+
+A ``port.c`` the user wrote in the directory is never touched by a rebuild.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+from .. import __version__
+from ..analysis import TFLM_ADD_METHOD, TFLM_CUSTOM_ADD_METHOD, ModelAnalysis, analyze
+from ..config import DeviceProfile
+from ..errors import ConfigError, ModelError
+from . import codegen
+from .arena import measure_arena
+from .fit import check_fit, require_fit
+
+SCHEMA = "hilbench.mcu-bundle/1"
+INTEGER_DTYPES = ("int8", "int16x8")
+PROTOCOL_CAPS = ["arena", "dbbin"]
+
+
+def require_mcu_profile(profile: DeviceProfile) -> None:
+    if profile.runtime != "tflm" or profile.mcu is None:
+        raise ConfigError(f"{profile.source or profile.name}: profile '{profile.name}' has runtime "
+                          f"'{profile.runtime}'; `hil build` makes TFLM firmware bundles for MCU "
+                          "profiles (runtime: tflm with an mcu: section)")
+
+
+def resolver_entries(a: ModelAnalysis) -> list[tuple[str, str]]:
+    """(op, MicroMutableOpResolver method) for each distinct op; refuses ops TFLM cannot register."""
+    missing = a.micro_unsupported_ops()
+    if missing:
+        raise ModelError(f"{a.path}: TFLM has no kernel registration for op(s) "
+                         f"{', '.join(missing)}; the model cannot run on a TFLM target")
+    entries = [(op, TFLM_ADD_METHOD[op]) for op in a.micro_resolver_ops()]
+    entries += [(c, TFLM_CUSTOM_ADD_METHOD[c]) for c in a.custom_ops]
+    return entries
+
+
+def _io(a: ModelAnalysis, items) -> list[dict]:
+    out = []
+    for t in items:
+        info = a.tensor(t.index)
+        out.append({"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": info.nbytes,
+                    "elements": info.elements, "scale": t.scale, "zero_point": t.zero_point})
+    return out
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
+                 model_name: Optional[str] = None, source: Optional[dict] = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Analyse, measure, check the fit and write the bundle; returns the manifest."""
+    require_mcu_profile(profile)
+    mcu = profile.mcu
+    model_path = Path(model_path)
+    a = analyze(model_path)
+    name = model_name or model_path.stem
+    if a.dtype not in INTEGER_DTYPES:
+        raise ModelError(f"{model_path}: MCU bundles need a fully integer-quantised model (int8 or "
+                         f"int16x8) but this model is {a.dtype}; build from the .keras/SavedModel "
+                         "source with --variant int8 --calibration DATA")
+    entries = resolver_entries(a)
+    blob = model_path.read_bytes()
+    inputs, outputs = _io(a, a.inputs), _io(a, a.outputs)
+    input_bytes = sum(t["bytes"] for t in inputs)
+
+    log(f"measuring the tensor arena with the TFLM interpreter ({len(blob):,}-byte model)")
+    arena = measure_arena(model_path, len(a.inputs), mcu.arena_margin, mcu.arena_align,
+                          model_size=len(blob))
+    log(f"arena: TFLM reports {arena.reported_used_bytes:,} bytes used, smallest working arena "
+        f"{arena.min_working_bytes:,} bytes -> {arena.size_bytes:,} bytes with "
+        f"{mcu.arena_margin:g} margin ({arena.probes} interpreter runs)")
+    fit = check_fit(profile, len(blob), [op for op, _ in entries], arena.size_bytes, input_bytes)
+    require_fit(fit, name)
+
+    mid = codegen.model_id(a.sha256)
+    arena_d = arena.to_json()
+    files: dict[str, str] = {}
+    files.update(codegen.render_model_data(blob, mid, name, a.sha256))
+    files["op_resolver.h"] = codegen.render_op_resolver(entries, name)
+    files["model_settings.h"] = codegen.render_model_settings(name, a.sha256, len(blob), arena_d,
+                                                              inputs, outputs)
+    profile_str = codegen.profile_string(profile.name)
+    files["hb_config.h"] = codegen.render_hb_config(profile.name, profile_str)
+    for static in codegen.STATIC_FILES:
+        files[static] = codegen.template_text(static)
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: output path exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files["README.md"] = codegen.render_readme({
+        "model_name": name, "profile": profile.name, "hil_version": __version__,
+        "model_bytes": f"{len(blob):,}", "sha256": a.sha256, "model_id": mid,
+        "num_ops": len(entries), "ops_list": ", ".join(op for op, _ in entries),
+        "arena_size": f"{arena.size_bytes:,}", "reported_used": f"{arena.reported_used_bytes:,}",
+        "min_working": f"{arena.min_working_bytes:,}", "margin_pct": f"{mcu.arena_margin * 100:g}",
+        "align": mcu.arena_align, "input_bytes": input_bytes,
+        "output_count": outputs[0]["elements"] if outputs else 0,
+        "flash_estimate": f"{fit.flash_estimate_bytes:,}",
+        "flash_limit": f"{fit.flash_limit_bytes:,}" if fit.flash_limit_bytes else "(no limit)",
+        "flash_limit_source": fit.flash_limit_source,
+        "ram_estimate": f"{fit.ram_estimate_bytes:,}", "ram_limit": f"{fit.ram_limit_bytes:,}",
+        "build_cmd": mcu.build_cmd or "not set", "flash_cmd": mcu.flash_cmd or "not set",
+        "bundle_dir": out_dir.name,
+    })
+
+    for fname, text in files.items():
+        (out_dir / fname).write_text(text)
+    if model_path.resolve() != (out_dir / "model.tflite").resolve():
+        shutil.copyfile(model_path, out_dir / "model.tflite")
+
+    manifest = {
+        "schema": SCHEMA,
+        "hilbench_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": {"name": name, "file": "model.tflite", "sha256": a.sha256,
+                  "size_bytes": len(blob), "model_id": mid, "dtype": a.dtype,
+                  "macs": a.total_macs, "source": source},
+        "profile": {"name": profile.name, "source": profile.source, "cpu": profile.cpu,
+                    "arch": profile.arch},
+        "ops": [op for op, _ in entries],
+        "op_counts": a.op_counts,
+        "resolver": {"class": f"tflite::MicroMutableOpResolver<{len(entries)}>",
+                     "num_ops": len(entries), "methods": [m for _, m in entries]},
+        "arena": arena_d,
+        "io": {"input_bytes": input_bytes, "output_count": outputs[0]["elements"] if outputs else 0,
+               "inputs": inputs, "outputs": outputs},
+        "fit": fit.to_json(),
+        "protocol": {"dut_name": profile.name, "profile_string": profile_str, "model_id": mid,
+                     "caps": PROTOCOL_CAPS, "baudrate": mcu.baudrate},
+        "files": {f: _sha(text.encode()) for f, text in sorted(files.items())},
+    }
+    manifest["files"]["model.tflite"] = a.sha256
+    (out_dir / "bundle.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def load_manifest(bundle_dir: Path) -> dict:
+    path = Path(bundle_dir) / "bundle.json"
+    if not Path(bundle_dir).is_dir():
+        raise ConfigError(f"{bundle_dir}: bundle directory not found")
+    if not path.exists():
+        raise ConfigError(f"{bundle_dir}: not a hilbench bundle (no bundle.json; make one with "
+                          "`hil build`)")
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path}: malformed JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ConfigError(f"{path}: schema is not {SCHEMA}")
+    return doc

@@ -1,0 +1,162 @@
+"""The model side of the simulated device: the real TFLite Micro interpreter (``tflite_micro``).
+
+Arena usage comes from TFLM's own RecordingMicroAllocator (``print_allocations`` writes it to the C
+stderr, so fd 2 is captured around the call). The arena the simulator then runs with is sized like
+generated firmware sizes it: measured usage plus a margin, aligned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from ..errors import ConfigError, ModelError
+
+PROBE_ARENA = 16 * 1024 * 1024
+
+
+@contextmanager
+def _capture_fd2() -> Iterator[list]:
+    """Collect what C code writes to fd 2 while the block runs (text appended to the yielded list)."""
+    out: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode("utf-8", errors="replace"))
+
+
+def tflm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tflite-micro")
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+class TflmModel:
+    """One .tflite loaded into TFLM with a fixed arena, input buffer semantics of the firmware."""
+
+    def __init__(self, path: str | os.PathLike, arena_size: Optional[int] = None,
+                 arena_margin: float = 0.10, arena_align: int = 16):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(f"{self.path}: model file not found")
+        self.data = self.path.read_bytes()
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+        self.size_bytes = len(self.data)
+        self.arena_used = self._measure(PROBE_ARENA)
+        # Prepare() also needs temporary arena space that the recording allocator does not count:
+        # find the smallest arena that really works, then add the margin generated firmware adds.
+        self.arena_min = self._smallest_arena(arena_align)
+        if arena_size is None:
+            arena_size = int(self.arena_min * (1.0 + arena_margin))
+            arena_size = -(-arena_size // arena_align) * arena_align
+        if arena_size < self.arena_min:
+            raise ConfigError(f"{self.path}: --arena-size {arena_size} is smaller than the "
+                              f"{self.arena_min} bytes TFLM needs for this model")
+        self.arena_size = arena_size
+        self.interp = self._make(arena_size)
+        self.in_details = self.interp.get_input_details(0)
+        self.out_details = self.interp.get_output_details(0)
+        self.in_dtype = np.dtype(self.in_details["dtype"])
+        self.in_shape = tuple(int(s) for s in self.in_details["shape"])
+        self.input_bytes = int(np.prod(self.in_shape)) * self.in_dtype.itemsize
+        self.out_scale, self.out_zero_point = self._quant(self.out_details)
+        self.set_input(bytes(self.input_bytes))
+        self.invoke()
+
+    # ------------------------------------------------------------------ setup
+
+    def _make(self, arena_size: int):
+        from tflite_micro import runtime
+
+        with _capture_fd2() as err:
+            try:
+                return runtime.Interpreter.from_bytes(self.data, arena_size=arena_size)
+            except (RuntimeError, ValueError) as exc:
+                failure = exc
+        detail = " ".join(line.strip() for line in "".join(err).splitlines() if line.strip())
+        raise ModelError(f"{self.path}: TFLM cannot run this model: {failure}"
+                         + (f" ({detail[:300]})" if detail else ""))
+
+    def _works(self, arena_size: int) -> bool:
+        try:
+            interp = self._make(arena_size)
+            d = interp.get_input_details(0)
+            interp.set_input(np.zeros(d["shape"], d["dtype"]), 0)
+            with _capture_fd2():
+                interp.invoke()
+            return True
+        except (ModelError, RuntimeError):
+            return False
+
+    def _smallest_arena(self, align: int) -> int:
+        lo = -(-self.arena_used // align)  # in units of `align`
+        if self._works(lo * align):
+            return lo * align
+        hi = PROBE_ARENA // align  # known to work
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._works(mid * align):
+                hi = mid
+            else:
+                lo = mid
+        return hi * align
+
+    def _measure(self, arena_size: int) -> int:
+        interp = self._make(arena_size)
+        d = interp.get_input_details(0)
+        interp.set_input(np.zeros(d["shape"], d["dtype"]), 0)
+        with _capture_fd2() as err:
+            try:
+                interp.invoke()
+                failure = None
+            except RuntimeError as exc:
+                failure = exc
+            interp.print_allocations()
+        text = "".join(err)
+        if failure is not None:
+            raise ModelError(f"{self.path}: TFLM failed to invoke this model: {failure} "
+                             f"({' '.join(text.split())[:300]})")
+        m = re.search(r"Arena allocation total (\d+) bytes", text)
+        if not m:
+            raise ModelError(f"{self.path}: TFLM did not report its arena usage")
+        return int(m.group(1))
+
+    @staticmethod
+    def _quant(details: dict) -> tuple[float, int]:
+        q = details.get("quantization_parameters") or {}
+        scales = list(q.get("scales", []))
+        zps = list(q.get("zero_points", []))
+        return (float(scales[0]) if scales else 0.0, int(zps[0]) if zps else 0)
+
+    # ------------------------------------------------------------------ firmware hooks
+
+    def set_input(self, raw: bytes) -> None:
+        """th_load_tensor: copy the db buffer into the input tensor (sizes already checked)."""
+        arr = np.frombuffer(raw, dtype=self.in_dtype).reshape(self.in_shape)
+        self.interp.set_input(arr, 0)
+
+    def invoke(self) -> None:
+        self.interp.invoke()
+
+    def results(self) -> list[float]:
+        """th_results: output 0 dequantised to float, as the reference firmware prints it."""
+        y = np.asarray(self.interp.get_output(0)).reshape(-1)
+        if np.issubdtype(y.dtype, np.integer) and self.out_scale > 0:
+            return [float(v) for v in (y.astype(np.float64) - self.out_zero_point) * self.out_scale]
+        return [float(v) for v in y.astype(np.float64)]

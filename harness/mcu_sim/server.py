@@ -1,0 +1,124 @@
+"""Where the simulated device is plugged in: a pseudo-terminal (like a USB-UART) or a raw TCP port.
+
+A pty looks like ``/dev/ttyACM0`` to the host (pyserial, ser2net, minicom); the simulator keeps the
+slave side open itself so the device survives the host closing and reopening the port, and puts it
+in raw mode so nothing the firmware prints is echoed back as input. In TCP mode one client at a time
+is served (a new client kicks the old one, like ser2net's ``kickolduser``); the device state survives
+reconnects, as a board's does.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+import tty
+from pathlib import Path
+from typing import Callable, Optional
+
+from .firmware import Firmware
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _select_timeout(fw: Firmware) -> Optional[float]:
+    if fw.binary_deadline is None:
+        return None
+    return max(0.0, fw.binary_deadline - time.monotonic())
+
+
+class PtyServer:
+    def __init__(self, link: Optional[str] = None):
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+        self.link = Path(link) if link else None
+        if self.link:
+            if self.link.is_symlink() or self.link.exists():
+                self.link.unlink()
+            self.link.symlink_to(self.path)
+
+    def write(self, data: bytes) -> None:
+        if data:
+            _write_all(self.master, data)
+
+    def describe(self) -> str:
+        return f"serving on {self.path}" + (f" (link {self.link})" if self.link else "")
+
+    def serve(self, fw: Firmware) -> None:
+        while True:
+            ready, _, _ = select.select([self.master], [], [], _select_timeout(fw))
+            if ready:
+                data = os.read(self.master, 4096)
+                if not data:  # pragma: no cover - cannot happen while we hold the slave open
+                    return
+                if not fw.stalled:
+                    fw.feed(data)
+            fw.tick(time.monotonic())
+
+    def close(self) -> None:
+        if self.link and self.link.is_symlink() and os.readlink(self.link) == self.path:
+            self.link.unlink()
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class TcpServer:
+    def __init__(self, port: int, host: str = "127.0.0.1"):
+        self.sock = socket.create_server((host, port), reuse_port=False)
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.client: Optional[socket.socket] = None
+
+    def write(self, data: bytes) -> None:
+        if self.client is None or not data:
+            return  # nothing attached to the UART: the bytes are lost, as on a board
+        try:
+            self.client.sendall(data)
+        except OSError:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.close()
+            except OSError:
+                pass
+            self.client = None
+
+    def describe(self) -> str:
+        return f"listening on {self.host}:{self.port}"
+
+    def serve(self, fw: Firmware, log: Callable[[str], None] = lambda m: None) -> None:
+        while True:
+            watch = [self.sock] + ([self.client] if self.client else [])
+            ready, _, _ = select.select(watch, [], [], _select_timeout(fw))
+            if self.sock in ready:
+                conn, peer = self.sock.accept()
+                self._drop()
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.client = conn
+                log(f"client {peer[0]}:{peer[1]} connected")
+            if self.client is not None and self.client in ready:
+                try:
+                    data = self.client.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    log("client disconnected")
+                    self._drop()
+                elif not fw.stalled:
+                    fw.feed(data)
+            fw.tick(time.monotonic())
+
+    def close(self) -> None:
+        self._drop()
+        self.sock.close()

@@ -1,0 +1,137 @@
+"""Regression statistics: generated samples with known effects, and real samples from the runner."""
+
+import numpy as np
+import pytest
+from scipy.stats import mannwhitneyu
+
+from conftest import hil
+from gate_helpers import latency_samples, recorded_lab
+from harness.gate import check_metric
+from harness.stats import block_stats, compare_samples, level, quiet
+from harness.store import ResultStore
+
+
+def p50_check(base, cur, threshold=0.05, **kw):
+    return check_metric("latency_p50_us", threshold, float(np.median(cur)), [float(np.median(base))],
+                        cur_samples=cur, base_samples=[base], **kw)
+
+
+def test_aa_pairs_with_drift_pass():
+    """Same model at different times: small systematic drift (+-1 %) and AR(1) noise never fail."""
+    rng = np.random.default_rng(11)
+    verdicts = []
+    for _ in range(40):
+        a = latency_samples(3000, rng=rng, drift=rng.uniform(-0.01, 0.01))
+        b = latency_samples(3000, rng=rng, drift=rng.uniform(-0.01, 0.01))
+        verdicts.append(p50_check(a, b).verdict)
+    assert verdicts.count("regression") == 0 and verdicts.count("improvement") == 0
+
+
+def test_ten_percent_shift_is_caught_and_improvement_reported():
+    rng = np.random.default_rng(12)
+    for _ in range(10):
+        a = latency_samples(3000, rng=rng)
+        slow = latency_samples(3000, rng=rng, drift=0.10)
+        c = p50_check(a, slow)
+        assert c.verdict == "regression", c
+        assert 0.08 < c.effect < 0.12 and c.p_value < 1e-6
+        assert c.ci[0] < c.effect < c.ci[1]
+        assert p50_check(slow, a).verdict == "improvement"
+    p90 = check_metric("latency_p90_us", 0.05, 1.0, [1.0], cur_samples=slow, base_samples=[a])
+    assert p90.verdict == "regression"
+
+
+def test_significant_shift_below_threshold_passes():
+    rng = np.random.default_rng(13)
+    a = latency_samples(20000, rng=rng, noise=0.002)
+    b = latency_samples(20000, rng=rng, noise=0.002, drift=0.03)
+    c = p50_check(a, b, threshold=0.05)
+    assert c.p_value < 1e-6 and 0.02 < c.effect < 0.04
+    assert c.verdict == "pass"
+
+
+def test_large_but_insignificant_change_passes_with_note():
+    """12 very noisy samples per side: an 8 % apparent change is not evidence."""
+    rng = np.random.default_rng(3)
+    a = latency_samples(12, rng=rng, phi=0.0, noise=0.3)
+    b = latency_samples(12, rng=rng, phi=0.0, noise=0.3, drift=0.08)
+    c = p50_check(a, b, threshold=0.05)
+    assert c.p_value > 0.01 and c.verdict == "pass"
+
+
+def test_insufficient_data_is_reported_not_failed():
+    rng = np.random.default_rng(14)
+    a = latency_samples(5, rng=rng)
+    b = latency_samples(500, rng=rng, drift=0.5)
+    c = p50_check(a, b)
+    assert c.verdict == "insufficient" and not c.failed and "insufficient data" in c.note
+    assert compare_samples([b], a).sufficient is False
+    assert p50_check(b, b, min_samples=1000).verdict == "insufficient"
+
+
+def test_blocks_are_honest_about_autocorrelation():
+    """A/A with strongly autocorrelated samples: naive MWU on raw samples cries wolf, blocks do not."""
+    rng = np.random.default_rng(15)
+    naive = blocks = 0
+    for _ in range(20):
+        a = latency_samples(20000, rng=rng, phi=0.99)
+        b = latency_samples(20000, rng=rng, phi=0.99)
+        naive += mannwhitneyu(a, b).pvalue < 0.01
+        blocks += compare_samples([a], b, ci=False).p_value < 0.01
+    assert naive >= 15 and blocks <= 3, (naive, blocks)
+
+
+def test_interference_bursts_do_not_fail_but_real_slowdown_still_does():
+    """Neighbours slow a stretch of the run by 12 %; the model is unchanged -> pass. Same, 8 % slower -> fail."""
+    rng = np.random.default_rng(16)
+    base = latency_samples(8000, rng=rng, noise=0.002)
+    cur = latency_samples(8000, rng=rng, noise=0.002)
+    cur[1000:6000] *= 1.12  # 62 % of the run disturbed: the plain median moves by 12 %
+    assert np.median(cur) / np.median(base) > 1.10
+    c = p50_check(base, cur)
+    assert c.verdict == "pass" and abs(c.effect) < 0.01 and "interference" in c.note
+    slower = latency_samples(8000, rng=rng, noise=0.002, drift=0.08)
+    slower[1000:6000] *= 1.12
+    assert p50_check(base, slower).verdict == "regression"
+
+
+def test_block_helpers():
+    x = np.arange(1000, dtype=float)
+    b = block_stats(x)
+    assert b.size == 20 and np.all(np.diff(b) > 0)  # contiguous blocks keep the time order
+    assert block_stats(x[:30]).size == 30  # few samples: each is its own block
+    q = quiet(np.array([100, 101, 130, 131, 132, 133, 134, 135, 136, 137, 138, 139] * 2, dtype=float))
+    assert q.size == 6 and q.max() <= 130  # at least a quarter of the blocks, fastest first
+    assert level(np.array([100.0] * 15 + [120.0] * 5)) == 100.0
+
+
+def test_rolling_baseline_pools_runs():
+    rng = np.random.default_rng(17)
+    runs = [latency_samples(2000, rng=rng, drift=d) for d in (-0.01, 0.0, 0.01)]
+    c = compare_samples(runs, latency_samples(2000, rng=rng, drift=0.10))
+    assert c.base_runs == 3 and c.blocks_base == 60 and c.effect == pytest.approx(0.10, abs=0.02)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    return recorded_lab(tmp_path_factory, hil)
+
+
+def test_real_samples_aa_passes_and_real_ten_percent_shift_is_caught(lab):
+    """Recorded runner samples. A/A across runs is asserted with a wide threshold only: on a shared
+    CI host a neighbour can slow a whole run by ~35 % (measured), which no within-run statistic can
+    tell from a slower model; the false-alarm rate at the profile threshold is what
+    benchmarks/gate_power.py measures. A 10 % shift of the same real samples must always be caught."""
+    store = ResultStore(lab["db"])
+    rows = store.execute("SELECT result_id FROM results WHERE device_id='local' AND variant='fp32' "
+                         "AND status='ok' ORDER BY result_id")
+    a, b = (np.array(store.samples(r[0])) for r in rows[:2])
+    assert a.size >= 200 and b.size >= 200
+    assert p50_check(a, b, threshold=0.25).verdict != "regression"
+    same = p50_check(b, b, threshold=0.05)
+    assert same.verdict == "pass" and same.effect == 0.0
+    shifted = p50_check(b, b * 1.10, threshold=0.05)
+    assert shifted.verdict == "regression" and shifted.effect == pytest.approx(0.10, abs=1e-9), shifted
+    assert shifted.p_value < 0.01
+    half = b.size // 2
+    assert p50_check(b[:half], b[half:], threshold=0.25).verdict != "regression"
