@@ -1,7 +1,9 @@
 """`hil devices check`: can each device run the benchmark right now, and if not, what to do about it.
 
 The same stdlib-only probe (`runners/probe.py`) runs on every Linux device: as a subprocess for `local`,
-fed on stdin to the device's python for `ssh`. Serial (MCU) devices are not probed here.
+fed on stdin to the device's python for `ssh`. Serial (MCU) devices are asked who they are over the
+MLPerf Tiny protocol (name, profile, model id, negotiated extensions, arena), the only probe a stock
+firmware answers.
 """
 
 from __future__ import annotations
@@ -229,7 +231,40 @@ def check_device(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -
         return _check_local(dev, prof)
     if kind == "ssh":
         return _check_ssh(dev, prof, log)
-    return CheckResult(dev.id, kind, skipped=f"{kind} devices are not probed by `hil devices check`")
+    return _check_serial(dev, prof, log)
+
+
+def _check_serial(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> CheckResult:
+    from .errors import HilError
+    from .serial_host.session import connect
+
+    t = dev.transport
+    res = CheckResult(dev.id, "serial", reach="-")
+    try:
+        dut = connect(dev.id, t, lambda m: None)
+    except HilError as exc:
+        res.reach = "no"
+        res.problems.append(str(exc))
+        res.hints.append(f"check the cable/port {t.port} and baudrate {t.baudrate}; is the board flashed "
+                         f"(`hil build` + `hil deploy --device {dev.id}`) and not held by another program?")
+        return res
+    try:
+        info = dut.info
+        arena = dut.arena()
+    except HilError as exc:
+        res.reach = "yes"
+        res.problems.append(str(exc))
+        return res
+    finally:
+        dut.link.close()
+    res.reach = "yes"
+    fw = f"{info.name or '?'} ({info.model_id or 'no model id'})"
+    res.probe = {"runtime": {"name": "firmware", "version": fw}, "numpy": {"version": "-"},
+                 "python": {"version": "-", "ok": True}}
+    caps = ", ".join(sorted(info.caps)) or "none (stock MLPerf Tiny firmware)"
+    res.notes.append(f"firmware '{info.name}', profile {info.profile or '-'}, model {info.model_id or '-'}, "
+                     f"extensions: {caps}" + (f", arena used {arena['used']} B" if arena else ""))
+    return res
 
 
 def check_all(devices: list[tuple[Device, DeviceProfile]], log: Callable[[str], None]) -> list[CheckResult]:

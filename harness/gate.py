@@ -37,6 +37,8 @@ from .budgets import BudgetCheck, check_budgets
 from .config import DeviceProfile, load_profiles
 from .errors import EXIT_INFRA, EXIT_OK, EXIT_REGRESSION, ConfigError
 from .stats import DEFAULT_ALPHA, MIN_SAMPLES, compare_samples
+
+MCU_MIN_WINDOWS = 5
 from .store import ResultStore
 from .thresholds import GATED_METRICS, RULES, resolve
 
@@ -208,15 +210,15 @@ def _values(store: ResultStore, result_ids: list[int]) -> dict[int, dict[str, fl
 def _results_of_run(store: ResultStore, run_id: str) -> list[dict]:
     """The newest result of every job of the run (a resumed job's earlier failure is superseded)."""
     rows = store.execute(
-        "SELECT result_id, job_key, model, variant, device_id, profile, status, error FROM results "
+        "SELECT result_id, job_key, model, variant, device_id, profile, status, error, transport FROM results "
         "WHERE run_id=? ORDER BY result_id", (run_id,))
     by_job: dict[str, dict] = {}
-    for rid, job, model, variant, dev, prof, status, err in rows:
+    for rid, job, model, variant, dev, prof, status, err, transport in rows:
         prev = by_job.get(job)
         if prev is not None and prev["status"] == "ok" and status != "ok":
             continue
         by_job[job] = {"result_id": rid, "job_key": job, "model": model, "variant": variant, "device_id": dev,
-                       "profile": prof, "status": status, "error": err}
+                       "profile": prof, "status": status, "error": err, "transport": transport}
     return list(by_job.values())
 
 
@@ -354,7 +356,10 @@ def evaluate(store: ResultStore, run_id: Optional[str] = None, spec: Optional[bl
             if rule.kind == "sampled" and metric in cur and bvals:
                 kwargs = {"cur_samples": samples(k.result_id),
                           "base_samples": [samples(i) for i in base_ids if metric in base_vals[i]]}
-            c = check_metric(metric, thr, cur.get(metric), bvals, alpha=alpha, min_samples=min_samples,
+            # MCU samples are whole measurement windows (>= seconds of inferences each, MLPerf: 5);
+            # five of them per side are as trustworthy as many more raw invocations.
+            need = min(min_samples, MCU_MIN_WINDOWS) if r.get("transport") == "serial" else min_samples
+            c = check_metric(metric, thr, cur.get(metric), bvals, alpha=alpha, min_samples=need,
                              has_baseline=k.baseline is not None, **kwargs)
             c.budget = budgets.get(metric)
             if c.verdict == "n/a" and c.budget is None:

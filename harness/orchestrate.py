@@ -84,6 +84,17 @@ def git_commit_of(path: Path) -> Optional[str]:
         return None
 
 
+def hardware_lane(device: Device) -> str:
+    """Devices that share hardware (every `local` device is this host) are measured one after the
+    other; distinct boards run in parallel."""
+    t = device.transport
+    if t.type == "local":
+        return "local"
+    if t.type == "ssh":
+        return f"ssh:{t.host}:{t.port}"
+    return f"serial:{t.port}"
+
+
 class Orchestrator:
     def __init__(self, inventory: Inventory, store: ResultStore, converter: Converter,
                  log: Callable[[str], None] = print):
@@ -146,15 +157,19 @@ class Orchestrator:
         summary = RunSummary(run_id)
         todo = [j for j in jobs if j.key not in done]
         summary.skipped = len(jobs) - len(todo)
-        by_device: dict[str, list[Job]] = {}
+        lanes: dict[str, dict[str, list[Job]]] = {}
         for j in todo:
-            by_device.setdefault(j.device.id, []).append(j)
+            lanes.setdefault(hardware_lane(j.device), {}).setdefault(j.device.id, []).append(j)
         lock = threading.Lock()
         status = "interrupted"
+
+        def lane_worker(devices: dict[str, list[Job]]) -> None:
+            for dev_jobs in devices.values():
+                self._device_worker(run_id, dev_jobs, summary, lock, commits)
+
         try:
-            with ThreadPoolExecutor(max_workers=max(1, len(by_device))) as pool:
-                futures = [pool.submit(self._device_worker, run_id, dev_jobs, summary, lock, commits)
-                           for dev_jobs in by_device.values()]
+            with ThreadPoolExecutor(max_workers=max(1, len(lanes))) as pool:
+                futures = [pool.submit(lane_worker, devices) for devices in lanes.values()]
                 for f in futures:
                     f.result()
             status = "complete" if not (summary.infra_errors or summary.errors) else "incomplete"

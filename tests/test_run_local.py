@@ -113,3 +113,15 @@ def test_tflite_input_runs_asis_and_analyze(workspace, tiny_model):
     assert list(wide["variant"]) == ["asis"] and wide["status"].tolist() == ["ok"]
     a = hil("analyze", artifact, check=True)
     assert "CONV_2D" in a.stdout and "FULLY_CONNECTED" in a.stdout
+
+
+def test_devices_sharing_this_host_are_measured_one_after_the_other(workspace, tiny_model):
+    (workspace / "inventory.yaml").write_text(
+        "devices:\n  - {id: a, profile: localhost, transport: {type: local}}\n"
+        "  - {id: b, profile: localhost, transport: {type: local}}\n")
+    p = hil("run", str(tiny_model["path"]), *FAST, check=True)
+    events = [line.split()[0] + " " + line.split()[1].split("@")[1].rstrip(":") for line in p.stderr.splitlines()
+              if line.startswith(("measuring ", "done "))]
+    assert sorted(events) == ["done a", "done b", "measuring a", "measuring b"]
+    first = events[0].split()[1]
+    assert events[:2] == [f"measuring {first}", f"done {first}"], events  # no overlap on one host

@@ -110,6 +110,16 @@ def test_run_on_simulated_mcu_over_pty(workspace, mcu_model):
     # --min-seconds 0.1 in total (the simulator on a shared CI host jitters; a board does not)
     assert sum(w["elapsed_us"] for w in doc["windows"]) >= 0.8 * 0.1e6
     assert "accuracy: 20 of 70 eval samples over serial" in p.stderr
+    # a second night on the same board: the gate tests the 5 windows per side (not "insufficient")
+    with simulator(mcu_model["int8"], "--link", str(workspace / "dut")):
+        hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"], check=True)
+    from harness.baselines import BaselineSpec
+    from harness.gate import evaluate
+
+    result = evaluate(store, None, BaselineSpec.parse("rolling:1"), profiles={})
+    checks = {c.metric: c for c in result.keys[0].checks}
+    assert checks["latency_p50_us"].verdict != "insufficient"
+    assert checks["latency_p50_us"].n_current == 5 and checks["latency_p50_us"].p_value is not None
 
 
 def _ser2net_listening(port: int) -> bool:
@@ -297,3 +307,16 @@ def test_simulated_firmware_bytes(mcu_model):
     assert b"m-ready" not in inside and inside.endswith(b"\r\n")
     assert extra.endswith(b"\r\nm-ready\r\n") and extra.count(b"\r\n") == 2
     assert len(Faults.parse(["drop-bytes:0.5"], seed=1).line(b"m-lap-us-123456789")) < 20
+
+
+def test_devices_check_probes_serial_firmware(workspace, mcu_model):
+    with simulator(mcu_model["int8"]) as (path, _):
+        lab(workspace, path)
+        p = hil("devices", "check")
+    assert p.returncode == 0, p.stdout + p.stderr
+    row = [line for line in p.stdout.splitlines() if line.startswith("| h7 ")][0]
+    assert "| serial |" in row and "| OK |" in row and "sha256:" in row
+    assert "extensions: arena, dbbin" in p.stdout and "arena used" in p.stdout
+    lab(workspace, str(workspace / "no-such-port"))
+    p = hil("devices", "check")
+    assert p.returncode == 2 and "no-such-port" in p.stdout + p.stderr and "FAIL" in p.stdout
