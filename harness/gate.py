@@ -254,7 +254,7 @@ def _judge(effect: float, threshold: float, significant: bool = True) -> str:
 def check_metric(metric: str, threshold: float, current: Optional[float], baseline_values: list[float],
                  cur_samples: Optional[list[float]] = None, base_samples: Optional[list[list[float]]] = None,
                  alpha: float = DEFAULT_ALPHA, min_samples: int = MIN_SAMPLES, has_baseline: bool = True,
-                 ci: bool = True) -> Check:
+                 ci: bool = True, min_change_us: float = 0.0) -> Check:
     """Compare one metric; the single place the decision rules live (also used by benchmarks)."""
     rule = RULES[metric]
     c = Check(metric, "pass", current=current, threshold=threshold)
@@ -283,7 +283,12 @@ def check_metric(metric: str, threshold: float, current: Optional[float], baseli
         if cmp.ci_low is not None:
             c.ci = (cmp.ci_low, cmp.ci_high)
         c.verdict = _judge(sign * cmp.effect, threshold, cmp.significant(alpha))
-        if c.verdict == "pass" and abs(cmp.effect) > threshold:
+        if c.verdict in ("regression", "improvement") and abs(cmp.cur - cmp.base) < min_change_us:
+            c.verdict = "pass"
+            c.note = (c.note + "; " if c.note else "") + (
+                f"change of {abs(cmp.cur - cmp.base):.2f} us is below the {min_change_us:g} us floor "
+                "(latency_min_change_us)")
+        elif c.verdict == "pass" and abs(cmp.effect) > threshold:
             c.note = (c.note + "; " if c.note else "") + f"change not significant (p={cmp.p_value:.2g})"
         return c
     base = float(np.median(baseline_values))
@@ -359,6 +364,9 @@ def evaluate(store: ResultStore, run_id: Optional[str] = None, spec: Optional[bl
             # MCU samples are whole measurement windows (>= seconds of inferences each, MLPerf: 5);
             # five of them per side are as trustworthy as many more raw invocations.
             need = min(min_samples, MCU_MIN_WINDOWS) if r.get("transport") == "serial" else min_samples
+            if rule.kind == "sampled":
+                kwargs["min_change_us"] = resolve("latency_min_change_us", k.model,
+                                                  prof.thresholds if prof else None, overrides)
             c = check_metric(metric, thr, cur.get(metric), bvals, alpha=alpha, min_samples=need,
                              has_baseline=k.baseline is not None, **kwargs)
             c.budget = budgets.get(metric)

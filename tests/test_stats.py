@@ -135,3 +135,16 @@ def test_real_samples_aa_passes_and_real_ten_percent_shift_is_caught(lab):
     assert shifted.p_value < 0.01
     half = b.size // 2
     assert p50_check(b[:half], b[half:], threshold=0.25).verdict != "regression"
+
+
+def test_absolute_floor_spares_microsecond_models_only():
+    """+4 % on a 3 us model (0.12 us) is below the 0.5 us floor; +4 % on 100 us is a regression."""
+    rng = np.random.default_rng(21)
+    base = latency_samples(3000, rng=rng)
+    slow = latency_samples(3000, rng=rng, drift=0.04)
+    for scale, expected in ((3.0, "pass"), (100.0, "regression")):
+        b, s = [x * scale / np.median(base) for x in (base, slow)]
+        c = p50_check(b, s, threshold=0.03, min_change_us=0.5)
+        assert c.verdict == expected, c
+    assert "below the 0.5 us floor" in p50_check(*(x * 3.0 / np.median(base) for x in (base, slow)),
+                                                 threshold=0.03, min_change_us=0.5).note
