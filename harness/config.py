@@ -129,6 +129,9 @@ class SerialTransport(_Strict):
     reset: Literal["none", "dtr", "rts"] = "none"
     retries: int = Field(2, ge=0)  # per command, after a resync or a malformed answer
     accuracy_samples: int = Field(200, ge=0)  # eval samples sent over the wire (evenly spread)
+    # build + flash the job's model with the profile's mcu.build_cmd/flash_cmd: auto = when the board
+    # reports another model; never = refuse the job; always = before every job (unverifiable firmware)
+    flash: Literal["auto", "never", "always"] = "auto"
 
 
 Transport = Annotated[Union[LocalTransport, SshTransport, SerialTransport], Field(discriminator="type")]
@@ -307,4 +310,8 @@ def load_inventory(path: Path, profiles_dir: Optional[Path] = None) -> Inventory
         if prof.runtime == "tflm" and dev.transport.type != "serial":
             raise ConfigError(f"{path}: devices[{i}].transport.type: device '{dev.id}' has MCU "
                               f"profile '{prof.name}' and needs a serial transport")
+        if (dev.transport.type == "serial" and dev.transport.flash == "always"
+                and not (prof.mcu and (prof.mcu.build_cmd or prof.mcu.flash_cmd))):
+            raise ConfigError(f"{path}: devices[{i}].transport.flash: device '{dev.id}' has flash: always "
+                              f"but its profile '{prof.name}' sets neither mcu.build_cmd nor mcu.flash_cmd")
     return Inventory(devices=inv.devices, profiles=profiles, path=str(path))

@@ -181,6 +181,7 @@ class Orchestrator:
                        commits: dict) -> None:
         dev, prof = jobs[0].device, jobs[0].profile
         backend = backend_for(dev, prof, self._say)
+        backend.cache_root = self.converter.cache_dir.parent  # MCU bundles live next to the artifacts
         opened = False
         unreachable: Optional[HilError] = None  # (re)connecting failed: the device's other jobs fail fast
         for job in jobs:

@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--model-id", help="what m-model-[...] reports (default: sha256:<first 16 hex of the model>)")
     p.add_argument("--clock-start", type=int, default=0, metavar="US",
                    help="initial value of the 32-bit microsecond timer (to exercise wrap-around)")
+    p.add_argument("--flash-file", metavar="PATH",
+                   help="on SIGHUP, load the model from PATH and reset (boot banner), as a board does after "
+                        "flashing; a profile's mcu.flash_cmd can write PATH and send the signal")
     p.add_argument("--check", action="store_true", help="load and run the model once, print arena usage, exit")
     p.add_argument("--verbose", "-v", action="store_true", help="trace commands on stderr")
     p.set_defaults(func=cmd_mcu_sim)
@@ -37,7 +40,7 @@ def cmd_mcu_sim(args) -> int:
     from ..mcu_sim.engine import TflmModel
     from ..mcu_sim.faults import Faults
     from ..mcu_sim.firmware import Firmware
-    from ..mcu_sim.server import PtyServer, TcpServer
+    from ..mcu_sim.server import PtyServer, SignalPipe, TcpServer
 
     faults = Faults.parse(args.fault, args.seed)
     model = TflmModel(args.model, arena_size=args.arena_size)
@@ -63,19 +66,36 @@ def cmd_mcu_sim(args) -> int:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    wake = None
+    if args.flash_file:
+        def reflash() -> None:
+            try:
+                new = TflmModel(args.flash_file)
+                out(f"flashed {args.flash_file}: sha256 {new.sha256[:16]}, arena size {new.arena_size} "
+                    f"bytes; resetting")
+            except Exception as exc:  # noqa: BLE001 - a bad image: the board comes back with the old one
+                new = fw.model
+                out(f"flashing {args.flash_file} failed ({exc}); resetting with the previous model")
+            fw.flashed(new)
+
+        wake = SignalPipe({signal.SIGHUP: reflash})
     try:
         fw.boot()
         extras = ", stock firmware (no extensions)" if args.stock else ", extensions hb-caps/hb-arena/hb-dbbin"
         if faults.active:
             extras += ", faults " + " ".join(faults.active)
+        if args.flash_file:
+            extras += f", SIGHUP reloads {args.flash_file}"
         out(f"model ID {fw.model_id}{extras}")
         out(server.describe())
         if isinstance(server, TcpServer):
-            server.serve(fw, trace)
+            server.serve(fw, trace, wake=wake)
         else:
-            server.serve(fw)
+            server.serve(fw, wake=wake)
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
+        if wake is not None:
+            wake.close()
     return 0

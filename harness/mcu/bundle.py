@@ -15,6 +15,11 @@ Layout of the output directory::
     port.h, port_template.c  porting layer the user fills in
 
 A ``port.c`` the user wrote in the directory is never touched by a rebuild.
+
+``cached_bundle`` keeps bundles content-addressed for automatic flashing (``hil run`` on a serial
+device with ``flash: auto|always``): ``<cache>/bundles/<artifact sha256>-<profile>/``, built once
+(atomically, under a lock) and reused as long as the model, the profile's build-relevant settings
+and the hilbench version are unchanged.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import shutil
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from .. import __version__
 from ..analysis import TFLM_ADD_METHOD, TFLM_CUSTOM_ADD_METHOD, ModelAnalysis, analyze
@@ -72,7 +80,7 @@ def _sha(data: bytes) -> str:
 
 def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
                  model_name: Optional[str] = None, source: Optional[dict] = None,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print, bundle_name: Optional[str] = None) -> dict:
     """Analyse, measure, check the fit and write the bundle; returns the manifest."""
     require_mcu_profile(profile)
     mcu = profile.mcu
@@ -126,7 +134,7 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
         "flash_limit_source": fit.flash_limit_source,
         "ram_estimate": f"{fit.ram_estimate_bytes:,}", "ram_limit": f"{fit.ram_limit_bytes:,}",
         "build_cmd": mcu.build_cmd or "not set", "flash_cmd": mcu.flash_cmd or "not set",
-        "bundle_dir": out_dir.name,
+        "bundle_dir": bundle_name or out_dir.name,
     })
 
     for fname, text in files.items():
@@ -174,3 +182,74 @@ def load_manifest(bundle_dir: Path) -> dict:
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise ConfigError(f"{path}: schema is not {SCHEMA}")
     return doc
+
+
+# ---------------------------------------------------------------------------------- bundle cache
+
+CACHE_STAMP = "cache.json"
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (two boards of one profile may need the same bundle at once)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no locking
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def bundle_cache_dir(cache_root: Path, sha256: str, profile: DeviceProfile) -> Path:
+    return Path(cache_root) / "bundles" / f"{sha256}-{profile.name}"
+
+
+def _cache_key(sha256: str, profile: DeviceProfile) -> dict:
+    """What a cached bundle depends on: the model, the profile settings that shape the generated
+    sources and the fit check (not its build/flash commands or benchmark settings), hilbench."""
+    relevant = profile.model_dump(mode="json", include={"name", "arch", "cpu", "ram_mb", "flash_mb",
+                                                        "budgets", "mcu"})
+    relevant["mcu"] = {k: v for k, v in (relevant.get("mcu") or {}).items()
+                       if k not in ("build_cmd", "flash_cmd")}
+    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+    return {"sha256": sha256, "profile": profile.name, "profile_settings": digest,
+            "hilbench_version": __version__}
+
+
+def cached_bundle(model_path: Path, sha256: str, profile: DeviceProfile, cache_root: Path, *,
+                  model_name: Optional[str] = None, source: Optional[dict] = None,
+                  log: Callable[[str], None] = print) -> tuple[Path, dict, bool]:
+    """(bundle dir, manifest, cache hit) for the model and profile; builds the bundle on a miss."""
+    out = bundle_cache_dir(cache_root, sha256, profile)
+    key = _cache_key(sha256, profile)
+    with file_lock(out.parent / f".{out.name}.lock"):
+        stamp = out / CACHE_STAMP
+        if stamp.exists():
+            try:
+                fresh = (json.loads(stamp.read_text()) == key
+                         and _sha((out / "model.tflite").read_bytes()) == sha256)
+                manifest = load_manifest(out) if fresh else None
+            except (OSError, ValueError, ConfigError):
+                fresh = False
+            if fresh:
+                return out, manifest, True
+            log(f"bundle cache entry {out} is stale or damaged; building it again")
+        tmp = out.parent / f".tmp-{sha256[:12]}-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()  # (not mkdtemp: the bundle gets the usual permissions)
+        try:
+            manifest = build_bundle(model_path, profile, tmp, model_name=model_name, source=source,
+                                    log=log, bundle_name=out.name)
+            (tmp / CACHE_STAMP).write_text(json.dumps(key, indent=1) + "\n")
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out, manifest, False

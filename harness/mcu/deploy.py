@@ -9,10 +9,16 @@ serial transport), ``{device}`` (device id), ``{profile}`` (profile name), ``{mo
 Commands are split like a POSIX shell (``shlex``) and run without a shell; placeholders are filled
 per word, so a value with spaces stays one argument. For shell syntax (``&&``, pipes, ``cd``) write
 ``sh -c '...'``.
+
+``build_and_flash`` is the same for automatic flashing before a measurement (``hil run`` on a serial
+device): the flash log is per device (``logs/flash-<device>.log``), and a build that already
+succeeded in the (cached) bundle with the same command line is not run again when a flash_cmd
+follows it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import string
@@ -140,4 +146,40 @@ def deploy_bundle(device: Device, profile: DeviceProfile, bundle: Path, manifest
     if not steps:
         raise ConfigError(f"{profile.source or profile.name}: profile '{profile.name}' sets neither "
                           "mcu.build_cmd nor mcu.flash_cmd; nothing to deploy")
+    return steps
+
+
+BUILD_STAMP = "build.ok"  # in <bundle>/logs/: the command line of the last successful build_cmd
+
+
+def build_and_flash(device: Device, profile: DeviceProfile, bundle: Path, manifest: dict, *,
+                    timeout: float = DEFAULT_TIMEOUT,
+                    log: Callable[[str], None] = print) -> list[StepResult]:
+    """Run build_cmd (unless it already succeeded here and a flash_cmd follows) then flash_cmd."""
+    from .bundle import file_lock
+
+    if profile.mcu is None or not (profile.mcu.build_cmd or profile.mcu.flash_cmd):
+        raise ConfigError(f"{profile.source or profile.name}: profile '{profile.name}' sets neither "
+                          f"mcu.build_cmd nor mcu.flash_cmd; device '{device.id}' cannot be flashed")
+    bundle = Path(bundle).resolve()
+    logs = bundle / "logs"
+    values = placeholder_values(device, profile, bundle, manifest)
+    steps = []
+    if profile.mcu.build_cmd:
+        where = f"{profile.source or profile.name}: mcu.build_cmd (device '{device.id}')"
+        argv = expand_command(profile.mcu.build_cmd, values, where)
+        stamp = logs / BUILD_STAMP
+        with file_lock(logs / ".build.lock"):  # one build at a time in a bundle directory
+            done = stamp.exists() and stamp.read_text() == json.dumps(argv)
+            if done and profile.mcu.flash_cmd:
+                log(f"build: already built in {bundle} (log: {logs / 'build.log'}), not rebuilding")
+            else:
+                stamp.unlink(missing_ok=True)
+                steps.append(run_step("build", argv, bundle, logs / "build.log", where, timeout, log))
+                stamp.write_text(json.dumps(argv))
+    if profile.mcu.flash_cmd:
+        where = f"{profile.source or profile.name}: mcu.flash_cmd (device '{device.id}')"
+        argv = expand_command(profile.mcu.flash_cmd, values, where)
+        steps.append(run_step("flash", argv, bundle, logs / f"flash-{device.id}.log", where, timeout,
+                              log))
     return steps

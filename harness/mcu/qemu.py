@@ -261,8 +261,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(dev.start(), flush=True)
             dev.resume()
             try:
-                while dev.proc is not None and dev.proc.poll() is None:
-                    time.sleep(0.5)
+                if dev.proc is not None:
+                    dev.proc.wait()
             except KeyboardInterrupt:
                 pass
             finally:

@@ -1,15 +1,15 @@
 """The model side of the simulated device: the real TFLite Micro interpreter (``tflite_micro``).
 
-Arena usage comes from TFLM's own RecordingMicroAllocator (``print_allocations`` writes it to the C
-stderr, so fd 2 is captured around the call). The arena the simulator then runs with is sized like
-generated firmware sizes it: measured usage plus a margin, aligned.
+Arena usage comes from TFLM's own RecordingMicroAllocator, measured like `hil build` measures it
+(``harness/mcu/arena.py``: the report, and the smallest arena that really works, probed in child
+processes because a too-small arena can crash the TFLM Python wrapper). The arena the simulator then
+runs with is sized like generated firmware sizes it: measured usage plus a margin, aligned.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +18,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from ..errors import ConfigError, ModelError
-
-PROBE_ARENA = 16 * 1024 * 1024
+from ..mcu.arena import measure_arena
 
 
 @contextmanager
@@ -58,13 +57,13 @@ class TflmModel:
         self.data = self.path.read_bytes()
         self.sha256 = hashlib.sha256(self.data).hexdigest()
         self.size_bytes = len(self.data)
-        self.arena_used = self._measure(PROBE_ARENA)
         # Prepare() also needs temporary arena space that the recording allocator does not count:
-        # find the smallest arena that really works, then add the margin generated firmware adds.
-        self.arena_min = self._smallest_arena(arena_align)
+        # the smallest arena that really works, plus the margin generated firmware adds.
+        report = measure_arena(self.path, 1, arena_margin, arena_align, model_size=self.size_bytes)
+        self.arena_used = report.reported_used_bytes
+        self.arena_min = report.min_working_bytes
         if arena_size is None:
-            arena_size = int(self.arena_min * (1.0 + arena_margin))
-            arena_size = -(-arena_size // arena_align) * arena_align
+            arena_size = report.size_bytes
         if arena_size < self.arena_min:
             raise ConfigError(f"{self.path}: --arena-size {arena_size} is smaller than the "
                               f"{self.arena_min} bytes TFLM needs for this model")
@@ -92,50 +91,6 @@ class TflmModel:
         detail = " ".join(line.strip() for line in "".join(err).splitlines() if line.strip())
         raise ModelError(f"{self.path}: TFLM cannot run this model: {failure}"
                          + (f" ({detail[:300]})" if detail else ""))
-
-    def _works(self, arena_size: int) -> bool:
-        try:
-            interp = self._make(arena_size)
-            d = interp.get_input_details(0)
-            interp.set_input(np.zeros(d["shape"], d["dtype"]), 0)
-            with _capture_fd2():
-                interp.invoke()
-            return True
-        except (ModelError, RuntimeError):
-            return False
-
-    def _smallest_arena(self, align: int) -> int:
-        lo = -(-self.arena_used // align)  # in units of `align`
-        if self._works(lo * align):
-            return lo * align
-        hi = PROBE_ARENA // align  # known to work
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self._works(mid * align):
-                hi = mid
-            else:
-                lo = mid
-        return hi * align
-
-    def _measure(self, arena_size: int) -> int:
-        interp = self._make(arena_size)
-        d = interp.get_input_details(0)
-        interp.set_input(np.zeros(d["shape"], d["dtype"]), 0)
-        with _capture_fd2() as err:
-            try:
-                interp.invoke()
-                failure = None
-            except RuntimeError as exc:
-                failure = exc
-            interp.print_allocations()
-        text = "".join(err)
-        if failure is not None:
-            raise ModelError(f"{self.path}: TFLM failed to invoke this model: {failure} "
-                             f"({' '.join(text.split())[:300]})")
-        m = re.search(r"Arena allocation total (\d+) bytes", text)
-        if not m:
-            raise ModelError(f"{self.path}: TFLM did not report its arena usage")
-        return int(m.group(1))
 
     @staticmethod
     def _quant(details: dict) -> tuple[float, int]:

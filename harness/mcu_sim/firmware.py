@@ -44,6 +44,7 @@ class Firmware:
         self.model = model
         self._write = write
         self.name = name
+        self._fixed_model_id = model_id
         self.model_id = model_id or model_id_for(model.sha256)
         self.stock = stock
         self.faults = faults or Faults()
@@ -262,6 +263,19 @@ class Firmware:
         self._t0_ns = time.perf_counter_ns()
         self.boot()
         raise _Rebooted()
+
+    def flashed(self, model: TflmModel) -> None:
+        """The board was flashed with `model` and reset: the new model (and model ID, unless fixed
+        with --model-id), empty buffers, the timer restarted, a half-received command and the
+        loaded input forgotten, and the boot banner."""
+        self.model = model
+        self.model_id = self._fixed_model_id or model_id_for(model.sha256)
+        self.stalled = self._stall_pending = False
+        self._cmd.clear()
+        self._overflow = False
+        self._reset_state()
+        self._t0_ns = time.perf_counter_ns()
+        self._guarded(self.boot)
 
     def _results(self) -> None:
         self._line("m-results-[" + ",".join(f"{v:0.3f}" for v in self.model.results()) + "]")

@@ -5,12 +5,17 @@ slave side open itself so the device survives the host closing and reopening the
 in raw mode so nothing the firmware prints is echoed back as input. In TCP mode one client at a time
 is served (a new client kicks the old one, like ser2net's ``kickolduser``); the device state survives
 reconnects, as a board's does.
+
+Signals (SIGHUP: "flashed, reload the model") are handled in the serve loop, never inside the signal
+handler: ``SignalPipe`` makes ``signal.set_wakeup_fd`` write each signal's number to a pipe that the
+loop's ``select`` watches, and calls the action between two commands.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
 import time
 import tty
@@ -33,6 +38,43 @@ def _select_timeout(fw: Firmware) -> Optional[float]:
     return max(0.0, fw.binary_deadline - time.monotonic())
 
 
+class SignalPipe:
+    """Run `actions[signum]()` from the serve loop when the process receives that signal."""
+
+    def __init__(self, actions: dict[int, Callable[[], None]]):
+        self.actions = actions
+        self.fd, self._w = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._w, False)
+        for signum in actions:
+            signal.signal(signum, lambda *_: None)  # the C-level handler writes the wakeup byte
+        self._previous_wakeup = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+
+    def dispatch(self) -> None:
+        got = bytearray()
+        try:
+            while True:
+                chunk = os.read(self.fd, 256)
+                if not chunk:
+                    break
+                got += chunk
+        except BlockingIOError:
+            pass
+        for signum in dict.fromkeys(got):  # one action per burst of the same signal, in order
+            if signum in self.actions:
+                self.actions[signum]()
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous_wakeup)
+        for fd in (self.fd, self._w):
+            os.close(fd)
+
+
+def _wake(wake: Optional[SignalPipe], ready: list) -> None:
+    if wake is not None and wake.fd in ready:
+        wake.dispatch()
+
+
 class PtyServer:
     def __init__(self, link: Optional[str] = None):
         self.master, self.slave = os.openpty()
@@ -51,10 +93,12 @@ class PtyServer:
     def describe(self) -> str:
         return f"serving on {self.path}" + (f" (link {self.link})" if self.link else "")
 
-    def serve(self, fw: Firmware) -> None:
+    def serve(self, fw: Firmware, wake: Optional[SignalPipe] = None) -> None:
         while True:
-            ready, _, _ = select.select([self.master], [], [], _select_timeout(fw))
-            if ready:
+            watch = [self.master] + ([wake.fd] if wake else [])
+            ready, _, _ = select.select(watch, [], [], _select_timeout(fw))
+            _wake(wake, ready)  # before the bytes: a signal sent before them is handled first
+            if self.master in ready:
                 data = os.read(self.master, 4096)
                 if not data:  # pragma: no cover - cannot happen while we hold the slave open
                     return
@@ -97,10 +141,12 @@ class TcpServer:
     def describe(self) -> str:
         return f"listening on {self.host}:{self.port}"
 
-    def serve(self, fw: Firmware, log: Callable[[str], None] = lambda m: None) -> None:
+    def serve(self, fw: Firmware, log: Callable[[str], None] = lambda m: None,
+              wake: Optional[SignalPipe] = None) -> None:
         while True:
-            watch = [self.sock] + ([self.client] if self.client else [])
+            watch = [self.sock] + ([self.client] if self.client else []) + ([wake.fd] if wake else [])
             ready, _, _ = select.select(watch, [], [], _select_timeout(fw))
+            _wake(wake, ready)
             if self.sock in ready:
                 conn, peer = self.sock.accept()
                 self._drop()

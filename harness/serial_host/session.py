@@ -28,8 +28,9 @@ from ..config import DeviceProfile, SerialTransport
 from ..errors import ConfigError, InfraError
 from ..jobs import RunOptions
 from .link import SerialLink
-from .protocol import DeviceInfo, Dut, iterations_for
+from .protocol import DeviceInfo, DeviceSilent, Dut, iterations_for
 
+PORT_POLL_S = 0.1  # a USB board's port vanishes while it re-enumerates after flashing
 PROBE_MAX_S = 1.0
 WINDOW_MARGIN = 1.05  # aim a little above window_seconds so jitter does not make windows short
 DEFAULT_ACCURACY_SAMPLES = 200
@@ -49,6 +50,49 @@ def connect(device_id: str, transport: SerialTransport, log: Callable[[str], Non
             link.pulse_reset(transport.reset)
             dut.wait_boot(f"pulsing {transport.reset.upper()}")
         dut.resync()
+        dut.identify()
+    except Exception:
+        link.close()
+        raise
+    return dut
+
+
+def reconnect(device_id: str, transport: SerialTransport, log: Callable[[str], None], after: str,
+              trace: Optional[Callable[[str], None]] = None) -> Dut:
+    """Open the port again after the board was reset behind the host's back (flashed), let the
+    firmware boot and identify it, all within `boot_timeout`.
+
+    The boot banner may come before the port is open again (opening discards it) or after (the
+    resync reads past it), and a board still booting does not answer yet: resync until it does.
+    """
+    deadline = time.monotonic() + transport.boot_timeout
+    link = SerialLink(transport.port, transport.baudrate, device_id, trace=trace)
+    while True:
+        try:
+            link.open()
+            break
+        except InfraError as exc:
+            if time.monotonic() >= deadline:
+                raise InfraError(f"{exc} ({transport.boot_timeout:.1f} s after {after})") from None
+            time.sleep(PORT_POLL_S)  # polling for the device node to reappear: no event to wait for
+    dut = Dut(link, device_id, timeout=transport.timeout, infer_timeout=transport.infer_timeout,
+              boot_timeout=transport.boot_timeout, retries=transport.retries, log=log)
+    try:
+        if transport.reset != "none":
+            link.discard_input()
+            link.pulse_reset(transport.reset)
+            dut.wait_boot(f"pulsing {transport.reset.upper()} after {after}")
+        while True:
+            try:
+                dut.resync()
+                break
+            except DeviceSilent:
+                if time.monotonic() >= deadline:
+                    last = link.last_line
+                    raise DeviceSilent(f"device '{device_id}': no answer to 'name%' on {transport.port} "
+                                       f"within {transport.boot_timeout:.1f} s (boot_timeout) after {after} "
+                                       f"({f'last line: {last[:120]!r}' if last else 'nothing received'})"
+                                       ) from None
         dut.identify()
     except Exception:
         link.close()

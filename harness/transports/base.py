@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from ..config import Device, DeviceProfile
 from ..errors import InfraError
@@ -17,6 +17,7 @@ RUNNER_SCHEMA = "hilbench.runner/1"
 class Backend:
     """One open connection to one device; the orchestrator runs one job at a time on it."""
 
+    cache_root: Optional[Path] = None  # hilbench cache (artifacts, MCU bundles); None = default
     def __init__(self, device: Device, profile: DeviceProfile, log: Callable[[str], None]):
         self.device = device
         self.profile = profile

@@ -4,14 +4,23 @@ The firmware on the board (stock MLPerf Tiny, hilbench-generated, or `hil mcu-si
 the model, so before measuring, the backend checks that it is the job's artifact: hilbench firmware
 reports ``m-model-[sha256:<prefix>]``; other IDs (``ic01``...) cannot be verified and are warned
 about, and a device answering with a different number of outputs than the model has is refused.
+
+Automatic flashing (transport ``flash: auto``, the default): when the board reports another model
+and the profile has ``mcu.build_cmd``/``mcu.flash_cmd``, the job's artifact is turned into a TFLM
+bundle (cached by artifact sha256 + profile, ``harness/mcu/bundle.py``), built and flashed with the
+profile's commands (``harness/mcu/deploy.py``, port closed meanwhile), and the board is reconnected
+and checked again. ``never`` refuses the job instead; ``always`` flashes before every job. The time
+spent is in the result document's ``flash`` entry, never in the latency.
 """
 
 from __future__ import annotations
 
 import platform
+import time
+from pathlib import Path
 from typing import Optional
 
-from ..analysis import analyze
+from ..analysis import ModelAnalysis, analyze
 from ..errors import InfraError
 from ..jobs import Job
 from ..serial_host import session
@@ -43,9 +52,7 @@ class SerialBackend(Backend):
     def benchmark(self, job: Job) -> dict:
         if self.dut is None:
             self.open()
-        dut = self.dut
         t = self.device.transport
-        before = (dut.resyncs, dut.retried, dut.noise, dut.dbbin_fallbacks)
         artifact = job.variant.artifact
         a = analyze(artifact)
         if len(a.inputs) != 1:
@@ -55,6 +62,9 @@ class SerialBackend(Backend):
         n_outputs = None
         if a.outputs:
             n_outputs = session.tensor_spec(a.outputs[0]).elements
+        flash = self._ensure_model(job, a)
+        dut = self.dut
+        before = (dut.resyncs, dut.retried, dut.noise, dut.dbbin_fallbacks)
         try:
             verified, note = session.verify_model(dut.info, a.sha256)
         except InfraError as exc:
@@ -101,7 +111,73 @@ class SerialBackend(Backend):
             "telemetry": None,
             "energy": None,
             "accuracy": acc,
+            "flash": flash,
             "link": dict(zip(("resyncs", "retries", "noise_lines", "dbbin_fallbacks"),
                              (now - then for now, then in zip((dut.resyncs, dut.retried, dut.noise,
                                                                dut.dbbin_fallbacks), before)))),
         }
+
+    # ------------------------------------------------------------------ automatic flashing
+
+    def _ensure_model(self, job: Job, a: ModelAnalysis) -> dict:
+        """Flash the job's model when the transport's `flash` mode asks for it; the `flash` entry of
+        the result document."""
+        t = self.device.transport
+        mcu = self.profile.mcu
+        entry = {"mode": t.flash, "flashed": False, "seconds": 0.0, "bundle": None, "log": None}
+        if t.flash == "never" or mcu is None or not (mcu.build_cmd or mcu.flash_cmd):
+            return entry  # the model check below refuses a board running another model
+        board = self.dut.info.model_id
+        if t.flash == "auto":
+            try:
+                verified, _ = session.verify_model(self.dut.info, a.sha256)
+            except InfraError:
+                verified = False
+            if verified is not False:  # the right model, or firmware that cannot tell (warned below)
+                if verified:
+                    self._say(f"flash: board already runs {board}, not flashing")
+                return entry
+        return {**entry, **self._flash(job, a, board)}
+
+    def _flash(self, job: Job, a: ModelAnalysis, board: Optional[str]) -> dict:
+        from ..convert import default_cache_dir
+        from ..mcu.bundle import CACHE_STAMP, bundle_cache_dir, cached_bundle
+        from ..mcu.deploy import build_and_flash
+
+        t = self.device.transport
+        mv = job.variant
+        want = f"sha256:{a.sha256[:16]}"
+        t0 = time.monotonic()
+        what = f"{mv.model_name} {mv.variant} (sha256 {a.sha256[:16]}...)"
+        root = self.cache_root or default_cache_dir().parent
+        if not (bundle_cache_dir(root, a.sha256, self.profile) / CACHE_STAMP).exists():
+            self._say(f"flash: building bundle for {what}")
+        source = {"path": str((mv.extra or {}).get("source_path") or mv.artifact),
+                  "variant": mv.variant, "sha256": mv.source_sha256}
+        bundle, manifest, hit = cached_bundle(mv.artifact, a.sha256, self.profile, root,
+                                              model_name=mv.model_name, source=source, log=self._say)
+        if hit:
+            self._say(f"flash: bundle for {what} cached in {bundle}, not rebuilding")
+        self._say(f"flash: board runs {board or 'an unknown model'}, flashing {want}")
+        self.close()  # flash tools need the port
+        steps = build_and_flash(self.device, self.profile, bundle, manifest, log=self._say)
+        log_path = steps[-1].log if steps else bundle / "logs"
+        t_reset = time.monotonic()
+        try:
+            self.dut = session.reconnect(self.device.id, t, self._say, after=f"flashing {want}")
+        except InfraError as exc:
+            raise InfraError(f"{exc} (see {log_path})") from None
+        info = self.dut.info
+        try:
+            verified, _ = session.verify_model(info, a.sha256)
+        except InfraError:
+            raise InfraError(f"device '{self.device.id}' still reports model {info.model_id} after "
+                             f"flashing {want} (see {log_path})") from None
+        seconds = time.monotonic() - t0
+        self._say(f"flash: {want} flashed in {seconds:.1f} s; board reports model {info.model_id or '?'}"
+                  f"{'' if verified else ' (cannot be verified)'}")
+        return {"flashed": True, "seconds": round(seconds, 3), "bundle": str(bundle),
+                "bundle_cached": hit, "log": str(log_path),
+                "steps": {s.step: round(s.seconds, 3) for s in steps},
+                "reconnect_seconds": round(time.monotonic() - t_reset, 3),
+                "previous_model_id": board}
