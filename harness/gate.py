@@ -185,14 +185,7 @@ def load_gate_profiles(profiles_dir: Optional[Path], warnings: list[str]) -> dic
 
 
 def _run_row(store: ResultStore, run_id: Optional[str]) -> dict:
-    run_id = run_id or store.latest_run_id()
-    if run_id is None:
-        raise ConfigError(f"{store.path}: no runs recorded yet (run `hil run` first)")
-    runs = store.runs()
-    match = runs[runs["run_id"] == run_id]
-    if match.empty:
-        raise ConfigError(f"{store.path}: no run '{run_id}'")
-    return match.iloc[0].to_dict()
+    return store.run_row(run_id)
 
 
 def _values(store: ResultStore, result_ids: list[int]) -> dict[int, dict[str, float]]:

@@ -172,6 +172,17 @@ class ResultStore:
     def runs(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY started_at", self._db)
 
+    def run_row(self, run_id: Optional[str] = None) -> dict:
+        """One run's row (the latest by default); a clear error when there is none."""
+        run_id = run_id or self.latest_run_id()
+        if run_id is None:
+            raise ConfigError(f"{self.path}: no runs recorded yet (run `hil run` first)")
+        runs = self.runs()
+        match = runs[runs["run_id"] == run_id]
+        if match.empty:
+            raise ConfigError(f"{self.path}: no run '{run_id}'")
+        return match.iloc[0].to_dict()
+
     def latest_run_id(self) -> Optional[str]:
         row = self._db.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
         return row[0] if row else None

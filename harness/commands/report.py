@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
 from ..report_md import render_run
 from ..store import ResultStore
 from . import common
@@ -18,14 +17,8 @@ def register(sub) -> None:
 
 
 def write_report(store: ResultStore, run_id: str | None, output: Path) -> Path:
-    run_id = run_id or store.latest_run_id()
-    if run_id is None:
-        raise ConfigError(f"{store.path}: no runs recorded yet (run `hil run` first)")
-    runs = store.runs()
-    match = runs[runs["run_id"] == run_id]
-    if match.empty:
-        raise ConfigError(f"{store.path}: no run '{run_id}'")
-    text = render_run(store.wide(run_id), match.iloc[0].to_dict())
+    run = store.run_row(run_id)
+    text = render_run(store.wide(run["run_id"]), run)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     return output
