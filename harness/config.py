@@ -85,6 +85,19 @@ class DeviceProfile(_Strict):
     mcu: Optional[McuSettings] = None
     source: str = ""
 
+    @field_validator("thresholds")
+    @classmethod
+    def _known_threshold_names(cls, value: dict[str, float]) -> dict[str, float]:
+        from .thresholds import GATED_METRICS, SETTINGS
+
+        for name, threshold in value.items():
+            if name not in GATED_METRICS and name not in SETTINGS:
+                raise ValueError(f"{name}: unknown metric (gated metrics: {', '.join(GATED_METRICS)}; "
+                                 f"settings: {', '.join(sorted(SETTINGS))})")
+            if threshold < 0:
+                raise ValueError(f"{name}: threshold must be >= 0")
+        return value
+
     @model_validator(mode="after")
     def _mcu_needs_settings(self) -> "DeviceProfile":
         if self.runtime == "tflm" and self.mcu is None:

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -57,6 +58,9 @@ class ModelSource:
                              "or a SavedModel directory)")
         if p.stat().st_size == 0:
             raise ModelError(f"{p}: model file is empty")
+        if kind == "keras" and not zipfile.is_zipfile(p):
+            raise ModelError(f"{p}: not a Keras 3 model archive (a .keras file is a zip archive); "
+                             "corrupt or truncated?")
         return cls(p, kind, sha256_file(p), p.stem)
 
 
@@ -202,6 +206,8 @@ class Converter:
             meta = json.loads(meta_path.read_text())
             mv = ModelVariant(**{**meta, "artifact": entry / "model.tflite"})
             if mv.artifact.exists() and sha256_file(mv.artifact) == mv.artifact_sha256:
+                mv.model_name = src.name  # same bytes may live under another name (copied model)
+                mv.extra = {}
                 mv.cache_hit = True
                 mv.convert_seconds = time.perf_counter() - t0
                 if quiet:

@@ -41,6 +41,19 @@ def float_predictions(model_path: Path, x: np.ndarray) -> np.ndarray:
     return preds
 
 
+def _check_shape(eval_path: Path, x: np.ndarray, model_path: Path) -> None:
+    from .analysis import analyze
+
+    inputs = analyze(model_path).inputs
+    if len(inputs) != 1:
+        raise ConfigError(f"{eval_path}: accuracy evaluation supports single-input models; the model "
+                          f"has {len(inputs)} inputs")
+    want = tuple(int(d) for d in inputs[0].shape[1:])
+    got = tuple(x.shape[1:])
+    if x.ndim == 0 or (got != want and int(np.prod(got)) != int(np.prod(want))):
+        raise ConfigError(f"{eval_path}: x holds samples of shape {got}, the model's input needs {want}")
+
+
 def prepare_eval(eval_path: Path, ref_variant: Optional[ModelVariant], cache_root: Path) -> Path:
     """npz with x, y (if given) and ref (float argmax) -> cached path handed to the runner."""
     h = hashlib.sha256(sha256_file(eval_path).encode())
@@ -50,6 +63,8 @@ def prepare_eval(eval_path: Path, ref_variant: Optional[ModelVariant], cache_roo
     if out.exists():
         return out
     x = load_array(eval_path, "x").astype(np.float32)
+    if ref_variant is not None:
+        _check_shape(eval_path, x, ref_variant.artifact)
     arrays = {"x": x}
     loaded = np.load(eval_path, allow_pickle=False)
     if isinstance(loaded, np.lib.npyio.NpzFile) and "y" in loaded.files:

@@ -334,7 +334,7 @@ def evaluate(store: ResultStore, run_id: Optional[str] = None, spec: Optional[bl
                                    f"for its devices")
         cur = current_values[r["result_id"]]
         k.values = cur
-        k.seconds = cur.get("latency_count", 0) * cur.get("latency_mean_us", 0) / 1e6
+        k.seconds = cur.get("inferences", cur.get("latency_count", 0)) * cur.get("latency_mean_us", 0) / 1e6
         k.baseline = bl.select(store, spec, k.model, k.variant, k.device_id, k.profile, result.run_id)
         base_ids = k.baseline.result_ids if k.baseline else []
         base_vals = _values(store, base_ids)

@@ -41,6 +41,9 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, Optional[float], str]]
     for stat in LATENCY_STATS:
         add(f"latency_{stat}_us", lat.get(stat), "us")
     add("latency_count", lat.get("count"))
+    windows = [w for w in doc.get("windows") or [] if isinstance(w, dict) and w.get("n")]
+    # inferences timed: on MCUs a latency sample is a whole window of n inferences
+    add("inferences", sum(int(w["n"]) for w in windows) if windows else lat.get("count"), "count")
     add("latency_median_ci_low_us", lat.get("median_ci_low"))
     add("latency_median_ci_high_us", lat.get("median_ci_high"))
     add("init_us", doc.get("init_us"))

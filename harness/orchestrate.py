@@ -19,8 +19,8 @@ from typing import Callable, Optional
 
 from . import __version__
 from .config import Device, Inventory
-from .convert import Calibration, Converter, ModelSource, ModelVariant
-from .errors import HilError, InfraError
+from .convert import ASIS, VARIANTS, Calibration, Converter, ModelSource, ModelVariant
+from .errors import ConfigError, HilError, InfraError, ModelError
 from .energy import estimate as energy_estimate
 from .evaldata import prepare_eval
 from .jobs import Job, RunOptions
@@ -49,10 +49,25 @@ class ModelSpec:
         if eval_file is None and Path(f"{stem}.eval.npz").exists():
             eval_file = f"{stem}.eval.npz"
         if eval_file is not None and not Path(eval_file).exists():
-            from .errors import ConfigError
-
             raise ConfigError(f"{eval_file}: evaluation data file not found")
         return cls(src, Calibration.from_arg(calibration), Path(eval_file) if eval_file else None)
+
+
+@dataclass
+class BrokenJob:
+    """A planned measurement whose model could not be prepared; stored as an `error` row."""
+
+    model: str
+    sha256: str
+    variant: str
+    device: Device
+    profile: str
+    error: str
+
+    @property
+    def key(self) -> str:
+        ident = json.dumps([self.model, self.sha256, self.variant, self.device.id])
+        return "broken-" + hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
 @dataclass
@@ -66,7 +81,10 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        return 2 if (self.infra_errors or self.errors) else 0
+        """2 when the lab failed (the picture is incomplete), else 3 when inputs were bad, else 0."""
+        if self.infra_errors:
+            return 2
+        return 3 if self.errors else 0
 
 
 def git_commit_of(path: Path) -> Optional[str]:
@@ -103,6 +121,9 @@ class Orchestrator:
         self.converter = converter
         self.log = log
         self._log_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.broken: list[BrokenJob] = []
+        self.broken_sources: list[str] = []
 
     def _say(self, msg: str) -> None:
         with self._log_lock:
@@ -119,15 +140,42 @@ class Orchestrator:
 
     def plan(self, specs: list[ModelSpec], variants: Optional[list[str]], devices: list[Device],
              options: RunOptions) -> list[Job]:
-        converted = self.convert_all(specs, variants)
+        """Convert every model; with several models, one that cannot be converted becomes `error`
+        rows of the run (see `broken`) instead of stopping the others from being measured."""
+        for v in variants or []:
+            if v not in VARIANTS and v != ASIS:
+                raise ConfigError(f"unknown variant '{v}' (choose from {', '.join(VARIANTS)}, {ASIS})")
         jobs = []
-        for spec, mv in converted:
-            eval_file = None
-            if spec.eval_file:
-                ref = None
-                if spec.source.kind != "tflite":
-                    ref = self.converter.convert(spec.source, "fp32", spec.calibration, quiet=True)
-                eval_file = prepare_eval(spec.eval_file, ref, self.converter.cache_dir.parent)
+        for spec in specs:
+            try:
+                jobs += self._plan_model(spec, variants, devices, options)
+            except HilError as exc:
+                if len(specs) + len(self.broken_sources) == 1:
+                    raise
+                self.add_broken(spec.source.name, spec.source.sha256, variants, devices, str(exc))
+        if not jobs and self.broken:
+            raise ModelError("no model could be prepared: " + "; ".join(sorted({b.error for b in self.broken})))
+        return jobs
+
+    def add_broken(self, name: str, sha256: str, variants: Optional[list[str]], devices: list[Device],
+                   error: str) -> None:
+        """Jobs that cannot run because their model could not be opened or converted."""
+        self.broken_sources.append(name)
+        for v in variants or ["fp32"]:
+            for dev in devices:
+                self.broken.append(BrokenJob(name, sha256, v, dev, self.inventory.profile_of(dev).name, error))
+        self._say(f"SKIPPED {name}: {error}")
+
+    def _plan_model(self, spec: ModelSpec, variants: Optional[list[str]], devices: list[Device],
+                    options: RunOptions) -> list[Job]:
+        jobs = []
+        eval_file = None
+        if spec.eval_file:
+            ref = None
+            if spec.source.kind != "tflite":
+                ref = self.converter.convert(spec.source, "fp32", spec.calibration, quiet=True)
+            eval_file = prepare_eval(spec.eval_file, ref, self.converter.cache_dir.parent)
+        for _, mv in self.convert_all([spec], variants):
             for dev in devices:
                 prof = self.inventory.profile_of(dev)
                 jobs.append(Job(mv, dev, prof, options.resolved(prof), eval_file))
@@ -135,7 +183,7 @@ class Orchestrator:
 
     def run(self, jobs: list[Job], argv: list[str], resume: bool = False,
             label: Optional[str] = None) -> RunSummary:
-        keys = [j.key for j in jobs]
+        keys = [j.key for j in jobs] + [b.key for b in self.broken]
         plan_hash = hashlib.sha256(json.dumps(sorted(keys)).encode()).hexdigest()[:16]
         run_id, done = None, set()
         if resume:
@@ -155,6 +203,15 @@ class Orchestrator:
             run_id = self.store.start_run(keys, plan_hash, argv, __version__, platform.node(),
                                           first_commit, label)
         summary = RunSummary(run_id)
+        for b in self.broken:
+            if b.key not in done:
+                self.store.record(ResultRecord(
+                    run_id=run_id, job_key=b.key, model=b.model, model_sha256=b.sha256, variant=b.variant,
+                    device_id=b.device.id, profile=b.profile, status="error",
+                    transport=b.device.transport.type, harness_version=__version__, host=platform.node(),
+                    error=b.error), [], {})
+                summary.errors += 1
+                summary.failures.append(f"{b.model}/{b.variant}@{b.device.id}: {b.error}")
         todo = [j for j in jobs if j.key not in done]
         summary.skipped = len(jobs) - len(todo)
         lanes: dict[str, dict[str, list[Job]]] = {}
@@ -167,13 +224,17 @@ class Orchestrator:
             for dev_jobs in devices.values():
                 self._device_worker(run_id, dev_jobs, summary, lock, commits)
 
+        pool = ThreadPoolExecutor(max_workers=max(1, len(lanes)))
         try:
-            with ThreadPoolExecutor(max_workers=max(1, len(lanes))) as pool:
-                futures = [pool.submit(lane_worker, devices) for devices in lanes.values()]
-                for f in futures:
-                    f.result()
+            futures = [pool.submit(lane_worker, devices) for devices in lanes.values()]
+            for f in futures:
+                f.result()
             status = "complete" if not (summary.infra_errors or summary.errors) else "incomplete"
+        except BaseException:
+            self._stop.set()  # Ctrl-C: workers stop after the job in flight (the runner got SIGINT too)
+            raise
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             self.store.finish_run(run_id, status)
         return summary
 
@@ -185,16 +246,12 @@ class Orchestrator:
         opened = False
         unreachable: Optional[HilError] = None  # (re)connecting failed: the device's other jobs fail fast
         for job in jobs:
+            if self._stop.is_set():
+                break  # interrupted: the job stays missing and `hil run --resume` measures it
             if unreachable is not None:
                 infra = isinstance(unreachable, InfraError)
                 msg = f"{unreachable} (not attempted: device could not be reached earlier in this run)"
-                self._record(run_id, job, "infra_error" if infra else "error", None, msg, commits)
-                self._say(f"FAILED {job.label}{' (infrastructure)' if infra else ''}: not attempted, "
-                          f"device '{dev.id}' could not be reached")
-                with lock:
-                    summary.infra_errors += infra
-                    summary.errors += not infra
-                    summary.failures.append(f"{job.label}: {msg}")
+                self._fail(run_id, job, "infra_error" if infra else "error", msg, commits, summary, lock)
                 continue
             try:
                 if not opened:
@@ -207,30 +264,48 @@ class Orchestrator:
                 self._say(f"measuring {job.label} ...")
                 doc = backend.benchmark(job)
                 if doc.get("status") != "ok":
-                    raise _RunnerError(doc.get("error") or "runner reported failure without a message")
+                    if self._stop.is_set() or doc.get("error_kind") == "interrupted":
+                        break
+                    raise _RunnerError(doc.get("error") or "runner reported failure without a message",
+                                       doc.get("error_kind"))
                 self._record(run_id, job, "ok", doc, None, commits)
                 p50 = (doc.get("latency_us") or {}).get("p50")
                 self._say(f"done {job.label}: p50 {p50:.1f} us" if p50 is not None else f"done {job.label}")
                 with lock:
                     summary.ok += 1
-            except (InfraError, _RunnerError) as exc:
-                kind = "infra_error"
-                self._record(run_id, job, kind, None, str(exc), commits)
-                self._say(f"FAILED {job.label} (infrastructure): {exc}")
-                with lock:
-                    summary.infra_errors += 1
-                    summary.failures.append(f"{job.label}: {exc}")
-                if isinstance(exc, InfraError) and opened:
+            except _RunnerError as exc:
+                # the runner rejected the model/data/arguments: the user's to fix, not the lab's
+                status = "error" if exc.kind in USER_ERROR_KINDS else "infra_error"
+                self._fail(run_id, job, status, str(exc), commits, summary, lock)
+            except InfraError as exc:
+                if self._stop.is_set():
+                    break
+                self._fail(run_id, job, "infra_error", str(exc), commits, summary, lock)
+                if opened:
                     backend.close()
                     opened = False
             except HilError as exc:
-                self._record(run_id, job, "error", None, str(exc), commits)
-                self._say(f"FAILED {job.label}: {exc}")
-                with lock:
-                    summary.errors += 1
-                    summary.failures.append(f"{job.label}: {exc}")
+                self._fail(run_id, job, "error", str(exc), commits, summary, lock)
+            except Exception as exc:  # noqa: BLE001 - a bug or a garbled answer must not sink the lane
+                self._fail(run_id, job, "infra_error", f"unexpected {type(exc).__name__}: {exc}", commits,
+                           summary, lock)
+                if opened:
+                    backend.close()
+                    opened = False
         if opened:
             backend.close()
+
+    def _fail(self, run_id: str, job: Job, status: str, msg: str, commits: dict, summary: RunSummary,
+              lock: threading.Lock) -> None:
+        self._record(run_id, job, status, None, msg, commits)
+        kind = " (infrastructure)" if status == "infra_error" else ""
+        self._say(f"FAILED {job.label}{kind}: {msg}")
+        with lock:
+            if status == "infra_error":
+                summary.infra_errors += 1
+            else:
+                summary.errors += 1
+            summary.failures.append(f"{job.label}: {msg}")
 
     def _record(self, run_id: str, job: Job, status: str, doc: Optional[dict], error: Optional[str],
                 commits: dict) -> None:
@@ -258,3 +333,10 @@ class Orchestrator:
 
 class _RunnerError(Exception):
     """The runner answered, but with a failure document."""
+
+    def __init__(self, message: str, kind: Optional[str] = None):
+        super().__init__(message)
+        self.kind = kind
+
+
+USER_ERROR_KINDS = {"model", "usage", "eval"}  # runner error kinds caused by the input, not the lab

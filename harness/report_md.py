@@ -58,7 +58,7 @@ def render_run(wide: pd.DataFrame, run: Optional[dict] = None) -> str:
         rows.append([
             str(r["model"]), str(r["variant"]), str(r["device_id"]), str(r["profile"]),
             fmt_us(g("latency_p50_us")), fmt_us(g("latency_p90_us")),
-            fmt_us(g("latency_p99_us")), _fmt(g("latency_count"), ".0f"),
+            fmt_us(g("latency_p99_us")), _fmt(g("inferences", g("latency_count")), ".0f"),
             _fmt(g("peak_rss_kb"), ".1f", 1024), _fmt(g("model_size_bytes"), ".1f", 1024),
             _fmt(g("accuracy_top1"), ".2f", 0.01), _fmt(g("agreement"), ".2f", 0.01),
             _energy(g("energy_per_inference_uj"), g("energy_estimate_per_inference_uj")),

@@ -112,15 +112,20 @@ class ResultRecord:
 class ResultStore:
     """Thread-safe (one connection, one lock) access to the results database."""
 
-    def __init__(self, path: Path | str = DEFAULT_DB):
+    def __init__(self, path: Path | str = DEFAULT_DB, create: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not create and not self.path.is_file():
+            raise ConfigError(f"{self.path}: no results database here (run `hil run` first, or pass --db)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot create the results directory ({exc.strerror})") from None
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, sqlite3.OperationalError) as exc:
             raise ConfigError(f"{self.path}: not a usable hilbench results database ({exc})") from None
         self._lock = threading.Lock()
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -228,15 +233,35 @@ class ResultStore:
         df["timestamp"] = pd.to_datetime(df["timestamp"], unit="s", utc=True)
         return df
 
-    def wide(self, run_id: Optional[str] = None) -> pd.DataFrame:
-        """One row per result with one column per metric: the shape reports want."""
+    def wide(self, run_id: Optional[str] = None, superseded: bool = False) -> pd.DataFrame:
+        """One row per result with one column per metric: the shape reports want. A job measured
+        again by `--resume` shows only its newest outcome (a success is never hidden by a later
+        failure) unless `superseded` is asked for."""
         df = self.dataframe(run_id)
         if df.empty:
             return df
+        if not superseded:
+            df = df[df["result_id"].isin(self.current_result_ids(run_id))]
         base = df.drop(columns=["metric", "value", "unit"]).drop_duplicates("result_id").set_index("result_id")
         ok = df.dropna(subset=["metric"])
         metrics = ok.pivot_table(index="result_id", columns="metric", values="value", aggfunc="first")
         return base.join(metrics).reset_index()
+
+    def current_result_ids(self, run_id: Optional[str] = None) -> set[int]:
+        """Per (run, job): the newest ok result, else the newest result."""
+        sql = "SELECT result_id, run_id, job_key, status FROM results"
+        args: tuple = ()
+        if run_id:
+            sql, args = sql + " WHERE run_id=?", (run_id,)
+        best: dict[tuple[str, str], tuple[int, str]] = {}
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY result_id", args).fetchall()
+        for rid, run, job, status in rows:
+            prev = best.get((run, job))
+            if prev is not None and prev[1] == "ok" and status != "ok":
+                continue
+            best[(run, job)] = (rid, status)
+        return {rid for rid, _ in best.values()}
 
     def samples(self, result_id: int, phase: str = "steady") -> list[float]:
         rows = self._db.execute("SELECT value FROM samples WHERE result_id=? AND phase=? ORDER BY idx",

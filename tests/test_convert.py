@@ -86,8 +86,14 @@ def test_rules_and_errors(converted, tmp_path):
         ModelSource.open(tmp_path / "nope.keras")
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(ModelError, match="bad.keras: cannot load Keras model"):
+    with pytest.raises(ModelError, match="bad.keras: not a Keras 3 model archive"):
         conv.convert(ModelSource.open(bad), "fp32")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "zip.keras", "w") as z:
+        z.writestr("hello.txt", "not a model")
+    with pytest.raises(ModelError, match="zip.keras: cannot load Keras model"):
+        conv.convert(ModelSource.open(tmp_path / "zip.keras"), "fp32")
     tfl = tmp_path / "x.tflite"
     tfl.write_bytes(out["fp32"].artifact.read_bytes())
     assert conv.variants_for(ModelSource.open(tfl), None) == ["asis"]

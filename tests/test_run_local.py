@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import FAST, hil
@@ -125,3 +126,74 @@ def test_devices_sharing_this_host_are_measured_one_after_the_other(workspace, t
     assert sorted(events) == ["done a", "done b", "measuring a", "measuring b"]
     first = events[0].split()[1]
     assert events[:2] == [f"measuring {first}", f"done {first}"], events  # no overlap on one host
+
+
+def test_copied_model_is_stored_under_its_own_name(workspace, tiny_model):
+    hil("run", str(tiny_model["path"]), *FAST, check=True)
+    copy = workspace / "renamed.keras"
+    copy.write_bytes(tiny_model["path"].read_bytes())
+    p = hil("run", str(copy), *FAST, check=True)
+    assert "cache hit: renamed fp32" in p.stderr
+    wide = ResultStore(workspace / "reports" / "results.sqlite").wide(p.stdout.strip().splitlines()[-1])
+    assert wide["model"].tolist() == ["renamed"]
+
+
+def test_one_broken_model_or_device_does_not_sink_the_others(workspace, tiny_model):
+    fake = workspace / "fakepython"
+    fake.write_text("#!/bin/sh\necho '[1]'\n")  # answers JSON that is not a runner document
+    fake.chmod(0o755)
+    (workspace / "inventory.yaml").write_text(
+        "devices:\n  - {id: a, profile: localhost, transport: {type: local, python: " + str(fake) + "}}\n"
+        "  - {id: b, profile: localhost, transport: {type: local}}\n")
+    (workspace / "bad.keras").write_bytes(b"garbage")
+    corrupt = workspace / "corrupt.tflite"  # right identifier, garbage body: only the runtime notices
+    corrupt.write_bytes(b"\x18\x00\x00\x00TFL3" + b"\xff" * 200)
+    p = hil("run", str(tiny_model["path"]), "bad.keras", "missing.keras", *FAST)
+    assert p.returncode == 2, p.stderr  # infrastructure (device a) wins over bad inputs
+    assert "Traceback" not in p.stderr
+    wide = ResultStore(workspace / "reports" / "results.sqlite").wide(p.stdout.strip().splitlines()[-1])
+    status = {(r["model"], r["device_id"]): r["status"] for _, r in wide.iterrows()}
+    assert status[("tiny", "b")] == "ok" and status[("tiny", "a")] == "infra_error"
+    assert status[("bad", "a")] == status[("missing", "b")] == "error"
+    err = wide.set_index(["model", "device_id"]).loc[("tiny", "a"), "error"]
+    assert "not a result document" in err
+    (workspace / "inventory.yaml").write_text(
+        "devices:\n  - {id: b, profile: localhost, transport: {type: local}}\n")
+    p = hil("run", str(corrupt), *FAST)
+    assert p.returncode == 3 and "FAILED corrupt/asis@b:" in p.stderr  # the model's fault, not the lab's
+
+
+def test_ctrl_c_stops_the_run_without_blaming_the_lab_and_resume_finishes(workspace, tiny_model):
+    args = [sys.executable, "-m", "harness", "run", str(tiny_model["path"]), "--variants", "fp32,dynamic,fp16",
+            "--min-runs", "5", "--min-seconds", "2", "--max-seconds", "60", "--warmup-runs", "0",
+            "--warmup-seconds", "0"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, like a terminal's job
+    seen = []
+    for line in proc.stderr:  # event-driven: interrupt while the first job is in its steady state
+        seen.append(line)
+        if "init " in line and "first inference" in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    seen += proc.stderr.readlines()
+    proc.wait(timeout=60)
+    assert proc.returncode == 130, "".join(seen)
+    db = sqlite3.connect(workspace / "reports" / "results.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0  # nothing half-measured stored
+    assert db.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
+    p = hil(*args[3:], "--resume", check=True)  # the same command: the same plan
+    assert "resuming run" in p.stderr
+    assert sorted(r[0] for r in db.execute("SELECT status FROM results")) == ["ok"] * 3
+
+
+def test_bad_eval_shape_profile_typo_and_unknown_run_are_one_line_errors(workspace, tiny_model):
+    np.savez(workspace / "bad.npz", x=np.zeros((5, 3), np.float32), y=np.zeros(5, np.int64))
+    p = hil("run", str(tiny_model["path"]), "--eval", "bad.npz", *FAST)
+    assert p.returncode == 3 and "bad.npz: x holds samples of shape (3,), the model's input needs (8, 8, 1)" \
+        in p.stderr and "Traceback" not in p.stderr
+    prof = workspace / "device_profiles" / "localhost.yaml"
+    prof.write_text(prof.read_text().replace("latency_p50_us: 0.03", "latency_p50: 0.03"))
+    p = hil("devices", "list")
+    assert p.returncode == 3 and "thresholds.latency_p50: unknown metric" in p.stderr
+    p = hil("results", "--run", "nope")
+    assert p.returncode == 3 and "no run 'nope'" in p.stderr

@@ -80,6 +80,8 @@ def check_ok_row(store, row, arena_expected: bool = True) -> None:
     assert row["latency_count"] == 5  # stm32h7 profile: 5 windows, one latency sample per window
     windows = store.samples(int(row["result_id"]), phase="windows")
     assert len(windows) == 5 and all(w > 0 for w in windows)
+    doc = store.raw(int(row["result_id"]))
+    assert row["inferences"] == sum(w["n"] for w in doc["windows"]) >= 5  # all inferences of all windows
     assert row["latency_min_us"] <= row["latency_p50_us"] <= row["latency_max_us"]
     assert row["first_inference_us"] > 0 and row["model_size_bytes"] > 0
     assert 0 <= row["accuracy_top1"] <= 1 and row["accuracy_n"] == 20

@@ -31,7 +31,7 @@ def _filters(p) -> None:
 
 
 def cmd_set(args) -> int:
-    store = common.store(args)
+    store = common.store(args, create=False)
     run = store.latest_run_id() if args.run == "latest" else args.run
     pinned = baselines.pin(store, run or "", args.model, args.variant, args.device, args.profile, args.scope)
     for model, variant, scope, rid in pinned:
@@ -40,7 +40,7 @@ def cmd_set(args) -> int:
 
 
 def cmd_show(args) -> int:
-    store = common.store(args)
+    store = common.store(args, create=False)
     pins = baselines.pins(store)
     print("## Pinned baselines\n")
     if pins.empty:
@@ -60,7 +60,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_clear(args) -> int:
-    n = baselines.clear(common.store(args), args.model, args.variant, args.device, args.profile)
+    n = baselines.clear(common.store(args, create=False), args.model, args.variant, args.device, args.profile)
     print(f"cleared {n} pinned baseline(s)")
     return 0
 

@@ -18,8 +18,9 @@ def inventory(args) -> Inventory:
     return load_inventory(Path(args.inventory), Path(args.profiles) if args.profiles else None)
 
 
-def store(args) -> ResultStore:
-    return ResultStore(Path(args.db))
+def store(args, create: bool = True) -> ResultStore:
+    """The results database; read-only commands pass create=False so a typo in --db is an error."""
+    return ResultStore(Path(args.db), create=create)
 
 
 def converter(args) -> Converter:

@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    store = common.store(args)
+    store = common.store(args, create=False)
     run_id = args.run or store.latest_run_id()
     if run_id is None:
         raise ConfigError(f"{store.path}: no runs recorded yet (run `hil run` first)")

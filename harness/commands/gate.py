@@ -47,7 +47,7 @@ def cmd_gate(args) -> int:
     overrides = load_threshold_file(args.thresholds)
     warnings: list[str] = []
     profiles = gate.load_gate_profiles(profiles_dir(args), warnings)
-    store = common.store(args)
+    store = common.store(args, create=False)
     res = gate.evaluate(store, args.run, spec, profiles, overrides, alpha=args.alpha,
                         min_samples=args.min_samples, warnings=warnings)
     if not args.no_record:

@@ -24,8 +24,10 @@ def register(sub) -> None:
 
 
 def cmd_results(args) -> int:
-    store = common.store(args)
+    store = common.store(args, create=False)
     run_id = store.latest_run_id() if args.latest else args.run
+    if run_id:
+        store.run_row(run_id)  # an unknown run id is an error, not an empty table
     df = store.dataframe(run_id) if args.long else store.wide(run_id)
     if args.csv:
         df.to_csv(args.csv, index=False)

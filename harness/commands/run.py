@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, HilError
 from ..jobs import RunOptions
 from ..orchestrate import ModelSpec, Orchestrator
 from . import common
@@ -20,17 +21,41 @@ def register(sub) -> None:
     p.add_argument("--tags", help="comma list: devices having any of these tags")
     p.add_argument("--calibration", help="representative data .npy/.npz for int8/int16x8, or 'random'")
     p.add_argument("--eval", dest="eval_file", help=".npz with x (inputs) and y (labels) for accuracy")
-    p.add_argument("--min-runs", type=int)
-    p.add_argument("--min-seconds", type=float)
-    p.add_argument("--max-seconds", type=float)
-    p.add_argument("--warmup-runs", type=int)
-    p.add_argument("--warmup-seconds", type=float)
-    p.add_argument("--num-threads", type=int)
+    p.add_argument("--min-runs", type=_count(1))
+    p.add_argument("--min-seconds", type=_seconds(0.0))
+    p.add_argument("--max-seconds", type=_seconds(0.001))
+    p.add_argument("--warmup-runs", type=_count(0))
+    p.add_argument("--warmup-seconds", type=_seconds(0.0))
+    p.add_argument("--num-threads", type=_count(1))
     p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", default=None)
     p.add_argument("--resume", action="store_true", help="continue the last unfinished run of this plan")
     p.add_argument("--label", help="free-text label stored with the run (e.g. nightly)")
     p.add_argument("--report", help="also write the Markdown report to this file")
     p.set_defaults(func=cmd_run)
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+    return parse
+
+
+def _seconds(minimum: float):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"{value:g} must be at least {minimum:g}")
+        return value
+    return parse
 
 
 def options_from(args) -> RunOptions:
@@ -44,13 +69,20 @@ def cmd_run(args) -> int:
     if len(args.models) > 1 and (args.calibration or args.eval_file):
         raise ConfigError("--calibration/--eval apply to one model; with several models use sidecar "
                           "files <model>.calibration.npz and <model>.eval.npz")
-    specs = [ModelSpec.from_args(m, args.calibration, args.eval_file) for m in args.models]
     devices = inv.select(common.split_csv(args.devices), common.split_csv(args.tags))
     if not devices:
         raise ConfigError(f"{inv.path}: no enabled devices")
     store = common.store(args)
     conv = common.converter(args)
     orch = Orchestrator(inv, store, conv, common.log)
+    specs = []
+    for m in args.models:  # with several models, a missing/corrupt one must not stop the others
+        try:
+            specs.append(ModelSpec.from_args(m, args.calibration, args.eval_file))
+        except HilError as exc:
+            if len(args.models) == 1:
+                raise
+            orch.add_broken(Path(m).stem, "", common.split_csv(args.variants), devices, str(exc))
     t0 = time.perf_counter()
     jobs = orch.plan(specs, common.split_csv(args.variants), devices, options_from(args))
     conv_s = time.perf_counter() - t0

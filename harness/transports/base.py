@@ -58,6 +58,9 @@ def parse_runner_output(stdout: str, device_id: str, returncode: int, stderr_tai
         hint = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else "no output"
         raise InfraError(f"device '{device_id}': runner exited with code {returncode} without a "
                          f"result ({hint})") from None
+    if not isinstance(doc, dict):
+        raise InfraError(f"device '{device_id}': runner printed {type(doc).__name__} JSON, not a result "
+                         f"document (is `python` of the device really a Python interpreter?)")
     if doc.get("schema") != RUNNER_SCHEMA:
         raise InfraError(f"device '{device_id}': runner spoke schema {doc.get('schema')!r}, "
                          f"expected {RUNNER_SCHEMA!r} (update the runner on the device)")

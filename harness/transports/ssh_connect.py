@@ -178,7 +178,8 @@ def connect(device: Device, log: Callable[[str], None], trust: Optional[bool] = 
     jump = sock = None
     if t.jump_host:
         jep = parse_jump(t.jump_host, user)
-        jump, _ = _client(device, jep, None, trust, log, "jump host", None, why)
+        # a fingerprint pinned with --expect is the target's; it must not wave through an unknown jump host
+        jump, _ = _client(device, jep, None, trust and expect is None, log, "jump host", None, why)
         try:
             sock = jump.get_transport().open_channel("direct-tcpip", (t.host, t.port), ("127.0.0.1", 0),
                                                      timeout=t.connect_timeout)
