@@ -161,21 +161,21 @@ class ResultStore:
 
     def resumable_run(self, plan_hash: str) -> Optional[str]:
         """The newest unfinished run with the same plan, if any."""
-        row = self._db.execute(
-            "SELECT run_id FROM runs WHERE plan_hash=? AND status!='complete' "
-            "ORDER BY started_at DESC LIMIT 1", (plan_hash,)).fetchone()
-        return row[0] if row else None
+        rows = self._read("SELECT run_id FROM runs WHERE plan_hash=? AND status!='complete' "
+                          "ORDER BY started_at DESC LIMIT 1", (plan_hash,))
+        return rows[0][0] if rows else None
 
     def reopen_run(self, run_id: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE runs SET status='running', finished_at=NULL WHERE run_id=?", (run_id,))
 
     def done_jobs(self, run_id: str) -> set[str]:
-        rows = self._db.execute("SELECT job_key FROM results WHERE run_id=? AND status='ok'", (run_id,))
+        rows = self._read("SELECT job_key FROM results WHERE run_id=? AND status='ok'", (run_id,))
         return {r[0] for r in rows}
 
     def runs(self) -> pd.DataFrame:
-        return pd.read_sql_query("SELECT * FROM runs ORDER BY started_at", self._db)
+        with self._lock:
+            return pd.read_sql_query("SELECT * FROM runs ORDER BY started_at", self._db)
 
     def run_row(self, run_id: Optional[str] = None) -> dict:
         """One run's row (the latest by default); a clear error when there is none."""
@@ -189,8 +189,8 @@ class ResultStore:
         return match.iloc[0].to_dict()
 
     def latest_run_id(self) -> Optional[str]:
-        row = self._db.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
-        return row[0] if row else None
+        rows = self._read("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
+        return rows[0][0] if rows else None
 
     # ------------------------------------------------------------------ results
 
@@ -229,7 +229,8 @@ class ResultStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY r.result_id, m.metric"
-        df = pd.read_sql_query(sql, self._db, params=args)
+        with self._lock:
+            df = pd.read_sql_query(sql, self._db, params=args)
         df["timestamp"] = pd.to_datetime(df["timestamp"], unit="s", utc=True)
         return df
 
@@ -264,13 +265,17 @@ class ResultStore:
         return {rid for rid, _ in best.values()}
 
     def samples(self, result_id: int, phase: str = "steady") -> list[float]:
-        rows = self._db.execute("SELECT value FROM samples WHERE result_id=? AND phase=? ORDER BY idx",
+        rows = self._read("SELECT value FROM samples WHERE result_id=? AND phase=? ORDER BY idx",
                                 (result_id, phase))
         return [r[0] for r in rows]
 
     def raw(self, result_id: int) -> Optional[dict[str, Any]]:
-        row = self._db.execute("SELECT raw FROM results WHERE result_id=?", (result_id,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+        rows = self._read("SELECT raw FROM results WHERE result_id=?", (result_id,))
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:  # one connection shared by the run's worker threads
+            return self._db.execute(sql, args).fetchall()
 
     def execute(self, sql: str, args: tuple = ()) -> list[tuple]:
         """Escape hatch for analysis layers that add their own tables (baselines etc.)."""
