@@ -7,10 +7,12 @@ the artifact: source model bytes, variant recipe, calibration data and converter
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import zipfile
@@ -299,7 +301,10 @@ def _run_tf_conversion(src: ModelSource, variant: str, calib: Optional[Calibrati
             conv.target_spec.supported_ops = [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
-        return conv.convert()
+        # TF prints export chatter ("Saved artifact at ...") on stdout; hil's stdout is for results
+        # (e.g. the run id a nightly script captures), so it goes to stderr with the other logs
+        with contextlib.redirect_stdout(sys.stderr):
+            return conv.convert()
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelError(f"{src.path}: TFLite conversion to {variant} failed: {first}") from None

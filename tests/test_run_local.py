@@ -1,6 +1,7 @@
 """`hil run` end to end on the `local` device with real conversion, runner and SQLite."""
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -197,3 +198,10 @@ def test_bad_eval_shape_profile_typo_and_unknown_run_are_one_line_errors(workspa
     assert p.returncode == 3 and "thresholds.latency_p50: unknown metric" in p.stderr
     p = hil("results", "--run", "nope")
     assert p.returncode == 3 and "no run 'nope'" in p.stderr
+
+
+def test_stdout_of_run_is_only_the_run_id(workspace, tiny_model):
+    """Nightly scripts do `run_id=$(hil run ...)`: TensorFlow's chatter must not end up in it."""
+    p = hil("run", str(tiny_model["path"]), "--variants", "dynamic", *FAST, check=True)
+    assert re.search(r"conversion: 0 cache hit\(s\), [12] conversion\(s\)", p.stderr)  # really converted
+    assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{6}\n", p.stdout), p.stdout[:500]
