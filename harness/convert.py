@@ -107,6 +107,12 @@ class Calibration:
         return [[data[i: i + 1]] for i in range(data.shape[0])]
 
 
+def check_variant_names(requested: Optional[list[str]]) -> None:
+    for v in requested or []:
+        if v not in VARIANTS and v != ASIS:
+            raise ConfigError(f"unknown variant '{v}' (choose from {', '.join(VARIANTS)}, {ASIS})")
+
+
 def load_array(path: Path, key: str) -> np.ndarray:
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -178,9 +184,7 @@ class Converter:
 
     def variants_for(self, src: ModelSource, requested: Optional[list[str]]) -> list[str]:
         """Validate the requested variants; None means the natural default for the source."""
-        for v in requested or []:
-            if v not in VARIANTS and v != ASIS:
-                raise ConfigError(f"unknown variant '{v}' (choose from {', '.join(VARIANTS)}, {ASIS})")
+        check_variant_names(requested)
         if src.kind == "tflite":
             bad = [v for v in requested or [] if v != ASIS]
             if bad:

@@ -184,10 +184,6 @@ def load_gate_profiles(profiles_dir: Optional[Path], warnings: list[str]) -> dic
     return load_profiles(Path(profiles_dir))
 
 
-def _run_row(store: ResultStore, run_id: Optional[str]) -> dict:
-    return store.run_row(run_id)
-
-
 def _values(store: ResultStore, result_ids: list[int]) -> dict[int, dict[str, float]]:
     out: dict[int, dict[str, float]] = {rid: {} for rid in result_ids}
     if not result_ids:
@@ -315,7 +311,7 @@ def evaluate(store: ResultStore, run_id: Optional[str] = None, spec: Optional[bl
     profiles = profiles or {}
     overrides = overrides or {}
     bl.ensure_tables(store)
-    run = _run_row(store, run_id)
+    run = store.run_row(run_id)
     result = GateResult(run["run_id"], run, spec, alpha, warnings=list(warnings or []))
     rows = _results_of_run(store, result.run_id)
     current_values = _values(store, [r["result_id"] for r in rows if r["status"] == "ok"])

@@ -75,7 +75,7 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, Optional[float], str]]
     warm = _get(doc, "warmup", "samples_us")
     if warm:
         samples["warmup"] = [float(v) for v in warm]
-    for i, window in enumerate(doc.get("windows") or []):
+    for window in doc.get("windows") or []:
         if isinstance(window, dict) and window.get("latency_us") is not None:
             samples.setdefault("windows", []).append(float(window["latency_us"]))
     return out, samples

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from . import __version__
 from .config import Device, Inventory
-from .convert import ASIS, VARIANTS, Calibration, Converter, ModelSource, ModelVariant
+from .convert import Calibration, Converter, ModelSource, ModelVariant, check_variant_names
 from .errors import ConfigError, HilError, InfraError, ModelError
 from .energy import estimate as energy_estimate
 from .evaldata import prepare_eval
@@ -142,9 +142,7 @@ class Orchestrator:
              options: RunOptions) -> list[Job]:
         """Convert every model; with several models, one that cannot be converted becomes `error`
         rows of the run (see `broken`) instead of stopping the others from being measured."""
-        for v in variants or []:
-            if v not in VARIANTS and v != ASIS:
-                raise ConfigError(f"unknown variant '{v}' (choose from {', '.join(VARIANTS)}, {ASIS})")
+        check_variant_names(variants)  # a typo is the whole command's fault, not one model's
         jobs = []
         for spec in specs:
             try:

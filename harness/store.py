@@ -161,7 +161,7 @@ class ResultStore:
 
     def resumable_run(self, plan_hash: str) -> Optional[str]:
         """The newest unfinished run with the same plan, if any."""
-        rows = self._read("SELECT run_id FROM runs WHERE plan_hash=? AND status!='complete' "
+        rows = self.execute("SELECT run_id FROM runs WHERE plan_hash=? AND status!='complete' "
                           "ORDER BY started_at DESC LIMIT 1", (plan_hash,))
         return rows[0][0] if rows else None
 
@@ -170,7 +170,7 @@ class ResultStore:
             db.execute("UPDATE runs SET status='running', finished_at=NULL WHERE run_id=?", (run_id,))
 
     def done_jobs(self, run_id: str) -> set[str]:
-        rows = self._read("SELECT job_key FROM results WHERE run_id=? AND status='ok'", (run_id,))
+        rows = self.execute("SELECT job_key FROM results WHERE run_id=? AND status='ok'", (run_id,))
         return {r[0] for r in rows}
 
     def runs(self) -> pd.DataFrame:
@@ -189,7 +189,7 @@ class ResultStore:
         return match.iloc[0].to_dict()
 
     def latest_run_id(self) -> Optional[str]:
-        rows = self._read("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
+        rows = self.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
         return rows[0][0] if rows else None
 
     # ------------------------------------------------------------------ results
@@ -265,20 +265,17 @@ class ResultStore:
         return {rid for rid, _ in best.values()}
 
     def samples(self, result_id: int, phase: str = "steady") -> list[float]:
-        rows = self._read("SELECT value FROM samples WHERE result_id=? AND phase=? ORDER BY idx",
+        rows = self.execute("SELECT value FROM samples WHERE result_id=? AND phase=? ORDER BY idx",
                                 (result_id, phase))
         return [r[0] for r in rows]
 
     def raw(self, result_id: int) -> Optional[dict[str, Any]]:
-        rows = self._read("SELECT raw FROM results WHERE result_id=?", (result_id,))
+        rows = self.execute("SELECT raw FROM results WHERE result_id=?", (result_id,))
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
-    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:  # one connection shared by the run's worker threads
-            return self._db.execute(sql, args).fetchall()
-
     def execute(self, sql: str, args: tuple = ()) -> list[tuple]:
-        """Escape hatch for analysis layers that add their own tables (baselines etc.)."""
+        """A locked query (one connection is shared by the run's worker threads); also the escape
+        hatch for analysis layers that add their own tables (baselines etc.)."""
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 

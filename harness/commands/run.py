@@ -34,28 +34,25 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def _count(minimum: int):
-    def parse(text: str) -> int:
+def _at_least(cast, minimum, noun: str):
+    """argparse type: a `cast` number >= minimum (nonsense never reaches the device runner)."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
-        return value
-    return parse
-
-
-def _seconds(minimum: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+            raise argparse.ArgumentTypeError(f"'{text}' is not {noun}") from None
         if not value >= minimum:
             raise argparse.ArgumentTypeError(f"{value:g} must be at least {minimum:g}")
         return value
     return parse
+
+
+def _count(minimum: int):
+    return _at_least(int, minimum, "a whole number")
+
+
+def _seconds(minimum: float):
+    return _at_least(float, minimum, "a number of seconds")
 
 
 def options_from(args) -> RunOptions:

@@ -42,19 +42,28 @@ def connect(device_id: str, transport: SerialTransport, log: Callable[[str], Non
     """Open the port, get the device into a known state (reset + banner, or resync), identify it."""
     link = SerialLink(transport.port, transport.baudrate, device_id, trace=trace)
     link.open()
-    dut = Dut(link, device_id, timeout=transport.timeout, infer_timeout=transport.infer_timeout,
-              boot_timeout=transport.boot_timeout, retries=transport.retries, log=log)
+    dut = _dut(link, device_id, transport, log)
     try:
-        if transport.reset != "none":
-            link.discard_input()
-            link.pulse_reset(transport.reset)
-            dut.wait_boot(f"pulsing {transport.reset.upper()}")
+        _pulse_reset(dut, transport, "")
         dut.resync()
         dut.identify()
     except Exception:
         link.close()
         raise
     return dut
+
+
+def _dut(link: SerialLink, device_id: str, transport: SerialTransport, log: Callable[[str], None]) -> Dut:
+    return Dut(link, device_id, timeout=transport.timeout, infer_timeout=transport.infer_timeout,
+               boot_timeout=transport.boot_timeout, retries=transport.retries, log=log)
+
+
+def _pulse_reset(dut: Dut, transport: SerialTransport, after: str) -> None:
+    """Reset the board through DTR/RTS when the transport says so, and wait for its boot banner."""
+    if transport.reset != "none":
+        dut.link.discard_input()
+        dut.link.pulse_reset(transport.reset)
+        dut.wait_boot(f"pulsing {transport.reset.upper()}{after}")
 
 
 def reconnect(device_id: str, transport: SerialTransport, log: Callable[[str], None], after: str,
@@ -75,13 +84,9 @@ def reconnect(device_id: str, transport: SerialTransport, log: Callable[[str], N
             if time.monotonic() >= deadline:
                 raise InfraError(f"{exc} ({transport.boot_timeout:.1f} s after {after})") from None
             time.sleep(PORT_POLL_S)  # polling for the device node to reappear: no event to wait for
-    dut = Dut(link, device_id, timeout=transport.timeout, infer_timeout=transport.infer_timeout,
-              boot_timeout=transport.boot_timeout, retries=transport.retries, log=log)
+    dut = _dut(link, device_id, transport, log)
     try:
-        if transport.reset != "none":
-            link.discard_input()
-            link.pulse_reset(transport.reset)
-            dut.wait_boot(f"pulsing {transport.reset.upper()} after {after}")
+        _pulse_reset(dut, transport, f" after {after}")
         while True:
             try:
                 dut.resync()
