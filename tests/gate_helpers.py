@@ -80,9 +80,34 @@ def build_small_convnet(directory: Path) -> Path:
     return path
 
 
+def replay_run(store: ResultStore, run_id: str, device: str, seed: int = 0) -> str:
+    """A second run made from the recorded results of `device` in `run_id`: the same measurements,
+    the raw samples shuffled in blocks of 10 (same distribution, another time order).
+
+    This is an A/A pair on recorded samples whose outcome does not depend on how busy the host was
+    while the tests ran; two real runs would (a neighbour can slow a whole run by ~35 %).
+    """
+    rng = np.random.default_rng(seed)
+    rows = store.execute("SELECT result_id, job_key, model, model_sha256, variant, profile FROM results "
+                         "WHERE run_id=? AND device_id=? AND status='ok' ORDER BY result_id", (run_id, device))
+    new_id = store.start_run([r[1] for r in rows], "replay", ["replay", run_id], "0", "host", None, "replay")
+    for rid, key, model, sha, variant, profile in rows:
+        values = store.execute("SELECT metric, value, unit FROM measurements WHERE result_id=?", (rid,))
+        samples = np.asarray(store.samples(rid))
+        blocks = [samples[i:i + 10] for i in range(0, samples.size, 10)]
+        order = rng.permutation(len(blocks))
+        shuffled = np.concatenate([blocks[i] for i in order]) if blocks else samples
+        rec = ResultRecord(run_id=new_id, job_key=key, model=model, model_sha256=sha, variant=variant,
+                           device_id=device, profile=profile, status="ok")
+        store.record(rec, [(m, v, u) for m, v, u in values], {"steady": list(shuffled)})
+    store.finish_run(new_id, "complete")
+    return new_id
+
+
 def recorded_lab(tmp_path_factory, hil) -> dict:
-    """Two real `hil run`s of a small conv net (fp32 + int8): the first on two local devices with
-    different profiles (`localhost`, and `localhost-2t` with two threads), the second on `local`.
+    """One real `hil run` of a small conv net (fp32 + int8) on two local devices with different
+    profiles (`localhost`, and `localhost-2t` with two threads), then an A/A replay of the `local`
+    results (`replay_run`) as the second run.
 
     Measured once per session; tests copy the database before changing it.
     """
@@ -103,9 +128,13 @@ def recorded_lab(tmp_path_factory, hil) -> dict:
     env = {"HILBENCH_CACHE": str(lab / "cache")}
     args = ["run", str(model), "--variants", "fp32,int8", "--min-runs", "200", "--min-seconds", "0.25",
             "--warmup-runs", "20", "--warmup-seconds", "0.1"]
-    runs = []
-    for devices in ("local,local2", "local"):
-        p = hil(*args, "--devices", devices, cwd=lab, env=env, check=True)
-        runs.append(p.stdout.strip().splitlines()[-1])
-    _RECORDED.update(dir=lab, db=lab / "reports" / "results.sqlite", runs=runs, env=env, model="convnet")
+    p = hil(*args, "--devices", "local,local2", cwd=lab, env=env, check=True)
+    first = p.stdout.strip().splitlines()[-1]
+    db = lab / "reports" / "results.sqlite"
+    store = ResultStore(db)
+    try:
+        second = replay_run(store, first, "local")
+    finally:
+        store.close()
+    _RECORDED.update(dir=lab, db=db, runs=[first, second], env=env, model="convnet")
     return _RECORDED

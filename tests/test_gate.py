@@ -231,22 +231,18 @@ def real(tmp_path_factory):
 
 
 def test_real_runs_first_new_then_aa_pass(real, tmp_path):
-    """Two real `hil run`s of a small conv net: the first is all new, the second passes against it.
-
-    Latency thresholds are widened to 25 % here: this checks the real-data path end to end; the
-    false-alarm rate at the profile's thresholds is measured by benchmarks/gate_power.py (a
-    neighbour on a shared CI host can slow a whole run by ~35 %).
-    """
+    """A real `hil run` of a small conv net is all new; an A/A replay of its recorded samples passes
+    against it at the profile's own thresholds (how real runs behave on a busy host is what
+    benchmarks/gate_power.py measures, not a unit test)."""
     shutil.copytree(real["dir"] / "device_profiles", tmp_path / "device_profiles")
     shutil.copy(real["dir"] / "inventory.yaml", tmp_path)
     (tmp_path / "reports").mkdir()
     shutil.copy(real["db"], tmp_path / "reports" / "results.sqlite")
-    (tmp_path / "wide.yaml").write_text('"*": {latency_p50_us: 0.25, latency_p90_us: 0.25}\n')
     run1, run2 = real["runs"]
     p = hil("gate", "--run", run1, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("| latency_p50_us |") == 4 and "0 regression(s)" in p.stdout
-    p = hil("gate", "--run", run2, "--csv", "v.csv", "--thresholds", "wide.yaml", cwd=tmp_path)
+    p = hil("gate", "--run", run2, "--csv", "v.csv", cwd=tmp_path)
     csv = pd.read_csv(tmp_path / "v.csv")
     lat = csv[csv.metric == "latency_p50_us"]
     assert len(lat) == 2 and set(lat.baseline_runs) == {run1} and set(lat.verdict) <= {"pass", "improvement"}
