@@ -7,7 +7,6 @@ processes against an empty cache, as a user would run `hil run` twice, and print
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -20,8 +19,8 @@ MODEL = REPO / "examples" / "digits" / "digits.keras"
 def conversion_seconds(cache: str) -> tuple[float, str]:
     env = {**os.environ, "HILBENCH_CACHE": cache, "TF_CPP_MIN_LOG_LEVEL": "3"}
     code = ("import time, sys; t0 = time.perf_counter();"
-            "from harness.commands import common; from harness.orchestrate import ModelSpec;"
-            "from harness.convert import Converter;"
+            "from harness.commands import common; from harness.run.orchestrate import ModelSpec;"
+            "from harness.models.convert import Converter;"
             f"spec = ModelSpec.from_args({str(MODEL)!r}, None, None);"
             "conv = Converter(log=lambda m: None);"
             "[conv.convert(spec.source, v, spec.calibration) for v in ('fp32', 'int8')];"

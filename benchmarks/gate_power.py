@@ -12,7 +12,7 @@
 Every run is a fresh `runners/linux_runner.py` process with the localhost profile's default run
 length (min 50 runs / 1 s, warmup 1 run / 0.5 s, 1 thread, XNNPACK), as `hil run` would start it.
 Hundreds of real pairs would take hours, so N runs per model are collected (interleaved A, B, B,
-A, ... so that slow drift hits both models alike) and the gate decision (`harness.gate.check_metric`,
+A, ... so that slow drift hits both models alike) and the gate decision (`harness.gate.evaluate.check_metric`,
 the code `hil gate` runs) is evaluated on every ordered pair of distinct runs: N(N-1) A/A pairs per
 model and N^2 A/B pairs. Pairs share runs, so they are not independent: read the rates as
 "fraction of baseline/current combinations that would have failed", with the number of runs as the
@@ -40,9 +40,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.config import load_profile  # noqa: E402
-from harness.gate import check_metric  # noqa: E402
-from harness.stats import block_stats, level  # noqa: E402
+from harness.gate.evaluate import check_metric
+from harness.gate.stats import block_stats, level
+from harness.lab.config import load_profile
 
 RUNNER = ROOT / "runners" / "linux_runner.py"
 FA_TARGET, DET_TARGET = 0.01, 0.95

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Optional
 
-from . import __version__
-from .errors import EXIT_USAGE, HilError
+from harness import __version__
+from harness.errors import EXIT_USAGE, HilError
 
 # Each module in harness/commands registers its own sub-command(s) with `register(subparsers)`.
 COMMAND_MODULES = ["run", "convert", "analyze", "results", "report", "devices", "demo", "mcu_sim", "build", "deploy",
@@ -29,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inventory", default="inventory.yaml", help="lab inventory (default: %(default)s)")
     parser.add_argument("--profiles", default=None, help="device profile directory (default: next to the inventory)")
     parser.add_argument("--db", default="reports/results.sqlite", help="results database (default: %(default)s)")
-    parser.add_argument("--cache", default=None, help="artifact cache directory (default: $HILBENCH_CACHE or ~/.cache/hilbench)")
+    parser.add_argument("--cache", default=None,
+                        help="artifact cache directory (default: $HILBENCH_CACHE or ~/.cache/hilbench)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMAND_MODULES:
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -11,6 +11,10 @@ It loads a .tflite model, measures init / first inference / warmup / steady-stat
 
 On any error it prints ``{"schema": "hilbench.runner/1", "status": "error", "error": "..."}``
 (plus ``error_kind``) on stdout and exits with code 2.
+
+``--probe [--workdir DIR]`` answers ``hil devices check`` instead (schema ``hilbench.probe/1``):
+can this Python run the runner here (runtime, numpy, disk, RAM, governor, temperature, throttling)?
+It lives in this file so that the board reads its sensors with exactly the code that measures.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import sys
 import time
 
 SCHEMA = "hilbench.runner/1"
+PROBE_SCHEMA = "hilbench.probe/1"
 EXIT_ERROR = 2
 # The steady state keeps every sample; warmup reports its count and total but keeps only the
 # first MAX_WARMUP_SAMPLES samples (a µs-scale model runs ~10^5 warmup invocations in 0.5 s).
@@ -36,6 +41,7 @@ MAX_WARMUP_SAMPLES = 10000
 RAPL_ENERGY = "/sys/class/powercap/intel-rapl:0/energy_uj"
 RAPL_RANGE = "/sys/class/powercap/intel-rapl:0/max_energy_range_uj"
 CPU_FREQ = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"
+CPU_GOVERNOR = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
 # vcgencmd get_throttled: bits 0-3 are the *current* state.
 THROTTLE_BITS = {0x1: "under_voltage", 0x2: "freq_capped", 0x4: "throttled",
                  0x8: "soft_temp_limit"}
@@ -64,7 +70,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # noqa: D401 - argparse API
+    def error(self, message):
         raise RunnerError("usage: %s" % message, "usage")
 
 
@@ -134,8 +140,8 @@ def load_runtime():
     except Exception as exc:
         errors.append("ai_edge_litert: %s" % _one_line(exc))
     try:
-        from tflite_runtime import interpreter as mod  # type: ignore
         import tflite_runtime  # type: ignore
+        from tflite_runtime import interpreter as mod  # type: ignore
         version = getattr(tflite_runtime, "__version__", None) or _dist_version("tflite-runtime")
         return mod, "tflite_runtime", str(version or "unknown")
     except Exception as exc:
@@ -840,6 +846,93 @@ def _emit(out_fd, doc):
         view = view[n:]
 
 
+# ------------------------------------------------------------------------ probe
+
+
+def _numpy_info():
+    try:
+        import numpy
+        return {"version": numpy.__version__, "error": None}
+    except Exception as exc:
+        return {"version": None, "error": "%s: %s" % (exc.__class__.__name__, _one_line(exc))}
+
+
+def _runtime_info():
+    """The runtime `load_runtime` would pick, or why none can be imported."""
+    try:
+        _, name, version = load_runtime()
+        return {"name": name, "version": version, "errors": []}
+    except RunnerError as exc:
+        detail = str(exc).split(" (", 1)[-1].rstrip(")")
+        return {"name": None, "version": None, "errors": detail.split("; ")}
+
+
+def _disk_info(workdir):
+    path = os.path.abspath(os.path.expanduser(workdir))
+    probe = path
+    while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        st = os.statvfs(probe)
+        return {"workdir": path, "checked": probe, "free_bytes": st.f_bavail * st.f_frsize,
+                "exists": os.path.isdir(path), "writable": os.access(probe, os.W_OK)}
+    except (OSError, AttributeError) as exc:
+        return {"workdir": path, "checked": probe, "free_bytes": None, "error": _one_line(exc)}
+
+
+def _mem_info():
+    out = {}
+    for line in (_read_text("/proc/meminfo") or "").splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("MemTotal", "MemAvailable"):
+            try:
+                out[key] = int(rest.split()[0])
+            except (ValueError, IndexError):
+                pass
+    return {"total_kb": out.get("MemTotal"), "available_kb": out.get("MemAvailable")}
+
+
+def _throttle_info():
+    """Current and since-boot throttle bits (`vcgencmd get_throttled`: bits 0-3 now, 16-19 since boot)."""
+    available = shutil.which("vcgencmd") is not None
+    raw = _throttled_raw() if available else None
+    try:
+        value = int(raw, 0) if raw else None
+    except ValueError:
+        value = None
+    if value is None:
+        return {"available": available, "raw": raw, "now": None, "since_boot": None}
+    return {"available": True, "raw": raw,
+            "now": [name for bit, name in sorted(THROTTLE_BITS.items()) if value & bit],
+            "since_boot": [name for bit, name in sorted(THROTTLE_BITS.items()) if value & (bit << 16)]}
+
+
+def probe_document(workdir):
+    u = platform.uname()
+    return {
+        "schema": PROBE_SCHEMA,
+        "python": {"version": platform.python_version(), "executable": sys.executable,
+                   "ok": tuple(sys.version_info[:2]) >= (3, 9)},
+        "platform": {"machine": u[4], "system": u[0], "release": u[2], "node": u[1],
+                     "cpu_count": os.cpu_count()},
+        "numpy": _numpy_info(),
+        "runtime": _runtime_info(),
+        "disk": _disk_info(workdir),
+        "memory": _mem_info(),
+        "governor": _read_text(CPU_GOVERNOR),
+        "cpu_temp_c": _cpu_temp_c(),
+        "throttle": _throttle_info(),
+    }
+
+
+def _probe_workdir(argv):
+    if "--workdir" in argv:
+        i = argv.index("--workdir")
+        if i + 1 < len(argv):
+            return argv[i + 1]
+    return "."
+
+
 def main(argv=None):
     # Keep stdout clean for the one JSON document: anything a native library prints to
     # fd 1 goes to stderr instead.
@@ -847,9 +940,12 @@ def main(argv=None):
     out_fd = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        doc = run(args)
+        if "--probe" in argv:
+            doc = probe_document(_probe_workdir(argv))
+        else:
+            doc = run(parse_args(argv))
         code = 0
     except RunnerError as exc:
         doc = {"schema": SCHEMA, "status": "error", "error": _one_line(exc),

@@ -3,15 +3,60 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sshd import start_sshd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
+
+
+# marker -> (tool found?, how to install it). CI installs every tool and sets HILBENCH_REQUIRE_TOOLS=1,
+# so there a missing tool fails the test instead of skipping it silently.
+def _any(*paths: str) -> bool:
+    return any(shutil.which(p) or os.path.exists(p) for p in paths)
+
+
+TOOLS = {
+    "sshd": (lambda: _any("/usr/sbin/sshd") and _any("ssh-keygen"), "apt-get install openssh-server"),
+    "arm_gcc": (lambda: _any("arm-none-eabi-gcc") and _any("arm-none-eabi-g++"),
+                "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib"),
+    "qemu": (lambda: _any("qemu-system-arm") and _any("arm-none-eabi-gcc"),
+             "apt-get install qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi"),
+    "chromium": (lambda: _any("chromium", "/usr/bin/chromium"), "apt-get install chromium"),
+    "ser2net": (lambda: _any("ser2net", "/usr/sbin/ser2net"), "apt-get install ser2net"),
+}
+
+
+def pytest_configure(config):
+    for name, (_, how) in TOOLS.items():
+        config.addinivalue_line("markers", f"{name}: needs a system tool ({how})")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers():
+        if mark.name in TOOLS:
+            found, how = TOOLS[mark.name]
+            if not found():
+                if os.environ.get("HILBENCH_REQUIRE_TOOLS") == "1":
+                    pytest.fail(f"{mark.name} missing on a machine that must have it ({how})")
+                pytest.skip(f"{mark.name} not installed ({how})")
+
+
+@pytest.fixture()
+def sshd_server(tmp_path_factory):
+    """A real OpenSSH sshd on a free loopback port, with a throwaway user key and host key."""
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

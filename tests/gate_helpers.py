@@ -8,17 +8,17 @@ once per test session and is shared by the modules that need real samples.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-from harness.store import ResultRecord, ResultStore
+from harness.store.results import ResultRecord, ResultStore
 
 _RECORDED: dict = {}
 
 
-def latency_samples(n: int = 2000, level: float = 1000.0, rng: Optional[np.random.Generator] = None,
+def latency_samples(n: int = 2000, level: float = 1000.0, rng: np.random.Generator | None = None,
                     phi: float = 0.9, noise: float = 0.01, drift: float = 0.0) -> np.ndarray:
     """Autocorrelated (AR(1)) latency samples around ``level * (1 + drift)`` with a right tail."""
     from scipy.signal import lfilter
@@ -30,13 +30,19 @@ def latency_samples(n: int = 2000, level: float = 1000.0, rng: Optional[np.rando
     return level * (1 + drift) * (1 + ar + tail)
 
 
-def add_run(store: ResultStore, results: list[dict], label: str = "test", started_at: Optional[float] = None,
+def _set_started_at(db: Path, run_id: str, started_at: float) -> None:
+    """Back-date a run (the store has no API for rewriting history, on purpose)."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET started_at=? WHERE run_id=?", (started_at, run_id))
+
+
+def add_run(store: ResultStore, results: list[dict], label: str = "test", started_at: float | None = None,
             extra_plan: tuple[str, ...] = ()) -> str:
     """One run with the given results: dicts of model, variant, device, profile, status, samples, metrics."""
     keys = [f"{r.get('model', 'm')}-{r.get('variant', 'fp32')}-{r.get('device', 'local')}" for r in results]
     run_id = store.start_run(keys + list(extra_plan), "plan", ["test"], "0", "host", None, label)
     if started_at is not None:
-        store.execute("UPDATE runs SET started_at=? WHERE run_id=?", (started_at, run_id))
+        _set_started_at(store.path, run_id, started_at)
     for key, r in zip(keys, results):
         status = r.get("status", "ok")
         samples = r.get("samples")
@@ -80,26 +86,21 @@ def build_small_convnet(directory: Path) -> Path:
     return path
 
 
-def replay_run(store: ResultStore, run_id: str, device: str, seed: int = 0) -> str:
-    """A second run made from the recorded results of `device` in `run_id`: the same measurements,
-    the raw samples shuffled in blocks of 10 (same distribution, another time order).
+def replay_run(store: ResultStore, run_id: str, device: str) -> str:
+    """A second run made from the recorded results of `device` in `run_id`: the same measurements and
+    raw samples under a new run id.
 
     This is an A/A pair on recorded samples whose outcome does not depend on how busy the host was
     while the tests ran; two real runs would (a neighbour can slow a whole run by ~35 %).
     """
-    rng = np.random.default_rng(seed)
-    rows = store.execute("SELECT result_id, job_key, model, model_sha256, variant, profile FROM results "
-                         "WHERE run_id=? AND device_id=? AND status='ok' ORDER BY result_id", (run_id, device))
+    rows = store._query("SELECT result_id, job_key, model, model_sha256, variant, profile FROM results "
+                        "WHERE run_id=? AND device_id=? AND status='ok' ORDER BY result_id", (run_id, device))
     new_id = store.start_run([r[1] for r in rows], "replay", ["replay", run_id], "0", "host", None, "replay")
     for rid, key, model, sha, variant, profile in rows:
-        values = store.execute("SELECT metric, value, unit FROM measurements WHERE result_id=?", (rid,))
-        samples = np.asarray(store.samples(rid))
-        blocks = [samples[i:i + 10] for i in range(0, samples.size, 10)]
-        order = rng.permutation(len(blocks))
-        shuffled = np.concatenate([blocks[i] for i in order]) if blocks else samples
+        values = store._query("SELECT metric, value, unit FROM measurements WHERE result_id=?", (rid,))
         rec = ResultRecord(run_id=new_id, job_key=key, model=model, model_sha256=sha, variant=variant,
                            device_id=device, profile=profile, status="ok")
-        store.record(rec, [(m, v, u) for m, v, u in values], {"steady": list(shuffled)})
+        store.record(rec, [(m, v, u) for m, v, u in values], {"steady": store.samples(rid)})
     store.finish_run(new_id, "complete")
     return new_id
 

@@ -160,12 +160,3 @@ def start_sshd(directory: Path) -> SshServer:
         if not any("Address already in use" in ln or "Bind to port" in ln for ln in log):
             break
     raise RuntimeError("sshd did not start:\n" + "".join(last_log))
-
-
-@pytest.fixture()
-def sshd_server(tmp_path_factory):
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -1,4 +1,4 @@
-"""Tests for harness.analysis: our flatbuffer reader checked against TensorFlow's own view.
+"""Tests for harness.models.inspect.analysis: our flatbuffer reader checked against TensorFlow's own view.
 
 Real models are built and converted with TensorFlow once per session; the analysis (which must not
 need TensorFlow) is then compared op by op and tensor by tensor with tf.lite.Interpreter.
@@ -20,13 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 tf = pytest.importorskip("tensorflow")
 
-from harness.analysis import TFLM_ADD_METHOD, analyze, format_table, to_dict  # noqa: E402
-from harness.errors import ConfigError, ModelError  # noqa: E402
-from harness.tflite_schema import (  # noqa: E402
-    BUILTIN_OPERATOR_CODES,
-    BUILTIN_OPERATORS,
-    TENSOR_TYPES,
-)
+from harness.errors import ConfigError, ModelError
+from harness.models.inspect.analysis import TFLM_ADD_METHOD, analyze, format_table, to_dict
+from harness.models.inspect.tflite_schema import BUILTIN_OPERATOR_CODES, BUILTIN_OPERATORS, TENSOR_TYPES
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning"),
@@ -41,7 +37,7 @@ keras = tf.keras
 # Model fixtures
 
 
-def _randomize(model: "keras.Model", seed: int) -> None:
+def _randomize(model: keras.Model, seed: int) -> None:
     # Random non-zero weights everywhere: the converter drops all-zero biases and de-duplicates
     # identical constants, which would make parameter counts differ from Keras for a fresh model.
     rng = np.random.default_rng(seed)
@@ -49,7 +45,7 @@ def _randomize(model: "keras.Model", seed: int) -> None:
                        for w in model.get_weights()])
 
 
-def _cnn() -> "keras.Model":
+def _cnn() -> keras.Model:
     inp = keras.Input((16, 16, 3), batch_size=1)
     x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
     x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="valid", activation="relu6")(x)
@@ -64,7 +60,7 @@ def _cnn() -> "keras.Model":
     return m
 
 
-def _mlp() -> "keras.Model":
+def _mlp() -> keras.Model:
     # Every weight matrix > 1024 elements, so dynamic-range quantisation quantises all of them.
     inp = keras.Input((64,), batch_size=1)
     x = keras.layers.Dense(48, activation="relu")(inp)
@@ -74,7 +70,7 @@ def _mlp() -> "keras.Model":
     return m
 
 
-def _tconv() -> "keras.Model":
+def _tconv() -> keras.Model:
     inp = keras.Input((8, 8, 6), batch_size=1)
     x = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same")(inp)
     m = keras.Model(inp, x)
@@ -603,7 +599,7 @@ def test_format_table(models):
 def test_analysis_does_not_import_tensorflow(models):
     path = models["cnn_int8"][0]
     code = (
-        "import sys; from harness.analysis import analyze, format_table; "
+        "import sys; from harness.models.inspect.analysis import analyze, format_table; "
         f"a = analyze({str(path)!r}); format_table(a); "
         "bad = [m for m in ('tensorflow', 'numpy', 'tflite_runtime', 'ai_edge_litert') "
         "if m in sys.modules]; "

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_inventory, load_profile
 from harness.errors import ConfigError
+from harness.lab.config import load_inventory, load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,8 @@ def test_profile_field_errors_name_profile_and_field(tmp_path):
 
 
 def test_select_by_tag(tmp_path):
-    inv = load_inventory(write(tmp_path, "devices:\n  - {id: a, profile: localhost, transport: {type: local}, tags: [x]}\n"
+    inv = load_inventory(write(tmp_path, "devices:\n"
+                                         "  - {id: a, profile: localhost, transport: {type: local}, tags: [x]}\n"
                                          "  - {id: b, profile: localhost, transport: {type: local}, tags: [y]}\n"))
     assert [d.id for d in inv.select(tags=["y"])] == ["b"]
     with pytest.raises(ConfigError, match="no device 'zz'"):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from harness.convert import VARIANTS, Calibration, Converter, ModelSource
 from harness.errors import ConfigError, ModelError
+from harness.models.convert import VARIANTS, Calibration, Converter, ModelSource
 
 
 def interp(path):

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from harness.config import load_profile
-from harness.energy import estimate, runner_meter_args
-from harness.metrics import flatten
+from harness.lab.config import load_profile
+from harness.lab.energy import estimate, runner_meter_args
+from harness.run.rows import flatten
 
 PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"
 

@@ -6,13 +6,13 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import hil
 from gate_helpers import add_run, latency_samples, recorded_lab
-from harness import baselines as bl
-from harness import gate
-from harness.config import load_profiles
-from harness.store import ResultRecord, ResultStore
+
+from harness.gate import baselines as bl
+from harness.gate import evaluate as gate
+from harness.lab.config import load_profiles
+from harness.store.results import ResultRecord, ResultStore
 
 
 @pytest.fixture()

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, hil
-from harness.analysis import TFLM_ADD_METHOD, analyze
-from harness.config import load_profile
-from harness.convert import Calibration, Converter, ModelSource
+
 from harness.errors import ConfigError
+from harness.lab.config import load_profile
+from harness.models.convert import Calibration, Converter, ModelSource
+from harness.models.inspect.analysis import TFLM_ADD_METHOD, analyze
 
 ARM_GCC = shutil.which("arm-none-eabi-gcc")
 ARM_GXX = shutil.which("arm-none-eabi-g++")
@@ -88,7 +88,7 @@ def test_op_resolver_has_exactly_the_models_ops(built):
 
     # what the model needs according to our analysis ...
     ops = set(analyze(model).micro_resolver_ops())
-    # ... and according to TFLM's own flatbuffer reader (independent of harness.analysis)
+    # ... and according to TFLM's own flatbuffer reader (independent of harness.models.inspect.analysis)
     from tflite_micro import runtime
 
     mobj = runtime.convert_bytearray_to_object(bytearray(model.read_bytes()))
@@ -145,14 +145,14 @@ def test_c_array_round_trips_to_the_model(built):
     assert f'g_model_id[] = "sha256:{sha[:16]}";' in src
     assert built["manifest"]["model"]["model_id"] == f"sha256:{sha[:16]}"
     try:  # the serial host accepts the ID as this artifact's (docs/SERIAL_PROTOCOL.md, Model identity)
-        from harness.serial_host.protocol import DeviceInfo
-        from harness.serial_host.session import verify_model
+        from harness.mcu.serial.protocol import DeviceInfo
+        from harness.mcu.serial.session import verify_model
     except ImportError:
         return
     assert verify_model(DeviceInfo(model_id=f"sha256:{sha[:16]}"), sha)[0] is True
 
 
-@pytest.mark.skipif(not (ARM_GCC and ARM_GXX), reason="arm-none-eabi-gcc not installed")
+@pytest.mark.arm_gcc
 def test_non_tflm_sources_compile_for_cortex_m4(built, tmp_path):
     b = built["dir"]
     for src in ("hb_protocol.c", "port_template.c"):
@@ -247,7 +247,7 @@ inline const Model* GetModel(const void* buf) { return static_cast<const Model*>
 }
 
 
-@pytest.mark.skipif(not ARM_GXX, reason="arm-none-eabi-g++ not installed")
+@pytest.mark.arm_gcc
 def test_tflm_glue_type_checks_against_the_tflm_api(built, tmp_path):
     methods = "\n".join(f"  TfLiteStatus {m}();" for m in sorted(set(TFLM_ADD_METHOD.values())))
     for rel, text in _TFLM_STUB.items():
@@ -359,7 +359,7 @@ def test_build_for_a_device_then_deploy(built, tmp_path):
 
 
 def test_deploy_config_errors(built, tmp_path):
-    from harness.mcu.deploy import expand_command
+    from harness.mcu.flash import expand_command
 
     with pytest.raises(ConfigError, match=r"unknown placeholder \{serial\}"):
         expand_command("flash {serial}", {"port": "x"}, "p")

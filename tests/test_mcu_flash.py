@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, hil
-from harness.config import load_inventory
+
 from harness.errors import ConfigError
+from harness.lab.config import load_inventory
 
 RUN = ["--variants", "int8", "--min-seconds", "0", "--min-runs", "5", "--warmup-seconds", "0"]
 PROFILE = "h7sim"
@@ -34,7 +34,7 @@ def models(tiny_model, tmp_path_factory) -> dict:
     once into a cache that every test copies (`hil run` then only has cache hits)."""
     import keras
 
-    from harness.convert import Calibration, Converter, ModelSource
+    from harness.models.convert import Calibration, Converter, ModelSource
 
     d = tmp_path_factory.mktemp("flash-models")
     x = tiny_model["x"]

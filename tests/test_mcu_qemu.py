@@ -16,8 +16,7 @@ import pytest
 
 from harness.mcu import qemu
 
-pytestmark = pytest.mark.skipif(not (qemu.toolchain() and qemu.qemu_binary()),
-                                reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+pytestmark = pytest.mark.qemu
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,7 @@ def expected_results(params: dict, x: np.ndarray) -> list[str]:
 
 
 class Port:
-    """Minimal protocol exchange over pyserial (no dependency on harness.serial_host)."""
+    """Minimal protocol exchange over pyserial (no dependency on harness.mcu.serial)."""
 
     def __init__(self, url: str):
         import serial
@@ -175,30 +174,30 @@ def test_pty_serial(firmware):
 
 
 def test_serial_host_against_the_qemu_device(firmware, params):
-    """The host in harness/serial_host passes against an independent MLPerf Tiny-protocol device."""
-    session = pytest.importorskip("harness.serial_host.session")
-    from harness.config import SerialTransport
+    """The host in harness/mcu/serial passes against an independent MLPerf Tiny-protocol device."""
+    session = pytest.importorskip("harness.mcu.serial.session")
+    from harness.lab.config import SerialSettings
 
     rng = np.random.default_rng(11)
     x = rng.integers(-128, 128, params["inputs"], dtype=np.int64).astype(np.int8)
     want = [float(v) for v in expected_results(params, x)]
     with qemu.QemuDevice(firmware) as dev:
-        dut = session.connect("qemu-m4", SerialTransport(type="serial", port=dev.url), log=lambda m: None)
-        boot_banners = dut.reboots  # the connect-time resync may see the boot banner
+        client = session.connect("qemu-m4", SerialSettings(type="serial", port=dev.url), log=lambda m: None)
+        boot_banners = client.reboots  # the connect-time resync may see the boot banner
         try:
-            assert dut.info.name == "qemu-mps2-an386" and dut.info.role == "dut"
-            assert dut.info.model_id == params["model_id"]
-            assert {"arena", "dbbin"} <= dut.info.caps
-            assert dut.arena() == {"used": 40, "size": 40}
-            assert dut.load(x.tobytes()) == "dbbin"
-            r = dut.infer(50, 2)
+            assert client.info.name == "qemu-mps2-an386" and client.info.role == "dut"
+            assert client.info.model_id == params["model_id"]
+            assert {"arena", "dbbin"} <= client.info.caps
+            assert client.arena() == {"used": 40, "size": 40}
+            assert client.load(x.tobytes()) == "dbbin"
+            r = client.infer(50, 2)
             assert r.results == want and r.t1 > r.t0 and r.per_inference_us > 0
-            dut.info.caps.discard("dbbin")  # the base protocol's hex chunks
+            client.info.caps.discard("dbbin")  # the base protocol's hex chunks
             y = (x.astype(np.int64) * -1).clip(-128, 127).astype(np.int8)
-            assert dut.load(y.tobytes()) == "hex"
-            r2 = dut.infer(50, 2)
+            assert client.load(y.tobytes()) == "hex"
+            r2 = client.infer(50, 2)
             assert r2.results == [float(v) for v in expected_results(params, y)]
             assert r2.t0 > r.t1
-            assert dut.retried == 0 and dut.resyncs <= 1 and dut.reboots == boot_banners
+            assert client.retried == 0 and client.resyncs <= 1 and client.reboots == boot_banners
         finally:
-            dut.link.close()
+            client.link.close()

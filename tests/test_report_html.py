@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import hil
 from gate_helpers import recorded_lab
-from harness.compare import comparison
-from harness.plots import pareto_front
+
+from harness.report.compare import comparison
+from harness.report.plots import pareto_front
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 FIGURES = ("fig-latency", "fig-trend", "fig-devices", "fig-pareto")
@@ -55,7 +55,7 @@ def test_gate_html_is_self_contained_with_all_figures(real, lab_copy):
     assert "<script" not in page and "<link" not in page
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+@pytest.mark.chromium
 def test_gate_html_renders_in_headless_chromium(real, lab_copy, tmp_path):
     run1, run2 = real["runs"]
     hil("gate", "--run", run1, "--quiet", cwd=lab_copy, check=True)

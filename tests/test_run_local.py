@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import FAST, hil
-from harness.store import ResultStore
+
+from harness.store.results import ResultStore
 
 
 def test_run_stores_rows_with_provenance_and_report(workspace, tiny_model):

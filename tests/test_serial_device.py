@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import hil
-from harness.store import ResultStore
+
+from harness.store.results import ResultStore
 
 RUN_FAST = ["--min-seconds", "0.1", "--min-runs", "5", "--warmup-seconds", "0"]
 
@@ -115,8 +115,8 @@ def test_run_on_simulated_mcu_over_pty(workspace, mcu_model):
     # a second night on the same board: the gate tests the 5 windows per side (not "insufficient")
     with simulator(mcu_model["int8"], "--link", str(workspace / "dut")):
         hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"], check=True)
-    from harness.baselines import BaselineSpec
-    from harness.gate import evaluate
+    from harness.gate.baselines import BaselineSpec
+    from harness.gate.evaluate import evaluate
 
     result = evaluate(store, None, BaselineSpec.parse("rolling:1"), profiles={})
     checks = {c.metric: c for c in result.keys[0].checks}
@@ -137,8 +137,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("ser2net") is None and not os.path.exists("/usr/sbin/ser2net"),
-                    reason="ser2net not installed (apt-get install ser2net)")
+@pytest.mark.ser2net
 def test_run_through_ser2net_rfc2217(workspace, mcu_model):
     ser2net = shutil.which("ser2net") or "/usr/sbin/ser2net"
     version = subprocess.run([ser2net, "-v"], capture_output=True, text=True).stdout
@@ -147,7 +146,7 @@ def test_run_through_ser2net_rfc2217(workspace, mcu_model):
     with simulator(mcu_model["int8"]) as (pty, _):
         port = _free_port()
         cfg = workspace / "ser2net.yaml"
-        cfg.write_text("%YAML 1.1\n---\nconnection: &dut\n"
+        cfg.write_text("%YAML 1.1\n---\nconnection: &client\n"
                        f"  accepter: telnet(rfc2217),tcp(nodelay),127.0.0.1,{port}\n"
                        f"  connector: serialdev,{pty},115200n81,local\n"
                        "  options:\n    kickolduser: true\n")
@@ -262,9 +261,9 @@ def test_simulated_firmware_bytes(mcu_model):
     """The simulator's firmware logic in-process: exact bytes for the reference's corner cases."""
     import zlib
 
-    from harness.mcu_sim.engine import TflmModel
-    from harness.mcu_sim.faults import Faults
-    from harness.mcu_sim.firmware import Firmware
+    from harness.mcu.sim.engine import TflmModel
+    from harness.mcu.sim.faults import Faults
+    from harness.mcu.sim.firmware import Firmware
 
     model = TflmModel(mcu_model["int8"])
     assert model.input_bytes == 64 and model.arena_used <= model.arena_min <= model.arena_size

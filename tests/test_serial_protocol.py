@@ -16,10 +16,17 @@ import zlib
 
 import pytest
 
-from harness.serial_host.link import SerialLink
-from harness.serial_host.protocol import (BadResponse, DeviceRebooted, DeviceSilent, Dut, lap_difference,
-                                          parse_results, protocol_part)
-from harness.serial_host.session import verify_model
+from harness.mcu.serial.link import SerialLink
+from harness.mcu.serial.protocol import (
+    BadResponse,
+    DeviceRebooted,
+    DeviceSilent,
+    ProtocolClient,
+    lap_difference,
+    parse_results,
+    protocol_part,
+)
+from harness.mcu.serial.session import verify_model
 
 READY = b"m-ready\r\n"
 
@@ -95,8 +102,8 @@ def scripted():
         link.open()
         kw.setdefault("timeout", 0.5)
         kw.setdefault("infer_timeout", 0.5)
-        dut = Dut(link, "h7", **kw)
-        return dev, dut
+        client = ProtocolClient(link, "h7", **kw)
+        return dev, client
 
     yield make
     for dev in made:
@@ -126,14 +133,14 @@ def test_reference_firmware_transcript(scripted):
              ("db load 100", lines("m-[Expecting 100 bytes]", "m-ready"))]
     steps += [(f"db {h}", READY) for h in hexes[:-1]] + [(f"db {hexes[-1]}", lines("m-load-done", "m-ready"))]
     steps += [("infer 10 1", infer_reply(10, 1, 1_000_000, 1_005_000))]
-    dev, dut = scripted(steps)
-    dut.resync()
-    info = dut.identify()
+    dev, client = scripted(steps)
+    client.resync()
+    info = client.identify()
     assert (info.name, info.role, info.model_id) == ("unspecified", "dut", "ic01")
     assert info.profile == "ULPMark for tinyML Firmware V0.0.1" and info.caps == set()
-    assert dut.arena() is None  # no extension, no question asked
-    assert dut.load(data) == "hex"
-    r = dut.infer(10, 1)
+    assert client.arena() is None  # no extension, no question asked
+    assert client.load(data) == "hex"
+    r = client.infer(10, 1)
     assert (r.t0, r.t1, r.elapsed_us, r.per_inference_us) == (1_000_000, 1_005_000, 5000, 500.0)
     assert r.results == [0.0, 0.996, 0.004]
     assert not dev.errors
@@ -154,11 +161,11 @@ def test_noise_chatter_prefix_and_timer_wrap(scripted):
     reply = (b"Booting...\r\n\x00\xff\xfe\r\n" + lines("m-warmup-start-0", "m-warmup-done", "m-infer-start-4")
              + b"debug: heap 1234\r\n" + lines("m-lap-us-4294967000", "#@!m-lap-us-500", "m-infer-done")
              + b"\xf0\x9fm-results-[1.000,0.000]\r\n" + b"~~m-ready\r\n")
-    dev, dut = scripted([("name", lines("m-name-dut-[x]", "m-ready")), ("infer 4 0", reply)])
-    dut.resync()
-    r = dut.infer(4, 0)
+    dev, client = scripted([("name", lines("m-name-dut-[x]", "m-ready")), ("infer 4 0", reply)])
+    client.resync()
+    r = client.infer(4, 0)
     assert r.elapsed_us == 796 and r.per_inference_us == 199.0 and r.results == [1.0, 0.0]
-    assert dut.noise == 2 and dut.retried == 0 and not dev.errors
+    assert client.noise == 2 and client.retried == 0 and not dev.errors
     assert lap_difference(10, 5) == 2**32 - 5
     assert protocol_part("alarm-test") is None and protocol_part("?!e-[x]") == "e-[x]"
 
@@ -166,30 +173,30 @@ def test_noise_chatter_prefix_and_timer_wrap(scripted):
 def test_reboot_mid_response_is_reported(scripted):
     reply = lines("m-warmup-start-0", "m-warmup-done", "m-infer-start-5", "m-lap-us-100",
                   "m-timestamp-mode-performance", "m-init-done", "m-ready")
-    dev, dut = scripted([("name", lines("m-name-dut-[x]", "m-ready")), ("infer 5 0", reply)])
-    dut.resync()
+    dev, client = scripted([("name", lines("m-name-dut-[x]", "m-ready")), ("infer 5 0", reply)])
+    client.resync()
     with pytest.raises(DeviceRebooted) as exc:
-        dut.infer(5, 0)
+        client.infer(5, 0)
     assert str(exc.value) == (f"device 'h7' rebooted during 'infer 5 0%' on {dev.path} "
                               f"(boot banner 'm-timestamp-mode-performance' in the answer)")
 
 
 def test_unsolicited_banner_between_commands(scripted):
     banner = lines("m-timestamp-mode-performance", "m-init-done", "m-ready")
-    dev, dut = scripted([("name", lines("m-name-dut-[x]", "m-ready") + banner)])
-    dut.resync()
+    dev, client = scripted([("name", lines("m-name-dut-[x]", "m-ready") + banner)])
+    client.resync()
     with pytest.raises(DeviceRebooted, match=r"rebooted before 'db load 4%'"):
-        dut.load(b"\x01\x02\x03\x04")
+        client.load(b"\x01\x02\x03\x04")
 
 
 def test_silent_device_gives_one_clear_error(scripted):
-    dev, dut = scripted([("name", lines("m-name-dut-[x]", "m-ready")),
+    dev, client = scripted([("name", lines("m-name-dut-[x]", "m-ready")),
                          ("infer 1 0", lines("m-warmup-start-0", "m-warmup-done", "m-infer-start-1"))],
                         timeout=0.2, infer_timeout=0.3)
-    dut.resync()
+    client.resync()
     t0 = time.monotonic()
     with pytest.raises(DeviceSilent) as exc:
-        dut.infer(1, 0)
+        client.infer(1, 0)
     assert str(exc.value) == (f"device 'h7': no m-ready within 0.3 s after 'infer 1 0%' on {dev.path} "
                               f"(last line: 'm-infer-start-1'); afterwards no answer to 'name%' either "
                               f"(2 attempts of 0.2 s)")
@@ -200,11 +207,11 @@ def test_lost_ready_resyncs_and_retries(scripted):
     corrupted = infer_reply(2, 0, 10, 30).replace(b"m-ready", b"m-re#dy")
     steps = [("name", lines("m-name-dut-[x]", "m-ready")), ("infer 2 0", corrupted),
              ("name", lines("m-name-dut-[x]", "m-ready")), ("infer 2 0", infer_reply(2, 0, 40, 60))]
-    dev, dut = scripted(steps, timeout=0.3, infer_timeout=0.3)
-    dut.resync()
-    r = dut.infer(2, 0)
+    dev, client = scripted(steps, timeout=0.3, infer_timeout=0.3)
+    client.resync()
+    r = client.infer(2, 0)
     assert (r.t0, r.per_inference_us) == (40, 10.0)
-    assert dut.resyncs == 2 and dut.retried == 1 and not dev.errors
+    assert client.resyncs == 2 and client.retried == 1 and not dev.errors
 
 
 def test_impossible_timestamps_and_errors_are_retried(scripted):
@@ -216,13 +223,13 @@ def test_impossible_timestamps_and_errors_are_retried(scripted):
              ("db load 2", lines("e-[Command 'db load' must be >0 bytes]", "m-ready")),
              *[("infer 1 0", lines("m-warmup-start-0", "m-warmup-done", "m-infer-start-1", "m-infer-done",
                                    "m-results-[0.5]", "m-ready"))] * 3]
-    dev, dut = scripted(steps, retries=2)
-    dut.resync()
-    assert dut.infer(3, 0).per_inference_us == 100.0
+    dev, client = scripted(steps, retries=2)
+    client.resync()
+    assert client.infer(3, 0).per_inference_us == 100.0
     with pytest.raises(BadResponse, match=r"bad answer to 'db load 2%'.*e-\[Command 'db load' must be >0 bytes\]"):
-        dut.load(b"ab")
+        client.load(b"ab")
     with pytest.raises(BadResponse, match="energy mode"):
-        dut.infer(1, 0)  # no laps: energy-mode firmware
+        client.infer(1, 0)  # no laps: energy-mode firmware
     assert not dev.errors
 
 
@@ -239,12 +246,12 @@ def test_binary_transfer_and_fallback(scripted):
              ("db load 65", lines("m-[Expecting 65 bytes]", "m-ready")),
              (r"db [0-9a-f]{62}", READY), (r"db [0-9a-f]{62}", READY),
              (r"db [0-9a-f]{6}", lines("m-load-done", "m-ready"))]
-    dev, dut = scripted(steps)
-    dut.resync()
-    dut.info.caps = set()
-    resp = dut.transact("hb-caps", check=lambda r: None)
-    dut.info.caps = set(resp.first("m-hb-caps-[")[len("m-hb-caps-["):-1].split(","))
-    assert dut.arena() == {"used": 2368, "size": 3136, "extra": 1}
-    assert dut.load(data) == "dbbin"
-    assert dut.load(data) == "hex" and dut.dbbin_fallbacks == 1
+    dev, client = scripted(steps)
+    client.resync()
+    client.info.caps = set()
+    resp = client.transact("hb-caps", check=lambda r: None)
+    client.info.caps = set(resp.first("m-hb-caps-[")[len("m-hb-caps-["):-1].split(","))
+    assert client.arena() == {"used": 2368, "size": 3136, "extra": 1}
+    assert client.load(data) == "dbbin"
+    assert client.load(data) == "hex" and client.dbbin_fallbacks == 1
     assert dev.payloads == [data, data] and not dev.errors

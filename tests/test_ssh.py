@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import hil
 from device_venv import device_python
-from sshd import keygen, require_sshd, sshd_server  # noqa: F401  (fixture)
+from sshd import keygen, require_sshd
+
+pytestmark = pytest.mark.sshd
 
 FAST = ["--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "0", "--warmup-seconds", "0"]
 PROFILE = {"description": "test box reached over ssh", "arch": "x86_64", "cores": 2, "ram_mb": 1024,
@@ -38,7 +39,7 @@ def dev_python() -> str:
 def converted(tiny_model, tmp_path_factory) -> Path:
     """An artifact cache holding tiny fp32/dynamic/fp16, so `hil run` in the tests only gets cache hits."""
     require_sshd()
-    from harness.convert import Calibration, Converter, ModelSource
+    from harness.models.convert import Calibration, Converter, ModelSource
 
     cache = tmp_path_factory.mktemp("ssh-cache")
     conv = Converter(cache / "artifacts", log=lambda m: None)
@@ -98,7 +99,7 @@ def test_run_over_ssh_tofu_deploy_cache_and_injection_safety(workspace, tiny_mod
     assert "[pi] [linux_runner] runtime ai_edge_litert" in p.stderr  # remote stderr streamed to the log
 
     run_id = p.stdout.strip().splitlines()[-1]
-    from harness.store import ResultStore
+    from harness.store.results import ResultStore
 
     store = ResultStore(workspace / "reports" / "results.sqlite")
     wide = store.wide(run_id)
@@ -259,9 +260,9 @@ def test_sshd_killed_mid_run_keeps_results_and_records_infra_error(workspace, co
 def test_jump_host_quoting_and_temp_cleanup(workspace, dev_python, sshd_server):
     """In-process: through a jump host (direct-tcpip), remote argv stays literal, failed uploads leave
     no temporaries."""
-    from harness.config import load_inventory
-    from harness.transports import ssh as ssh_mod
-    from harness.transports.ssh import SshBackend, expand_home, quote_command, remote_workdir
+    from harness.lab.config import load_inventory
+    from harness.transports.ssh import transport as ssh_mod
+    from harness.transports.ssh.transport import SshTransport, expand_home, quote_command, remote_workdir
 
     assert expand_home("~/x y", "/home/pi") == "/home/pi/x y" and expand_home("/a/~b", "/h") == "/a/~b"
     assert remote_workdir("rel dir", "/home/pi") == "/home/pi/rel dir"
@@ -279,7 +280,7 @@ def test_jump_host_quoting_and_temp_cleanup(workspace, dev_python, sshd_server):
     inv = load_inventory(workspace / "inventory.yaml")
     dev = inv.device("pi")
     logs: list[str] = []
-    backend = SshBackend(dev, inv.profile_of(dev), logs.append)
+    backend = SshTransport(dev, inv.profile_of(dev), logs.append)
     backend.open()
     try:
         assert backend.connection.jump is not None and backend.workdir == str(workdir)
@@ -292,7 +293,7 @@ def test_jump_host_quoting_and_temp_cleanup(workspace, dev_python, sshd_server):
         with pytest.raises(ssh_mod._Corrupt):
             backend._upload(local, dest, "0" * 64)  # hash check fails -> temp removed, nothing placed
         assert no_tmp_files(workdir) == [] and not Path(dest).exists()
-        from harness.hashing import sha256_file
+        from harness.core.hashing import sha256_file
 
         assert backend._upload(local, dest, sha256_file(local)) == 4096
         assert backend.remote_sha256([dest, dest + ".missing"]) == [sha256_file(local), None]

@@ -3,7 +3,7 @@
 import pytest
 
 from harness.errors import ConfigError
-from harness.store import ResultRecord, ResultStore
+from harness.store.results import ResultRecord, ResultStore
 
 
 def rec(run_id, status, **kw):
@@ -31,3 +31,51 @@ def test_read_only_open_of_a_missing_database_is_a_config_error(tmp_path):
     (tmp_path / "junk.sqlite").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ConfigError, match="junk.sqlite: not a usable hilbench results database"):
         ResultStore(tmp_path / "junk.sqlite")
+
+
+def test_foreign_newer_and_older_databases(tmp_path):
+    """A file that is not ours is refused untouched; a newer schema is refused; v1 is migrated."""
+    import sqlite3
+
+    from harness.errors import ConfigError
+    from harness.store import schema
+
+    foreign = tmp_path / "other.sqlite"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE customers (id INTEGER)")
+    with pytest.raises(ConfigError, match="other.sqlite: not a hilbench results database"):
+        ResultStore(foreign)
+    with sqlite3.connect(foreign) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert tables == {"customers"} and mode != "wal"
+
+    newer = tmp_path / "newer.sqlite"
+    ResultStore(newer).close()
+    with sqlite3.connect(newer) as db:
+        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(schema.SCHEMA_VERSION + 1),))
+    with pytest.raises(ConfigError, match=f"newer hilbench \\(schema {schema.SCHEMA_VERSION + 1}"):
+        ResultStore(newer)
+
+    # a v1 database (results only, verdict tables made on first use by the gate) gains them on open
+    old = tmp_path / "v1.sqlite"
+    with sqlite3.connect(old) as db:
+        db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                         "INSERT INTO meta VALUES ('schema_version', '1');"
+                         "CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,"
+                         " status TEXT NOT NULL, plan_hash TEXT NOT NULL, plan TEXT NOT NULL, argv TEXT,"
+                         " harness_version TEXT, host TEXT, git_commit TEXT, label TEXT);"
+                         "INSERT INTO runs VALUES ('r1', 1.0, 2.0, 'complete', 'h', '[]', '[]', '0', 'x', NULL, NULL);"
+                         "CREATE TABLE results (result_id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,"
+                         " job_key TEXT NOT NULL, timestamp REAL NOT NULL, model TEXT NOT NULL,"
+                         " model_sha256 TEXT NOT NULL, variant TEXT NOT NULL, converter_version TEXT,"
+                         " artifact_sha256 TEXT, device_id TEXT NOT NULL, profile TEXT NOT NULL, transport TEXT,"
+                         " runtime TEXT, runtime_version TEXT, harness_version TEXT, git_commit TEXT, host TEXT,"
+                         " status TEXT NOT NULL, error TEXT, raw TEXT);")
+    store = ResultStore(old)
+    assert store.runs().run_id.tolist() == ["r1"]
+    store.close()
+    with sqlite3.connect(old) as db:
+        version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        assert version == str(schema.SCHEMA_VERSION)
+        assert db.execute("SELECT COUNT(*) FROM gate_verdicts").fetchone()[0] == 0

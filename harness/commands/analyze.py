@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..analysis import analyze, format_table, to_dict
+from harness.models.inspect.analysis import analyze, format_table, to_dict
 
 
 def register(sub) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import baselines
-from ..report_md import markdown_table
-from . import common
+from harness.commands import common
+from harness.gate import baselines
+from harness.report.run_markdown import markdown_table
 
 
 def register(sub) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DeviceProfile, load_profiles
-from ..errors import ConfigError
-from ..orchestrate import ModelSpec
-from . import common
+from harness.commands import common
+from harness.errors import ConfigError
+from harness.lab.config import DeviceProfile, load_profiles
+from harness.run.orchestrate import ModelSpec
 
 
 def register(sub) -> None:
@@ -39,7 +39,7 @@ def resolve_profile(args) -> DeviceProfile:
 
 
 def cmd_build(args) -> int:
-    from ..mcu.bundle import build_bundle, require_mcu_profile
+    from harness.mcu.bundle import build_bundle, require_mcu_profile
 
     profile = resolve_profile(args)
     require_mcu_profile(profile)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-from ..config import Inventory, load_inventory
-from ..convert import Converter
-from ..store import ResultStore
+from harness.core.jobs import RunOptions
+from harness.lab.config import Inventory, load_default_inventory, load_inventory
+from harness.models.convert import Converter
+from harness.store.results import ResultStore
+
+DEFAULT_INVENTORY_PATH = "inventory.yaml"
 
 
 def log(msg: str) -> None:
@@ -15,6 +19,9 @@ def log(msg: str) -> None:
 
 
 def inventory(args) -> Inventory:
+    """The lab's inventory; without one (the default path missing) this machine is the only device."""
+    if args.inventory == DEFAULT_INVENTORY_PATH and not Path(args.inventory).exists() and not args.profiles:
+        return load_default_inventory()
     return load_inventory(Path(args.inventory), Path(args.profiles) if args.profiles else None)
 
 
@@ -31,3 +38,43 @@ def split_csv(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+# ------------------------------------------------------------------ argparse types and shared options
+
+
+def at_least(cast, minimum, noun: str):
+    """argparse type: a `cast` number >= minimum (nonsense never reaches the device runner)."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {noun}") from None
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"{value:g} must be at least {minimum:g}")
+        return value
+    return parse
+
+
+def count(minimum: int):
+    return at_least(int, minimum, "a whole number")
+
+
+def seconds(minimum: float):
+    return at_least(float, minimum, "a number of seconds")
+
+def add_measurement_options(p) -> None:
+    """Flags that override a profile's `benchmark:` settings (run, demo)."""
+    p.add_argument("--min-runs", type=count(1))
+    p.add_argument("--min-seconds", type=seconds(0.0))
+    p.add_argument("--max-seconds", type=seconds(0.001))
+    p.add_argument("--warmup-runs", type=count(0))
+    p.add_argument("--warmup-seconds", type=seconds(0.0))
+    p.add_argument("--num-threads", type=count(1))
+    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", default=None)
+
+
+def options_from(args) -> RunOptions:
+    return RunOptions(min_runs=args.min_runs, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                      warmup_runs=args.warmup_runs, warmup_seconds=args.warmup_seconds,
+                      num_threads=args.num_threads, xnnpack=args.xnnpack)

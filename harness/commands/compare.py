@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..compare import comparison, render_markdown
-from ..errors import ConfigError
-from . import common
+from harness.commands import common
+from harness.errors import ConfigError
+from harness.report.compare import comparison, render_markdown
 
 
 def register(sub) -> None:
@@ -36,7 +36,7 @@ def cmd_compare(args) -> int:
         table.to_csv(args.csv, index=False)
         common.log(f"wrote {args.csv}")
     if args.html:
-        from ..report_html import render_compare_html
+        from harness.report.html import render_compare_html
 
         out = Path(args.html)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..orchestrate import ModelSpec
-from . import common
+from harness.commands import common
+from harness.run.orchestrate import ModelSpec
 
 
 def register(sub) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import common
+from harness.commands import common
 
 
 def register(sub) -> None:
@@ -21,8 +21,8 @@ def register(sub) -> None:
 
 
 def cmd_deploy(args) -> int:
-    from ..mcu.bundle import load_manifest
-    from ..mcu.deploy import deploy_bundle
+    from harness.mcu.bundle import load_manifest
+    from harness.mcu.flash import deploy_bundle
 
     inv = common.inventory(args)
     device = inv.device(args.device)

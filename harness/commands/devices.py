@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import EXIT_INFRA, ConfigError, InfraError
-from ..report_md import markdown_table
-from . import common
+from harness.commands import common
+from harness.errors import EXIT_INFRA, ConfigError, InfraError
+from harness.report.run_markdown import markdown_table
 
 
 def register(sub) -> None:
@@ -31,7 +31,8 @@ def cmd_list(args) -> int:
     for d in inv.devices:
         prof = inv.profile_of(d)
         t = d.transport
-        where = {"local": "this host", "ssh": f"{getattr(t, 'user', None) or ''}@{getattr(t, 'host', '')}:{getattr(t, 'port', '')}",
+        ssh_where = f"{getattr(t, 'user', None) or ''}@{getattr(t, 'host', '')}:{getattr(t, 'port', '')}"
+        where = {"local": "this host", "ssh": ssh_where,
                  "serial": getattr(t, "port", "")}.get(t.type, "")
         rows.append([d.id, d.profile, prof.runtime, t.type, where, ",".join(d.tags), "yes" if d.enabled else "no"])
     print(markdown_table(["device", "profile", "runtime", "transport", "address", "tags", "enabled"], rows))
@@ -39,7 +40,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from ..devcheck import HEADERS, check_all
+    from harness.transports.check import HEADERS, check_all
 
     inv = common.inventory(args)
     devices = [inv.device(i) for i in args.devices] if args.devices else [d for d in inv.devices if d.enabled]
@@ -63,8 +64,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_trust(args) -> int:
-    from ..transports import hostkeys
-    from ..transports.ssh_connect import SshAuthError, connect
+    from harness.transports.ssh import hostkeys
+    from harness.transports.ssh.connect import SshAuthError, connect
 
     inv = common.inventory(args)
     dev = inv.device(args.device)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import baselines, gate
-from ..stats import DEFAULT_ALPHA, MIN_SAMPLES
-from ..thresholds import load_threshold_file
-from . import common
+from harness.commands import common
+from harness.gate import baselines
+from harness.gate import evaluate as gate
+from harness.gate.stats import DEFAULT_ALPHA, MIN_SAMPLES
+from harness.gate.thresholds import load_threshold_file
 
 
 def register(sub) -> None:
@@ -52,13 +53,13 @@ def cmd_gate(args) -> int:
                         min_samples=args.min_samples, warnings=warnings)
     if not args.no_record:
         gate.record(store, res)
-    from ..report_gate_md import render_gate_markdown
+    from harness.report.gate_markdown import render_gate_markdown
 
     md = render_gate_markdown(res)
     if args.markdown:
         _write(args.markdown, md)
     if args.junit:
-        from ..report_junit import render_junit
+        from harness.report.junit import render_junit
 
         _write(args.junit, render_junit(res))
     if args.csv:
@@ -67,7 +68,7 @@ def cmd_gate(args) -> int:
         pd.DataFrame(res.rows()).to_csv(out, index=False)
         common.log(f"wrote {out}")
     if args.html:
-        from ..report_html import render_gate_html
+        from harness.report.html import render_gate_html
 
         _write(args.html, render_gate_html(res, store, args.trend_runs))
     if not args.quiet:

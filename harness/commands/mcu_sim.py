@@ -37,10 +37,10 @@ def register(sub) -> None:
 
 
 def cmd_mcu_sim(args) -> int:
-    from ..mcu_sim.engine import TflmModel
-    from ..mcu_sim.faults import Faults
-    from ..mcu_sim.firmware import Firmware
-    from ..mcu_sim.server import PtyServer, SignalPipe, TcpServer
+    from harness.mcu.sim.engine import TflmModel
+    from harness.mcu.sim.faults import Faults
+    from harness.mcu.sim.firmware import Firmware
+    from harness.mcu.sim.server import PtyServer, SignalPipe, TcpServer
 
     faults = Faults.parse(args.fault, args.seed)
     model = TflmModel(args.model, arena_size=args.arena_size)
@@ -62,7 +62,7 @@ def cmd_mcu_sim(args) -> int:
     fw = Firmware(model, server.write, name=args.name, model_id=args.model_id, stock=args.stock,
                   faults=faults, clock_start_us=args.clock_start, trace=trace)
 
-    def stop(signum, frame):  # noqa: ARG001
+    def stop(signum, frame):
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
@@ -73,7 +73,7 @@ def cmd_mcu_sim(args) -> int:
                 new = TflmModel(args.flash_file)
                 out(f"flashed {args.flash_file}: sha256 {new.sha256[:16]}, arena size {new.arena_size} "
                     f"bytes; resetting")
-            except Exception as exc:  # noqa: BLE001 - a bad image: the board comes back with the old one
+            except Exception as exc:
                 new = fw.model
                 out(f"flashing {args.flash_file} failed ({exc}); resetting with the previous model")
             fw.flashed(new)

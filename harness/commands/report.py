@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..report_md import render_run
-from ..store import ResultStore
-from . import common
+from harness.commands import common
+from harness.report.run_markdown import render_run
+from harness.store.results import ResultStore
 
 
 def register(sub) -> None:

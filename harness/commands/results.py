@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from ..errors import ConfigError
-from . import common
+from harness.commands import common
+from harness.errors import ConfigError
 
 DEFAULT_METRICS = ["latency_p50_us", "latency_p90_us", "peak_rss_kb", "model_size_bytes", "accuracy_top1",
                    "agreement"]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, HilError
-from ..jobs import RunOptions
-from ..orchestrate import ModelSpec, Orchestrator
-from . import common
+from harness.commands import common
+from harness.errors import ConfigError, HilError
+from harness.run.orchestrate import ModelSpec, Orchestrator
 
 
 def register(sub) -> None:
@@ -21,44 +19,11 @@ def register(sub) -> None:
     p.add_argument("--tags", help="comma list: devices having any of these tags")
     p.add_argument("--calibration", help="representative data .npy/.npz for int8/int16x8, or 'random'")
     p.add_argument("--eval", dest="eval_file", help=".npz with x (inputs) and y (labels) for accuracy")
-    p.add_argument("--min-runs", type=_count(1))
-    p.add_argument("--min-seconds", type=_seconds(0.0))
-    p.add_argument("--max-seconds", type=_seconds(0.001))
-    p.add_argument("--warmup-runs", type=_count(0))
-    p.add_argument("--warmup-seconds", type=_seconds(0.0))
-    p.add_argument("--num-threads", type=_count(1))
-    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", default=None)
+    common.add_measurement_options(p)
     p.add_argument("--resume", action="store_true", help="continue the last unfinished run of this plan")
     p.add_argument("--label", help="free-text label stored with the run (e.g. nightly)")
     p.add_argument("--report", help="also write the Markdown report to this file")
     p.set_defaults(func=cmd_run)
-
-
-def _at_least(cast, minimum, noun: str):
-    """argparse type: a `cast` number >= minimum (nonsense never reaches the device runner)."""
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not {noun}") from None
-        if not value >= minimum:
-            raise argparse.ArgumentTypeError(f"{value:g} must be at least {minimum:g}")
-        return value
-    return parse
-
-
-def _count(minimum: int):
-    return _at_least(int, minimum, "a whole number")
-
-
-def _seconds(minimum: float):
-    return _at_least(float, minimum, "a number of seconds")
-
-
-def options_from(args) -> RunOptions:
-    return RunOptions(min_runs=args.min_runs, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                      warmup_runs=args.warmup_runs, warmup_seconds=args.warmup_seconds,
-                      num_threads=args.num_threads, xnnpack=args.xnnpack)
 
 
 def cmd_run(args) -> int:
@@ -81,14 +46,14 @@ def cmd_run(args) -> int:
                 raise
             orch.add_broken(Path(m).stem, "", common.split_csv(args.variants), devices, str(exc))
     t0 = time.perf_counter()
-    jobs = orch.plan(specs, common.split_csv(args.variants), devices, options_from(args))
+    jobs = orch.plan(specs, common.split_csv(args.variants), devices, common.options_from(args))
     conv_s = time.perf_counter() - t0
     common.log(f"conversion: {conv.hits} cache hit(s), {conv.misses} conversion(s), {conv_s:.2f} s")
     summary = orch.run(jobs, sys.argv[1:], resume=args.resume, label=args.label)
     common.log(f"run {summary.run_id}: {summary.ok} ok, {summary.infra_errors} infrastructure failure(s), "
                f"{summary.errors} error(s), {summary.skipped} already measured")
     if args.report:
-        from .report import write_report
+        from harness.commands.report import write_report
 
         write_report(store, summary.run_id, Path(args.report))
         common.log(f"report written to {args.report}")

@@ -42,9 +42,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional
 
-from ..errors import ConfigError, ModelError
+from harness.errors import ConfigError, ModelError
 
 # Runs in a child process. Each stdin line is an arena size to try: allocate, invoke once on zero
 # inputs, answer one JSON line. With --report: one size from argv, then print_allocations().
@@ -167,7 +166,7 @@ class _Worker:
 
     def __init__(self, model: Path, n_inputs: int):
         self.args = [sys.executable, "-c", _PROBE, str(model), str(n_inputs)]
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self.count = 0
 
     def fits(self, arena: int) -> bool:
@@ -231,7 +230,7 @@ def _smallest_working(fits, used: int, known_good: int, align: int) -> int:
 
 
 def measure_arena(model: Path, n_inputs: int, margin: float, align: int,
-                  model_size: Optional[int] = None) -> ArenaReport:
+                  model_size: int | None = None) -> ArenaReport:
     """Run the model in the TFLM Python interpreter and size its arena (see module docstring)."""
     model = Path(model)
     align = max(int(align), 1)

@@ -30,17 +30,17 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
-from .. import __version__
-from ..analysis import TFLM_ADD_METHOD, TFLM_CUSTOM_ADD_METHOD, ModelAnalysis, analyze
-from ..config import DeviceProfile
-from ..errors import ConfigError, ModelError
-from . import codegen
-from .arena import measure_arena
-from .fit import check_fit, require_fit
+from harness import __version__
+from harness.errors import ConfigError, ModelError
+from harness.lab.config import DeviceProfile
+from harness.mcu import codegen
+from harness.mcu.arena import measure_arena
+from harness.mcu.fit import check_fit, require_fit
+from harness.models.inspect.analysis import TFLM_ADD_METHOD, TFLM_CUSTOM_ADD_METHOD, ModelAnalysis, analyze
 
 SCHEMA = "hilbench.mcu-bundle/1"
 INTEGER_DTYPES = ("int8", "int16x8")
@@ -79,8 +79,8 @@ def _sha(data: bytes) -> str:
 
 
 def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
-                 model_name: Optional[str] = None, source: Optional[dict] = None,
-                 log: Callable[[str], None] = print, bundle_name: Optional[str] = None) -> dict:
+                 model_name: str | None = None, source: dict | None = None,
+                 log: Callable[[str], None] = print, bundle_name: str | None = None) -> dict:
     """Analyse, measure, check the fit and write the bundle; returns the manifest."""
     require_mcu_profile(profile)
     mcu = profile.mcu
@@ -145,7 +145,7 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
     manifest = {
         "schema": SCHEMA,
         "hilbench_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "model": {"name": name, "file": "model.tflite", "sha256": a.sha256,
                   "size_bytes": len(blob), "model_id": mid, "dtype": a.dtype,
                   "macs": a.total_macs, "source": source},
@@ -223,7 +223,7 @@ def _cache_key(sha256: str, profile: DeviceProfile) -> dict:
 
 
 def cached_bundle(model_path: Path, sha256: str, profile: DeviceProfile, cache_root: Path, *,
-                  model_name: Optional[str] = None, source: Optional[dict] = None,
+                  model_name: str | None = None, source: dict | None = None,
                   log: Callable[[str], None] = print) -> tuple[Path, dict, bool]:
     """(bundle dir, manifest, cache hit) for the model and profile; builds the bundle on a miss."""
     out = bundle_cache_dir(cache_root, sha256, profile)

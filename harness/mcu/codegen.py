@@ -7,9 +7,9 @@ TFLM glue ``main.cc``) live in ``harness/mcu/templates/`` and are copied verbati
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from string import Template
-from typing import Iterable, Optional, Sequence
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -205,5 +205,5 @@ def model_id(sha256: str) -> str:
     return f"sha256:{sha256[:MODEL_ID_CHARS]}"
 
 
-def profile_string(profile_name: str, extra: Optional[str] = None) -> str:
+def profile_string(profile_name: str, extra: str | None = None) -> str:
     return f"hilbench-tflm/1 {profile_name}" + (f" {extra}" if extra else "")

@@ -23,10 +23,9 @@ alone must also stay within ``budgets.max_arena_bytes``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional
 
-from ..config import DeviceProfile
-from ..errors import ConfigError
+from harness.errors import ConfigError
+from harness.lab.config import DeviceProfile
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -80,14 +79,14 @@ class FitReport:
     model_bytes: int
     code_estimate_bytes: int
     flash_estimate_bytes: int
-    flash_limit_bytes: Optional[int]
+    flash_limit_bytes: int | None
     flash_limit_source: str
     arena_bytes: int
     input_buffer_bytes: int
     ram_overhead_bytes: int
     ram_estimate_bytes: int
-    ram_limit_bytes: Optional[int]
-    arena_limit_bytes: Optional[int]
+    ram_limit_bytes: int | None
+    arena_limit_bytes: int | None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -115,7 +114,8 @@ def check_fit(profile: DeviceProfile, model_bytes: int, ops: list[str], arena_by
     ram_limit = int(profile.ram_mb * MIB)
     arena_limit = profile.budgets.max_arena_bytes
 
-    rep = FitReport(profile=profile.name, profile_source=profile.source, model_bytes=model_bytes, code_estimate_bytes=code,
+    rep = FitReport(profile=profile.name, profile_source=profile.source, model_bytes=model_bytes,
+                    code_estimate_bytes=code,
                     flash_estimate_bytes=flash, flash_limit_bytes=flash_limit,
                     flash_limit_source=flash_src, arena_bytes=arena_bytes,
                     input_buffer_bytes=input_bytes, ram_overhead_bytes=RAM_OVERHEAD_BYTES,

@@ -7,10 +7,10 @@ connected layer, so ``infer`` does real work and ``m-results`` can be checked wi
 
 Stdlib only and independent of the rest of hilbench, so it also works as a script::
 
-    python3 harness/mcu/qemu.py build -o build/qemu        # -> build/qemu/fw.elf
-    python3 harness/mcu/qemu.py run build/qemu/fw.elf      # prints socket://127.0.0.1:PORT
-    python3 harness/mcu/qemu.py run --serial pty ...       # prints /dev/pts/N
-    python3 harness/mcu/qemu.py gen-params                 # rewrite standin_params.h
+    python3 -m harness.mcu.qemu build -o build/qemu        # -> build/qemu/fw.elf
+    python3 -m harness.mcu.qemu run build/qemu/fw.elf      # prints socket://127.0.0.1:PORT
+    python3 -m harness.mcu.qemu run --serial pty ...       # prints /dev/pts/N
+    python3 -m harness.mcu.qemu gen-params                 # rewrite standin_params.h
 
 Serial: ``tcp`` (default) starts QEMU with ``-serial tcp:127.0.0.1:0,server=on,wait=on``; the guest
 starts when the first client connects, so the boot banner is never lost; pyserial opens the
@@ -33,11 +33,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+
+from harness.core.resources import qemu_firmware_dir
+from harness.errors import InfraError
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
-RUNNER_DIR = HERE.parents[1] / "runners" / "mcu" / "qemu_mps2"
 MACHINE = "mps2-an386"
 CC = "arm-none-eabi-gcc"
 QEMU = "qemu-system-arm"
@@ -49,23 +50,23 @@ LDFLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--
 DEFAULT_ICOUNT_SHIFT = 5
 
 
-class QemuError(RuntimeError):
+class QemuError(InfraError):
     pass
 
 
-def toolchain() -> Optional[str]:
+def toolchain() -> str | None:
     return shutil.which(CC)
 
 
-def qemu_binary() -> Optional[str]:
+def qemu_binary() -> str | None:
     return shutil.which(QEMU)
 
 
 # ------------------------------------------------------------------------------------------ build
 
 
-def build_firmware(out_dir: Path, defines: Optional[dict[str, str]] = None,
-                   cc: Optional[str] = None) -> Path:
+def build_firmware(out_dir: Path, defines: dict[str, str] | None = None,
+                   cc: str | None = None) -> Path:
     """Compile and link fw.elf into out_dir; returns its path."""
     cc = cc or toolchain()
     if not cc:
@@ -73,10 +74,10 @@ def build_firmware(out_dir: Path, defines: Optional[dict[str, str]] = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     elf = out_dir / "fw.elf"
-    srcs = [str(RUNNER_DIR / s) for s in SOURCES] + [str(TEMPLATES / "hb_protocol.c")]
+    srcs = [str(qemu_firmware_dir() / s) for s in SOURCES] + [str(TEMPLATES / "hb_protocol.c")]
     defs = [f"-D{k}={v}" for k, v in (defines or {}).items()]
-    cmd = [cc, *CFLAGS, *defs, f"-I{RUNNER_DIR}", f"-I{TEMPLATES}", *srcs, *LDFLAGS,
-           "-T", str(RUNNER_DIR / "mps2_an386.ld"), f"-Wl,-Map={out_dir / 'fw.map'}", "-o", str(elf)]
+    cmd = [cc, *CFLAGS, *defs, f"-I{qemu_firmware_dir()}", f"-I{TEMPLATES}", *srcs, *LDFLAGS,
+           "-T", str(qemu_firmware_dir() / "mps2_an386.ld"), f"-Wl,-Map={out_dir / 'fw.map'}", "-o", str(elf)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise QemuError(f"firmware build failed ({proc.returncode}):\n{' '.join(cmd)}\n{proc.stderr}")
@@ -89,7 +90,7 @@ def build_firmware(out_dir: Path, defines: Optional[dict[str, str]] = None,
 class QemuDevice:
     """qemu-system-arm running a firmware with its UART0 on a TCP socket or a pty."""
 
-    def __init__(self, elf: Path, serial: str = "tcp", icount_shift: Optional[int] = DEFAULT_ICOUNT_SHIFT,
+    def __init__(self, elf: Path, serial: str = "tcp", icount_shift: int | None = DEFAULT_ICOUNT_SHIFT,
                  extra_args: tuple[str, ...] = (), start_timeout: float = 20.0):
         if serial not in ("tcp", "pty"):
             raise ValueError("serial must be 'tcp' or 'pty'")
@@ -98,10 +99,10 @@ class QemuDevice:
         self.icount_shift = icount_shift
         self.extra_args = tuple(extra_args)
         self.start_timeout = start_timeout
-        self.proc: Optional[subprocess.Popen] = None
-        self.url: Optional[str] = None  # socket://127.0.0.1:PORT or /dev/pts/N
+        self.proc: subprocess.Popen | None = None
+        self.url: str | None = None  # socket://127.0.0.1:PORT or /dev/pts/N
         self.output: list[str] = []  # QEMU's own stdout/stderr lines
-        self._reader: Optional[threading.Thread] = None
+        self._reader: threading.Thread | None = None
 
     def command(self) -> list[str]:
         qemu = qemu_binary()
@@ -168,7 +169,7 @@ class QemuDevice:
                 pass
         self.proc = None
 
-    def __enter__(self) -> "QemuDevice":
+    def __enter__(self) -> QemuDevice:
         self.start()
         return self
 
@@ -179,9 +180,9 @@ class QemuDevice:
 # ------------------------------------------------------------------------------------------ model
 
 
-def parse_params(path: Optional[Path] = None) -> dict:
+def parse_params(path: Path | None = None) -> dict:
     """The stand-in model's parameters, read back from standin_params.h."""
-    text = (path or RUNNER_DIR / "standin_params.h").read_text()
+    text = (path or qemu_firmware_dir() / "standin_params.h").read_text()
     out: dict = {}
     for name, value in re.findall(r"#define STANDIN_(\w+) (\S+)", text):
         value = value.strip("()")
@@ -211,7 +212,7 @@ def render_params(seed: int = 20240611, n_in: int = 64, n_out: int = 10) -> str:
     digest = hashlib.sha256(repr((weights, bias, sorted(consts.items()), n_in, n_out)).encode())
     rows = ",\n".join("    {" + ", ".join(str(v) for v in row) + "}" for row in weights)
     return f"""/* standin_params.h - parameters of the stand-in model (standin_model.c).
- * Generated by `python3 harness/mcu/qemu.py gen-params` (seed {seed}); tests read it back. */
+ * Generated by `python3 -m harness.mcu.qemu gen-params` (seed {seed}); tests read it back. */
 #ifndef STANDIN_PARAMS_H
 #define STANDIN_PARAMS_H
 
@@ -239,7 +240,7 @@ static const int32_t standin_bias[STANDIN_OUTPUTS] = {{{", ".join(str(v) for v i
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="qemu.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build fw.elf")
@@ -254,8 +255,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.cmd == "build":
             print(build_firmware(Path(args.out)))
         elif args.cmd == "gen-params":
-            (RUNNER_DIR / "standin_params.h").write_text(render_params())
-            print(RUNNER_DIR / "standin_params.h")
+            (qemu_firmware_dir() / "standin_params.h").write_text(render_params())
+            print(qemu_firmware_dir() / "standin_params.h")
         else:
             dev = QemuDevice(Path(args.elf), serial=args.serial, icount_shift=args.icount)
             print(dev.start(), flush=True)

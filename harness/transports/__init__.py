@@ -1,25 +1,25 @@
-"""Transports: how the host reaches a device. `backend_for` picks one from the inventory entry."""
+"""Transports: how the host reaches a device. `transport_for` picks one from the inventory entry."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from ..config import Device, DeviceProfile
-from .base import Backend
+from harness.lab.config import Device, DeviceProfile
+from harness.transports.base import Transport
 
 
-def backend_for(device: Device, profile: DeviceProfile, log: Callable[[str], None]) -> Backend:
+def transport_for(device: Device, profile: DeviceProfile, log: Callable[[str], None]) -> Transport:
     kind = device.transport.type
     if kind == "local":
-        from .local import LocalBackend
+        from harness.transports.local import LocalTransport
 
-        return LocalBackend(device, profile, log)
+        return LocalTransport(device, profile, log)
     if kind == "ssh":
-        from .ssh import SshBackend
+        from harness.transports.ssh.transport import SshTransport
 
-        return SshBackend(device, profile, log)
+        return SshTransport(device, profile, log)
     if kind == "serial":
-        from .serial import SerialBackend
+        from harness.transports.serial import SerialTransport
 
-        return SerialBackend(device, profile, log)
+        return SerialTransport(device, profile, log)
     raise AssertionError(f"unhandled transport {kind}")

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
-from ..config import Device, DeviceProfile
-from ..errors import InfraError
-from ..jobs import Job
+from harness.core.jobs import Job
+from harness.core.resources import runner_file  # noqa: F401  (re-exported for transports)
+from harness.errors import InfraError
+from harness.lab.config import Device, DeviceProfile
+from harness.lab.energy import runner_meter_args
 
-RUNNER_PATH = Path(__file__).resolve().parents[2] / "runners" / "linux_runner.py"
 RUNNER_SCHEMA = "hilbench.runner/1"
 
 
-class Backend:
+class Transport:
     """One open connection to one device; the orchestrator runs one job at a time on it."""
 
-    cache_root: Optional[Path] = None  # hilbench cache (artifacts, MCU bundles); None = default
+    cache_root: Path | None = None  # hilbench cache (artifacts, MCU bundles); None = default
     def __init__(self, device: Device, profile: DeviceProfile, log: Callable[[str], None]):
         self.device = device
         self.profile = profile
@@ -33,7 +34,7 @@ class Backend:
     def close(self) -> None:
         """Release the connection and any remote temporary files."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Transport:
         self.open()
         return self
 
@@ -41,10 +42,19 @@ class Backend:
         self.close()
 
 
-def runner_file() -> Path:
-    if not RUNNER_PATH.exists():
-        raise InfraError(f"{RUNNER_PATH}: device runner missing from this hilbench checkout")
-    return RUNNER_PATH
+def runner_args(job: Job, model_path: str, eval_path: str | None) -> list[str]:
+    """Command-line arguments for runners/linux_runner.py (not yet shell-quoted)."""
+    o = job.options
+    args = ["--model", model_path, "--min-runs", str(o.min_runs), "--min-seconds", str(o.min_seconds),
+            "--max-seconds", str(o.max_seconds), "--warmup-runs", str(o.warmup_runs),
+            "--warmup-seconds", str(o.warmup_seconds)]
+    if o.num_threads:
+        args += ["--num-threads", str(o.num_threads)]
+    if o.xnnpack is False:
+        args.append("--no-xnnpack")
+    if eval_path:
+        args += ["--eval", eval_path]
+    return args + runner_meter_args(job.profile)
 
 
 def parse_runner_output(stdout: str, device_id: str, returncode: int, stderr_tail: str) -> dict:

@@ -7,20 +7,20 @@ import sys
 import threading
 from collections import deque
 
-from ..errors import InfraError
-from ..jobs import Job
-from .base import Backend, parse_runner_output, runner_file
+from harness.core.jobs import Job
+from harness.errors import InfraError
+from harness.transports.base import Transport, parse_runner_output, runner_args, runner_file
 
 
-class LocalBackend(Backend):
+class LocalTransport(Transport):
     """Fresh process per job so one model's memory (peak RSS) never leaks into the next."""
 
     def python(self) -> str:
         return self.device.transport.python or sys.executable
 
     def benchmark(self, job: Job) -> dict:
-        argv = [self.python(), str(runner_file())] + job.runner_args(
-            str(job.variant.artifact), str(job.eval_file) if job.eval_file else None)
+        eval_path = str(job.eval_file) if job.eval_file else None
+        argv = [self.python(), str(runner_file())] + runner_args(job, str(job.variant.artifact), eval_path)
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except OSError as exc:

@@ -17,40 +17,38 @@ from __future__ import annotations
 
 import platform
 import time
-from pathlib import Path
-from typing import Optional
 
-from ..analysis import ModelAnalysis, analyze
-from ..errors import InfraError
-from ..jobs import Job
-from ..serial_host import session
-from ..serial_host.protocol import Dut
-from .base import RUNNER_SCHEMA, Backend
+from harness.core.jobs import Job
+from harness.errors import InfraError
+from harness.mcu.serial import session
+from harness.mcu.serial.protocol import ProtocolClient
+from harness.models.inspect.analysis import ModelAnalysis, analyze
+from harness.transports.base import RUNNER_SCHEMA, Transport
 
 RUNTIME_NAME = "tflm-serial"
 
 
-class SerialBackend(Backend):
-    dut: Optional[Dut] = None
+class SerialTransport(Transport):
+    client: ProtocolClient | None = None
 
     def _say(self, msg: str) -> None:
         self.log(f"  [{self.device.id}] {msg}")
 
     def open(self) -> None:
         t = self.device.transport
-        self.dut = session.connect(self.device.id, t, self._say)
-        info = self.dut.info
+        self.client = session.connect(self.device.id, t, self._say)
+        info = self.client.info
         caps = ",".join(sorted(info.caps)) or "none (stock firmware)"
         self._say(f"connected on {t.port}: {info.name or '?'}, firmware {info.profile or '?'}, "
                   f"model {info.model_id or '?'}, extensions {caps}")
 
     def close(self) -> None:
-        if self.dut is not None:
-            self.dut.link.close()
-            self.dut = None
+        if self.client is not None:
+            self.client.link.close()
+            self.client = None
 
     def benchmark(self, job: Job) -> dict:
-        if self.dut is None:
+        if self.client is None:
             self.open()
         t = self.device.transport
         artifact = job.variant.artifact
@@ -63,10 +61,10 @@ class SerialBackend(Backend):
         if a.outputs:
             n_outputs = session.tensor_spec(a.outputs[0]).elements
         flash = self._ensure_model(job, a)
-        dut = self.dut
-        before = (dut.resyncs, dut.retried, dut.noise, dut.dbbin_fallbacks)
+        client = self.client
+        before = (client.resyncs, client.retried, client.noise, client.dbbin_fallbacks)
         try:
-            verified, note = session.verify_model(dut.info, a.sha256)
+            verified, note = session.verify_model(client.info, a.sha256)
         except InfraError as exc:
             raise InfraError(f"device '{self.device.id}' on {t.port}: {exc}") from None
         if verified is None:
@@ -79,14 +77,14 @@ class SerialBackend(Backend):
         if len(perf_input) != spec.nbytes:  # pragma: no cover - encode() guarantees it
             raise InfraError(f"{artifact}: input encoding produced {len(perf_input)} bytes, expected {spec.nbytes}")
         plan = session.PerfPlan.from_options(job.options, job.profile)
-        perf = session.performance(dut, perf_input, plan, n_outputs, self._say)
-        arena = dut.arena()
+        perf = session.performance(client, perf_input, plan, n_outputs, self._say)
+        arena = client.arena()
         acc = None
         if job.eval_file and t.accuracy_samples > 0:
-            acc = session.accuracy(dut, job.eval_file, spec, n_outputs, t.accuracy_samples, self._say)
+            acc = session.accuracy(client, job.eval_file, spec, n_outputs, t.accuracy_samples, self._say)
             if acc:
                 self._say(f"accuracy: n={acc['n']} top1={acc['top1']} agreement={acc['agreement']}")
-        info = dut.info
+        info = client.info
         memory = {"arena_bytes": arena.get("used") if arena else None,
                   "arena_size_bytes": arena.get("size") if arena else None}
         return {
@@ -113,8 +111,8 @@ class SerialBackend(Backend):
             "accuracy": acc,
             "flash": flash,
             "link": dict(zip(("resyncs", "retries", "noise_lines", "dbbin_fallbacks"),
-                             (now - then for now, then in zip((dut.resyncs, dut.retried, dut.noise,
-                                                               dut.dbbin_fallbacks), before)))),
+                             (now - then for now, then in zip((client.resyncs, client.retried, client.noise,
+                                                               client.dbbin_fallbacks), before)))),
         }
 
     # ------------------------------------------------------------------ automatic flashing
@@ -127,10 +125,10 @@ class SerialBackend(Backend):
         entry = {"mode": t.flash, "flashed": False, "seconds": 0.0, "bundle": None, "log": None}
         if t.flash == "never" or mcu is None or not (mcu.build_cmd or mcu.flash_cmd):
             return entry  # the model check below refuses a board running another model
-        board = self.dut.info.model_id
+        board = self.client.info.model_id
         if t.flash == "auto":
             try:
-                verified, _ = session.verify_model(self.dut.info, a.sha256)
+                verified, _ = session.verify_model(self.client.info, a.sha256)
             except InfraError:
                 verified = False
             if verified is not False:  # the right model, or firmware that cannot tell (warned below)
@@ -139,10 +137,10 @@ class SerialBackend(Backend):
                 return entry
         return {**entry, **self._flash(job, a, board)}
 
-    def _flash(self, job: Job, a: ModelAnalysis, board: Optional[str]) -> dict:
-        from ..convert import default_cache_dir
-        from ..mcu.bundle import CACHE_STAMP, bundle_cache_dir, cached_bundle
-        from ..mcu.deploy import build_and_flash
+    def _flash(self, job: Job, a: ModelAnalysis, board: str | None) -> dict:
+        from harness.mcu.bundle import CACHE_STAMP, bundle_cache_dir, cached_bundle
+        from harness.mcu.flash import build_and_flash
+        from harness.models.convert import default_cache_dir
 
         t = self.device.transport
         mv = job.variant
@@ -164,10 +162,10 @@ class SerialBackend(Backend):
         log_path = steps[-1].log if steps else bundle / "logs"
         t_reset = time.monotonic()
         try:
-            self.dut = session.reconnect(self.device.id, t, self._say, after=f"flashing {want}")
+            self.client = session.reconnect(self.device.id, t, self._say, after=f"flashing {want}")
         except InfraError as exc:
             raise InfraError(f"{exc} (see {log_path})") from None
-        info = self.dut.info
+        info = self.client.info
         try:
             verified, _ = session.verify_model(info, a.sha256)
         except InfraError:

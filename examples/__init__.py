@@ -1,0 +1,1 @@
+"""The bundled example model (shipped as `harness.examples`), used by `hil demo`."""

@@ -1,0 +1,63 @@
+"""A job is one (model variant, device) measurement; its key makes runs resumable.
+
+Shared by every stage (planning, transports, the MCU serial host, the store), so it imports none of
+them at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: this module sits below the stages that define them
+    from harness.lab.config import Device, DeviceProfile
+    from harness.models.convert import ModelVariant
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Measurement settings; None means "take the profile's default"."""
+
+    min_runs: int | None = None
+    min_seconds: float | None = None
+    max_seconds: float | None = None
+    warmup_runs: int | None = None
+    warmup_seconds: float | None = None
+    num_threads: int | None = None
+    xnnpack: bool | None = None
+
+    def resolved(self, profile: DeviceProfile) -> RunOptions:
+        b = profile.benchmark
+        pick = lambda mine, theirs: theirs if mine is None else mine
+        return RunOptions(
+            min_runs=pick(self.min_runs, b.min_runs),
+            min_seconds=pick(self.min_seconds, b.min_seconds),
+            max_seconds=pick(self.max_seconds, b.max_seconds),
+            warmup_runs=pick(self.warmup_runs, b.warmup_runs),
+            warmup_seconds=pick(self.warmup_seconds, b.warmup_seconds),
+            num_threads=pick(self.num_threads, profile.num_threads),
+            xnnpack=pick(self.xnnpack, profile.xnnpack),
+        )
+
+
+@dataclass
+class Job:
+    variant: ModelVariant
+    device: Device
+    profile: DeviceProfile
+    options: RunOptions
+    eval_file: Path | None = None
+
+    @property
+    def key(self) -> str:
+        ident = {"artifact": self.variant.artifact_sha256, "variant": self.variant.variant,
+                 "device": self.device.id, "options": asdict(self.options),
+                 "eval": self.eval_file.name if self.eval_file else None}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant.model_name}/{self.variant.variant}@{self.device.id}"

@@ -1,0 +1,51 @@
+"""The metric registry: which metrics the gate checks, how they compare, and their default thresholds.
+
+It sits below every stage because the lab config validates profile `thresholds:` against it and the
+gate judges with it; neither may import the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    """How one metric is compared with its baseline."""
+
+    name: str
+    kind: str                   # sampled | deterministic | scalar | accuracy
+    higher_is_worse: bool = True
+    quantile: float | None = None  # for sampled metrics: which quantile of the raw samples
+    label: str = ""
+
+
+RULES: dict[str, MetricRule] = {r.name: r for r in [
+    MetricRule("latency_p50_us", "sampled", quantile=0.5, label="latency p50"),
+    MetricRule("latency_p90_us", "sampled", quantile=0.9, label="latency p90"),
+    MetricRule("peak_rss_kb", "scalar", label="peak RSS"),
+    MetricRule("energy_per_inference_uj", "scalar", label="energy / inference"),
+    MetricRule("model_size_bytes", "deterministic", label="model size"),
+    MetricRule("arena_bytes", "deterministic", label="tensor arena"),
+    MetricRule("flash_bytes", "deterministic", label="flash"),
+    MetricRule("accuracy_top1", "accuracy", higher_is_worse=False, label="top-1 accuracy"),
+    MetricRule("agreement", "accuracy", higher_is_worse=False, label="agreement with float"),
+]}
+GATED_METRICS = list(RULES)
+
+# Used when neither the profile nor a thresholds file names the metric. Latency 3 %: the run-to-run
+# spread of the robust latency level is ~0.2 % on a quiet host (harness/gate/stats.py), and a threshold
+# must sit clearly below the smallest regression worth catching (5 %) to catch it reliably.
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "latency_p50_us": 0.03,
+    "latency_p90_us": 0.10,
+    "peak_rss_kb": 0.05,
+    "energy_per_inference_uj": 0.10,
+    "model_size_bytes": 0.0,
+    "arena_bytes": 0.0,
+    "flash_bytes": 0.0,
+    "accuracy_top1": 0.01,
+    "agreement": 0.01,
+    "latency_min_change_us": 0.5,
+}
+SETTINGS = {"latency_min_change_us"}  # threshold keys that are not metrics

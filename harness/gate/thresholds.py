@@ -1,0 +1,69 @@
+"""Which metrics the gate checks, how, and with which per-metric thresholds.
+
+Resolution order (later wins): built-in defaults < the device profile's ``thresholds`` <
+``--thresholds FILE.yaml`` entry ``"*"`` < the file's entry for the model. The file maps
+model -> metric -> threshold::
+
+    "*":            {latency_p50_us: 0.04}
+    mobilenet_v2:   {latency_p50_us: 0.08, accuracy_top1: 0.005}
+
+Thresholds are relative (0.05 = 5 %) except for accuracy metrics, where they are absolute points
+of the fraction (0.01 = one percentage point), and ``latency_min_change_us``: an absolute floor in
+microseconds below which a latency change is never a regression. Microsecond-scale models on a busy
+Linux host shift by a few percent between runs (cache and scheduler state, timer granularity) while
+the absolute change stays far below anything that matters to an application; the floor keeps such
+models from flapping without loosening the relative threshold for everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from harness.core.metrics import DEFAULT_THRESHOLDS, GATED_METRICS, RULES, SETTINGS, MetricRule  # noqa: F401
+from harness.errors import ConfigError
+
+
+def _check_metrics(mapping: Mapping, where: str) -> dict[str, float]:
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{where}: must be a mapping of metric -> threshold")
+    out = {}
+    for metric, value in mapping.items():
+        if metric not in RULES and metric not in SETTINGS:
+            raise ConfigError(f"{where}.{metric}: unknown metric (gated metrics: {', '.join(GATED_METRICS)}; "
+                              f"settings: {', '.join(sorted(SETTINGS))})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{where}.{metric}: threshold must be a number >= 0, got {value!r}")
+        out[str(metric)] = float(value)
+    return out
+
+
+def load_threshold_file(path: str | Path | None) -> dict[str, dict[str, float]]:
+    """Parse and validate a model -> metric -> threshold YAML file."""
+    if not path:
+        return {}
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: thresholds file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: must be a mapping of model -> metric -> threshold")
+    return {str(model): _check_metrics(metrics, f"{path}: {model}") for model, metrics in data.items()}
+
+
+def resolve(metric: str, model: str, profile: Mapping[str, float] | None,
+            overrides: Mapping[str, Mapping[str, float]]) -> float:
+    value = DEFAULT_THRESHOLDS.get(metric, 0.0)
+    if profile and metric in profile:
+        value = float(profile[metric])
+    for scope in ("*", model):
+        if metric in overrides.get(scope, {}):
+            value = overrides[scope][metric]
+    return value

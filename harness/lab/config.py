@@ -1,0 +1,350 @@
+"""Inventory and device-profile loading.
+
+The lab description is hand-edited YAML, so validation must point at the exact spot to fix:
+every error names the file, the device or profile, and the field path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import ConfigError
+
+SECRET_FIELD_NAMES = {"password", "passphrase", "secret", "token", "private_key"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+class Budgets(_Strict):
+    """Absolute limits a result must meet regardless of history."""
+
+    max_latency_p50_us: float | None = None
+    max_latency_p90_us: float | None = None
+    max_peak_rss_kb: float | None = None
+    max_flash_bytes: int | None = None
+    max_arena_bytes: int | None = None
+    max_energy_per_inference_uj: float | None = None
+    min_accuracy_top1: float | None = None
+
+
+class EnergyMeter(_Strict):
+    type: Literal["none", "rapl", "hwmon", "ppk2", "joulescope", "estimate"] = "none"
+    path: str | None = None
+    sample_rate_hz: float | None = None
+    idle_power_mw: float | None = None
+    typical_power_mw: float | None = None
+
+
+class BenchmarkDefaults(_Strict):
+    """Run-length defaults; mirror TFLite benchmark_model so numbers are comparable."""
+
+    min_runs: int = Field(50, ge=1)
+    min_seconds: float = Field(1.0, ge=0)
+    max_seconds: float = Field(150.0, gt=0)
+    warmup_runs: int = Field(1, ge=0)
+    warmup_seconds: float = Field(0.5, ge=0)
+    windows: int = Field(5, ge=1)
+    window_seconds: float = Field(10.0, gt=0)
+
+
+class McuSettings(_Strict):
+    arena_margin: float = Field(0.1, ge=0)
+    arena_align: int = 16
+    build_cmd: str | None = None
+    flash_cmd: str | None = None
+    baudrate: int = 115200
+
+
+class DeviceProfile(_Strict):
+    """A board type: what every board of this kind has in common."""
+
+    name: str
+    description: str = ""
+    arch: str
+    cpu: str = ""
+    cores: int = Field(ge=1)
+    ram_mb: float = Field(gt=0)
+    flash_mb: float | None = None
+    runtime: Literal["litert", "tflm"] = "litert"
+    num_threads: int | None = Field(None, ge=1)
+    xnnpack: bool = True
+    python: str = "python3"
+    energy_meter: EnergyMeter = EnergyMeter()
+    budgets: Budgets = Budgets()
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    benchmark: BenchmarkDefaults = BenchmarkDefaults()
+    mcu: McuSettings | None = None
+    source: str = ""
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_threshold_names(cls, value: dict[str, float]) -> dict[str, float]:
+        from harness.core.metrics import GATED_METRICS, SETTINGS
+
+        for name, threshold in value.items():
+            if name not in GATED_METRICS and name not in SETTINGS:
+                raise ValueError(f"{name}: unknown metric (gated metrics: {', '.join(GATED_METRICS)}; "
+                                 f"settings: {', '.join(sorted(SETTINGS))})")
+            if threshold < 0:
+                raise ValueError(f"{name}: threshold must be >= 0")
+        return value
+
+    @model_validator(mode="after")
+    def _mcu_needs_settings(self) -> DeviceProfile:
+        if self.runtime == "tflm" and self.mcu is None:
+            raise ValueError("mcu: required when runtime is tflm")
+        return self
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+class LocalSettings(_Strict):
+    type: Literal["local"]
+    python: str | None = None
+
+
+class SshSettings(_Strict):
+    type: Literal["ssh"]
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    key_file: str | None = None
+    key_passphrase_env: str | None = None  # name of an env var holding the key's passphrase
+    use_agent: bool = True
+    jump_host: str | None = None
+    known_hosts: str | None = None
+    trust_on_first_use: bool = False
+    connect_timeout: float = Field(10.0, gt=0)
+    command_timeout: float = Field(600.0, gt=0)
+    retries: int = Field(2, ge=0)
+    retry_backoff: float = Field(1.0, ge=0)
+    python: str | None = None
+    workdir: str = "~/.cache/hilbench-device"
+
+
+class SerialSettings(_Strict):
+    type: Literal["serial"]
+    port: str
+    baudrate: int = 115200
+    timeout: float = Field(5.0, gt=0)
+    boot_timeout: float = Field(10.0, gt=0)
+    infer_timeout: float = Field(120.0, gt=0)
+    reset: Literal["none", "dtr", "rts"] = "none"
+    retries: int = Field(2, ge=0)  # per command, after a resync or a malformed answer
+    accuracy_samples: int = Field(200, ge=0)  # eval samples sent over the wire (evenly spread)
+    # build + flash the job's model with the profile's mcu.build_cmd/flash_cmd: auto = when the board
+    # reports another model; never = refuse the job; always = before every job (unverifiable firmware)
+    flash: Literal["auto", "never", "always"] = "auto"
+
+
+TransportSettings = Annotated[LocalSettings | SshSettings | SerialSettings, Field(discriminator="type")]
+
+
+class Device(_Strict):
+    """One physical board in the lab."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    profile: str
+    transport: TransportSettings
+    tags: list[str] = Field(default_factory=list)
+    enabled: bool = True
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _transport_needs_type(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "type" not in value:
+            raise ValueError("type: required (one of local, ssh, serial)")
+        if isinstance(value, dict) and value.get("type") == "serial" and "port" not in value:
+            raise ValueError("port: required for serial")
+        if isinstance(value, dict) and value.get("type") == "ssh" and "host" not in value:
+            raise ValueError("host: required for ssh")
+        return value
+
+
+class Inventory(_Strict):
+    devices: list[Device]
+    profiles: dict[str, DeviceProfile] = Field(default_factory=dict)
+    path: str = ""
+
+    def device(self, device_id: str) -> Device:
+        for dev in self.devices:
+            if dev.id == device_id:
+                return dev
+        known = ", ".join(d.id for d in self.devices) or "none"
+        raise ConfigError(f"{self.path}: no device '{device_id}' (known: {known})")
+
+    def profile_of(self, device: Device) -> DeviceProfile:
+        return self.profiles[device.profile]
+
+    def select(self, ids: list[str] | None = None, tags: list[str] | None = None) -> list[Device]:
+        """Devices named by id, or carrying any of the tags, or all enabled ones."""
+        if ids:
+            return [self.device(i) for i in ids]
+        chosen = [d for d in self.devices if d.enabled]
+        if tags:
+            chosen = [d for d in chosen if set(tags) & set(d.tags)]
+            if not chosen:
+                raise ConfigError(f"{self.path}: no enabled device has any of the tags {tags}")
+        return chosen
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_loc(loc: tuple, data: Any, root: str) -> str:
+    """Turn a pydantic location into `devices[2].transport.port`, dropping union-tag noise."""
+    parts: list[str] = [root] if root else []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            if parts:
+                parts[-1] = f"{parts[-1]}[{item}]"
+            else:
+                parts.append(f"[{item}]")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            if isinstance(node, dict) and item not in node and item in ("local", "ssh", "serial"):
+                continue  # discriminator branch name, not a real key
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def _messages(err: ValidationError, data: Any, root: str = "") -> list[str]:
+    out = []
+    for e in err.errors():
+        where = _format_loc(tuple(e["loc"]), data, root)
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+            # our validators put the sub-field first: "port: required for serial"
+            if ":" in msg.split(" ")[0]:
+                field, _, rest = msg.partition(": ")
+                where, msg = f"{where}.{field}" if where else field, rest
+        if e["type"] == "extra_forbidden":
+            name = str(e["loc"][-1])
+            msg = "unknown field"
+            if name.lower() in SECRET_FIELD_NAMES:
+                msg = ("secrets must not live in inventory files; use key_file, the SSH agent, "
+                       "or an environment variable")
+        out.append(f"{where}: {msg}")
+    return out
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
+
+
+def load_profile(path: Path) -> DeviceProfile:
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: profile must be a mapping, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    if data["name"] != path.stem:
+        raise ConfigError(f"{path}: name: '{data['name']}' must match the file name '{path.stem}'")
+    try:
+        return DeviceProfile(**data, source=str(path))
+    except ValidationError as err:
+        msgs = _messages(err, data)
+        raise ConfigError(f"{path}: profile '{data['name']}': " + "; ".join(msgs)) from None
+
+
+def load_profiles(directory: Path) -> dict[str, DeviceProfile]:
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: device profile directory not found")
+    return {p.stem: load_profile(p) for p in sorted(directory.glob("*.yaml"))}
+
+
+def _name_device(message: str, devices: list) -> str:
+    """Add the device id to `devices[2].x: ...` so the user can find it without counting."""
+    if message.startswith("devices["):
+        idx = int(message[len("devices["):message.index("]")])
+        if idx < len(devices) and isinstance(devices[idx], dict) and devices[idx].get("id"):
+            return f"{message} (device '{devices[idx]['id']}')"
+    return message
+
+
+def _resolve_ssh_paths(dev: Device, base: Path) -> Device:
+    t = dev.transport
+    update = {}
+    for name in ("key_file", "known_hosts"):
+        value = getattr(t, name)
+        if value and not value.startswith("~") and not Path(value).is_absolute():
+            update[name] = str((base / value).resolve())
+    return dev.model_copy(update={"transport": t.model_copy(update=update)}) if update else dev
+
+
+DEFAULT_INVENTORY = {"devices": [{"id": "local", "profile": "localhost", "transport": {"type": "local"},
+                                   "tags": ["default"]}]}
+"""The embedded default lab when there is no inventory.yaml: this machine as the only device (the
+repository's inventory.yaml says the same; a test keeps the two equal)."""
+
+
+def load_default_inventory() -> Inventory:
+    """This machine as the only device, with the board types shipped in the package."""
+    from harness.core.resources import shipped_profiles_dir
+
+    return load_inventory(Path("inventory.yaml"), shipped_profiles_dir(), data=DEFAULT_INVENTORY)
+
+
+def load_inventory(path: Path, profiles_dir: Path | None = None, data: Any = None) -> Inventory:
+    """Parse and cross-check inventory.yaml against the profiles directory next to it (the profiles
+    shipped with hilbench when the lab has no device_profiles/ of its own)."""
+    path = Path(path)
+    if profiles_dir is None:
+        profiles_dir = path.parent / "device_profiles"
+        if not profiles_dir.is_dir():
+            from harness.core.resources import shipped_profiles_dir
+
+            profiles_dir = shipped_profiles_dir()
+    profiles_dir = Path(profiles_dir)
+    data = _read_yaml(path) if data is None else data
+    if not isinstance(data, dict) or "devices" not in data:
+        raise ConfigError(f"{path}: devices: required (a list of devices)")
+    if not isinstance(data["devices"], list):
+        raise ConfigError(f"{path}: devices: must be a list")
+    try:
+        inv = Inventory(devices=data["devices"], path=str(path))
+    except ValidationError as err:
+        msgs = [_name_device(m, data["devices"]) for m in _messages(err, data)]
+        raise ConfigError(f"{path}: " + "; ".join(msgs)) from None
+    profiles = load_profiles(profiles_dir)
+    seen: set[str] = set()
+    for i, dev in enumerate(inv.devices):
+        if dev.id in seen:
+            raise ConfigError(f"{path}: devices[{i}].id: duplicate device id '{dev.id}'")
+        seen.add(dev.id)
+        if dev.profile not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise ConfigError(
+                f"{path}: devices[{i}].profile: device '{dev.id}' names unknown profile "
+                f"'{dev.profile}' (known in {profiles_dir}: {known})")
+        prof = profiles[dev.profile]
+        if dev.transport.type == "ssh":  # relative key/known_hosts paths are relative to the inventory
+            inv.devices[i] = dev = _resolve_ssh_paths(dev, path.parent)
+        if prof.runtime == "tflm" and dev.transport.type != "serial":
+            raise ConfigError(f"{path}: devices[{i}].transport.type: device '{dev.id}' has MCU "
+                              f"profile '{prof.name}' and needs a serial transport")
+        if (dev.transport.type == "serial" and dev.transport.flash == "always"
+                and not (prof.mcu and (prof.mcu.build_cmd or prof.mcu.flash_cmd))):
+            raise ConfigError(f"{path}: devices[{i}].transport.flash: device '{dev.id}' has flash: always "
+                              f"but its profile '{prof.name}' sets neither mcu.build_cmd nor mcu.flash_cmd")
+    return Inventory(devices=inv.devices, profiles=profiles, path=str(path))

@@ -1,0 +1,507 @@
+"""The MLPerf Tiny / EEMBC performance-mode protocol, host side (docs/SERIAL_PROTOCOL.md).
+
+``ProtocolClient`` sends one ``%``-terminated command at a time and collects the device's protocol lines
+(``m-...`` / ``e-[...]``) up to the closing ``m-ready``, ignoring anything else on the line (boot
+chatter, debug prints, line noise). Recovery is bounded and explicit:
+
+- no ``m-ready`` in time -> resync (send ``name%`` until ``m-name-...`` + ``m-ready`` come back,
+  a few attempts) and retry the command; a device that stays silent is an ``InfraError`` naming the
+  device, the port, the command and the last line seen;
+- a malformed or ``e-[...]`` answer -> retry the command (the link is still in sync);
+- a boot banner inside an answer -> ``DeviceRebooted`` at once (the loaded input is gone; the
+  measurement of the job cannot be trusted).
+
+Our extensions (``hb-*``) are only used when ``hb-caps%`` lists them; a stock firmware answers
+``e-[Unknown command: hb-caps]`` and the host carries on with the base protocol.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from harness.errors import InfraError
+from harness.mcu.serial.link import SerialLink
+
+HEX_CHUNK = 31  # bytes per `db HEX%` command, as the reference host sends them (65 chars <= 80)
+TIMER_WRAP = 1 << 32  # `m-lap-us-%lu` from a 32-bit microsecond timer
+DBBIN_IDLE_TIMEOUT_S = 1.0  # the device gives up a binary transfer after this much silence
+
+_PROTO_START = re.compile(r"m-[a-z\[]|e-\[")
+_LAP = re.compile(r"^m-lap-us-(\d+)$")
+_RESULTS = re.compile(r"^m-results-\[(.*)\]$")
+_NAME = re.compile(r"^m-name-([^-\[]*)-\[(.*)\]$")
+_BRACKET = re.compile(r"^m-([a-z0-9-]+?)-\[(.*)\]$")
+_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?([eE][+-]?\d+)?$")
+
+
+class SerialTimeout(InfraError):
+    """No complete answer in time, but the device answered a resync afterwards (retryable)."""
+
+
+class BadResponse(InfraError):
+    """A complete answer that is malformed or an `e-[...]` error (retryable: the link is in sync)."""
+
+
+class DeviceSilent(InfraError):
+    """No answer in time, and no answer to resync attempts either."""
+
+
+class DeviceRebooted(InfraError):
+    """The boot banner appeared where an answer was expected."""
+
+
+def protocol_part(line: str) -> str | None:
+    """The protocol content of a received line, or None for a non-protocol line.
+
+    Lines start with `m-` or `e-[`; a line whose protocol text is preceded only by noise characters
+    (no letters or digits) is taken from where the protocol text starts.
+    """
+    if line.startswith(("m-", "e-")):
+        return line
+    m = _PROTO_START.search(line)
+    if m and not any(c.isalnum() for c in line[:m.start()]):
+        return line[m.start():]
+    return None
+
+
+def is_banner(line: str) -> bool:
+    return line == "m-init-done" or line.startswith("m-timestamp-mode-")
+
+
+@dataclass
+class Response:
+    command: str
+    lines: list[str]  # protocol lines, without the closing m-ready
+    noise: int = 0  # non-protocol lines ignored
+    seconds: float = 0.0  # host time from sending the command to its m-ready
+
+    def first(self, prefix: str) -> str | None:
+        return next((line for line in self.lines if line.startswith(prefix)), None)
+
+    def all(self, prefix: str) -> list[str]:
+        return [line for line in self.lines if line.startswith(prefix)]
+
+    @property
+    def errors(self) -> list[str]:
+        return self.all("e-")
+
+
+@dataclass
+class InferResult:
+    n: int
+    warmup: int
+    t0: int
+    t1: int
+    elapsed_us: int
+    results: list[float]
+    host_seconds: float
+
+    @property
+    def per_inference_us(self) -> float:
+        return self.elapsed_us / self.n
+
+
+@dataclass
+class DeviceInfo:
+    name: str | None = None
+    role: str | None = None
+    profile: str | None = None
+    model_id: str | None = None
+    caps: set[str] = field(default_factory=set)
+    timestamp_mode: str | None = None
+
+
+def lap_difference(t0: int, t1: int) -> int:
+    """T1 - T0 on a 32-bit wrapping timer (a 64-bit timer never wraps in practice)."""
+    d = t1 - t0
+    if d < 0 and t0 < TIMER_WRAP:
+        d += TIMER_WRAP
+    return d
+
+
+def parse_results(line: str) -> list[float] | None:
+    m = _RESULTS.match(line)
+    if not m:
+        return None
+    body = m.group(1).strip()
+    if not body:
+        return []
+    values = [v.strip() for v in body.split(",")]
+    # A firmware prints every value with one format (%0.3f, %f, %d): a value with a different number
+    # of decimals, or none before the point, lost a character on the way.
+    decimals = {len(v.partition(".")[2]) if "." in v else -1 for v in values if _NUMBER.match(v)}
+    if len(decimals) > 1 or not all(_NUMBER.match(v) or v.lower().lstrip("+-") in ("nan", "inf") for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+class ProtocolClient:
+    """One device under test on an open `SerialLink`."""
+
+    def __init__(self, link: SerialLink, device_id: str, *, timeout: float = 5.0,
+                 infer_timeout: float = 120.0, boot_timeout: float = 10.0, retries: int = 2,
+                 resync_attempts: int = 2, log: Callable[[str], None] = lambda m: None):
+        self.link = link
+        self.device_id = device_id
+        self.timeout = timeout
+        self.infer_timeout = infer_timeout
+        self.boot_timeout = boot_timeout
+        self.retries = retries
+        self.resync_attempts = resync_attempts
+        self.log = log
+        self.info = DeviceInfo()
+        self.resyncs = 0
+        self.retried = 0
+        self.reboots = 0
+        self.noise = 0
+        self.dbbin_failures = 0  # consecutive
+        self.dbbin_fallbacks = 0  # total
+        self._dbbin = True
+
+    # ------------------------------------------------------------------ messages
+
+    @property
+    def where(self) -> str:
+        return self.link.port_name
+
+    def _last(self) -> str:
+        last = self.link.last_line
+        return f"last line: {last[:120]!r}" if last else "nothing received"
+
+    def _who(self) -> str:
+        return f"device '{self.device_id}'"
+
+    # ------------------------------------------------------------------ core exchange
+
+    def _check_unsolicited(self, command: str) -> None:
+        for raw in self.link.pending():
+            line = protocol_part(raw)
+            if line is not None and is_banner(line):
+                self.reboots += 1
+                raise DeviceRebooted(f"{self._who()} rebooted before '{command}%' on {self.where} "
+                                     f"(unsolicited boot banner {line!r})")
+
+    def _collect(self, command: str, timeout: float, t_send: float, last: str | None = None) -> Response:
+        """Lines up to m-ready. Once a line starting with `last` (the answer's final line before
+        m-ready) has arrived, m-ready is only waited for `self.timeout` more."""
+        deadline = t_send + timeout
+        lines: list[str] = []
+        noise = 0
+        waited = f"within {timeout:.1f} s after '{command}%'"
+        while True:
+            raw = self.link.read_line(deadline)
+            if raw is None:
+                raise SerialTimeout(f"{self._who()}: no m-ready {waited} on {self.where} ({self._last()})")
+            line = protocol_part(raw)
+            if line is None:
+                noise += 1
+                continue
+            if is_banner(line):
+                self.reboots += 1
+                raise DeviceRebooted(f"{self._who()} rebooted during '{command}%' on {self.where} "
+                                     f"(boot banner {line!r} in the answer)")
+            if line == "m-ready":
+                self.noise += noise
+                return Response(command, lines, noise, time.monotonic() - t_send)
+            lines.append(line)
+            if last is not None and line.startswith(last) and time.monotonic() + self.timeout < deadline:
+                deadline = time.monotonic() + self.timeout
+                waited = f"within {self.timeout:.1f} s of the {last}... line of '{command}%'"
+
+    def resync(self) -> None:
+        """Bring the link back to a known state: `name%` answered by m-name + m-ready."""
+        self.resyncs += 1
+        for attempt in range(self.resync_attempts):
+            self.link.discard_input()
+            t_send = time.monotonic()
+            self.link.write_command("name")
+            deadline = t_send + self.timeout
+            saw_name = False
+            while True:
+                raw = self.link.read_line(deadline)
+                if raw is None:
+                    break
+                line = protocol_part(raw)
+                if line is None:
+                    continue
+                if is_banner(line):
+                    self.reboots += 1
+                elif line.startswith("m-name-"):
+                    saw_name = True
+                    self._parse_name(line)
+                elif line == "m-ready" and saw_name:
+                    return
+        raise DeviceSilent(f"{self._who()}: no answer to 'name%' on {self.where} within "
+                           f"{self.timeout:.1f} s ({self.resync_attempts} attempts; {self._last()})")
+
+    def transact(self, command: str, timeout: float | None = None,
+                 check: Callable[[Response], str | None] | None = None,
+                 retries: int | None = None, last: str | None = None) -> Response:
+        """Send `command`, return its answer; retry (bounded) on timeouts and bad answers.
+
+        `check(response)` returns None when the answer is usable, else a description of the problem.
+        By default any `e-[...]` line is a problem.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        attempts = 1 + (self.retries if retries is None else retries)
+        check = check or _no_errors
+        last_exc: InfraError | None = None
+        for attempt in range(attempts):
+            if attempt:
+                self.retried += 1
+            self._check_unsolicited(command)
+            reboots = self.reboots
+            t_send = time.monotonic()
+            self.link.write_command(command)
+            try:
+                resp = self._collect(command, timeout, t_send, last)
+            except SerialTimeout as exc:
+                last_exc = exc
+                try:
+                    self.resync()
+                except DeviceSilent as silent:
+                    raise DeviceSilent(f"{exc}; afterwards no answer to 'name%' either "
+                                       f"({self.resync_attempts} attempts of {self.timeout:.1f} s)") from silent
+                if self.reboots != reboots:
+                    raise DeviceRebooted(f"{self._who()} rebooted during '{command}%' on {self.where} "
+                                         f"(boot banner seen while resyncing after: {exc})") from None
+                if attempt + 1 < attempts:
+                    self.log(f"{exc}; link resynced, retrying")
+                continue
+            problem = check(resp)
+            if problem is None:
+                return resp
+            last_exc = BadResponse(f"{self._who()}: bad answer to '{command}%' on {self.where}: {problem}")
+            if attempt + 1 < attempts:
+                self.log(f"{last_exc}; retrying")
+        assert last_exc is not None
+        raise last_exc
+
+    def stable(self, command: str, check: Callable[[Response], str | None] | None = None) -> Response:
+        """`transact` until two answers in a row agree: a value read once (model ID, capabilities, arena
+        size) could have lost a character that leaves it well-formed."""
+        previous = None
+        for _ in range(2 + self.retries):
+            resp = self.transact(command, check=check)
+            if previous is not None and resp.lines == previous:
+                return resp
+            previous = resp.lines
+        raise BadResponse(f"{self._who()}: answers to '{command}%' on {self.where} differ from one "
+                          f"attempt to the next (noisy line?): last {'; '.join(previous)!r}")
+
+    # ------------------------------------------------------------------ boot and identity
+
+    def wait_boot(self, after: str) -> None:
+        """After a reset: the banner (m-init-done, then m-ready) within boot_timeout."""
+        deadline = time.monotonic() + self.boot_timeout
+        init = False
+        while True:
+            raw = self.link.read_line(deadline)
+            if raw is None:
+                raise DeviceSilent(f"{self._who()}: no boot banner (m-init-done, m-ready) within "
+                                   f"{self.boot_timeout:.1f} s after {after} on {self.where} ({self._last()})")
+            line = protocol_part(raw)
+            if line is None:
+                continue
+            if line.startswith("m-timestamp-mode-"):
+                self.info.timestamp_mode = line[len("m-timestamp-mode-"):]
+            elif line == "m-init-done":
+                init = True
+            elif line == "m-ready" and init:
+                return
+
+    def _parse_name(self, line: str) -> None:
+        m = _NAME.match(line)
+        if m:
+            self.info.role, self.info.name = m.group(1), m.group(2)
+
+    def identify(self) -> DeviceInfo:
+        resp = self.transact("name", check=lambda r: None if r.first("m-name-") else "no m-name-... line")
+        self._parse_name(resp.first("m-name-"))
+        fields: dict[str, str] = {}
+
+        def bracketed(r: Response, *wanted: str) -> str | None:
+            fields.clear()
+            for line in r.lines:
+                m = _BRACKET.match(line)
+                if m:
+                    fields[m.group(1)] = m.group(2)
+            if r.errors or all(w in fields for w in wanted):
+                return None  # complete, or refused (a firmware without the command)
+            return "no " + " / ".join(f"m-{w}-[...]" for w in wanted if w not in fields) + " line"
+
+        self.stable("profile", check=lambda r: bracketed(r, "profile", "model"))
+        self.info.profile, self.info.model_id = fields.get("profile"), fields.get("model")
+        self.stable("hb-caps", check=lambda r: bracketed(r, "hb-caps"))
+        caps = fields.get("hb-caps")
+        self.info.caps = {c.strip() for c in caps.split(",") if c.strip()} if caps is not None else set()
+        return self.info
+
+    # ------------------------------------------------------------------ extensions
+
+    def arena(self) -> dict | None:
+        """`hb-arena%` -> {"used": U, "size": S} (None without the extension)."""
+        if "arena" not in self.info.caps:
+            return None
+
+        fields: dict[str, int] = {}
+
+        def check(r: Response) -> str | None:
+            fields.clear()
+            m = _BRACKET.match(r.first("m-hb-arena-[") or "")
+            if not m:
+                return "no m-hb-arena-[...] line"
+            for part in m.group(2).split(","):
+                key, _, value = part.partition("=")
+                if not value.isdigit():
+                    return f"malformed m-hb-arena-[{m.group(2)}]"
+                fields[key] = int(value)
+            return None if "used" in fields else "m-hb-arena-[...] without used="
+
+        self.stable("hb-arena", check=check)
+        return dict(fields)
+
+    # ------------------------------------------------------------------ input buffer
+
+    def load(self, data: bytes) -> str:
+        """Put `data` in the device's input buffer; returns the method used ("dbbin" or "hex")."""
+        if not data:
+            raise ValueError("empty input")
+        if "dbbin" in self.info.caps and self._dbbin:
+            try:
+                self._load_binary(data)
+                self.dbbin_failures = 0
+                return "dbbin"
+            except (BadResponse, SerialTimeout) as exc:
+                self.dbbin_failures += 1
+                self.dbbin_fallbacks += 1
+                self.log(f"{exc}; falling back to hex db chunks")
+                if self.dbbin_failures >= 2:
+                    self._dbbin = False
+                    self.log(f"{self._who()}: binary transfer failed twice in a row; using hex db "
+                             f"chunks from now on")
+        self._load_hex(data)
+        return "hex"
+
+    def _load_binary(self, data: bytes) -> None:
+        n = len(data)
+        command = f"hb-dbbin {n} {zlib.crc32(data) & 0xFFFFFFFF:08x}"
+        self._check_unsolicited(command)
+        t_send = time.monotonic()
+        self.link.write_command(command)
+        deadline = t_send + self.timeout + DBBIN_IDLE_TIMEOUT_S
+        lines = []
+        while True:  # wait for the go-ahead (or a refusal closed by m-ready)
+            raw = self.link.read_line(deadline)
+            if raw is None:
+                exc = SerialTimeout(f"{self._who()}: no m-hb-dbbin-go within {self.timeout:.1f} s after "
+                                    f"'{command}%' on {self.where} ({self._last()})")
+                self.resync()
+                raise exc
+            line = protocol_part(raw)
+            if line is None:
+                continue
+            if is_banner(line):
+                self.reboots += 1
+                raise DeviceRebooted(f"{self._who()} rebooted during '{command}%' on {self.where}")
+            if line == "m-hb-dbbin-go":
+                break
+            if line == "m-ready":
+                raise BadResponse(f"{self._who()}: '{command}%' refused on {self.where}: "
+                                  f"{'; '.join(lines) or 'no reason given'}")
+            lines.append(line)
+        self.link.write_raw(data)
+        transfer = n * 10 / max(1, self.link.baudrate) * 2
+        try:
+            resp = self._collect(command + " <data>", self.timeout + transfer, time.monotonic())
+        except SerialTimeout:
+            self.resync()
+            raise
+        if not resp.first("m-hb-dbbin-ok"):
+            raise BadResponse(f"{self._who()}: binary transfer of {n} bytes failed on {self.where}: "
+                              f"{'; '.join(resp.lines) or 'no m-hb-dbbin-ok'}")
+
+    def _load_hex(self, data: bytes) -> None:
+        n = len(data)
+        chunks = [data[i:i + HEX_CHUNK] for i in range(0, n, HEX_CHUNK)]
+        expect = f"m-[Expecting {n} bytes]"
+        last_exc: InfraError | None = None
+        for attempt in range(1 + self.retries):
+            if attempt:
+                self.retried += 1
+                self.log(f"{last_exc}; restarting the load")
+            try:
+                self.transact(f"db load {n}", retries=0,
+                              check=lambda r: _no_errors(r) or (None if expect in r.lines else f"no {expect!r}"))
+                for i, chunk in enumerate(chunks):
+                    final = i == len(chunks) - 1
+
+                    def check(r: Response, final=final) -> str | None:
+                        err = _no_errors(r)
+                        if err:
+                            return err
+                        done = "m-load-done" in r.lines
+                        if done and not final:
+                            return "m-load-done before the last chunk"
+                        if final and not done:
+                            return "no m-load-done after the last chunk"
+                        return None
+
+                    self.transact("db " + chunk.hex(), retries=0, check=check)
+                return
+            except (BadResponse, SerialTimeout) as exc:
+                last_exc = exc
+        assert last_exc is not None
+        raise last_exc
+
+    # ------------------------------------------------------------------ inference
+
+    def infer(self, n: int, warmup: int = 0, expected_s: float = 0.0) -> InferResult:
+        """`infer N W%`: N timed inferences after W warmups. `expected_s` widens the timeout."""
+        command = f"infer {n} {warmup}"
+        timeout = self.infer_timeout + 2.0 * expected_s
+        parsed: dict = {}
+
+        def check(r: Response) -> str | None:
+            err = _no_errors(r)
+            if err:
+                return err
+            laps = [int(m.group(1)) for m in (_LAP.match(line) for line in r.lines) if m]
+            if not laps:
+                return ("no m-lap-us-... timestamps (firmware built in energy mode? latency needs "
+                        "the performance mode)")
+            if len(laps) != 2:
+                return f"expected 2 m-lap-us-... lines, got {len(laps)}"
+            if f"m-infer-start-{n}" not in r.lines or "m-infer-done" not in r.lines:
+                return "m-infer-start/m-infer-done missing or for another count"
+            res_line = r.first("m-results-[")
+            results = parse_results(res_line) if res_line else None
+            if results is None:
+                return "missing or malformed m-results-[...] line"
+            elapsed = lap_difference(laps[0], laps[1])
+            # the device cannot have spent longer than the host waited: a corrupted timestamp
+            if elapsed > (r.seconds * 1.05 + 0.05) * 1e6:
+                return (f"timestamps {laps[0]} -> {laps[1]} claim {elapsed / 1e6:.3f} s but the answer "
+                        f"came {r.seconds:.3f} s after the command (corrupted timestamp)")
+            parsed.update(t0=laps[0], t1=laps[1], elapsed=elapsed, results=results, seconds=r.seconds)
+            return None
+
+        self.transact(command, timeout=timeout, check=check, last="m-results-")
+        return InferResult(n=n, warmup=warmup, t0=parsed["t0"], t1=parsed["t1"],
+                           elapsed_us=parsed["elapsed"], results=parsed["results"],
+                           host_seconds=parsed["seconds"])
+
+
+def _no_errors(r: Response) -> str | None:
+    return "; ".join(r.errors) if r.errors else None
+
+
+def iterations_for(target_s: float, per_inference_us: float, floor: int = 1, cap: int = 10**9) -> int:
+    """Inferences needed for a window of at least `target_s` seconds."""
+    per = max(per_inference_us, 1e-3)
+    return int(min(cap, max(floor, math.ceil(target_s * 1e6 / per))))

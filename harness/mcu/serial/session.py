@@ -1,0 +1,329 @@
+"""Measurement flows over the serial protocol: connect, performance windows, accuracy.
+
+Performance follows MLPerf Tiny's method: latency per inference = (T1 - T0) / N from the device's
+own microsecond timer, over several windows (``profile.benchmark.windows``, each at least
+``window_seconds`` long; MLPerf uses 5 windows of >= 10 s). N comes from a calibration: one
+``infer 1 0`` (the first inference, reported as such) and one probe of a few milliseconds whose
+per-inference time sets N so that a window lasts the target time.
+
+Run options map onto windows so a mixed lab reads one set of flags the same way everywhere:
+``--min-seconds S`` is the total timed duration (each window S / windows; without the flag the
+profile's ``window_seconds``), ``--min-runs R`` the minimum number of timed inferences in total (at
+least ceil(R / windows) per window), ``--max-seconds`` caps the total, ``--warmup-runs`` is passed as
+W to every window's ``infer N W`` and ``--warmup-seconds`` adds warmup to the probe.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.core.jobs import RunOptions
+from harness.errors import ConfigError, InfraError
+from harness.lab.config import DeviceProfile, SerialSettings
+from harness.mcu.serial.link import SerialLink
+from harness.mcu.serial.protocol import DeviceInfo, DeviceSilent, ProtocolClient, iterations_for
+
+PORT_POLL_S = 0.1  # a USB board's port vanishes while it re-enumerates after flashing
+PROBE_MAX_S = 1.0
+WINDOW_MARGIN = 1.05  # aim a little above window_seconds so jitter does not make windows short
+DEFAULT_ACCURACY_SAMPLES = 200
+_SHA_ID = re.compile(r"^(?:sha256:)?([0-9a-f]{8,64})$")
+
+
+def connect(device_id: str, transport: SerialSettings, log: Callable[[str], None],
+            trace: Callable[[str], None] | None = None) -> ProtocolClient:
+    """Open the port, get the device into a known state (reset + banner, or resync), identify it."""
+    link = SerialLink(transport.port, transport.baudrate, device_id, trace=trace)
+    link.open()
+    client = _dut(link, device_id, transport, log)
+    try:
+        _pulse_reset(client, transport, "")
+        client.resync()
+        client.identify()
+    except Exception:
+        link.close()
+        raise
+    return client
+
+
+def _dut(link: SerialLink, device_id: str, transport: SerialSettings, log: Callable[[str], None]) -> ProtocolClient:
+    return ProtocolClient(link, device_id, timeout=transport.timeout, infer_timeout=transport.infer_timeout,
+               boot_timeout=transport.boot_timeout, retries=transport.retries, log=log)
+
+
+def _pulse_reset(client: ProtocolClient, transport: SerialSettings, after: str) -> None:
+    """Reset the board through DTR/RTS when the transport says so, and wait for its boot banner."""
+    if transport.reset != "none":
+        client.link.discard_input()
+        client.link.pulse_reset(transport.reset)
+        client.wait_boot(f"pulsing {transport.reset.upper()}{after}")
+
+
+def reconnect(device_id: str, transport: SerialSettings, log: Callable[[str], None], after: str,
+              trace: Callable[[str], None] | None = None) -> ProtocolClient:
+    """Open the port again after the board was reset behind the host's back (flashed), let the
+    firmware boot and identify it, all within `boot_timeout`.
+
+    The boot banner may come before the port is open again (opening discards it) or after (the
+    resync reads past it), and a board still booting does not answer yet: resync until it does.
+    """
+    deadline = time.monotonic() + transport.boot_timeout
+    link = SerialLink(transport.port, transport.baudrate, device_id, trace=trace)
+    while True:
+        try:
+            link.open()
+            break
+        except InfraError as exc:
+            if time.monotonic() >= deadline:
+                raise InfraError(f"{exc} ({transport.boot_timeout:.1f} s after {after})") from None
+            time.sleep(PORT_POLL_S)  # polling for the device node to reappear: no event to wait for
+    client = _dut(link, device_id, transport, log)
+    try:
+        _pulse_reset(client, transport, f" after {after}")
+        while True:
+            try:
+                client.resync()
+                break
+            except DeviceSilent:
+                if time.monotonic() >= deadline:
+                    last = link.last_line
+                    raise DeviceSilent(f"device '{device_id}': no answer to 'name%' on {transport.port} "
+                                       f"within {transport.boot_timeout:.1f} s (boot_timeout) after {after} "
+                                       f"({f'last line: {last[:120]!r}' if last else 'nothing received'})"
+                                       ) from None
+        client.identify()
+    except Exception:
+        link.close()
+        raise
+    return client
+
+
+# ---------------------------------------------------------------------------------- model checks
+
+
+def verify_model(info: DeviceInfo, artifact_sha256: str) -> tuple[bool | None, str]:
+    """(True, ...) when the device's model ID is the artifact's sha256 prefix; (None, why) when the ID
+    cannot be checked (stock firmware: `ic01`, ...); raises InfraError on a mismatch."""
+    mid = (info.model_id or "").strip()
+    m = _SHA_ID.match(mid.lower())
+    if m:
+        if artifact_sha256.lower().startswith(m.group(1)):
+            return True, f"model ID {mid} matches the artifact"
+        raise InfraError(f"model ID {mid} (sha256 prefix of the model in the firmware) does not match "
+                         f"the artifact (sha256 {artifact_sha256[:16]}...): flash the firmware built "
+                         f"for this model")
+    what = f"model ID {mid!r}" if mid else "no model ID (m-model-[...])"
+    return None, (f"{what} cannot be verified against the artifact (sha256 {artifact_sha256[:16]}...); "
+                  f"firmware generated by hilbench reports m-model-[sha256:<prefix>]")
+
+
+@dataclass
+class TensorSpec:
+    dtype: np.dtype
+    shape: tuple
+    scale: float | None
+    zero_point: int | None
+
+    @property
+    def elements(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.elements * self.dtype.itemsize
+
+    def encode(self, x: np.ndarray) -> bytes:
+        """Float sample -> the input tensor's bytes (quantised like the Linux runner, little-endian)."""
+        x = np.asarray(x)
+        if x.size != self.elements:
+            raise ConfigError(f"eval sample has {x.size} values, the model input {list(self.shape)} "
+                              f"needs {self.elements}")
+        dt = self.dtype
+        if dt.kind in "iu":
+            if self.scale:
+                q = np.round(x.astype(np.float64) / self.scale + (self.zero_point or 0))
+            else:
+                q = np.round(x.astype(np.float64))
+            info = np.iinfo(dt)
+            arr = np.clip(q, info.min, info.max).astype(dt)
+        else:
+            arr = x.astype(dt)
+        return arr.astype(dt.newbyteorder("<")).reshape(-1).tobytes()
+
+    def random(self, seed: int = 0) -> bytes:
+        """Deterministic input when there is no eval data (ranges as the Linux runner's)."""
+        rng = np.random.default_rng(seed)
+        dt = self.dtype
+        if dt.kind == "f":
+            arr = rng.uniform(-0.5, 0.5, self.elements).astype(dt)
+        elif dt == np.int8:
+            arr = rng.integers(-127, 128, self.elements).astype(dt)
+        elif dt == np.uint8:
+            arr = rng.integers(0, 255, self.elements).astype(dt)
+        elif dt == np.int16:
+            arr = rng.integers(-32767, 32768, self.elements).astype(dt)
+        else:
+            arr = rng.integers(0, 100, self.elements).astype(dt)
+        return arr.astype(dt.newbyteorder("<")).tobytes()
+
+
+def tensor_spec(io) -> TensorSpec:
+    """From a harness.models.inspect.analysis IOTensor."""
+    try:
+        dtype = np.dtype(io.dtype)
+    except TypeError:
+        raise ConfigError(f"input tensor {io.name}: dtype {io.dtype} cannot be sent over serial") from None
+    return TensorSpec(dtype, tuple(int(s) for s in io.shape), io.scale, io.zero_point)
+
+
+# ---------------------------------------------------------------------------------- performance
+
+
+@dataclass
+class PerfPlan:
+    windows: int
+    window_s: float
+    min_per_window: int
+    max_seconds: float
+    warmup_runs: int
+    warmup_seconds: float
+
+    @classmethod
+    def from_options(cls, options: RunOptions, profile: DeviceProfile) -> PerfPlan:
+        b = profile.benchmark
+        windows = b.windows
+        if options.min_seconds is not None and options.min_seconds != b.min_seconds:
+            window_s = options.min_seconds / windows  # explicit --min-seconds: the total duration
+        else:
+            window_s = b.window_seconds
+        min_runs = options.min_runs if options.min_runs is not None else b.min_runs
+        return cls(windows=windows, window_s=window_s,
+                   min_per_window=max(1, math.ceil(min_runs / windows)),
+                   max_seconds=options.max_seconds if options.max_seconds is not None else b.max_seconds,
+                   warmup_runs=options.warmup_runs if options.warmup_runs is not None else b.warmup_runs,
+                   warmup_seconds=(options.warmup_seconds if options.warmup_seconds is not None
+                                   else b.warmup_seconds))
+
+
+def _runner_stats():
+    """The Linux runner's `summarize`, so serial statistics are defined exactly like everyone else's."""
+    from harness.device.linux_runner import summarize
+
+    return summarize
+
+
+def performance(client: ProtocolClient, input_bytes: bytes, plan: PerfPlan, n_outputs: int | None,
+                say: Callable[[str], None]) -> dict:
+    load_method = client.load(input_bytes)
+    first = client.infer(1, 0)
+    if n_outputs is not None and len(first.results) != n_outputs:
+        raise InfraError(f"device '{client.device_id}' returns {len(first.results)} output value(s) but the "
+                         f"model has {n_outputs}: the firmware runs a different model")
+    first_us = float(first.elapsed_us)
+    probe_s = min(PROBE_MAX_S, max(plan.window_s / 10.0, 0.005))
+    probe_n = iterations_for(probe_s, first_us)
+    probe_w = max(plan.warmup_runs, math.ceil(plan.warmup_seconds * 1e6 / max(first_us, 1.0)))
+    probe = client.infer(probe_n, probe_w, expected_s=(probe_n + probe_w) * first_us / 1e6)
+    est_us = probe.per_inference_us
+    n = iterations_for(plan.window_s * WINDOW_MARGIN, est_us, floor=plan.min_per_window)
+    capped = False
+    if plan.windows * n * est_us > plan.max_seconds * 1e6:
+        n = max(1, int(plan.max_seconds * 1e6 / (plan.windows * max(est_us, 1e-3))))
+        capped = True
+    say(f"calibrated: first inference {first_us:.0f} us, probe {probe_n} x {est_us:.1f} us -> "
+        f"{plan.windows} window(s) of {n} inference(s) (~{n * est_us / 1e6:.2f} s each"
+        f"{', capped by --max-seconds' if capped else ''})")
+    windows = []
+    outputs = None
+    consistent = True
+    recalibrations = 0
+    i = 0
+    while i < plan.windows:
+        r = client.infer(n, plan.warmup_runs, expected_s=(n + plan.warmup_runs) * est_us / 1e6)
+        if i == 0 and not capped and recalibrations < 3 and r.elapsed_us < plan.window_s * 1e6:
+            # the probe overestimated the latency: every window must last window_seconds (MLPerf)
+            est_us = r.per_inference_us
+            n = iterations_for(plan.window_s * WINDOW_MARGIN, est_us, floor=plan.min_per_window)
+            recalibrations += 1
+            say(f"window 1 lasted {r.elapsed_us / 1e6:.3f} s < {plan.window_s:.3f} s; "
+                f"recalibrated to {n} inferences per window")
+            continue
+        i += 1
+        windows.append({"n": n, "warmup": plan.warmup_runs, "latency_us": r.per_inference_us,
+                        "elapsed_us": r.elapsed_us, "t0": r.t0, "t1": r.t1,
+                        "host_seconds": round(r.host_seconds, 6)})
+        if outputs is None:
+            outputs = r.results
+        elif r.results != outputs:
+            consistent = False
+        say(f"window {i}/{plan.windows}: {n} inferences, {r.per_inference_us:.2f} us/inference")
+    if not consistent:
+        say("warning: the outputs differ between windows for the same input (non-deterministic firmware?)")
+    stats = _runner_stats()([w["latency_us"] for w in windows])
+    stats["method"] = "lap windows: (T1 - T0) / N per window"
+    stats["inferences"] = n * plan.windows
+    return {"first_inference_us": first_us,
+            "warmup": {"count": probe_n + probe_w, "samples_us": [probe.per_inference_us]},
+            "latency_us": stats, "windows": windows,
+            "config": {"windows": plan.windows, "window_seconds": plan.window_s,
+                       "iterations_per_window": n, "warmup_runs": plan.warmup_runs,
+                       "warmup_seconds": plan.warmup_seconds, "min_runs_per_window": plan.min_per_window,
+                       "max_seconds": plan.max_seconds, "capped_by_max_seconds": capped,
+                       "recalibrations": recalibrations,
+                       "input_transfer": load_method, "outputs_consistent": consistent}}
+
+
+# ---------------------------------------------------------------------------------- accuracy
+
+
+def load_eval(path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    with np.load(path, allow_pickle=False) as npz:
+        files = set(npz.files)
+        if "x" not in files:
+            raise ConfigError(f"{path}: eval file has no array 'x'")
+        x = np.asarray(npz["x"])
+        y = np.asarray(npz["y"]).astype(np.int64) if "y" in files else None
+        ref = np.asarray(npz["ref"]).astype(np.int64) if "ref" in files else None
+    return x, y, ref
+
+
+def sample_indices(total: int, cap: int) -> np.ndarray:
+    """At most `cap` indices spread evenly over the set (all of them when it is small enough)."""
+    if cap >= total:
+        return np.arange(total)
+    return np.unique(np.linspace(0, total - 1, cap).round().astype(np.int64))
+
+
+def accuracy(client: ProtocolClient, eval_path, spec: TensorSpec, n_outputs: int | None, cap: int,
+             say: Callable[[str], None]) -> dict | None:
+    x, y, ref = load_eval(eval_path)
+    total = len(x)
+    idx = sample_indices(total, cap)
+    if len(idx) == 0:
+        return None
+    say(f"accuracy: {len(idx)} of {total} eval samples over serial")
+    t0 = time.monotonic()
+    preds = np.empty(len(idx), dtype=np.int64)
+    est = None
+    for k, i in enumerate(idx):
+        client.load(spec.encode(x[i]))
+        r = client.infer(1, 0, expected_s=est or 0.0)
+        est = r.elapsed_us / 1e6
+        if n_outputs is not None and len(r.results) != n_outputs:
+            raise InfraError(f"device '{client.device_id}' returned {len(r.results)} output value(s) for eval "
+                             f"sample {int(i)}, the model has {n_outputs}")
+        preds[k] = int(np.argmax(np.asarray(r.results)))
+    ys = y[idx] if y is not None else None
+    refs = ref[idx] if ref is not None else None
+    return {"n": int(len(idx)), "of": int(total),
+            "top1": float(np.mean(preds == ys)) if ys is not None else None,
+            "agreement": float(np.mean(preds == refs)) if refs is not None else None,
+            "correct": int(np.sum(preds == ys)) if ys is not None else None,
+            "agree": int(np.sum(preds == refs)) if refs is not None else None,
+            "path": str(eval_path), "seconds": round(time.monotonic() - t0, 3)}

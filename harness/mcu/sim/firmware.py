@@ -1,0 +1,341 @@
+"""The firmware's side of the wire protocol (docs/SERIAL_PROTOCOL.md), byte for byte.
+
+``Firmware`` is fed the bytes the host sends and answers through a ``write`` callback, exactly as the
+MLPerf Tiny / EEMBC reference firmware does (command buffer of 80 chars, ``%`` terminator, lines
+ending CRLF, every answer closed by ``m-ready``), plus the negotiated hilbench extensions unless it
+plays a stock firmware. Inference runs synchronously inside ``feed`` like on a single-core MCU: bytes
+that arrive meanwhile wait in the port's buffer.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+
+from harness import __version__
+from harness.mcu.sim.engine import TflmModel, tflm_version
+from harness.mcu.sim.faults import Faults
+
+CMD_SIZE = 80
+MAX_DB_INPUT_SIZE = 96 * 96 * 3  # the reference firmware's buffer
+DBBIN_IDLE_TIMEOUT_S = 1.0
+BANNER = ("m-timestamp-mode-performance", "m-init-done", "m-ready")
+CAPS = ("arena", "dbbin")
+
+
+class _Stalled(Exception):
+    pass
+
+
+class _Rebooted(Exception):
+    pass
+
+
+def model_id_for(sha256: str) -> str:
+    """What generated firmware reports in ``m-model-[...]``: the sha256 prefix of its .tflite."""
+    return f"sha256:{sha256[:16]}"
+
+
+class Firmware:
+    def __init__(self, model: TflmModel, write: Callable[[bytes], None], *, name: str = "hilbench-sim",
+                 model_id: str | None = None, stock: bool = False, faults: Faults | None = None,
+                 clock_start_us: int = 0, trace: Callable[[str], None] | None = None):
+        self.model = model
+        self._write = write
+        self.name = name
+        self._fixed_model_id = model_id
+        self.model_id = model_id or model_id_for(model.sha256)
+        self.stock = stock
+        self.faults = faults or Faults()
+        self.profile = f"hilbench mcu-sim {__version__} (TFLM {tflm_version()})"
+        self._clock_start = clock_start_us
+        self._t0_ns = time.perf_counter_ns()
+        self._trace = trace or (lambda msg: None)
+        self.stalled = False
+        self.infers = 0
+        self._cmd = bytearray()
+        self._overflow = False
+        self._reset_state()
+
+    # ------------------------------------------------------------------ state
+
+    def _reset_state(self) -> None:
+        self.buf = bytearray(MAX_DB_INPUT_SIZE if self.model.input_bytes <= MAX_DB_INPUT_SIZE
+                             else self.model.input_bytes)
+        self.buf_size = 0
+        self.buf_pos = 0
+        self._bin_left = 0
+        self._bin_data = bytearray()
+        self._bin_crc = 0
+        self.binary_deadline: float | None = None
+        self.model.set_input(bytes(self.model.input_bytes))
+
+    def now_us(self) -> int:
+        elapsed = (time.perf_counter_ns() - self._t0_ns) // 1000
+        return (self._clock_start + elapsed) & 0xFFFFFFFF  # a 32-bit µs timer, printed with %lu
+
+    def boot(self) -> None:
+        for line in BANNER:
+            self._line(line)
+
+    # ------------------------------------------------------------------ output
+
+    _stall_pending = False
+
+    def _line(self, text: str) -> None:
+        if self.stalled:
+            raise _Stalled()
+        self._write(self.faults.line(text.encode("ascii", errors="replace")))
+        if self._stall_pending:  # fault stall-after: the first line of the answer, then nothing
+            self.stalled = True
+            self._trace("stalled (fault stall-after)")
+            raise _Stalled()
+
+    # ------------------------------------------------------------------ input
+
+    def feed(self, data: bytes) -> None:
+        for i, b in enumerate(data):
+            if self.stalled:
+                return
+            if self._bin_left:
+                self._bin_byte(b)
+                continue
+            if b == 0x25:  # '%'
+                cmd, overflow = self._cmd.decode("ascii", errors="replace"), self._overflow
+                self._cmd.clear()
+                self._overflow = False
+                self._command(cmd, overflow)
+            elif len(self._cmd) >= CMD_SIZE:
+                self._overflow = True
+            else:
+                self._cmd.append(b)
+
+    def tick(self, now: float) -> None:
+        """Called by the server loop; aborts an hb-dbbin transfer that stopped arriving."""
+        if self._bin_left and self.binary_deadline is not None and now >= self.binary_deadline:
+            self._bin_left = 0
+            self.binary_deadline = None
+            self._guarded(lambda: (self._line("e-[hb-dbbin timeout]"), self._line("m-ready")))
+
+    def _guarded(self, fn) -> None:
+        try:
+            fn()
+        except (_Stalled, _Rebooted):
+            pass
+
+    # ------------------------------------------------------------------ commands
+
+    def _command(self, cmd: str, overflow: bool) -> None:
+        cmd = cmd.strip("\r\n ")
+        self._trace(f"<- {cmd}%")
+        tok = cmd.split(" ")[0] if cmd else ""
+        if self.faults.stall_after and tok == self.faults.stall_after:
+            self.faults.stall_after = None
+            self._stall_pending = True
+        try:
+            if overflow:
+                self._line(f"e-[Command too long (max {CMD_SIZE} chars)]")
+            elif not self._dispatch(cmd):
+                return  # binary transfer under way: m-ready comes when it ends
+            self._line("m-ready")
+        except (_Stalled, _Rebooted):
+            pass  # a hung or rebooted device says nothing more about this command
+
+    def _dispatch(self, cmd: str) -> bool:
+        args = [a for a in cmd.split(" ") if a]
+        tok = args[0] if args else ""
+        if tok == "name":
+            self._line(f"m-name-dut-[{self.name}]")
+        elif tok == "timestamp":
+            self._line(f"m-lap-us-{self.now_us()}")
+        elif tok == "profile":
+            self._line(f"m-profile-[{self.profile}]")
+            self._line(f"m-model-[{self.model_id}]")
+        elif tok == "help":
+            for text in (self.profile, "", "help         : Print this information",
+                         "name         : Print the name of the device",
+                         "timestsamp   : Generate a timetsamp",
+                         "db SUBCMD    : Manipulate a generic byte buffer",
+                         "  load N     : Allocate N bytes and set load counter",
+                         "  db HH[HH]* : Load 8-bit hex byte(s) until N bytes",
+                         "  print [N=16] [offset=0]",
+                         "             : Print N bytes at offset as hex",
+                         "infer N [W=0]: Load input, execute N inferences after W warmup loops",
+                         "results      : Return the result fp32 vector"):
+                self._line(text)
+        elif tok == "db":
+            self._db(args[1:])
+        elif tok == "infer":
+            self._infer(args[1:])
+        elif tok == "results":
+            self._results()
+        elif tok.startswith("hb-") and not self.stock:
+            return self._extension(tok, args[1:])
+        else:
+            self._line(f"e-[Unknown command: {tok}]")
+        return True
+
+    def _db(self, args: list[str]) -> None:
+        if not args:
+            self._line("e-[Command 'db' requires a subcommand]")
+        elif args[0] == "load":
+            if len(args) < 2:
+                self._line("e-[Command 'db load' requires the # of bytes]")
+                return
+            n = _atoi(args[1])
+            if n <= 0:
+                self._line("e-[Command 'db load' must be >0 bytes]")
+            elif n > len(self.buf):
+                self._line(f"e-[Supplied buffer size {n} exceeds maximum of {len(self.buf)}]")
+            else:
+                self.buf_size, self.buf_pos = n, 0
+                self._line(f"m-[Expecting {n} bytes]")
+        elif args[0] == "print":
+            size = self.buf_size
+            for start in range(0, size, 8):
+                chunk = self.buf[start:min(size, start + 8)]
+                self._line("m-buffer-" + "-".join(f"{b:02x}" for b in chunk))
+            if size % 8:
+                self._line("")  # the reference firmware's trailing blank line
+        else:
+            digits = args[0]
+            if len(digits) % 2:
+                self._line("e-[Insufficent number of hex digits]")
+                return
+            if self.buf_size == 0 or self.buf_pos >= self.buf_size:
+                self._line("e-[No 'db load' in progress]")
+                return
+            for i in range(0, len(digits), 2):
+                pair = digits[i:i + 2]
+                if not all(c in "0123456789abcdefABCDEF" for c in pair):
+                    self._line(f"e-[Invalid hex digit '{pair}']")
+                    return
+                self.buf[self.buf_pos] = int(pair, 16)
+                self.buf_pos += 1
+                if self.buf_pos == self.buf_size:
+                    self._line("m-load-done")
+                    return
+
+    def _load_tensor(self) -> None:
+        if self.buf_pos != self.model.input_bytes:
+            self._line(f"e-[Input db has {self.buf_pos} bytes, model expects {self.model.input_bytes}]")
+            return
+        self.model.set_input(bytes(self.buf[:self.buf_pos]))
+
+    def _infer(self, args: list[str]) -> None:
+        n, w = 1, 10
+        if args:
+            n = _atoi(args[0])
+            if n <= 0:
+                self._line("e-[Inference iterations must be >0]")
+                return
+            if len(args) > 1:
+                w = _atoi(args[1])
+                if w < 0:
+                    self._line("e-[Inference warmup must be >=0]")
+                    return
+        self.infers += 1
+        reboot = self.faults.reboot_on_infer == self.infers
+        self._load_tensor()
+        self._line(f"m-warmup-start-{w}")
+        for _ in range(w):
+            self.model.invoke()
+        self._line("m-warmup-done")
+        self._line(f"m-infer-start-{n}")
+        invoke = self.model.invoke
+        t0 = self.now_us()
+        self._line(f"m-lap-us-{t0}")
+        if reboot:
+            invoke()
+            self._reboot()
+        for _ in range(n):
+            invoke()
+        t1 = self.now_us()
+        self._line(f"m-lap-us-{t1}")
+        self._line("m-infer-done")
+        self._results()
+
+    def _reboot(self) -> None:
+        self._trace(f"rebooting during infer #{self.infers} (fault reboot-during-infer)")
+        self._reset_state()
+        self._cmd.clear()
+        self._t0_ns = time.perf_counter_ns()
+        self.boot()
+        raise _Rebooted()
+
+    def flashed(self, model: TflmModel) -> None:
+        """The board was flashed with `model` and reset: the new model (and model ID, unless fixed
+        with --model-id), empty buffers, the timer restarted, a half-received command and the
+        loaded input forgotten, and the boot banner."""
+        self.model = model
+        self.model_id = self._fixed_model_id or model_id_for(model.sha256)
+        self.stalled = self._stall_pending = False
+        self._cmd.clear()
+        self._overflow = False
+        self._reset_state()
+        self._t0_ns = time.perf_counter_ns()
+        self._guarded(self.boot)
+
+    def _results(self) -> None:
+        self._line("m-results-[" + ",".join(f"{v:0.3f}" for v in self.model.results()) + "]")
+
+    # ------------------------------------------------------------------ hilbench extensions
+
+    def _extension(self, tok: str, args: list[str]) -> bool:
+        if tok == "hb-caps":
+            self._line(f"m-hb-caps-[{','.join(CAPS)}]")
+        elif tok == "hb-arena":
+            self._line(f"m-hb-arena-[used={self.model.arena_used},size={self.model.arena_size}]")
+        elif tok == "hb-dbbin":
+            if len(args) != 2:
+                self._line("e-[hb-dbbin needs N and CRC32]")
+                return True
+            n = _atoi(args[0])
+            try:
+                crc = int(args[1], 16)
+            except ValueError:
+                crc = -1
+            if n <= 0 or n > len(self.buf) or crc < 0:
+                self._line(f"e-[hb-dbbin bad arguments (N must be 1..{len(self.buf)}, CRC32 hex)]")
+                return True
+            self._bin_left, self._bin_crc = n, crc
+            self._bin_data = bytearray()
+            self.binary_deadline = time.monotonic() + DBBIN_IDLE_TIMEOUT_S
+            self._line("m-hb-dbbin-go")
+            return False
+        else:
+            self._line(f"e-[Unknown command: {tok}]")
+        return True
+
+    def _bin_byte(self, b: int) -> None:
+        self._bin_data.append(b)
+        self._bin_left -= 1
+        self.binary_deadline = time.monotonic() + DBBIN_IDLE_TIMEOUT_S
+        if self._bin_left:
+            return
+        self.binary_deadline = None
+        data = bytes(self._bin_data)
+
+        def finish() -> None:
+            if zlib.crc32(data) & 0xFFFFFFFF != self._bin_crc:
+                self.buf_size = self.buf_pos = 0
+                self._line("e-[hb-dbbin crc mismatch]")
+            else:
+                self.buf[:len(data)] = data
+                self.buf_size = self.buf_pos = len(data)
+                self._line("m-hb-dbbin-ok")
+            self._line("m-ready")
+
+        self._guarded(finish)
+
+
+def _atoi(text: str) -> int:
+    """C atoi: leading digits (with sign), 0 when there are none."""
+    sign, i = 1, 0
+    if text[:1] in "+-":
+        sign, i = (-1 if text[0] == "-" else 1), 1
+    j = i
+    while j < len(text) and text[j].isdigit():
+        j += 1
+    return sign * int(text[i:j]) if j > i else 0

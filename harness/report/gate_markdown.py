@@ -1,0 +1,137 @@
+"""Markdown summary of a gate decision (fits `$GITHUB_STEP_SUMMARY` and merge-request comments).
+
+Failures come first: infrastructure failures, then regressions and budget violations, then
+improvements; the full per-metric table follows in a collapsible block.
+"""
+
+from __future__ import annotations
+
+import math
+
+from harness.gate.evaluate import Check, GateResult
+from harness.gate.thresholds import RULES
+from harness.report.run_markdown import fmt_us, markdown_table
+
+
+def fmt_value(metric: str, value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if metric.endswith("_us"):
+        return fmt_us(value)
+    if metric.endswith("_kb"):
+        return f"{value / 1024:.1f} MB"
+    if metric.endswith("_bytes"):
+        return f"{value / 1024:.1f} KiB" if value >= 1024 else f"{value:.0f} B"
+    if metric in ("accuracy_top1", "agreement"):
+        return f"{value * 100:.2f} %"
+    if metric.endswith("_uj"):
+        return f"{value:.3g} uJ"
+    return f"{value:.4g}"
+
+
+def fmt_change(c: Check) -> str:
+    if c.effect is None:
+        return "-"
+    if c.absolute:
+        return f"{c.effect * 100:+.2f} pt"
+    if math.isinf(c.effect):
+        return "+inf"
+    return f"{c.effect * 100:+.2f} %"
+
+
+def fmt_threshold(c: Check) -> str:
+    if c.threshold is None:
+        return "-"
+    return f"{c.threshold * 100:.2g} pt" if c.absolute else f"{c.threshold * 100:.3g} %"
+
+
+def fmt_p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.2g}"
+
+
+def check_outcome(c: Check) -> str:
+    parts = []
+    if c.regression:
+        parts.append("REGRESSION")
+    elif c.verdict not in ("pass", "n/a"):
+        parts.append(c.verdict)
+    elif c.verdict == "pass":
+        parts.append("ok")
+    if c.over_budget:
+        parts.append("OVER BUDGET")
+    return ", ".join(parts)
+
+
+def check_message(c: Check) -> str:
+    """One sentence a person can act on."""
+    bits = []
+    label = RULES[c.metric].label or c.metric
+    if c.regression or c.verdict == "improvement":
+        word = "regressed" if c.regression else "improved"
+        bits.append(f"{label} {word}: {fmt_value(c.metric, c.baseline)} -> {fmt_value(c.metric, c.current)} "
+                    f"({fmt_change(c)}, threshold {fmt_threshold(c)}"
+                    + (f", p={fmt_p(c.p_value)}" if c.p_value is not None else "") + ")")
+    if c.budget is not None and c.budget.status != "ok":
+        bits.append(c.budget.describe())
+    if c.note:
+        bits.append(c.note)
+    return "; ".join(bits) or check_outcome(c)
+
+
+CHECK_HEADERS = ["model", "variant", "device", "metric", "baseline", "current", "change", "threshold", "p",
+                 "budget", "verdict"]
+
+
+def check_row(k, c: Check) -> list[str]:
+    budget = "-"
+    if c.budget is not None:
+        budget = f"{c.budget.status} ({fmt_value(c.metric, c.budget.limit)})"
+    return [k.model, k.variant, k.device_id, c.metric, fmt_value(c.metric, c.baseline),
+            fmt_value(c.metric, c.current), fmt_change(c), fmt_threshold(c), fmt_p(c.p_value), budget,
+            check_outcome(c)]
+
+
+def render_gate_markdown(res: GateResult) -> str:
+    n = res.counts()
+    run = res.run
+    out = [f"# hilbench gate: {res.verdict} (exit {res.exit_code})", ""]
+    out += [f"- run: `{res.run_id}` ({run.get('status')}, label {run.get('label') or '-'}, "
+            f"host {run.get('host') or '-'}, models commit {run.get('git_commit') or '-'})",
+            f"- baseline: `{res.spec}`; significance: block Mann-Whitney U, alpha {res.alpha:g}",
+            f"- {n['keys']} result(s): {n['passed']} passed, {n['failed']} failed, "
+            f"{n['infra']} infrastructure failure(s); {n['checks']} checks: {n['regressions']} regression(s), "
+            f"{n['over_budget']} over budget, {n['improvements']} improvement(s), "
+            f"{n['insufficient']} with insufficient data", ""]
+    for w in res.warnings:
+        out.append(f"> warning: {w}")
+    if res.warnings:
+        out.append("")
+    if res.infra_failures:
+        out += ["## Infrastructure failures", "",
+                "These jobs produced no usable measurement; the verdict below is incomplete.", ""]
+        for k in res.infra_failures:
+            out.append(f"- **{k.model}/{k.variant} on {k.device_id}** ({k.status}): {k.error}")
+        out.append("")
+    failed = res.failed_checks
+    out += ["## Regressions and budget violations", ""]
+    if failed:
+        out += [markdown_table(CHECK_HEADERS, [check_row(k, c) for k, c in failed]), ""]
+        for k, c in failed:
+            out.append(f"- **{k.key}**: {check_message(c)}")
+        out.append("")
+    else:
+        out += ["None.", ""]
+    if res.improvements:
+        out += ["## Improvements", "", markdown_table(CHECK_HEADERS, [check_row(k, c) for k, c in res.improvements]),
+                ""]
+    ok_keys = [k for k in res.keys if not k.infra]
+    if ok_keys:
+        out += ["<details><summary>All checks</summary>", ""]
+        rows = [check_row(k, c) for k in ok_keys for c in k.checks]
+        out += [markdown_table(CHECK_HEADERS, rows), ""]
+        out += ["Baselines: " + "; ".join(f"{k.key}: {k.baseline.describe() if k.baseline else 'none'}"
+                                          for k in ok_keys), "", "</details>", ""]
+    out += ["Latency change compares the robust level (median of the undisturbed blocks of each run) and "
+            "counts only when significant *and* beyond the threshold; accuracy changes are in percentage "
+            "points. Exit codes: 0 pass, 1 regression/budget, 2 infrastructure, 3 usage.", ""]
+    return "\n".join(out)

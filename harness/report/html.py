@@ -1,0 +1,189 @@
+"""Single-file HTML reports: verdict tables plus matplotlib figures embedded as base64 PNG.
+
+No external resources (no scripts, fonts, stylesheets or images from elsewhere), so the file can be
+published as a CI artifact and opened offline. Figures (each an ``<img id="fig-...">``):
+
+- ``fig-latency``: latency distribution per device (violins from the raw samples, baseline beside)
+- ``fig-trend``: p50 over the last N runs per key with the baseline +- threshold band
+- ``fig-devices``: device-profile comparison (p50 and speed-up vs a reference device)
+- ``fig-pareto``: accuracy vs latency vs size with the Pareto front of the variants
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+
+import pandas as pd
+
+from harness.gate.evaluate import GateResult
+from harness.report import plots
+from harness.report.compare import comparison, render_markdown
+from harness.report.gate_markdown import CHECK_HEADERS, check_message, check_row
+from harness.store.results import ResultStore
+from harness.store.verdicts import metric_history
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:1.5em} h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:12px;margin:8px 0} td,th{border:1px solid #ccc;padding:3px 7px}
+th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.fail td{background:#fde2e2} tr.improvement td{background:#e3f6e3} tr.skip td{color:#777}
+.badge{display:inline-block;padding:4px 10px;border-radius:4px;color:#fff;font-weight:bold}
+.PASS{background:#2e7d32} .FAIL{background:#c62828} .INFRA{background:#6a1b9a}
+img{max-width:100%;border:1px solid #eee;margin:6px 0} .note{color:#555;font-size:12px}
+"""
+
+
+def _img(fig_id: str, fig, alt: str) -> str:
+    data = base64.b64encode(plots.to_png(fig)).decode("ascii")
+    return f'<img id="{fig_id}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(headers: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>"]
+    for i, r in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        cells = "".join(f'<td class="num">{html.escape(str(c))}</td>' if j >= 4 else f"<td>{html.escape(str(c))}</td>"
+                        for j, c in enumerate(r))
+        out.append(f"<tr{cls}>{cells}</tr>")
+    return "\n".join(out + ["</table>"])
+
+
+def _page(title: str, body: list[str]) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+# --------------------------------------------------------------------------- data for the figures
+
+
+def _history(store: ResultStore, k, before: float, runs: int) -> pd.DataFrame:
+    rows = metric_history(store, k.key, k.model, k.variant, k.device_id, before)
+    df = pd.DataFrame(rows, columns=["run_id", "started_at", "p50", "verdict"]).drop_duplicates("run_id")
+    df = df.head(runs).iloc[::-1].reset_index(drop=True)
+    df["started_at"] = pd.to_datetime(df["started_at"], unit="s", utc=True)
+    return df
+
+
+def _trend_series(res: GateResult, store: ResultStore, runs: int) -> list[dict]:
+    before = float(res.run.get("started_at") or 0)
+    out = []
+    for k in [k for k in res.keys if not k.infra][:12]:
+        hist = _history(store, k, before, runs)
+        if hist.empty:
+            continue
+        check = next((c for c in k.checks if c.metric == "latency_p50_us"), None)
+        band = base = None
+        if check is not None and check.baseline is not None and check.threshold is not None:
+            base = check.baseline
+            band = (base * (1 - check.threshold), base * (1 + check.threshold))
+        cur = hist.index[hist["run_id"] == res.run_id]
+        failed = [(v == "fail") if rid != res.run_id else (k.status == "fail")
+                  for rid, v in zip(hist["run_id"], hist["verdict"])]
+        out.append({"label": k.key, "x": list(hist["started_at"]), "y": list(hist["p50"]), "failed": failed,
+                    "current": int(cur[0]) if len(cur) else None, "band": band, "baseline": base})
+    return out
+
+
+def _distribution_groups(res: GateResult, store: ResultStore) -> dict:
+    groups: dict[str, list] = {}
+    for k in res.keys:
+        if k.infra or k.result_id is None:
+            continue
+        cur = store.samples(k.result_id)
+        if not cur:
+            continue
+        base = store.samples(k.baseline.result_ids[0]) if k.baseline and k.baseline.result_ids else None
+        groups.setdefault(k.device_id, []).append((f"{k.model}/{k.variant}", cur, base))
+    return groups
+
+
+def _pareto_points(wide: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    ok = wide[wide["status"] == "ok"] if not wide.empty else wide
+    for metric, label in (("accuracy_top1", "top-1 accuracy (%)"), ("agreement", "agreement with float (%)")):
+        if metric in ok and ok[metric].notna().any():
+            pts = ok.dropna(subset=[metric, "latency_p50_us"])
+            return pd.DataFrame({"model": pts["model"], "variant": pts["variant"], "device_id": pts["device_id"],
+                                 "latency": pts["latency_p50_us"], "quality": pts[metric] * 100,
+                                 "size": pts.get("model_size_bytes", pd.Series(0, index=pts.index)).fillna(0)}), label
+    return pd.DataFrame(), ""
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) -> str:
+    n = res.counts()
+    badge = {"PASS": "PASS", "FAIL": "FAIL"}.get(res.verdict, "INFRA")
+    body = [f"<h1>hilbench gate <span class=\"badge {badge}\">{html.escape(res.verdict)}</span> "
+            f"<small>exit {res.exit_code}</small></h1>",
+            f"<p>run <code>{html.escape(res.run_id)}</code> ({html.escape(str(res.run.get('status')))}), "
+            f"host {html.escape(str(res.run.get('host') or '-'))}, baseline <code>{html.escape(str(res.spec))}</code>, "
+            f"alpha {res.alpha:g}. {n['keys']} result(s): {n['passed']} passed, {n['failed']} failed, "
+            f"{n['infra']} infrastructure failure(s); {n['regressions']} regression(s), {n['over_budget']} over "
+            f"budget, {n['improvements']} improvement(s).</p>"]
+    for w in res.warnings:
+        body.append(f"<p class=\"note\">warning: {html.escape(w)}</p>")
+    if res.infra_failures:
+        body.append("<h2>Infrastructure failures</h2><ul>")
+        body += [f"<li><b>{html.escape(k.key)}</b> ({html.escape(k.status)}): {html.escape(k.error or '')}</li>"
+                 for k in res.infra_failures]
+        body.append("</ul>")
+    body.append("<h2>Regressions and budget violations</h2>")
+    if res.failed_checks:
+        body.append(_table(CHECK_HEADERS, [check_row(k, c) for k, c in res.failed_checks],
+                           ["fail"] * len(res.failed_checks)))
+        body.append("<ul>" + "".join(f"<li><b>{html.escape(k.key)}</b>: {html.escape(check_message(c))}</li>"
+                                     for k, c in res.failed_checks) + "</ul>")
+    else:
+        body.append("<p>None.</p>")
+    body.append("<h2>All checks</h2>")
+    rows, classes = [], []
+    for k in res.keys:
+        for c in k.checks:
+            rows.append(check_row(k, c))
+            classes.append("fail" if c.failed else "improvement" if c.verdict == "improvement"
+                           else "skip" if c.skipped or c.verdict == "new" else "")
+    body.append(_table(CHECK_HEADERS, rows, classes) if rows else "<p>No checks.</p>")
+    body.append('<p class="note">Latency: robust level (median of each run\'s undisturbed blocks); a change '
+                "counts only when significant (block Mann-Whitney U) and beyond the threshold.</p>")
+
+    wide = store.wide(res.run_id)
+    groups = _distribution_groups(res, store)
+    if groups:
+        body += ["<h2>Latency distribution per device</h2>",
+                 _img("fig-latency", plots.latency_distribution(groups), "latency distribution per device")]
+    series = _trend_series(res, store, trend_runs)
+    if series:
+        body += [f"<h2>Trend over the last {trend_runs} runs</h2>",
+                 _img("fig-trend", plots.trend(series), "latency p50 trend with baseline band")]
+    if not wide.empty and (wide["status"] == "ok").any():
+        table, ref = comparison(wide, where=str(store.path))
+        body += ["<h2>Device profiles</h2>",
+                 _img("fig-devices", plots.device_comparison(table, ref), "device profile comparison")]
+    points, label = _pareto_points(wide)
+    if not points.empty:
+        body += ["<h2>Accuracy vs latency vs size</h2>",
+                 _img("fig-pareto", plots.pareto(points, label), "accuracy latency size Pareto front")]
+    return _page(f"hilbench gate {res.run_id}", body)
+
+
+def render_compare_html(table: pd.DataFrame, reference: str, run_id: str = "") -> str:
+    devices = list(dict.fromkeys(table["device_id"]))
+    headers = ["model", "variant", "device", "profile", "p50 (us)", "p90 (us)", "peak RSS (MB)",
+               "energy (uJ)", "speed-up", "RSS ratio"]
+    rows = []
+    for _, r in table.iterrows():
+        f = lambda v, spec: "-" if pd.isna(v) else format(v, spec)
+        rows.append([r["model"], r["variant"], r["device_id"], r["profile"], f(r["latency_p50_us"], ".1f"),
+                     f(r["latency_p90_us"], ".1f"), f(r["peak_rss_kb"] / 1024, ".1f"),
+                     f(r["energy_per_inference_uj"], ".3g"), f(r["speedup"], ".2f"), f(r["rss_ratio"], ".2f")])
+    body = [f"<h1>hilbench device comparison</h1><p>run <code>{html.escape(run_id)}</code>; reference "
+            f"<b>{html.escape(reference)}</b>; devices {html.escape(', '.join(devices))}. Speed-up = reference "
+            "p50 / device p50.</p>", _table(headers, rows),
+            _img("fig-devices", plots.device_comparison(table, reference), "device profile comparison"),
+            "<details><summary>Markdown</summary><pre>" + html.escape(render_markdown(table, reference, run_id))
+            + "</pre></details>"]
+    return _page(f"hilbench compare {run_id}", body)

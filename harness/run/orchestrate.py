@@ -1,0 +1,340 @@
+"""`hil run`: convert, fan jobs out to devices (parallel across devices, serial per device), store.
+
+Failures are classified where they happen: a device that cannot be reached or a runner that crashes
+is an infrastructure failure recorded as such, and never stops the other devices or loses results
+already written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import __version__
+from harness.core.jobs import Job, RunOptions
+from harness.errors import ConfigError, HilError, InfraError, ModelError
+from harness.lab.config import Device, Inventory
+from harness.lab.energy import estimate as energy_estimate
+from harness.models.convert import Calibration, Converter, ModelSource, ModelVariant, check_variant_names
+from harness.models.evaldata import prepare_eval
+from harness.run.rows import flatten
+from harness.store.results import ResultRecord, ResultStore
+from harness.transports import transport_for
+
+
+@dataclass
+class ModelSpec:
+    """A model to benchmark and the data that belongs to it (sidecar files found automatically)."""
+
+    source: ModelSource
+    calibration: Calibration | None = None
+    eval_file: Path | None = None
+
+    @classmethod
+    def from_args(cls, path: str, calibration: str | None, eval_file: str | None) -> ModelSpec:
+        src = ModelSource.open(path)
+        stem = src.path.parent / src.path.stem if src.kind != "savedmodel" else src.path
+        if calibration is None:
+            for cand in (f"{stem}.calibration.npz", f"{stem}.calibration.npy"):
+                if Path(cand).exists():
+                    calibration = cand
+                    break
+        if eval_file is None and Path(f"{stem}.eval.npz").exists():
+            eval_file = f"{stem}.eval.npz"
+        if eval_file is not None and not Path(eval_file).exists():
+            raise ConfigError(f"{eval_file}: evaluation data file not found")
+        return cls(src, Calibration.from_arg(calibration), Path(eval_file) if eval_file else None)
+
+
+@dataclass
+class BrokenJob:
+    """A planned measurement whose model could not be prepared; stored as an `error` row."""
+
+    model: str
+    sha256: str
+    variant: str
+    device: Device
+    profile: str
+    error: str
+
+    @property
+    def key(self) -> str:
+        ident = json.dumps([self.model, self.sha256, self.variant, self.device.id])
+        return "broken-" + hashlib.sha256(ident.encode()).hexdigest()[:20]
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    ok: int = 0
+    infra_errors: int = 0
+    errors: int = 0
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """2 when the lab failed (the picture is incomplete), else 3 when inputs were bad, else 0."""
+        if self.infra_errors:
+            return 2
+        return 3 if self.errors else 0
+
+
+def git_commit_of(path: Path) -> str | None:
+    """Commit of the repository holding the model (with +dirty), for provenance."""
+    directory = path if path.is_dir() else path.parent
+    try:
+        head = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--", str(path)],
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def hardware_lane(device: Device) -> str:
+    """Devices that share hardware (every `local` device is this host) are measured one after the
+    other; distinct boards run in parallel."""
+    t = device.transport
+    if t.type == "local":
+        return "local"
+    if t.type == "ssh":
+        return f"ssh:{t.host}:{t.port}"
+    return f"serial:{t.port}"
+
+
+class Orchestrator:
+    def __init__(self, inventory: Inventory, store: ResultStore, converter: Converter,
+                 log: Callable[[str], None] = print):
+        self.inventory = inventory
+        self.store = store
+        self.converter = converter
+        self.log = log
+        self._log_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.broken: list[BrokenJob] = []
+        self.broken_sources: list[str] = []
+
+    def _say(self, msg: str) -> None:
+        with self._log_lock:
+            self.log(msg)
+
+    def convert_all(self, specs: list[ModelSpec], variants: list[str] | None) -> list[tuple[ModelSpec, ModelVariant]]:
+        out = []
+        for spec in specs:
+            for v in self.converter.variants_for(spec.source, variants):
+                mv = self.converter.convert(spec.source, v, spec.calibration)
+                mv.extra["source_path"] = str(spec.source.path)
+                out.append((spec, mv))
+        return out
+
+    def plan(self, specs: list[ModelSpec], variants: list[str] | None, devices: list[Device],
+             options: RunOptions) -> list[Job]:
+        """Convert every model; with several models, one that cannot be converted becomes `error`
+        rows of the run (see `broken`) instead of stopping the others from being measured."""
+        check_variant_names(variants)  # a typo is the whole command's fault, not one model's
+        jobs = []
+        for spec in specs:
+            try:
+                jobs += self._plan_model(spec, variants, devices, options)
+            except HilError as exc:
+                if len(specs) + len(self.broken_sources) == 1:
+                    raise
+                self.add_broken(spec.source.name, spec.source.sha256, variants, devices, str(exc))
+        if not jobs and self.broken:
+            raise ModelError("no model could be prepared: " + "; ".join(sorted({b.error for b in self.broken})))
+        return jobs
+
+    def add_broken(self, name: str, sha256: str, variants: list[str] | None, devices: list[Device],
+                   error: str) -> None:
+        """Jobs that cannot run because their model could not be opened or converted."""
+        self.broken_sources.append(name)
+        for v in variants or ["fp32"]:
+            for dev in devices:
+                self.broken.append(BrokenJob(name, sha256, v, dev, self.inventory.profile_of(dev).name, error))
+        self._say(f"SKIPPED {name}: {error}")
+
+    def _plan_model(self, spec: ModelSpec, variants: list[str] | None, devices: list[Device],
+                    options: RunOptions) -> list[Job]:
+        jobs = []
+        eval_file = None
+        if spec.eval_file:
+            ref = None
+            if spec.source.kind != "tflite":
+                ref = self.converter.convert(spec.source, "fp32", spec.calibration, quiet=True)
+            eval_file = prepare_eval(spec.eval_file, ref, self.converter.cache_dir.parent)
+        for _, mv in self.convert_all([spec], variants):
+            for dev in devices:
+                prof = self.inventory.profile_of(dev)
+                jobs.append(Job(mv, dev, prof, options.resolved(prof), eval_file))
+        return jobs
+
+    def run(self, jobs: list[Job], argv: list[str], resume: bool = False,
+            label: str | None = None) -> RunSummary:
+        keys = [j.key for j in jobs] + [b.key for b in self.broken]
+        plan_hash = hashlib.sha256(json.dumps(sorted(keys)).encode()).hexdigest()[:16]
+        run_id, done = None, set()
+        if resume:
+            run_id = self.store.resumable_run(plan_hash)
+            if run_id:
+                done = self.store.done_jobs(run_id)
+                self.store.reopen_run(run_id)
+                self._say(f"resuming run {run_id}: {len(done)} of {len(jobs)} jobs already measured")
+            else:
+                self._say("nothing to resume for this plan; starting a new run")
+        commits = {}
+        for j in jobs:
+            src_path = Path(j.variant.extra.get("source_path", "")) if j.variant.extra else None
+            commits[j.key] = git_commit_of(src_path) if src_path else None
+        if run_id is None:
+            first_commit = next((c for c in commits.values() if c), None)
+            run_id = self.store.start_run(keys, plan_hash, argv, __version__, platform.node(),
+                                          first_commit, label)
+        summary = RunSummary(run_id)
+        for b in self.broken:
+            if b.key not in done:
+                self.store.record(ResultRecord(
+                    run_id=run_id, job_key=b.key, model=b.model, model_sha256=b.sha256, variant=b.variant,
+                    device_id=b.device.id, profile=b.profile, status="error",
+                    transport=b.device.transport.type, harness_version=__version__, host=platform.node(),
+                    error=b.error), [], {})
+                summary.errors += 1
+                summary.failures.append(f"{b.model}/{b.variant}@{b.device.id}: {b.error}")
+        todo = [j for j in jobs if j.key not in done]
+        summary.skipped = len(jobs) - len(todo)
+        lanes: dict[str, dict[str, list[Job]]] = {}
+        for j in todo:
+            lanes.setdefault(hardware_lane(j.device), {}).setdefault(j.device.id, []).append(j)
+        lock = threading.Lock()
+        status = "interrupted"
+
+        def lane_worker(devices: dict[str, list[Job]]) -> None:
+            for dev_jobs in devices.values():
+                self._device_worker(run_id, dev_jobs, summary, lock, commits)
+
+        pool = ThreadPoolExecutor(max_workers=max(1, len(lanes)))
+        try:
+            futures = [pool.submit(lane_worker, devices) for devices in lanes.values()]
+            for f in futures:
+                f.result()
+            status = "complete" if not (summary.infra_errors or summary.errors) else "incomplete"
+        except BaseException:
+            self._stop.set()  # Ctrl-C: workers stop after the job in flight (the runner got SIGINT too)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.store.finish_run(run_id, status)
+        return summary
+
+    def _device_worker(self, run_id: str, jobs: list[Job], summary: RunSummary, lock: threading.Lock,
+                       commits: dict) -> None:
+        dev, prof = jobs[0].device, jobs[0].profile
+        backend = transport_for(dev, prof, self._say)
+        backend.cache_root = self.converter.cache_dir.parent  # MCU bundles live next to the artifacts
+        opened = False
+        unreachable: HilError | None = None  # (re)connecting failed: the device's other jobs fail fast
+        for job in jobs:
+            if self._stop.is_set():
+                break  # interrupted: the job stays missing and `hil run --resume` measures it
+            if unreachable is not None:
+                infra = isinstance(unreachable, InfraError)
+                msg = f"{unreachable} (not attempted: device could not be reached earlier in this run)"
+                self._fail(run_id, job, "infra_error" if infra else "error", msg, commits, summary, lock)
+                continue
+            try:
+                if not opened:
+                    try:
+                        backend.open()
+                    except HilError as exc:
+                        unreachable = exc
+                        raise
+                    opened = True
+                self._say(f"measuring {job.label} ...")
+                doc = backend.benchmark(job)
+                if doc.get("status") != "ok":
+                    if self._stop.is_set() or doc.get("error_kind") == "interrupted":
+                        break
+                    raise _RunnerError(doc.get("error") or "runner reported failure without a message",
+                                       doc.get("error_kind"))
+                self._record(run_id, job, "ok", doc, None, commits)
+                p50 = (doc.get("latency_us") or {}).get("p50")
+                self._say(f"done {job.label}: p50 {p50:.1f} us" if p50 is not None else f"done {job.label}")
+                with lock:
+                    summary.ok += 1
+            except _RunnerError as exc:
+                # the runner rejected the model/data/arguments: the user's to fix, not the lab's
+                status = "error" if exc.kind in USER_ERROR_KINDS else "infra_error"
+                self._fail(run_id, job, status, str(exc), commits, summary, lock)
+            except InfraError as exc:
+                if self._stop.is_set():
+                    break
+                self._fail(run_id, job, "infra_error", str(exc), commits, summary, lock)
+                if opened:
+                    backend.close()
+                    opened = False
+            except HilError as exc:
+                self._fail(run_id, job, "error", str(exc), commits, summary, lock)
+            except Exception as exc:
+                self._fail(run_id, job, "infra_error", f"unexpected {type(exc).__name__}: {exc}", commits,
+                           summary, lock)
+                if opened:
+                    backend.close()
+                    opened = False
+        if opened:
+            backend.close()
+
+    def _fail(self, run_id: str, job: Job, status: str, msg: str, commits: dict, summary: RunSummary,
+              lock: threading.Lock) -> None:
+        self._record(run_id, job, status, None, msg, commits)
+        kind = " (infrastructure)" if status == "infra_error" else ""
+        self._say(f"FAILED {job.label}{kind}: {msg}")
+        with lock:
+            if status == "infra_error":
+                summary.infra_errors += 1
+            else:
+                summary.errors += 1
+            summary.failures.append(f"{job.label}: {msg}")
+
+    def _record(self, run_id: str, job: Job, status: str, doc: dict | None, error: str | None,
+                commits: dict) -> None:
+        mv = job.variant
+        runtime = (doc or {}).get("runtime") or {}
+        rec = ResultRecord(
+            run_id=run_id, job_key=job.key, model=mv.model_name, model_sha256=mv.source_sha256,
+            variant=mv.variant, device_id=job.device.id, profile=job.profile.name, status=status,
+            converter_version=mv.converter_version, artifact_sha256=mv.artifact_sha256,
+            transport=job.device.transport.type, runtime=runtime.get("name"),
+            runtime_version=runtime.get("version"), harness_version=__version__,
+            git_commit=commits.get(job.key), host=platform.node(), error=error, raw=doc)
+        if doc and not doc.get("energy"):
+            doc["energy"] = energy_estimate(doc, job.profile)
+        measurements, samples = flatten(doc) if doc else ([], {})
+        if doc and not any(m[0] == "model_size_bytes" for m in measurements):
+            measurements.append(("model_size_bytes", float(mv.size_bytes), "B"))
+        if doc:  # raw samples live in the samples table; keep the stored document small
+            doc = json.loads(json.dumps(doc))
+            doc.get("latency_us", {}).pop("samples", None)
+            (doc.get("warmup") or {}).pop("samples_us", None)
+            rec.raw = doc
+        self.store.record(rec, measurements, samples)
+
+
+class _RunnerError(Exception):
+    """The runner answered, but with a failure document."""
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+
+
+USER_ERROR_KINDS = {"model", "usage", "eval"}  # runner error kinds caused by the input, not the lab

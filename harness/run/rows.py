@@ -1,0 +1,81 @@
+"""Flattening of a runner document into named long-format metrics.
+
+One naming scheme for every transport (local, ssh, serial) is what lets reports and gates compare
+a Raspberry Pi with an MCU without special cases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LATENCY_STATS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
+
+UNITS = {
+    "latency_count": "count", "init_us": "us", "first_inference_us": "us", "peak_rss_kb": "kB",
+    "peak_rss_delta_kb": "kB", "rss_before_load_kb": "kB", "model_size_bytes": "B",
+    "accuracy_top1": "fraction", "agreement": "fraction", "accuracy_n": "count",
+    "energy_per_inference_uj": "uJ", "arena_bytes": "B", "flash_bytes": "B", "cpu_temp_c": "C",
+    "throttled": "bool", "latency_median_ci_low_us": "us", "latency_median_ci_high_us": "us",
+}
+
+
+def _get(doc: dict, *path: str) -> Any:
+    node: Any = doc
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, float | None, str]], dict[str, list[float]]]:
+    """Return (measurements, samples-by-phase) for the store."""
+    out: list[tuple[str, float | None, str]] = []
+
+    def add(name: str, value: Any, unit: str | None = None) -> None:
+        if value is None or isinstance(value, (list, dict, str)):
+            return
+        out.append((name, float(value), unit or UNITS.get(name, "")))
+
+    lat = doc.get("latency_us") or {}
+    for stat in LATENCY_STATS:
+        add(f"latency_{stat}_us", lat.get(stat), "us")
+    add("latency_count", lat.get("count"))
+    windows = [w for w in doc.get("windows") or [] if isinstance(w, dict) and w.get("n")]
+    # inferences timed: on MCUs a latency sample is a whole window of n inferences
+    add("inferences", sum(int(w["n"]) for w in windows) if windows else lat.get("count"), "count")
+    add("latency_median_ci_low_us", lat.get("median_ci_low"))
+    add("latency_median_ci_high_us", lat.get("median_ci_high"))
+    add("init_us", doc.get("init_us"))
+    add("first_inference_us", doc.get("first_inference_us"))
+    mem = doc.get("memory") or {}
+    add("peak_rss_kb", mem.get("peak_rss_kb"))
+    add("peak_rss_delta_kb", mem.get("peak_rss_delta_kb"))
+    add("rss_before_load_kb", mem.get("rss_before_load_kb"))
+    add("arena_bytes", mem.get("arena_bytes"))
+    add("flash_bytes", mem.get("flash_bytes"))
+    add("model_size_bytes", _get(doc, "model", "size_bytes"))
+    acc = doc.get("accuracy") or {}
+    add("accuracy_top1", acc.get("top1"))
+    add("agreement", acc.get("agreement"))
+    add("accuracy_n", acc.get("n"))
+    energy = doc.get("energy") or {}
+    if energy.get("estimate"):  # never stored as if a meter had measured it
+        add("energy_estimate_per_inference_uj", energy.get("energy_per_inference_uj"), "uJ")
+    else:
+        add("energy_per_inference_uj", energy.get("energy_per_inference_uj"))
+    add("cpu_temp_c", _get(doc, "telemetry", "after", "cpu_temp_c"))
+    throttled = _get(doc, "telemetry", "throttled")
+    if throttled is not None:
+        add("throttled", 1.0 if throttled else 0.0)
+
+    samples: dict[str, list[float]] = {}
+    if lat.get("samples"):
+        samples["steady"] = [float(v) for v in lat["samples"]]
+    warm = _get(doc, "warmup", "samples_us")
+    if warm:
+        samples["warmup"] = [float(v) for v in warm]
+    for window in doc.get("windows") or []:
+        if isinstance(window, dict) and window.get("latency_us") is not None:
+            samples.setdefault("windows", []).append(float(window["latency_us"]))
+    return out, samples

@@ -1,0 +1,273 @@
+"""`hil devices check`: can each device run the benchmark right now, and if not, what to do about it.
+
+The device runner's probe (`linux_runner.py --probe`) runs on every Linux device: as a subprocess for
+`local`, fed on stdin to the device's python for `ssh`. Serial (MCU) devices are asked who they are over the
+MLPerf Tiny protocol (name, profile, model id, negotiated extensions, arena), the only probe a stock
+firmware answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from harness.core.resources import runner_file
+from harness.errors import ConfigError, InfraError
+from harness.lab.config import Device, DeviceProfile
+
+PROBE_SCHEMA = "hilbench.probe/1"
+MIN_FREE_BYTES = 100 * 1024 * 1024
+PACKAGES = "numpy ai-edge-litert"
+HEADERS = ["device", "transport", "reach", "host key", "python", "runtime", "numpy", "disk free",
+           "RAM free", "governor", "temp", "throttled", "verdict"]
+
+
+@dataclass
+class CheckResult:
+    device: str
+    transport: str
+    reach: str = "-"
+    host_key: str = "-"
+    python: str | None = None
+    probe: dict | None = None
+    problems: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.skipped:
+            return "SKIP"
+        return "FAIL" if self.problems else "OK"
+
+    def row(self) -> list[str]:
+        p = self.probe or {}
+        rt = p.get("runtime") or {}
+        npy = p.get("numpy") or {}
+        py = p.get("python") or {}
+        thr = p.get("throttle") or {}
+        if not thr.get("available"):
+            throttled = "-"
+        elif thr.get("now"):
+            throttled = "NOW: " + ",".join(thr["now"])
+        elif thr.get("since_boot"):
+            throttled = "since boot: " + ",".join(thr["since_boot"])
+        else:
+            throttled = "no" if thr.get("now") is not None else "?"
+        if p:
+            runtime = f"{rt['name']} {rt['version']}" if rt.get("name") else "MISSING"
+            numpy = npy.get("version") or "MISSING"
+            python = py.get("version", "?") + ("" if py.get("ok", True) else " (too old)")
+        else:
+            runtime = numpy = python = "-"
+        temp = p.get("cpu_temp_c")
+        return [self.device, self.transport, self.reach, self.host_key, python, runtime, numpy,
+                _size((p.get("disk") or {}).get("free_bytes")),
+                _size(((p.get("memory") or {}).get("available_kb") or 0) * 1024 or None),
+                p.get("governor") or "-", f"{temp:.1f} C" if isinstance(temp, (int, float)) else "-",
+                throttled, self.verdict]
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "-"
+
+
+def parse_probe(stdout: str, returncode: int, stderr_tail: str) -> dict | None:
+    text = stdout.strip()
+    try:
+        doc = json.loads(text.splitlines()[-1]) if text else None
+    except json.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("schema") != PROBE_SCHEMA:
+        return None
+    return doc
+
+
+def _python_missing(res: CheckResult, returncode: int, tail: str, where: str) -> None:
+    last = tail.strip().splitlines()[-1] if tail.strip() else f"exit code {returncode}"
+    if returncode == 127 or "not found" in last or "No such file" in last:
+        res.problems.append(f"python '{res.python}' not found {where} ({last})")
+    elif "SyntaxError" in last:
+        res.problems.append(f"python '{res.python}' is too old to run the device runner (needs 3.9+): {last}")
+    else:
+        res.problems.append(f"python '{res.python}' could not run the probe: {last}")
+
+
+def assess(res: CheckResult, remote: bool) -> None:
+    p = res.probe
+    exe = (p.get("python") or {}).get("executable") or res.python
+    py = p.get("python") or {}
+    if not py.get("ok", False):
+        res.problems.append(f"python {py.get('version')} at {exe} is too old (the runner needs 3.9+)")
+    missing = []
+    if (p.get("numpy") or {}).get("error"):
+        missing.append(f"numpy ({p['numpy']['error']})")
+    rt = p.get("runtime") or {}
+    if not rt.get("name"):
+        missing.append("a TFLite runtime (" + "; ".join(rt.get("errors") or []) + ")")
+    if missing:
+        res.problems.append(f"not importable by {exe}: " + ", ".join(missing))
+        where = "into the device's Python" if remote else "into this Python"
+        res.hints.append(f"install {where}: `{exe} -m pip install {PACKAGES}` (tflite-runtime on older "
+                         f"systems); or make a venv: `python3 -m venv ~/hilbench-venv && "
+                         f"~/hilbench-venv/bin/pip install {PACKAGES}` and set `python: "
+                         f"~/hilbench-venv/bin/python` in the device's transport")
+    disk = p.get("disk") or {}
+    free = disk.get("free_bytes")
+    if free is not None and free < MIN_FREE_BYTES:
+        res.problems.append(f"only {_size(free)} free in {disk.get('workdir')} (need {_size(MIN_FREE_BYTES)})")
+        res.hints.append("free some space or point the transport's workdir at a larger file system")
+    thr = p.get("throttle") or {}
+    if thr.get("now"):
+        res.notes.append(f"throttling now ({', '.join(thr['now'])}, raw {thr.get('raw')}): results will be "
+                         "flagged; check the power supply and cooling")
+    if p.get("governor") and p["governor"] != "performance":
+        res.notes.append(f"CPU governor is '{p['governor']}'; 'performance' gives steadier latencies")
+
+
+def _check_local(dev: Device, prof: DeviceProfile) -> CheckResult:
+    res = CheckResult(dev.id, "local", reach="local")
+    res.python = getattr(dev.transport, "python", None) or sys.executable
+    workdir = os.environ.get("HILBENCH_CACHE") or os.path.join("~", ".cache", "hilbench")
+    try:
+        proc = subprocess.run([res.python, str(runner_file()), "--probe", "--workdir", workdir], capture_output=True,
+                              text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        res.problems.append(f"python '{res.python}' cannot run: {exc}")
+        res.hints.append("set `python:` in the device's transport to an existing interpreter")
+        return res
+    res.probe = parse_probe(proc.stdout, proc.returncode, proc.stderr)
+    if res.probe is None:
+        _python_missing(res, proc.returncode, proc.stderr, "on this host")
+        return res
+    assess(res, remote=False)
+    return res
+
+
+def _check_ssh(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> CheckResult:
+    from harness.transports.ssh import hostkeys
+    from harness.transports.ssh.connect import SshAuthError, SshUnreachable
+    from harness.transports.ssh.transport import SshTransport
+
+    t = dev.transport
+    res = CheckResult(dev.id, "ssh")
+    backend = SshTransport(dev, prof, log)
+    res.python = t.python or prof.python
+    prefix = f"device '{dev.id}': "
+    try:
+        try:
+            backend.open()
+        except hostkeys.HostKeyError as exc:
+            res.reach, res.host_key = "ok", exc.status.upper()
+            res.problems.append(str(exc).removeprefix(prefix))
+            if exc.status == "unknown":
+                res.hints.append(f"compare {exc.fingerprint} with `ssh-keygen -lf /etc/ssh/ssh_host_"
+                                 f"{_keyfile(exc.key)}_key.pub` on the device, then `hil devices trust "
+                                 f"{dev.id}` (or set trust_on_first_use: true)")
+            else:
+                res.hints.append("find out why the key changed before trusting anything; if the device was "
+                                 f"reinstalled remove the old entry and run `hil devices trust {dev.id}`")
+            return res
+        except SshAuthError as exc:
+            res.reach, res.host_key = "auth FAIL", "known"
+            res.problems.append(str(exc).removeprefix(prefix))
+            user = t.user or "USER"
+            res.hints.append(f"authorize your public key on the device: `ssh-copy-id -i KEY.pub -p {t.port} "
+                             f"{user}@{t.host}`, or set key_file / use_agent in the inventory")
+            return res
+        except SshUnreachable as exc:
+            res.reach = "FAIL"
+            res.problems.append(str(exc).removeprefix(prefix))
+            res.hints.append(f"is {t.host}:{t.port} powered, on the network and running sshd? "
+                             f"(`ssh -p {t.port} {t.user + '@' if t.user else ''}{t.host}`)")
+            return res
+        except InfraError as exc:  # connected, but e.g. the work dir cannot be created
+            res.reach = "ok"
+            res.problems.append(str(exc).removeprefix(prefix))
+            return res
+        except ConfigError as exc:
+            res.problems.append(str(exc).removeprefix(prefix))
+            return res
+        conn = backend.connection
+        res.reach = "ok"
+        res.host_key = "trusted now" if conn.trusted_now else "known"
+        res.python = backend.python()
+        try:
+            rc, out, tail = backend.probe(runner_file().read_bytes())
+        except Exception as exc:
+            res.problems.append(f"probe failed: {exc or type(exc).__name__}")
+            return res
+        res.probe = parse_probe(out.decode("utf-8", "replace"), rc, tail)
+        if res.probe is None:
+            _python_missing(res, rc, tail, "on the device")
+            res.hints.append(f"set `python:` in the device's transport (or the profile '{prof.name}') to the "
+                             f"device venv's interpreter, e.g. ~/hilbench-venv/bin/python")
+            return res
+        assess(res, remote=True)
+        return res
+    finally:
+        backend.close()
+
+
+def _keyfile(key) -> str:
+    name = key.get_name()
+    return {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa"}.get(name, "ecdsa" if "ecdsa" in name else name)
+
+
+def check_device(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> CheckResult:
+    kind = dev.transport.type
+    if kind == "local":
+        return _check_local(dev, prof)
+    if kind == "ssh":
+        return _check_ssh(dev, prof, log)
+    return _check_serial(dev, prof, log)
+
+
+def _check_serial(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> CheckResult:
+    from harness.errors import HilError
+    from harness.mcu.serial.session import connect
+
+    t = dev.transport
+    res = CheckResult(dev.id, "serial", reach="-")
+    try:
+        client = connect(dev.id, t, lambda m: None)
+    except HilError as exc:
+        res.reach = "no"
+        res.problems.append(str(exc))
+        res.hints.append(f"check the cable/port {t.port} and baudrate {t.baudrate}; is the board flashed "
+                         f"(`hil build` + `hil deploy --device {dev.id}`) and not held by another program?")
+        return res
+    try:
+        info = client.info
+        arena = client.arena()
+    except HilError as exc:
+        res.reach = "yes"
+        res.problems.append(str(exc))
+        return res
+    finally:
+        client.link.close()
+    res.reach = "yes"
+    fw = f"{info.name or '?'} ({info.model_id or 'no model id'})"
+    res.probe = {"runtime": {"name": "firmware", "version": fw}, "numpy": {"version": "-"},
+                 "python": {"version": "-", "ok": True}}
+    caps = ", ".join(sorted(info.caps)) or "none (stock MLPerf Tiny firmware)"
+    res.notes.append(f"firmware '{info.name}', profile {info.profile or '-'}, model {info.model_id or '-'}, "
+                     f"extensions: {caps}" + (f", arena used {arena['used']} B" if arena else ""))
+    return res
+
+
+def check_all(devices: list[tuple[Device, DeviceProfile]], log: Callable[[str], None]) -> list[CheckResult]:
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(devices)))) as pool:
+        return list(pool.map(lambda dp: check_device(dp[0], dp[1], log), devices))
