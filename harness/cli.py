@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from harness import __version__
-from harness.errors import EXIT_USAGE, HilError
+from harness import __version__, log
+from harness.errors import EXIT_OK, EXIT_USAGE, HilError
 
 # Each module in harness/commands registers its own sub-command(s) with `register(subparsers)`.
 COMMAND_MODULES = ["run", "convert", "analyze", "results", "report", "devices", "demo", "mcu_sim", "build", "deploy",
-                   "gate", "baseline", "compare"]
+                   "gate", "baseline", "compare", "calibrate"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hil", description="hilbench: hardware-in-the-loop benchmarks for compressed ML models")
     parser.add_argument("--version", action="version", version=f"hilbench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more progress detail on stderr")
+    parser.add_argument("-q", "--quiet", dest="log_quiet", action="store_true",
+                        help="only warnings and errors on stderr")
     parser.add_argument("--inventory", default="inventory.yaml", help="lab inventory (default: %(default)s)")
     parser.add_argument("--profiles", default=None, help="device profile directory (default: next to the inventory)")
     parser.add_argument("--db", default="reports/results.sqlite", help="results database (default: %(default)s)")
@@ -40,8 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    log.setup(verbose=args.verbose, quiet=args.log_quiet)
     try:
         code = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `hil results | head`: the reader left; the exit code must still be the command's own
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except HilError as exc:
         if args.debug:
             raise

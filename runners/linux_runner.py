@@ -38,10 +38,15 @@ EXIT_ERROR = 2
 # The steady state keeps every sample; warmup reports its count and total but keeps only the
 # first MAX_WARMUP_SAMPLES samples (a µs-scale model runs ~10^5 warmup invocations in 0.5 s).
 MAX_WARMUP_SAMPLES = 10000
-RAPL_ENERGY = "/sys/class/powercap/intel-rapl:0/energy_uj"
-RAPL_RANGE = "/sys/class/powercap/intel-rapl:0/max_energy_range_uj"
-CPU_FREQ = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"
-CPU_GOVERNOR = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
+# HILBENCH_SYSFS_ROOT lets tests feed their own sysfs files; on a board it is unset.
+SYSFS = os.environ.get("HILBENCH_SYSFS_ROOT", "")
+RAPL_ENERGY = SYSFS + "/sys/class/powercap/intel-rapl:0/energy_uj"
+RAPL_RANGE = SYSFS + "/sys/class/powercap/intel-rapl:0/max_energy_range_uj"
+CPU_FREQ = SYSFS + "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"
+CPU_GOVERNOR = SYSFS + "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
+TIME_IN_STATE = SYSFS + "/sys/devices/system/cpu/cpu0/cpufreq/stats/time_in_state"
+# a window spent more than this share of its time away from its main frequency is disturbed
+FREQ_SHARE_LIMIT = 0.02
 # vcgencmd get_throttled: bits 0-3 are the *current* state.
 THROTTLE_BITS = {0x1: "under_voltage", 0x2: "freq_capped", 0x4: "throttled",
                  0x8: "soft_temp_limit"}
@@ -78,8 +83,11 @@ def parse_args(argv):
     cpus = _cpu_count()
     p = _Parser(prog="linux_runner.py", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="path to a .tflite model")
-    p.add_argument("--num-threads", type=int, default=cpus,
-                   help="interpreter threads (default: all usable cores = %d)" % cpus)
+    p.add_argument("--num-threads", type=int, default=1,
+                   help="interpreter threads (default 1, like benchmark_model: on a shared board more "
+                        "threads are slower and noisier; %d cores usable here)" % cpus)
+    p.add_argument("--cpus", default=None, metavar="LIST",
+                   help="pin the runner to these CPUs (e.g. 2,3) with sched_setaffinity")
     p.add_argument("--no-xnnpack", action="store_true",
                    help="builtin op resolver without default delegates (no XNNPACK)")
     p.add_argument("--min-runs", type=int, default=50)
@@ -97,6 +105,13 @@ def parse_args(argv):
     p.add_argument("--idle-power-mw", type=float, default=None,
                    help="board idle power, subtracted from the window's mean power")
     a = p.parse_args(argv)
+    if a.cpus is not None:
+        try:
+            a.cpus = sorted({int(c) for c in a.cpus.split(",") if c.strip()})
+        except ValueError:
+            raise RunnerError("usage: --cpus must be a comma list of CPU numbers (got %r)" % a.cpus, "usage")
+        if not a.cpus or min(a.cpus) < 0:
+            raise RunnerError("usage: --cpus needs at least one CPU number >= 0", "usage")
     if a.num_threads < 1:
         raise RunnerError("usage: --num-threads must be >= 1 (got %d)" % a.num_threads, "usage")
     if a.min_runs < 1:
@@ -223,7 +238,7 @@ def _cpu_temp_zone():
         return _ZONE_CACHE[0]
     chosen = None
     prefs = ("cpu", "soc", "x86_pkg", "pkg", "core", "k10temp", "tctl")
-    zones = sorted(glob.glob("/sys/class/thermal/thermal_zone*"))
+    zones = sorted(glob.glob(SYSFS + "/sys/class/thermal/thermal_zone*"))
     typed = [(z, (_read_text(os.path.join(z, "type")) or "").lower()) for z in zones]
     for pref in prefs:
         for z, t in typed:
@@ -295,8 +310,54 @@ def telemetry_snapshot():
         except ValueError:
             flags = None
     return {"cpu_temp_c": _cpu_temp_c(), "cpu_freq_khz": _cpu_freq_khz(),
+            "governor": _read_text(CPU_GOVERNOR), "time_in_state": _time_in_state(),
             "throttled_raw": raw, "throttled_flags": flags, "loadavg": load,
             "time_unix": round(time.time(), 3)}
+
+
+def _time_in_state():
+    """cpufreq stats: {frequency kHz: time in 10 ms units}; None where the kernel has no stats."""
+    text = _read_text(TIME_IN_STATE)
+    if not text:
+        return None
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[str(int(parts[0]))] = int(parts[1])
+            except ValueError:
+                return None
+    return out or None
+
+
+def window_disturbed(before, after):
+    """Reasons why a measurement window cannot be trusted (empty list: undisturbed).
+
+    The frequency a window ran at is what its latency depends on. A changed governor or current
+    frequency, new throttling bits (Raspberry Pi `get_throttled`: under-voltage, capping,
+    throttling now or since boot), or time spent at more than one frequency during the window
+    (cpufreq `time_in_state` deltas) all mean the window measured the board's state, not the model.
+    """
+    reasons = []
+    if before.get("governor") != after.get("governor"):
+        reasons.append("governor changed (%s -> %s)" % (before.get("governor"), after.get("governor")))
+    fb, fa = before.get("cpu_freq_khz"), after.get("cpu_freq_khz")
+    if fb is not None and fa is not None and fb != fa:
+        reasons.append("cpu frequency changed (%d -> %d kHz)" % (fb, fa))
+    rb, ra = before.get("throttled_raw"), after.get("throttled_raw")
+    if ra is not None and (rb != ra or decode_throttled(ra)):
+        reasons.append("throttling flags %s -> %s" % (rb, ra))
+    tb, ta = before.get("time_in_state"), after.get("time_in_state")
+    if tb and ta:
+        delta = {f: ta.get(f, 0) - tb.get(f, 0) for f in ta}
+        total = sum(v for v in delta.values() if v > 0)
+        if total > 0:
+            main = max(delta, key=lambda f: delta[f])
+            away = (total - max(delta[main], 0)) / float(total)
+            if away > FREQ_SHARE_LIMIT:
+                reasons.append("%.0f%% of the window away from %s kHz (time_in_state)" % (100 * away, main))
+    return reasons
 
 
 def combine_throttled(before, after):
@@ -688,6 +749,28 @@ def timed_loop(invoke, min_runs, min_ns, max_ns, pc):
             return samples, elapsed, "min_reached"
 
 
+def warmup_loop(invoke, min_runs, min_ns, max_ns, pc, kept):
+    """Like `timed_loop`, but keeps only the first len(kept) samples in a buffer allocated before the
+    model was loaded, so that warmup never grows the process after the model-memory reading.
+    Returns (count, total_ns)."""
+    cap = len(kept)
+    n = 0
+    total = 0
+    start = pc()
+    while True:
+        t0 = pc()
+        invoke()
+        t1 = pc()
+        d = t1 - t0
+        if n < cap:
+            kept[n] = d
+        total += d
+        n += 1
+        elapsed = t1 - start
+        if elapsed >= max_ns or (n >= min_runs and elapsed >= min_ns):
+            return n, total
+
+
 def run(args):
     result = {"schema": SCHEMA, "status": "ok"}
     model_path = os.path.abspath(args.model)
@@ -712,7 +795,17 @@ def run(args):
                         "warmup_seconds": args.warmup_seconds, "seed": args.seed,
                         "eval": os.path.abspath(args.eval) if args.eval else None}
 
+    if args.cpus is not None:
+        try:
+            os.sched_setaffinity(0, args.cpus)
+        except (AttributeError, OSError) as exc:
+            raise RunnerError("cannot pin to CPUs %s: %s" % (args.cpus, _one_line(exc)), "usage")
+    result["config"]["cpus"] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
     pc = time.perf_counter_ns
+    # the runner's own buffers exist before the "before load" reading, so that the model's memory
+    # (the high-water mark after warmup minus this reading) does not include them
+    warm_kept = array.array("q", bytes(8 * MAX_WARMUP_SAMPLES))
     gc.collect()
     rss_before = rss_kb()
 
@@ -773,16 +866,17 @@ def run(args):
         # ---- warmup (until both warmup_runs and warmup_seconds; capped by max_seconds)
         max_ns = int(args.max_seconds * 1e9)
         if args.warmup_runs > 0 or args.warmup_seconds > 0:
-            wsamples, _, _ = timed_loop(invoke, max(1, args.warmup_runs),
-                                        int(args.warmup_seconds * 1e9), max_ns, pc)
+            wcount, wtotal = warmup_loop(invoke, max(1, args.warmup_runs), int(args.warmup_seconds * 1e9),
+                                         max_ns, pc, warm_kept)
         else:
-            wsamples = []
-        result["warmup"] = {"count": len(wsamples),
-                            "samples_us": [s / 1000.0 for s in wsamples[:MAX_WARMUP_SAMPLES]],
-                            "samples_truncated": len(wsamples) > MAX_WARMUP_SAMPLES,
-                            "total_us": sum(wsamples) / 1000.0}
+            wcount, wtotal = 0, 0
+        model_peak = peak_rss_kb()  # before the steady window's sample buffer grows
+        result["warmup"] = {"count": wcount,
+                            "samples_us": [s / 1000.0 for s in warm_kept[:min(wcount, MAX_WARMUP_SAMPLES)]],
+                            "samples_truncated": wcount > MAX_WARMUP_SAMPLES,
+                            "total_us": wtotal / 1000.0}
         log("init %.1f ms, first inference %.3f ms, warmup %d runs"
-            % (init_ns / 1e6, first_ns / 1e6, len(wsamples)))
+            % (init_ns / 1e6, first_ns / 1e6, wcount))
 
         # ---- steady state
         tel_before = telemetry_snapshot()
@@ -809,13 +903,20 @@ def run(args):
 
     result["memory"] = {"rss_before_load_kb": rss_before, "rss_after_load_kb": rss_after,
                         "peak_rss_kb": peak,
+                        "model_memory_kb": (model_peak - rss_before)
+                        if (model_peak is not None and rss_before is not None) else None,
                         "peak_rss_delta_kb": (peak - rss_before)
                         if (peak is not None and rss_before is not None) else None,
                         "source": "proc_status" if _proc_status_kb("VmHWM") is not None
                         else "getrusage",
                         "measured": "right after the steady window, before eval"}
+    disturbed = window_disturbed(tel_before, tel_after)
     result["telemetry"] = {"before": tel_before, "after": tel_after,
-                           "throttled": combine_throttled(tel_before, tel_after)}
+                           "throttled": combine_throttled(tel_before, tel_after),
+                           "governor": tel_after.get("governor"),
+                           "disturbed": bool(disturbed), "disturbed_reasons": disturbed}
+    if disturbed:
+        log("window disturbed: %s" % "; ".join(disturbed))
     if power is not None:
         result["energy"] = sampled_energy(args.power_file, power[0], power[1], power[2],
                                           args.idle_power_mw, lat["mean"])

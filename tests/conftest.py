@@ -103,4 +103,4 @@ def hil(*args: str, cwd: Path | None = None, env: dict | None = None, check: boo
     return proc
 
 
-FAST = ["--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "1", "--warmup-seconds", "0"]
+FAST = ["--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "1", "--warmup-seconds", "0", "--repeats", "1"]

@@ -39,7 +39,8 @@ def _set_started_at(db: Path, run_id: str, started_at: float) -> None:
 def add_run(store: ResultStore, results: list[dict], label: str = "test", started_at: float | None = None,
             extra_plan: tuple[str, ...] = ()) -> str:
     """One run with the given results: dicts of model, variant, device, profile, status, samples, metrics."""
-    keys = [f"{r.get('model', 'm')}-{r.get('variant', 'fp32')}-{r.get('device', 'local')}" for r in results]
+    keys = [f"{r.get('model', 'm')}-{r.get('variant', 'fp32')}-{r.get('device', 'local')}#{r.get('repeat', 0)}"
+            for r in results]
     run_id = store.start_run(keys + list(extra_plan), "plan", ["test"], "0", "host", None, label)
     if started_at is not None:
         _set_started_at(store.path, run_id, started_at)
@@ -57,7 +58,8 @@ def add_run(store: ResultStore, results: list[dict], label: str = "test", starte
             measurements = [(m, v, "") for m, v in metrics.items() if v is not None]
         rec = ResultRecord(run_id=run_id, job_key=key, model=r.get("model", "m"), model_sha256="0" * 64,
                            variant=r.get("variant", "fp32"), device_id=r.get("device", "local"),
-                           profile=r.get("profile", "localhost"), status=status, error=r.get("error"))
+                           profile=r.get("profile", "localhost"), status=status, error=r.get("error"),
+                           transport=r.get("transport", "local"))
         store.record(rec, measurements, {"steady": list(samples)} if status == "ok" and samples is not None else {})
     store.finish_run(run_id, "complete")
     return run_id

@@ -81,7 +81,7 @@ def lab(workspace: Path, models: dict, flash_cmd, build_cmd=None, flash: str = "
     prof = yaml.safe_load((REPO / "device_profiles" / "stm32h7.yaml").read_text())
     prof["mcu"].update(build_cmd=build_cmd, flash_cmd=flash_cmd)
     (workspace / "device_profiles" / f"{PROFILE}.yaml").write_text(yaml.safe_dump(prof))
-    t = {"type": "serial", "port": str(workspace / "dut"), "timeout": 1.0, "infer_timeout": 5.0,
+    t = {"type": "serial", "port": str(workspace / "dut"), "timeout": 5.0, "infer_timeout": 5.0,
          "boot_timeout": 5.0, "flash": flash}
     (workspace / "inventory.yaml").write_text(
         f"devices:\n  - id: h7\n    profile: {PROFILE}\n    transport: {json.dumps(t)}\n")

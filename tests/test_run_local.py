@@ -50,7 +50,7 @@ def test_run_stores_rows_with_provenance_and_report(workspace, tiny_model):
 
 def test_interrupted_run_keeps_results_and_resume_runs_only_missing(workspace, tiny_model):
     args = [sys.executable, "-m", "harness", "run", str(tiny_model["path"]), "--variants", "fp32,dynamic,fp16",
-            "--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "0", "--warmup-seconds", "0"]
+            "--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "0", "--warmup-seconds", "0", "--repeats", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ})
     seen = []
@@ -167,7 +167,7 @@ def test_one_broken_model_or_device_does_not_sink_the_others(workspace, tiny_mod
 def test_ctrl_c_stops_the_run_without_blaming_the_lab_and_resume_finishes(workspace, tiny_model):
     args = [sys.executable, "-m", "harness", "run", str(tiny_model["path"]), "--variants", "fp32,dynamic,fp16",
             "--min-runs", "5", "--min-seconds", "2", "--max-seconds", "60", "--warmup-runs", "0",
-            "--warmup-seconds", "0"]
+            "--warmup-seconds", "0", "--repeats", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own process group, like a terminal's job
     seen = []

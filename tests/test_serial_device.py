@@ -112,7 +112,7 @@ def test_run_on_simulated_mcu_over_pty(workspace, mcu_model):
     # --min-seconds 0.1 in total (the simulator on a shared CI host jitters; a board does not)
     assert sum(w["elapsed_us"] for w in doc["windows"]) >= 0.8 * 0.1e6
     assert "accuracy: 20 of 70 eval samples over serial" in p.stderr
-    # a second night on the same board: the gate tests the 5 windows per side (not "insufficient")
+    # a second night on the same board: the gate judges the 5 window means per side
     with simulator(mcu_model["int8"], "--link", str(workspace / "dut")):
         hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"], check=True)
     from harness.gate.baselines import BaselineSpec
@@ -120,8 +120,9 @@ def test_run_on_simulated_mcu_over_pty(workspace, mcu_model):
 
     result = evaluate(store, None, BaselineSpec.parse("rolling:1"), profiles={})
     checks = {c.metric: c for c in result.keys[0].checks}
-    assert checks["latency_p50_us"].verdict != "insufficient"
-    assert checks["latency_p50_us"].n_current == 5 and checks["latency_p50_us"].p_value is not None
+    p50 = checks["latency_p50_us"]
+    assert p50.test.startswith("MCU window") and p50.n_current == 5 and p50.n_baseline == 5
+    assert p50.verdict in ("pass", "regression", "improvement", "inconclusive")  # host-timed simulator
 
 
 def _ser2net_listening(port: int) -> bool:

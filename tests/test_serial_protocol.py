@@ -100,8 +100,8 @@ def scripted():
         made.append(dev)
         link = SerialLink(dev.path, 115200, "h7")
         link.open()
-        kw.setdefault("timeout", 0.5)
-        kw.setdefault("infer_timeout", 0.5)
+        kw.setdefault("timeout", 3.0)
+        kw.setdefault("infer_timeout", 3.0)
         client = ProtocolClient(link, "h7", **kw)
         return dev, client
 
@@ -207,7 +207,7 @@ def test_lost_ready_resyncs_and_retries(scripted):
     corrupted = infer_reply(2, 0, 10, 30).replace(b"m-ready", b"m-re#dy")
     steps = [("name", lines("m-name-dut-[x]", "m-ready")), ("infer 2 0", corrupted),
              ("name", lines("m-name-dut-[x]", "m-ready")), ("infer 2 0", infer_reply(2, 0, 40, 60))]
-    dev, client = scripted(steps, timeout=0.3, infer_timeout=0.3)
+    dev, client = scripted(steps, timeout=1.0, infer_timeout=1.0)
     client.resync()
     r = client.infer(2, 0)
     assert (r.t0, r.per_inference_us) == (40, 10.0)
@@ -217,6 +217,7 @@ def test_lost_ready_resyncs_and_retries(scripted):
 def test_impossible_timestamps_and_errors_are_retried(scripted):
     steps = [("name", lines("m-name-dut-[x]", "m-ready")),
              ("infer 3 0", infer_reply(3, 0, 1000, 90_000_000)),  # claims 90 s: corrupted digits
+             ("infer 3 0", infer_reply(3, 0, 1000, 1001)),  # 1 us for 3 inferences: implausible lap
              ("infer 3 0", infer_reply(3, 0, 1000, 1300)),
              ("db load 2", lines("e-[Command 'db load' must be >0 bytes]", "m-ready")),
              ("db load 2", lines("e-[Command 'db load' must be >0 bytes]", "m-ready")),
@@ -225,7 +226,7 @@ def test_impossible_timestamps_and_errors_are_retried(scripted):
                                    "m-results-[0.5]", "m-ready"))] * 3]
     dev, client = scripted(steps, retries=2)
     client.resync()
-    assert client.infer(3, 0).per_inference_us == 100.0
+    assert client.infer(3, 0).per_inference_us == 100.0 and client.retried == 2
     with pytest.raises(BadResponse, match=r"bad answer to 'db load 2%'.*e-\[Command 'db load' must be >0 bytes\]"):
         client.load(b"ab")
     with pytest.raises(BadResponse, match="energy mode"):

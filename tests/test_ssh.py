@@ -24,7 +24,7 @@ from sshd import keygen, require_sshd
 
 pytestmark = pytest.mark.sshd
 
-FAST = ["--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "0", "--warmup-seconds", "0"]
+FAST = ["--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "0", "--warmup-seconds", "0", "--repeats", "1"]
 PROFILE = {"description": "test box reached over ssh", "arch": "x86_64", "cores": 2, "ram_mb": 1024,
            "runtime": "litert", "num_threads": 1, "python": "python3"}
 

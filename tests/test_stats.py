@@ -123,9 +123,10 @@ def test_real_samples_aa_passes_and_real_ten_percent_shift_is_caught(lab):
     Whether two separate real runs agree depends on the host's load and is measured by
     benchmarks/gate_power.py, not asserted here."""
     store = ResultStore(lab["db"])
-    rows = store._query("SELECT result_id FROM results WHERE device_id='local' AND variant='fp32' "
-                         "AND status='ok' ORDER BY result_id")
-    a, b = (np.array(store.samples(r[0])) for r in rows[:2])
+    first, replay = lab["runs"]
+    ids = [store._query("SELECT MIN(result_id) FROM results WHERE run_id=? AND device_id='local' "
+                        "AND variant='fp32' AND status='ok'", (run,))[0][0] for run in (first, replay)]
+    a, b = (np.array(store.samples(i)) for i in ids)
     assert a.size >= 200 and np.array_equal(a, b)
     assert p50_check(a, b, threshold=0.03).verdict == "pass"
     same = p50_check(b, b, threshold=0.05)

@@ -16,6 +16,12 @@ def register(sub) -> None:
                    help="pin per device (default) or per device profile (serves every board of that type)")
     _filters(s)
     s.set_defaults(func=cmd_set)
+    a = bsub.add_parser("accept", help="make RUN's improved (or failed) results the new reference of last-pass")
+    a.add_argument("run", help="run id ('latest' for the newest run)")
+    a.add_argument("--model")
+    a.add_argument("--variant")
+    a.add_argument("--device")
+    a.set_defaults(func=cmd_accept)
     sh = bsub.add_parser("show", help="list pinned baselines and the last passing run per key")
     sh.set_defaults(func=cmd_show)
     c = bsub.add_parser("clear", help="remove pins (all, or those matching the filters)")
@@ -36,6 +42,15 @@ def cmd_set(args) -> int:
     pinned = baselines.pin(store, run or "", args.model, args.variant, args.device, args.profile, args.scope)
     for model, variant, scope, rid in pinned:
         print(f"pinned {model}/{variant} for {scope}: run {run}, result {rid}")
+    return 0
+
+
+def cmd_accept(args) -> int:
+    """An improvement never replaces the reference silently; this is the explicit step that does."""
+    store = common.store(args, create=False)
+    run = store.latest_run_id() if args.run == "latest" else args.run
+    n = baselines.accept(store, run or "", args.model, args.variant, args.device)
+    print(f"accepted {n} key(s) of run {run} as reference")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from harness.commands import common
 from harness.errors import ConfigError
@@ -50,7 +51,7 @@ def cmd_build(args) -> int:
             raise ConfigError(f"{src.path}: a .tflite model is used as-is; --variant "
                               f"{args.variant} needs the .keras or SavedModel source")
         artifact, variant = src.path, "asis"
-        source = {"path": str(src.path), "kind": src.kind, "sha256": src.sha256, "variant": variant}
+        source: dict[str, Any] = {"path": str(src.path), "kind": src.kind, "sha256": src.sha256, "variant": variant}
     else:
         variant = args.variant or "int8"
         conv = common.converter(args)

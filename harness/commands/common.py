@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 
 from harness.core.jobs import RunOptions
@@ -14,8 +14,12 @@ from harness.store.results import ResultStore
 DEFAULT_INVENTORY_PATH = "inventory.yaml"
 
 
+_log = logging.getLogger("harness.commands")
+
+
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """Progress for the user (stderr, through logging): commands hand this to the stages they drive."""
+    _log.info(msg)
 
 
 def inventory(args) -> Inventory:
@@ -72,9 +76,11 @@ def add_measurement_options(p) -> None:
     p.add_argument("--warmup-seconds", type=seconds(0.0))
     p.add_argument("--num-threads", type=count(1))
     p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", default=None)
+    p.add_argument("--repeats", type=count(1),
+                   help="fresh runner processes per job, round-robin across jobs (default: the profile's)")
 
 
 def options_from(args) -> RunOptions:
     return RunOptions(min_runs=args.min_runs, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                       warmup_runs=args.warmup_runs, warmup_seconds=args.warmup_seconds,
-                      num_threads=args.num_threads, xnnpack=args.xnnpack)
+                      num_threads=args.num_threads, xnnpack=args.xnnpack, repeats=args.repeats)

@@ -16,11 +16,17 @@ from harness.gate.thresholds import load_threshold_file
 def register(sub) -> None:
     p = sub.add_parser("gate", help="regression gate: compare a run with its baseline and budgets")
     p.add_argument("--run", help="run id (default: latest)")
-    p.add_argument("--baseline", default="last-pass", help="last-pass (default), pinned, or rolling:K")
+    p.add_argument("--baseline", default="last-pass",
+                   help="last-pass[:K] (default: the last 5 accepted runs), pinned, or rolling:K")
     p.add_argument("--thresholds", help="YAML: model (or '*') -> metric -> threshold; overrides the profile")
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help="family-wise false-alarm budget of the whole gate (default: %(default)s)")
+    p.add_argument("--no-confirm", dest="confirm", action="store_false",
+                   help="do not re-measure tripped comparisons (reference and candidate interleaved)")
+    p.add_argument("--confirm-pairs", type=common.count(2), default=5,
+                   help="processes per artifact in a confirmation (default: %(default)s)")
     p.add_argument("--min-samples", type=int, default=MIN_SAMPLES,
-                   help="raw samples needed per side for a latency test (default: %(default)s)")
+                   help="latency samples a runner process needs for its level to count (default: %(default)s)")
     p.add_argument("--junit", help="write JUnit XML here")
     p.add_argument("--html", help="write a single-file HTML report with plots here")
     p.add_argument("--markdown", help="write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
@@ -51,6 +57,17 @@ def cmd_gate(args) -> int:
     store = common.store(args, create=False)
     res = gate.evaluate(store, args.run, spec, profiles, overrides, alpha=args.alpha,
                         min_samples=args.min_samples, warnings=warnings)
+    if args.confirm and res.failed_checks:
+        from harness.errors import HilError
+        from harness.gate.remeasure import confirm_regressions
+
+        try:
+            inventory = common.inventory(args)
+        except HilError as exc:
+            common.log(f"confirmation not possible: {exc}")
+            inventory = None
+        confirm_regressions(store, res, inventory, common.converter(args), pairs=args.confirm_pairs,
+                            log=common.log)
     if not args.no_record:
         gate.record(store, res)
     from harness.report.gate_markdown import render_gate_markdown

@@ -28,6 +28,7 @@ class RunOptions:
     warmup_seconds: float | None = None
     num_threads: int | None = None
     xnnpack: bool | None = None
+    repeats: int | None = None
 
     def resolved(self, profile: DeviceProfile) -> RunOptions:
         b = profile.benchmark
@@ -40,6 +41,7 @@ class RunOptions:
             warmup_seconds=pick(self.warmup_seconds, b.warmup_seconds),
             num_threads=pick(self.num_threads, profile.num_threads),
             xnnpack=pick(self.xnnpack, profile.xnnpack),
+            repeats=pick(self.repeats, b.repeats),
         )
 
 
@@ -50,14 +52,17 @@ class Job:
     profile: DeviceProfile
     options: RunOptions
     eval_file: Path | None = None
+    repeat: int = 0                  # which of the run's fresh runner processes for this job
 
     @property
     def key(self) -> str:
         ident = {"artifact": self.variant.artifact_sha256, "variant": self.variant.variant,
                  "device": self.device.id, "options": asdict(self.options),
                  "eval": self.eval_file.name if self.eval_file else None}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+        base = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+        return base if self.repeat == 0 else f"{base}#{self.repeat}"
 
     @property
     def label(self) -> str:
-        return f"{self.variant.model_name}/{self.variant.variant}@{self.device.id}"
+        rep = f" [{self.repeat + 1}/{self.options.repeats}]" if (self.options.repeats or 1) > 1 else ""
+        return f"{self.variant.model_name}/{self.variant.variant}@{self.device.id}{rep}"

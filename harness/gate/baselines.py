@@ -2,10 +2,13 @@
 
 Three ways to pick the baseline of a (model, variant, device):
 
-- ``last-pass`` (default): the newest earlier run whose gate verdict for this key was ``pass``. A
-  regression therefore stays red night after night until it is fixed (or a new baseline is
-  pinned); it never becomes its own baseline. The first run of a key has no baseline: its
-  metrics are ``new`` and it passes (budgets still apply), so it becomes the baseline of the next.
+- ``last-pass[:K]`` (default K=5): the newest K earlier runs whose gate verdict for this key was
+  ``pass`` (accepted). The reference is the median of all their process levels, so one lucky or
+  unlucky night cannot move it. A regression stays red night after night until it is fixed (or a
+  new baseline is pinned); it never becomes its own reference, and neither does an improvement
+  until `hil baseline accept` says so (its verdict is stored as ``improved``). The first run of a
+  key has no baseline: its metrics are ``new`` and it passes (budgets still apply), so it becomes
+  the reference of the next.
 - ``pinned``: a result chosen with ``hil baseline set`` (per device, or per profile so that one
   reference serves every board of that type). A key without a pin has no baseline.
 - ``rolling:K``: the last K earlier runs with a successful result for the key, whatever their
@@ -31,16 +34,28 @@ def key_of(model: str, variant: str, device_id: str) -> str:
     return f"{model}/{variant}@{device_id}"
 
 
+DEFAULT_K = 5
+
+
 @dataclass(frozen=True)
 class BaselineSpec:
     mode: str          # last-pass | pinned | rolling
-    k: int = 1
+    k: int = DEFAULT_K
 
     @classmethod
     def parse(cls, text: str | None) -> BaselineSpec:
         text = (text or "last-pass").strip()
-        if text in ("last-pass", "pinned"):
-            return cls(text)
+        if text == "pinned":
+            return cls(text, 1)
+        if text.startswith("last-pass"):
+            _, _, num = text.partition(":")
+            try:
+                k = int(num) if num else DEFAULT_K
+            except ValueError:
+                k = 0
+            if k < 1:
+                raise ConfigError(f"--baseline {text}: last-pass needs a positive run count, e.g. last-pass:5")
+            return cls("last-pass", k)
         if text.startswith("rolling"):
             _, _, num = text.partition(":")
             try:
@@ -53,7 +68,9 @@ class BaselineSpec:
         raise ConfigError(f"--baseline {text}: expected last-pass, pinned or rolling:K")
 
     def __str__(self) -> str:
-        return f"rolling:{self.k}" if self.mode == "rolling" else self.mode
+        if self.mode == "rolling" or (self.mode == "last-pass" and self.k != DEFAULT_K):
+            return f"{self.mode}:{self.k}"
+        return self.mode
 
 
 @dataclass
@@ -79,20 +96,24 @@ def select(store: ResultStore, spec: BaselineSpec, model: str, variant: str, dev
         return None
     before = db.run_started_at(store, run_id)
     if spec.mode == "last-pass":
-        found = db.last_passing_result(store, key_of(model, variant, device_id), run_id, before)
-        if not found:
+        runs = db.accepted_run_ids(store, key_of(model, variant, device_id), run_id, before, spec.k)
+        results = db.ok_results_in_runs(store, runs, model, variant, device_id)
+        if not results:
             return None
-        return Baseline(spec, [found[0]], [found[1]], "last passing run")
+        runs = [r for r in runs if any(run == r for _, run in results)]
+        return Baseline(spec, [rid for rid, _ in results], runs,
+                        f"last {len(runs)} accepted run(s)" if len(runs) > 1 else "last passing run")
     rows = db.earlier_ok_results(store, model, variant, device_id, run_id, before)
-    chosen: dict[str, int] = {}
-    for rid, run in rows:  # newest result of each run, newest runs first
+    chosen: list[str] = []
+    for _, run in rows:  # newest runs first
         if run not in chosen:
-            chosen[run] = rid
-        if len(chosen) == spec.k:
-            break
+            if len(chosen) == spec.k:
+                break
+            chosen.append(run)
     if not chosen:
         return None
-    return Baseline(spec, list(chosen.values()), list(chosen), f"rolling window of {len(chosen)}/{spec.k} runs")
+    ids = [rid for rid, run in rows if run in chosen]
+    return Baseline(spec, ids, chosen, f"rolling window of {len(chosen)}/{spec.k} runs")
 
 
 # --------------------------------------------------------------------------- pins
@@ -143,3 +164,19 @@ def verdicts(store: ResultStore, run_id: str | None = None) -> pd.DataFrame:
 def last_passing(store: ResultStore) -> pd.DataFrame:
     """Per key, the newest run whose verdict was pass (what `last-pass` would pick for a new run)."""
     return pd.DataFrame(db.last_passing_rows(store), columns=["key", "run_id", "result_id"])
+
+
+def accept(store: ResultStore, run_id: str, model: str | None = None, variant: str | None = None,
+           device: str | None = None) -> int:
+    """`hil baseline accept`: the run's improved (or failed) keys become accepted references."""
+    if not db.run_exists(store, run_id):
+        raise ConfigError(f"{store.path}: no run '{run_id}'")
+    keys = None
+    if model or variant or device:
+        rows = db.verdict_rows(store, run_id)
+        keys = [key for _, key, *_ in rows
+                if (not model or key.startswith(f"{model}/"))
+                and (not variant or f"/{variant}@" in key) and (not device or key.endswith(f"@{device}"))]
+        if not keys:
+            return 0
+    return db.accept_improvements(store, run_id, keys)

@@ -1,25 +1,28 @@
-"""The nightly gate: one run's results against baselines and budgets -> verdicts and an exit code.
+"""The nightly gate: one run's results against references and budgets -> verdicts and an exit code.
 
-Per (model, variant, device) the gate checks every metric in `harness.gate.thresholds.RULES`:
+Per (model, variant, device) the run has one result per runner process (`hil run --repeats`).
+Per metric in `harness.core.metrics.RULES`:
 
-- ``sampled`` (latency p50/p90): significant (block Mann-Whitney U, `harness.gate.stats`) AND the
-  relative change of the robust level beyond the threshold -> regression (or improvement).
+- ``sampled`` (latency p50/p90) and ``scalar`` (model memory, energy): process levels against the
+  median of the reference runs' levels, with the series' own noise model, decided for the whole gate
+  at once with Holm (`harness.gate.process_checks`, `family`): a regression needs significance across
+  the gate AND a change beyond the threshold. Serial (MCU) latency uses window means with a tight
+  threshold and a stability check instead (`windows`). Slow creep is found by step detection over
+  the series' run levels (`steps`).
 - ``deterministic`` (model size, arena, flash): exact comparison; with the default threshold 0 any
   increase is a regression.
-- ``scalar`` (peak RSS, energy): one value per run gives no within-run noise estimate, so the
-  relative change against the threshold decides alone (baseline = median of the baseline runs).
 - ``accuracy`` (top-1, agreement): the eval set is fixed, so the result is deterministic for an
   artifact; a drop of more than the threshold in absolute points is a regression.
 
-A metric without a baseline value is ``new``, one that disappeared is ``missing``, one with too few
-samples is ``insufficient``: reported, never failing. Budgets from the profile are checked on every
-result, baseline or not.
+A metric of a series' first run is ``new``, one that disappeared is ``missing``; too few samples,
+only disturbed windows or unstable MCU windows make it ``inconclusive``, which is never a pass.
+Budgets from the profile are checked on every result, baseline or not.
 
 Exit code (precedence 2 > 1 > 0): **2** when the run has any infrastructure failure - a result with
-status ``infra_error`` or ``error``, or a planned job without any result - because the regression
-picture is then incomplete; regressions found in the results that did arrive are still listed.
-**1** for a regression or an exceeded budget. **0** otherwise. Usage and configuration errors raise
-`ConfigError` (3) before any verdict is made.
+status ``infra_error`` or ``error``, or a planned job without any result - or an inconclusive
+metric, because the regression picture is then incomplete; regressions found in the results that
+did arrive are still listed. **1** for a regression or an exceeded budget. **0** otherwise. Usage and
+configuration errors raise `ConfigError` (3) before any verdict is made.
 """
 
 from __future__ import annotations
@@ -35,6 +38,19 @@ import numpy as np
 from harness.errors import EXIT_INFRA, EXIT_OK, EXIT_REGRESSION, ConfigError
 from harness.gate import baselines as bl
 from harness.gate.budgets import BudgetCheck, check_budgets
+from harness.gate.family import holm
+from harness.gate.levels import INCONCLUSIVE
+from harness.gate.process_checks import (
+    CREEP_RUNS,
+    DEFAULT_NOISE_PRIOR,
+    HISTORY_RUNS,
+    SeriesInput,
+    SeriesStats,
+    creep,
+    mcu_window_verdict,
+    run_level,
+    series_comparison,
+)
 from harness.gate.stats import DEFAULT_ALPHA, MIN_SAMPLES, compare_samples
 from harness.gate.thresholds import GATED_METRICS, RULES, resolve
 from harness.lab.config import DeviceProfile, load_profiles
@@ -61,6 +77,11 @@ class Check:
     test: str = ""
     budget: BudgetCheck | None = None
     note: str = ""
+    sigma_run: float | None = None       # noise of one process level (relative), process-level checks
+    sigma_source: str = ""               # history | prior
+    critical_change: float | None = None  # the smallest change that would have failed here
+    creep_effect: float | None = None
+    confirmation: dict | None = None     # interleaved re-measurement (see harness.gate.remeasure)
 
     @property
     def regression(self) -> bool:
@@ -77,6 +98,10 @@ class Check:
     @property
     def skipped(self) -> bool:
         return not self.failed and self.verdict in ("insufficient", "missing")
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.verdict == "inconclusive"
 
     @property
     def absolute(self) -> bool:
@@ -98,6 +123,8 @@ class KeyResult:
     error: str | None = None
     seconds: float = 0.0             # steady-state measurement time
     values: dict = field(default_factory=dict)
+    result_ids: list[int] = field(default_factory=list)  # one per runner process
+    processes: int = 0
 
     @property
     def key(self) -> str:
@@ -130,8 +157,12 @@ class GateResult:
         return [(k, c) for k in self.keys for c in k.checks if c.verdict == "improvement"]
 
     @property
+    def inconclusive_checks(self) -> list[tuple[KeyResult, Check]]:
+        return [(k, c) for k in self.keys for c in k.checks if c.inconclusive]
+
+    @property
     def exit_code(self) -> int:
-        if self.infra_failures:
+        if self.infra_failures or self.inconclusive_checks:
             return EXIT_INFRA
         if self.failed_checks:
             return EXIT_REGRESSION
@@ -148,6 +179,7 @@ class GateResult:
                 "checks": len(checks), "regressions": sum(c.regression for c in checks),
                 "over_budget": sum(c.over_budget for c in checks),
                 "improvements": sum(c.verdict == "improvement" for c in checks),
+                "inconclusive": sum(c.verdict == "inconclusive" for c in checks),
                 "insufficient": sum(c.verdict == "insufficient" for c in checks)}
 
     def rows(self) -> list[dict]:
@@ -170,7 +202,11 @@ class GateResult:
                             "n_current": c.n_current, "test": c.test,
                             "budget": c.budget.name if c.budget else "",
                             "budget_limit": c.budget.limit if c.budget else None,
-                            "budget_status": c.budget.status if c.budget else "", "note": c.note})
+                            "budget_status": c.budget.status if c.budget else "",
+                            "sigma_run": c.sigma_run, "critical_change": c.critical_change,
+                            "confirmed": (c.confirmation or {}).get("confirmed"),
+                            "confirm_effect": (c.confirmation or {}).get("effect"),
+                            "confirm_p": (c.confirmation or {}).get("p"), "note": c.note})
         return out
 
 
@@ -288,6 +324,42 @@ def check_metric(metric: str, threshold: float, current: float | None, baseline_
     return c
 
 
+def _group(rows: list[dict]) -> list[list[dict]]:
+    """Results of one run grouped per (model, variant, device): one entry per runner process."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["variant"], r["device_id"]), []).append(r)
+    return list(groups.values())
+
+
+def _median_values(values: list[dict[str, float]]) -> dict[str, float]:
+    metrics = {m for v in values for m in v}
+    return {m: float(np.median([v[m] for v in values if m in v])) for m in metrics}
+
+
+def _process_series(store: ResultStore, k: KeyResult, metric: str, ok_ids: list[int],
+                    values: dict[int, dict[str, float]], base_values: dict[int, dict[str, float]], before: float,
+                    threshold: float, min_samples: int, prior: float) -> SeriesInput:
+    cur, disturbed = [], []
+    for rid in ok_ids:
+        v = values[rid]
+        if metric not in v:
+            continue
+        cur.append(v[metric])
+        few = RULES[metric].kind == "sampled" and v.get("latency_count", min_samples) < min_samples
+        disturbed.append(bool(v.get("disturbed")) or few)
+    history = db.series_values(store, k.model, k.variant, k.device_id, metric, before, HISTORY_RUNS)
+    # the reference: the baseline's processes (a profile-wide pin may come from another board)
+    by_run: dict[str, list[float]] = {}
+    runs = db.runs_of(store, list(base_values))
+    for rid, v in base_values.items():
+        if metric in v and not v.get("disturbed") and v.get("latency_count", min_samples) >= min_samples:
+            by_run.setdefault(runs.get(rid, ""), []).append(v[metric])
+    ref_levels = list(by_run.values())
+    hist_levels = [[x for x, d in zip(lv, fl) if not d] for _, lv, fl in history]
+    return SeriesInput(metric, cur, disturbed, ref_levels, hist_levels, threshold, prior)
+
+
 def evaluate(store: ResultStore, run_id: str | None = None, spec: bl.BaselineSpec | None = None,
              profiles: Mapping[str, DeviceProfile] | None = None,
              overrides: Mapping[str, Mapping[str, float]] | None = None, alpha: float = DEFAULT_ALPHA,
@@ -297,63 +369,92 @@ def evaluate(store: ResultStore, run_id: str | None = None, spec: bl.BaselineSpe
         raise ConfigError(f"--alpha {alpha}: must be between 0 and 1")
     if min_samples < 2:
         raise ConfigError(f"--min-samples {min_samples}: must be at least 2")
-    spec = spec or bl.BaselineSpec("last-pass")
+    spec = spec or bl.BaselineSpec("last-pass", bl.DEFAULT_K)
     profiles = profiles or {}
     overrides = overrides or {}
     run = store.run_row(run_id)
     result = GateResult(run["run_id"], run, spec, alpha, warnings=list(warnings or []))
+    before = float(run["started_at"])
     rows = _results_of_run(store, result.run_id)
-    current_values = _values(store, [r["result_id"] for r in rows if r["status"] == "ok"])
+    values = _values(store, [r["result_id"] for r in rows if r["status"] == "ok"])
+    pending: list[tuple[KeyResult, Check, SeriesStats, float]] = []
     warned: set[str] = set()
-    for r in rows:
-        k = KeyResult(r["model"], r["variant"], r["device_id"], r["profile"], "pass", result_id=r["result_id"])
+    for grp in _group(rows):
+        first = grp[0]
+        ok = [r for r in grp if r["status"] == "ok"]
+        failed = [r for r in grp if r["status"] != "ok"]
+        k = KeyResult(first["model"], first["variant"], first["device_id"], first["profile"], "pass",
+                      result_id=(ok or grp)[0]["result_id"])
+        k.result_ids = [r["result_id"] for r in ok]
         result.keys.append(k)
-        if r["status"] != "ok":
-            k.status = "infra" if r["status"] == "infra_error" else "error"
-            k.error = r["error"] or r["status"]
-            continue
-        prof = profiles.get(r["profile"])
-        if prof is None and profiles and r["profile"] not in warned:
-            warned.add(r["profile"])
-            result.warnings.append(f"profile '{r['profile']}' not found: built-in thresholds, no budgets "
+        if failed:
+            worst = next((r for r in failed if r["status"] == "infra_error"), failed[0])
+            k.status = "infra" if worst["status"] == "infra_error" else "error"
+            k.error = (worst["error"] or worst["status"]) + (
+                f" ({len(failed)} of {len(grp)} processes failed)" if len(grp) > 1 else "")
+            if not ok:
+                continue
+        prof = profiles.get(first["profile"])
+        if prof is None and profiles and first["profile"] not in warned:
+            warned.add(first["profile"])
+            result.warnings.append(f"profile '{first['profile']}' not found: built-in thresholds, no budgets "
                                    f"for its devices")
-        cur = current_values[r["result_id"]]
+        per_process = [values[r["result_id"]] for r in ok]
+        cur = _median_values(per_process)
         k.values = cur
-        k.seconds = cur.get("inferences", cur.get("latency_count", 0)) * cur.get("latency_mean_us", 0) / 1e6
+        k.processes = len(ok)
+        k.seconds = sum(v.get("latency_count", 0) * v.get("latency_mean_us", 0) for v in per_process) / 1e6
         k.baseline = bl.select(store, spec, k.model, k.variant, k.device_id, k.profile, result.run_id)
         base_ids = k.baseline.result_ids if k.baseline else []
         base_vals = _values(store, base_ids)
-        sample_cache: dict[int, list[float]] = {}
-
-        def samples(rid: int) -> list[float]:
-            if rid not in sample_cache:
-                sample_cache[rid] = store.samples(rid)
-            return sample_cache[rid]
-
+        serial = first.get("transport") == "serial"
+        prior = (prof.benchmark.noise_prior if prof else None) or DEFAULT_NOISE_PRIOR
         budgets = {b.metric: b for b in check_budgets(prof.budgets if prof else None, cur)}
         for metric in GATED_METRICS:
             rule = RULES[metric]
             thr = resolve(metric, k.model, prof.thresholds if prof else None, overrides)
             bvals = [base_vals[i][metric] for i in base_ids if metric in base_vals[i]]
-            kwargs = {}
-            if rule.kind == "sampled" and metric in cur and bvals:
-                kwargs = {"cur_samples": samples(k.result_id),
-                          "base_samples": [samples(i) for i in base_ids if metric in base_vals[i]]}
-            # MCU samples are whole measurement windows (>= seconds of inferences each, MLPerf: 5);
-            # five of them per side are as trustworthy as many more raw invocations.
-            need = min(min_samples, MCU_MIN_WINDOWS) if r.get("transport") == "serial" else min_samples
-            if rule.kind == "sampled":
-                kwargs["min_change_us"] = resolve("latency_min_change_us", k.model,
-                                                  prof.thresholds if prof else None, overrides)
-            c = check_metric(metric, thr, cur.get(metric), bvals, alpha=alpha, min_samples=need,
-                             has_baseline=k.baseline is not None, **kwargs)
+            process_level = rule.kind in ("sampled", "scalar") and metric in cur and bvals
+            if process_level and serial and rule.kind == "sampled":
+                c = _mcu_check(store, metric, thr, k.result_ids, base_ids, cur.get(metric))
+            elif process_level and rule.kind == "sampled" and all(
+                    v.get("latency_count", min_samples) < min_samples for v in per_process):
+                n = int(max(v.get("latency_count", 0) for v in per_process))
+                c = Check(metric, "inconclusive", current=cur[metric], threshold=thr, n_current=n,
+                          test="process levels + Holm",
+                          note=f"too few samples ({n} < {min_samples} per process): raise max_seconds or "
+                               "lower min_runs")
+            elif process_level:
+                c = Check(metric, "pending", current=cur[metric], threshold=thr, test="process levels + Holm")
+                s = _process_series(store, k, metric, k.result_ids, values, base_vals, before, thr,
+                                    min_samples if not serial else 1, prior)
+                stats = series_comparison(s, f"{k.key} {metric}")
+                c.baseline, c.n_baseline, c.n_current = stats.reference, stats.n_reference, stats.comparison.r
+                c.sigma_run, c.sigma_source = stats.sigma, stats.sigma_source
+                if stats.comparison.verdict == INCONCLUSIVE:
+                    reason = stats.comparison.reason
+                    if reason == "all windows disturbed":
+                        reason += " (frequency, governor or throttling changed during every window, or too few samples)"
+                    c.verdict, c.note = "inconclusive", reason
+                else:
+                    c.current = float(np.exp(np.log(stats.reference) + stats.comparison.log_ratio))
+                    c.effect = c.current / stats.reference - 1.0
+                    floor = resolve("latency_min_change_us", k.model, prof.thresholds if prof else None, overrides) \
+                        if metric.startswith("latency") else 0.0
+                    pending.append((k, c, stats, floor))
+            else:
+                c = check_metric(metric, thr, cur.get(metric), bvals, has_baseline=k.baseline is not None)
             c.budget = budgets.get(metric)
             if c.verdict == "n/a" and c.budget is None:
                 continue
             if cur.get("throttled") == 1.0 and rule.kind == "sampled":
                 c.note = (c.note + "; " if c.note else "") + "device reported throttling during the run"
             k.checks.append(c)
-        k.status = "fail" if any(c.failed for c in k.checks) else "pass"
+    _decide_family(result, pending)
+    for k in result.keys:
+        if not k.infra:
+            _creep_check(store, k, before, profiles.get(k.profile), overrides)
+            k.status = "fail" if any(c.failed for c in k.checks) else "pass"
     result.keys.extend(_missing_jobs(store, run, {r["job_key"] for r in rows}))
     if not result.keys:
         result.keys.append(KeyResult("(none)", "-", "-", "-", "nodata",
@@ -361,11 +462,69 @@ def evaluate(store: ResultStore, run_id: str | None = None, spec: bl.BaselineSpe
     return result
 
 
+def _decide_family(result: GateResult, pending: list[tuple[KeyResult, Check, SeriesStats, float]]) -> None:
+    """Holm over every process-level comparison of the gate: the false-alarm budget is the gate's."""
+    decisions = holm([s.comparison for _, _, s, _ in pending], alpha_family=result.alpha)
+    for (k, c, s, floor), d in zip(pending, decisions):
+        c.verdict = d.verdict
+        c.p_value = d.p_holm if d.verdict != "improvement" else d.p_holm_better
+        c.critical_change = d.critical_change
+        c.note = d.reason
+        if c.verdict in ("regression", "improvement") and floor and c.current is not None and c.baseline is not None \
+                and abs(c.current - c.baseline) < floor:
+            c.verdict = "pass"
+            c.note = (f"change of {abs(c.current - c.baseline):.2f} us is below the {floor:g} us floor "
+                      "(latency_min_change_us)")
+
+
+def _mcu_check(store: ResultStore, metric: str, thr: float, cur_ids: list[int], base_ids: list[int],
+               current: float | None) -> Check:
+    """MCU latency: window means (one stored sample per window) against the reference's windows."""
+    cur_w = [x for rid in cur_ids for x in store.samples(rid)]
+    base_w = [x for rid in base_ids for x in store.samples(rid)]
+    w = mcu_window_verdict(base_w, cur_w, thr, metric)
+    c = Check(metric, w.verdict, baseline=w.base_level, current=w.current_level, effect=w.effect, threshold=thr,
+              n_baseline=len(base_w), n_current=len(cur_w), test="MCU window means + stability", note=w.reason)
+    if metric != "latency_p50_us" and w.verdict == "inconclusive":
+        c.verdict, c.note = "pass", "p50 decides MCU windows; " + w.reason
+    return c
+
+
+def _creep_check(store: ResultStore, k: KeyResult, before: float, prof: DeviceProfile | None,
+                 overrides: Mapping[str, Mapping[str, float]]) -> None:
+    """Slow creep: step detection over the run levels of the series, this run last."""
+    c = next((c for c in k.checks if c.metric == "latency_p50_us"), None)
+    if c is None or c.verdict in ("regression", "inconclusive", "new") or c.current is None:
+        return
+    thr = resolve("latency_p50_us", k.model, prof.thresholds if prof else None, overrides)
+    if c.effect is None or c.effect < 0.5 * thr:
+        # a creep keeps the run above its recent reference (which lags behind it); a run at or
+        # below the reference is not creeping, however the older history happened to fall
+        return
+    history = db.series_values(store, k.model, k.variant, k.device_id, "latency_p50_us", before, CREEP_RUNS)
+    levels = [run_level([x for x, d in zip(lv, fl) if not d]) for _, lv, fl in history] + [c.current]
+    found = creep(levels, thr, "latency_p50_us")
+    if found is None or not found.flagged:
+        return
+    start_run = history[found.start_index][0] if found.start_index is not None and found.start_index < len(history) \
+        else "this run"
+    c.verdict = "regression"
+    c.creep_effect = found.effect
+    c.note = (f"creep: {found.effect:+.1%} against the best earlier level, beginning at run {start_run}"
+              + (f"; {c.note}" if c.note else ""))
+
+
 def record(store: ResultStore, result: GateResult) -> None:
-    """Store one verdict per key so that the next night's `last-pass` baseline can be found."""
+    """Store one verdict per key: `pass` keys are accepted as references for later runs; `improved`
+    keys are not (an improvement never moves the reference silently: `hil baseline accept`)."""
     rows = []
     for k in result.keys:
-        rows.append({"key": k.key, "verdict": k.status, "model": k.model, "variant": k.variant,
+        verdict = k.status
+        if verdict == "pass" and any(c.verdict == "improvement" for c in k.checks):
+            verdict = "improved"
+        if verdict == "pass" and any(c.verdict == "inconclusive" for c in k.checks):
+            verdict = "inconclusive"
+        rows.append({"key": k.key, "verdict": verdict, "model": k.model, "variant": k.variant,
                      "device_id": k.device_id, "profile": k.profile, "result_id": k.result_id,
                      "baseline": k.baseline.describe() if k.baseline else str(result.spec),
                      "detail": {"failed": [c.metric for c in k.checks if c.failed], "error": k.error}})

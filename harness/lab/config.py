@@ -54,6 +54,11 @@ class BenchmarkDefaults(_Strict):
     warmup_seconds: float = Field(0.5, ge=0)
     windows: int = Field(5, ge=1)
     window_seconds: float = Field(10.0, gt=0)
+    # fresh runner processes per job and run: the gate's unit of comparison (most of the noise is
+    # between processes and nights, not between the invocations of one process)
+    repeats: int = Field(1, ge=1)
+    # sigma of one process level (relative) assumed until a series has its own history
+    noise_prior: float = Field(0.02, gt=0, le=1)
 
 
 class McuSettings(_Strict):

@@ -174,10 +174,12 @@ class _Worker:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        proc = self.proc
+        assert proc.stdin is not None and proc.stdout is not None  # both are PIPE
         try:
-            self.proc.stdin.write(f"{arena}\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
+            proc.stdin.write(f"{arena}\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
         except (BrokenPipeError, OSError):
             line = ""
         if not line:  # crashed (a too-small arena can segfault the wrapper)
@@ -191,7 +193,8 @@ class _Worker:
     def close(self) -> None:
         if self.proc is not None:
             try:
-                self.proc.stdin.close()
+                if self.proc.stdin is not None:  # always: the worker is started with stdin=PIPE
+                    self.proc.stdin.close()
             except OSError:
                 pass
             try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -41,6 +42,8 @@ from harness.mcu import codegen
 from harness.mcu.arena import measure_arena
 from harness.mcu.fit import check_fit, require_fit
 from harness.models.inspect.analysis import TFLM_ADD_METHOD, TFLM_CUSTOM_ADD_METHOD, ModelAnalysis, analyze
+
+_log = logging.getLogger(__name__)
 
 SCHEMA = "hilbench.mcu-bundle/1"
 INTEGER_DTYPES = ("int8", "int16x8")
@@ -80,7 +83,7 @@ def _sha(data: bytes) -> str:
 
 def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
                  model_name: str | None = None, source: dict | None = None,
-                 log: Callable[[str], None] = print, bundle_name: str | None = None) -> dict:
+                 log: Callable[[str], None] = _log.info, bundle_name: str | None = None) -> dict:
     """Analyse, measure, check the fit and write the bundle; returns the manifest."""
     require_mcu_profile(profile)
     mcu = profile.mcu
@@ -224,7 +227,7 @@ def _cache_key(sha256: str, profile: DeviceProfile) -> dict:
 
 def cached_bundle(model_path: Path, sha256: str, profile: DeviceProfile, cache_root: Path, *,
                   model_name: str | None = None, source: dict | None = None,
-                  log: Callable[[str], None] = print) -> tuple[Path, dict, bool]:
+                  log: Callable[[str], None] = _log.info) -> tuple[Path, dict, bool]:
     """(bundle dir, manifest, cache hit) for the model and profile; builds the bundle on a miss."""
     out = bundle_cache_dir(cache_root, sha256, profile)
     key = _cache_key(sha256, profile)

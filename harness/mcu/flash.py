@@ -19,6 +19,7 @@ follows it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import string
@@ -30,6 +31,8 @@ from pathlib import Path
 
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import Device, DeviceProfile
+
+_log = logging.getLogger(__name__)
 
 PLACEHOLDERS = ("bundle", "port", "baudrate", "device", "profile", "model_id")
 DEFAULT_TIMEOUT = 1800.0
@@ -80,7 +83,7 @@ def expand_command(template: str, values: dict[str, str], where: str) -> list[st
 
 
 def run_step(step: str, argv: list[str], cwd: Path, log_path: Path, where: str,
-             timeout: float = DEFAULT_TIMEOUT, log: Callable[[str], None] = print) -> StepResult:
+             timeout: float = DEFAULT_TIMEOUT, log: Callable[[str], None] = _log.info) -> StepResult:
     """Run one command with stdout+stderr into log_path; raise a clear error if it fails."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     shown = shlex.join(argv)
@@ -120,7 +123,7 @@ def run_step(step: str, argv: list[str], cwd: Path, log_path: Path, where: str,
 
 def deploy_bundle(device: Device, profile: DeviceProfile, bundle: Path, manifest: dict, *,
                   build: bool = True, flash: bool = True, timeout: float = DEFAULT_TIMEOUT,
-                  log: Callable[[str], None] = print) -> list[StepResult]:
+                  log: Callable[[str], None] = _log.info) -> list[StepResult]:
     """Run build_cmd then flash_cmd of the device's profile in the bundle directory."""
     if profile.mcu is None:
         raise ConfigError(f"{profile.source or profile.name}: profile '{profile.name}' of device "
@@ -154,7 +157,7 @@ BUILD_STAMP = "build.ok"  # in <bundle>/logs/: the command line of the last succ
 
 def build_and_flash(device: Device, profile: DeviceProfile, bundle: Path, manifest: dict, *,
                     timeout: float = DEFAULT_TIMEOUT,
-                    log: Callable[[str], None] = print) -> list[StepResult]:
+                    log: Callable[[str], None] = _log.info) -> list[StepResult]:
     """Run build_cmd (unless it already succeeded here and a flash_cmd follows) then flash_cmd."""
     from harness.mcu.bundle import file_lock
 

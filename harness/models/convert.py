@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -24,6 +25,8 @@ import numpy as np
 
 from harness.core.hashing import sha256_file, sha256_tree
 from harness.errors import ConfigError, ModelError
+
+_log = logging.getLogger(__name__)
 
 VARIANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 ASIS = "asis"  # a .tflite given by the user, benchmarked unchanged
@@ -168,7 +171,7 @@ def default_cache_dir() -> Path:
 class Converter:
     """Produces variants of a model; every artifact is stored under its cache key."""
 
-    def __init__(self, cache_dir: Path | None = None, log: Callable[[str], None] = print):
+    def __init__(self, cache_dir: Path | None = None, log: Callable[[str], None] = _log.info):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.log = log
         self.hits = 0

@@ -20,7 +20,9 @@ def _interpreter(model_path: Path):
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - host without LiteRT
-        from tensorflow.lite import Interpreter  # type: ignore
+        import tensorflow as tf  # the tensorflow.lite package does not export Interpreter; the tf.lite API does
+
+        Interpreter = tf.lite.Interpreter
     interp = Interpreter(model_path=str(model_path))
     interp.allocate_tensors()
     return interp
@@ -64,7 +66,7 @@ def prepare_eval(eval_path: Path, ref_variant: ModelVariant | None, cache_root: 
     x = load_array(eval_path, "x").astype(np.float32)
     if ref_variant is not None:
         _check_shape(eval_path, x, ref_variant.artifact)
-    arrays = {"x": x}
+    arrays: dict[str, np.ndarray] = {"x": x}
     loaded = np.load(eval_path, allow_pickle=False)
     if isinstance(loaded, np.lib.npyio.NpzFile) and "y" in loaded.files:
         y = loaded["y"]
@@ -75,6 +77,8 @@ def prepare_eval(eval_path: Path, ref_variant: ModelVariant | None, cache_root: 
         arrays["ref"] = float_predictions(ref_variant.artifact, x)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
+    # numeric arrays only (everything was loaded with allow_pickle=False); naming the flag also tells the
+    # type checker that no key of `arrays` lands in it
+    np.savez(tmp, allow_pickle=False, **arrays)
     tmp.replace(out)
     return out

@@ -74,10 +74,10 @@ def render_markdown(table: pd.DataFrame, reference: str, run_id: str = "") -> st
         headers += [f"{d} p50", f"{d} RSS (MB)", f"{d} energy (uJ)"]
         if d != reference:
             headers.append(f"{d} speed-up (x)")
-    rows = []
+    rows: list[list[str]] = []
     for (model, variant), g in table.groupby(["model", "variant"], sort=True):
         g = g.set_index("device_id")
-        row = [model, variant]
+        row = [str(model), str(variant)]
         for d in devices:
             if d in g.index:
                 r = g.loc[d]

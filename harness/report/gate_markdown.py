@@ -78,17 +78,33 @@ def check_message(c: Check) -> str:
     return "; ".join(bits) or check_outcome(c)
 
 
-CHECK_HEADERS = ["model", "variant", "device", "metric", "baseline", "current", "change", "threshold", "p",
-                 "budget", "verdict"]
+CHECK_HEADERS = ["model", "variant", "device", "metric", "baseline", "current", "change", "threshold",
+                 "sigma_run", "critical change", "p", "confirmation", "budget", "verdict"]
+
+
+def fmt_rel(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * 100:.2f} %"
+
+
+def fmt_confirmation(c: Check) -> str:
+    """The interleaved re-measurement: effect, p, processes, and what it decided."""
+    conf = c.confirmation
+    if not conf:
+        return "-"
+    if conf.get("impossible"):
+        return "not possible: " + conf["impossible"]
+    word = "confirmed" if conf.get("confirmed") else "not confirmed"
+    return f"{word}: {conf['effect'] * 100:+.2f} % (p={conf['p']:.2g}, {conf['n']}+{conf['n']} processes)"
 
 
 def check_row(k, c: Check) -> list[str]:
     budget = "-"
     if c.budget is not None:
         budget = f"{c.budget.status} ({fmt_value(c.metric, c.budget.limit)})"
+    sigma = fmt_rel(c.sigma_run) + (" (prior)" if c.sigma_source == "prior" else "")
     return [k.model, k.variant, k.device_id, c.metric, fmt_value(c.metric, c.baseline),
-            fmt_value(c.metric, c.current), fmt_change(c), fmt_threshold(c), fmt_p(c.p_value), budget,
-            check_outcome(c)]
+            fmt_value(c.metric, c.current), fmt_change(c), fmt_threshold(c), sigma if c.sigma_run else "-",
+            fmt_rel(c.critical_change), fmt_p(c.p_value), fmt_confirmation(c), budget, check_outcome(c)]
 
 
 def render_gate_markdown(res: GateResult) -> str:
@@ -97,11 +113,12 @@ def render_gate_markdown(res: GateResult) -> str:
     out = [f"# hilbench gate: {res.verdict} (exit {res.exit_code})", ""]
     out += [f"- run: `{res.run_id}` ({run.get('status')}, label {run.get('label') or '-'}, "
             f"host {run.get('host') or '-'}, models commit {run.get('git_commit') or '-'})",
-            f"- baseline: `{res.spec}`; significance: block Mann-Whitney U, alpha {res.alpha:g}",
+            f"- baseline: `{res.spec}`; significance: process levels against the reference, Holm over the "
+            f"whole gate at family-wise alpha {res.alpha:g}",
             f"- {n['keys']} result(s): {n['passed']} passed, {n['failed']} failed, "
             f"{n['infra']} infrastructure failure(s); {n['checks']} checks: {n['regressions']} regression(s), "
             f"{n['over_budget']} over budget, {n['improvements']} improvement(s), "
-            f"{n['insufficient']} with insufficient data", ""]
+            f"{n['inconclusive']} inconclusive", ""]
     for w in res.warnings:
         out.append(f"> warning: {w}")
     if res.warnings:
@@ -121,6 +138,12 @@ def render_gate_markdown(res: GateResult) -> str:
         out.append("")
     else:
         out += ["None.", ""]
+    if res.inconclusive_checks:
+        out += ["## Inconclusive", "", "Not enough trustworthy data to decide; counted like an infrastructure "
+                "failure (exit 2), never as a pass.", ""]
+        for k, c in res.inconclusive_checks:
+            out.append(f"- **{k.key}** {c.metric}: {c.note}")
+        out.append("")
     if res.improvements:
         out += ["## Improvements", "", markdown_table(CHECK_HEADERS, [check_row(k, c) for k, c in res.improvements]),
                 ""]
@@ -131,7 +154,11 @@ def render_gate_markdown(res: GateResult) -> str:
         out += [markdown_table(CHECK_HEADERS, rows), ""]
         out += ["Baselines: " + "; ".join(f"{k.key}: {k.baseline.describe() if k.baseline else 'none'}"
                                           for k in ok_keys), "", "</details>", ""]
-    out += ["Latency change compares the robust level (median of the undisturbed blocks of each run) and "
-            "counts only when significant *and* beyond the threshold; accuracy changes are in percentage "
-            "points. Exit codes: 0 pass, 1 regression/budget, 2 infrastructure, 3 usage.", ""]
+    out += ["Each runner process gives one level per metric; the run's levels are compared with the median of "
+            "the reference runs' levels. `sigma_run` is the noise of one process level (from the series' "
+            "history, or the profile's prior); the critical change is the smallest change that would have "
+            "failed (threshold and Holm's family-wise bound, whichever is larger). A tripped comparison is "
+            "re-measured interleaved (reference, candidate, ...) before it fails. Accuracy changes are in "
+            "percentage points. Exit codes: 0 pass, 1 regression/budget, 2 infrastructure or inconclusive, "
+            "3 usage.", ""]
     return "\n".join(out)

@@ -3,9 +3,10 @@
 Layout: ``<testsuites>`` with one ``<testsuite name="hilbench.<device>">`` per device; testcases
 have ``classname="hilbench.<device>.<model>.<variant>"`` and ``name=<metric>``. A regression or an
 exceeded budget is a ``<failure>``; a job without a measurement (infrastructure) is one testcase
-``name="measurement"`` with an ``<error>``; metrics with insufficient data or missing from the run
-are ``<skipped>``. Every suite carries consistent tests/failures/errors/skipped counts and a time
-(the steady-state measurement time of its results).
+``name="measurement"`` with an ``<error>``; inconclusive metrics (too few samples, all windows
+disturbed) are ``<error type="inconclusive">``; metrics missing from the run are ``<skipped>``.
+Every suite carries consistent tests/failures/errors/skipped counts and a time (the steady-state
+measurement time of its results).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def render_junit(res: GateResult) -> str:
                 f = ET.SubElement(tc, "failure", type=kind, message=msg[:500])
                 f.text = msg
                 n["failures"] += 1
+            elif c.inconclusive:  # not enough trustworthy data: never a pass (gate exit 2)
+                err = ET.SubElement(tc, "error", type="inconclusive", message=msg[:500])
+                err.text = msg
+                n["errors"] += 1
             elif c.skipped:
                 ET.SubElement(tc, "skipped", message=msg[:500])
                 n["skipped"] += 1

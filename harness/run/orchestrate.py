@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness import __version__
@@ -27,6 +28,8 @@ from harness.models.evaldata import prepare_eval
 from harness.run.rows import flatten
 from harness.store.results import ResultRecord, ResultStore
 from harness.transports import transport_for
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,7 +118,7 @@ def hardware_lane(device: Device) -> str:
 
 class Orchestrator:
     def __init__(self, inventory: Inventory, store: ResultStore, converter: Converter,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = _log.info):
         self.inventory = inventory
         self.store = store
         self.converter = converter
@@ -143,7 +146,7 @@ class Orchestrator:
         """Convert every model; with several models, one that cannot be converted becomes `error`
         rows of the run (see `broken`) instead of stopping the others from being measured."""
         check_variant_names(variants)  # a typo is the whole command's fault, not one model's
-        jobs = []
+        jobs: list[Job] = []
         for spec in specs:
             try:
                 jobs += self._plan_model(spec, variants, devices, options)
@@ -153,7 +156,7 @@ class Orchestrator:
                 self.add_broken(spec.source.name, spec.source.sha256, variants, devices, str(exc))
         if not jobs and self.broken:
             raise ModelError("no model could be prepared: " + "; ".join(sorted({b.error for b in self.broken})))
-        return jobs
+        return self.with_repeats(jobs)
 
     def add_broken(self, name: str, sha256: str, variants: list[str] | None, devices: list[Device],
                    error: str) -> None:
@@ -178,6 +181,13 @@ class Orchestrator:
                 prof = self.inventory.profile_of(dev)
                 jobs.append(Job(mv, dev, prof, options.resolved(prof), eval_file))
         return jobs
+
+    @staticmethod
+    def with_repeats(jobs: list[Job]) -> list[Job]:
+        """Each job's R fresh processes, round-robin: all jobs once, then all again, ... so that a
+        disturbance (a neighbour, a heat spike) hits different jobs in different repeats."""
+        rounds = max((j.options.repeats or 1) for j in jobs) if jobs else 1
+        return [replace(j, repeat=r) for r in range(rounds) for j in jobs if r < (j.options.repeats or 1)]
 
     def run(self, jobs: list[Job], argv: list[str], resume: bool = False,
             label: str | None = None) -> RunSummary:

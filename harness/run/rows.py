@@ -12,7 +12,8 @@ LATENCY_STATS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 
 UNITS = {
     "latency_count": "count", "init_us": "us", "first_inference_us": "us", "peak_rss_kb": "kB",
-    "peak_rss_delta_kb": "kB", "rss_before_load_kb": "kB", "model_size_bytes": "B",
+    "peak_rss_delta_kb": "kB", "model_memory_kb": "kB", "disturbed": "bool", "rss_before_load_kb": "kB",
+    "model_size_bytes": "B",
     "accuracy_top1": "fraction", "agreement": "fraction", "accuracy_n": "count",
     "energy_per_inference_uj": "uJ", "arena_bytes": "B", "flash_bytes": "B", "cpu_temp_c": "C",
     "throttled": "bool", "latency_median_ci_low_us": "us", "latency_median_ci_high_us": "us",
@@ -51,6 +52,7 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, float | None, str]], d
     mem = doc.get("memory") or {}
     add("peak_rss_kb", mem.get("peak_rss_kb"))
     add("peak_rss_delta_kb", mem.get("peak_rss_delta_kb"))
+    add("model_memory_kb", mem.get("model_memory_kb"))
     add("rss_before_load_kb", mem.get("rss_before_load_kb"))
     add("arena_bytes", mem.get("arena_bytes"))
     add("flash_bytes", mem.get("flash_bytes"))
@@ -65,6 +67,9 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, float | None, str]], d
     else:
         add("energy_per_inference_uj", energy.get("energy_per_inference_uj"))
     add("cpu_temp_c", _get(doc, "telemetry", "after", "cpu_temp_c"))
+    disturbed = _get(doc, "telemetry", "disturbed")
+    if disturbed is not None:
+        add("disturbed", 1.0 if disturbed else 0.0)
     throttled = _get(doc, "telemetry", "throttled")
     if throttled is not None:
         add("throttled", 1.0 if throttled else 0.0)

@@ -153,6 +153,7 @@ class ResultStore:
                  rec.runtime, rec.runtime_version, rec.harness_version, rec.git_commit, rec.host,
                  rec.status, rec.error, json.dumps(rec.raw) if rec.raw is not None else None))
             rid = cur.lastrowid
+            assert rid is not None  # set by the INSERT above
             db.executemany("INSERT INTO measurements VALUES (?,?,?,?)",
                            [(rid, m, None if v is None else float(v), u) for m, v, u in measurements])
             for phase, vals in samples.items():

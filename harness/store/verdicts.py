@@ -152,3 +152,69 @@ def metric_history(store: ResultStore, key: str, model: str, variant: str, devic
         "LEFT JOIN gate_verdicts g ON g.run_id = r.run_id AND g.key = ? "
         "WHERE r.model=? AND r.variant=? AND r.device_id=? AND r.status='ok' AND u.started_at <= ? "
         "ORDER BY u.started_at DESC, r.result_id DESC", (metric, key, model, variant, device_id, before))
+
+
+def accepted_run_ids(store: ResultStore, key: str, run_id: str, before: float, k: int) -> list[str]:
+    """The newest `k` earlier runs whose verdict for `key` was pass (accepted), newest first.
+    Verdicts `improved` are not accepted until `hil baseline accept`."""
+    rows = store._query(
+        "SELECT g.run_id FROM gate_verdicts g JOIN runs u ON u.run_id = g.run_id "
+        "WHERE g.key=? AND g.verdict='pass' AND g.run_id != ? AND u.started_at < ? "
+        "ORDER BY u.started_at DESC LIMIT ?", (key, run_id, before, k))
+    return [r[0] for r in rows]
+
+
+def ok_results_in_runs(store: ResultStore, run_ids: list[str], model: str, variant: str,
+                       device_id: str) -> list[tuple[int, str]]:
+    """(result_id, run_id) of every successful process of a key in the given runs."""
+    if not run_ids:
+        return []
+    marks = ",".join("?" * len(run_ids))
+    return store._query(
+        f"SELECT result_id, run_id FROM results WHERE run_id IN ({marks}) AND model=? AND variant=? "
+        "AND device_id=? AND status='ok' ORDER BY result_id", (*run_ids, model, variant, device_id))
+
+
+def series_values(store: ResultStore, model: str, variant: str, device_id: str, metric: str, before: float,
+                  runs: int, exclude_run: str | None = None) -> list[tuple[str, list[float], list[bool]]]:
+    """Per earlier run of a series (oldest first, at most `runs`): its process levels of `metric`
+    and whether each process was disturbed. Confirmation runs are not part of a series' history."""
+    rows = store._query(
+        "SELECT u.run_id, u.started_at, m.value, d.value FROM results r JOIN runs u ON u.run_id = r.run_id "
+        "JOIN measurements m ON m.result_id = r.result_id AND m.metric = ? "
+        "LEFT JOIN measurements d ON d.result_id = r.result_id AND d.metric = 'disturbed' "
+        "WHERE r.model=? AND r.variant=? AND r.device_id=? AND r.status='ok' AND u.started_at < ? "
+        "AND u.run_id != ? AND COALESCE(u.label, '') NOT LIKE 'confirm:%' "
+        "ORDER BY u.started_at, r.result_id", (metric, model, variant, device_id, before, exclude_run or ""))
+    by_run: dict[str, tuple[list[float], list[bool]]] = {}
+    for run, _, value, disturbed in rows:
+        if value is None:
+            continue
+        levels, flags = by_run.setdefault(run, ([], []))
+        levels.append(float(value))
+        flags.append(bool(disturbed))
+    out = [(run, lv, fl) for run, (lv, fl) in by_run.items()]
+    return out[-runs:]
+
+
+def accept_improvements(store: ResultStore, run_id: str, keys: list[str] | None = None) -> int:
+    """`hil baseline accept`: a run's improved (or failed) keys become accepted references."""
+    sql, args = "UPDATE gate_verdicts SET verdict='pass' WHERE run_id=? AND verdict IN ('improved', 'fail')", [run_id]
+    if keys:
+        sql += " AND key IN (" + ",".join("?" * len(keys)) + ")"
+        args += keys
+    with store._tx() as db:
+        return db.execute(sql, tuple(args)).rowcount
+
+
+def artifact_of(store: ResultStore, result_id: int) -> str | None:
+    rows = store._query("SELECT artifact_sha256 FROM results WHERE result_id=?", (result_id,))
+    return rows[0][0] if rows else None
+
+
+def runs_of(store: ResultStore, result_ids: list[int]) -> dict[int, str]:
+    if not result_ids:
+        return {}
+    marks = ",".join("?" * len(result_ids))
+    return dict(store._query(f"SELECT result_id, run_id FROM results WHERE result_id IN ({marks})",
+                             tuple(result_ids)))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from harness.core.resources import runner_file
 from harness.errors import ConfigError, InfraError
-from harness.lab.config import Device, DeviceProfile
+from harness.lab.config import Device, DeviceProfile, SerialSettings
 
 PROBE_SCHEMA = "hilbench.probe/1"
 MIN_FREE_BYTES = 100 * 1024 * 1024
@@ -107,6 +107,7 @@ def _python_missing(res: CheckResult, returncode: int, tail: str, where: str) ->
 
 def assess(res: CheckResult, remote: bool) -> None:
     p = res.probe
+    assert p is not None, "assess() is only called once the probe has parsed"
     exe = (p.get("python") or {}).get("executable") or res.python
     py = p.get("python") or {}
     if not py.get("ok", False):
@@ -158,10 +159,10 @@ def _check_local(dev: Device, prof: DeviceProfile) -> CheckResult:
 
 def _check_ssh(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> CheckResult:
     from harness.transports.ssh import hostkeys
-    from harness.transports.ssh.connect import SshAuthError, SshUnreachable
+    from harness.transports.ssh.connect import SshAuthError, SshUnreachable, ssh_settings
     from harness.transports.ssh.transport import SshTransport
 
-    t = dev.transport
+    t = ssh_settings(dev)
     res = CheckResult(dev.id, "ssh")
     backend = SshTransport(dev, prof, log)
     res.python = t.python or prof.python
@@ -201,6 +202,7 @@ def _check_ssh(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> 
             res.problems.append(str(exc).removeprefix(prefix))
             return res
         conn = backend.connection
+        assert conn is not None, "open() returned without raising, so it connected"
         res.reach = "ok"
         res.host_key = "trusted now" if conn.trusted_now else "known"
         res.python = backend.python()
@@ -240,6 +242,8 @@ def _check_serial(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) 
     from harness.mcu.serial.session import connect
 
     t = dev.transport
+    if not isinstance(t, SerialSettings):
+        raise TypeError(f"device '{dev.id}' uses the {t.type} transport, not serial")
     res = CheckResult(dev.id, "serial", reach="-")
     try:
         client = connect(dev.id, t, lambda m: None)

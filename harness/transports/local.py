@@ -9,6 +9,7 @@ from collections import deque
 
 from harness.core.jobs import Job
 from harness.errors import InfraError
+from harness.lab.config import LocalSettings
 from harness.transports.base import Transport, parse_runner_output, runner_args, runner_file
 
 
@@ -16,7 +17,8 @@ class LocalTransport(Transport):
     """Fresh process per job so one model's memory (peak RSS) never leaks into the next."""
 
     def python(self) -> str:
-        return self.device.transport.python or sys.executable
+        t = self.device.transport
+        return (t.python if isinstance(t, LocalSettings) else None) or sys.executable
 
     def benchmark(self, job: Job) -> dict:
         eval_path = str(job.eval_file) if job.eval_file else None
@@ -25,16 +27,18 @@ class LocalTransport(Transport):
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except OSError as exc:
             raise InfraError(f"device '{self.device.id}': cannot start {argv[0]}: {exc}") from None
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None and stderr is not None  # both are PIPE
         tail: deque[str] = deque(maxlen=20)
 
         def pump() -> None:
-            for line in proc.stderr:
+            for line in stderr:
                 tail.append(line)
                 self.log(f"  [{self.device.id}] {line.rstrip()}")
 
         out: list[str] = []
         threads = [threading.Thread(target=pump, daemon=True),
-                   threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]
+                   threading.Thread(target=lambda: out.append(stdout.read()), daemon=True)]
         for t in threads:
             t.start()
         budget = (job.options.max_seconds or 150) * 2 + 120

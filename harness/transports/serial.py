@@ -20,6 +20,7 @@ import time
 
 from harness.core.jobs import Job
 from harness.errors import InfraError
+from harness.lab.config import SerialSettings
 from harness.mcu.serial import session
 from harness.mcu.serial.protocol import ProtocolClient
 from harness.models.inspect.analysis import ModelAnalysis, analyze
@@ -34,10 +35,21 @@ class SerialTransport(Transport):
     def _say(self, msg: str) -> None:
         self.log(f"  [{self.device.id}] {msg}")
 
-    def open(self) -> None:
+    @property
+    def settings(self) -> SerialSettings:
         t = self.device.transport
-        self.client = session.connect(self.device.id, t, self._say)
-        info = self.client.info
+        if not isinstance(t, SerialSettings):
+            raise TypeError(f"device '{self.device.id}' uses the {t.type} transport, not serial")
+        return t
+
+    def _connected(self) -> ProtocolClient:
+        assert self.client is not None, "open() (or the reconnect after flashing) sets the client"
+        return self.client
+
+    def open(self) -> None:
+        t = self.settings
+        self.client = client = session.connect(self.device.id, t, self._say)
+        info = client.info
         caps = ",".join(sorted(info.caps)) or "none (stock firmware)"
         self._say(f"connected on {t.port}: {info.name or '?'}, firmware {info.profile or '?'}, "
                   f"model {info.model_id or '?'}, extensions {caps}")
@@ -50,7 +62,7 @@ class SerialTransport(Transport):
     def benchmark(self, job: Job) -> dict:
         if self.client is None:
             self.open()
-        t = self.device.transport
+        t = self.settings
         artifact = job.variant.artifact
         a = analyze(artifact)
         if len(a.inputs) != 1:
@@ -61,7 +73,7 @@ class SerialTransport(Transport):
         if a.outputs:
             n_outputs = session.tensor_spec(a.outputs[0]).elements
         flash = self._ensure_model(job, a)
-        client = self.client
+        client = self._connected()
         before = (client.resyncs, client.retried, client.noise, client.dbbin_fallbacks)
         try:
             verified, note = session.verify_model(client.info, a.sha256)
@@ -120,15 +132,16 @@ class SerialTransport(Transport):
     def _ensure_model(self, job: Job, a: ModelAnalysis) -> dict:
         """Flash the job's model when the transport's `flash` mode asks for it; the `flash` entry of
         the result document."""
-        t = self.device.transport
+        t = self.settings
         mcu = self.profile.mcu
         entry = {"mode": t.flash, "flashed": False, "seconds": 0.0, "bundle": None, "log": None}
         if t.flash == "never" or mcu is None or not (mcu.build_cmd or mcu.flash_cmd):
             return entry  # the model check below refuses a board running another model
-        board = self.client.info.model_id
+        client = self._connected()
+        board = client.info.model_id
         if t.flash == "auto":
             try:
-                verified, _ = session.verify_model(self.client.info, a.sha256)
+                verified, _ = session.verify_model(client.info, a.sha256)
             except InfraError:
                 verified = False
             if verified is not False:  # the right model, or firmware that cannot tell (warned below)
@@ -142,7 +155,7 @@ class SerialTransport(Transport):
         from harness.mcu.flash import build_and_flash
         from harness.models.convert import default_cache_dir
 
-        t = self.device.transport
+        t = self.settings
         mv = job.variant
         want = f"sha256:{a.sha256[:16]}"
         t0 = time.monotonic()
@@ -162,10 +175,10 @@ class SerialTransport(Transport):
         log_path = steps[-1].log if steps else bundle / "logs"
         t_reset = time.monotonic()
         try:
-            self.client = session.reconnect(self.device.id, t, self._say, after=f"flashing {want}")
+            self.client = client = session.reconnect(self.device.id, t, self._say, after=f"flashing {want}")
         except InfraError as exc:
             raise InfraError(f"{exc} (see {log_path})") from None
-        info = self.client.info
+        info = client.info
         try:
             verified, _ = session.verify_model(info, a.sha256)
         except InfraError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from harness.errors import InfraError
 
@@ -53,7 +54,7 @@ class SerialLink:
         self.baudrate = baudrate
         self.device_id = device_id
         self.trace = trace or (lambda msg: None)
-        self.ser = None
+        self.ser: Any | None = None  # a pyserial port (pyserial ships no type information)
         self._buf = bytearray()
         self.recent: deque[str] = deque(maxlen=8)
 
@@ -79,6 +80,11 @@ class SerialLink:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         return InfraError(f"device '{self.device_id}': serial port {self.port_name} failed while {what}: {reason}")
 
+    def _port(self, what: str) -> Any:
+        if self.ser is None:
+            raise self._fail(what, RuntimeError("port is not open"))
+        return self.ser
+
     # ------------------------------------------------------------------ output
 
     def write_command(self, command: str) -> None:
@@ -90,9 +96,10 @@ class SerialLink:
         self.trace(f"-> {command}%")
 
     def write_raw(self, data: bytes) -> None:
+        ser = self._port("writing")
         try:
-            self.ser.write(data)
-            self.ser.flush()
+            ser.write(data)
+            ser.flush()
         except Exception as exc:
             raise self._fail("writing", exc) from None
 
@@ -100,7 +107,7 @@ class SerialLink:
 
     def _fill(self, block: bool = True) -> bool:
         """Read what is available (waiting up to READ_SLICE if `block`); False when nothing came."""
-        ser = self.ser
+        ser = self._port("reading")
         try:
             waiting = ser.in_waiting
             if not waiting and not block:
@@ -139,6 +146,8 @@ class SerialLink:
         try:
             while self._fill(block=False):
                 pass
+        except InfraError:
+            raise  # already names the device and port
         except Exception as exc:
             raise self._fail("reading", exc) from None
         while b"\n" in self._buf:
@@ -151,8 +160,9 @@ class SerialLink:
     def discard_input(self) -> None:
         """Forget everything received so far (host and OS buffers)."""
         self._buf.clear()
+        ser = self._port("flushing input")
         try:
-            self.ser.reset_input_buffer()
+            ser.reset_input_buffer()
         except Exception as exc:
             raise self._fail("flushing input", exc) from None
 

@@ -116,6 +116,12 @@ class DeviceInfo:
     timestamp_mode: str | None = None
 
 
+# lower bound of a lap against host time: the link and the firmware's printing may take LAP_SLACK_S;
+# beyond that the device must account for at least LAP_MIN_SHARE of what the host waited
+LAP_SLACK_S = 0.25
+LAP_MIN_SHARE = 0.5
+
+
 def lap_difference(t0: int, t1: int) -> int:
     """T1 - T0 on a 32-bit wrapping timer (a 64-bit timer never wraps in practice)."""
     d = t1 - t0
@@ -285,14 +291,14 @@ class ProtocolClient:
     def stable(self, command: str, check: Callable[[Response], str | None] | None = None) -> Response:
         """`transact` until two answers in a row agree: a value read once (model ID, capabilities, arena
         size) could have lost a character that leaves it well-formed."""
-        previous = None
+        previous: list[str] | None = None
         for _ in range(2 + self.retries):
             resp = self.transact(command, check=check)
             if previous is not None and resp.lines == previous:
                 return resp
             previous = resp.lines
         raise BadResponse(f"{self._who()}: answers to '{command}%' on {self.where} differ from one "
-                          f"attempt to the next (noisy line?): last {'; '.join(previous)!r}")
+                          f"attempt to the next (noisy line?): last {'; '.join(previous or [])!r}")
 
     # ------------------------------------------------------------------ boot and identity
 
@@ -322,7 +328,9 @@ class ProtocolClient:
 
     def identify(self) -> DeviceInfo:
         resp = self.transact("name", check=lambda r: None if r.first("m-name-") else "no m-name-... line")
-        self._parse_name(resp.first("m-name-"))
+        name_line = resp.first("m-name-")
+        assert name_line is not None  # the check above refuses answers without one
+        self._parse_name(name_line)
         fields: dict[str, str] = {}
 
         def bracketed(r: Response, *wanted: str) -> str | None:
@@ -395,7 +403,7 @@ class ProtocolClient:
         t_send = time.monotonic()
         self.link.write_command(command)
         deadline = t_send + self.timeout + DBBIN_IDLE_TIMEOUT_S
-        lines = []
+        lines: list[str] = []
         while True:  # wait for the go-ahead (or a refusal closed by m-ready)
             raw = self.link.read_line(deadline)
             if raw is None:
@@ -488,6 +496,16 @@ class ProtocolClient:
             if elapsed > (r.seconds * 1.05 + 0.05) * 1e6:
                 return (f"timestamps {laps[0]} -> {laps[1]} claim {elapsed / 1e6:.3f} s but the answer "
                         f"came {r.seconds:.3f} s after the command (corrupted timestamp)")
+            # ... nor much shorter: a timer that wrapped inside the window, or a stamp that lost digits,
+            # reads short. The host also waited for the untimed warmup (~W/n of the window) and the link.
+            if elapsed < n:
+                return (f"timestamps {laps[0]} -> {laps[1]} give {elapsed} us for {n} inferences "
+                        "(less than 1 us each: implausible lap)")
+            expected_s = elapsed / 1e6 * (1 + warmup / n)
+            if r.seconds > LAP_SLACK_S and expected_s < (r.seconds - LAP_SLACK_S) * LAP_MIN_SHARE:
+                return (f"timestamps {laps[0]} -> {laps[1]} claim {elapsed / 1e6:.3f} s but the answer "
+                        f"came {r.seconds:.3f} s after the command (timer wrapped inside the window, or a "
+                        f"corrupted timestamp)")
             parsed.update(t0=laps[0], t1=laps[1], elapsed=elapsed, results=results, seconds=r.seconds)
             return None
 

@@ -146,6 +146,7 @@ class TensorSpec:
                               f"needs {self.elements}")
         dt = self.dtype
         if dt.kind in "iu":
+            q: np.ndarray
             if self.scale:
                 q = np.round(x.astype(np.float64) / self.scale + (self.zero_point or 0))
             else:

@@ -116,7 +116,12 @@ class Firmware:
         if self._bin_left and self.binary_deadline is not None and now >= self.binary_deadline:
             self._bin_left = 0
             self.binary_deadline = None
-            self._guarded(lambda: (self._line("e-[hb-dbbin timeout]"), self._line("m-ready")))
+
+            def abort() -> None:
+                self._line("e-[hb-dbbin timeout]")
+                self._line("m-ready")
+
+            self._guarded(abort)
 
     def _guarded(self, fn) -> None:
         try:

@@ -337,8 +337,9 @@ def _macs(code: int, ins: list[TensorInfo | None], outs: list[TensorInfo | None]
     """Multiply-accumulates of one op from its tensor shapes (0 when shapes are missing)."""
 
     def shape(ts: list[TensorInfo | None], i: int) -> list[int] | None:
-        if i < len(ts) and ts[i] is not None:
-            return [max(int(d), 1) for d in ts[i].shape]
+        t = ts[i] if i < len(ts) else None
+        if t is not None:
+            return [max(int(d), 1) for d in t.shape]
         return None
 
     out = shape(outs, 0)
@@ -442,7 +443,7 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
                                 quantized_dimension=t.quantization.quantized_dimension,
                                 min=list(t.quantization.min), max=list(t.quantization.max))
             bits = tensor_type_bits(t.type)
-            info = TensorInfo(
+            tinfo = TensorInfo(
                 subgraph=si, index=ti, name=t.name, shape=list(t.shape),
                 shape_signature=list(t.shape_signature) if t.shape_signature is not None else None,
                 dtype=tensor_type_name(t.type), quantization=q, buffer=t.buffer,
@@ -450,9 +451,9 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
                 is_constant=b.nbytes > 0, is_variable=t.is_variable, external=b.external,
                 sparse=t.sparse,
             )
-            if info.is_constant:
+            if tinfo.is_constant:
                 used_buffers.add(t.buffer)
-            local.append(info)
+            local.append(tinfo)
         tensors.extend(local)
 
         def get(idx: int, where: str, oi: int) -> TensorInfo | None:
@@ -485,22 +486,22 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
             code = oc.builtin_code
             ins = [get(i, "input", oi) for i in op.inputs]
             outs = [get(i, "output", oi) for i in op.outputs]
-            info = OperatorInfo(
+            opinfo = OperatorInfo(
                 subgraph=si, index=oi, name=oc.name, builtin_code=code,
                 custom_code=oc.custom_code if code == CUSTOM_CODE else None, version=oc.version,
                 inputs=list(op.inputs), outputs=list(op.outputs), macs=_macs(code, ins, outs),
             )
             if code in _ELEMENTWISE_OPS and outs and outs[0] is not None:
-                info.elementwise = outs[0].elements
-            operators.append(info)
+                opinfo.elementwise = outs[0].elements
+            operators.append(opinfo)
 
             # parameters
             bias_slots = _BIAS_SLOTS.get(code, ())
-            for slot, t in enumerate(ins):
-                if t is None or not t.is_constant:
+            for slot, tin in enumerate(ins):
+                if tin is None or not tin.is_constant:
                     continue
-                if t.dtype in _PARAM_TYPES or (t.dtype in _BIAS_TYPES and slot in bias_slots):
-                    param_tensors[(si, t.index)] = t
+                if tin.dtype in _PARAM_TYPES or (tin.dtype in _BIAS_TYPES and slot in bias_slots):
+                    param_tensors[(si, tin.index)] = tin
 
             # dtypes of the compute ops (what the kernels actually run in)
             if code in _WEIGHT_SLOTS:
@@ -523,17 +524,17 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
 
     if not weights and not acts:
         # No compute ops: judge by what the other ops produce and the constants they read.
-        by_key = {(t.subgraph, t.index): t for t in tensors}
-        for op in operators:
-            if op.builtin_code in _CONVERSION_OPS:
+        by_key = {(tt.subgraph, tt.index): tt for tt in tensors}
+        for opi in operators:
+            if opi.builtin_code in _CONVERSION_OPS:
                 continue
-            for o in op.outputs:
-                t = by_key.get((op.subgraph, o))
-                if t is not None and t.dtype in _PARAM_TYPES:
-                    acts[t.dtype] += 1
-        for t in param_tensors.values():
-            if t.dtype in _PARAM_TYPES:
-                weights[t.dtype] += 1
+            for o in opi.outputs:
+                out_t = by_key.get((opi.subgraph, o))
+                if out_t is not None and out_t.dtype in _PARAM_TYPES:
+                    acts[out_t.dtype] += 1
+        for pt in param_tensors.values():
+            if pt.dtype in _PARAM_TYPES:
+                weights[pt.dtype] += 1
 
     main = model.subgraphs[0]
     main_tensors = tensors[:len(main.tensors)]
@@ -690,9 +691,9 @@ def format_table(analysis: ModelAnalysis) -> str:
     lines.append("")
     for title, items in (("Inputs", a.inputs), ("Outputs", a.outputs)):
         lines.append(f"{title}:")
-        for t in items:
-            shape = "[" + ",".join(str(d) for d in t.shape) + "]"
-            lines.append(f"  {t.name}  {shape} {t.dtype}  {_fmt_quant(t.scale, t.zero_point)}")
+        for io_t in items:
+            shape = "[" + ",".join(str(d) for d in io_t.shape) + "]"
+            lines.append(f"  {io_t.name}  {shape} {io_t.dtype}  {_fmt_quant(io_t.scale, io_t.zero_point)}")
     methods = a.micro_resolver_methods()
     lines.append("")
     lines.append("TFLM resolver: " + (", ".join(m + "()" for m in methods) or "-"))

@@ -99,7 +99,10 @@ class SshConnection:
         return bool(t is not None and t.is_active())
 
     def server_key(self) -> paramiko.PKey:
-        return self.transport.get_remote_server_key()
+        t = self.transport
+        if t is None:
+            raise SshUnreachable(f"device '{self.device.id}': connection to {self.endpoint} is closed")
+        return t.get_remote_server_key()
 
     def close(self) -> None:
         for c in (self.client, self.jump):
@@ -110,8 +113,23 @@ class SshConnection:
                     pass
 
 
+def ssh_settings(device: Device) -> SshSettings:
+    """The device's SSH settings; a device on another transport is a caller bug, not an inventory error."""
+    t = device.transport
+    if not isinstance(t, SshSettings):
+        raise TypeError(f"device '{device.id}' uses the {t.type} transport, not ssh")
+    return t
+
+
+def _live_transport(client: paramiko.SSHClient) -> paramiko.Transport:
+    """The transport of a client that has connected (paramiko only clears it on close())."""
+    tr = client.get_transport()
+    assert tr is not None, "SSHClient.get_transport() is None after a successful connect()"
+    return tr
+
+
 def _auth_kwargs(device: Device) -> dict:
-    t: SshSettings = device.transport
+    t = ssh_settings(device)
     kw: dict = {"allow_agent": t.use_agent, "look_for_keys": t.key_file is None}
     if t.key_file:
         path = os.path.expanduser(t.key_file)
@@ -129,7 +147,7 @@ def _auth_kwargs(device: Device) -> dict:
 
 def _client(device: Device, ep: Endpoint, sock, trust: bool, log: Callable[[str], None], role: str,
             expect: str | None, why: str) -> tuple[paramiko.SSHClient, bool]:
-    t: SshSettings = device.transport
+    t = ssh_settings(device)
     client = paramiko.SSHClient()
     for path in hostkeys.read_files(t.known_hosts):  # "system" keys: paramiko never writes them back
         try:
@@ -169,7 +187,7 @@ def _client(device: Device, ep: Endpoint, sock, trust: bool, log: Callable[[str]
 def connect(device: Device, log: Callable[[str], None], trust: bool | None = None,
             expect: str | None = None) -> SshConnection:
     """Connect to the device; `trust=None` means the inventory's trust_on_first_use setting."""
-    t: SshSettings = device.transport
+    t = ssh_settings(device)
     why = "as asked (hil devices trust)" if trust else "on first use (trust_on_first_use: true)"
     if trust is None:
         trust = t.trust_on_first_use
@@ -181,8 +199,8 @@ def connect(device: Device, log: Callable[[str], None], trust: bool | None = Non
         # a fingerprint pinned with --expect is the target's; it must not wave through an unknown jump host
         jump, _ = _client(device, jep, None, trust and expect is None, log, "jump host", None, why)
         try:
-            sock = jump.get_transport().open_channel("direct-tcpip", (t.host, t.port), ("127.0.0.1", 0),
-                                                     timeout=t.connect_timeout)
+            sock = _live_transport(jump).open_channel("direct-tcpip", (t.host, t.port), ("127.0.0.1", 0),
+                                                      timeout=t.connect_timeout)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             jump.close()
             raise SshUnreachable(f"device '{device.id}': jump host {jep} cannot reach {t.host}:{t.port}: "
@@ -194,5 +212,5 @@ def connect(device: Device, log: Callable[[str], None], trust: bool | None = Non
             jump.close()
         raise
     conn = SshConnection(device, client, jump, target, added)
-    conn.transport.set_keepalive(15)
+    _live_transport(client).set_keepalive(15)
     return conn

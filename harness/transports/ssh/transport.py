@@ -31,7 +31,7 @@ from harness.errors import ConfigError, InfraError
 from harness.lab.config import Device, DeviceProfile, SshSettings
 from harness.transports.base import Transport, parse_runner_output, runner_args, runner_file
 from harness.transports.ssh import hostkeys
-from harness.transports.ssh.connect import SshAuthError, SshConnection, SshUnreachable, connect, describe
+from harness.transports.ssh.connect import SshAuthError, SshConnection, SshUnreachable, connect, describe, ssh_settings
 
 TMP_MARK = ".hil-tmp-"
 PID_TAG = "hilbench-runner-pid:"
@@ -82,7 +82,7 @@ class SshTransport(Transport):
 
     def __init__(self, device: Device, profile: DeviceProfile, log: Callable[[str], None]):
         super().__init__(device, profile, log)
-        self.t: SshSettings = device.transport
+        self.t: SshSettings = ssh_settings(device)
         self._conn: SshConnection | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self.home: str | None = None
@@ -271,10 +271,13 @@ class SshTransport(Transport):
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None:
-            if not self._alive():
+            conn = self._conn
+            if conn is None or not conn.active:
                 raise _Dropped("connection lost")
-            self._sftp = self._conn.client.open_sftp()
-            self._sftp.get_channel().settimeout(self.t.command_timeout)
+            self._sftp = sftp = conn.client.open_sftp()
+            chan = sftp.get_channel()
+            assert chan is not None, "open_sftp() returns a client on an open channel"
+            chan.settimeout(self.t.command_timeout)
         return self._sftp
 
     def _upload(self, local: Path, dest: str, sha: str) -> int:
@@ -314,9 +317,9 @@ class SshTransport(Transport):
               stream: bool = False, pid_sink: list | None = None) -> tuple[int, bytes, str]:
         """Run one command line; returns (exit code, stdout, stderr tail). stderr lines go to the log
         when `stream`. Raises _Dropped / _Timeout for transport problems."""
-        if not self._alive():
+        tr = self._conn.transport if self._conn is not None else None
+        if tr is None or not tr.is_active():  # same test as _alive(), in a form the type checker follows
             raise _Dropped("connection lost")
-        tr = self._conn.transport
         try:
             chan = tr.open_session(timeout=self.t.connect_timeout)
         except (OSError, EOFError, paramiko.SSHException) as exc:

@@ -1,0 +1,159 @@
+"""Confirm before failing: re-measure the reference artifact and the candidate, interleaved, on the
+same device in the same session, and let the paired levels decide.
+
+A nightly comparison sets today's processes against levels from other nights; whatever changed in
+between (heat, frequency, neighbours, the OS) looks like a change of the model. Interleaving
+A B A B ... on one device removes the nights from the comparison: both artifacts see the same
+conditions, and a paired test on the process levels asks only "is B slower than A, now?".
+Artifacts are content-addressed, so the reference's artifact is found in the conversion cache by
+its sha256. Every confirmation process is stored as a result of its own run (label
+`confirm:<run id>`), so the evidence behind a verdict stays inspectable.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from harness import __version__
+from harness.core.jobs import Job, RunOptions
+from harness.errors import HilError
+from harness.gate.confirm import Confirmation, confirm
+from harness.gate.evaluate import GateResult
+from harness.gate.process_checks import direction_of
+from harness.lab.config import Inventory
+from harness.models.convert import Converter, ModelVariant
+from harness.run.rows import flatten
+from harness.store.results import ResultRecord, ResultStore
+from harness.store.verdicts import artifact_of
+from harness.transports import transport_for
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_PAIRS = 5
+
+
+@dataclass
+class ConfirmationRun:
+    """The interleaved re-measurement of one key: levels per artifact, the decision per metric."""
+
+    key: str
+    baseline_sha256: str
+    candidate_sha256: str
+    levels_a: dict[str, list[float]] = field(default_factory=dict)
+    levels_b: dict[str, list[float]] = field(default_factory=dict)
+    decisions: dict[str, Confirmation] = field(default_factory=dict)
+    run_id: str | None = None
+    impossible: str | None = None   # why no confirmation could be made
+
+
+def _variant_for(converter: Converter, sha256: str) -> ModelVariant | None:
+    for meta in converter.cache_dir.glob("*/*/variant.json"):
+        mv = converter.load_entry(meta)
+        if mv is not None and mv.artifact_sha256 == sha256:
+            return mv
+    return None
+
+
+def confirm_key(store: ResultStore, inventory: Inventory, converter: Converter, run_id: str, key: str,
+                model: str, variant: str, device_id: str, baseline_sha256: str | None,
+                candidate_sha256: str | None, metrics: dict[str, tuple[float, int]],
+                pairs: int = DEFAULT_PAIRS, log: Callable[[str], None] = _log.info) -> ConfirmationRun:
+    """Measure A B A B ... (`pairs` of each) and decide every metric in `metrics` (metric -> threshold,
+    direction)."""
+    out = ConfirmationRun(key, baseline_sha256 or "", candidate_sha256 or "")
+    try:
+        device = inventory.device(device_id)
+    except HilError as exc:
+        out.impossible = f"device not in the inventory ({exc})"
+        return out
+    profile = inventory.profile_of(device)
+    if device.transport.type == "serial" and getattr(device.transport, "flash", "auto") == "never":
+        out.impossible = "the board is set to `flash: never`, so the reference model cannot be loaded"
+        return out
+    if not baseline_sha256 or not candidate_sha256:
+        out.impossible = "the artifact of the reference or of this run is not recorded"
+        return out
+    if baseline_sha256 == candidate_sha256:
+        out.impossible = None  # same artifact: the paired data still tell whether the lab moved
+    variants = {}
+    for role, sha in (("reference", baseline_sha256), ("candidate", candidate_sha256)):
+        mv = _variant_for(converter, sha)
+        if mv is None:
+            out.impossible = f"the {role} artifact sha256 {sha[:12]} is not in the conversion cache"
+            return out
+        variants[role] = mv
+    options = RunOptions().resolved(profile)
+    jobs = {role: Job(mv, device, profile, options) for role, mv in variants.items()}
+    transport = transport_for(device, profile, log)
+    transport.cache_root = converter.cache_dir.parent
+    confirm_run = store.start_run([f"confirm:{key}"], "confirm", ["gate", "--confirm", run_id], __version__,
+                                  platform.node(), None, f"confirm:{run_id}")
+    out.run_id = confirm_run
+    status = "complete"
+    try:
+        transport.open()
+        for i in range(pairs):
+            for role, levels in (("reference", out.levels_a), ("candidate", out.levels_b)):
+                log(f"confirming {key}: {role} {i + 1}/{pairs}")
+                doc = transport.benchmark(jobs[role])
+                if doc.get("status") != "ok":
+                    raise HilError(doc.get("error") or "runner failed")
+                measurements, samples = flatten(doc)
+                values = {m: v for m, v, _ in measurements if v is not None}
+                for metric in metrics:
+                    if metric in values:
+                        levels.setdefault(metric, []).append(values[metric])
+                mv = variants[role]
+                store.record(ResultRecord(
+                    run_id=confirm_run, job_key=f"confirm-{role}-{i}", model=model, model_sha256=mv.source_sha256,
+                    variant=variant, device_id=device_id, profile=profile.name, status="ok",
+                    artifact_sha256=mv.artifact_sha256, transport=device.transport.type,
+                    harness_version=__version__, host=platform.node()), measurements, samples)
+    except HilError as exc:
+        out.impossible = f"re-measurement failed: {exc}"
+        status = "incomplete"
+    finally:
+        transport.close()
+        store.finish_run(confirm_run, status)
+    if out.impossible:
+        return out
+    for metric, (threshold, direction) in metrics.items():
+        a, b = out.levels_a.get(metric, []), out.levels_b.get(metric, [])
+        if len(a) == len(b) and a:
+            out.decisions[metric] = confirm(a, b, threshold, direction)
+    return out
+
+
+def confirm_regressions(store: ResultStore, result: GateResult, inventory: Inventory | None, converter: Converter,
+                        pairs: int = DEFAULT_PAIRS, log: Callable[[str], None] = _log.info) -> None:
+    """Re-measure every key of `result` with a process-level regression; a regression that the paired
+    data do not confirm becomes a pass with the evidence in its note (`Check.confirmation`)."""
+    for k in result.keys:
+        tripped = [c for c in k.checks if c.regression and c.test.startswith("process levels")]
+        if not tripped or k.baseline is None:
+            continue
+        metrics = {c.metric: (c.threshold or 0.0, direction_of(c.metric)) for c in tripped}
+        if inventory is None:
+            out = ConfirmationRun(k.key, "", "", impossible="no lab inventory to reach the device")
+        else:
+            out = confirm_key(store, inventory, converter, result.run_id, k.key, k.model, k.variant, k.device_id,
+                              artifact_of(store, k.baseline.result_ids[0]), artifact_of(store, k.result_id),
+                              metrics, pairs=pairs, log=log)
+        for c in tripped:
+            d = out.decisions.get(c.metric)
+            if d is None:
+                c.confirmation = {"impossible": out.impossible or "no paired data", "run_id": out.run_id}
+                c.note = (c.note + "; " if c.note else "") + "confirmation not possible: " + (
+                    out.impossible or "no paired data")
+                continue
+            c.confirmation = {"confirmed": d.confirmed, "effect": d.effect, "p": d.p, "n": d.n,
+                              "ci": [d.ci_low, d.ci_high], "run_id": out.run_id,
+                              "reference": out.levels_a.get(c.metric), "candidate": out.levels_b.get(c.metric)}
+            if not d.confirmed:
+                c.verdict = "pass"
+                c.note = f"nightly comparison tripped, not confirmed on re-measurement ({d.reason})"
+        if not k.infra:
+            k.status = "fail" if any(c.failed for c in k.checks) else "pass"

@@ -1,0 +1,51 @@
+"""A test double of the device runner for a device with a deterministic clock.
+
+It is installed as the `python` of a local device, so the host runs it exactly as it runs the real
+runner (`<python> linux_runner.py --model M ...`) and parses its one JSON document. Latencies come
+from a script file (env `HILBENCH_FIXED_LATENCY`): ``{"levels": {sha256-prefix: microseconds},
+"factor": 1.0}``; ``factor`` slows everything down (a disturbed night). A small, deterministic
+ripple (from a call counter next to the script) keeps paired statistics finite. Statistics are the
+real runner's `summarize`, loaded from the runner file the host passed.
+"""
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+
+
+def main(argv: list[str]) -> int:
+    runner_path, args = argv[0], argv[1:]
+    if "--probe" in args:
+        print(json.dumps({"schema": "hilbench.probe/1", "python": {"version": "3.11", "ok": True}}))
+        return 0
+    model = args[args.index("--model") + 1]
+    blob = open(model, "rb").read()
+    sha = hashlib.sha256(blob).hexdigest()
+    script_path = os.environ["HILBENCH_FIXED_LATENCY"]
+    with open(script_path) as f:
+        script = json.load(f)
+    level = next(v for k, v in script["levels"].items() if sha.startswith(k)) * script.get("factor", 1.0)
+    counter = script_path + ".count"
+    calls = int(open(counter).read()) if os.path.exists(counter) else 0
+    with open(counter, "w") as f:
+        f.write(str(calls + 1))
+    ripple = 1.0 + 0.002 * ((calls * 7) % 5 - 2) / 2
+    samples = [level * ripple * (1.0 + 0.0005 * ((i * 3) % 7 - 3)) for i in range(200)]
+    spec = importlib.util.spec_from_file_location("runner", runner_path)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    lat = runner.summarize(samples)
+    doc = {"schema": "hilbench.runner/1", "status": "ok",
+           "runtime": {"name": "fixed-clock-double", "version": "1"}, "python": "3",
+           "model": {"path": model, "size_bytes": len(blob), "sha256": sha},
+           "init_us": 100.0, "first_inference_us": level, "latency_us": lat,
+           "memory": {"model_memory_kb": 1000, "peak_rss_kb": 50000},
+           "telemetry": {"disturbed": False, "throttled": None}, "energy": None, "accuracy": None}
+    print(json.dumps(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,231 @@
+"""The gate on process levels: repeats, noise from history, Holm over the gate, creep, sticky red,
+inconclusive data, MCU windows, and confirm-before-fail end to end on a device with a deterministic
+clock (tests/fixed_runner.py). Nothing here depends on how busy the host is."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, hil
+from gate_helpers import add_run
+
+from harness.gate import baselines as bl
+from harness.gate import evaluate as gate
+from harness.lab.config import load_profiles
+from harness.store.results import ResultStore
+
+P50 = "latency_p50_us"
+
+
+def judge(store, run_id=None, spec="last-pass", record=True, alpha=0.01):
+    profiles = load_profiles(REPO / "device_profiles")
+    r = gate.evaluate(store, run_id, bl.BaselineSpec.parse(spec), profiles, alpha=alpha)
+    if record:
+        gate.record(store, r)
+    return r
+
+
+def night(rng, keys: int, levels: list[float], night_sd=0.01, proc_sd=0.005, shift: dict | None = None,
+          repeats=3) -> list[dict]:
+    """One nightly run: `keys` series, each with `repeats` processes; a night effect shared by the
+    processes of a series, a process effect each (log-normal)."""
+    out = []
+    for i in range(keys):
+        n = rng.normal(0, night_sd)
+        for r in range(repeats):
+            level = levels[i] * np.exp(n + rng.normal(0, proc_sd)) * (1 + (shift or {}).get(i, 0.0))
+            out.append({"model": f"m{i:02d}", "repeat": r, "samples": None,
+                        "metrics": {P50: level, "latency_p90_us": level * 1.1, "latency_count": 500.0}})
+    return out
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = ResultStore(tmp_path / "reports" / "results.sqlite")
+    yield s
+    s.close()
+
+
+def test_aa_gates_of_100_comparisons_pass_and_a_real_shift_is_caught(store):
+    """50 series x (p50, p90) = 100 process-level comparisons per gate, 3 processes each, 1 % night
+    noise: 12 unchanged nights never raise a regression; a 10 % slowdown of one series is caught."""
+    rng = np.random.default_rng(7)
+    levels = list(rng.uniform(50, 5000, 50))
+    for _ in range(12):
+        g = judge(store, add_run(store, night(rng, 50, levels)))
+        assert not g.failed_checks, [(k.key, c.metric, c.effect, c.note) for k, c in g.failed_checks]
+    g = judge(store, add_run(store, night(rng, 50, levels, shift={3: 0.10})))
+    failed = {(k.model, c.metric) for k, c in g.failed_checks}
+    assert ("m03", P50) in failed and all(m == "m03" for m, _ in failed)
+    c = next(c for k, c in g.failed_checks if c.metric == P50)
+    assert c.sigma_source == "history" and 0.003 < c.sigma_run < 0.03
+    assert c.critical_change >= 0.03 and c.n_current == 3 and c.n_baseline == 15
+    assert 0.07 < c.effect < 0.13
+
+
+def test_sticky_red_and_creep(store):
+    """One unusually fast night does not make the following normal nights fail; a 1 %/night creep
+    that passes every nightly comparison is caught by step detection within 5 nights."""
+    rng = np.random.default_rng(11)
+    levels = [1000.0]
+    for _ in range(8):
+        assert judge(store, add_run(store, night(rng, 1, levels, night_sd=0.003))).exit_code == 0
+    fast = judge(store, add_run(store, night(rng, 1, levels, night_sd=0.003, shift={0: -0.08})))
+    assert fast.exit_code == 0 and fast.improvements  # reported, but not accepted as reference
+    for _ in range(4):
+        g = judge(store, add_run(store, night(rng, 1, levels, night_sd=0.003)))
+        assert g.exit_code == 0, [(c.metric, c.verdict, c.note) for c in g.keys[0].checks]
+    flagged_at = None
+    for n in range(1, 9):
+        g = judge(store, add_run(store, night(rng, 1, levels, night_sd=0.003, shift={0: 0.01 * n})))
+        c = next(c for c in g.keys[0].checks if c.metric == P50)
+        if c.regression:
+            flagged_at = n
+            assert "creep" in c.note or c.effect > 0.03
+            break
+    assert flagged_at is not None and flagged_at <= 5, flagged_at
+
+
+def test_inconclusive_data_is_exit_2_never_a_silent_pass(store, tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    judge(store, add_run(store, night(rng, 1, [500.0])))
+    few = night(rng, 1, [500.0])
+    for p in few:
+        p["metrics"]["latency_count"] = 4.0  # a slowdown that left 4 samples inside max_seconds
+    run = add_run(store, few)
+    g = judge(store, run, record=False)
+    c = next(c for c in g.keys[0].checks if c.metric == P50)
+    assert c.verdict == "inconclusive" and "too few samples (4 < 10" in c.note and g.exit_code == 2
+    disturbed = night(rng, 1, [500.0])
+    for p in disturbed:
+        p["metrics"]["disturbed"] = 1.0
+    g = judge(store, add_run(store, disturbed), record=False)
+    c = next(c for c in g.keys[0].checks if c.metric == P50)
+    assert c.verdict == "inconclusive" and c.note.startswith("all windows disturbed") and g.exit_code == 2
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(REPO / "device_profiles", tmp_path / "device_profiles")
+    p = hil("gate", "--run", run, "--no-record", "--junit", "j.xml")
+    assert p.returncode == 2 and "## Inconclusive" in p.stdout
+    assert 'type="inconclusive"' in (tmp_path / "j.xml").read_text()
+
+
+def test_mcu_windows_threshold_and_stability(store):
+    def mcu(level, spread=0.0):
+        w = [level * (1 + spread * (i - 2) / 2) for i in range(5)]
+        return [{"model": "kws", "transport": "serial", "device": "h7", "profile": "stm32h7", "samples": w,
+                 "metrics": {P50: float(np.median(w))}}]
+
+    judge(store, add_run(store, mcu(2000.0)))
+    assert judge(store, add_run(store, mcu(2000.4)), record=False).exit_code == 0
+    g = judge(store, add_run(store, mcu(2030.0)), record=False)  # +1.5 %: deterministic timing, caught
+    c = next(c for c in g.keys[0].checks if c.metric == P50)
+    assert c.regression and c.test.startswith("MCU window") and c.n_current == 5
+    g = judge(store, add_run(store, mcu(2000.0, spread=0.02)), record=False)
+    c = next(c for c in g.keys[0].checks if c.metric == P50)
+    assert c.verdict == "inconclusive" and "unstable" in c.note and g.exit_code == 2
+
+
+# ------------------------------------------------------------------ confirm before failing
+
+
+def _tflite(tiny_model, bump: float) -> bytes:
+    import tensorflow as tf
+
+    model = tiny_model["model"]
+    weights = model.get_weights()
+    model.set_weights([w + bump if i == 0 else w for i, w in enumerate(weights)])
+    try:
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    finally:
+        model.set_weights(weights)
+
+
+@pytest.fixture()
+def fixed_lab(tmp_path, tiny_model, monkeypatch):
+    """A lab whose only device runs the fixed-clock runner double; two versions of one model."""
+    shutil.copytree(REPO / "device_profiles", tmp_path / "device_profiles")
+    py = tmp_path / "fixed-python"
+    py.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fixed_runner.py'} \"$@\"\n")
+    py.chmod(py.stat().st_mode | stat.S_IEXEC)
+    (tmp_path / "inventory.yaml").write_text(
+        f"devices:\n  - {{id: dut, profile: localhost, transport: {{type: local, python: {py}}}}}\n")
+    versions = {}
+    for name, bump in (("a", 0.0), ("b", 0.01)):
+        (tmp_path / name).mkdir()
+        blob = _tflite(tiny_model, bump)
+        (tmp_path / name / "net.tflite").write_bytes(blob)
+        import hashlib
+
+        versions[name] = hashlib.sha256(blob).hexdigest()
+    script = tmp_path / "latency.json"
+    monkeypatch.setenv("HILBENCH_FIXED_LATENCY", str(script))
+    monkeypatch.setenv("HILBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return {"dir": tmp_path, "script": script, "sha": versions}
+
+
+def _night(lab, version: str, levels: dict, factor: float = 1.0) -> str:
+    lab["script"].write_text(json.dumps({"levels": {lab["sha"][k][:16]: v for k, v in levels.items()},
+                                         "factor": factor}))
+    shutil.copy(lab["dir"] / version / "net.tflite", lab["dir"] / "net.tflite")
+    p = hil("run", "net.tflite", "--min-runs", "5", "--min-seconds", "0", check=True)
+    return p.stdout.strip().splitlines()[-1]
+
+
+def test_a_real_slowdown_is_confirmed_by_interleaved_remeasurement(fixed_lab):
+    levels = {"a": 100.0, "b": 110.0}
+    for _ in range(3):
+        _night(fixed_lab, "a", levels)
+        assert hil("gate", "--quiet").returncode == 0
+    run = _night(fixed_lab, "b", levels)
+    p = hil("gate", "--csv", "v.csv", "--markdown", "s.md", "--html", "g.html")
+    assert p.returncode == 1, p.stdout + p.stderr
+    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    assert row.verdict == "regression" and bool(row.confirmed) and 0.08 < row.confirm_effect < 0.12
+    assert row.sigma_run > 0 and row.critical_change >= 0.03
+    md = (fixed_lab["dir"] / "s.md").read_text()
+    assert "confirmed: +10" in md and "sigma_run" in md and "critical change" in md
+    page = (fixed_lab["dir"] / "g.html").read_text()
+    assert "confirmed" in page and "sigma_run" in page
+    store = ResultStore(fixed_lab["dir"] / "reports" / "results.sqlite")
+    confirm_runs = store.runs()
+    confirm_runs = confirm_runs[confirm_runs.label == f"confirm:{run}"]
+    assert len(confirm_runs) == 1
+    store.close()
+
+
+def test_a_slow_night_is_not_confirmed_and_passes(fixed_lab):
+    levels = {"a": 100.0, "b": 100.0}
+    for _ in range(3):
+        _night(fixed_lab, "a", levels)
+        hil("gate", "--quiet", check=True)
+    _night(fixed_lab, "b", levels, factor=1.10)  # the whole night was 10 % slow, not the model
+    fixed_lab["script"].write_text(json.dumps({"levels": {fixed_lab["sha"][k][:16]: v for k, v in levels.items()},
+                                               "factor": 1.0}))
+    p = hil("gate", "--csv", "v.csv")
+    assert p.returncode == 0, p.stdout + p.stderr
+    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    assert row.verdict == "pass" and not bool(row.confirmed) and "not confirmed" in row.note
+    assert os.path.exists(fixed_lab["dir"] / "v.csv")
+
+
+def test_calibrate_measures_the_noise_and_accepts_the_runs(fixed_lab):
+    _night(fixed_lab, "a", {"a": 100.0, "b": 100.0})  # writes the latency script and net.tflite
+    p = hil("calibrate", "--device", "dut", "net.tflite", "--runs", "3", "--min-runs", "5", "--min-seconds", "0")
+    assert p.returncode == 0, p.stderr[-2000:]
+    row = next(ln for ln in p.stdout.splitlines() if "| latency_p50_us |" in ln)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["net", "asis", "dut"] and cells[4] == "4" and cells[5] == "12"
+    assert float(cells[8].rstrip(" %")) < 1.0  # the fixed clock ripples by 0.1 %
+    run = _night(fixed_lab, "a", {"a": 100.0, "b": 100.0})
+    p = hil("gate", "--run", run, "--csv", "v.csv")
+    assert p.returncode == 0, p.stdout
+    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    assert row.verdict == "pass" and len(row.baseline_runs.split()) == 3  # the accepted calibration runs
