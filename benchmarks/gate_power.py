@@ -930,8 +930,8 @@ def print_summary(res: dict) -> None:
               f"({pct(d['nightly_effect_int8_p50'], 1)})  >= {d['goal']:.0%}")
     for t, d in res["detection"].items():
         ns = d["nights_slowdown"]
-        print(f"   {t} real slowdown seen by the nights (detection vs earlier nights, "
-              f"{ns['fp32']['processes'][0]} vs {ns['fp32']['processes'][1]} processes): fp32 floor "
+        print(f"   {t} real slowdown seen by the nights ({ns['fp32']['processes'][1]} detection-night against "
+              f"{ns['fp32']['processes'][0]} earlier processes): fp32 floor "
               f"{pct(ns['fp32']['floor'])}, fp32 p50 median {pct(ns['fp32']['p50_median'])}; int8 floor "
               f"{pct(ns['int8']['floor'])}, int8 p50 median {pct(ns['int8']['p50_median'])}")
     for t, d in res["detection"].items():
@@ -964,15 +964,17 @@ def print_summary(res: dict) -> None:
                 print(f"     night +{j} {t}: {b}")
     print()
     r = cost["ratios_to_single_pass"]
+    sec = lambda x: "n/a" if not math.isfinite(x) else f"{x:.0f} s"
+    times = lambda x: "n/a" if not math.isfinite(x) else f"x{x:.2f}"
     print("4. COST (ratios to today's single pass = one `hil run --repeats 1` night)")
-    print(f"   single pass night {cost['single_pass_night_s']:.0f} s; night with R=3 {cost['night_r3_s_median']:.0f} s "
-          f"(x{r['night_r3']:.2f}); gate without confirmation {cost['gate_without_confirmation_s_median']:.0f} s "
-          f"(x{r['gate_without_confirmation']:.2f}, {cost['gates_without_confirmation']} gates); gate that confirmed "
-          f"{cost['gate_with_confirmation_s_median']:.0f} s (x{r['gate_with_confirmation']:.2f}, "
+    print(f"   single pass night {sec(cost['single_pass_night_s'])}; night with R=3 {sec(cost['night_r3_s_median'])} "
+          f"({times(r['night_r3'])}); gate without confirmation {sec(cost['gate_without_confirmation_s_median'])} "
+          f"({times(r['gate_without_confirmation'])}, {cost['gates_without_confirmation']} gates); gate that confirmed "
+          f"{sec(cost['gate_with_confirmation_s_median'])} ({times(r['gate_with_confirmation'])}, "
           f"{cost['gates_with_confirmation']} gates, re-measuring {cost['keys_remeasured_in_confirming_gates']} "
           "keys x 10 processes)")
-    print(f"   a whole night (run + gate): x{r['night_r3_plus_gate']:.2f} without a confirmation, "
-          f"x{r['night_r3_plus_confirming_gate']:.2f} with one")
+    print(f"   a whole night (run + gate): {times(r['night_r3_plus_gate'])} without a confirmation, "
+          f"{times(r['night_r3_plus_confirming_gate'])} with one")
     print()
     print(f"wall time {res['wall_s'] / 60:.1f} min (build + conversion {res['build_s']:.0f} s)"
           + (f"; lab kept in {c['workdir']}" if c["workdir"] else ""))
