@@ -47,24 +47,16 @@ class BaselineSpec:
         text = (text or "last-pass").strip()
         if text == "pinned":
             return cls(text, 1)
-        if text.startswith("last-pass"):
-            _, _, num = text.partition(":")
-            try:
-                k = int(num) if num else DEFAULT_K
-            except ValueError:
-                k = 0
-            if k < 1:
-                raise ConfigError(f"--baseline {text}: last-pass needs a positive run count, e.g. last-pass:5")
-            return cls("last-pass", k)
-        if text.startswith("rolling"):
-            _, _, num = text.partition(":")
-            try:
-                k = int(num) if num else 5
-            except ValueError:
-                k = 0
-            if k < 1:
-                raise ConfigError(f"--baseline {text}: rolling window needs a positive run count, e.g. rolling:5")
-            return cls("rolling", k)
+        for mode, what in (("last-pass", "last-pass"), ("rolling", "rolling window")):
+            if text.startswith(mode):
+                _, _, num = text.partition(":")
+                try:
+                    k = int(num) if num else DEFAULT_K
+                except ValueError:
+                    k = 0
+                if k < 1:
+                    raise ConfigError(f"--baseline {text}: {what} needs a positive run count, e.g. {mode}:5")
+                return cls(mode, k)
         raise ConfigError(f"--baseline {text}: expected last-pass, pinned or rolling:K")
 
     def __str__(self) -> str:

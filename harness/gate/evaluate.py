@@ -57,8 +57,6 @@ from harness.lab.config import DeviceProfile, load_profiles
 from harness.store import verdicts as db
 from harness.store.results import ResultStore
 
-MCU_MIN_WINDOWS = 5
-
 
 @dataclass
 class Check:

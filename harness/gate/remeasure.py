@@ -76,8 +76,6 @@ def confirm_key(store: ResultStore, inventory: Inventory, converter: Converter, 
     if not baseline_sha256 or not candidate_sha256:
         out.impossible = "the artifact of the reference or of this run is not recorded"
         return out
-    if baseline_sha256 == candidate_sha256:
-        out.impossible = None  # same artifact: the paired data still tell whether the lab moved
     variants = {}
     for role, sha in (("reference", baseline_sha256), ("candidate", candidate_sha256)):
         mv = _variant_for(converter, sha)

@@ -31,16 +31,6 @@ def pinned_result(store: ResultStore, model: str, variant: str, scope: str) -> t
     return (rows[0][0], rows[0][1]) if rows else None
 
 
-def last_passing_result(store: ResultStore, key: str, run_id: str, before: float) -> tuple[int, str] | None:
-    """(result_id, run_id) of the newest earlier run whose verdict for `key` was pass."""
-    rows = store._query(
-        "SELECT g.result_id, g.run_id FROM gate_verdicts g JOIN runs u ON u.run_id = g.run_id "
-        "JOIN results r ON r.result_id = g.result_id "
-        "WHERE g.key=? AND g.verdict='pass' AND g.run_id != ? AND u.started_at < ? AND r.status='ok' "
-        "ORDER BY u.started_at DESC LIMIT 1", (key, run_id, before))
-    return (rows[0][0], rows[0][1]) if rows else None
-
-
 def earlier_ok_results(store: ResultStore, model: str, variant: str, device_id: str, run_id: str,
                        before: float) -> list[tuple[int, str]]:
     """(result_id, run_id) of every successful earlier result of a key, newest run first."""

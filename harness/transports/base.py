@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.core.jobs import Job
-from harness.core.resources import runner_file  # noqa: F401  (re-exported for transports)
 from harness.errors import InfraError
 from harness.lab.config import Device, DeviceProfile
 from harness.lab.energy import runner_meter_args

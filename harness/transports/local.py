@@ -8,9 +8,10 @@ import threading
 from collections import deque
 
 from harness.core.jobs import Job
+from harness.core.resources import runner_file
 from harness.errors import InfraError
 from harness.lab.config import LocalSettings
-from harness.transports.base import Transport, parse_runner_output, runner_args, runner_file
+from harness.transports.base import Transport, parse_runner_output, runner_args
 
 
 class LocalTransport(Transport):

@@ -27,9 +27,10 @@ import paramiko
 
 from harness.core.hashing import sha256_file
 from harness.core.jobs import Job
+from harness.core.resources import runner_file
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import Device, DeviceProfile, SshSettings
-from harness.transports.base import Transport, parse_runner_output, runner_args, runner_file
+from harness.transports.base import Transport, parse_runner_output, runner_args
 from harness.transports.ssh import hostkeys
 from harness.transports.ssh.connect import SshAuthError, SshConnection, SshUnreachable, connect, describe, ssh_settings
 
