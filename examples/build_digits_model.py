@@ -4,7 +4,8 @@ Writes next to this script:
   digits/digits.keras              the float model
   digits/digits.calibration.npz    x: 200 training images, representative data for int8
   digits/digits.eval.npz           x, y: the held-out test split, for accuracy/agreement
-`hil run` picks the two .npz sidecars up automatically.
+  digits/digits.train.npz          x, y: the training split, for compression recipes (`hil sweep`)
+`hil run` picks the calibration and eval sidecars up automatically, `hil sweep` the training one too.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def build(out_dir: Path = HERE / "digits", epochs: int = 40, seed: int = 0) -> P
     model.save(path)
     np.savez_compressed(out_dir / "digits.calibration.npz", x=x_tr[:200])
     np.savez_compressed(out_dir / "digits.eval.npz", x=x_te, y=y_te)
+    np.savez_compressed(out_dir / "digits.train.npz", x=x_tr, y=y_tr)
     print(f"{path}: test accuracy {acc * 100:.2f} % on {len(y_te)} held-out digits")
     return path
 

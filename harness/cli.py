@@ -12,7 +12,7 @@ from harness.errors import EXIT_OK, EXIT_USAGE, HilError
 
 # Each module in harness/commands registers its own sub-command(s) with `register(subparsers)`.
 COMMAND_MODULES = ["run", "convert", "analyze", "results", "report", "devices", "demo", "mcu_sim", "build", "deploy",
-                   "gate", "baseline", "compare", "calibrate"]
+                   "gate", "baseline", "compare", "calibrate", "sweep", "lineage"]
 
 
 class _Parser(argparse.ArgumentParser):

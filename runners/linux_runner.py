@@ -45,6 +45,7 @@ RAPL_RANGE = SYSFS + "/sys/class/powercap/intel-rapl:0/max_energy_range_uj"
 CPU_FREQ = SYSFS + "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"
 CPU_GOVERNOR = SYSFS + "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
 TIME_IN_STATE = SYSFS + "/sys/devices/system/cpu/cpu0/cpufreq/stats/time_in_state"
+HWMON_DIR = "/sys/class/hwmon"
 # a window spent more than this share of its time away from its main frequency is disturbed
 FREQ_SHARE_LIMIT = 0.02
 # vcgencmd get_throttled: bits 0-3 are the *current* state.
@@ -63,6 +64,19 @@ class RunnerError(Exception):
 def log(msg: str) -> None:
     sys.stderr.write("[linux_runner] %s\n" % msg)
     sys.stderr.flush()
+
+
+# how the steady window ended, in words for the log (the JSON keeps the short code)
+STOP_REASONS = {"min_reached": "stopped after the minimum runs and time",
+                "max_seconds": "stopped at --max-seconds"}
+
+
+def accuracy_line(acc):
+    """`accuracy on 70 samples: top-1 21.43 %, agreement 98.57 %` ('-' for what was not measured)."""
+    def pct(v):
+        return "-" if v is None else "%.2f %%" % (100.0 * v)
+    return "accuracy on %d samples: top-1 %s, agreement %s" % (acc["n"], pct(acc.get("top1")),
+                                                               pct(acc.get("agreement")))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -98,6 +112,10 @@ def parse_args(argv):
     p.add_argument("--eval", default=None, metavar="FILE.npz",
                    help="npz with x (float inputs), optional y (labels), optional ref")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input data")
+    p.add_argument("--input-shape", action="append", default=None, metavar="NAME:D1,D2,...",
+                   help="shape of a dynamic input, applied with resize_tensor_input before "
+                        "allocate_tensors (repeatable, or comma-separated NAME:dims entries; "
+                        "without NAME for a single-input model)")
     p.add_argument("--power-file", default=None, metavar="PATH",
                    help="power reading in microwatts (hwmon INA2xx power1_input) sampled during "
                         "the steady window by a separate process")
@@ -125,7 +143,92 @@ def parse_args(argv):
                               "usage")
     if not (a.max_seconds > 0 and math.isfinite(a.max_seconds)):
         raise RunnerError("usage: --max-seconds must be > 0 (got %r)" % a.max_seconds, "usage")
+    a.input_shape = parse_input_shapes(a.input_shape)
     return a
+
+
+def parse_input_shapes(values):
+    """--input-shape values -> [(name or "", [dims])]; a new entry starts at each element holding ':'
+    (names may contain ':' themselves, e.g. 'serving_default_x:0': the dims follow the last one)."""
+    out = []
+    for value in values or []:
+        tokens = [t.strip() for t in value.split(",")]
+        if not any(":" in t for t in tokens):
+            out.append(["", tokens])
+            continue
+        if ":" not in tokens[0]:
+            raise RunnerError("usage: --input-shape %r: expected NAME:D1,D2,..." % value, "usage")
+        for token in tokens:
+            if ":" in token:
+                name, _, first = token.rpartition(":")
+                out.append([name.strip(), [first]])
+            else:
+                out[-1][1].append(token)
+    shapes = []
+    for name, dims in out:
+        try:
+            parsed = [int(d) for d in dims]
+        except ValueError:
+            parsed = []
+        if not parsed or min(parsed) < 1 or (name == "" and len(out) > 1):
+            raise RunnerError("usage: --input-shape %s%s: expected NAME:D1,D2,... with every dimension "
+                              ">= 1 (the name may be left out for a single input only)"
+                              % (name + ":" if name else "", ",".join(dims)), "usage")
+        if name in [n for n, _ in shapes]:
+            raise RunnerError("usage: --input-shape gives input %r more than once" % name, "usage")
+        shapes.append((name, parsed))
+    return shapes
+
+
+def _dims(xs):
+    return "[" + ",".join(str(int(x)) for x in xs) + "]"
+
+
+def apply_input_shapes(interp, given, model_path):
+    """Resize inputs before allocate_tensors: the shapes given with --input-shape (checked against
+    each input's shape signature); an unknown batch dimension alone is measured at 1; any other
+    unknown dimension without a given shape is refused (the stored placeholder is not the network
+    the user means). Returns {input name: dims} of the inputs resized."""
+    details = interp.get_input_details()
+    names = ", ".join(repr(str(d["name"])) for d in details)
+    chosen = {}
+    for name, dims in given:
+        if name == "":
+            if len(details) != 1:
+                raise RunnerError("usage: --input-shape %s has no input name, but model %s has %d "
+                                  "inputs (%s)" % (",".join(map(str, dims)), model_path, len(details),
+                                                   names), "usage")
+            d = details[0]
+        else:
+            match = [d for d in details if d["name"] == name]
+            if not match:
+                raise RunnerError("usage: --input-shape names input %r, but the inputs of model %s are "
+                                  "%s" % (name, model_path, names), "usage")
+            d = match[0]
+        chosen[int(d["index"])] = dims
+    resized = {}
+    for d in details:
+        sig = [int(s) for s in d.get("shape_signature", d["shape"])]
+        name = str(d["name"])
+        if int(d["index"]) in chosen:
+            dims = chosen[int(d["index"])]
+            if len(dims) != len(sig) or any(w >= 0 and w != g for w, g in zip(sig, dims)):
+                raise RunnerError("usage: --input-shape %s:%s does not fit input %r of model %s (shape "
+                                  "signature %s, -1 = any size)" % (name, ",".join(map(str, dims)), name,
+                                                                    model_path, _dims(sig)), "usage")
+            interp.resize_tensor_input(d["index"], dims)
+            resized[name] = dims
+        elif any(s < 0 for s in sig[1:]):
+            hint = ",".join("1" if (i == 0 and s < 0) else ("?" if s < 0 else str(s))
+                            for i, s in enumerate(sig))
+            raise RunnerError("model %s: input %r has unknown dimensions (shape signature %s); give the "
+                              "shape to measure with --input-shape %s:%s (each ? a size)"
+                              % (model_path, name, _dims(sig), name, hint), "usage")
+        elif any(int(s) <= 0 for s in d["shape"]):
+            dims = [max(1, int(s)) for s in d["shape"]]
+            interp.resize_tensor_input(d["index"], dims)
+            resized[name] = dims
+    return resized
 
 
 def _cpu_count() -> int:
@@ -405,8 +508,9 @@ def rapl_energy(before_uj, after_uj, count, window_s):
 _SAMPLER = (
     "import sys, time, select\n"
     "path, period = sys.argv[1], 1.0 / float(sys.argv[2])\n"
-    "n = 0; total = 0; t0 = time.monotonic(); nxt = t0\n"
     "f = open(path, 'rb', buffering=0)\n"
+    "sys.stdout.write('ready\\n'); sys.stdout.flush()\n"
+    "n = 0; total = 0; t0 = time.monotonic(); nxt = t0\n"
     "while True:\n"
     "    f.seek(0); total += int(f.read().split()[0]); n += 1\n"
     "    nxt += period\n"
@@ -417,28 +521,60 @@ _SAMPLER = (
 )
 
 
+def sysfs_path(path):
+    """A device path as this runner reads it (under HILBENCH_SYSFS_ROOT when tests set one)."""
+    return SYSFS + path if SYSFS and path.startswith("/sys/") else path
+
+
+def read_power_uw(path):
+    """One reading of a power file in microwatts; RunnerError (kind "meter") naming the problem."""
+    real = sysfs_path(path)
+    if not os.path.exists(real):
+        raise RunnerError("power file %s does not exist" % path, "meter")
+    try:
+        with open(real, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise RunnerError("power file %s cannot be read: %s" % (path, exc.strerror or _one_line(exc)),
+                          "meter")
+    try:
+        return int(raw.split()[0])
+    except (ValueError, IndexError):
+        raise RunnerError("power file %s does not hold a number of microwatts" % path, "meter")
+
+
 class PowerSampler(object):
     """Mean power over a window from a sysfs power file (hwmon INA2xx: microwatts)."""
 
     def __init__(self, path, rate_hz):
-        if not os.access(path, os.R_OK):
-            raise RunnerError("power file %s is not readable" % path, "usage")
+        read_power_uw(path)  # fails here, before the window, if the meter is missing
         self.path = path
         self.rate = rate_hz
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", _SAMPLER, self.path, str(self.rate)],
+        self.proc = subprocess.Popen([sys.executable, "-c", _SAMPLER, sysfs_path(self.path), str(self.rate)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, universal_newlines=True)
+        # the window starts only once the sampler runs (its interpreter start-up would eat the window)
+        if self.proc.stdout.readline().strip() != "ready":
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise RunnerError("power sampler on %s failed: %s"
+                              % (self.path, (err.strip().splitlines() or ["no output"])[-1]), "meter")
         return self
 
     def stop(self):
-        out, err = self.proc.communicate(input="stop\n", timeout=30)
+        try:
+            out, err = self.proc.communicate(input="stop\n", timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise RunnerError("power sampler on %s did not stop" % self.path, "meter")
         if self.proc.returncode != 0 or not out.strip():
             raise RunnerError("power sampler on %s failed: %s"
                               % (self.path, (err.strip().splitlines() or ["no output"])[-1]),
-                              "usage")
+                              "meter")
         n, total, elapsed = out.split()
         return int(n), int(total), float(elapsed)
 
@@ -598,8 +734,9 @@ def random_input(np, rng, shape, dtype):
 def tensor_info(d):
     q = d.get("quantization") or (0.0, 0)
     return {"name": d.get("name"), "index": int(d["index"]),
-            "shape": [int(s) for s in d["shape"]], "dtype": str(getattr(d["dtype"], "__name__",
-                                                                         d["dtype"])),
+            "shape": [int(s) for s in d["shape"]],
+            "shape_signature": [int(s) for s in d.get("shape_signature", d["shape"])],
+            "dtype": str(getattr(d["dtype"], "__name__", d["dtype"])),
             "quantization": {"scale": float(q[0]), "zero_point": int(q[1])}}
 
 
@@ -772,7 +909,8 @@ def warmup_loop(invoke, min_runs, min_ns, max_ns, pc, kept):
 
 
 def run(args):
-    result = {"schema": SCHEMA, "status": "ok"}
+    # warnings: the result is usable but incomplete (e.g. the energy meter is missing: no energy)
+    result = {"schema": SCHEMA, "status": "ok", "warnings": []}
     model_path = os.path.abspath(args.model)
     size = check_model_file(model_path)
     if args.eval and not os.path.isfile(args.eval):
@@ -809,18 +947,14 @@ def run(args):
     gc.collect()
     rss_before = rss_kb()
 
-    # ---- init: load + allocate (and resize dynamic dims to 1)
-    log("loading %s (%d bytes, %d threads, xnnpack=%s)"
-        % (model_path, size, args.num_threads, not args.no_xnnpack))
+    # ---- init: load + resize dynamic inputs (--input-shape) + allocate
+    log("loading %s (%d bytes, %d thread%s, XNNPACK %s)"
+        % (model_path, size, args.num_threads, "" if args.num_threads == 1 else "s",
+           "off" if args.no_xnnpack else "on"))
     t0 = pc()
     try:
         interp = make_interpreter(rt, model_path, args.num_threads, not args.no_xnnpack)
-        details = interp.get_input_details()
-        resized = False
-        for d in details:
-            if any(int(s) <= 0 for s in d["shape"]):
-                interp.resize_tensor_input(d["index"], [max(1, int(s)) for s in d["shape"]])
-                resized = True
+        resized = apply_input_shapes(interp, args.input_shape, model_path)
         interp.allocate_tensors()
     except RunnerError:
         raise
@@ -834,7 +968,8 @@ def run(args):
     out_details = interp.get_output_details()
     result["inputs"] = [tensor_info(d) for d in in_details]
     result["outputs"] = [tensor_info(d) for d in out_details]
-    result["dynamic_shapes_resized"] = resized
+    result["dynamic_shapes_resized"] = bool(resized)
+    result["config"]["input_shapes"] = resized or None
 
     eval_plan = check_eval_file(np, args.eval, in_details) if args.eval else None
 
@@ -880,12 +1015,22 @@ def run(args):
 
         # ---- steady state
         tel_before = telemetry_snapshot()
-        sampler = PowerSampler(args.power_file, args.power_rate).start() if args.power_file else None
+        sampler, meter_problem = None, None
+        if args.power_file:  # a missing meter costs the energy figure, never the measurement
+            try:
+                sampler = PowerSampler(args.power_file, args.power_rate).start()
+            except (RunnerError, OSError) as exc:
+                meter_problem = _one_line(exc)
         e0 = rapl_read()
         samples, elapsed_ns, reason = timed_loop(invoke, args.min_runs,
                                                  int(args.min_seconds * 1e9), max_ns, pc)
         e1 = rapl_read()
-        power = sampler.stop() if sampler else None
+        power = None
+        if sampler is not None:
+            try:
+                power = sampler.stop()
+            except RunnerError as exc:
+                meter_problem = _one_line(exc)
         peak = peak_rss_kb()  # before the samples are converted for the report
         tel_after = telemetry_snapshot()
     finally:
@@ -898,8 +1043,8 @@ def run(args):
     lat["stop_reason"] = reason
     result["latency_us"] = lat
     log("steady %d runs in %.2f s (%s): p50 %.1f us [%.1f, %.1f], p99 %.1f us"
-        % (lat["count"], lat["window_s"], reason, lat["p50"], lat["median_ci_low"],
-           lat["median_ci_high"], lat["p99"]))
+        % (lat["count"], lat["window_s"], STOP_REASONS.get(reason, reason), lat["p50"],
+           lat["median_ci_low"], lat["median_ci_high"], lat["p99"]))
 
     result["memory"] = {"rss_before_load_kb": rss_before, "rss_after_load_kb": rss_after,
                         "peak_rss_kb": peak,
@@ -920,6 +1065,11 @@ def run(args):
     if power is not None:
         result["energy"] = sampled_energy(args.power_file, power[0], power[1], power[2],
                                           args.idle_power_mw, lat["mean"])
+    elif args.power_file:  # the profile's meter, or none: never another meter's figure in its place
+        result["energy"] = None
+        warning = "energy meter: %s; this result has no energy" % (meter_problem or "no power samples")
+        result["warnings"].append(warning)
+        log("warning: " + warning)
     else:
         result["energy"] = rapl_energy(e0, e1, len(samples), elapsed_ns / 1e9)
 
@@ -932,7 +1082,7 @@ def run(args):
             raise
         except Exception as exc:
             raise RunnerError("eval with %s failed: %s" % (args.eval, _one_line(exc)), "eval")
-        log("accuracy: n=%d top1=%s agreement=%s" % (acc["n"], acc["top1"], acc["agreement"]))
+        log(accuracy_line(acc))
         result["accuracy"] = acc
     else:
         result["accuracy"] = None
@@ -1008,6 +1158,25 @@ def _throttle_info():
             "since_boot": [name for bit, name in sorted(THROTTLE_BITS.items()) if value & (bit << 16)]}
 
 
+def _energy_info():
+    """RAPL readability and every hwmon sensor with its power inputs (paths as the profile names them)."""
+    rapl = _read_text(RAPL_ENERGY)
+    sensors = []
+    for d in sorted(glob.glob(SYSFS + HWMON_DIR + "/hwmon*")):
+        power = {}
+        for f in sorted(glob.glob(os.path.join(d, "power*_input"))):
+            try:
+                read_power_uw(f[len(SYSFS):])
+                power[os.path.basename(f)] = None
+            except RunnerError as exc:
+                power[os.path.basename(f)] = str(exc)
+        real = os.path.realpath(d)
+        sensors.append({"path": d[len(SYSFS):], "real_path": real[len(SYSFS):] if real.startswith(SYSFS) else real,
+                        "name": _read_text(os.path.join(d, "name")), "power": power})
+    return {"rapl": {"path": RAPL_ENERGY[len(SYSFS):], "readable": rapl is not None and rapl.isdigit()},
+            "hwmon": sensors}
+
+
 def probe_document(workdir):
     u = platform.uname()
     return {
@@ -1023,6 +1192,7 @@ def probe_document(workdir):
         "governor": _read_text(CPU_GOVERNOR),
         "cpu_temp_c": _cpu_temp_c(),
         "throttle": _throttle_info(),
+        "energy": _energy_info(),
     }
 
 

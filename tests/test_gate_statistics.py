@@ -409,3 +409,13 @@ def test_lap_sanity_against_host_time():
 if __name__ == "__main__":
     power_table()
     print(null_fwer())
+
+
+def test_a_t_quantile_beyond_float_range_gives_an_infinite_critical_change_not_a_crash():
+    """Seen on night 3 of benchmarks/gate_power.py: a noise estimate with a tiny Satterthwaite dof
+    made the Holm critical z ~1e75 and expm1 overflowed, crashing `hil gate`."""
+    from harness.gate.family import compare, holm
+
+    c = compare([105.0, 106.0, 104.0], 100.0, 10, 0.5, 0.03, 1, dof=0.05, name="tiny dof")
+    (d,) = holm([c], alpha_family=0.01)
+    assert d.verdict == "pass" and d.critical_change == float("inf")

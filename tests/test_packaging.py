@@ -55,7 +55,8 @@ def test_wheel_carries_device_code_demo_model_and_profiles(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
     for member in ("harness/device/linux_runner.py", "harness/device/mcu/qemu_mps2/main.c",
                    "harness/examples/digits/digits.keras", "harness/profiles/localhost.yaml",
-                   "harness/mcu/templates/main.cc", "harness/py.typed"):
+                   "harness/mcu/templates/main.cc", "harness/py.typed",
+                   "harness/compress/recipes/qat-int8.yaml", "harness/examples/digits/digits.train.npz"):
         assert member in names, member
     where = subprocess.run([str(installed["python"]), "-c", "import harness, harness.device.linux_runner as r; "
                             "print(harness.__file__); print(r.__file__)"],

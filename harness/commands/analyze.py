@@ -9,8 +9,8 @@ from harness.models.inspect.analysis import analyze, format_table, to_dict
 
 def register(sub) -> None:
     p = sub.add_parser("analyze", help="show operators, tensors, quantisation and MACs of a .tflite")
-    p.add_argument("model")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("model", help=".tflite file (a .keras model: `hil convert` it first)")
+    p.add_argument("--json", action="store_true", help="print the analysis as JSON")
     p.set_defaults(func=cmd_analyze)
 
 

@@ -18,9 +18,9 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_set)
     a = bsub.add_parser("accept", help="make RUN's improved (or failed) results the new reference of last-pass")
     a.add_argument("run", help="run id ('latest' for the newest run)")
-    a.add_argument("--model")
-    a.add_argument("--variant")
-    a.add_argument("--device")
+    a.add_argument("--model", help="only this model's results")
+    a.add_argument("--variant", help="only this variant's results")
+    a.add_argument("--device", help="only this device's results")
     a.set_defaults(func=cmd_accept)
     sh = bsub.add_parser("show", help="list pinned baselines and the last passing run per key")
     sh.set_defaults(func=cmd_show)
@@ -30,10 +30,10 @@ def register(sub) -> None:
 
 
 def _filters(p) -> None:
-    p.add_argument("--model")
-    p.add_argument("--variant")
-    p.add_argument("--device")
-    p.add_argument("--profile")
+    p.add_argument("--model", help="only this model")
+    p.add_argument("--variant", help="only this variant")
+    p.add_argument("--device", help="only this device")
+    p.add_argument("--profile", help="only pins of this device profile")
 
 
 def cmd_set(args) -> int:
@@ -55,7 +55,7 @@ def cmd_accept(args) -> int:
 
 
 def cmd_show(args) -> int:
-    store = common.store(args, create=False)
+    store = common.store(args, read_only=True)
     pins = baselines.pins(store)
     print("## Pinned baselines\n")
     if pins.empty:

@@ -24,6 +24,12 @@ def register(sub) -> None:
     p.add_argument("--variant", help="variant to convert a .keras/SavedModel to (default: int8)")
     p.add_argument("--calibration", help="representative data .npy/.npz for int8, or 'random'")
     p.add_argument("-o", "--output", help="bundle directory (default: build/mcu/<model>-<profile>)")
+    p.add_argument("--model-id", metavar="ID",
+                   help="what the firmware reports in m-model-[...] (default: sha256:<first 16 hex of the "
+                        "model>); an MLPerf Tiny benchmark ID (kws01, vww01, ic01, ad01) also makes the firmware "
+                        "take and answer what that benchmark's reference firmware does, so the mlcommons/tiny "
+                        "runner can drive it (ic01/vww01: uint8 image bytes; ad01: float32 windows, one "
+                        "reconstruction error)")
     p.set_defaults(func=cmd_build)
 
 
@@ -62,15 +68,21 @@ def cmd_build(args) -> int:
                   "converter_version": mv.converter_version, "cache_key": mv.cache_key,
                   "calibration": mv.calibration}
     out = Path(args.output) if args.output else Path("build") / "mcu" / f"{src.name}-{profile.name}"
-    m = build_bundle(artifact, profile, out, model_name=src.name, source=source, log=common.log)
+    m = build_bundle(artifact, profile, out, model_name=src.name, source=source, log=common.log,
+                     model_id=args.model_id)
     ar, fit = m["arena"], m["fit"]
     limit = f"{fit['flash_limit_bytes']:,}" if fit["flash_limit_bytes"] else "no limit"
     print(f"bundle: {out}")
     print(f"model: {src.name} ({variant}) {m['model']['size_bytes']:,} bytes, model id "
           f"{m['model']['model_id']}")
+    io = m["io"]
+    if io["convention"] != "tensor":
+        print(f"I/O convention: {io['convention']} ({io['wire_input_bytes']:,} input bytes, "
+              f"{io['results_count']} result value(s))")
     print(f"ops ({m['resolver']['num_ops']}): {', '.join(m['ops'])}")
     print(f"arena: {ar['size_bytes']:,} bytes (TFLM used {ar['reported_used_bytes']:,}, smallest "
           f"working {ar['min_working_bytes']:,}, margin {ar['margin']:g})")
     print(f"flash: ~{fit['flash_estimate_bytes']:,} of {limit} bytes; RAM: "
-          f"~{fit['ram_estimate_bytes']:,} of {fit['ram_limit_bytes']:,} bytes (profile {profile.name})")
+          f"~{fit['ram_estimate_bytes']:,} of {fit['ram_limit_bytes']:,} bytes (profile {profile.name}; "
+          f"estimates before any compile: `hil run`/`hil deploy` measure the built firmware's ELF)")
     return 0

@@ -20,7 +20,7 @@ from harness.report.run_markdown import markdown_table
 from harness.run.orchestrate import ModelSpec, Orchestrator
 from harness.store import verdicts as db
 
-METRICS = ("latency_p50_us", "latency_p90_us", "model_memory_kb")
+METRICS = ("latency_min_us", "latency_p50_us", "latency_p90_us", "model_memory_kb")
 
 
 def register(sub) -> None:
@@ -30,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--variants", help="comma list (default fp32; .tflite: asis)")
     p.add_argument("--runs", type=common.count(2), default=5, help="A/A runs (default: %(default)s)")
     common.add_measurement_options(p)
+    common.add_lock_options(p)
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -42,7 +43,7 @@ def cmd_calibrate(args) -> int:
     for i in range(args.runs):
         orch = Orchestrator(inv, store, conv, common.log)
         jobs = orch.plan(specs, common.split_csv(args.variants), [device], common.options_from(args))
-        summary = orch.run(jobs, sys.argv[1:], label="calibration")
+        summary = orch.run(jobs, sys.argv[1:], label="calibration", wait=args.wait)
         if summary.infra_errors or summary.errors:
             raise ConfigError(f"calibration run {summary.run_id} on '{device.id}' had failures: "
                               + "; ".join(summary.failures[:3]))

@@ -29,9 +29,10 @@ def inventory(args) -> Inventory:
     return load_inventory(Path(args.inventory), Path(args.profiles) if args.profiles else None)
 
 
-def store(args, create: bool = True) -> ResultStore:
-    """The results database; read-only commands pass create=False so a typo in --db is an error."""
-    return ResultStore(Path(args.db), create=create)
+def store(args, create: bool = True, read_only: bool = False) -> ResultStore:
+    """The results database; commands that need an existing one pass create=False so a typo in --db is
+    an error, commands that only read pass read_only=True (SQLite mode=ro: they never write)."""
+    return ResultStore(Path(args.db), create=create, read_only=read_only)
 
 
 def converter(args) -> Converter:
@@ -69,15 +70,27 @@ def seconds(minimum: float):
 
 def add_measurement_options(p) -> None:
     """Flags that override a profile's `benchmark:` settings (run, demo)."""
-    p.add_argument("--min-runs", type=count(1))
-    p.add_argument("--min-seconds", type=seconds(0.0))
-    p.add_argument("--max-seconds", type=seconds(0.001))
-    p.add_argument("--warmup-runs", type=count(0))
-    p.add_argument("--warmup-seconds", type=seconds(0.0))
-    p.add_argument("--num-threads", type=count(1))
-    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", default=None)
+    p.add_argument("--min-runs", type=count(1), metavar="N",
+                   help="minimum timed inferences per runner process (default: the profile's benchmark.min_runs)")
+    p.add_argument("--min-seconds", type=seconds(0.0), metavar="S",
+                   help="minimum length of each process's timed window (MCU: the total over its windows)")
+    p.add_argument("--max-seconds", type=seconds(0.001), metavar="S",
+                   help="stop a process's timed window after S seconds even below --min-runs")
+    p.add_argument("--warmup-runs", type=count(0), metavar="N", help="untimed inferences before timing")
+    p.add_argument("--warmup-seconds", type=seconds(0.0), metavar="S", help="untimed warmup of at least S seconds")
+    p.add_argument("--num-threads", type=count(1), metavar="N",
+                   help="interpreter threads (default: the profile's num_threads, usually 1)")
+    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", default=None,
+                   help="run without the XNNPACK delegate (the built-in CPU kernels)")
     p.add_argument("--repeats", type=count(1),
                    help="fresh runner processes per job, round-robin across jobs (default: the profile's)")
+
+
+def add_lock_options(p) -> None:
+    """Commands that measure hold each device's lock (harness/run/device_lock.py) while they use it."""
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="when a device is in use by another hilbench process, fail at once (exit 2) "
+                        "instead of waiting for it")
 
 
 def options_from(args) -> RunOptions:

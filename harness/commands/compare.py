@@ -7,6 +7,7 @@ from pathlib import Path
 from harness.commands import common
 from harness.errors import ConfigError
 from harness.report.compare import comparison, render_markdown
+from harness.report.run_markdown import run_label
 
 
 def register(sub) -> None:
@@ -20,7 +21,7 @@ def register(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    store = common.store(args, create=False)
+    store = common.store(args, create=False, read_only=True)
     run_id = args.run or store.latest_run_id()
     if run_id is None:
         raise ConfigError(f"{store.path}: no runs recorded yet (run `hil run` first)")
@@ -31,7 +32,8 @@ def cmd_compare(args) -> int:
     table, ref = comparison(wide, devices, args.reference, where=f"{store.path}: run {run_id}")
     if table["device_id"].nunique() < 2:
         common.log(f"note: run {run_id} has results from one device only ({ref}); nothing to compare with")
-    print(render_markdown(table, ref, run_id))
+    label = run_label(store.run_row(run_id))
+    print(render_markdown(table, ref, run_id, label))
     if args.csv:
         table.to_csv(args.csv, index=False)
         common.log(f"wrote {args.csv}")
@@ -40,6 +42,6 @@ def cmd_compare(args) -> int:
 
         out = Path(args.html)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render_compare_html(table, ref, run_id))
+        out.write_text(render_compare_html(table, ref, run_id, label))
         common.log(f"wrote {out}")
     return 0

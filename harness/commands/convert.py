@@ -8,7 +8,7 @@ from harness.run.orchestrate import ModelSpec
 
 def register(sub) -> None:
     p = sub.add_parser("convert", help="convert a model to TFLite variants (cached)")
-    p.add_argument("model")
+    p.add_argument("model", help=".keras file or SavedModel directory")
     p.add_argument("--variants", default="fp32", help="comma list (default: %(default)s)")
     p.add_argument("--calibration", help="representative data .npy/.npz, or 'random'")
     p.set_defaults(func=cmd_convert)

@@ -18,7 +18,7 @@ def register(sub) -> None:
     cp.set_defaults(func=cmd_check)
     tp = dsub.add_parser("trust", help="fetch an SSH device's host key, show its fingerprint and add it to "
                                        "known_hosts (the inventory's known_hosts file, else ~/.ssh/known_hosts)")
-    tp.add_argument("device", metavar="DEVICE")
+    tp.add_argument("device", metavar="DEVICE", help="id of an ssh device in the inventory")
     tp.add_argument("--expect", metavar="SHA256:...",
                     help="only trust the key if it has this fingerprint (from `ssh-keygen -lf` on the device)")
     tp.set_defaults(func=cmd_trust)

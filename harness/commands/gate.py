@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                    help="family-wise false-alarm budget of the whole gate (default: %(default)s)")
     p.add_argument("--no-confirm", dest="confirm", action="store_false",
-                   help="do not re-measure tripped comparisons (reference and candidate interleaved)")
+                   help="do not re-measure tripped or screened comparisons (reference and candidate "
+                        "interleaved); the nightly Holm verdict is final")
     p.add_argument("--confirm-pairs", type=common.count(2), default=5,
                    help="processes per artifact in a confirmation (default: %(default)s)")
     p.add_argument("--min-samples", type=int, default=MIN_SAMPLES,
@@ -35,6 +36,7 @@ def register(sub) -> None:
     p.add_argument("--no-record", action="store_true",
                    help="do not store the verdicts (they decide the next `last-pass` baseline)")
     p.add_argument("--quiet", action="store_true", help="do not print the Markdown summary")
+    common.add_lock_options(p)  # confirmation re-measures on the device
     p.set_defaults(func=cmd_gate)
 
 
@@ -54,10 +56,10 @@ def cmd_gate(args) -> int:
     overrides = load_threshold_file(args.thresholds)
     warnings: list[str] = []
     profiles = gate.load_gate_profiles(profiles_dir(args), warnings)
-    store = common.store(args, create=False)
+    store = common.store(args, create=False, read_only=args.no_record)  # --no-record never writes
     res = gate.evaluate(store, args.run, spec, profiles, overrides, alpha=args.alpha,
                         min_samples=args.min_samples, warnings=warnings)
-    if args.confirm and res.failed_checks:
+    if args.confirm and (res.failed_checks or res.screened_checks):
         from harness.errors import HilError
         from harness.gate.remeasure import confirm_regressions
 
@@ -67,7 +69,7 @@ def cmd_gate(args) -> int:
             common.log(f"confirmation not possible: {exc}")
             inventory = None
         confirm_regressions(store, res, inventory, common.converter(args), pairs=args.confirm_pairs,
-                            log=common.log)
+                            log=common.log, wait=args.wait)
     if not args.no_record:
         gate.record(store, res)
     from harness.report.gate_markdown import render_gate_markdown

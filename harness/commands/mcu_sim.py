@@ -27,7 +27,17 @@ def register(sub) -> None:
     p.add_argument("--name", default="hilbench-sim", help="what name%% answers (default: %(default)s)")
     p.add_argument("--model-id", help="what m-model-[...] reports (default: sha256:<first 16 hex of the model>)")
     p.add_argument("--clock-start", type=int, default=0, metavar="US",
-                   help="initial value of the 32-bit microsecond timer (to exercise wrap-around)")
+                   help="initial value of the microsecond timer (to exercise wrap-around)")
+    p.add_argument("--timer-wrap-us", type=_positive_int, default=1 << 32, metavar="N",
+                   help="the microsecond timer wraps to 0 at N (default 2^32, a 32-bit counter; e.g. "
+                        "8947849 plays DWT->CYCCNT / 480 on a 480 MHz Cortex-M7)")
+    p.add_argument("--inference-us", type=_positive_int, metavar="US",
+                   help="deterministic timing: every inference takes exactly US microseconds on the device "
+                        "timer (and as long on the host's clock); the timer advances only by inferences")
+    p.add_argument("--io-convention", default="auto", metavar="NAME",
+                   help="what db load carries and m-results reports: auto (from --model-id: an MLPerf "
+                        "Tiny ID kws01/vww01/ic01/ad01 selects its convention, else tensor), tensor, "
+                        "uint8-minus-128, float32-mse, or an MLPerf Tiny ID")
     p.add_argument("--flash-file", metavar="PATH",
                    help="on SIGHUP, load the model from PATH and reset (boot banner), as a board does after "
                         "flashing; a profile's mcu.flash_cmd can write PATH and send the signal")
@@ -36,14 +46,45 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_mcu_sim)
 
 
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def cmd_mcu_sim(args) -> int:
+    import numpy as np
+
+    from harness.errors import ConfigError
     from harness.mcu.sim.engine import TflmModel
     from harness.mcu.sim.faults import Faults
     from harness.mcu.sim.firmware import Firmware
     from harness.mcu.sim.server import PtyServer, SignalPipe, TcpServer
+    from harness.models import mlperf
 
     faults = Faults.parse(args.fault, args.seed)
+    if args.io_convention == "auto":
+        io = mlperf.convention_for_model_id(args.model_id)
+    else:
+        try:
+            io = mlperf.convention(args.io_convention)
+        except ConfigError as exc:
+            raise ConfigError(f"--io-convention: {exc}") from None
+    if not 0 <= args.clock_start < args.timer_wrap_us:
+        raise ConfigError(f"--clock-start {args.clock_start} must lie in 0..{args.timer_wrap_us - 1} "
+                          f"(--timer-wrap-us {args.timer_wrap_us})")
     model = TflmModel(args.model, arena_size=args.arena_size)
+    ios = [{"dtype": model.in_dtype.name, "elements": model.input_bytes // model.in_dtype.itemsize,
+            "scale": _scale(model.in_details)}]
+    outs = [{"dtype": str(np.dtype(model.out_details["dtype"])),
+             "elements": int(np.prod(model.out_details["shape"]))}]
+    mlperf.check_model(io, ios, outs, str(args.model))
 
     def out(msg: str) -> None:
         print(msg, flush=True)
@@ -60,7 +101,8 @@ def cmd_mcu_sim(args) -> int:
         return 0
     server = TcpServer(args.tcp, args.bind) if args.tcp is not None else PtyServer(args.link)
     fw = Firmware(model, server.write, name=args.name, model_id=args.model_id, stock=args.stock,
-                  faults=faults, clock_start_us=args.clock_start, trace=trace)
+                  faults=faults, clock_start_us=args.clock_start, timer_wrap_us=args.timer_wrap_us,
+                  inference_us=args.inference_us, io=io, trace=trace)
 
     def stop(signum, frame):
         raise SystemExit(0)
@@ -86,6 +128,12 @@ def cmd_mcu_sim(args) -> int:
             extras += ", faults " + " ".join(faults.active)
         if args.flash_file:
             extras += f", SIGHUP reloads {args.flash_file}"
+        if io.name != "tensor":
+            extras += f", I/O convention {io.name} ({fw.wire_bytes} input bytes)"
+        if args.timer_wrap_us != 1 << 32:
+            extras += f", timer wraps at {args.timer_wrap_us} us"
+        if args.inference_us:
+            extras += f", {args.inference_us} us per inference (virtual clock)"
         out(f"model ID {fw.model_id}{extras}")
         out(server.describe())
         if isinstance(server, TcpServer):
@@ -99,3 +147,9 @@ def cmd_mcu_sim(args) -> int:
         if wake is not None:
             wake.close()
     return 0
+
+
+def _scale(details: dict) -> float | None:
+    q = details.get("quantization_parameters") or {}
+    scales = list(q.get("scales", []))
+    return float(scales[0]) if scales else None

@@ -25,7 +25,7 @@ def write_report(store: ResultStore, run_id: str | None, output: Path) -> Path:
 
 
 def cmd_report(args) -> int:
-    out = write_report(common.store(args, create=False), args.run, Path(args.output))
+    out = write_report(common.store(args, read_only=True), args.run, Path(args.output))
     print(out.read_text())
     common.log(f"report written to {out}")
     return 0

@@ -22,10 +22,9 @@ def register(sub) -> None:
 
 
 def cmd_results(args) -> int:
-    store = common.store(args, create=False)
+    store = common.store(args, read_only=True)
     run_id = store.latest_run_id() if args.latest else args.run
-    if run_id:
-        store.run_row(run_id)  # an unknown run id is an error, not an empty table
+    store.run_row(run_id)  # no runs at all or an unknown run id: an error (as `report`/`gate`), not an empty table
     df = store.dataframe(run_id) if args.long else store.wide(run_id)
     if args.csv:
         df.to_csv(args.csv, index=False)
@@ -44,5 +43,5 @@ def cmd_results(args) -> int:
             cols = ["run_id", "model", "variant", "device_id", "status"] + [m for m in DEFAULT_METRICS if m in df]
             df = df[cols]
         with pd.option_context("display.max_rows", 200, "display.width", 200, "display.max_columns", 30):
-            print(df.to_string(index=False))
+            print(df.to_string(index=False, na_rep="-"))  # a failed job has no numbers: "-", never NaN
     return 0

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from harness.commands import common
 from harness.errors import ConfigError, HilError
+from harness.models.naming import unique_model_names
+from harness.models.shapes import parse_input_shapes
 from harness.run.orchestrate import ModelSpec, Orchestrator
 
 
@@ -20,7 +23,12 @@ def register(sub) -> None:
     p.add_argument("--calibration", help="representative data .npy/.npz for int8/int16x8, or 'random'")
     p.add_argument("--eval", dest="eval_file", help=".npz with x (inputs) and y (labels) for accuracy")
     common.add_measurement_options(p)
+    p.add_argument("--input-shape", action="append", metavar="NAME:D1,D2,...",
+                   help="shape to measure a dynamic input at, e.g. serving_default_x:0:1,224,224,3 (repeatable, "
+                        "or several comma-separated; the name may be left out for a single-input model). "
+                        "Needed when an input has unknown dimensions other than the batch (which is 1)")
     p.add_argument("--resume", action="store_true", help="continue the last unfinished run of this plan")
+    common.add_lock_options(p)
     p.add_argument("--label", help="free-text label stored with the run (e.g. nightly)")
     p.add_argument("--report", help="also write the Markdown report to this file")
     p.set_defaults(func=cmd_run)
@@ -37,19 +45,21 @@ def cmd_run(args) -> int:
     store = common.store(args)
     conv = common.converter(args)
     orch = Orchestrator(inv, store, conv, common.log)
+    options = replace(common.options_from(args), input_shapes=parse_input_shapes(args.input_shape))
     specs = []
-    for m in args.models:  # with several models, a missing/corrupt one must not stop the others
+    names = unique_model_names(args.models)  # a/net.tflite b/net.tflite: 'a/net', 'b/net', never one name
+    for m, name in zip(args.models, names):  # with several models, a missing/corrupt one must not stop the others
         try:
-            specs.append(ModelSpec.from_args(m, args.calibration, args.eval_file))
+            specs.append(ModelSpec.from_args(m, args.calibration, args.eval_file, name=name))
         except HilError as exc:
             if len(args.models) == 1:
                 raise
-            orch.add_broken(Path(m).stem, "", common.split_csv(args.variants), devices, str(exc))
+            orch.add_broken(name, "", common.split_csv(args.variants), devices, str(exc))
     t0 = time.perf_counter()
-    jobs = orch.plan(specs, common.split_csv(args.variants), devices, common.options_from(args))
+    jobs = orch.plan(specs, common.split_csv(args.variants), devices, options)
     conv_s = time.perf_counter() - t0
     common.log(f"conversion: {conv.hits} cache hit(s), {conv.misses} conversion(s), {conv_s:.2f} s")
-    summary = orch.run(jobs, sys.argv[1:], resume=args.resume, label=args.label)
+    summary = orch.run(jobs, sys.argv[1:], resume=args.resume, label=args.label, wait=args.wait)
     common.log(f"run {summary.run_id}: {summary.ok} ok, {summary.infra_errors} infrastructure failure(s), "
                f"{summary.errors} error(s), {summary.skipped} already measured")
     if args.report:

@@ -29,6 +29,8 @@ class RunOptions:
     num_threads: int | None = None
     xnnpack: bool | None = None
     repeats: int | None = None
+    # --input-shape: ((input name or "" for the only input), dims) of dynamic inputs (harness.models.shapes)
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None
 
     def resolved(self, profile: DeviceProfile) -> RunOptions:
         b = profile.benchmark
@@ -42,6 +44,7 @@ class RunOptions:
             num_threads=pick(self.num_threads, profile.num_threads),
             xnnpack=pick(self.xnnpack, profile.xnnpack),
             repeats=pick(self.repeats, b.repeats),
+            input_shapes=self.input_shapes,
         )
 
 
@@ -56,8 +59,11 @@ class Job:
 
     @property
     def key(self) -> str:
+        options = asdict(self.options)
+        if options["input_shapes"] is None:
+            del options["input_shapes"]  # keys of jobs without it stay what they were before the option
         ident = {"artifact": self.variant.artifact_sha256, "variant": self.variant.variant,
-                 "device": self.device.id, "options": asdict(self.options),
+                 "device": self.device.id, "options": options,
                  "eval": self.eval_file.name if self.eval_file else None}
         base = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
         return base if self.repeat == 0 else f"{base}#{self.repeat}"

@@ -198,6 +198,16 @@ def holm(comparisons: Sequence[Comparison], alpha_family: float = 0.01) -> list[
     return out  # type: ignore[return-value]
 
 
+def holm_adjust(p_values: Sequence[float], alpha: float) -> tuple[list[bool], list[float]]:
+    """(rejected, Holm-adjusted p) for a plain list of p-values, e.g. the re-measurements of one
+    gate (`harness.gate.remeasure`)."""
+    p = np.asarray(p_values, dtype=float).ravel()
+    if p.size == 0:
+        return [], []
+    fam = _holm_family(np.where(np.isfinite(p), p, 1.0), alpha)
+    return [bool(x) for x in fam.rejected], [float(x) for x in fam.p_adj]
+
+
 @dataclass(frozen=True)
 class _Family:
     rank: np.ndarray  # 1-based rank of each item by p

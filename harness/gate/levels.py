@@ -96,8 +96,10 @@ def _pair_diffs(x: np.ndarray) -> np.ndarray:
 
 
 def relative_effect(log_ratio: float, direction: int) -> float:
-    """Relative change, positive = worse; from the log ratio so rounding cannot flip its sign."""
-    return direction * math.expm1(log_ratio)
+    """Relative change, positive = worse; from the log ratio so rounding cannot flip its sign.
+    A critical change from a t quantile with very few degrees of freedom can exceed what a float
+    holds: it is infinite then (nothing can be that significant), never an OverflowError."""
+    return direction * (math.expm1(log_ratio) if log_ratio < 700.0 else math.inf)
 
 
 def upper_tail(z: float, dof: float | None) -> float:

@@ -87,6 +87,13 @@ def series_comparison(s: SeriesInput, name: str) -> SeriesStats:
     # the processes of one night share that night: the between-run part of the noise does not
     # average out over r processes, only over the reference's runs
     sigma, between = shrunk_noise(est, s.prior_sigma)
+    if est.source == "prior":
+        # a young series: the prior is a guess, but the spread between the processes of this run
+        # and of its reference runs is measured; never assume less noise than they show (a p50 that
+        # wanders by 10 % between processes on a busy host is not judged with a 2 % prior)
+        seen = noise_sigma([s.current, *s.reference_runs]).sigma_within
+        if math.isfinite(seen) and seen > sigma:
+            sigma = seen
     c = compare(s.current, None if math.isnan(ref) else ref, n_ref, sigma, s.threshold,
                 direction_of(s.metric), disturbed=s.disturbed, name=name, dof=dof, sigma_between=between,
                 ref_runs=max(1, runs_used))
@@ -98,12 +105,13 @@ def run_level(levels: list[float]) -> float:
     return float(np.median(levels)) if levels else math.nan
 
 
-def creep(history_levels: list[float], threshold: float, metric: str):
-    """Step/creep detection over run levels (oldest first, this run last); None when too short."""
+def creep(history_levels: list[float], threshold: float, metric: str, sigma: float | None = None):
+    """Step/creep detection over run levels (oldest first, this run last); None when too short.
+    ``sigma``: the series' noise model (one process level), a floor for the history's own noise."""
     levels = [x for x in history_levels if x and not math.isnan(x) and x > 0]
     if len(levels) < MIN_CREEP_RUNS:
         return None
-    return creep_regression(levels, threshold, direction_of(metric))
+    return creep_regression(levels, threshold, direction_of(metric), sigma=sigma)
 
 
 def mcu_window_verdict(base_windows: list[float], cur_windows: list[float], threshold: float, metric: str,

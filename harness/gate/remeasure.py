@@ -13,6 +13,7 @@ its sha256. Every confirmation process is stored as a result of its own run (lab
 from __future__ import annotations
 
 import logging
+import math
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,10 +22,13 @@ from harness import __version__
 from harness.core.jobs import Job, RunOptions
 from harness.errors import HilError
 from harness.gate.confirm import Confirmation, confirm
-from harness.gate.evaluate import GateResult
+from harness.gate.evaluate import Check, GateResult, KeyResult
+from harness.gate.family import holm_adjust
+from harness.gate.levels import fmt_pct
 from harness.gate.process_checks import direction_of
 from harness.lab.config import Inventory
 from harness.models.convert import Converter, ModelVariant
+from harness.run.device_lock import DeviceLock
 from harness.run.rows import flatten
 from harness.store.results import ResultRecord, ResultStore
 from harness.store.verdicts import artifact_of
@@ -60,9 +64,11 @@ def _variant_for(converter: Converter, sha256: str) -> ModelVariant | None:
 def confirm_key(store: ResultStore, inventory: Inventory, converter: Converter, run_id: str, key: str,
                 model: str, variant: str, device_id: str, baseline_sha256: str | None,
                 candidate_sha256: str | None, metrics: dict[str, tuple[float, int]],
-                pairs: int = DEFAULT_PAIRS, log: Callable[[str], None] = _log.info) -> ConfirmationRun:
-    """Measure A B A B ... (`pairs` of each) and decide every metric in `metrics` (metric -> threshold,
-    direction)."""
+                pairs: int = DEFAULT_PAIRS, alpha: float = 0.05,
+                input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None,
+                log: Callable[[str], None] = _log.info, wait: bool = True) -> ConfirmationRun:
+    """Measure A B A B ... (`pairs` of each) and test every metric in `metrics` (metric -> threshold,
+    direction); `confirm_regressions` makes the gate-wide decision."""
     out = ConfirmationRun(key, baseline_sha256 or "", candidate_sha256 or "")
     try:
         device = inventory.device(device_id)
@@ -83,15 +89,18 @@ def confirm_key(store: ResultStore, inventory: Inventory, converter: Converter, 
             out.impossible = f"the {role} artifact sha256 {sha[:12]} is not in the conversion cache"
             return out
         variants[role] = mv
-    options = RunOptions().resolved(profile)
+    options = RunOptions(input_shapes=input_shapes).resolved(profile)
     jobs = {role: Job(mv, device, profile, options) for role, mv in variants.items()}
     transport = transport_for(device, profile, log)
     transport.cache_root = converter.cache_dir.parent
-    confirm_run = store.start_run([f"confirm:{key}"], "confirm", ["gate", "--confirm", run_id], __version__,
-                                  platform.node(), None, f"confirm:{run_id}")
+    confirm_run = None if store.read_only else store.start_run(  # `gate --no-record` stores nothing
+        [f"confirm:{key}"], "confirm", ["gate", "--confirm", run_id], __version__, platform.node(), None,
+        f"confirm:{run_id}")
     out.run_id = confirm_run
     status = "complete"
+    dev_lock = DeviceLock(device, confirm_run or run_id)
     try:
+        dev_lock.acquire(wait=wait, log=log)  # nobody else measures on the device meanwhile
         transport.open()
         for i in range(pairs):
             for role, levels in (("reference", out.levels_a), ("candidate", out.levels_b)):
@@ -105,32 +114,54 @@ def confirm_key(store: ResultStore, inventory: Inventory, converter: Converter, 
                     if metric in values:
                         levels.setdefault(metric, []).append(values[metric])
                 mv = variants[role]
-                store.record(ResultRecord(
-                    run_id=confirm_run, job_key=f"confirm-{role}-{i}", model=model, model_sha256=mv.source_sha256,
-                    variant=variant, device_id=device_id, profile=profile.name, status="ok",
-                    artifact_sha256=mv.artifact_sha256, transport=device.transport.type,
-                    harness_version=__version__, host=platform.node()), measurements, samples)
+                if confirm_run is not None:
+                    store.record(ResultRecord(
+                        run_id=confirm_run, job_key=f"confirm-{role}-{i}", model=model,
+                        model_sha256=mv.source_sha256, variant=variant, device_id=device_id, profile=profile.name,
+                        status="ok", artifact_sha256=mv.artifact_sha256, transport=device.transport.type,
+                        harness_version=__version__, host=platform.node()), measurements, samples)
     except HilError as exc:
         out.impossible = f"re-measurement failed: {exc}"
         status = "incomplete"
     finally:
         transport.close()
-        store.finish_run(confirm_run, status)
+        dev_lock.release()
+        if confirm_run is not None:
+            store.finish_run(confirm_run, status)
     if out.impossible:
         return out
     for metric, (threshold, direction) in metrics.items():
         a, b = out.levels_a.get(metric, []), out.levels_b.get(metric, [])
         if len(a) == len(b) and a:
-            out.decisions[metric] = confirm(a, b, threshold, direction)
+            out.decisions[metric] = confirm(a, b, threshold, direction, alpha=alpha)
     return out
 
 
+def measured_input_shapes(store: ResultStore, result_id: int | None) -> tuple[tuple[str, tuple[int, ...]], ...] | None:
+    """The input shapes the night was measured at (`hil run --input-shape`, recorded by the runner),
+    so that a dynamic-shape model is re-measured at the same shapes."""
+    raw = store.raw(result_id) if result_id is not None else None
+    shapes = ((raw or {}).get("config") or {}).get("input_shapes")
+    if not isinstance(shapes, dict) or not shapes:
+        return None
+    return tuple((str(name), tuple(int(x) for x in dims)) for name, dims in shapes.items())
+
+
 def confirm_regressions(store: ResultStore, result: GateResult, inventory: Inventory | None, converter: Converter,
-                        pairs: int = DEFAULT_PAIRS, log: Callable[[str], None] = _log.info) -> None:
-    """Re-measure every key of `result` with a process-level regression; a regression that the paired
-    data do not confirm becomes a pass with the evidence in its note (`Check.confirmation`)."""
+                        pairs: int = DEFAULT_PAIRS, log: Callable[[str], None] = _log.info,
+                        wait: bool = True) -> None:
+    """Re-measure every key of `result` with a process-level regression or a screened comparison
+    (`Check.screened`), then decide all re-measured comparisons of the gate together.
+
+    The re-measurements are fresh data, independent of the nightly comparison that selected them, so
+    Holm over the selected comparisons at the gate's alpha keeps P(any false regression) <= alpha for
+    the gate however lenient the selection was. A comparison is a regression when Holm rejects its
+    paired test AND the paired effect exceeds the threshold; otherwise it passes, with the evidence in
+    its note (`Check.confirmation`). Where no re-measurement is possible (`flash: never`, artifact gone,
+    device unreachable) the nightly verdict stands and the note says why."""
+    measured: list[tuple[KeyResult, Check, Confirmation | None, ConfirmationRun]] = []
     for k in result.keys:
-        tripped = [c for c in k.checks if c.regression and c.test.startswith("process levels")]
+        tripped = [c for c in k.checks if (c.regression or c.screened) and c.test.startswith("process levels")]
         if not tripped or k.baseline is None:
             continue
         metrics = {c.metric: (c.threshold or 0.0, direction_of(c.metric)) for c in tripped}
@@ -139,19 +170,32 @@ def confirm_regressions(store: ResultStore, result: GateResult, inventory: Inven
         else:
             out = confirm_key(store, inventory, converter, result.run_id, k.key, k.model, k.variant, k.device_id,
                               artifact_of(store, k.baseline.result_ids[0]), artifact_of(store, k.result_id),
-                              metrics, pairs=pairs, log=log)
-        for c in tripped:
-            d = out.decisions.get(c.metric)
-            if d is None:
-                c.confirmation = {"impossible": out.impossible or "no paired data", "run_id": out.run_id}
-                c.note = (c.note + "; " if c.note else "") + "confirmation not possible: " + (
-                    out.impossible or "no paired data")
-                continue
-            c.confirmation = {"confirmed": d.confirmed, "effect": d.effect, "p": d.p, "n": d.n,
-                              "ci": [d.ci_low, d.ci_high], "run_id": out.run_id,
-                              "reference": out.levels_a.get(c.metric), "candidate": out.levels_b.get(c.metric)}
-            if not d.confirmed:
-                c.verdict = "pass"
-                c.note = f"nightly comparison tripped, not confirmed on re-measurement ({d.reason})"
+                              metrics, pairs=pairs, alpha=result.alpha, log=log, wait=wait,
+                              input_shapes=measured_input_shapes(store, k.result_id))
+        measured += [(k, c, out.decisions.get(c.metric), out) for c in tripped]
+    decided = [(k, c, d, out) for k, c, d, out in measured if d is not None and d.n > 0 and math.isfinite(d.p)]
+    rejected, p_adj = holm_adjust([d.p for _, _, d, _ in decided], result.alpha)
+    holm_of = {id(c): (rej, pa) for (_, c, _, _), rej, pa in zip(decided, rejected, p_adj)}
+    for k, c, d, out in measured:
+        was = "tripped" if c.regression else "screened"
+        if d is None:
+            why = out.impossible or "no paired data"
+            c.confirmation = {"impossible": why, "run_id": out.run_id}
+            c.note = (c.note + "; " if c.note else "") + "confirmation not possible: " + why
+            continue
+        rej, pa = holm_of.get(id(c), (False, math.nan))
+        confirmed = rej and d.effect > (c.threshold or 0.0)
+        c.confirmation = {"confirmed": confirmed, "effect": d.effect, "p": d.p, "p_holm": pa, "n": d.n,
+                          "ci": [d.ci_low, d.ci_high], "run_id": out.run_id,
+                          "reference": out.levels_a.get(c.metric), "candidate": out.levels_b.get(c.metric)}
+        paired = f"paired effect {fmt_pct(d.effect)}, p={d.p:.2g} (Holm {pa:.2g} over {len(decided)} re-measured)"
+        if confirmed:
+            c.verdict = "regression"
+            c.screened = False
+            c.note = f"confirmed on re-measurement: {paired} > {fmt_pct(c.threshold or 0.0)}; nightly: {c.note}"
+        else:
+            c.verdict = "pass"
+            c.note = f"nightly comparison {was}, not confirmed on re-measurement ({paired})"
+    for k in {id(k): k for k, _, _, _ in measured}.values():
         if not k.infra:
             k.status = "fail" if any(c.failed for c in k.checks) else "pass"

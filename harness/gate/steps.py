@@ -12,9 +12,8 @@ units of a robust noise sigma from second differences (which a step barely touch
 creep not at all), and explicit rules so that neither a lone fast night (it could become the
 reference) nor a lone slow night (it could become the current level) decides a verdict.
 
-Only the threshold decides a creep: the noise enters through the step penalty, and a flag is meant
-to open an investigation (e.g. `harness.gate.confirm.confirm` against the old artifact), not to fail
-a gate.
+A creep must clear its threshold and the noise of the history; `hil gate` then confirms it against
+the old artifact (`harness.gate.remeasure`) before it fails.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.gate.levels import check_direction, fmt_pct, mad_sigma, relative_effect
+from harness.gate.levels import MEDIAN_EFFICIENCY, check_direction, fmt_pct, mad_sigma, relative_effect
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,8 @@ class Step:
 # (see detect_steps / creep_regression).
 STEP_PENALTY_SIGMAS = 6.0
 CREEP_PENALTY_SIGMAS = 4.0
+# A creep must also clear this many standard errors of the segment medians (see creep_regression).
+CREEP_NOISE_Z = 3.0
 
 
 def detect_steps(levels: Sequence[float], min_size: int = 2, penalty: float | None = None) -> list[Step]:
@@ -140,7 +141,8 @@ class Creep:
 
 
 def creep_regression(levels: Sequence[float], threshold: float, direction: int, min_segment: int = 2,
-                     penalty: float | None = None) -> Creep:
+                     penalty: float | None = None, noise_z: float = CREEP_NOISE_Z,
+                     sigma: float | None = None) -> Creep:
     """Slow regressions: each night may pass the nightly gate (1 % per night against a reference
     that follows accepted runs), but the series is now worse than the best it has been. Compares
     the last segment with the *best* earlier segment of at least ``min_segment`` runs, so that one
@@ -158,8 +160,12 @@ def creep_regression(levels: Sequence[float], threshold: float, direction: int, 
     `detect_steps`: a noise split is harmless here because segment medians of noise differ by far
     less than a threshold of several sigma, whereas a coarse staircase lags a creep by a night.
 
-    Only the threshold decides here: the noise enters through the step penalty, and the verdict is
-    meant to open an investigation (e.g. `confirm` against the old artifact), not to fail a gate.
+    A flag needs the effect beyond the threshold AND beyond ``noise_z`` standard errors of the two
+    segment medians: the best earlier segment is the minimum of several, so on a noisy series the
+    threshold alone would flag noise. The night noise is the larger of the history's own (second
+    differences; a MAD of ten of them is often half the truth) and ``sigma``, the gate's noise model
+    of the series. `hil gate` confirms a
+    flag against the old artifact before it fails (`harness.gate.remeasure`).
     The caller decides how far back ``levels`` goes (e.g. since the last intentionally accepted
     regression).
     """
@@ -178,9 +184,16 @@ def creep_regression(levels: Sequence[float], threshold: float, direction: int, 
     current = float(np.exp(np.median(y[cur_start:])))
     effect = relative_effect(math.log(current / ref.level), direction)
     start = _slide_start(steps, i_ref, cur_start, ref.level, threshold / 2, direction)
-    flagged = effect > threshold
-    word = "creep/step regression" if flagged else "within threshold"
-    reason = f"{word}: runs {cur_start}- are {fmt_pct(effect)} vs best segment runs {ref.start}-{ref.end - 1}"
+    # noise bar: the best of several earlier segments is biased low by a few standard errors of a
+    # segment median, so on a series whose nights wander by more than the threshold the threshold
+    # alone flags plain noise (seen: +5 % "creep" on an unchanged series with 3 % night noise)
+    noise = max(_series_sigma(y), sigma or 0.0)
+    se = noise * math.sqrt(1.0 / ref.n + 1.0 / (y.size - cur_start)) / math.sqrt(MEDIAN_EFFICIENCY)
+    critical = max(threshold, math.expm1(noise_z * se))
+    flagged = effect > critical
+    word = "creep/step regression" if flagged else "within threshold/noise"
+    reason = (f"{word}: runs {cur_start}- are {fmt_pct(effect)} vs best segment runs {ref.start}-{ref.end - 1} "
+              f"(critical {fmt_pct(critical)})")
     return Creep(flagged, effect, start, cur_start, ref.level, current, reason, steps)
 
 

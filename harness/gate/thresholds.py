@@ -20,10 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
 from harness.core.metrics import DEFAULT_THRESHOLDS, GATED_METRICS, RULES, SETTINGS, MetricRule  # noqa: F401
 from harness.errors import ConfigError
+from harness.lab.yaml_load import read_yaml
 
 
 def _check_metrics(mapping: Mapping, where: str) -> dict[str, float]:
@@ -47,10 +46,7 @@ def load_threshold_file(path: str | Path | None) -> dict[str, dict[str, float]]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: thresholds file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml(path, "thresholds file").data  # duplicate keys, encoding: as strict as the lab files
     if data is None:
         return {}
     if not isinstance(data, Mapping):

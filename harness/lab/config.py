@@ -6,19 +6,26 @@ every error names the file, the device or profile, and the field path.
 
 from __future__ import annotations
 
+import difflib
+import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import ConfigError
+from harness.lab.secrets import SECRETS_HINT, is_secret_key, secrets_in
+from harness.lab.yaml_load import YamlDoc, read_yaml
 
-SECRET_FIELD_NAMES = {"password", "passphrase", "secret", "token", "private_key"}
+PROFILE_SUFFIXES = (".yaml", ".yml")
+INVENTORY_KEYS = ("devices",)  # top-level keys of inventory.yaml
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never a setting: a NaN threshold compares false with everything (never
+    # fails), an infinite duration never ends
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- profiles
@@ -27,21 +34,44 @@ class _Strict(BaseModel):
 class Budgets(_Strict):
     """Absolute limits a result must meet regardless of history."""
 
-    max_latency_p50_us: float | None = None
-    max_latency_p90_us: float | None = None
-    max_peak_rss_kb: float | None = None
-    max_flash_bytes: int | None = None
-    max_arena_bytes: int | None = None
-    max_energy_per_inference_uj: float | None = None
+    max_latency_p50_us: float | None = Field(None, gt=0)
+    max_latency_p90_us: float | None = Field(None, gt=0)
+    max_peak_rss_kb: float | None = Field(None, gt=0)
+    max_flash_bytes: int | None = Field(None, gt=0)
+    max_arena_bytes: int | None = Field(None, gt=0)
+    max_energy_per_inference_uj: float | None = Field(None, gt=0)
     min_accuracy_top1: float | None = None
+
+    @field_validator("min_accuracy_top1")
+    @classmethod
+    def _accuracy_is_a_fraction(cls, value: float | None) -> float | None:
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError(f"{value:g} is not a fraction: accuracy is a fraction from 0 to 1 "
+                             f"(0.97 for 97 %)")
+        return value
 
 
 class EnergyMeter(_Strict):
     type: Literal["none", "rapl", "hwmon", "ppk2", "joulescope", "estimate"] = "none"
-    path: str | None = None
-    sample_rate_hz: float | None = None
-    idle_power_mw: float | None = None
-    typical_power_mw: float | None = None
+    path: str | None = None  # hwmon: the device's hwmon directory or its powerN_input file
+    sample_rate_hz: float | None = Field(None, gt=0)
+    idle_power_mw: float | None = Field(None, ge=0)
+    typical_power_mw: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> EnergyMeter:
+        if self.type == "hwmon" and not self.path:
+            raise ValueError("path: required for type hwmon (e.g. /sys/class/hwmon/hwmon2 or its power1_input)")
+        if self.type == "hwmon" and self.path and not self.path.startswith("/"):
+            raise ValueError("path: must be an absolute path on the device (e.g. /sys/class/hwmon/hwmon2)")
+        if self.type == "estimate" and self.typical_power_mw is None:
+            raise ValueError("typical_power_mw: required for type estimate (the board's active power "
+                             "from its datasheet)")
+        if (self.typical_power_mw is not None and self.idle_power_mw is not None
+                and self.typical_power_mw < self.idle_power_mw):
+            raise ValueError(f"typical_power_mw: {self.typical_power_mw:g} is below idle_power_mw "
+                             f"{self.idle_power_mw:g} (the estimate would be negative)")
+        return self
 
 
 class BenchmarkDefaults(_Strict):
@@ -60,13 +90,30 @@ class BenchmarkDefaults(_Strict):
     # sigma of one process level (relative) assumed until a series has its own history
     noise_prior: float = Field(0.02, gt=0, le=1)
 
+    @model_validator(mode="after")
+    def _durations_consistent(self) -> BenchmarkDefaults:
+        if self.min_seconds > self.max_seconds:
+            raise ValueError(f"min_seconds: {self.min_seconds:g} is more than max_seconds {self.max_seconds:g} "
+                             f"(the steady window stops at max_seconds)")
+        return self
+
+
+# A measurement window may last at most this share of the firmware timer's wrap period (docs/MCU.md)
+TIMER_WINDOW_SHARE = 0.5
+
 
 class McuSettings(_Strict):
     arena_margin: float = Field(0.1, ge=0)
-    arena_align: int = 16
+    arena_align: int = Field(16, ge=1)
     build_cmd: str | None = None
     flash_cmd: str | None = None
-    baudrate: int = 115200
+    baudrate: int = Field(115200, gt=0)
+    # after how long the firmware's m-lap-us timer wraps: 2^32 us (71.6 min) for a 32-bit microsecond
+    # counter; a stock firmware timing with DWT->CYCCNT / MHz wraps after 2^32 cycles (8.95 s at 480 MHz)
+    timer_wrap_s: float = Field(2**32 / 1e6, gt=0)
+    # the firmware ELF that build_cmd writes, relative to the bundle (placeholders as in the commands);
+    # unset: the one *.elf file the build left in the bundle. Its flash/RAM are measured (docs/MCU.md)
+    firmware_elf: str | None = None
 
 
 class DeviceProfile(_Strict):
@@ -78,7 +125,7 @@ class DeviceProfile(_Strict):
     cpu: str = ""
     cores: int = Field(ge=1)
     ram_mb: float = Field(gt=0)
-    flash_mb: float | None = None
+    flash_mb: float | None = Field(None, gt=0)
     runtime: Literal["litert", "tflm"] = "litert"
     num_threads: int | None = Field(None, ge=1)
     xnnpack: bool = True
@@ -88,7 +135,7 @@ class DeviceProfile(_Strict):
     thresholds: dict[str, float] = Field(default_factory=dict)
     benchmark: BenchmarkDefaults = BenchmarkDefaults()
     mcu: McuSettings | None = None
-    source: str = ""
+    source: str = ""  # set by load_profile to the file's path, never by the file itself
 
     @field_validator("thresholds")
     @classmethod
@@ -99,14 +146,25 @@ class DeviceProfile(_Strict):
             if name not in GATED_METRICS and name not in SETTINGS:
                 raise ValueError(f"{name}: unknown metric (gated metrics: {', '.join(GATED_METRICS)}; "
                                  f"settings: {', '.join(sorted(SETTINGS))})")
-            if threshold < 0:
-                raise ValueError(f"{name}: threshold must be >= 0")
+            if not (math.isfinite(threshold) and threshold >= 0):
+                raise ValueError(f"{name}: threshold must be a finite number >= 0")
         return value
 
     @model_validator(mode="after")
     def _mcu_needs_settings(self) -> DeviceProfile:
         if self.runtime == "tflm" and self.mcu is None:
             raise ValueError("mcu: required when runtime is tflm")
+        return self
+
+    @model_validator(mode="after")
+    def _windows_fit_the_timer(self) -> DeviceProfile:
+        if self.mcu is not None:
+            limit = self.mcu.timer_wrap_s * TIMER_WINDOW_SHARE
+            if self.benchmark.window_seconds > limit:
+                raise ValueError(f"benchmark.window_seconds: {self.benchmark.window_seconds:g} s windows do not "
+                                 f"fit the firmware timer, which wraps every {self.mcu.timer_wrap_s:g} s "
+                                 f"(mcu.timer_wrap_s); a window may last at most {limit:g} s (use more, "
+                                 f"shorter windows, or a firmware timer that does not wrap: docs/MCU.md)")
         return self
 
 
@@ -136,11 +194,20 @@ class SshSettings(_Strict):
     python: str | None = None
     workdir: str = "~/.cache/hilbench-device"
 
+    @field_validator("key_passphrase_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            # never echoed: this may be the passphrase itself pasted in the wrong place
+            raise ValueError("must be the name of an environment variable holding the passphrase "
+                             "(e.g. PI_KEY_PASSPHRASE), not the passphrase")
+        return value
+
 
 class SerialSettings(_Strict):
     type: Literal["serial"]
     port: str
-    baudrate: int = 115200
+    baudrate: int = Field(115200, gt=0)
     timeout: float = Field(5.0, gt=0)
     boot_timeout: float = Field(10.0, gt=0)
     infer_timeout: float = Field(120.0, gt=0)
@@ -150,6 +217,10 @@ class SerialSettings(_Strict):
     # build + flash the job's model with the profile's mcu.build_cmd/flash_cmd: auto = when the board
     # reports another model; never = refuse the job; always = before every job (unverifiable firmware)
     flash: Literal["auto", "never", "always"] = "auto"
+    # what `db load` carries and m-results reports (harness/models/mlperf.py): auto = what the model ID
+    # the firmware reports implies (MLPerf Tiny kws01/vww01/ic01/ad01: its reference firmware's), else tensor
+    io_convention: Literal["auto", "tensor", "uint8-minus-128", "float32-mse",
+                           "kws01", "vww01", "ic01", "ad01"] = "auto"
 
 
 TransportSettings = Annotated[LocalSettings | SshSettings | SerialSettings, Field(discriminator="type")]
@@ -237,45 +308,65 @@ def _messages(err: ValidationError, data: Any, root: str = "") -> list[str]:
                 field, _, rest = msg.partition(": ")
                 where, msg = f"{where}.{field}" if where else field, rest
         if e["type"] == "extra_forbidden":
-            name = str(e["loc"][-1])
             msg = "unknown field"
-            if name.lower() in SECRET_FIELD_NAMES:
-                msg = ("secrets must not live in inventory files; use key_file, the SSH agent, "
-                       "or an environment variable")
+            if is_secret_key(str(e["loc"][-1])):
+                msg = SECRETS_HINT
         out.append(f"{where}: {msg}")
     return out
 
 
-def _read_yaml(path: Path) -> Any:
-    if not path.exists():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
+def _refuse_secrets(path: Path, doc: YamlDoc, name_device: bool = False) -> None:
+    """Anything secret-looking anywhere in the file stops loading, before a value can be echoed."""
+    found = secrets_in(doc)
+    if found:
+        line, where, problem = found[0]
+        message = f"{where}: {problem}"
+        devices = doc.data.get("devices") if name_device and isinstance(doc.data, dict) else None
+        if isinstance(devices, list):
+            message = _name_device(message, devices)
+        more = f" ({len(found) - 1} more in this file)" if len(found) > 1 else ""
+        raise ConfigError(f"{path}: line {line}: {message}{more}")
 
 
 def load_profile(path: Path) -> DeviceProfile:
-    data = _read_yaml(path)
+    path = Path(path)
+    doc = read_yaml(path, "device profile")
+    _refuse_secrets(path, doc)
+    data = doc.data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: profile must be a mapping, got {type(data).__name__}")
     data.setdefault("name", path.stem)
     if data["name"] != path.stem:
         raise ConfigError(f"{path}: name: '{data['name']}' must match the file name '{path.stem}'")
+    if "source" in data:
+        raise ConfigError(f"{path}: profile '{path.stem}': source: unknown field (hilbench sets it to the "
+                          f"profile's file path)")
     try:
-        return DeviceProfile(**data, source=str(path))
+        return DeviceProfile.model_validate({**data, "source": str(path)})
     except ValidationError as err:
         msgs = _messages(err, data)
         raise ConfigError(f"{path}: profile '{data['name']}': " + "; ".join(msgs)) from None
 
 
-def load_profiles(directory: Path) -> dict[str, DeviceProfile]:
+def profile_files(directory: Path) -> list[Path]:
+    """`*.yaml` and `*.yml` profiles; one board type defined by two files is refused."""
     if not directory.is_dir():
+        if directory.exists():
+            raise ConfigError(f"{directory}: is a file, not a device profile directory")
         raise ConfigError(f"{directory}: device profile directory not found")
-    return {p.stem: load_profile(p) for p in sorted(directory.glob("*.yaml"))}
+    files = sorted(p for p in directory.iterdir() if p.suffix in PROFILE_SUFFIXES and p.is_file()
+                   and not p.name.startswith("."))
+    by_name: dict[str, Path] = {}
+    for p in files:
+        if p.stem in by_name:
+            raise ConfigError(f"{p}: profile '{p.stem}' is also defined by {by_name[p.stem]}; "
+                              f"keep one of the two files")
+        by_name[p.stem] = p
+    return files
+
+
+def load_profiles(directory: Path) -> dict[str, DeviceProfile]:
+    return {p.stem: load_profile(p) for p in profile_files(Path(directory))}
 
 
 def _name_device(message: str, devices: list) -> str:
@@ -298,7 +389,7 @@ def _resolve_ssh_paths(dev: Device, base: Path) -> Device:
 
 
 DEFAULT_INVENTORY = {"devices": [{"id": "local", "profile": "localhost", "transport": {"type": "local"},
-                                   "tags": ["default"]}]}
+                                   "tags": ["default", "nightly"]}]}
 """The embedded default lab when there is no inventory.yaml: this machine as the only device (the
 repository's inventory.yaml says the same; a test keeps the two equal)."""
 
@@ -321,7 +412,20 @@ def load_inventory(path: Path, profiles_dir: Path | None = None, data: Any = Non
 
             profiles_dir = shipped_profiles_dir()
     profiles_dir = Path(profiles_dir)
-    data = _read_yaml(path) if data is None else data
+    if data is None:
+        if path.is_dir():
+            hint = f" (did you mean {path / 'inventory.yaml'}?)" if (path / "inventory.yaml").is_file() else ""
+            raise ConfigError(f"{path}: is a directory; --inventory expects the inventory file{hint}")
+        doc = read_yaml(path, "inventory file")
+        _refuse_secrets(path, doc, name_device=True)
+        data = doc.data
+    if isinstance(data, dict):
+        unknown = [str(k) for k in data if k not in INVENTORY_KEYS]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], INVENTORY_KEYS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{path}: {unknown[0]}: unknown top-level key{hint}; an inventory has only "
+                              f"{', '.join(INVENTORY_KEYS)} (board types live in device_profiles/)")
     if not isinstance(data, dict) or "devices" not in data:
         raise ConfigError(f"{path}: devices: required (a list of devices)")
     if not isinstance(data["devices"], list):

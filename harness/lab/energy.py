@@ -10,12 +10,21 @@ from __future__ import annotations
 from harness.lab.config import DeviceProfile
 
 
-def runner_meter_args(profile: DeviceProfile) -> list[str]:
-    """Runner flags that make it sample the profile's on-board power meter."""
+def power_file(profile: DeviceProfile) -> str | None:
+    """The device file the runner samples for a hwmon meter (a hwmon directory means its power1_input)."""
     meter = profile.energy_meter
     if meter.type != "hwmon" or not meter.path:
+        return None
+    return meter.path if meter.path.endswith("_input") else meter.path.rstrip("/") + "/power1_input"
+
+
+def runner_meter_args(profile: DeviceProfile) -> list[str]:
+    """Runner flags that make it sample the profile's on-board power meter. A meter missing on the
+    board gives a result without energy and a warning (runner document `warnings`), not a failed job."""
+    meter = profile.energy_meter
+    path = power_file(profile)
+    if path is None:
         return []
-    path = meter.path if meter.path.endswith("_input") else meter.path.rstrip("/") + "/power1_input"
     args = ["--power-file", path]
     if meter.sample_rate_hz:
         args += ["--power-rate", str(meter.sample_rate_hz)]

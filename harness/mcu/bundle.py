@@ -41,6 +41,7 @@ from harness.lab.config import DeviceProfile
 from harness.mcu import codegen
 from harness.mcu.arena import measure_arena
 from harness.mcu.fit import check_fit, require_fit
+from harness.models import mlperf
 from harness.models.inspect.analysis import TFLM_ADD_METHOD, TFLM_CUSTOM_ADD_METHOD, ModelAnalysis, analyze
 
 _log = logging.getLogger(__name__)
@@ -81,10 +82,26 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+MODEL_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+
+
+def check_model_id(model_id: str) -> str:
+    """A model ID for m-model-[...]: 1..40 of [A-Za-z0-9_.:-] (no brackets, spaces or commas)."""
+    if not 1 <= len(model_id) <= 40 or not set(model_id) <= MODEL_ID_CHARS:
+        raise ConfigError(f"--model-id {model_id!r}: 1 to 40 characters of A-Z a-z 0-9 _ . : - (the MLPerf Tiny "
+                          f"benchmarks are {', '.join(mlperf.BENCHMARKS)})")
+    return model_id
+
+
 def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
                  model_name: str | None = None, source: dict | None = None,
-                 log: Callable[[str], None] = _log.info, bundle_name: str | None = None) -> dict:
-    """Analyse, measure, check the fit and write the bundle; returns the manifest."""
+                 log: Callable[[str], None] = _log.info, bundle_name: str | None = None,
+                 model_id: str | None = None) -> dict:
+    """Analyse, measure, check the fit and write the bundle; returns the manifest.
+
+    `model_id`: what the firmware reports in m-model-[...] instead of the sha256 prefix; an MLPerf Tiny
+    benchmark ID (kws01, vww01, ic01, ad01) also selects that benchmark's I/O convention, so the
+    reference runner of mlcommons/tiny can drive the firmware (harness/models/mlperf.py)."""
     require_mcu_profile(profile)
     mcu = profile.mcu
     model_path = Path(model_path)
@@ -98,6 +115,14 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
     blob = model_path.read_bytes()
     inputs, outputs = _io(a, a.inputs), _io(a, a.outputs)
     input_bytes = sum(t["bytes"] for t in inputs)
+    conv = mlperf.convention_for_model_id(check_model_id(model_id) if model_id else None)
+    try:
+        mlperf.check_model(conv, inputs, outputs, str(model_path))
+    except ConfigError as exc:
+        raise ModelError(f"{exc} (--model-id {model_id}: {mlperf.BENCHMARKS[str(model_id).lower()].task})") from None
+    wire_bytes = sum(conv.wire_bytes(t["elements"], t["bytes"] // max(1, t["elements"])) for t in inputs)
+    # RAM: the db buffer holds the wire bytes; other conventions also keep the converted tensor
+    buffers = wire_bytes + (input_bytes if conv.name != "tensor" else 0)
 
     log(f"measuring the tensor arena with the TFLM interpreter ({len(blob):,}-byte model)")
     arena = measure_arena(model_path, len(a.inputs), mcu.arena_margin, mcu.arena_align,
@@ -105,10 +130,12 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
     log(f"arena: TFLM reports {arena.reported_used_bytes:,} bytes used, smallest working arena "
         f"{arena.min_working_bytes:,} bytes -> {arena.size_bytes:,} bytes with "
         f"{mcu.arena_margin:g} margin ({arena.probes} interpreter runs)")
-    fit = check_fit(profile, len(blob), [op for op, _ in entries], arena.size_bytes, input_bytes)
+    fit = check_fit(profile, len(blob), [op for op, _ in entries], arena.size_bytes, buffers)
     require_fit(fit, name)
 
-    mid = codegen.model_id(a.sha256)
+    mid = model_id or codegen.model_id(a.sha256)
+    bench = mlperf.BENCHMARKS.get(mid.lower())
+    io_note = f"MLPerf Tiny {mid} ({bench.task})" if bench else ""
     arena_d = arena.to_json()
     files: dict[str, str] = {}
     files.update(codegen.render_model_data(blob, mid, name, a.sha256))
@@ -116,7 +143,7 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
     files["model_settings.h"] = codegen.render_model_settings(name, a.sha256, len(blob), arena_d,
                                                               inputs, outputs)
     profile_str = codegen.profile_string(profile.name)
-    files["hb_config.h"] = codegen.render_hb_config(profile.name, profile_str)
+    files["hb_config.h"] = codegen.render_hb_config(profile.name, profile_str, conv.name, io_note)
     for static in codegen.STATIC_FILES:
         files[static] = codegen.template_text(static)
 
@@ -130,8 +157,8 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
         "num_ops": len(entries), "ops_list": ", ".join(op for op, _ in entries),
         "arena_size": f"{arena.size_bytes:,}", "reported_used": f"{arena.reported_used_bytes:,}",
         "min_working": f"{arena.min_working_bytes:,}", "margin_pct": f"{mcu.arena_margin * 100:g}",
-        "align": mcu.arena_align, "input_bytes": input_bytes,
-        "output_count": outputs[0]["elements"] if outputs else 0,
+        "align": mcu.arena_align, "input_bytes": f"{wire_bytes} ({conv.name}: {conv.summary})",
+        "output_count": conv.outputs(outputs[0]["elements"]) if outputs else 0,
         "flash_estimate": f"{fit.flash_estimate_bytes:,}",
         "flash_limit": f"{fit.flash_limit_bytes:,}" if fit.flash_limit_bytes else "(no limit)",
         "flash_limit_source": fit.flash_limit_source,
@@ -160,10 +187,13 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
                      "num_ops": len(entries), "methods": [m for _, m in entries]},
         "arena": arena_d,
         "io": {"input_bytes": input_bytes, "output_count": outputs[0]["elements"] if outputs else 0,
-               "inputs": inputs, "outputs": outputs},
-        "fit": fit.to_json(),
+               "inputs": inputs, "outputs": outputs, "convention": conv.name, "wire_input_bytes": wire_bytes,
+               "results_count": conv.outputs(outputs[0]["elements"]) if outputs else 0},
+        # estimates made before any compile (harness/mcu/fit.py); the build's ELF is measured later
+        "fit": {**fit.to_json(), "estimate": True},
         "protocol": {"dut_name": profile.name, "profile_string": profile_str, "model_id": mid,
-                     "caps": PROTOCOL_CAPS, "baudrate": mcu.baudrate},
+                     "caps": PROTOCOL_CAPS, "baudrate": mcu.baudrate, "io_convention": conv.name,
+                     "mlperf_benchmark": bench.model_id if bench else None},
         "files": {f: _sha(text.encode()) for f, text in sorted(files.items())},
     }
     manifest["files"]["model.tflite"] = a.sha256

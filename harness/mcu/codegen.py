@@ -170,8 +170,19 @@ def render_model_settings(model_name: str, sha256: str, model_bytes: int, arena:
     return "\n".join(lines)
 
 
-def render_hb_config(dut_name: str, profile_string: str) -> str:
+IO_WIRE_BYTES = {  # HB_WIRE_INPUT_BYTES per I/O convention (harness/models/mlperf.py)
+    "tensor": "HB_INPUT_BYTES",
+    "uint8-minus-128": "HB_INPUT_BYTES",
+    "float32-mse": "(HB_INPUT_BYTES * 4u)",
+}
+IO_MACROS = {"tensor": "HB_IO_TENSOR", "uint8-minus-128": "HB_IO_UINT8_MINUS_128",
+             "float32-mse": "HB_IO_FLOAT32_MSE"}
+
+
+def render_hb_config(dut_name: str, profile_string: str, io_convention: str = "tensor",
+                     io_note: str = "") -> str:
     """hb_config.h: protocol-layer settings; every value can be overridden with -D."""
+    note = f"  // {io_note}" if io_note else ""
     return f"""// {_banner('protocol configuration')}
 // Every setting can be overridden from the compiler command line (-DHB_DUT_NAME=...).
 #ifndef HB_CONFIG_H
@@ -185,11 +196,19 @@ def render_hb_config(dut_name: str, profile_string: str) -> str:
 #ifndef HB_PROFILE_STRING
 #define HB_PROFILE_STRING {c_string(profile_string)}  // m-profile-[...]
 #endif
+// What `db load` carries and m-results reports (hb_protocol.h): {io_convention}
+#ifndef HB_IO_CONVENTION
+#define HB_IO_CONVENTION {IO_MACROS[io_convention]}{note}
+#endif
+#define HB_WIRE_INPUT_BYTES {IO_WIRE_BYTES[io_convention]}  // one input on the wire
 #ifndef HB_DB_BUFFER_BYTES
-#define HB_DB_BUFFER_BYTES HB_INPUT_BYTES  // input staging buffer for db load / hb-dbbin
+#define HB_DB_BUFFER_BYTES HB_WIRE_INPUT_BYTES  // input staging buffer for db load / hb-dbbin
 #endif
 #ifndef HB_ENERGY_MODE
 #define HB_ENERGY_MODE 0  // 1: GPIO timestamps for an energy monitor instead of m-lap-us lines
+#endif
+#ifndef HB_PORT_TIMER_CYCLES
+#define HB_PORT_TIMER_CYCLES 0  // 1: port.c provides hb_port_cycles()/hb_port_cycles_hz() (port.h)
 #endif
 
 #endif  // HB_CONFIG_H

@@ -2,8 +2,9 @@
 
 Flash = model bytes (the C array) + TFLM runtime and benchmark code + the kernels of the model's ops.
 The code sizes below are *estimates* for a Cortex-M build with ``-Os`` and TFLM reference kernels
-(arm-none-eabi-gcc 12, newlib-nano). They are deliberately on the high side; the number to trust is
-the linker's (``arm-none-eabi-size firmware.elf``) once the firmware is built. Optimised kernel
+(arm-none-eabi-gcc 12, newlib-nano). They are deliberately on the high side and only used by `hil build`,
+before anything is compiled; once a profile's build_cmd ran, ``harness/mcu/footprint.py`` measures the
+firmware ELF and those measured numbers are what `hil run` stores and the budgets gate. Optimised kernel
 libraries (CMSIS-NN, ESP-NN) are usually larger for conv/depthwise/fully-connected.
 
 - ``BASE_CODE_BYTES`` (48 KiB): TFLM core (MicroInterpreter, MicroAllocator, greedy memory planner,

@@ -14,6 +14,10 @@ per word, so a value with spaces stays one argument. For shell syntax (``&&``, p
 device): the flash log is per device (``logs/flash-<device>.log``), and a build that already
 succeeded in the (cached) bundle with the same command line is not run again when a flash_cmd
 follows it.
+
+After every successful build_cmd the firmware ELF (``mcu.firmware_elf``, else the one ``*.elf`` the
+build wrote) is measured (``harness/mcu/footprint.py``: flash and static RAM) and recorded in
+``logs/footprint.json``, where ``hil run`` picks it up as measured ``flash_bytes``/``ram_bytes``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import Device, DeviceProfile
+from harness.mcu import footprint
 
 _log = logging.getLogger(__name__)
 
@@ -46,6 +51,33 @@ class StepResult:
     returncode: int
     seconds: float
     log: Path
+    started: float = 0.0  # time.time() when the command started
+    footprint: footprint.Footprint | None = None  # build: the measured firmware ELF
+
+
+def measure_build(profile: DeviceProfile, bundle: Path, values: dict[str, str], started: float | None,
+                  where: str, log: Callable[[str], None] = _log.info) -> footprint.Footprint | None:
+    """Measure the ELF a build_cmd just wrote and record it in the bundle; None (logged) when the
+    build left no single ELF to measure. A firmware_elf the profile names that is missing is an error."""
+    pattern = profile.mcu.firmware_elf if profile.mcu is not None else None
+    if pattern:
+        try:
+            pattern = pattern.format(**values)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"{where}: bad placeholder in mcu.firmware_elf {pattern!r}: {exc} "
+                              f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})") from None
+    elf, what = footprint.find_elf(bundle, pattern, since=started)
+    if elf is None:
+        if pattern:
+            raise ConfigError(f"{where}: firmware ELF not found after the build: {what}")
+        log(f"footprint: not measured: {what}")
+        return None
+    fp = footprint.measure_elf(elf)
+    footprint.record(bundle, fp)
+    log(f"footprint: {elf}: flash {fp.flash_bytes:,} bytes (text {fp.text_bytes:,} + rodata "
+        f"{fp.rodata_bytes:,} + data {fp.data_bytes:,}), static RAM {fp.ram_bytes:,} bytes (data "
+        f"{fp.data_bytes:,} + bss {fp.bss_bytes:,}), measured")
+    return fp
 
 
 def placeholder_values(device: Device, profile: DeviceProfile, bundle: Path,
@@ -89,6 +121,7 @@ def run_step(step: str, argv: list[str], cwd: Path, log_path: Path, where: str,
     shown = shlex.join(argv)
     log(f"{step}: {shown}  (log: {log_path})")
     t0 = time.monotonic()
+    t_wall = time.time()
     with open(log_path, "w") as fh:
         fh.write(f"$ {shown}\n# cwd: {cwd}\n")
         fh.flush()
@@ -110,7 +143,7 @@ def run_step(step: str, argv: list[str], cwd: Path, log_path: Path, where: str,
     seconds = time.monotonic() - t0
     with open(log_path, "a") as fh:
         fh.write(f"\n# exit code {proc.returncode} after {seconds:.1f} s\n")
-    res = StepResult(step, argv, proc.returncode, seconds, log_path)
+    res = StepResult(step, argv, proc.returncode, seconds, log_path, started=t_wall)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").splitlines()[2:-1][-LOG_TAIL_LINES:]
         for line in tail:
@@ -144,8 +177,13 @@ def deploy_bundle(device: Device, profile: DeviceProfile, bundle: Path, manifest
             log(f"{step}: profile '{profile.name}' has no mcu.{step}_cmd; skipped")
             continue
         argv = expand_command(template, values, where)
-        steps.append(run_step(step, argv, Path(bundle).resolve(),
-                              Path(bundle).resolve() / "logs" / f"{step}.log", where, timeout, log))
+        if step == "build":
+            (Path(bundle).resolve() / "logs" / footprint.FOOTPRINT_FILE).unlink(missing_ok=True)
+        res = run_step(step, argv, Path(bundle).resolve(), Path(bundle).resolve() / "logs" / f"{step}.log",
+                       where, timeout, log)
+        if step == "build":
+            res.footprint = measure_build(profile, Path(bundle).resolve(), values, res.started, where, log)
+        steps.append(res)
     if not steps:
         raise ConfigError(f"{profile.source or profile.name}: profile '{profile.name}' sets neither "
                           "mcu.build_cmd nor mcu.flash_cmd; nothing to deploy")
@@ -178,7 +216,10 @@ def build_and_flash(device: Device, profile: DeviceProfile, bundle: Path, manife
                 log(f"build: already built in {bundle} (log: {logs / 'build.log'}), not rebuilding")
             else:
                 stamp.unlink(missing_ok=True)
-                steps.append(run_step("build", argv, bundle, logs / "build.log", where, timeout, log))
+                (logs / footprint.FOOTPRINT_FILE).unlink(missing_ok=True)
+                res = run_step("build", argv, bundle, logs / "build.log", where, timeout, log)
+                res.footprint = measure_build(profile, bundle, values, res.started, where, log)
+                steps.append(res)
                 stamp.write_text(json.dumps(argv))
     if profile.mcu.flash_cmd:
         where = f"{profile.source or profile.name}: mcu.flash_cmd (device '{device.id}')"

@@ -66,8 +66,9 @@ def qemu_binary() -> str | None:
 
 
 def build_firmware(out_dir: Path, defines: dict[str, str] | None = None,
-                   cc: str | None = None) -> Path:
-    """Compile and link fw.elf into out_dir; returns its path."""
+                   cc: str | None = None, params: str | None = None) -> Path:
+    """Compile and link fw.elf into out_dir; returns its path. `params`: the text of another
+    standin_params.h (``render_params``), written to out_dir and compiled in instead of the shipped one."""
     cc = cc or toolchain()
     if not cc:
         raise QemuError(f"{CC} not found (apt-get install gcc-arm-none-eabi)")
@@ -75,7 +76,12 @@ def build_firmware(out_dir: Path, defines: dict[str, str] | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     elf = out_dir / "fw.elf"
     srcs = [str(qemu_firmware_dir() / s) for s in SOURCES] + [str(TEMPLATES / "hb_protocol.c")]
-    defs = [f"-D{k}={v}" for k, v in (defines or {}).items()]
+    defines = dict(defines or {})
+    if params is not None:
+        header = (out_dir / "standin_params.h").resolve()
+        header.write_text(params)
+        defines["STANDIN_PARAMS_FILE"] = f'"{header}"'
+    defs = [f"-D{k}={v}" for k, v in defines.items()]
     cmd = [cc, *CFLAGS, *defs, f"-I{qemu_firmware_dir()}", f"-I{TEMPLATES}", *srcs, *LDFLAGS,
            "-T", str(qemu_firmware_dir() / "mps2_an386.ld"), f"-Wl,-Map={out_dir / 'fw.map'}", "-o", str(elf)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -208,7 +214,7 @@ def render_params(seed: int = 20240611, n_in: int = 64, n_out: int = 10) -> str:
     rng = random.Random(seed)
     weights = [[rng.randint(-8, 8) for _ in range(n_in)] for _ in range(n_out)]
     bias = [rng.randint(-500, 500) for _ in range(n_out)]
-    consts = {"INPUT_ZERO_POINT": -3, "MULT": 3, "SHIFT": 7, "OUTPUT_ZERO_POINT": -5}
+    consts = {"INPUT_ZERO_POINT": -3, "MULT": 3, "SHIFT": 7, "OUTPUT_ZERO_POINT": -5, "INPUT_SCALE": "0.05f"}
     digest = hashlib.sha256(repr((weights, bias, sorted(consts.items()), n_in, n_out)).encode())
     rows = ",\n".join("    {" + ", ".join(str(v) for v in row) + "}" for row in weights)
     return f"""/* standin_params.h - parameters of the stand-in model (standin_model.c).
@@ -226,6 +232,7 @@ def render_params(seed: int = 20240611, n_in: int = 64, n_out: int = 10) -> str:
 #define STANDIN_SHIFT {consts['SHIFT']}
 #define STANDIN_OUTPUT_ZERO_POINT ({consts['OUTPUT_ZERO_POINT']})
 #define STANDIN_OUTPUT_SCALE 0.25f
+#define STANDIN_INPUT_SCALE {consts['INPUT_SCALE']}
 
 static const int8_t standin_weights[STANDIN_OUTPUTS][STANDIN_INPUTS] = {{
 {rows}

@@ -25,6 +25,8 @@ import numpy as np
 
 from harness.core.hashing import sha256_file, sha256_tree
 from harness.errors import ConfigError, ModelError
+from harness.models import tf_quiet
+from harness.models.arrays import input_samples, load_array
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +68,12 @@ class ModelSource:
         if kind == "keras" and not zipfile.is_zipfile(p):
             raise ModelError(f"{p}: not a Keras 3 model archive (a .keras file is a zip archive); "
                              "corrupt or truncated?")
+        if kind == "tflite":
+            # the whole flatbuffer is checked here, so a truncated or corrupt file stops the command
+            # before a run exists, named as the user gave it (not as its copy in the cache)
+            from harness.models.inspect.analysis import analyze
+
+            return cls(p, kind, analyze(p).sha256, p.stem)
         return cls(p, kind, sha256_file(p), p.stem)
 
 
@@ -90,17 +98,19 @@ class Calibration:
             raise ConfigError(f"{p}: calibration data must be .npy or .npz")
         return cls(str(p), sha256_file(p), samples)
 
-    def arrays(self, input_shapes: list[tuple[int, ...]]) -> list[list[np.ndarray]]:
+    def arrays(self, input_shapes: list[tuple[int | None, ...]]) -> list[list[np.ndarray]]:
         """List of samples, each a list of one batch-1 array per model input."""
         if self.source == "random":
             rng = np.random.default_rng(0)
-            return [[rng.random((1, *s[1:]), dtype=np.float32) for s in input_shapes]
+            return [[rng.random((1, *(1 if d is None else d for d in s[1:])), dtype=np.float32) for s in input_shapes]
                     for _ in range(self.samples)]
-        data = load_array(Path(self.source), key="x")
-        data = data[: self.samples].astype(np.float32)
+        data = input_samples(Path(self.source), "x", load_array(Path(self.source), key="x"))
+        data = data[: self.samples]
         if len(input_shapes) != 1:
             raise ConfigError(f"{self.source}: multi-input models need random calibration for now")
-        want = tuple(input_shapes[0][1:])
+        # dims the model leaves open (None) take the data's size
+        want = tuple(d if d is not None else (data.shape[i + 1] if i + 1 < data.ndim else 1)
+                     for i, d in enumerate(input_shapes[0][1:]))
         if tuple(data.shape[1:]) != want:
             try:
                 data = data.reshape((data.shape[0], *want))
@@ -114,20 +124,6 @@ def check_variant_names(requested: list[str] | None) -> None:
     for v in requested or []:
         if v not in VARIANTS and v != ASIS:
             raise ConfigError(f"unknown variant '{v}' (choose from {', '.join(VARIANTS)}, {ASIS})")
-
-
-def load_array(path: Path, key: str) -> np.ndarray:
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except Exception as exc:  # numpy raises several types for corrupt files
-        raise ConfigError(f"{path}: cannot read numpy data ({exc.__class__.__name__}: {exc})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        if key not in loaded.files:
-            if len(loaded.files) == 1:
-                return loaded[loaded.files[0]]
-            raise ConfigError(f"{path}: no array '{key}' (has: {', '.join(loaded.files)})")
-        return loaded[key]
-    return loaded
 
 
 @dataclass
@@ -242,7 +238,8 @@ class Converter:
             _check_tflite(src.path, blob)
         else:
             self.log(f"converting: {src.name} -> {variant}")
-            blob = _run_tf_conversion(src, variant, calib)
+            with tf_quiet.captured(f"conversion of {src.name} to {variant}"):  # TF chatter: --verbose only
+                blob = _run_tf_conversion(src, variant, calib)
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
         (tmp / "model.tflite").write_bytes(blob)
@@ -284,19 +281,19 @@ def _load_tf_model(src: ModelSource):
 
 
 def _run_tf_conversion(src: ModelSource, variant: str, calib: Calibration | None) -> bytes:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf_quiet.prepare_env()
     import tensorflow as tf
 
     model = _load_tf_model(src)
     try:
         if model is not None:
             conv = tf.lite.TFLiteConverter.from_keras_model(model)
-            input_shapes = [tuple(1 if d is None else d for d in t.shape) for t in model.inputs]
+            input_shapes = [tuple(t.shape) for t in model.inputs]  # None: left open by the model
         else:
             conv = tf.lite.TFLiteConverter.from_saved_model(str(src.path))
             loaded = tf.saved_model.load(str(src.path))
             sig = loaded.signatures[next(iter(loaded.signatures))]
-            input_shapes = [tuple(1 if d is None else d for d in spec.shape)
+            input_shapes = [tuple(spec.shape)
                             for spec in sig.structured_input_signature[1].values()]
     except Exception as exc:
         raise ModelError(f"{src.path}: cannot load model for conversion ({exc.__class__.__name__})") from None

@@ -1,22 +1,28 @@
-"""Evaluation data for accuracy and fidelity, packaged for the device runner.
+"""Evaluation data for accuracy and fidelity, checked on the host and packaged for the device runner.
 
-Agreement needs the float model's own predictions; they are computed once on the host with the fp32
-artifact (cached by content hash) so the device never needs the float model.
+The user's `.npz` is validated when it is loaded, before any run exists, and every problem names
+that file and the array (rules for `x` and `y` in `harness.models.arrays` and
+docs/ARCHITECTURE.md). Agreement needs the float model's own predictions; they are computed once
+on the host with the fp32 artifact (cached by content hash) so the device never needs the float
+model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 
 from harness.core.hashing import sha256_file
 from harness.errors import ConfigError
-from harness.models.convert import ModelVariant, load_array
+from harness.models.arrays import class_labels, input_samples, load_array, optional_array
+
+EVAL_FORMAT = "2"  # bump when the prepared file's contents change for the same inputs
 
 
-def _interpreter(model_path: Path):
+def _interpreter(model_path: Path, input_shape: tuple[int, ...] | None = None):
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - host without LiteRT
@@ -24,13 +30,18 @@ def _interpreter(model_path: Path):
 
         Interpreter = tf.lite.Interpreter
     interp = Interpreter(model_path=str(model_path))
+    if input_shape is not None:
+        interp.resize_tensor_input(interp.get_input_details()[0]["index"], list(input_shape))
     interp.allocate_tensors()
     return interp
 
 
-def float_predictions(model_path: Path, x: np.ndarray) -> np.ndarray:
+def float_predictions(model_path: Path, x: np.ndarray, input_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """argmax of the float model for every sample (batch 1, as devices run it)."""
-    interp = _interpreter(model_path)
+    from harness.models import tf_quiet
+
+    with tf_quiet.captured("float reference predictions"):  # LiteRT's INFO lines go to fd 2
+        interp = _interpreter(model_path, input_shape)
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
     shape = tuple(inp["shape"][1:])
@@ -42,39 +53,66 @@ def float_predictions(model_path: Path, x: np.ndarray) -> np.ndarray:
     return preds
 
 
-def _check_shape(eval_path: Path, x: np.ndarray, model_path: Path) -> None:
+def _model_io(eval_path: Path, model_path: Path, input_shape: tuple[int, ...] | None):
+    """(sample shape the model is measured with, number of output classes or None, model sha256)."""
     from harness.models.inspect.analysis import analyze
 
-    inputs = analyze(model_path).inputs
-    if len(inputs) != 1:
+    a = analyze(model_path)
+    if len(a.inputs) != 1:
         raise ConfigError(f"{eval_path}: accuracy evaluation supports single-input models; the model "
-                          f"has {len(inputs)} inputs")
-    want = tuple(int(d) for d in inputs[0].shape[1:])
+                          f"has {len(a.inputs)} inputs")
+    shape = tuple(int(d) for d in (input_shape or [max(1, d) for d in a.inputs[0].shape]))
+    if shape and shape[0] != 1:
+        raise ConfigError(f"{eval_path}: accuracy evaluation runs one sample at a time, but the input shape "
+                          f"{list(shape)} has batch {shape[0]}")
+    out = a.outputs[0] if a.outputs else None
+    classes = None
+    if out is not None and not any(d < 0 for d in (out.shape_signature or [])[1:]):
+        classes = 1
+        for d in out.shape:
+            classes *= max(1, int(d))
+    return shape[1:], classes, a.sha256
+
+
+def load_eval(eval_path: Path, sample_shape: tuple[int, ...], classes: int | None) -> dict[str, np.ndarray]:
+    """`x` as float32 samples of `sample_shape`, `y` (and a given `ref`) as class indices; ConfigError
+    naming `eval_path` for anything that cannot be measured as meant."""
+    x = input_samples(eval_path, "x", load_array(eval_path, "x"))
     got = tuple(x.shape[1:])
-    if x.ndim == 0 or (got != want and int(np.prod(got)) != int(np.prod(want))):
-        raise ConfigError(f"{eval_path}: x holds samples of shape {got}, the model's input needs {want}")
+    if got != sample_shape:
+        if int(np.prod(got)) != int(np.prod(sample_shape)):
+            raise ConfigError(f"{eval_path}: x holds samples of shape {got}, the model's input needs "
+                              f"{sample_shape}")
+        x = x.reshape((x.shape[0], *sample_shape))  # flattened samples, same element count
+    arrays = {"x": x}
+    for key in ("y", "ref"):
+        arr = optional_array(eval_path, key)
+        if arr is not None:
+            arrays[key] = class_labels(eval_path, key, arr, len(x), classes)
+    return arrays
 
 
-def prepare_eval(eval_path: Path, ref_variant: ModelVariant | None, cache_root: Path) -> Path:
-    """npz with x, y (if given) and ref (float argmax) -> cached path handed to the runner."""
-    h = hashlib.sha256(sha256_file(eval_path).encode())
-    if ref_variant is not None:
-        h.update(ref_variant.artifact_sha256.encode())
-    out = cache_root / "eval" / f"{h.hexdigest()[:24]}.npz"
+def prepare_eval(eval_path: Path, model_path: Path, cache_root: Path, *, reference: bool,
+                 input_shape: tuple[int, ...] | None = None) -> Path:
+    """Validated npz (x, y if given, ref) -> cached path handed to the runner.
+
+    `model_path` is the .tflite the data is checked against (input shape, output classes); with
+    `reference` it is the float model whose argmax becomes `ref` (agreement). An MLPerf Tiny dataset
+    directory (y_labels.csv + .bin files, harness/models/mlperf.py) is checked and handed on as it is:
+    its files are the device's wire bytes, for serial (MCU) devices."""
+    if Path(eval_path).is_dir():
+        from harness.models.mlperf import read_dataset
+
+        read_dataset(eval_path)
+        return Path(eval_path)
+    sample_shape, classes, model_sha = _model_io(eval_path, model_path, input_shape)
+    arrays = load_eval(eval_path, sample_shape, classes)
+    ident = [EVAL_FORMAT, sha256_file(eval_path), model_sha, reference, list(input_shape or [])]
+    out = cache_root / "eval" / f"{hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]}.npz"
     if out.exists():
         return out
-    x = load_array(eval_path, "x").astype(np.float32)
-    if ref_variant is not None:
-        _check_shape(eval_path, x, ref_variant.artifact)
-    arrays: dict[str, np.ndarray] = {"x": x}
-    loaded = np.load(eval_path, allow_pickle=False)
-    if isinstance(loaded, np.lib.npyio.NpzFile) and "y" in loaded.files:
-        y = loaded["y"]
-        if len(y) != len(x):
-            raise ConfigError(f"{eval_path}: y has {len(y)} labels for {len(x)} samples in x")
-        arrays["y"] = y.astype(np.int64)
-    if ref_variant is not None:
-        arrays["ref"] = float_predictions(ref_variant.artifact, x)
+    if reference:
+        arrays["ref"] = float_predictions(model_path, arrays["x"], input_shape)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")
     # numeric arrays only (everything was loaded with allow_pickle=False); naming the flag also tells the

@@ -11,7 +11,7 @@ import math
 import pandas as pd
 
 from harness.errors import ConfigError
-from harness.report.run_markdown import fmt_us, markdown_table
+from harness.report.run_markdown import fmt_us, markdown_table, variant_rank
 
 COLUMNS = ["latency_p50_us", "latency_p90_us", "peak_rss_kb", "energy_per_inference_uj"]
 
@@ -57,7 +57,10 @@ def comparison(wide: pd.DataFrame, devices: list[str] | None = None,
                      "energy_ratio": ratio("energy_per_inference_uj")})
     table = pd.DataFrame(rows)
     table["device_id"] = pd.Categorical(table["device_id"], categories=order, ordered=True)
-    table = table.sort_values(["model", "variant", "device_id"]).reset_index(drop=True)
+    table["_rank"] = [variant_rank(v) for v in table["variant"]]  # fp32, fp16, dynamic, int8, int16x8, others
+    table["_r0"], table["_r1"] = [r[0] for r in table["_rank"]], [r[1] for r in table["_rank"]]
+    table = table.sort_values(["model", "_r0", "_r1", "device_id"]).drop(columns=["_rank", "_r0", "_r1"])
+    table = table.reset_index(drop=True)
     table["device_id"] = table["device_id"].astype(str)
     return table, reference
 
@@ -66,7 +69,7 @@ def _num(v, spec: str, suffix: str = "") -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{spec}}{suffix}"
 
 
-def render_markdown(table: pd.DataFrame, reference: str, run_id: str = "") -> str:
+def render_markdown(table: pd.DataFrame, reference: str, run_id: str = "", label: str = "") -> str:
     devices = list(dict.fromkeys(table["device_id"]))
     profiles = {d: table[table["device_id"] == d]["profile"].iloc[0] for d in devices}
     headers = ["model", "variant"]
@@ -75,7 +78,7 @@ def render_markdown(table: pd.DataFrame, reference: str, run_id: str = "") -> st
         if d != reference:
             headers.append(f"{d} speed-up (x)")
     rows: list[list[str]] = []
-    for (model, variant), g in table.groupby(["model", "variant"], sort=True):
+    for (model, variant), g in table.groupby(["model", "variant"], sort=False):  # the table's variant order
         g = g.set_index("device_id")
         row = [str(model), str(variant)]
         for d in devices:
@@ -90,7 +93,7 @@ def render_markdown(table: pd.DataFrame, reference: str, run_id: str = "") -> st
         rows.append(row)
     lines = ["# hilbench device comparison", ""]
     if run_id:
-        lines += [f"- run: `{run_id}`"]
+        lines += [f"- run: `{run_id}`" + (f", label {label}" if label else "")]
     lines += [f"- reference: **{reference}** ({profiles[reference]}); speed-up = reference p50 / device p50",
               "- devices: " + ", ".join(f"{d} ({profiles[d]})" for d in devices), "",
               markdown_table(headers, rows), ""]

@@ -10,11 +10,16 @@ import math
 
 from harness.gate.evaluate import Check, GateResult
 from harness.gate.thresholds import RULES
-from harness.report.run_markdown import fmt_us, markdown_table
+from harness.report.run_markdown import fmt_us, markdown_table, run_label, variant_rank
+
+
+def _missing(x) -> bool:
+    """None or NaN: shown as '-' (a summary never says 'nan')."""
+    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 def fmt_value(metric: str, value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "-"
     if metric.endswith("_us"):
         return fmt_us(value)
@@ -30,7 +35,7 @@ def fmt_value(metric: str, value: float | None) -> str:
 
 
 def fmt_change(c: Check) -> str:
-    if c.effect is None:
+    if _missing(c.effect):
         return "-"
     if c.absolute:
         return f"{c.effect * 100:+.2f} pt"
@@ -40,13 +45,13 @@ def fmt_change(c: Check) -> str:
 
 
 def fmt_threshold(c: Check) -> str:
-    if c.threshold is None:
+    if _missing(c.threshold):
         return "-"
     return f"{c.threshold * 100:.2g} pt" if c.absolute else f"{c.threshold * 100:.3g} %"
 
 
 def fmt_p(p: float | None) -> str:
-    return "-" if p is None else f"{p:.2g}"
+    return "-" if _missing(p) else f"{p:.2g}"
 
 
 def check_outcome(c: Check) -> str:
@@ -107,11 +112,16 @@ def check_row(k, c: Check) -> list[str]:
             fmt_rel(c.critical_change), fmt_p(c.p_value), fmt_confirmation(c), budget, check_outcome(c)]
 
 
+def ordered(keys: list) -> list:
+    """Gate keys by model, then variant (fp32, fp16, dynamic, int8, int16x8, others), then device."""
+    return sorted(keys, key=lambda k: (str(k.model), variant_rank(k.variant), str(k.device_id)))
+
+
 def render_gate_markdown(res: GateResult) -> str:
     n = res.counts()
     run = res.run
     out = [f"# hilbench gate: {res.verdict} (exit {res.exit_code})", ""]
-    out += [f"- run: `{res.run_id}` ({run.get('status')}, label {run.get('label') or '-'}, "
+    out += [f"- run: `{res.run_id}` ({run.get('status')}, label {run_label(run) or '-'}, "
             f"host {run.get('host') or '-'}, models commit {run.get('git_commit') or '-'})",
             f"- baseline: `{res.spec}`; significance: process levels against the reference, Holm over the "
             f"whole gate at family-wise alpha {res.alpha:g}",
@@ -147,7 +157,7 @@ def render_gate_markdown(res: GateResult) -> str:
     if res.improvements:
         out += ["## Improvements", "", markdown_table(CHECK_HEADERS, [check_row(k, c) for k, c in res.improvements]),
                 ""]
-    ok_keys = [k for k in res.keys if not k.infra]
+    ok_keys = ordered([k for k in res.keys if not k.infra])
     if ok_keys:
         out += ["<details><summary>All checks</summary>", ""]
         rows = [check_row(k, c) for k in ok_keys for c in k.checks]

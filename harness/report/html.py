@@ -19,7 +19,8 @@ import pandas as pd
 from harness.gate.evaluate import GateResult
 from harness.report import plots
 from harness.report.compare import comparison, render_markdown
-from harness.report.gate_markdown import CHECK_HEADERS, check_message, check_row
+from harness.report.gate_markdown import CHECK_HEADERS, check_message, check_row, ordered
+from harness.report.run_markdown import results_table, run_label, summarize
 from harness.store.results import ResultStore
 from harness.store.verdicts import metric_history
 
@@ -101,13 +102,15 @@ def _distribution_groups(res: GateResult, store: ResultStore) -> dict:
 
 
 def _pareto_points(wide: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    ok = wide[wide["status"] == "ok"] if not wide.empty else wide
+    """One point per model x variant x device (the median over its processes, as in the results table)."""
+    table = summarize(wide) if not wide.empty else pd.DataFrame()
     for metric, label in (("accuracy_top1", "top-1 accuracy (%)"), ("agreement", "agreement with float (%)")):
-        if metric in ok and ok[metric].notna().any():
-            pts = ok.dropna(subset=[metric, "latency_p50_us"])
+        if metric in table and table[metric].notna().any():
+            pts = table.dropna(subset=[metric, "latency_p50_us"])
             return pd.DataFrame({"model": pts["model"], "variant": pts["variant"], "device_id": pts["device_id"],
-                                 "latency": pts["latency_p50_us"], "quality": pts[metric] * 100,
-                                 "size": pts.get("model_size_bytes", pd.Series(0, index=pts.index)).fillna(0)}), label
+                                 "latency": pts["latency_p50_us"].astype(float),
+                                 "quality": pts[metric].astype(float) * 100,
+                                 "size": pts["model_size_bytes"].astype(float).fillna(0)}), label
     return pd.DataFrame(), ""
 
 
@@ -120,6 +123,7 @@ def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) 
     body = [f"<h1>hilbench gate <span class=\"badge {badge}\">{html.escape(res.verdict)}</span> "
             f"<small>exit {res.exit_code}</small></h1>",
             f"<p>run <code>{html.escape(res.run_id)}</code> ({html.escape(str(res.run.get('status')))}), "
+            f"label <b>{html.escape(run_label(res.run) or '-')}</b>, "
             f"host {html.escape(str(res.run.get('host') or '-'))}, baseline <code>{html.escape(str(res.spec))}</code>, "
             f"alpha {res.alpha:g}. {n['keys']} result(s): {n['passed']} passed, {n['failed']} failed, "
             f"{n['infra']} infrastructure failure(s); {n['regressions']} regression(s), {n['over_budget']} over "
@@ -141,7 +145,7 @@ def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) 
         body.append("<p>None.</p>")
     body.append("<h2>All checks</h2>")
     rows, classes = [], []
-    for k in res.keys:
+    for k in ordered(res.keys):
         for c in k.checks:
             rows.append(check_row(k, c))
             classes.append("fail" if c.failed else "improvement" if c.verdict == "improvement"
@@ -151,6 +155,9 @@ def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) 
                 "counts only when significant (block Mann-Whitney U) and beyond the threshold.</p>")
 
     wide = store.wide(res.run_id)
+    headers, rows = results_table(wide)
+    if rows:  # the run's variants side by side: speed-up and size against fp32, MACs, params, memory
+        body += ["<h2>Results</h2>", _table(headers, rows)]
     groups = _distribution_groups(res, store)
     if groups:
         body += ["<h2>Latency distribution per device</h2>",
@@ -170,7 +177,7 @@ def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) 
     return _page(f"hilbench gate {res.run_id}", body)
 
 
-def render_compare_html(table: pd.DataFrame, reference: str, run_id: str = "") -> str:
+def render_compare_html(table: pd.DataFrame, reference: str, run_id: str = "", label: str = "") -> str:
     devices = list(dict.fromkeys(table["device_id"]))
     headers = ["model", "variant", "device", "profile", "p50 (us)", "p90 (us)", "peak RSS (MB)",
                "energy (uJ)", "speed-up", "RSS ratio"]
@@ -180,10 +187,11 @@ def render_compare_html(table: pd.DataFrame, reference: str, run_id: str = "") -
         rows.append([r["model"], r["variant"], r["device_id"], r["profile"], f(r["latency_p50_us"], ".1f"),
                      f(r["latency_p90_us"], ".1f"), f(r["peak_rss_kb"] / 1024, ".1f"),
                      f(r["energy_per_inference_uj"], ".3g"), f(r["speedup"], ".2f"), f(r["rss_ratio"], ".2f")])
-    body = [f"<h1>hilbench device comparison</h1><p>run <code>{html.escape(run_id)}</code>; reference "
+    shown = f" (label <b>{html.escape(label)}</b>)" if label else ""
+    body = [f"<h1>hilbench device comparison</h1><p>run <code>{html.escape(run_id)}</code>{shown}; reference "
             f"<b>{html.escape(reference)}</b>; devices {html.escape(', '.join(devices))}. Speed-up = reference "
             "p50 / device p50.</p>", _table(headers, rows),
             _img("fig-devices", plots.device_comparison(table, reference), "device profile comparison"),
-            "<details><summary>Markdown</summary><pre>" + html.escape(render_markdown(table, reference, run_id))
-            + "</pre></details>"]
+            "<details><summary>Markdown</summary><pre>" + html.escape(render_markdown(table, reference, run_id, label))
+            + "</pre></details>"]  # the Markdown source, escaped like everything else on the page
     return _page(f"hilbench compare {run_id}", body)

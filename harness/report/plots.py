@@ -18,9 +18,12 @@ def _figure(width: float, height: float):
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer to measure text with (label placement), not only to save PNGs
+    return fig
 
 
 def to_png(fig) -> bytes:
@@ -155,32 +158,107 @@ def pareto_front(latency: Sequence[float], quality: Sequence[float]) -> list[boo
     return out
 
 
+# label offsets tried in turn (points from the marker): beside, above, below, then further out on rings of
+# 12 directions, so that even a crowd of five variants within 5 % of each other finds free places
+_OFFSETS = [(7, 5), (7, -13), (-7, 5), (-7, -13), (0, 14), (0, -22)] + [
+    (round(r * np.cos(a), 1), round(r * np.sin(a), 1)) for r in (22, 34, 48, 64, 82, 104, 130)
+    for a in np.deg2rad([60, -60, 120, -120, 90, -90, 30, -30, 150, -150, 0, 180])]
+
+
+def _overlaps(box, others) -> bool:
+    return any(box.overlaps(o) for o in others)
+
+
+def place_labels(fig, ax, items: list[tuple[float, float, str, float]]) -> list:
+    """Annotate (x, y, text, marker size in points) so that no label covers another label, a marker or
+    the legend: each label takes the first offset in `_OFFSETS` that is free and inside the figure
+    (far ones get a thin leader line). Call after the figure's layout is final."""
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72.0
+    markers = []
+    for x, y, _, size in items:
+        cx, cy = ax.transData.transform((x, y))
+        r = size * px / 2 + 1
+        markers.append(Bbox.from_extents(cx - r, cy - r, cx + r, cy + r))
+    legend = ax.get_legend()
+    fixed = [legend.get_window_extent(renderer)] if legend is not None else []
+    labels: list = []
+    frame = ax.get_window_extent(renderer)  # a label stays in its own panel
+    texts = []
+    for x, y, text, _ in items:
+        chosen = None
+        # first a place clear of labels, markers and the legend; if the crowd leaves none, one clear of
+        # the other labels and the legend (covering a marker edge beats covering a label)
+        for avoid in (labels + markers + fixed, labels + fixed):
+            for dx, dy in _OFFSETS:
+                far = abs(dx) > 10 or abs(dy) > 14
+                ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7,
+                                  ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                                  va="bottom" if dy >= 0 else "top",
+                                  arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#555"} if far else None)
+                box = ann.get_window_extent(renderer).padded(1)
+                if frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) and not _overlaps(box, avoid):
+                    chosen = ann
+                    labels.append(box)
+                    break
+                ann.remove()
+            if chosen is not None:
+                break
+        if chosen is None:  # crowded beyond every offset: keep the first place rather than lose the label
+            chosen = ax.annotate(text, (x, y), xytext=_OFFSETS[0], textcoords="offset points", fontsize=7)
+        texts.append(chosen)
+    return texts
+
+
+def _log_ticks(ax) -> None:
+    """Readable log-axis ticks: 1-2-5 steps as plain numbers (10, 20, 50, 100), no crowded minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def pareto(points, quality_label: str):
-    """Accuracy vs latency (marker area ~ model size) per model and device; the Pareto front joined."""
+    """Accuracy vs latency (log axis; marker area ~ model size) per model and device; the Pareto front
+    joined; every point labelled with its variant and size, labels placed so that none overlap."""
     groups = list(points.groupby(["model", "device_id"], sort=True))
     n = max(1, len(groups))
     cols = min(3, n)
     rows = int(np.ceil(n / cols))
-    fig = _figure(max(7.0, 4.8 * cols), 3.6 * rows)
+    fig = _figure(max(7.0, 4.8 * cols), 3.8 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+    pending = []
     for ax, ((model, dev), g) in zip(axes, groups):
         g = g.sort_values("latency")
         front = np.array(pareto_front(g["latency"], g["quality"]))
         size = g["size"].to_numpy(dtype=float)
         area = 40 + 400 * size / max(size.max(), 1.0)
         ax.scatter(g["latency"], g["quality"], s=area, c=np.where(front, "#d62728", "#7f7f7f"), alpha=0.7,
-                   edgecolors="black")
+                   edgecolors="black", zorder=3)
         fr = g[front]
         ax.step(fr["latency"], fr["quality"], where="post", color="#d62728", lw=1.2, label="Pareto front")
-        for _, r in g.iterrows():
-            ax.annotate(f"{r['variant']} ({r['size'] / 1024:.0f} KiB)", (r["latency"], r["quality"]),
-                        fontsize=7, xytext=(4, 4), textcoords="offset points")
-        ax.set_xlabel("latency p50 (us)")
+        ax.set_xscale("log")  # variants of one model can differ by 10x in latency
+        _log_ticks(ax)
+        lo, hi = float(g["latency"].min()), float(g["latency"].max())
+        ax.set_xlim(lo / 1.6, hi * 1.6)  # room for the labels beside the outermost points
+        qlo, qhi = float(g["quality"].min()), float(g["quality"].max())
+        pad = max((qhi - qlo) * 0.25, 1.0)
+        ax.set_ylim(qlo - pad, qhi + pad)
+        ax.set_xlabel("latency p50 (us, log scale)")
         ax.set_ylabel(quality_label)
         ax.set_title(f"{model} on {dev}", fontsize=9)
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower right")
+        pending.append((ax, [(float(r["latency"]), float(r["quality"]), f"{r['variant']} ({r['size'] / 1024:.0f} KiB)",
+                              float(np.sqrt(a))) for (_, r), a in zip(g.iterrows(), area)]))
     for ax in axes[n:]:
         ax.set_visible(False)
     fig.suptitle("marker area ~ model size; red = Pareto-optimal variants", fontsize=10)
+    fig.canvas.draw()  # settle the layout, then freeze it: label places are measured on the final axes
+    fig.set_layout_engine("none")
+    for ax, items in pending:
+        place_labels(fig, ax, items)
     return fig

@@ -24,6 +24,12 @@ def fmt_us(value) -> str:
     return "-"
 
 
+def run_label(run: dict | None) -> str:
+    """A run's free-text label ('' when none: the store gives None, a pandas row NaN)."""
+    label = (run or {}).get("label")
+    return label if isinstance(label, str) else ""
+
+
 def _energy(measured, estimated) -> str:
     if measured is not None and not (isinstance(measured, float) and math.isnan(measured)):
         return _fmt(measured, ".2f")
@@ -32,46 +38,147 @@ def _energy(measured, estimated) -> str:
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    numeric = ("p50", "p90", "p95", "p99", "runs", ")")
+    numeric = ("p50", "p90", "p95", "p99", "runs", ")", "MACs", "params", "processes", "fp32")
     align = ["---:" if h.endswith(numeric) else "---" for h in headers]
-    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # a name never breaks the table
+    lines = ["| " + " | ".join(map(cell, headers)) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
     return "\n".join(lines)
 
 
+VARIANT_ORDER = ("fp32", "fp16", "dynamic", "int8", "int16x8")  # from the float reference to the smallest
+
+
+def variant_rank(variant) -> tuple[int, str]:
+    """Sort key: fp32, fp16, dynamic, int8, int16x8, then any other variant (e.g. asis) by name."""
+    v = str(variant)
+    return (VARIANT_ORDER.index(v), "") if v in VARIANT_ORDER else (len(VARIANT_ORDER), v)
+
+
+def sort_variants(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """`df` sorted by the columns `by`, where a `variant` column sorts in VARIANT_ORDER."""
+    if df.empty:
+        return df
+    keys = {c: (df[c].map(variant_rank) if c == "variant" else df[c].astype(str)) for c in by}
+    order = sorted(range(len(df)), key=lambda i: tuple(keys[c].iloc[i] for c in by))
+    return df.iloc[order]
+
+
+def fmt_count(value) -> str:
+    """Large counts with an SI prefix (12.3 M MACs, 4.56 k parameters)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    for scale, prefix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{prefix}"
+    return f"{value:.0f}"
+
+
+def fmt_ratio(value) -> str:
+    if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
+        return "-"
+    return f"{value:.2f}x"
+
+
+def _median(g: pd.DataFrame, col: str):
+    if col not in g:
+        return None
+    vals = g[col].dropna()
+    return float(vals.median()) if len(vals) else None
+
+
+def summarize(wide: pd.DataFrame) -> pd.DataFrame:
+    """One row per model x variant x device: the median over its runner processes (repeats), the
+    process count, and ratios against fp32 of the same model on the same device (speed-up = fp32 p50 /
+    p50, size ratio = size / fp32 size). Rows in VARIANT_ORDER."""
+    ok = wide[wide["status"] == "ok"] if not wide.empty else wide
+    metrics = ["latency_p50_us", "latency_p90_us", "latency_p99_us", "peak_rss_kb", "model_size_bytes",
+               "model_macs", "model_params", "arena_bytes", "flash_bytes", "accuracy_top1", "agreement",
+               "energy_per_inference_uj", "energy_estimate_per_inference_uj"]
+    rows = []
+    for (model, variant, device), g in ok.groupby(["model", "variant", "device_id"], sort=False):
+        counts = g["inferences"] if "inferences" in g else g.get("latency_count")
+        row = {"model": model, "variant": variant, "device_id": device, "profile": g["profile"].iloc[0],
+               "processes": len(g), "runs": float(counts.sum()) if counts is not None and counts.notna().any()
+               else None,
+               "runtime": f"{g['runtime'].iloc[0] or '-'} {g['runtime_version'].iloc[0] or ''}".strip()}
+        row.update({m: _median(g, m) for m in metrics})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    ref = out[out["variant"] == "fp32"].set_index(["model", "device_id"])
+
+    def ratio(r, col: str, inverse: bool):
+        key = (r["model"], r["device_id"])
+        if key not in ref.index or r[col] is None or pd.isna(r[col]):
+            return None
+        base = ref.loc[key, col]
+        if base is None or pd.isna(base) or not base or not r[col]:
+            return None
+        return base / r[col] if inverse else r[col] / base
+
+    out["speedup"] = [ratio(r, "latency_p50_us", True) for _, r in out.iterrows()]
+    out["size_ratio"] = [ratio(r, "model_size_bytes", False) for _, r in out.iterrows()]
+    return sort_variants(out, ["model", "device_id", "variant"]).reset_index(drop=True)
+
+
+def results_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The results table of a run (headers, formatted rows), shared by the Markdown and HTML reports:
+    arena/flash columns only when an MCU result has them, a process count only with repeats."""
+    table = summarize(wide)
+    if table.empty:
+        return [], []
+    mcu = any(c in table and table[c].notna().any() for c in ("arena_bytes", "flash_bytes"))
+    repeats = bool((table["processes"] > 1).any())
+    headers = ["model", "variant", "device", "profile", "p50", "p90", "p99", "speed-up vs fp32",
+               "size (KiB)", "size vs fp32", "MACs", "params"]
+    headers += ["arena (KiB)", "flash (KiB)"] if mcu else []
+    headers += ["peak RSS (MB)", "top-1 (%)", "agreement (%)", "energy/inf (uJ)", "runs"]
+    headers += ["processes"] if repeats else []
+    headers.append("runtime")
+    rows = []
+    for _, r in table.iterrows():
+        row = [str(r["model"]), str(r["variant"]), str(r["device_id"]), str(r["profile"]),
+               fmt_us(r["latency_p50_us"]), fmt_us(r["latency_p90_us"]), fmt_us(r["latency_p99_us"]),
+               fmt_ratio(r["speedup"]), _fmt(r["model_size_bytes"], ".1f", 1024), fmt_ratio(r["size_ratio"]),
+               fmt_count(r["model_macs"]), fmt_count(r["model_params"])]
+        if mcu:
+            row += [_fmt(r["arena_bytes"], ".1f", 1024), _fmt(r["flash_bytes"], ".1f", 1024)]
+        row += [_fmt(r["peak_rss_kb"], ".1f", 1024), _fmt(r["accuracy_top1"], ".2f", 0.01),
+                _fmt(r["agreement"], ".2f", 0.01),
+                _energy(r["energy_per_inference_uj"], r["energy_estimate_per_inference_uj"]),
+                _fmt(r["runs"], ".0f")]
+        if repeats:
+            row.append(str(int(r["processes"])))
+        row.append(str(r["runtime"]))
+        rows.append(row)
+    return headers, rows
+
+
 def render_run(wide: pd.DataFrame, run: dict | None = None) -> str:
-    """Per model x variant x device: latency percentiles, memory, size, accuracy."""
+    """Per model x variant x device: latency percentiles, speed-up and size against fp32, model
+    complexity, memory, accuracy, energy."""
     out = ["# hilbench report", ""]
     if run:
         out += [f"- run: `{run['run_id']}` ({run.get('status', '?')})",
+                f"- label: {run_label(run) or '-'}",
                 f"- host: {run.get('host') or '-'}, hilbench {run.get('harness_version') or '-'}",
                 f"- models repo commit: {run.get('git_commit') or '-'}", ""]
     if wide.empty:
         return "\n".join(out + ["No results recorded."]) + "\n"
-    ok = wide[wide["status"] == "ok"].sort_values(["model", "device_id", "variant"])
-    headers = ["model", "variant", "device", "profile", "p50", "p90", "p99", "runs",
-               "peak RSS (MB)", "size (KiB)", "top-1 (%)", "agreement (%)", "energy/inf (uJ)", "runtime"]
-    rows = []
-    for _, r in ok.iterrows():
-        g = r.get
-        rows.append([
-            str(r["model"]), str(r["variant"]), str(r["device_id"]), str(r["profile"]),
-            fmt_us(g("latency_p50_us")), fmt_us(g("latency_p90_us")),
-            fmt_us(g("latency_p99_us")), _fmt(g("inferences", g("latency_count")), ".0f"),
-            _fmt(g("peak_rss_kb"), ".1f", 1024), _fmt(g("model_size_bytes"), ".1f", 1024),
-            _fmt(g("accuracy_top1"), ".2f", 0.01), _fmt(g("agreement"), ".2f", 0.01),
-            _energy(g("energy_per_inference_uj"), g("energy_estimate_per_inference_uj")),
-            f"{r.get('runtime') or '-'} {r.get('runtime_version') or ''}".strip(),
-        ])
-    out += ["## Results", "", markdown_table(headers, rows), ""]
+    headers, rows = results_table(wide)
+    out += ["## Results", "", markdown_table(headers, rows), ""] if rows else []
     failed = wide[wide["status"] != "ok"]
     if not failed.empty:
         out += ["## Failures", ""]
-        for _, r in failed.iterrows():
+        for _, r in sort_variants(failed, ["model", "device_id", "variant"]).iterrows():
             kind = "infrastructure" if r["status"] == "infra_error" else "error"
             out.append(f"- **{r['model']}/{r['variant']} on {r['device_id']}** ({kind}): {r['error']}")
         out.append("")
-    out += ["Latency is the steady-state distribution of `invoke()` after warmup; peak RSS is the "
-            "runner process high-water mark (VmHWM); energy comes from the meter named in the result "
-            "(an estimate is labelled as such).", ""]
+    out += ["Latency is the steady-state distribution of `invoke()` after warmup (the median over a job's "
+            "runner processes); speed-up is fp32's p50 / the variant's p50 and size ratio the variant's size / "
+            "fp32's, on the same device; MACs and params come from the model file; peak RSS is the runner "
+            "process high-water mark (VmHWM); energy comes from the meter named in the result (an estimate "
+            "is labelled as such).", ""]
     return "\n".join(out)

@@ -18,15 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness import __version__
+from harness import __version__, progress
 from harness.core.jobs import Job, RunOptions
 from harness.errors import ConfigError, HilError, InfraError, ModelError
 from harness.lab.config import Device, Inventory
 from harness.lab.energy import estimate as energy_estimate
 from harness.models.convert import Calibration, Converter, ModelSource, ModelVariant, check_variant_names
 from harness.models.evaldata import prepare_eval
-from harness.run.rows import flatten
-from harness.store.results import ResultRecord, ResultStore
+from harness.models.shapes import resolve_input_shapes
+from harness.run.device_lock import DeviceLock
+from harness.run.rows import flatten, model_rows
+from harness.store.results import ClaimOwner, ResultRecord, ResultStore
 from harness.transports import transport_for
 
 _log = logging.getLogger(__name__)
@@ -41,8 +43,12 @@ class ModelSpec:
     eval_file: Path | None = None
 
     @classmethod
-    def from_args(cls, path: str, calibration: str | None, eval_file: str | None) -> ModelSpec:
+    def from_args(cls, path: str, calibration: str | None, eval_file: str | None,
+                  name: str | None = None) -> ModelSpec:
+        """`name`: the model's name in results (harness.models.naming.unique_model_names), default its stem."""
         src = ModelSource.open(path)
+        if name is not None:
+            src = replace(src, name=name)
         stem = src.path.parent / src.path.stem if src.kind != "savedmodel" else src.path
         if calibration is None:
             for cand in (f"{stem}.calibration.npz", f"{stem}.calibration.npy"):
@@ -125,8 +131,11 @@ class Orchestrator:
         self.log = log
         self._log_lock = threading.Lock()
         self._stop = threading.Event()
+        self._convert_bar = self._measure_bar = progress.NO_BAR  # progress bars (terminal only)
         self.broken: list[BrokenJob] = []
         self.broken_sources: list[str] = []
+        self.owner = ClaimOwner.this_process()  # claims this session's jobs (concurrent --resume)
+        self._device_locks: dict[str, DeviceLock] = {}
 
     def _say(self, msg: str) -> None:
         with self._log_lock:
@@ -146,14 +155,24 @@ class Orchestrator:
         """Convert every model; with several models, one that cannot be converted becomes `error`
         rows of the run (see `broken`) instead of stopping the others from being measured."""
         check_variant_names(variants)  # a typo is the whole command's fault, not one model's
+        names = [s.source.name for s in specs] + self.broken_sources
+        shared = sorted({n for n in names if names.count(n) > 1})
+        if shared:  # never mix two models up in results, reports and the gate
+            raise ConfigError(f"two models would share the name '{shared[0]}' in results; rename one of the files")
+        if options.input_shapes:
+            mcu = [d.id for d in devices if d.transport.type == "serial"]
+            if mcu:
+                raise ConfigError(f"--input-shape applies to Linux devices (local, ssh); TFLM on {', '.join(mcu)} "
+                                  "cannot resize a model's inputs")
         jobs: list[Job] = []
-        for spec in specs:
-            try:
-                jobs += self._plan_model(spec, variants, devices, options)
-            except HilError as exc:
-                if len(specs) + len(self.broken_sources) == 1:
-                    raise
-                self.add_broken(spec.source.name, spec.source.sha256, variants, devices, str(exc))
+        with progress.task("converting", len(specs) * len(variants or ["fp32"])) as self._convert_bar:
+            for spec in specs:
+                try:
+                    jobs += self._plan_model(spec, variants, devices, options)
+                except HilError as exc:
+                    if len(specs) + len(self.broken_sources) == 1:
+                        raise
+                    self.add_broken(spec.source.name, spec.source.sha256, variants, devices, str(exc))
         if not jobs and self.broken:
             raise ModelError("no model could be prepared: " + "; ".join(sorted({b.error for b in self.broken})))
         return self.with_repeats(jobs)
@@ -169,17 +188,47 @@ class Orchestrator:
 
     def _plan_model(self, spec: ModelSpec, variants: list[str] | None, devices: list[Device],
                     options: RunOptions) -> list[Job]:
-        jobs = []
+        """Jobs of one model. A variant that cannot be built (int8 without calibration data, a failed
+        conversion, input shapes that do not fit it) becomes `error` rows of its own and the model's
+        other variants are measured; a failure shared by every variant is the model's (raised)."""
+        src = spec.source
         eval_file = None
-        if spec.eval_file:
-            ref = None
-            if spec.source.kind != "tflite":
-                ref = self.converter.convert(spec.source, "fp32", spec.calibration, quiet=True)
-            eval_file = prepare_eval(spec.eval_file, ref, self.converter.cache_dir.parent)
-        for _, mv in self.convert_all([spec], variants):
+        if spec.eval_file:  # the data belongs to the model: checked once, before any variant
+            if src.kind == "tflite":
+                ref_path, reference = src.path, False
+            else:
+                ref_path = self.converter.convert(src, "fp32", spec.calibration, quiet=True).artifact
+                reference = True
+            shapes = resolve_input_shapes(ref_path, options.input_shapes, src.path)
+            eval_file = prepare_eval(spec.eval_file, ref_path, self.converter.cache_dir.parent, reference=reference,
+                                     input_shape=shapes[0] if len(shapes) == 1 else None)
+            not_serial = [d.id for d in devices if d.transport.type != "serial"]
+            if eval_file.is_dir() and not_serial:
+                raise ConfigError(f"{spec.eval_file}: an MLPerf Tiny dataset (y_labels.csv + .bin files) is sent "
+                                  f"as raw bytes to MCU firmware over serial; device(s) {', '.join(not_serial)} "
+                                  f"need an .npz (x, y)")
+        jobs: list[Job] = []
+        failed: list[tuple[str, HilError]] = []
+        for v in self.converter.variants_for(src, variants):
+            try:
+                mv = self.converter.convert(src, v, spec.calibration)
+                resolve_input_shapes(mv.artifact, options.input_shapes, src.path)
+            except HilError as exc:
+                failed.append((v, exc))
+                continue
+            finally:
+                self._convert_bar.advance()
+            mv.extra["source_path"] = str(src.path)
             for dev in devices:
                 prof = self.inventory.profile_of(dev)
                 jobs.append(Job(mv, dev, prof, options.resolved(prof), eval_file))
+        if failed and not jobs and len({str(e) for _, e in failed}) == 1:
+            raise failed[0][1]
+        for v, exc in failed:
+            self._say(f"SKIPPED {src.name}/{v}: {exc}")
+            for dev in devices:
+                self.broken.append(BrokenJob(src.name, src.sha256, v, dev, self.inventory.profile_of(dev).name,
+                                             str(exc)))
         return jobs
 
     @staticmethod
@@ -190,7 +239,11 @@ class Orchestrator:
         return [replace(j, repeat=r) for r in range(rounds) for j in jobs if r < (j.options.repeats or 1)]
 
     def run(self, jobs: list[Job], argv: list[str], resume: bool = False,
-            label: str | None = None) -> RunSummary:
+            label: str | None = None, wait: bool = True) -> RunSummary:
+        """Measure `jobs` as a new run, or (`resume`) the missing jobs of the newest unfinished run of
+        the same plan. Each device is measured under its cross-process lock (busy: wait with a
+        message, or with `wait=False` fail before anything is written); each job is claimed in the
+        store before it is measured, so concurrent sessions of one run never measure a job twice."""
         keys = [j.key for j in jobs] + [b.key for b in self.broken]
         plan_hash = hashlib.sha256(json.dumps(sorted(keys)).encode()).hexdigest()[:16]
         run_id, done = None, set()
@@ -198,10 +251,34 @@ class Orchestrator:
             run_id = self.store.resumable_run(plan_hash)
             if run_id:
                 done = self.store.done_jobs(run_id)
-                self.store.reopen_run(run_id)
-                self._say(f"resuming run {run_id}: {len(done)} of {len(jobs)} jobs already measured")
-            else:
-                self._say("nothing to resume for this plan; starting a new run")
+        todo = [j for j in jobs if j.key not in done]
+        if not wait:  # --no-wait: every device now, or one error line before the run is touched
+            try:
+                for j in todo:
+                    if j.device.id not in self._device_locks:
+                        dev_lock = DeviceLock(j.device, run_id)
+                        dev_lock.acquire(wait=False, log=self._say)
+                        self._device_locks[j.device.id] = dev_lock
+            except BaseException:
+                self._release_locks()
+                raise
+        try:
+            return self._run(jobs, todo, keys, plan_hash, run_id, done, argv, resume, label)
+        finally:
+            self._release_locks()
+
+    def _release_locks(self) -> None:
+        for dev_lock in self._device_locks.values():
+            dev_lock.release()
+        self._device_locks.clear()
+
+    def _run(self, jobs: list[Job], todo: list[Job], keys: list[str], plan_hash: str, run_id: str | None,
+             done: set[str], argv: list[str], resume: bool, label: str | None) -> RunSummary:
+        if run_id:
+            self.store.reopen_run(run_id)
+            self._say(f"resuming run {run_id}: {len(done)} of {len(jobs)} jobs already measured")
+        elif resume:
+            self._say("nothing to resume for this plan; starting a new run")
         commits = {}
         for j in jobs:
             src_path = Path(j.variant.extra.get("source_path", "")) if j.variant.extra else None
@@ -210,17 +287,9 @@ class Orchestrator:
             first_commit = next((c for c in commits.values() if c), None)
             run_id = self.store.start_run(keys, plan_hash, argv, __version__, platform.node(),
                                           first_commit, label)
+        for dev_lock in self._device_locks.values():
+            dev_lock.set_run(run_id)
         summary = RunSummary(run_id)
-        for b in self.broken:
-            if b.key not in done:
-                self.store.record(ResultRecord(
-                    run_id=run_id, job_key=b.key, model=b.model, model_sha256=b.sha256, variant=b.variant,
-                    device_id=b.device.id, profile=b.profile, status="error",
-                    transport=b.device.transport.type, harness_version=__version__, host=platform.node(),
-                    error=b.error), [], {})
-                summary.errors += 1
-                summary.failures.append(f"{b.model}/{b.variant}@{b.device.id}: {b.error}")
-        todo = [j for j in jobs if j.key not in done]
         summary.skipped = len(jobs) - len(todo)
         lanes: dict[str, dict[str, list[Job]]] = {}
         for j in todo:
@@ -230,20 +299,47 @@ class Orchestrator:
 
         def lane_worker(devices: dict[str, list[Job]]) -> None:
             for dev_jobs in devices.values():
-                self._device_worker(run_id, dev_jobs, summary, lock, commits)
+                if self._stop.is_set():
+                    return
+                dev = dev_jobs[0].device
+                held = dev.id in self._device_locks
+                dev_lock = self._device_locks[dev.id] if held else DeviceLock(dev, run_id)
+                if not dev_lock.acquire(wait=True, log=self._say, stop=self._stop):
+                    return  # interrupted while waiting for the device
+                try:
+                    self._device_worker(run_id, dev_jobs, summary, lock, commits)
+                finally:
+                    if not held:
+                        dev_lock.release()  # the next session waiting for this device may start
 
         pool = ThreadPoolExecutor(max_workers=max(1, len(lanes)))
         try:
-            futures = [pool.submit(lane_worker, devices) for devices in lanes.values()]
-            for f in futures:
-                f.result()
+            for b in self.broken:
+                if b.key in done:
+                    continue
+                why = self.store.claim_job(run_id, b.key, self.owner)
+                if why is not None:
+                    summary.skipped += 1
+                    continue
+                self.store.record(ResultRecord(
+                    run_id=run_id, job_key=b.key, model=b.model, model_sha256=b.sha256, variant=b.variant,
+                    device_id=b.device.id, profile=b.profile, status="error",
+                    transport=b.device.transport.type, harness_version=__version__, host=platform.node(),
+                    error=b.error), [], {})
+                summary.errors += 1
+                summary.failures.append(f"{b.model}/{b.variant}@{b.device.id}: {b.error}")
+            with progress.task("measuring", len(todo)) as self._measure_bar:
+                futures = [pool.submit(lane_worker, devices) for devices in lanes.values()]
+                for f in futures:
+                    f.result()
             status = "complete" if not (summary.infra_errors or summary.errors) else "incomplete"
         except BaseException:
             self._stop.set()  # Ctrl-C: workers stop after the job in flight (the runner got SIGINT too)
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            self.store.finish_run(run_id, status)
+            self.store.release_claims(self.owner)  # jobs not finished here stay missing for --resume
+            self.store.finish_run(run_id, status, planned=keys)
         return summary
 
     def _device_worker(self, run_id: str, jobs: list[Job], summary: RunSummary, lock: threading.Lock,
@@ -256,6 +352,13 @@ class Orchestrator:
         for job in jobs:
             if self._stop.is_set():
                 break  # interrupted: the job stays missing and `hil run --resume` measures it
+            why_not = self.store.claim_job(run_id, job.key, self.owner)
+            if why_not is not None:  # another session resuming this run has it (or had it)
+                self._say(f"skipped {job.label}: {why_not}")
+                with lock:
+                    summary.skipped += 1
+                self._measure_bar.advance()
+                continue
             if unreachable is not None:
                 infra = isinstance(unreachable, InfraError)
                 msg = f"{unreachable} (not attempted: device could not be reached earlier in this run)"
@@ -281,6 +384,7 @@ class Orchestrator:
                 self._say(f"done {job.label}: p50 {p50:.1f} us" if p50 is not None else f"done {job.label}")
                 with lock:
                     summary.ok += 1
+                self._measure_bar.advance()
             except _RunnerError as exc:
                 # the runner rejected the model/data/arguments: the user's to fix, not the lab's
                 status = "error" if exc.kind in USER_ERROR_KINDS else "infra_error"
@@ -314,6 +418,7 @@ class Orchestrator:
             else:
                 summary.errors += 1
             summary.failures.append(f"{job.label}: {msg}")
+        self._measure_bar.advance()
 
     def _record(self, run_id: str, job: Job, status: str, doc: dict | None, error: str | None,
                 commits: dict) -> None:
@@ -331,6 +436,8 @@ class Orchestrator:
         measurements, samples = flatten(doc) if doc else ([], {})
         if doc and not any(m[0] == "model_size_bytes" for m in measurements):
             measurements.append(("model_size_bytes", float(mv.size_bytes), "B"))
+        if doc:
+            measurements += model_rows(mv.artifact)  # MACs and parameters, for the reports
         if doc:  # raw samples live in the samples table; keep the stored document small
             doc = json.loads(json.dumps(doc))
             doc.get("latency_us", {}).pop("samples", None)

@@ -6,6 +6,8 @@ a Raspberry Pi with an MCU without special cases.
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any
 
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
@@ -13,9 +15,10 @@ LATENCY_STATS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 UNITS = {
     "latency_count": "count", "init_us": "us", "first_inference_us": "us", "peak_rss_kb": "kB",
     "peak_rss_delta_kb": "kB", "model_memory_kb": "kB", "disturbed": "bool", "rss_before_load_kb": "kB",
-    "model_size_bytes": "B",
+    "model_size_bytes": "B", "model_macs": "MAC", "model_params": "count",
     "accuracy_top1": "fraction", "agreement": "fraction", "accuracy_n": "count",
-    "energy_per_inference_uj": "uJ", "arena_bytes": "B", "flash_bytes": "B", "cpu_temp_c": "C",
+    "energy_per_inference_uj": "uJ", "arena_bytes": "B", "flash_bytes": "B", "ram_bytes": "B", "cpu_temp_c": "C",
+    "accuracy_auc": "fraction",
     "throttled": "bool", "latency_median_ci_low_us": "us", "latency_median_ci_high_us": "us",
 }
 
@@ -56,10 +59,12 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, float | None, str]], d
     add("rss_before_load_kb", mem.get("rss_before_load_kb"))
     add("arena_bytes", mem.get("arena_bytes"))
     add("flash_bytes", mem.get("flash_bytes"))
+    add("ram_bytes", mem.get("ram_bytes"))  # MCU: static RAM (data + bss) measured from the firmware ELF
     add("model_size_bytes", _get(doc, "model", "size_bytes"))
     acc = doc.get("accuracy") or {}
     add("accuracy_top1", acc.get("top1"))
     add("agreement", acc.get("agreement"))
+    add("accuracy_auc", acc.get("auc"))  # anomaly detection (MLPerf Tiny ad01): area under the ROC curve
     add("accuracy_n", acc.get("n"))
     energy = doc.get("energy") or {}
     if energy.get("estimate"):  # never stored as if a meter had measured it
@@ -84,3 +89,24 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, float | None, str]], d
         if isinstance(window, dict) and window.get("latency_us") is not None:
             samples.setdefault("windows", []).append(float(window["latency_us"]))
     return out, samples
+
+
+@functools.lru_cache(maxsize=64)
+def _static(artifact: str, mtime_ns: int) -> tuple[tuple[str, float, str], ...]:
+    from harness.models.inspect.analysis import analyze
+
+    try:
+        a = analyze(artifact)
+    except Exception:  # an artifact the analyser cannot read still has its measurements
+        return ()
+    return (("model_macs", float(a.total_macs), "MAC"), ("model_params", float(a.param_count), "count"))
+
+
+def model_rows(artifact) -> list[tuple[str, float | None, str]]:
+    """What the model file itself says (reports show them beside the measurements): multiply-accumulates
+    per inference and parameter count, from the flatbuffer (no TensorFlow). Empty when unreadable."""
+    try:
+        mtime = os.stat(artifact).st_mtime_ns
+    except OSError:
+        return []
+    return list(_static(str(artifact), mtime))

@@ -1,0 +1,15 @@
+"""The result store: the only package that runs SQL (see results.py, schema.py, verdicts.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    """`from harness.store import open_results` (the README's Python API) without importing pandas
+    for every user of the package."""
+    if name == "open_results":
+        from harness.store.results import open_results
+
+        return open_results
+    raise AttributeError(f"module 'harness.store' has no attribute {name!r}")

@@ -1,12 +1,18 @@
 """SQLite result store: every measurement, with the provenance needed to trust it months later.
 
 Each result is committed the moment it is measured (WAL mode, one transaction per result), so a
-killed `hil run` loses nothing, and `--resume` can tell exactly which jobs are still missing.
+killed `hil run` loses nothing, and `--resume` can tell exactly which jobs are still missing. A job is
+claimed (`claim_job`, one transaction) by the session that measures it, so two concurrent
+`hil run --resume` of one run never measure the same job; recording the result ends the claim, and
+the claim of a session that died is taken over. Read-only stores (`read_only=True`) open the file with
+SQLite's `mode=ro` and never write: no tables, no journal mode, no migration.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sqlite3
 import threading
 import time
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 
 from harness.errors import ConfigError
 from harness.store import schema
@@ -55,24 +62,66 @@ class ResultRecord:
     raw: dict | None = None
 
 
+@dataclass(frozen=True)
+class ClaimOwner:
+    """The `hil run` session that claims jobs: a token, and the process that can vouch it is alive."""
+
+    token: str
+    host: str
+    pid: int
+    pid_started: float
+
+    @classmethod
+    def this_process(cls) -> ClaimOwner:
+        return cls(uuid.uuid4().hex, platform.node(), os.getpid(), psutil.Process().create_time())
+
+
+def _owner_alive(host: str, pid: int, pid_started: float) -> bool:
+    """Whether a claim's owner may still be measuring. Only this host's processes can be checked
+    (a pid reused by another process does not count); another host's claim is trusted."""
+    if host != platform.node():
+        return True
+    try:
+        return abs(psutil.Process(pid).create_time() - pid_started) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
+
+
 class ResultStore:
     """Thread-safe (one connection, one lock) access to the results database."""
 
-    def __init__(self, path: Path | str = DEFAULT_DB, create: bool = True):
+    def __init__(self, path: Path | str = DEFAULT_DB, create: bool = True, read_only: bool = False):
         self.path = Path(path)
-        if not create and not self.path.is_file():
+        self.read_only = read_only
+        if (read_only or not create) and not self.path.is_file():
             raise ConfigError(f"{self.path}: no results database here (run `hil run` first, or pass --db)")
+        if not read_only:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"{self.path}: cannot create the results directory ({exc.strerror})") from None
+        db = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"{self.path}: cannot create the results directory ({exc.strerror})") from None
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            schema.prepare(self._db, self.path, writable=True)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            if read_only:  # mode=ro: SQLite itself refuses any write to the file
+                db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30,
+                                     check_same_thread=False, isolation_level=None)
+                self.schema_version = schema.prepare(db, self.path, writable=False)
+            else:
+                db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+                self.schema_version = schema.prepare(db, self.path, writable=True)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
         except (sqlite3.DatabaseError, sqlite3.OperationalError) as exc:
+            if db is not None:
+                db.close()
             raise ConfigError(f"{self.path}: not a usable hilbench results database ({exc})") from None
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
+        self._db = db
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -80,6 +129,8 @@ class ResultStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise ConfigError(f"{self.path}: opened read-only; this command must not write to it")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -100,9 +151,20 @@ class ResultStore:
                         json.dumps(argv), harness_version, host, git_commit, label))
         return run_id
 
-    def finish_run(self, run_id: str, status: str = "complete") -> None:
+    def finish_run(self, run_id: str, status: str = "complete", planned: list[str] | None = None) -> str:
+        """Close a run. With `planned` (its job keys) the status follows what the database holds, not
+        only this session: `complete` exactly when every planned job has a successful result (another
+        session resuming the same run may have measured some of them, or may still be measuring)."""
         with self._tx() as db:
+            if planned is not None:
+                done = {r[0] for r in db.execute(
+                    "SELECT job_key FROM results WHERE run_id=? AND status='ok'", (run_id,))}
+                if set(planned) <= done:
+                    status = "complete"
+                elif status == "complete":
+                    status = "incomplete"
             db.execute("UPDATE runs SET finished_at=?, status=? WHERE run_id=?", (time.time(), status, run_id))
+        return status
 
     def resumable_run(self, plan_hash: str) -> str | None:
         """The newest unfinished run with the same plan, if any."""
@@ -117,6 +179,31 @@ class ResultStore:
     def done_jobs(self, run_id: str) -> set[str]:
         rows = self._query("SELECT job_key FROM results WHERE run_id=? AND status='ok'", (run_id,))
         return {r[0] for r in rows}
+
+    def claim_job(self, run_id: str, job_key: str, owner: ClaimOwner) -> str | None:
+        """Claim one job of a run for `owner`, atomically (BEGIN IMMEDIATE): None when claimed, else why
+        not (measured already, or claimed by a live session). A dead owner's claim is taken over;
+        `record` of the job's result ends the claim."""
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM results WHERE run_id=? AND job_key=? AND status='ok' LIMIT 1",
+                          (run_id, job_key)).fetchone():
+                return "measured already by another session of this run"
+            row = db.execute("SELECT owner, host, pid, pid_started FROM job_claims WHERE run_id=? AND job_key=?",
+                             (run_id, job_key)).fetchone()
+            if row is not None and row[0] != owner.token and _owner_alive(row[1], row[2], row[3]):
+                return f"being measured by another session of this run (pid {row[2]} on {row[1]})"
+            db.execute("INSERT OR REPLACE INTO job_claims VALUES (?,?,?,?,?,?,?)",
+                       (run_id, job_key, owner.token, owner.host, owner.pid, owner.pid_started, time.time()))
+        return None
+
+    def release_claims(self, owner: ClaimOwner) -> int:
+        """End every claim `owner` still holds (jobs it did not finish: a later --resume measures them)."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM job_claims WHERE owner=?", (owner.token,)).rowcount
+
+    def claims(self, run_id: str) -> list[tuple[str, str, int]]:
+        """(job_key, host, pid) of the open claims of a run."""
+        return self._query("SELECT job_key, host, pid FROM job_claims WHERE run_id=? ORDER BY job_key", (run_id,))
 
     def runs(self) -> pd.DataFrame:
         with self._lock:
@@ -154,6 +241,8 @@ class ResultStore:
                  rec.status, rec.error, json.dumps(rec.raw) if rec.raw is not None else None))
             rid = cur.lastrowid
             assert rid is not None  # set by the INSERT above
+            # the outcome is recorded: the job's claim has done its work (same transaction, no gap)
+            db.execute("DELETE FROM job_claims WHERE run_id=? AND job_key=?", (rec.run_id, rec.job_key))
             db.executemany("INSERT INTO measurements VALUES (?,?,?,?)",
                            [(rid, m, None if v is None else float(v), u) for m, v, u in measurements])
             for phase, vals in samples.items():
@@ -219,6 +308,42 @@ class ResultStore:
         rows = self._query("SELECT raw FROM results WHERE result_id=?", (result_id,))
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
+    # ------------------------------------------------------------------ lineage (hil sweep / hil lineage)
+
+    LINEAGE_COLUMNS = ("node_id", "parent_id", "root_id", "step", "params", "data_hash", "seed", "versions",
+                       "kind", "sha256", "recipe", "model_name", "created_at", "metrics")
+    _LINEAGE_JSON = ("params", "versions", "metrics")
+
+    def record_lineage(self, nodes: list[dict[str, Any]]) -> None:
+        """Insert or update lineage nodes (dicts with LINEAGE_COLUMNS; JSON columns as Python values);
+        a node's model_name, once known, is kept when a later record has none."""
+        rows = [tuple(json.dumps(n.get(c), sort_keys=True) if c in self._LINEAGE_JSON else n.get(c)
+                      for c in self.LINEAGE_COLUMNS) for n in nodes]
+        cols = ", ".join(self.LINEAGE_COLUMNS)
+        updates = ", ".join(f"{c}=excluded.{c}" for c in self.LINEAGE_COLUMNS if c not in ("node_id", "model_name"))
+        with self._tx() as db:
+            db.executemany(f"INSERT INTO lineage ({cols}) VALUES ({', '.join('?' * len(self.LINEAGE_COLUMNS))}) "
+                           f"ON CONFLICT(node_id) DO UPDATE SET {updates}, "
+                           "model_name=COALESCE(excluded.model_name, lineage.model_name)", rows)
+
+    def lineage(self, root_id: str | None = None) -> list[dict[str, Any]]:
+        """Lineage nodes (of one root model), oldest first; none in a database older than schema 4."""
+        sql = f"SELECT {', '.join(self.LINEAGE_COLUMNS)} FROM lineage"
+        args: tuple = ()
+        if root_id is not None:
+            sql, args = sql + " WHERE root_id=?", (root_id,)
+        try:
+            rows = self._query(sql + " ORDER BY created_at, node_id", args)
+        except sqlite3.OperationalError:  # read-only open of an older schema: no lineage table yet
+            return []
+        out = []
+        for r in rows:
+            d = dict(zip(self.LINEAGE_COLUMNS, r))
+            for c in self._LINEAGE_JSON:
+                d[c] = json.loads(d[c]) if d[c] else None
+            out.append(d)
+        return out
+
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         """A locked read (one connection is shared by the run's worker threads). Private to the store
         package: other stages ask the store for data, they do not run SQL."""
@@ -227,8 +352,8 @@ class ResultStore:
 
 
 def open_results(path: Path | str = DEFAULT_DB) -> pd.DataFrame:
-    """Python API: all results as a long-format pandas DataFrame."""
-    store = ResultStore(path)
+    """Python API: all results as a long-format pandas DataFrame (the file is only read)."""
+    store = ResultStore(path, read_only=True)
     try:
         return store.dataframe()
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from harness.lab.config import Device, DeviceProfile
 from harness.lab.energy import runner_meter_args
 
 RUNNER_SCHEMA = "hilbench.runner/1"
+RUNNER_TAG = "[linux_runner]"  # prefix of the runner's own stderr lines
+_log = logging.getLogger(__name__)
 
 
 class Transport:
@@ -33,6 +36,16 @@ class Transport:
     def close(self) -> None:
         """Release the connection and any remote temporary files."""
 
+    def runner_line(self, line: str) -> None:
+        """One stderr line of the device runner: its own `[linux_runner]` progress goes to the log; native
+        chatter of the TFLite runtime ("INFO: Created TensorFlow Lite XNNPACK delegate ...") and
+        tracebacks only with --verbose (callers keep a tail of every line for error messages)."""
+        text = f"  [{self.device.id}] {line.rstrip()}"
+        if line.startswith(RUNNER_TAG):
+            self.log(text)
+        else:
+            _log.debug(text)
+
     def __enter__(self) -> Transport:
         self.open()
         return self
@@ -51,6 +64,8 @@ def runner_args(job: Job, model_path: str, eval_path: str | None) -> list[str]:
         args += ["--num-threads", str(o.num_threads)]
     if o.xnnpack is False:
         args.append("--no-xnnpack")
+    for name, dims in o.input_shapes or ():  # one flag per input: NAME:D1,D2,... (or D1,... unnamed)
+        args += ["--input-shape", (f"{name}:" if name else "") + ",".join(str(d) for d in dims)]
     if eval_path:
         args += ["--eval", eval_path]
     return args + runner_meter_args(job.profile)

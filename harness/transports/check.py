@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,12 +20,13 @@ from dataclasses import dataclass, field
 from harness.core.resources import runner_file
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import Device, DeviceProfile, SerialSettings
+from harness.lab.energy import power_file
 
 PROBE_SCHEMA = "hilbench.probe/1"
 MIN_FREE_BYTES = 100 * 1024 * 1024
 PACKAGES = "numpy ai-edge-litert"
 HEADERS = ["device", "transport", "reach", "host key", "python", "runtime", "numpy", "disk free",
-           "RAM free", "governor", "temp", "throttled", "verdict"]
+           "RAM free", "governor", "temp", "throttled", "energy", "verdict"]
 
 
 @dataclass
@@ -39,6 +41,7 @@ class CheckResult:
     hints: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None
+    energy: str = "-"  # the profile's energy meter as found on the device
 
     @property
     def verdict(self) -> str:
@@ -71,7 +74,7 @@ class CheckResult:
                 _size((p.get("disk") or {}).get("free_bytes")),
                 _size(((p.get("memory") or {}).get("available_kb") or 0) * 1024 or None),
                 p.get("governor") or "-", f"{temp:.1f} C" if isinstance(temp, (int, float)) else "-",
-                throttled, self.verdict]
+                throttled, self.energy, self.verdict]
 
 
 def _size(n: float | None) -> str:
@@ -138,6 +141,66 @@ def assess(res: CheckResult, remote: bool) -> None:
         res.notes.append(f"CPU governor is '{p['governor']}'; 'performance' gives steadier latencies")
 
 
+def assess_energy(res: CheckResult, prof: DeviceProfile) -> None:
+    """Is the profile's energy meter on the device? Without it every result lacks energy (the runner
+    warns and measures the rest), so a configured hwmon sensor that is missing fails the check."""
+    meter = prof.energy_meter
+    info = (res.probe or {}).get("energy")
+    if meter.type in ("none", "estimate"):
+        res.energy = meter.type
+        return
+    if meter.type in ("ppk2", "joulescope"):
+        res.energy = f"{meter.type} (external, not checked)"
+        return
+    if not isinstance(info, dict):
+        res.energy = f"{meter.type} ?"
+        res.notes.append("the device runner did not report its energy meters; the profile's meter is unchecked")
+        return
+    if meter.type == "rapl":
+        rapl = info.get("rapl") or {}
+        if rapl.get("readable"):
+            res.energy = "rapl ok"
+        else:
+            res.energy = "rapl MISSING"
+            res.notes.append(f"energy meter rapl: {rapl.get('path')} is not readable here (no RAPL, or readable "
+                             f"by root only), so results have no energy; profile '{prof.name}' can say "
+                             f"energy_meter: {{type: none}}")
+        return
+    want = power_file(prof)
+    assert want is not None, "a hwmon meter has a path (profile validation)"
+    folder, name = posixpath.split(want)
+    sensors = [s for s in info.get("hwmon") or [] if isinstance(s, dict)]
+    sensor = next((s for s in sensors if folder in (s.get("path"), s.get("real_path"))), None)
+    power = (sensor or {}).get("power") or {}
+    if sensor is not None and name in power and power[name] is None:
+        res.energy = f"hwmon ok ({sensor.get('name') or '?'})"
+        return
+    if sensor is None and not folder.startswith("/sys/class/hwmon/"):
+        res.energy = "hwmon ?"
+        res.notes.append(f"energy meter: cannot check {want} (not a /sys/class/hwmon path); a missing meter "
+                         "gives results without energy")
+        return
+    res.energy = "hwmon MISSING"
+    if sensor is None:
+        why = "does not exist on the device"
+    elif name not in power:
+        why = (f"does not exist ({folder} is sensor '{sensor.get('name') or '?'}' with "
+               f"{', '.join(power) or 'no power inputs'})")
+    else:
+        why = f"is not usable ({power[name]})"
+    res.problems.append(f"energy meter {want} (profile '{prof.name}', energy_meter.path) {why}; results "
+                        f"would have no energy")
+    candidates = [f"{s.get('path')}/{p} ('{s.get('name') or '?'}')" for s in sensors
+                  for p, err in (s.get("power") or {}).items() if err is None]
+    where = f"set energy_meter.path in {prof.source or 'profile ' + repr(prof.name)}"
+    if candidates:
+        res.hints.append(f"power sensors on the device: {', '.join(candidates)}; {where} to one of them "
+                         "(hwmon numbers can change between boots)")
+    else:
+        res.hints.append(f"the device has no readable hwmon power sensor: {where}, or use energy_meter: "
+                         "{type: none} (or type: estimate with datasheet powers, reported as an estimate)")
+
+
 def _check_local(dev: Device, prof: DeviceProfile) -> CheckResult:
     res = CheckResult(dev.id, "local", reach="local")
     res.python = getattr(dev.transport, "python", None) or sys.executable
@@ -154,6 +217,7 @@ def _check_local(dev: Device, prof: DeviceProfile) -> CheckResult:
         _python_missing(res, proc.returncode, proc.stderr, "on this host")
         return res
     assess(res, remote=False)
+    assess_energy(res, prof)
     return res
 
 
@@ -177,6 +241,9 @@ def _check_ssh(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> 
                 res.hints.append(f"compare {exc.fingerprint} with `ssh-keygen -lf /etc/ssh/ssh_host_"
                                  f"{_keyfile(exc.key)}_key.pub` on the device, then `hil devices trust "
                                  f"{dev.id}` (or set trust_on_first_use: true)")
+            elif exc.status == "revoked":
+                res.hints.append("a revoked key is never accepted: give the device new host keys (and find out "
+                                 f"why the old one was revoked), then `hil devices trust {dev.id}`")
             else:
                 res.hints.append("find out why the key changed before trusting anything; if the device was "
                                  f"reinstalled remove the old entry and run `hil devices trust {dev.id}`")
@@ -218,6 +285,7 @@ def _check_ssh(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> 
                              f"device venv's interpreter, e.g. ~/hilbench-venv/bin/python")
             return res
         assess(res, remote=True)
+        assess_energy(res, prof)
         return res
     finally:
         backend.close()

@@ -35,7 +35,7 @@ class LocalTransport(Transport):
         def pump() -> None:
             for line in stderr:
                 tail.append(line)
-                self.log(f"  [{self.device.id}] {line.rstrip()}")
+                self.runner_line(line)
 
         out: list[str] = []
         threads = [threading.Thread(target=pump, daemon=True),

@@ -19,10 +19,11 @@ import platform
 import time
 
 from harness.core.jobs import Job
-from harness.errors import InfraError
+from harness.errors import ConfigError, InfraError
 from harness.lab.config import SerialSettings
 from harness.mcu.serial import session
 from harness.mcu.serial.protocol import ProtocolClient
+from harness.models import mlperf
 from harness.models.inspect.analysis import ModelAnalysis, analyze
 from harness.transports.base import RUNNER_SCHEMA, Transport
 
@@ -48,7 +49,8 @@ class SerialTransport(Transport):
 
     def open(self) -> None:
         t = self.settings
-        self.client = client = session.connect(self.device.id, t, self._say)
+        self.client = client = session.connect(self.device.id, t, self._say,
+                                               timer_wrap_us=session.timer_wrap_us(self.profile))
         info = client.info
         caps = ",".join(sorted(info.caps)) or "none (stock firmware)"
         self._say(f"connected on {t.port}: {info.name or '?'}, firmware {info.profile or '?'}, "
@@ -69,9 +71,7 @@ class SerialTransport(Transport):
             raise InfraError(f"{artifact}: the serial protocol feeds one input tensor, the model has "
                              f"{len(a.inputs)}")
         spec = session.tensor_spec(a.inputs[0])
-        n_outputs = None
-        if a.outputs:
-            n_outputs = session.tensor_spec(a.outputs[0]).elements
+        out_elements = session.tensor_spec(a.outputs[0]).elements if a.outputs else None
         flash = self._ensure_model(job, a)
         client = self._connected()
         before = (client.resyncs, client.retried, client.noise, client.dbbin_fallbacks)
@@ -81,24 +81,38 @@ class SerialTransport(Transport):
             raise InfraError(f"device '{self.device.id}' on {t.port}: {exc}") from None
         if verified is None:
             self._say(f"warning: {note}")
-        if job.eval_file:
+        conv = self._convention(client, a)
+        n_outputs = conv.outputs(out_elements) if out_elements is not None else None
+        if job.eval_file and mlperf.is_dataset(job.eval_file):
+            perf_input = session.first_dataset_input(job.eval_file, conv, spec)
+        elif job.eval_file:
             x, _, _ = session.load_eval(job.eval_file)
-            perf_input = spec.encode(x[0])
+            perf_input = session.encode_input(conv, spec, x[0])
         else:
-            perf_input = spec.random(0)
-        if len(perf_input) != spec.nbytes:  # pragma: no cover - encode() guarantees it
-            raise InfraError(f"{artifact}: input encoding produced {len(perf_input)} bytes, expected {spec.nbytes}")
+            perf_input = session.random_input(conv, spec)
+        if len(perf_input) != session.wire_bytes(conv, spec):  # pragma: no cover - the encoders guarantee it
+            raise InfraError(f"{artifact}: input encoding produced {len(perf_input)} bytes, expected "
+                             f"{session.wire_bytes(conv, spec)}")
         plan = session.PerfPlan.from_options(job.options, job.profile)
         perf = session.performance(client, perf_input, plan, n_outputs, self._say)
         arena = client.arena()
         acc = None
         if job.eval_file and t.accuracy_samples > 0:
-            acc = session.accuracy(client, job.eval_file, spec, n_outputs, t.accuracy_samples, self._say)
+            acc = session.accuracy(client, job.eval_file, spec, n_outputs, t.accuracy_samples, self._say, conv)
             if acc:
-                self._say(f"accuracy: n={acc['n']} top1={acc['top1']} agreement={acc['agreement']}")
+                pct = lambda v: "-" if v is None else f"{100 * v:.2f} %"
+                if acc.get("score") == "auc":
+                    auc = acc.get("auc")
+                    self._say(f"accuracy on {acc['n']} samples: AUC {'-' if auc is None else f'{auc:.4f}'}")
+                else:
+                    self._say(f"accuracy on {acc['n']} samples: top-1 {pct(acc['top1'])}, "
+                              f"agreement {pct(acc['agreement'])}")
         info = client.info
+        fp = flash.get("footprint") or {}
         memory = {"arena_bytes": arena.get("used") if arena else None,
-                  "arena_size_bytes": arena.get("size") if arena else None}
+                  "arena_size_bytes": arena.get("size") if arena else None,
+                  # measured from the firmware ELF the profile's build_cmd wrote (never an estimate)
+                  "flash_bytes": fp.get("flash_bytes"), "ram_bytes": fp.get("ram_bytes")}
         return {
             "schema": RUNNER_SCHEMA,
             "status": "ok",
@@ -109,7 +123,8 @@ class SerialTransport(Transport):
             "host": {"node": platform.node(), "port": t.port, "baudrate": t.baudrate},
             "device": {"name": info.name, "role": info.role, "firmware": info.profile,
                        "model_id": info.model_id, "model_verified": verified, "model_check": note,
-                       "extensions": sorted(info.caps), "timestamp_mode": info.timestamp_mode},
+                       "extensions": sorted(info.caps), "timestamp_mode": info.timestamp_mode,
+                       "io_convention": conv.name},
             "model": {"path": str(artifact), "size_bytes": a.size_bytes, "sha256": a.sha256},
             "config": perf["config"],
             "init_us": None,
@@ -126,6 +141,23 @@ class SerialTransport(Transport):
                              (now - then for now, then in zip((client.resyncs, client.retried, client.noise,
                                                                client.dbbin_fallbacks), before)))),
         }
+
+    def _convention(self, client: ProtocolClient, a: ModelAnalysis) -> mlperf.Convention:
+        """The device's I/O convention (transport io_convention, or auto from its model ID), checked
+        against the job's model."""
+        t = self.settings
+        conv = session.io_convention(t.io_convention, client.info)
+        if conv.name != "tensor":
+            how = "transport io_convention" if t.io_convention != "auto" else f"model ID {client.info.model_id}"
+            self._say(f"I/O convention {conv.name} ({how}): {conv.summary}")
+            ios = [{"dtype": i.dtype, "elements": session.tensor_spec(i).elements, "scale": i.scale} for i in a.inputs]
+            outs = [{"dtype": o.dtype, "elements": session.tensor_spec(o).elements} for o in a.outputs]
+            try:
+                mlperf.check_model(conv, ios, outs, f"{a.path}")
+            except ConfigError as exc:
+                raise InfraError(f"device '{self.device.id}' on {t.port}: {exc} (the firmware runs another "
+                                 f"model, or set the device's transport io_convention)") from None
+        return conv
 
     # ------------------------------------------------------------------ automatic flashing
 
@@ -147,10 +179,23 @@ class SerialTransport(Transport):
             if verified is not False:  # the right model, or firmware that cannot tell (warned below)
                 if verified:
                     self._say(f"flash: board already runs {board}, not flashing")
+                    entry.update(self._cached_footprint(a))
                 return entry
         return {**entry, **self._flash(job, a, board)}
 
+    def _cached_footprint(self, a: ModelAnalysis) -> dict:
+        """The footprint measured when this artifact's bundle was last built here (the board reports
+        its model ID, so it runs that build's firmware); {} when there is none."""
+        from harness.mcu import footprint
+        from harness.mcu.bundle import bundle_cache_dir
+        from harness.models.convert import default_cache_dir
+
+        root = self.cache_root or default_cache_dir().parent
+        fp = footprint.recorded(bundle_cache_dir(root, a.sha256, self.profile))
+        return {"footprint": fp.to_json(), "footprint_source": "cached build"} if fp else {}
+
     def _flash(self, job: Job, a: ModelAnalysis, board: str | None) -> dict:
+        from harness.mcu import footprint
         from harness.mcu.bundle import CACHE_STAMP, bundle_cache_dir, cached_bundle
         from harness.mcu.flash import build_and_flash
         from harness.models.convert import default_cache_dir
@@ -175,7 +220,8 @@ class SerialTransport(Transport):
         log_path = steps[-1].log if steps else bundle / "logs"
         t_reset = time.monotonic()
         try:
-            self.client = client = session.reconnect(self.device.id, t, self._say, after=f"flashing {want}")
+            self.client = client = session.reconnect(self.device.id, t, self._say, after=f"flashing {want}",
+                                                     timer_wrap_us=session.timer_wrap_us(self.profile))
         except InfraError as exc:
             raise InfraError(f"{exc} (see {log_path})") from None
         info = client.info
@@ -187,7 +233,9 @@ class SerialTransport(Transport):
         seconds = time.monotonic() - t0
         self._say(f"flash: {want} flashed in {seconds:.1f} s; board reports model {info.model_id or '?'}"
                   f"{'' if verified else ' (cannot be verified)'}")
+        fp = footprint.recorded(bundle)
         return {"flashed": True, "seconds": round(seconds, 3), "bundle": str(bundle),
+                "footprint": fp.to_json() if fp else None, "footprint_source": "build" if fp else None,
                 "bundle_cached": hit, "log": str(log_path),
                 "steps": {s.step: round(s.seconds, 3) for s in steps},
                 "reconnect_seconds": round(time.monotonic() - t_reset, 3),

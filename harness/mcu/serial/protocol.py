@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,7 +30,7 @@ from harness.errors import InfraError
 from harness.mcu.serial.link import SerialLink
 
 HEX_CHUNK = 31  # bytes per `db HEX%` command, as the reference host sends them (65 chars <= 80)
-TIMER_WRAP = 1 << 32  # `m-lap-us-%lu` from a 32-bit microsecond timer
+TIMER_WRAP = 1 << 32  # `m-lap-us-%lu` from a 32-bit microsecond timer (the default mcu.timer_wrap_s)
 DBBIN_IDLE_TIMEOUT_S = 1.0  # the device gives up a binary transfer after this much silence
 
 _PROTO_START = re.compile(r"m-[a-z\[]|e-\[")
@@ -116,18 +118,58 @@ class DeviceInfo:
     timestamp_mode: str | None = None
 
 
-# lower bound of a lap against host time: the link and the firmware's printing may take LAP_SLACK_S;
-# beyond that the device must account for at least LAP_MIN_SHARE of what the host waited
+# A lap (T1 - T0 of `infer N W`) must agree with the host's time for the same command, both ways:
+# - never longer than the host waited (the host's time holds the device's), up to LAP_RATE_TOL for a
+#   device clock that runs a little fast and LAP_AHEAD_S for coarse timers and clock reads;
+# - never shorter than the host's time minus what the device did not time: the W warmups (taken at the
+#   lap's per-inference rate) and the link. The link may take LAP_SLACK_S (printing, scheduling) plus
+#   twice the measured round trip of short commands plus the answer's bytes at the baud rate; plus
+#   LAP_RATE_TOL of the host time (warmups slower than timed inferences, a slow device clock) and one
+#   inference (hilbench firmware runs one more, untimed, for the outputs it prints).
+# That tolerance is capped below half the timer's wrap period: a lap that missed a wrap reads at least
+# one whole period short, so it can never pass (docs/MCU.md, "Timing").
 LAP_SLACK_S = 0.25
-LAP_MIN_SHARE = 0.5
+LAP_RATE_TOL = 0.05
+LAP_AHEAD_S = 0.05
+RTT_HISTORY = 16  # round trips of short commands kept for the link latency
 
 
-def lap_difference(t0: int, t1: int) -> int:
-    """T1 - T0 on a 32-bit wrapping timer (a 64-bit timer never wraps in practice)."""
+def lap_difference(t0: int, t1: int, wrap_us: int = TIMER_WRAP) -> int:
+    """T1 - T0 on a timer that wraps at `wrap_us` (one wrap at most). A timer value at or above the wrap
+    is from a wider timer than assumed (hilbench firmware prints 64-bit microseconds): no wrap is
+    added then, and T1 < T0 stays negative."""
     d = t1 - t0
-    if d < 0 and t0 < TIMER_WRAP:
-        d += TIMER_WRAP
+    if d < 0 and t0 < wrap_us and t1 < wrap_us:
+        d += wrap_us
     return d
+
+
+def check_lap(t0: int, t1: int, n: int, warmup: int, host_s: float, wrap_us: int = TIMER_WRAP,
+              slack_s: float = LAP_SLACK_S) -> tuple[int | None, str | None]:
+    """(elapsed microseconds, None) for a plausible lap, else (None, why). `host_s`: host time from
+    sending `infer N W%` to its m-ready; `slack_s`: what the link may add (see LAP_SLACK_S)."""
+    wrap_s = wrap_us / 1e6
+    where = f"timestamps {t0} -> {t1}"
+    d = lap_difference(t0, t1, wrap_us)
+    if d < 0:
+        return None, (f"{where} run backwards on a timer wider than its wrap period (mcu.timer_wrap_s = "
+                      f"{wrap_s:g} s): negative lap")
+    if d < n:
+        return None, f"{where} give {d} us for {n} inferences (less than 1 us each: implausible lap)"
+    device_s = d / 1e6
+    wrapped = " (one timer wrap added)" if t1 < t0 else ""
+    if device_s > host_s * (1 + LAP_RATE_TOL) + LAP_AHEAD_S:
+        return None, (f"{where} claim {device_s:.3f} s{wrapped} but the answer came {host_s:.3f} s after the "
+                      f"command (corrupted timestamp, or a timer that wraps elsewhere than mcu.timer_wrap_s = "
+                      f"{wrap_s:g} s)")
+    accounted = device_s * (1 + warmup / n)
+    tolerance = min(slack_s + LAP_RATE_TOL * host_s + device_s / n, wrap_s / 2)
+    if host_s - accounted > tolerance:
+        return None, (f"{where} claim {device_s:.3f} s{wrapped} (~{accounted:.3f} s with {warmup} warmups) but "
+                      f"the answer came {host_s:.3f} s after the command, {host_s - accounted:.3f} s more than "
+                      f"the link accounts for ({tolerance:.3f} s): the timer wrapped inside the window "
+                      f"(mcu.timer_wrap_s = {wrap_s:g} s?), or a corrupted timestamp")
+    return d, None
 
 
 def parse_results(line: str) -> list[float] | None:
@@ -135,6 +177,8 @@ def parse_results(line: str) -> list[float] | None:
     if not m:
         return None
     body = m.group(1).strip()
+    if body.endswith(","):  # the MLPerf Tiny vww01 reference firmware prints "a,b," (3 slots, 2 values)
+        body = body[:-1].rstrip()
     if not body:
         return []
     values = [v.strip() for v in body.split(",")]
@@ -151,9 +195,12 @@ class ProtocolClient:
 
     def __init__(self, link: SerialLink, device_id: str, *, timeout: float = 5.0,
                  infer_timeout: float = 120.0, boot_timeout: float = 10.0, retries: int = 2,
-                 resync_attempts: int = 2, log: Callable[[str], None] = lambda m: None):
+                 resync_attempts: int = 2, timer_wrap_us: int = TIMER_WRAP,
+                 log: Callable[[str], None] = lambda m: None):
         self.link = link
         self.device_id = device_id
+        self.timer_wrap_us = int(timer_wrap_us)
+        self._rtts: deque[float] = deque(maxlen=RTT_HISTORY)  # round trips of short answers
         self.timeout = timeout
         self.infer_timeout = infer_timeout
         self.boot_timeout = boot_timeout
@@ -281,6 +328,8 @@ class ProtocolClient:
                 continue
             problem = check(resp)
             if problem is None:
+                if len(resp.lines) <= 2 and not command.startswith("infer"):
+                    self._rtts.append(resp.seconds)
                 return resp
             last_exc = BadResponse(f"{self._who()}: bad answer to '{command}%' on {self.where}: {problem}")
             if attempt + 1 < attempts:
@@ -299,6 +348,15 @@ class ProtocolClient:
             previous = resp.lines
         raise BadResponse(f"{self._who()}: answers to '{command}%' on {self.where} differ from one "
                           f"attempt to the next (noisy line?): last {'; '.join(previous or [])!r}")
+
+    @property
+    def link_latency_s(self) -> float:
+        """Median round trip of the recent short commands (name%, profile%, db chunks...), 0 before any."""
+        return statistics.median(self._rtts) if self._rtts else 0.0
+
+    def lap_slack_s(self, answer_chars: int) -> float:
+        """What the link may add to an answer of `answer_chars` characters (see LAP_SLACK_S)."""
+        return LAP_SLACK_S + 2 * self.link_latency_s + answer_chars * 10 / max(1, self.link.baudrate)
 
     # ------------------------------------------------------------------ boot and identity
 
@@ -491,21 +549,13 @@ class ProtocolClient:
             results = parse_results(res_line) if res_line else None
             if results is None:
                 return "missing or malformed m-results-[...] line"
-            elapsed = lap_difference(laps[0], laps[1])
-            # the device cannot have spent longer than the host waited: a corrupted timestamp
-            if elapsed > (r.seconds * 1.05 + 0.05) * 1e6:
-                return (f"timestamps {laps[0]} -> {laps[1]} claim {elapsed / 1e6:.3f} s but the answer "
-                        f"came {r.seconds:.3f} s after the command (corrupted timestamp)")
-            # ... nor much shorter: a timer that wrapped inside the window, or a stamp that lost digits,
-            # reads short. The host also waited for the untimed warmup (~W/n of the window) and the link.
-            if elapsed < n:
-                return (f"timestamps {laps[0]} -> {laps[1]} give {elapsed} us for {n} inferences "
-                        "(less than 1 us each: implausible lap)")
-            expected_s = elapsed / 1e6 * (1 + warmup / n)
-            if r.seconds > LAP_SLACK_S and expected_s < (r.seconds - LAP_SLACK_S) * LAP_MIN_SHARE:
-                return (f"timestamps {laps[0]} -> {laps[1]} claim {elapsed / 1e6:.3f} s but the answer "
-                        f"came {r.seconds:.3f} s after the command (timer wrapped inside the window, or a "
-                        f"corrupted timestamp)")
+            # the lap against the host's time, both ways: a corrupted stamp, or a timer that wrapped
+            # inside the window (reads short by a whole wrap period), is refused, never measured
+            chars = sum(len(line) + 2 for line in r.lines) + len("m-ready\r\n")
+            elapsed, problem = check_lap(laps[0], laps[1], n, warmup, r.seconds, self.timer_wrap_us,
+                                         self.lap_slack_s(chars))
+            if problem is not None:
+                return problem
             parsed.update(t0=laps[0], t1=laps[1], elapsed=elapsed, results=results, seconds=r.seconds)
             return None
 

@@ -10,7 +10,15 @@ Run options map onto windows so a mixed lab reads one set of flags the same way 
 ``--min-seconds S`` is the total timed duration (each window S / windows; without the flag the
 profile's ``window_seconds``), ``--min-runs R`` the minimum number of timed inferences in total (at
 least ceil(R / windows) per window), ``--max-seconds`` caps the total, ``--warmup-runs`` is passed as
-W to every window's ``infer N W`` and ``--warmup-seconds`` adds warmup to the probe.
+W to every window's ``infer N W`` and ``--warmup-seconds`` adds warmup to the probe. Windows stay
+below half the firmware timer's wrap period (the profile's ``mcu.timer_wrap_s``): a ``--min-seconds``
+that asks for longer windows is split into more of them.
+
+Inputs go over the wire in the device's I/O convention (``harness/models/mlperf.py``): the tensor's
+bytes, uint8 image bytes (MLPerf Tiny ic01/vww01), or float32 values (ad01, which answers with one
+reconstruction error). Accuracy is top-1 for classifiers and the area under the ROC curve for a
+float32-mse (anomaly detection) device; eval data is an ``.npz`` or an MLPerf Tiny dataset directory
+(``y_labels.csv`` + ``.bin`` files, sent as they are, scored per file as the reference runner does).
 """
 
 from __future__ import annotations
@@ -23,11 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness import progress
 from harness.core.jobs import RunOptions
 from harness.errors import ConfigError, InfraError
-from harness.lab.config import DeviceProfile, SerialSettings
+from harness.lab.config import TIMER_WINDOW_SHARE, DeviceProfile, SerialSettings
 from harness.mcu.serial.link import SerialLink
-from harness.mcu.serial.protocol import DeviceInfo, DeviceSilent, ProtocolClient, iterations_for
+from harness.mcu.serial.protocol import TIMER_WRAP, DeviceInfo, DeviceSilent, ProtocolClient, iterations_for
+from harness.models import mlperf
 
 PORT_POLL_S = 0.1  # a USB board's port vanishes while it re-enumerates after flashing
 PROBE_MAX_S = 1.0
@@ -37,11 +47,12 @@ _SHA_ID = re.compile(r"^(?:sha256:)?([0-9a-f]{8,64})$")
 
 
 def connect(device_id: str, transport: SerialSettings, log: Callable[[str], None],
-            trace: Callable[[str], None] | None = None) -> ProtocolClient:
-    """Open the port, get the device into a known state (reset + banner, or resync), identify it."""
+            trace: Callable[[str], None] | None = None, timer_wrap_us: int = TIMER_WRAP) -> ProtocolClient:
+    """Open the port, get the device into a known state (reset + banner, or resync), identify it.
+    `timer_wrap_us`: where the firmware's microsecond timer wraps (the profile's mcu.timer_wrap_s)."""
     link = SerialLink(transport.port, transport.baudrate, device_id, trace=trace)
     link.open()
-    client = _dut(link, device_id, transport, log)
+    client = _dut(link, device_id, transport, log, timer_wrap_us)
     try:
         _pulse_reset(client, transport, "")
         client.resync()
@@ -52,9 +63,16 @@ def connect(device_id: str, transport: SerialSettings, log: Callable[[str], None
     return client
 
 
-def _dut(link: SerialLink, device_id: str, transport: SerialSettings, log: Callable[[str], None]) -> ProtocolClient:
+def _dut(link: SerialLink, device_id: str, transport: SerialSettings, log: Callable[[str], None],
+         timer_wrap_us: int = TIMER_WRAP) -> ProtocolClient:
     return ProtocolClient(link, device_id, timeout=transport.timeout, infer_timeout=transport.infer_timeout,
-               boot_timeout=transport.boot_timeout, retries=transport.retries, log=log)
+                          boot_timeout=transport.boot_timeout, retries=transport.retries,
+                          timer_wrap_us=timer_wrap_us, log=log)
+
+
+def timer_wrap_us(profile: DeviceProfile) -> int:
+    """The profile's mcu.timer_wrap_s in microseconds (2^32 without an mcu section)."""
+    return round(profile.mcu.timer_wrap_s * 1e6) if profile.mcu is not None else TIMER_WRAP
 
 
 def _pulse_reset(client: ProtocolClient, transport: SerialSettings, after: str) -> None:
@@ -66,7 +84,7 @@ def _pulse_reset(client: ProtocolClient, transport: SerialSettings, after: str) 
 
 
 def reconnect(device_id: str, transport: SerialSettings, log: Callable[[str], None], after: str,
-              trace: Callable[[str], None] | None = None) -> ProtocolClient:
+              trace: Callable[[str], None] | None = None, timer_wrap_us: int = TIMER_WRAP) -> ProtocolClient:
     """Open the port again after the board was reset behind the host's back (flashed), let the
     firmware boot and identify it, all within `boot_timeout`.
 
@@ -83,7 +101,7 @@ def reconnect(device_id: str, transport: SerialSettings, log: Callable[[str], No
             if time.monotonic() >= deadline:
                 raise InfraError(f"{exc} ({transport.boot_timeout:.1f} s after {after})") from None
             time.sleep(PORT_POLL_S)  # polling for the device node to reappear: no event to wait for
-    client = _dut(link, device_id, transport, log)
+    client = _dut(link, device_id, transport, log, timer_wrap_us)
     try:
         _pulse_reset(client, transport, f" after {after}")
         while True:
@@ -174,6 +192,33 @@ class TensorSpec:
         return arr.astype(dt.newbyteorder("<")).tobytes()
 
 
+def io_convention(setting: str, info: DeviceInfo) -> mlperf.Convention:
+    """The device's I/O convention: the transport's ``io_convention``, or with ``auto`` the one the
+    reported model ID implies (MLPerf Tiny IDs; anything else: the tensor's bytes)."""
+    if setting == "auto":
+        return mlperf.convention_for_model_id(info.model_id)
+    return mlperf.convention(setting)
+
+
+def wire_bytes(conv: mlperf.Convention, spec: TensorSpec) -> int:
+    return conv.wire_bytes(spec.elements, spec.dtype.itemsize)
+
+
+def encode_input(conv: mlperf.Convention, spec: TensorSpec, x: np.ndarray) -> bytes:
+    """An eval sample (model-input floats) as the device expects it on the wire."""
+    return mlperf.encode_sample(conv, x, spec.encode(x))
+
+
+def random_input(conv: mlperf.Convention, spec: TensorSpec, seed: int = 0) -> bytes:
+    """Deterministic input without eval data, in the device's convention."""
+    q = spec.random(seed)
+    if conv.name == "float32-mse" and spec.dtype.kind in "iu":
+        x = (np.frombuffer(q, dtype=spec.dtype.newbyteorder("<")).astype(np.float64)
+             - (spec.zero_point or 0)) * (spec.scale or 1.0)
+        return mlperf.encode_sample(conv, x, q)
+    return mlperf.encode_sample(conv, np.zeros(0), q)
+
+
 def tensor_spec(io) -> TensorSpec:
     """From a harness.models.inspect.analysis IOTensor."""
     try:
@@ -194,22 +239,46 @@ class PerfPlan:
     max_seconds: float
     warmup_runs: int
     warmup_seconds: float
+    timer_wrap_s: float = TIMER_WRAP / 1e6
+    split_for_timer: bool = False  # --min-seconds asked for windows longer than the timer allows
+
+    @property
+    def max_window_s(self) -> float:
+        """The longest window the firmware's timer measures without ambiguity (lab.config.TIMER_WINDOW_SHARE)."""
+        return self.timer_wrap_s * TIMER_WINDOW_SHARE
 
     @classmethod
     def from_options(cls, options: RunOptions, profile: DeviceProfile) -> PerfPlan:
         b = profile.benchmark
         windows = b.windows
+        wrap_s = profile.mcu.timer_wrap_s if profile.mcu is not None else TIMER_WRAP / 1e6
+        limit = wrap_s * TIMER_WINDOW_SHARE
+        split = False
         if options.min_seconds is not None and options.min_seconds != b.min_seconds:
             window_s = options.min_seconds / windows  # explicit --min-seconds: the total duration
+            if window_s > limit:  # more, shorter windows: each must stay well inside the timer's period
+                windows = math.ceil(options.min_seconds / limit)
+                window_s = options.min_seconds / windows
+                split = True
         else:
             window_s = b.window_seconds
+            if window_s > limit:  # the profile validator refuses this; a profile built in code may not
+                raise ConfigError(f"{profile.source or profile.name}: benchmark.window_seconds {window_s:g} s "
+                                  f"does not fit the firmware timer, which wraps every {wrap_s:g} s "
+                                  f"(mcu.timer_wrap_s); at most {limit:g} s per window")
         min_runs = options.min_runs if options.min_runs is not None else b.min_runs
         return cls(windows=windows, window_s=window_s,
                    min_per_window=max(1, math.ceil(min_runs / windows)),
                    max_seconds=options.max_seconds if options.max_seconds is not None else b.max_seconds,
                    warmup_runs=options.warmup_runs if options.warmup_runs is not None else b.warmup_runs,
                    warmup_seconds=(options.warmup_seconds if options.warmup_seconds is not None
-                                   else b.warmup_seconds))
+                                   else b.warmup_seconds),
+                   timer_wrap_s=wrap_s, split_for_timer=split)
+
+    def per_window(self, est_us: float, target_s: float) -> int:
+        """Inferences for a window of `target_s`, never more than the timer measures unambiguously."""
+        n = iterations_for(target_s, est_us, floor=self.min_per_window)
+        return max(1, min(n, int(self.max_window_s * 1e6 / max(est_us, 1e-3))))
 
 
 def _runner_stats():
@@ -222,17 +291,24 @@ def _runner_stats():
 def performance(client: ProtocolClient, input_bytes: bytes, plan: PerfPlan, n_outputs: int | None,
                 say: Callable[[str], None]) -> dict:
     load_method = client.load(input_bytes)
+    if plan.split_for_timer:
+        say(f"--min-seconds: {plan.windows} windows of {plan.window_s:.3f} s, each under half the firmware "
+            f"timer's wrap period ({plan.timer_wrap_s:g} s, mcu.timer_wrap_s)")
     first = client.infer(1, 0)
     if n_outputs is not None and len(first.results) != n_outputs:
         raise InfraError(f"device '{client.device_id}' returns {len(first.results)} output value(s) but the "
                          f"model has {n_outputs}: the firmware runs a different model")
     first_us = float(first.elapsed_us)
-    probe_s = min(PROBE_MAX_S, max(plan.window_s / 10.0, 0.005))
+    if first_us > plan.max_window_s * 1e6:
+        raise ConfigError(f"device '{client.device_id}': one inference takes {first_us / 1e6:.3f} s, more than "
+                          f"half the firmware timer's wrap period ({plan.timer_wrap_s:g} s, mcu.timer_wrap_s): "
+                          f"it cannot be timed unambiguously")
+    probe_s = min(PROBE_MAX_S, max(plan.window_s / 10.0, 0.005), plan.max_window_s)
     probe_n = iterations_for(probe_s, first_us)
     probe_w = max(plan.warmup_runs, math.ceil(plan.warmup_seconds * 1e6 / max(first_us, 1.0)))
     probe = client.infer(probe_n, probe_w, expected_s=(probe_n + probe_w) * first_us / 1e6)
     est_us = probe.per_inference_us
-    n = iterations_for(plan.window_s * WINDOW_MARGIN, est_us, floor=plan.min_per_window)
+    n = plan.per_window(est_us, plan.window_s * WINDOW_MARGIN)
     capped = False
     if plan.windows * n * est_us > plan.max_seconds * 1e6:
         n = max(1, int(plan.max_seconds * 1e6 / (plan.windows * max(est_us, 1e-3))))
@@ -245,25 +321,27 @@ def performance(client: ProtocolClient, input_bytes: bytes, plan: PerfPlan, n_ou
     consistent = True
     recalibrations = 0
     i = 0
-    while i < plan.windows:
-        r = client.infer(n, plan.warmup_runs, expected_s=(n + plan.warmup_runs) * est_us / 1e6)
-        if i == 0 and not capped and recalibrations < 3 and r.elapsed_us < plan.window_s * 1e6:
-            # the probe overestimated the latency: every window must last window_seconds (MLPerf)
-            est_us = r.per_inference_us
-            n = iterations_for(plan.window_s * WINDOW_MARGIN, est_us, floor=plan.min_per_window)
-            recalibrations += 1
-            say(f"window 1 lasted {r.elapsed_us / 1e6:.3f} s < {plan.window_s:.3f} s; "
-                f"recalibrated to {n} inferences per window")
-            continue
-        i += 1
-        windows.append({"n": n, "warmup": plan.warmup_runs, "latency_us": r.per_inference_us,
-                        "elapsed_us": r.elapsed_us, "t0": r.t0, "t1": r.t1,
-                        "host_seconds": round(r.host_seconds, 6)})
-        if outputs is None:
-            outputs = r.results
-        elif r.results != outputs:
-            consistent = False
-        say(f"window {i}/{plan.windows}: {n} inferences, {r.per_inference_us:.2f} us/inference")
+    with progress.task(f"{client.device_id}: windows", plan.windows) as bar:
+        while i < plan.windows:
+            r = client.infer(n, plan.warmup_runs, expected_s=(n + plan.warmup_runs) * est_us / 1e6)
+            if i == 0 and not capped and recalibrations < 3 and r.elapsed_us < plan.window_s * 1e6:
+                # the probe overestimated the latency: every window must last window_seconds (MLPerf)
+                est_us = r.per_inference_us
+                n = plan.per_window(est_us, plan.window_s * WINDOW_MARGIN)
+                recalibrations += 1
+                say(f"window 1 lasted {r.elapsed_us / 1e6:.3f} s < {plan.window_s:.3f} s; "
+                    f"recalibrated to {n} inferences per window")
+                continue
+            i += 1
+            windows.append({"n": n, "warmup": plan.warmup_runs, "latency_us": r.per_inference_us,
+                            "elapsed_us": r.elapsed_us, "t0": r.t0, "t1": r.t1,
+                            "host_seconds": round(r.host_seconds, 6)})
+            if outputs is None:
+                outputs = r.results
+            elif r.results != outputs:
+                consistent = False
+            say(f"window {i}/{plan.windows}: {n} inferences, {r.per_inference_us:.2f} us/inference")
+            bar.advance()
     if not consistent:
         say("warning: the outputs differ between windows for the same input (non-deterministic firmware?)")
     stats = _runner_stats()([w["latency_us"] for w in windows])
@@ -276,6 +354,7 @@ def performance(client: ProtocolClient, input_bytes: bytes, plan: PerfPlan, n_ou
                        "iterations_per_window": n, "warmup_runs": plan.warmup_runs,
                        "warmup_seconds": plan.warmup_seconds, "min_runs_per_window": plan.min_per_window,
                        "max_seconds": plan.max_seconds, "capped_by_max_seconds": capped,
+                       "timer_wrap_s": plan.timer_wrap_s, "windows_split_for_timer": plan.split_for_timer,
                        "recalibrations": recalibrations,
                        "input_transfer": load_method, "outputs_consistent": consistent}}
 
@@ -301,8 +380,81 @@ def sample_indices(total: int, cap: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, cap).round().astype(np.int64))
 
 
+def _infer_one(client: ProtocolClient, data: bytes, n_outputs: int | None, what: str, est: float | None):
+    client.load(data)
+    r = client.infer(1, 0, expected_s=est or 0.0)
+    if n_outputs is not None and len(r.results) != n_outputs:
+        raise InfraError(f"device '{client.device_id}' returned {len(r.results)} output value(s) for {what}, "
+                         f"expected {n_outputs}")
+    return r
+
+
+def first_dataset_input(path, conv: mlperf.Convention, spec: TensorSpec) -> bytes:
+    """The first window of an MLPerf Tiny dataset's first file: the performance input."""
+    ds = mlperf.read_dataset(path)
+    data = ds.windows(ds.entries[0])[0]
+    _check_window(ds, ds.entries[0], data, conv, spec)
+    return data
+
+
+def _check_window(ds: mlperf.Dataset, entry: mlperf.Entry, data: bytes, conv: mlperf.Convention,
+                  spec: TensorSpec) -> None:
+    want = wire_bytes(conv, spec)
+    if len(data) != want:
+        raise ConfigError(f"{ds.root / entry.file}: {len(data)} bytes per input ({ds.labels_path} line "
+                          f"{entry.line}), but the device takes {want} bytes (I/O convention {conv.name}, "
+                          f"input {list(spec.shape)} {spec.dtype.name})")
+
+
+def accuracy_mlperf(client: ProtocolClient, path, spec: TensorSpec, conv: mlperf.Convention,
+                    n_outputs: int | None, cap: int, say: Callable[[str], None]) -> dict | None:
+    """An MLPerf Tiny dataset, scored as the reference runner scores it: each file (or each of its
+    windows) sent as it is; top-1 of the files' classes, or the AUC of the files' mean scores."""
+    ds = mlperf.read_dataset(path)
+    idx = sample_indices(len(ds.entries), cap)
+    if len(idx) == 0:
+        return None
+    say(f"accuracy: {len(idx)} of {len(ds.entries)} files of MLPerf Tiny dataset {ds.root} over serial "
+        f"(I/O convention {conv.name}, score {conv.score})")
+    t0 = time.monotonic()
+    labels, preds, scores = [], [], []
+    inferences = 0
+    est = None
+    with progress.task(f"{client.device_id}: accuracy", len(idx)) as bar:
+        for i in idx:
+            entry = ds.entries[int(i)]
+            results = []
+            for w, data in enumerate(ds.windows(entry)):
+                _check_window(ds, entry, data, conv, spec)
+                r = _infer_one(client, data, n_outputs, f"{entry.file} window {w}", est)
+                est = r.elapsed_us / 1e6
+                results.append(r.results)
+                inferences += 1
+            labels.append(entry.label)
+            if conv.score == "auc":
+                scores.append(mlperf.file_score(results))
+            else:
+                preds.append(mlperf.file_prediction(results))
+            bar.advance()
+    y = np.asarray(labels)
+    doc: dict = {"n": int(len(idx)), "of": len(ds.entries), "path": str(ds.root), "dataset": "mlperf-tiny",
+                 "convention": conv.name, "score": conv.score, "inferences": inferences,
+                 "top1": None, "agreement": None, "auc": None, "seconds": round(time.monotonic() - t0, 3)}
+    if conv.score == "auc":
+        doc["auc"] = mlperf.roc_auc(y, scores)
+        if doc["auc"] is None:
+            say("accuracy: the files read hold only one class: no AUC")
+    else:
+        p = np.asarray(preds)
+        doc.update(top1=float(np.mean(p == y)), correct=int(np.sum(p == y)))
+    return doc
+
+
 def accuracy(client: ProtocolClient, eval_path, spec: TensorSpec, n_outputs: int | None, cap: int,
-             say: Callable[[str], None]) -> dict | None:
+             say: Callable[[str], None], conv: mlperf.Convention | None = None) -> dict | None:
+    conv = conv or mlperf.CONVENTIONS["tensor"]
+    if mlperf.is_dataset(eval_path):
+        return accuracy_mlperf(client, eval_path, spec, conv, n_outputs, cap, say)
     x, y, ref = load_eval(eval_path)
     total = len(x)
     idx = sample_indices(total, cap)
@@ -312,17 +464,21 @@ def accuracy(client: ProtocolClient, eval_path, spec: TensorSpec, n_outputs: int
     t0 = time.monotonic()
     preds = np.empty(len(idx), dtype=np.int64)
     est = None
-    for k, i in enumerate(idx):
-        client.load(spec.encode(x[i]))
-        r = client.infer(1, 0, expected_s=est or 0.0)
-        est = r.elapsed_us / 1e6
-        if n_outputs is not None and len(r.results) != n_outputs:
-            raise InfraError(f"device '{client.device_id}' returned {len(r.results)} output value(s) for eval "
-                             f"sample {int(i)}, the model has {n_outputs}")
-        preds[k] = int(np.argmax(np.asarray(r.results)))
+    scores = np.empty(len(idx), dtype=np.float64)
+    with progress.task(f"{client.device_id}: accuracy", len(idx)) as bar:
+        for k, i in enumerate(idx):
+            r = _infer_one(client, encode_input(conv, spec, x[i]), n_outputs, f"eval sample {int(i)}", est)
+            est = r.elapsed_us / 1e6
+            preds[k] = int(np.argmax(np.asarray(r.results)))
+            scores[k] = r.results[0] if r.results else math.nan
+            bar.advance()
     ys = y[idx] if y is not None else None
     refs = ref[idx] if ref is not None else None
-    return {"n": int(len(idx)), "of": int(total),
+    if conv.score == "auc":  # one anomaly score per sample: AUC against y (1 = anomalous)
+        return {"n": int(len(idx)), "of": int(total), "top1": None, "agreement": None,
+                "auc": mlperf.roc_auc(ys, scores) if ys is not None else None, "score": "auc",
+                "convention": conv.name, "path": str(eval_path), "seconds": round(time.monotonic() - t0, 3)}
+    return {"n": int(len(idx)), "of": int(total), "convention": conv.name, "score": "top1",
             "top1": float(np.mean(preds == ys)) if ys is not None else None,
             "agreement": float(np.mean(preds == refs)) if refs is not None else None,
             "correct": int(np.sum(preds == ys)) if ys is not None else None,

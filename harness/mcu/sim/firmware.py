@@ -5,6 +5,13 @@ MLPerf Tiny / EEMBC reference firmware does (command buffer of 80 chars, ``%`` t
 ending CRLF, every answer closed by ``m-ready``), plus the negotiated hilbench extensions unless it
 plays a stock firmware. Inference runs synchronously inside ``feed`` like on a single-core MCU: bytes
 that arrive meanwhile wait in the port's buffer.
+
+Timer: microseconds since boot, wrapping at ``timer_wrap_us`` (2^32: a 32-bit counter printed with
+``%lu``; smaller values play a timer that wraps within a measurement window). With ``inference_us``
+the clock is virtual and deterministic: it advances by exactly that much per inference and by nothing
+else, and the simulator spends the same time on the host's clock, so laps are exact and agree with
+the host's time. I/O conventions (``io``): what ``db load`` carries and ``m-results`` reports, as the
+MLPerf Tiny reference firmware of a benchmark ID does it (``harness/models/mlperf.py``).
 """
 
 from __future__ import annotations
@@ -13,9 +20,12 @@ import time
 import zlib
 from collections.abc import Callable
 
+import numpy as np
+
 from harness import __version__
 from harness.mcu.sim.engine import TflmModel, tflm_version
 from harness.mcu.sim.faults import Faults
+from harness.models import mlperf
 
 CMD_SIZE = 80
 MAX_DB_INPUT_SIZE = 96 * 96 * 3  # the reference firmware's buffer
@@ -40,8 +50,13 @@ def model_id_for(sha256: str) -> str:
 class Firmware:
     def __init__(self, model: TflmModel, write: Callable[[bytes], None], *, name: str = "hilbench-sim",
                  model_id: str | None = None, stock: bool = False, faults: Faults | None = None,
-                 clock_start_us: int = 0, trace: Callable[[str], None] | None = None):
+                 clock_start_us: int = 0, timer_wrap_us: int = 1 << 32, inference_us: int | None = None,
+                 io: mlperf.Convention | None = None, trace: Callable[[str], None] | None = None):
         self.model = model
+        self.timer_wrap_us = int(timer_wrap_us)
+        self.inference_us = inference_us
+        self._virtual_us = 0  # inference_us mode: device time spent inferring since boot
+        self.io = io or mlperf.convention_for_model_id(model_id)
         self._write = write
         self.name = name
         self._fixed_model_id = model_id
@@ -60,9 +75,14 @@ class Firmware:
 
     # ------------------------------------------------------------------ state
 
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes of one input on the wire (`db load N`) under the I/O convention."""
+        m = self.model
+        return self.io.wire_bytes(m.input_bytes // m.in_dtype.itemsize, m.in_dtype.itemsize)
+
     def _reset_state(self) -> None:
-        self.buf = bytearray(MAX_DB_INPUT_SIZE if self.model.input_bytes <= MAX_DB_INPUT_SIZE
-                             else self.model.input_bytes)
+        self.buf = bytearray(max(MAX_DB_INPUT_SIZE, self.wire_bytes))
         self.buf_size = 0
         self.buf_pos = 0
         self._bin_left = 0
@@ -70,10 +90,27 @@ class Firmware:
         self._bin_crc = 0
         self.binary_deadline: float | None = None
         self.model.set_input(bytes(self.model.input_bytes))
+        self._wire = bytes(self.wire_bytes)  # the input the tensor holds, as it came over the wire
 
     def now_us(self) -> int:
-        elapsed = (time.perf_counter_ns() - self._t0_ns) // 1000
-        return (self._clock_start + elapsed) & 0xFFFFFFFF  # a 32-bit µs timer, printed with %lu
+        if self.inference_us is not None:
+            elapsed = self._virtual_us
+        else:
+            elapsed = (time.perf_counter_ns() - self._t0_ns) // 1000
+        return (self._clock_start + elapsed) % self.timer_wrap_us  # e.g. a 32-bit µs timer, printed with %lu
+
+    def _invoke(self) -> None:
+        self.model.invoke()
+        if self.inference_us is not None:
+            self._virtual_us += self.inference_us
+
+    def _spend_until(self, start_ns: int, inferences: int) -> None:
+        """inference_us mode: take as long on the host's clock as the device clock says it took (the
+        simulated computation; nothing waits for anyone)."""
+        if self.inference_us is not None:
+            remaining = start_ns + inferences * self.inference_us * 1000 - time.perf_counter_ns()
+            if remaining > 0:
+                time.sleep(remaining / 1e9)
 
     def boot(self) -> None:
         for line in BANNER:
@@ -223,10 +260,16 @@ class Firmware:
                     return
 
     def _load_tensor(self) -> None:
-        if self.buf_pos != self.model.input_bytes:
-            self._line(f"e-[Input db has {self.buf_pos} bytes, model expects {self.model.input_bytes}]")
+        if self.buf_pos != self.wire_bytes:
+            self._line(f"e-[Input db has {self.buf_pos} bytes, model expects {self.wire_bytes}]")
             return
-        self.model.set_input(bytes(self.buf[:self.buf_pos]))
+        wire = bytes(self.buf[:self.buf_pos])
+        m = self.model
+        q = m.in_details.get("quantization_parameters") or {}
+        scale = float(q["scales"][0]) if len(q.get("scales", [])) else 0.0
+        zp = int(q["zero_points"][0]) if len(q.get("zero_points", [])) else 0
+        m.set_input(mlperf.wire_to_tensor(self.io, wire, m.in_dtype, scale, zp))
+        self._wire = wire  # float32-mse compares the outputs with it
 
     def _infer(self, args: list[str]) -> None:
         n, w = 1, 10
@@ -243,12 +286,14 @@ class Firmware:
         self.infers += 1
         reboot = self.faults.reboot_on_infer == self.infers
         self._load_tensor()
+        start_ns = time.perf_counter_ns()
         self._line(f"m-warmup-start-{w}")
         for _ in range(w):
-            self.model.invoke()
+            self._invoke()
+        self._spend_until(start_ns, w)
         self._line("m-warmup-done")
         self._line(f"m-infer-start-{n}")
-        invoke = self.model.invoke
+        invoke = self._invoke
         t0 = self.now_us()
         self._line(f"m-lap-us-{t0}")
         if reboot:
@@ -256,6 +301,7 @@ class Firmware:
             self._reboot()
         for _ in range(n):
             invoke()
+        self._spend_until(start_ns, w + n)
         t1 = self.now_us()
         self._line(f"m-lap-us-{t1}")
         self._line("m-infer-done")
@@ -266,6 +312,7 @@ class Firmware:
         self._reset_state()
         self._cmd.clear()
         self._t0_ns = time.perf_counter_ns()
+        self._virtual_us = 0
         self.boot()
         raise _Rebooted()
 
@@ -280,10 +327,21 @@ class Firmware:
         self._overflow = False
         self._reset_state()
         self._t0_ns = time.perf_counter_ns()
+        self._virtual_us = 0
         self._guarded(self.boot)
 
+    def results(self) -> list[float]:
+        """What m-results reports under the I/O convention."""
+        m = self.model
+        if self.io.name != "float32-mse":
+            return m.results()
+        y = np.asarray(m.interp.get_output(0)).reshape(-1)
+        if np.issubdtype(y.dtype, np.integer) and m.out_scale > 0:
+            y = mlperf.dequantize_like_device(y, m.out_scale, m.out_zero_point)
+        return [mlperf.mse_like_device(y, self._wire)]
+
     def _results(self) -> None:
-        self._line("m-results-[" + ",".join(f"{v:0.3f}" for v in self.model.results()) + "]")
+        self._line("m-results-[" + ",".join(f"{v:0.3f}" for v in self.results()) + "]")
 
     # ------------------------------------------------------------------ hilbench extensions
 

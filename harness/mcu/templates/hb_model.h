@@ -41,6 +41,10 @@ float hb_model_output(size_t index);
 /* Tensor arena bytes in use and the arena size; return non-zero when not applicable. */
 int hb_model_arena(size_t *used_bytes, size_t *size_bytes);
 
+/* Scale and zero point of input 0; return non-zero when it is not quantised. Only called with
+ * HB_IO_CONVENTION HB_IO_FLOAT32_MSE, which quantises float inputs on the device. */
+int hb_model_input_quant(float *scale, int32_t *zero_point);
+
 #ifdef __cplusplus
 }
 #endif

@@ -34,6 +34,20 @@
 #ifndef HB_MARKER_HOLD_US /* energy mode: how long the timestamp pin is held low */
 #define HB_MARKER_HOLD_US 10u
 #endif
+#ifndef HB_PORT_TIMER_CYCLES /* 1: the port's time base is a cycle counter (port.h, (b)) */
+#define HB_PORT_TIMER_CYCLES 0
+#endif
+#ifndef HB_IO_CONVENTION /* what db load carries and m-results reports (hb_protocol.h) */
+#define HB_IO_CONVENTION HB_IO_TENSOR
+#endif
+#if HB_IO_CONVENTION == HB_IO_FLOAT32_MSE
+#define HB_WIRE_BYTES_PER_ELEMENT 4u /* float32 per int8 input element */
+#else
+#define HB_WIRE_BYTES_PER_ELEMENT 1u
+#endif
+#ifndef HB_TENSOR_BUFFER_BYTES /* the converted input tensor (conventions other than HB_IO_TENSOR) */
+#define HB_TENSOR_BUFFER_BYTES (HB_DB_BUFFER_BYTES / HB_WIRE_BYTES_PER_ELEMENT)
+#endif
 
 #define HB_CMD_MAX 80
 #define HB_MAX_ARGS 4
@@ -133,18 +147,40 @@ static void out_hex_byte(uint8_t b)
 
 /* ------------------------------------------------------------------------------------------- time */
 
-static uint32_t s_last_us32;
-static uint64_t s_high_us;
+static uint32_t s_last32;
+static uint64_t s_high;
 
-/* 64-bit microseconds from the port's wrapping 32-bit counter (call at least once per wrap). */
+/* The port's wrapping 32-bit counter extended to 64 bits; must be called at least once per wrap
+ * (2^32 us, or 2^32 cycles with HB_PORT_TIMER_CYCLES): it is, after every inference and in every
+ * poll. An idle board that missed a wrap only shifts the absolute value: T0 and T1 of one window
+ * are both extended from reads inside that window, so laps stay right. */
+static uint64_t ticks64(void)
+{
+#if HB_PORT_TIMER_CYCLES
+    uint32_t t = hb_port_cycles();
+#else
+    uint32_t t = hb_port_timer_us();
+#endif
+    if (t < s_last32) {
+        s_high += (uint64_t)1u << 32;
+    }
+    s_last32 = t;
+    return s_high | t;
+}
+
+/* Microseconds since boot (64 bits: they do not wrap). */
 static uint64_t now_us(void)
 {
-    uint32_t t = hb_port_timer_us();
-    if (t < s_last_us32) {
-        s_high_us += (uint64_t)1u << 32;
+#if HB_PORT_TIMER_CYCLES
+    uint64_t cycles = ticks64();
+    uint64_t hz = hb_port_cycles_hz();
+    if (hz == 0u) {
+        return 0u;
     }
-    s_last_us32 = t;
-    return s_high_us | t;
+    return (cycles / hz) * 1000000u + ((cycles % hz) * 1000000u) / hz; /* no overflow for 584 years */
+#else
+    return ticks64();
+#endif
 }
 
 static void timestamp(void)
@@ -318,8 +354,80 @@ static void cmd_db(int argc, char **argv)
     }
 }
 
+/* ------------------------------------------------------------------------------------------- I/O conventions */
+
+/* Bytes of one input on the wire (`db load N`). */
+static size_t wire_bytes(void) { return hb_model_input_bytes() * HB_WIRE_BYTES_PER_ELEMENT; }
+
+#if HB_IO_CONVENTION != HB_IO_TENSOR
+static uint8_t s_tensor[HB_TENSOR_BUFFER_BYTES];
+#endif
+
+#if HB_IO_CONVENTION == HB_IO_FLOAT32_MSE
+static float wire_float(size_t i)
+{
+    float x;
+    memcpy(&x, s_db + 4u * i, sizeof x); /* little-endian float32, like every Cortex-M and Xtensa */
+    return x;
+}
+
+/* round(x / scale) + zero_point, half away from zero, clamped to int8 (MLPerf's QuantizeFloatToInt8) */
+static int8_t quantize_int8(float x, float scale, int32_t zero_point)
+{
+    float v = x / scale;
+    double d = (double)v;
+    if (d != d) {
+        d = 0.0;
+    }
+    if (d > 1.0e6) {
+        d = 1.0e6;
+    } else if (d < -1.0e6) {
+        d = -1.0e6;
+    }
+    int64_t r = d >= 0.0 ? (int64_t)(d + 0.5) : -(int64_t)(-d + 0.5);
+    r += zero_point;
+    return (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
+}
+#endif
+
+/* The input tensor's bytes made of the wire bytes in s_db (once per infer). */
+static const uint8_t *tensor_input(void)
+{
+#if HB_IO_CONVENTION == HB_IO_UINT8_MINUS_128
+    for (size_t i = 0; i < s_db_have; ++i) {
+        s_tensor[i] = (uint8_t)(s_db[i] ^ 0x80u); /* (int8_t)(u - 128) */
+    }
+    return s_tensor;
+#elif HB_IO_CONVENTION == HB_IO_FLOAT32_MSE
+    float scale = 0.0f;
+    int32_t zero_point = 0;
+    size_t n = s_db_have / 4u;
+    if (hb_model_input_quant(&scale, &zero_point) != 0 || scale == 0.0f) {
+        return NULL;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        s_tensor[i] = (uint8_t)quantize_int8(wire_float(i), scale, zero_point);
+    }
+    return s_tensor;
+#else
+    return s_db;
+#endif
+}
+
 static void print_results(void)
 {
+#if HB_IO_CONVENTION == HB_IO_FLOAT32_MSE
+    /* one value: the mean squared difference of output 0 against the float input (MLPerf ad01) */
+    size_t n = hb_model_output_count();
+    float diffsum = 0.0f;
+    for (size_t i = 0; i < n; ++i) {
+        float diff = hb_model_output(i) - wire_float(i);
+        diffsum += diff * diff;
+    }
+    out("m-results-[");
+    out_fixed3(n ? diffsum / (float)n : 0.0f);
+    out_line("]");
+#else
     size_t n = hb_model_output_count();
     out("m-results-[");
     for (size_t i = 0; i < n; ++i) {
@@ -327,11 +435,12 @@ static void print_results(void)
         out_fixed3(hb_model_output(i));
     }
     out_line("]");
+#endif
 }
 
 static int input_ready(void)
 {
-    size_t need = hb_model_input_bytes();
+    size_t need = wire_bytes();
     if (s_model_status != 0) {
         out_error("model not initialised");
         return 0;
@@ -358,11 +467,16 @@ static void cmd_infer(int argc, char **argv)
     if (!input_ready()) {
         return;
     }
-    size_t len = s_db_have;
+    const uint8_t *input = tensor_input();
+    size_t len = hb_model_input_bytes();
+    if (input == NULL) {
+        out_error("the model input has no quantisation for float32 inputs");
+        return;
+    }
     out("m-warmup-start-");
     out_u64(w);
     out("\r\n");
-    if (hb_model_load_input(s_db, len) != 0) {
+    if (hb_model_load_input(input, len) != 0) {
         out_error("loading the input tensor failed");
         return;
     }
@@ -371,13 +485,13 @@ static void cmd_infer(int argc, char **argv)
             out_error("invoke failed during warm-up");
             return;
         }
-        (void)now_us();
+        (void)ticks64();
     }
     out_line("m-warmup-done");
     out("m-infer-start-");
     out_u64(n);
     out("\r\n");
-    if (hb_model_load_input(s_db, len) != 0) {
+    if (hb_model_load_input(input, len) != 0) {
         out_error("loading the input tensor failed");
         return;
     }
@@ -385,7 +499,7 @@ static void cmd_infer(int argc, char **argv)
     timestamp();
     for (uint64_t i = 0; i < n; ++i) {
         rc |= hb_model_invoke();
-        (void)now_us(); /* keeps the 64-bit time extension current in long windows */
+        (void)ticks64(); /* keeps the 64-bit time extension current in long windows */
     }
     timestamp();
     out_line("m-infer-done");
@@ -395,7 +509,7 @@ static void cmd_infer(int argc, char **argv)
         return;
     }
     /* The reported outputs come from one more, untimed inference on a freshly loaded input. */
-    if (hb_model_load_input(s_db, len) != 0 || hb_model_invoke() != 0) {
+    if (hb_model_load_input(input, len) != 0 || hb_model_invoke() != 0) {
         out_error("invoke failed");
         s_have_results = 0;
         return;
@@ -518,8 +632,16 @@ void hb_protocol_init(void)
 #if HB_ENERGY_MODE
     hb_port_gpio_marker(1);
 #endif
-    (void)now_us();
+    (void)ticks64();
     s_model_status = hb_model_init();
+    if (s_model_status == 0 && wire_bytes() > HB_DB_BUFFER_BYTES) {
+        s_model_status = 6; /* the input does not fit the db buffer */
+    }
+#if HB_IO_CONVENTION == HB_IO_FLOAT32_MSE
+    if (s_model_status == 0 && hb_model_output_count() != hb_model_input_bytes()) {
+        s_model_status = 5; /* float32-mse compares output 0 with the input, element by element */
+    }
+#endif
     if (s_model_status != 0) {
         out_error_n("model init failed with code ", (uint64_t)(unsigned)s_model_status, "");
     }
@@ -554,7 +676,7 @@ void hb_protocol_poll(void)
             s_cmd_overflow = 1;
         }
     }
-    (void)now_us();
+    (void)ticks64();
 }
 
 void hb_benchmark_main(void)

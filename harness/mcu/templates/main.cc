@@ -87,7 +87,7 @@ extern "C" int hb_model_init(void) {
     g_input_bytes += g_interpreter->input(i)->bytes;
   }
   g_output_count = ElementCount(g_interpreter->output(0));  // m-results reports output 0
-  if (g_input_bytes != HB_INPUT_BYTES || g_input_bytes > HB_DB_BUFFER_BYTES) return 4;
+  if (g_input_bytes != HB_INPUT_BYTES) return 4;
   return 0;
 }
 
@@ -116,6 +116,15 @@ extern "C" size_t hb_model_output_count(void) { return g_output_count; }
 extern "C" float hb_model_output(size_t index) {
   if (g_interpreter == nullptr || index >= g_output_count) return 0.0f;
   return Dequantize(g_interpreter->output(0), index);
+}
+
+extern "C" int hb_model_input_quant(float* scale, int32_t* zero_point) {
+  if (g_interpreter == nullptr) return 1;
+  const TfLiteTensor* t = g_interpreter->input(0);
+  if (t->type != kTfLiteInt8 || t->params.scale == 0.0f) return 1;
+  *scale = t->params.scale;
+  *zero_point = t->params.zero_point;
+  return 0;
 }
 
 extern "C" int hb_model_arena(size_t* used_bytes, size_t* size_bytes) {

@@ -26,9 +26,21 @@ void hb_port_uart_write(const char *data, size_t len);
  * the host never sends during an inference (it does not: it waits for m-ready). */
 int hb_port_uart_read_byte(void);
 
-/* Free-running microsecond counter; may wrap at 2^32 (the protocol layer extends it to 64 bits as
- * long as it is read at least once per wrap period, which the benchmark loop does). */
+/* The time base: implement ONE of the two (port_template.c says which one per MCU family).
+ *
+ * (a) Default: hb_port_timer_us(), a free-running 1 MHz counter that wraps at exactly 2^32 (a 32-bit
+ *     hardware timer clocked at 1 MHz, or the low 32 bits of a 64-bit microsecond clock).
+ * (b) HB_PORT_TIMER_CYCLES 1 (hb_config.h or -D): hb_port_cycles(), a free-running 32-bit cycle counter
+ *     (DWT->CYCCNT on Cortex-M3/M4/M7/M33/M55/M85), and hb_port_cycles_hz(), its clock in Hz.
+ *
+ * Never divide a cycle counter down to microseconds here: DWT->CYCCNT / (SystemCoreClock / 1000000)
+ * wraps after 2^32 *cycles* (8.9 s at 480 MHz), not at 2^32 us, and windows longer than that would be
+ * timed wrong. The protocol layer extends either counter to 64 bits and prints microseconds since
+ * boot; for that it reads the counter after every inference, so one inference must be shorter than
+ * the counter's wrap period (2^32 us = 71.6 min; 2^32 cycles = 8.9 s at 480 MHz). */
 uint32_t hb_port_timer_us(void);
+uint32_t hb_port_cycles(void);
+uint32_t hb_port_cycles_hz(void);
 
 /* Energy mode only: drive the timestamp GPIO the energy monitor watches (0 = low, 1 = high).
  * A no-op is fine in performance mode. */

@@ -20,6 +20,7 @@ Conventions:
 from __future__ import annotations
 
 import hashlib
+import math
 import mmap
 import os
 from collections import Counter
@@ -31,8 +32,10 @@ from harness.errors import ConfigError, ModelError
 from harness.models.inspect.tflite_schema import (
     BUILTIN_OPERATOR_CODES,
     CUSTOM_CODE,
+    Buffer,
     Model,
     SchemaError,
+    Tensor,
     read_model,
     tensor_type_bits,
     tensor_type_name,
@@ -409,6 +412,50 @@ def _dtype_summary(acts: Counter, weights: Counter, dequantized: set[str]) -> st
 # Analysis
 
 
+#: More dimensions than any runtime supports (TFLite kernels handle up to 6-8): a corrupt shape vector.
+MAX_RANK = 32
+#: Bytes of one tensor beyond any device's memory (1 TiB): a corrupt shape, not a real activation.
+MAX_TENSOR_BYTES = 1 << 40
+
+
+def _check_tensor(t: Tensor, b: Buffer, where: str) -> str | None:
+    """Why a tensor's shape, signature, data or quantisation cannot be right (None: plausible).
+
+    Shapes come straight from the file, so a flipped byte can claim a 2^31-wide dimension or a
+    constant whose data the file does not hold; the numbers derived from them (parameters, MACs)
+    would then be nonsense. Each check is one the TFLite runtime also relies on."""
+    shape = list(t.shape)
+    if len(shape) > MAX_RANK:
+        return f"{where} has {len(shape)} dimensions (at most {MAX_RANK} are plausible)"
+    if any(d < -1 for d in shape):
+        return f"{where} has a negative dimension in shape {shape}"
+    sig = t.shape_signature
+    if sig is not None:
+        if len(sig) != len(shape):
+            return f"{where} has shape signature {list(sig)} of another rank than its shape {shape}"
+        if any(d < -1 for d in sig):
+            return f"{where} has a negative dimension in shape signature {list(sig)}"
+    bits = tensor_type_bits(t.type)
+    elements = _num_elements(shape)
+    if elements * max(bits, 8) > 8 * MAX_TENSOR_BYTES:
+        return (f"{where} has shape {shape} ({elements:.3g} elements), larger than any device's "
+                "memory")
+    name = tensor_type_name(t.type)
+    if b.nbytes and bits and name != "string" and not t.sparse and not t.is_variable:
+        need = (elements * bits + 7) // 8
+        if b.nbytes < need:
+            return (f"{where} has shape {shape} ({name}), which needs {need:,} bytes of data, but "
+                    f"its buffer {t.buffer} holds {b.nbytes:,} bytes")
+    q = t.quantization
+    if q is not None:
+        if any(not math.isfinite(v) for v in q.scale):
+            return f"{where} has a non-finite quantisation scale"
+        if len(q.scale) > 1 and not 0 <= q.quantized_dimension < max(len(shape), 1):
+            return (f"{where} is quantised per channel along dimension {q.quantized_dimension}, "
+                    f"but its shape {shape} has {len(shape)} dimensions")
+    return None
+
+
 def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAnalysis:
     def fail(msg: str) -> ModelError:
         return ModelError(f"{path}: {msg}")
@@ -436,6 +483,9 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
                 raise fail(f"subgraph {si} tensor {ti} ({t.name!r}) refers to buffer {t.buffer} "
                            f"but the model has {len(buffers)} buffers")
             b = buffers[t.buffer]
+            bad = _check_tensor(t, b, f"subgraph {si} tensor {ti} ({t.name[:80]!r})")
+            if bad:
+                raise fail(f"{bad} (corrupt file)")
             q = None
             if t.quantization is not None and (t.quantization.scale or t.quantization.min):
                 q = QuantParams(scale=list(t.quantization.scale),
@@ -597,6 +647,10 @@ def analyze(path: str | os.PathLike) -> ModelAnalysis:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{name}: model file not found")
+    convert_first = (f"; hil analyze reads .tflite files: convert it first (`hil convert {name}` prints "
+                     "the path of the .tflite to analyze)")
+    if p.is_dir() and (p / "saved_model.pb").exists():
+        raise ModelError(f"{name}: a TensorFlow SavedModel directory{convert_first}")
     if not p.is_file():
         raise ConfigError(f"{name}: not a regular file")
     try:
@@ -604,6 +658,8 @@ def analyze(path: str | os.PathLike) -> ModelAnalysis:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 raise ModelError(f"{name}: empty file (0 bytes), not a TFLite model")
+            if p.suffix.lower() == ".keras" or f.read(4) == b"PK\x03\x04":
+                raise ModelError(f"{name}: a Keras model (zip archive), not a TFLite flatbuffer{convert_first}")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 try:
                     model = read_model(mm)
@@ -693,6 +749,9 @@ def format_table(analysis: ModelAnalysis) -> str:
         lines.append(f"{title}:")
         for io_t in items:
             shape = "[" + ",".join(str(d) for d in io_t.shape) + "]"
+            sig = io_t.shape_signature
+            if sig is not None and any(d < 0 for d in sig[1:]):  # dynamic: what `hil run --input-shape` sets
+                shape += " (signature [" + ",".join(str(d) for d in sig) + "])"
             lines.append(f"  {io_t.name}  {shape} {io_t.dtype}  {_fmt_quant(io_t.scale, io_t.zero_point)}")
     methods = a.micro_resolver_methods()
     lines.append("")

@@ -149,12 +149,12 @@ def _client(device: Device, ep: Endpoint, sock, trust: bool, log: Callable[[str]
             expect: str | None, why: str) -> tuple[paramiko.SSHClient, bool]:
     t = ssh_settings(device)
     client = paramiko.SSHClient()
-    for path in hostkeys.read_files(t.known_hosts):  # "system" keys: paramiko never writes them back
-        try:
-            client.load_system_host_keys(str(path))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InfraError(f"device '{device.id}': {path}: cannot read known_hosts file: {exc}") from None
-    policy = hostkeys.VerifyPolicy(device.id, ep.host, ep.port, t.known_hosts, trust, log, role, expect, why)
+    # known_hosts files are read by hostkeys (markers, patterns, revoked keys), not by paramiko; the
+    # host's usable keys go into the client's in-memory set, which nothing writes back to a file
+    known = hostkeys.lookup(device.id, t.known_hosts, ep.host, ep.port)
+    known.install(client.get_host_keys())
+    policy = hostkeys.VerifyPolicy(device.id, ep.host, ep.port, t.known_hosts, trust, log, role, expect, why,
+                                   known)
     client.set_missing_host_key_policy(policy)
     what = f"{role} {ep}" if role else str(ep)
     try:
@@ -166,6 +166,9 @@ def _client(device: Device, ep: Endpoint, sock, trust: bool, log: Callable[[str]
         raise
     except paramiko.BadHostKeyException as exc:
         client.close()
+        revoked = policy.revoked_error(exc.key)
+        if revoked is not None:
+            raise revoked from None
         raise hostkeys.HostKeyError(
             hostkeys.changed_message(device.id, ep.host, ep.port, exc.key, exc.expected_key, t.known_hosts,
                                      role), "changed", exc.key) from None

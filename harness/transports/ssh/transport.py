@@ -344,7 +344,7 @@ class SshTransport(Transport):
                     continue
                 tail.append(line + "\n")
                 if stream:
-                    self.log(f"  [{self.device.id}] {line}")
+                    self.runner_line(line)
 
         deadline = time.monotonic() + timeout
         try:

@@ -1,7 +1,10 @@
 /* port_mps2.c - hilbench porting layer for QEMU mps2-an386 (Cortex-M4, 25 MHz).
  *
  * UART0: CMSDK APB UART at 0x40004000, receive interrupt (IRQ 0) into a ring buffer.
- * Timer: SysTick on the 25 MHz processor clock, 1 ms period, interpolated to microseconds.
+ * Timer: SysTick on the 25 MHz processor clock, 1 ms period, interpolated to microseconds (port.h (a)).
+ * With HB_PORT_TIMER_CYCLES 1 the same clock is offered as a 32-bit cycle counter (port.h (b)), scaled
+ * by 2^HB_QEMU_CYCLES_SHIFT so that tests can make it wrap every few seconds, as DWT->CYCCNT does on a
+ * fast core (shift 7: 3.2 GHz, wraps every 1.34 s).
  * Marker: bit 0 of CMSDK GPIO0 (0x40010000).
  */
 #include "port.h"
@@ -103,6 +106,27 @@ uint32_t hb_port_timer_us(void)
     __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
     return ms * 1000u + (TICKS_PER_MS - 1u - val) / TICKS_PER_US;
 }
+
+#ifndef HB_QEMU_CYCLES_SHIFT
+#define HB_QEMU_CYCLES_SHIFT 0
+#endif
+
+uint32_t hb_port_cycles(void)
+{
+    uint32_t primask;
+    __asm volatile("mrs %0, primask\n cpsid i" : "=r"(primask)::"memory");
+    uint32_t ms = s_ms;
+    uint32_t val = SYST_CVR;
+    if (SCB_ICSR & ICSR_PENDSTSET) {
+        val = SYST_CVR;
+        ms++;
+    }
+    __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
+    /* processor clock ticks since boot, modulo 2^32 (unsigned arithmetic wraps like a hardware counter) */
+    return (ms * TICKS_PER_MS + (TICKS_PER_MS - 1u - val)) << HB_QEMU_CYCLES_SHIFT;
+}
+
+uint32_t hb_port_cycles_hz(void) { return SYSCLK_HZ << HB_QEMU_CYCLES_SHIFT; }
 
 void hb_port_gpio_marker(int level)
 {

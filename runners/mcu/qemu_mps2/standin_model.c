@@ -12,7 +12,11 @@
 #include <string.h>
 
 #include "hb_model.h"
+#ifdef STANDIN_PARAMS_FILE /* another parameter set (harness/mcu/qemu.py build_firmware(params=...)) */
+#include STANDIN_PARAMS_FILE
+#else
 #include "standin_params.h"
+#endif
 
 static int8_t s_input[STANDIN_INPUTS];
 static int8_t s_output[STANDIN_OUTPUTS];
@@ -57,6 +61,13 @@ float hb_model_output(size_t index)
         return 0.0f;
     }
     return (float)(s_output[index] - STANDIN_OUTPUT_ZERO_POINT) * STANDIN_OUTPUT_SCALE;
+}
+
+int hb_model_input_quant(float *scale, int32_t *zero_point)
+{
+    *scale = STANDIN_INPUT_SCALE;
+    *zero_point = STANDIN_INPUT_ZERO_POINT;
+    return 0;
 }
 
 int hb_model_arena(size_t *used_bytes, size_t *size_bytes)

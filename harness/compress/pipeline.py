@@ -1,0 +1,333 @@
+"""Run a recipe on a model: one lineage node per step, each computed only when it is not cached.
+
+The result is a `Candidate`: the `.tflite` that the run path measures, how the run path gets it (the
+Keras node plus a converter variant, so results carry `int8`, `fp16`, ...; or a `.tflite` node that is
+measured as-is: QAT and ai-edge-quantizer outputs), its lineage chain, and what the host knows about it
+without a device (accuracy on the evaluation data with the LiteRT interpreter, MACs, parameters, size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.compress import data as training_data
+from harness.compress.lineage import Node, NodeCache, library_versions, node_id, root_id
+from harness.compress.recipes import (
+    DistillStep,
+    PruneStep,
+    QatStep,
+    QuantizeStep,
+    Recipe,
+    Step,
+    StructuredPruneStep,
+)
+from harness.core.hashing import sha256_file
+from harness.errors import ConfigError
+from harness.models.convert import Calibration, Converter, ModelSource, converter_version
+from harness.models.inspect.analysis import analyze
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalData:
+    path: Path
+    x: np.ndarray
+    y: np.ndarray
+    sha256: str
+
+    @classmethod
+    def load(cls, path: Path) -> EvalData:
+        from harness.models.arrays import class_labels, input_samples, load_array, optional_array
+
+        x = input_samples(path, "x", load_array(path, "x"))
+        y_raw = optional_array(path, "y")
+        if y_raw is None:
+            raise ConfigError(f"{path}: evaluation data needs labels 'y' for accuracy")
+        return cls(path, x, class_labels(path, "y", y_raw, len(x), None), sha256_file(path))
+
+
+@dataclass
+class Candidate:
+    name: str                       # the model name in results
+    label: str                      # recipe label ("" for the uncompressed model)
+    recipe: Recipe | None
+    nodes: list[Node]               # the chain from the root, root excluded
+    spec_path: Path                 # what the run path opens
+    variant: str                    # converter variant, or "asis" for a .tflite node
+    artifact: Path                  # the .tflite measured
+    artifact_sha256: str
+    metrics: dict[str, Any] = field(default_factory=dict)  # host_accuracy, macs, params, size_bytes
+
+    @property
+    def leaf(self) -> str:
+        return self.nodes[-1].id if self.nodes else ""
+
+
+class Compressor:
+    """Produces the candidates of one base model (see the module doc)."""
+
+    def __init__(self, base: ModelSource, converter: Converter, calibration: Calibration | None,
+                 eval_data: EvalData | None, data_ref: str | None, log: Callable[[str], None] = _log.info):
+        self.base = base
+        self.converter = converter
+        self.calibration = calibration
+        self.eval = eval_data
+        self.data_ref = data_ref
+        self.log = log
+        self.cache = NodeCache(converter.cache_dir.parent)
+        self.trained = 0
+        self._data: training_data.TrainingData | None = None
+        self._fitted: dict[tuple, training_data.TrainingData] = {}
+        self._calib_x: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ inputs
+
+    def training_data(self, recipe: Recipe, step: Step, model) -> training_data.TrainingData:
+        where = f"{recipe.path}: {step.field}"
+        if self.data_ref is None:
+            raise ConfigError(f"{where}: needs training data: pass --data FILE.npz|module:function, or put "
+                              f"{self.base.path.with_suffix('')}.train.npz beside the model")
+        if self._data is None:
+            self._data = training_data.load(self.data_ref)
+        from harness.compress.train import classes_of, io_shapes
+
+        key = (io_shapes(model)[0], classes_of(model))
+        if key not in self._fitted:
+            self._fitted[key] = self._data.fit_to(key[0], key[1], where)
+        return self._fitted[key]
+
+    def data_hash(self) -> str:
+        if self.data_ref is None:
+            return "none"
+        if self._data is None:
+            self._data = training_data.load(self.data_ref)
+        return self._data.sha256
+
+    def calibration_x(self) -> np.ndarray | None:
+        if self.calibration is None:
+            return None
+        if self._calib_x is None:
+            samples = self.calibration.arrays([(None, *self.input_shape()[1:])])
+            self._calib_x = np.concatenate([s[0] for s in samples])
+        return self._calib_x
+
+    def input_shape(self) -> tuple:
+        if self.base.kind == "tflite":
+            a = analyze(self.base.path)
+            return tuple(a.inputs[0].shape) if hasattr(a.inputs[0], "shape") else (1,)
+        from harness.compress.train import io_shapes, load_model
+
+        return io_shapes(load_model(self.base.path))[0]
+
+    # ------------------------------------------------------------------ recipes
+
+    def baseline(self) -> Candidate:
+        """The uncompressed model as the converter's fp32 (as-is for a .tflite): the sweep's reference."""
+        variant = "asis" if self.base.kind == "tflite" else "fp32"
+        mv = self.converter.convert(self.base, variant, self.calibration, quiet=True)
+        cand = Candidate(self.base.name, "", None, [], self.base.path, variant, mv.artifact, mv.artifact_sha256)
+        cand.metrics = self._artifact_metrics(mv.artifact, None)
+        return cand
+
+    def run(self, recipe: Recipe) -> Candidate:
+        parent_id = root_id(self.base.sha256)
+        parent_path, parent_kind = self.base.path, self.base.kind
+        nodes: list[Node] = []
+        model = None  # the parent as a Keras model, loaded on the first cache miss
+        spec_path, variant = parent_path, "asis"
+        for step in recipe.steps:
+            where = f"{recipe.path}: {step.field}"
+            if step.type != "quantize" and parent_kind != "keras":
+                raise ConfigError(f"{where}: needs a Keras model (.keras) to train; {self.base.path} is a "
+                                  f"{self.base.kind}")
+            params, data, extra = self._inputs(recipe, step, where)
+            nid = node_id(parent_id, step.type, params, data, recipe.seed, library_versions(*extra))
+            node = self.cache.get(nid)
+            if node is not None:
+                self.cache.hits += 1
+                self.log(f"lineage: {recipe.label} {step.type}: cached ({nid[:12]})")
+                model = None
+            else:
+                self.cache.misses += 1
+                if parent_kind == "keras" and model is None and step.type != "quantize":
+                    from harness.compress.train import load_model
+
+                    model = load_model(parent_path)
+                t0 = time.perf_counter()
+                node = self._compute(recipe, step, where, model, parent_path, Node(
+                    id=nid, parent=parent_id, step=step.type, params=params, data=data, seed=recipe.seed,
+                    versions=library_versions(*extra), kind="", file="", sha256="",
+                    root=root_id(self.base.sha256), recipe=recipe.label))
+                node.seconds = time.perf_counter() - t0
+                self.cache.update_metrics(node, {})
+                model = None  # the next step loads the node's file (what a cache hit would give)
+            if step.type == "quantize" and isinstance(step.params, QuantizeStep) and step.params.variant:
+                spec_path, variant = parent_path, step.params.variant
+            else:
+                spec_path, variant = node.path or parent_path, "asis" if node.kind == "tflite" else "fp32"
+            nodes.append(node)
+            parent_id, parent_path, parent_kind = node.id, node.path or parent_path, node.kind
+        leaf = nodes[-1]
+        assert leaf.path is not None
+        cand = Candidate(f"{self.base.name}+{recipe.label}", recipe.label, recipe, nodes, spec_path, variant,
+                         leaf.path, leaf.sha256)
+        cand.metrics = self._artifact_metrics(leaf.path, leaf)
+        for n in nodes:
+            for k in ("sparsity", "reduction", "keras_accuracy"):
+                if k in n.metrics:
+                    cand.metrics[k] = n.metrics[k]
+        return cand
+
+    def chain_ids(self, recipe: Recipe) -> list[str]:
+        """The lineage IDs the recipe's steps will have (IDs depend on inputs only: nothing is run)."""
+        ids, parent = [], root_id(self.base.sha256)
+        for step in recipe.steps:
+            params, data, extra = self._inputs(recipe, step, f"{recipe.path}: {step.field}")
+            parent = node_id(parent, step.type, params, data, recipe.seed, library_versions(*extra))
+            ids.append(parent)
+        return ids
+
+    def _inputs(self, recipe: Recipe, step: Step, where: str) -> tuple[dict[str, Any], str | None, tuple[str, ...]]:
+        """The step's lineage inputs: parameters (files by hash, training settings), data hash, libraries."""
+        params = step.dump()
+        extra: tuple[str, ...] = ()
+        if step.type == "quantize":
+            q = step.params
+            assert isinstance(q, QuantizeStep)
+            needs_calib = q.variant in ("int8", "int16x8") or (q.aeq or "").startswith("static")
+            data = (self.calibration.sha256 + f":{self.calibration.samples}"
+                    if needs_calib and self.calibration else None)
+            if q.variant:
+                params["converter"] = converter_version()
+            else:
+                extra = ("ai-edge-quantizer",)
+            return params, data, extra
+        for key in ("epochs", "batch_size", "learning_rate"):
+            params[key] = recipe.train_value(step, key)
+        params["validation_split"] = recipe.train.validation_split
+        data = self.data_hash()
+        if isinstance(step.params, DistillStep):
+            from harness.compress.distill import teacher_files
+
+            d = step.params
+            if d.student is not None:
+                sp = Path(d.student) if Path(d.student).is_absolute() else recipe.path.parent / d.student
+                if not sp.is_file():
+                    raise ConfigError(f"{where}.student: {sp}: student model file not found")
+                params["student"] = "sha256:" + sha256_file(sp)
+            params["teachers"] = [dict(t, model=("parent" if f is None else "sha256:" + sha256_file(f)))
+                                  for t, f in zip(params["teachers"], teacher_files(d, recipe.path.parent, where))]
+        if isinstance(step.params, QatStep):
+            if self.calibration is None:
+                raise ConfigError(f"{where}: needs representative data for the int8 conversion (a "
+                                  "<model>.calibration.npz sidecar or --calibration)")
+            data = hashlib.sha256(f"{data}|{self.calibration.sha256}:{self.calibration.samples}".encode()).hexdigest()
+        return params, data, extra
+
+    def _compute(self, recipe: Recipe, step: Step, where: str, model, parent_path: Path, node: Node) -> Node:
+        label = f"{self.base.name}+{recipe.label} {step.type}"
+        p = step.params
+        with tempfile.TemporaryDirectory(prefix="hil-step-") as tmp:
+            out = Path(tmp)
+            if isinstance(p, QuantizeStep):
+                blob_path = self._quantize(p, parent_path, out, where, f"{self.base.name}+{recipe.label}")
+                node.kind, node.file = "tflite", "model.tflite"
+                return self.cache.put(node, blob_path)
+            self.trained += 1
+            self.log(f"training: {label} ({step.field} of {recipe.path.name})")
+            epochs, batch, lr = (recipe.train_value(step, k) for k in ("epochs", "batch_size", "learning_rate"))
+            td = self.training_data(recipe, step, model)
+            (x, y), val = td.split(recipe.train.validation_split, recipe.seed)
+            metrics: dict[str, Any] = {}
+            if isinstance(p, PruneStep):
+                from harness.compress.pruning import prune
+
+                logs = prune(model, p, x, y, label=label, epochs=epochs, batch_size=batch, learning_rate=lr,
+                             seed=recipe.seed, validation=val)
+                metrics["sparsity"] = logs["sparsity"]
+                result = model
+            elif isinstance(p, StructuredPruneStep):
+                from harness.compress.structured import prune_filters
+                from harness.compress.train import compile_classifier, fit
+
+                result, achieved = prune_filters(model, p.reduction, p.target, p.criterion, where)
+                metrics["reduction"] = {"target": p.target, "achieved": achieved}
+                compile_classifier(result, lr)
+                logs = fit(result, x, y, label=label, epochs=epochs, batch_size=batch, seed=recipe.seed,
+                           validation=val)
+            elif isinstance(p, DistillStep):
+                from harness.compress.distill import distill
+
+                result, logs = distill(model, p, x, y, recipe_dir=recipe.path.parent, where=where, label=label,
+                                       epochs=epochs, batch_size=batch, learning_rate=lr, seed=recipe.seed)
+            elif isinstance(p, QatStep):
+                from harness.compress.qat import convert_int8, train_qat
+
+                q, logs = train_qat(model, p, x, y, label=label, epochs=epochs, batch_size=batch, learning_rate=lr,
+                                    seed=recipe.seed, validation=val, where=where)
+                calib = self.calibration_x()
+                assert calib is not None
+                (out / "model.tflite").write_bytes(convert_int8(q, calib, f"{self.base.name}+{recipe.label}"))
+                node.kind, node.file = "tflite", "model.tflite"
+                node.metrics = {"train": logs}
+                return self.cache.put(node, out / "model.tflite")
+            else:  # pragma: no cover - the schema admits no other step
+                raise ConfigError(f"{where}: unknown step")
+            metrics["train"] = logs
+            if val is not None:
+                from harness.compress.train import accuracy
+
+                metrics["keras_accuracy"] = accuracy(result, val[0], val[1])
+            from harness.compress.train import save_model
+
+            save_model(result, out / "model.keras")
+            node.kind, node.file, node.metrics = "keras", "model.keras", metrics
+            return self.cache.put(node, out / "model.keras")
+
+    def _quantize(self, q: QuantizeStep, parent_path: Path, out: Path, where: str, name: str) -> Path:
+        parent = replace(ModelSource.open(parent_path), name=name)
+        if q.variant:
+            if parent.kind == "tflite":
+                raise ConfigError(f"{where}.variant: converter variants need a Keras model; {parent_path} is a "
+                                  ".tflite (use an 'aeq' method)")
+            mv = self.converter.convert(parent, q.variant, self.calibration)
+            return Path(mv.artifact)
+        assert q.aeq is not None
+        from harness.compress.ptq import aeq_quantize
+
+        if parent.kind == "tflite":
+            float_blob = parent.path.read_bytes()
+        else:
+            float_blob = Path(self.converter.convert(parent, "fp32", None, quiet=True).artifact).read_bytes()
+        blob = aeq_quantize(float_blob, q.aeq, q.granularity, self.calibration_x(), f"{where}.aeq")
+        (out / "model.tflite").write_bytes(blob)
+        return out / "model.tflite"
+
+    # ------------------------------------------------------------------ host metrics
+
+    def _artifact_metrics(self, artifact: Path, node: Node | None) -> dict[str, Any]:
+        a = analyze(artifact)
+        m: dict[str, Any] = {"macs": a.total_macs, "params": a.param_count, "size_bytes": artifact.stat().st_size}
+        if self.eval is not None:
+            cached = (node.metrics.get("host_accuracy") or {}) if node else {}
+            if cached.get("eval") == self.eval.sha256:
+                m["host_accuracy"] = cached["top1"]
+            else:
+                from harness.compress.ptq import tflite_accuracy
+
+                m["host_accuracy"] = tflite_accuracy(artifact, self.eval.x, self.eval.y)
+                if node is not None:
+                    self.cache.update_metrics(node, {"host_accuracy": {"eval": self.eval.sha256,
+                                                                       "top1": m["host_accuracy"]}})
+        return m
+

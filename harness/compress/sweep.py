@@ -1,0 +1,332 @@
+"""`hil sweep`: compress a model with several recipes, measure every candidate, choose one per device.
+
+1. Every recipe (at every point of `--grid`) runs through pipeline.py: lineage nodes, cached.
+2. The candidates, and the uncompressed model as the reference, are measured through the run path
+   (`Orchestrator.plan` + `run`): one run in the results database, so resume, reports and the gate
+   apply to it like to any `hil run`. Candidates are named `<model>+<recipe label>`.
+3. Per device: the Pareto front and the choice within budgets (pareto.py); accuracy is the device's
+   own `accuracy_top1` when it measured one, else the host's (the LiteRT interpreter on the same
+   evaluation data), and the table says which.
+Outputs: a table (stdout), `--json` (the machine-readable choice per device), `--html` (fronts).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.compress.pareto import DeviceChoice, Point, choose
+from harness.compress.pipeline import Candidate, Compressor
+from harness.core.jobs import Job, RunOptions
+from harness.lab.config import Device, Inventory
+from harness.models.convert import NEEDS_CALIBRATION, ModelSource
+from harness.run.orchestrate import ModelSpec, Orchestrator, RunSummary
+from harness.store.results import ResultStore
+
+SCHEMA = "hilbench.sweep/1"
+COLUMNS = [  # (key, header, format)
+    ("accuracy", "accuracy", "pct"), ("latency_p50_us", "p50 us", "f1"), ("model_size_bytes", "size B", "int"),
+    ("model_macs", "MACs", "int"), ("arena_bytes", "arena B", "int"), ("energy_per_inference_uj", "energy uJ", "f2"),
+]
+
+
+@dataclass
+class SweepResult:
+    run: RunSummary
+    candidates: list[Candidate]
+    points: dict[str, list[Point]]              # device id -> one point per measured candidate
+    sources: dict[tuple[str, str], str]         # (device, candidate) -> where accuracy came from
+    choices: list[DeviceChoice]
+    failures: dict[tuple[str, str], str] = field(default_factory=dict)  # (device, candidate) -> error
+    budgets: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """2: the lab failed; 3: a candidate could not be measured for a user reason; 1: a device has no
+        candidate within its budgets; else 0."""
+        if self.run.exit_code:
+            return self.run.exit_code
+        return 1 if any(c.choice is None for c in self.choices) else 0
+
+
+def mcu_skips(candidates: list[Candidate], devices: list[Device]) -> dict[tuple[str, str], str]:
+    """(device, candidate) pairs left out: MCU boards (serial) run full-integer models only."""
+    from harness.mcu.bundle import INTEGER_DTYPES
+    from harness.models.inspect.analysis import analyze
+
+    out = {}
+    for c in candidates:
+        dtype = analyze(c.artifact).dtype
+        if dtype in INTEGER_DTYPES:
+            continue
+        for d in devices:
+            if d.transport.type == "serial":
+                out[(d.id, c.name)] = f"not measured: an MCU runs full-integer models, this one is {dtype}"
+    return out
+
+
+def measure(orch: Orchestrator, compressor: Compressor, candidates: list[Candidate], devices: list[Device],
+            options: RunOptions, argv: list[str], eval_file: Path | None, skips: dict[tuple[str, str], str],
+            resume: bool = False, label: str | None = None, wait: bool = True) -> RunSummary:
+    """All candidates through the run path, as one run (grouped by variant and devices for `plan`)."""
+    groups: dict[tuple[str, tuple[str, ...]], list[ModelSpec]] = {}
+    for c in candidates:
+        src = replace(ModelSource.open(c.spec_path), name=c.name)
+        calib = compressor.calibration if c.variant in NEEDS_CALIBRATION else None
+        on = tuple(d.id for d in devices if (d.id, c.name) not in skips)
+        if on:
+            groups.setdefault((c.variant, on), []).append(ModelSpec(src, calib, eval_file))
+    jobs: list[Job] = []
+    for (variant, on), specs in groups.items():
+        jobs += orch.plan(specs, [variant], [d for d in devices if d.id in on], options)
+    return orch.run(jobs, argv, resume=resume, label=label, wait=wait)
+
+
+def collect(store: ResultStore, run_id: str, candidates: list[Candidate], inventory: Inventory,
+            devices: list[Device]) -> tuple[dict[str, list[Point]], dict, dict]:
+    """Per device, one point per candidate measured ok (the median over its processes)."""
+    wide = store.wide(run_id)
+    points: dict[str, list[Point]] = {d.id: [] for d in devices}
+    sources: dict[tuple[str, str], str] = {}
+    failures: dict[tuple[str, str], str] = {}
+    for dev in devices:
+        for c in candidates:
+            rows = wide[(wide["model"] == c.name) & (wide["variant"] == c.variant) & (wide["device_id"] == dev.id)] \
+                if not wide.empty else wide
+            ok = rows[rows["status"] == "ok"] if not rows.empty else rows
+            if ok.empty:
+                errors = rows.get("error", pd.Series(dtype=object))
+                err = next((e for e in errors if isinstance(e, str)), "not measured")
+                failures[(dev.id, c.name)] = err
+                continue
+            values: dict[str, float | None] = {}
+            for metric in ("latency_p50_us", "latency_p90_us", "model_size_bytes", "model_macs", "model_params",
+                           "arena_bytes", "flash_bytes", "peak_rss_kb", "accuracy_top1", "energy_per_inference_uj",
+                           "energy_estimate_per_inference_uj"):
+                vals = [float(v) for v in ok[metric] if v is not None and not math.isnan(float(v))] \
+                    if metric in ok else []
+                values[metric] = statistics.median(vals) if vals else None
+            if values["energy_per_inference_uj"] is None:
+                values["energy_per_inference_uj"] = values.pop("energy_estimate_per_inference_uj")
+            if values["model_macs"] is None:
+                values["model_macs"] = c.metrics.get("macs")
+            if values.get("accuracy_top1") is not None:
+                values["accuracy"], sources[(dev.id, c.name)] = values["accuracy_top1"], "device"
+            elif c.metrics.get("host_accuracy") is not None:
+                values["accuracy"], sources[(dev.id, c.name)] = c.metrics["host_accuracy"], "host"
+            else:
+                values["accuracy"] = None
+            points[dev.id].append(Point(c.name, values))
+    return points, sources, failures
+
+
+def decide(points: dict[str, list[Point]], inventory: Inventory, devices: list[Device], budgets: dict[str, float],
+           prefer: str) -> list[DeviceChoice]:
+    out = []
+    for dev in devices:
+        prof = inventory.profile_of(dev)
+        out.append(choose(dev.id, prof.name, points[dev.id], prof.budgets, budgets, prefer))
+    return out
+
+
+def run_sweep(orch: Orchestrator, compressor: Compressor, candidates: list[Candidate], devices: list[Device],
+              options: RunOptions, argv: list[str], eval_file: Path | None, budgets: dict[str, float],
+              prefer: str = "accuracy", resume: bool = False, label: str | None = None, wait: bool = True
+              ) -> SweepResult:
+    skips = mcu_skips(candidates, devices)
+    summary = measure(orch, compressor, candidates, devices, options, argv, eval_file, skips, resume, label, wait)
+    points, sources, failures = collect(orch.store, summary.run_id, candidates, orch.inventory, devices)
+    failures.update(skips)
+    choices = decide(points, orch.inventory, devices, budgets, prefer)
+    return SweepResult(summary, candidates, points, sources, choices, failures, budgets)
+
+
+# ------------------------------------------------------------------ output
+
+
+def _fmt(value: float | None, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "pct":
+        return f"{value * 100:.2f} %"
+    if kind == "int":
+        return f"{int(round(value)):,}"
+    return f"{value:.{kind[1]}f}"
+
+
+def table_rows(res: SweepResult) -> list[dict[str, Any]]:
+    """One row per device x candidate (measured or not), in device then candidate order."""
+    rows = []
+    by_name = {c.name: c for c in res.candidates}
+    for choice in res.choices:
+        pts = {p.name: p for p in res.points.get(choice.device, [])}
+        for c in res.candidates:
+            p = pts.get(c.name)
+            v = choice.verdicts.get(c.name)
+            row: dict[str, Any] = {"device": choice.device, "profile": choice.profile, "candidate": c.name,
+                                   "recipe": c.label or "(uncompressed)", "variant": c.variant,
+                                   "lineage": by_name[c.name].leaf[:12]}
+            if p is None:
+                row.update(status="error", error=res.failures.get((choice.device, c.name), "not measured"))
+            else:
+                row.update({k: p.get(k) for k, _, _ in COLUMNS})
+                row["accuracy_source"] = res.sources.get((choice.device, c.name))
+                row["pareto"] = bool(v and v.pareto)
+                row["meets_budgets"] = bool(v and v.meets)
+                row["ruled_out_by"] = v.ruled_out_by if v else []
+                row["chosen"] = choice.choice == c.name
+                row["status"] = "ok"
+            rows.append(row)
+    return rows
+
+
+def _short(text: str, n: int = 90) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def format_table(res: SweepResult) -> str:
+    headers = ["device", "candidate", "variant"] + [h for _, h, _ in COLUMNS] + ["front", "budgets"]
+    lines = []
+    for r in table_rows(res):
+        if r["status"] != "ok":
+            why = r["error"] if r["error"].startswith("not measured") else f"error: {r['error']}"
+            cells = [r["device"], r["candidate"], r["variant"]] + ["-"] * len(COLUMNS) + ["", _short(why)]
+        else:
+            acc = _fmt(r["accuracy"], "pct") + ("*" if r.get("accuracy_source") == "host" else "")
+            cells = [r["device"], r["candidate"] + (" <- chosen" if r["chosen"] else ""), r["variant"], acc] + \
+                [_fmt(r[k], f) for k, _, f in COLUMNS[1:]] + \
+                ["yes" if r["pareto"] else "", "ok" if r["meets_budgets"] else "; ".join(r["ruled_out_by"])]
+        lines.append(cells)
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *lines)]
+    out = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths)) for cells in lines]
+    notes = []
+    if any(r.get("accuracy_source") == "host" for r in table_rows(res)):
+        notes.append("* accuracy on the host (LiteRT interpreter, same evaluation data): the device measured none")
+    for ch in res.choices:
+        if ch.choice is None:
+            notes.append(f"{ch.device}: no candidate meets the budgets")
+        else:
+            notes.append(f"{ch.device}: choose {ch.choice} (best {ch.prefer} within budgets; front over "
+                         f"{', '.join(ch.objectives) or 'nothing'})")
+    return "\n".join(out + [""] + notes)
+
+
+def to_json(res: SweepResult, model: Path) -> dict[str, Any]:
+    by_name = {c.name: c for c in res.candidates}
+    devices = {}
+    rows = table_rows(res)
+    for ch in res.choices:
+        chosen = by_name.get(ch.choice) if ch.choice else None
+        devices[ch.device] = {
+            "profile": ch.profile, "objectives": ch.objectives, "prefer": ch.prefer, "front": ch.front,
+            "choice": ch.choice,
+            "artifact": str(chosen.artifact) if chosen else None,
+            "artifact_sha256": chosen.artifact_sha256 if chosen else None,
+            "lineage": chosen.leaf if chosen else None,
+            "candidates": [{k: v for k, v in r.items() if k not in ("device", "profile")}
+                           for r in rows if r["device"] == ch.device],
+        }
+    return {
+        "schema": SCHEMA, "run_id": res.run.run_id, "model": str(model), "budgets": res.budgets,
+        "candidates": [{"name": c.name, "recipe": c.label, "recipe_file": str(c.recipe.path) if c.recipe else None,
+                        "grid": c.recipe.grid if c.recipe else {}, "variant": c.variant, "artifact": str(c.artifact),
+                        "artifact_sha256": c.artifact_sha256, "lineage": [n.id for n in c.nodes],
+                        "host": c.metrics} for c in res.candidates],
+        "devices": devices,
+    }
+
+
+def render_html(res: SweepResult, model: Path) -> str:
+    from harness.report import html as report_html
+
+    body = [f"<h1>hil sweep: {html.escape(model.name)}</h1>",
+            f'<p class="note">run {html.escape(res.run.run_id)}; {len(res.candidates)} candidates; front objectives '
+            "per device below; red = Pareto-optimal, ring = chosen, grey cross = outside a budget</p>"]
+    rows = table_rows(res)
+    for ch in res.choices:
+        pts = res.points.get(ch.device, [])
+        body.append(f"<h2>{html.escape(ch.device)} ({html.escape(ch.profile)})</h2>")
+        verdict = (f"choice: <b>{html.escape(ch.choice)}</b> (best {ch.prefer} within budgets)" if ch.choice
+                   else "<b>no candidate meets the budgets</b>")
+        body.append(f"<p>{verdict}; front over {html.escape(', '.join(ch.objectives) or 'nothing')}</p>")
+        if pts and all(p.get("accuracy") is not None and p.get("latency_p50_us") is not None for p in pts):
+            body.append(report_html._img(f"fig-front-{ch.device}", front_figure(ch, pts),
+                                         f"accuracy vs latency on {ch.device}"))
+        headers = ["candidate", "variant", "front", "budgets"] + [h for _, h, _ in COLUMNS]
+        trs, classes = [], []
+        for r in rows:
+            if r["device"] != ch.device:
+                continue
+            if r["status"] != "ok":
+                skipped = r["error"].startswith("not measured")
+                trs.append([r["candidate"], r["variant"], "", r["error"] if skipped else f"error: {r['error']}"]
+                           + ["-"] * len(COLUMNS))
+                classes.append("skip" if skipped else "fail")
+                continue
+            trs.append([r["candidate"] + (" (chosen)" if r["chosen"] else ""), r["variant"],
+                        "yes" if r["pareto"] else "",
+                        "ok" if r["meets_budgets"] else "; ".join(r["ruled_out_by"])] +
+                       [_fmt(r[k], f) for k, _, f in COLUMNS])
+            classes.append("improvement" if r["chosen"] else ("" if r["meets_budgets"] else "skip"))
+        body.append(report_html._table(headers, trs, classes))
+    return report_html._page(f"hil sweep {model.name}", body)
+
+
+def front_figure(ch: DeviceChoice, pts: list[Point]):
+    """Accuracy vs latency (marker area ~ size), front members red (the front may also be decided by size,
+    energy or arena, so it is not drawn as a line in this plane), the choice ringed."""
+    from harness.report import plots
+
+    fig = plots._figure(7.5, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    pts = sorted(pts, key=lambda p: p.get("latency_p50_us") or 0.0)
+    lat = [p.get("latency_p50_us") or 0.0 for p in pts]
+    acc = [(p.get("accuracy") or 0.0) * 100 for p in pts]
+    size = [p.get("model_size_bytes") or 0.0 for p in pts]
+    biggest = max(size) if size and max(size) > 0 else 1.0
+    colors = ["#d62728" if ch.verdicts[p.name].pareto else "#7f7f7f" for p in pts]
+    area = [40 + 400 * s / biggest for s in size]
+    ax.scatter(lat, acc, s=area, c=colors, alpha=0.7, edgecolors="black", zorder=3)
+    for p, x, y in zip(pts, lat, acc):
+        if not ch.verdicts[p.name].meets:
+            ax.scatter([x], [y], marker="x", c="#555555", s=60, zorder=4)
+        if p.name == ch.choice:
+            ax.scatter([x], [y], s=500, facecolors="none", edgecolors="#2e7d32", linewidths=2.5, zorder=5)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency p50 (us, log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"{ch.device}: {len(pts)} candidates, front over {', '.join(ch.objectives)}", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    plots.place_labels(fig, ax, [(x, y, p.name.split("+", 1)[-1], math.sqrt(a))
+                                 for p, x, y, a in zip(pts, lat, acc, area)])
+    return fig
+
+
+def log_summary(res: SweepResult, log: Callable[[str], None]) -> None:
+    for ch in res.choices:
+        if ch.choice:
+            log(f"sweep: {ch.device}: {ch.choice}")
+        else:
+            log(f"sweep: {ch.device}: no candidate within budgets")
+
+
+def write_outputs(res: SweepResult, model: Path, json_path: Path | None, html_path: Path | None) -> None:
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(to_json(res, model), indent=1, default=float) + "\n")
+    if html_path is not None:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(render_html(res, model))
+
