@@ -16,13 +16,12 @@ import json
 import math
 import re
 import sqlite3
-import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sim_process
 import yaml
 from conftest import REPO, hil
 
@@ -47,24 +46,8 @@ INPUT = np.float32(0.5).tobytes()
 US = 2000  # simulated microseconds per inference
 
 
-@contextmanager
 def simulator(*args: str, link: Path | None = None):
-    cmd = [sys.executable, "-m", "harness", "mcu-sim", str(SINE), *args]
-    if link is not None:
-        cmd += ["--link", str(link)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = []
-    try:
-        for line in proc.stdout:  # the simulator says where it serves once it is ready
-            out.append(line)
-            if line.startswith("serving on "):
-                break
-        else:
-            raise AssertionError(f"mcu-sim exited early: {''.join(out)}")
-        yield line.split()[2], "".join(out)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    return sim_process.simulator(SINE, *args, link=link)
 
 
 @contextmanager

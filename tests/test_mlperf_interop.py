@@ -18,7 +18,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO, hil
+from sim_process import simulator
 
 from harness.errors import ConfigError
 from harness.mcu.serial import session
@@ -203,24 +203,6 @@ def test_conventions_and_their_checks():
 
 
 # ---------------------------------------------------------------------------------- the simulator
-
-
-@contextmanager
-def simulator(model: Path, *args: str, link: Path | None = None):
-    cmd = [sys.executable, "-m", "harness", "mcu-sim", str(model), *args] + (["--link", str(link)] if link else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = []
-    try:
-        for line in proc.stdout:
-            out.append(line)
-            if line.startswith("serving on "):
-                break
-        else:
-            raise AssertionError(f"mcu-sim exited early: {''.join(out)}")
-        yield line.split()[2], "".join(out)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @contextmanager
