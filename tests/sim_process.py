@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness.mcu.serial.link import SerialLink
+from harness.mcu.serial.protocol import TIMER_WRAP, ProtocolClient
+
 
 @contextmanager
 def simulator(model: Path, *args: str, link: Path | None = None) -> Iterator[tuple[str, str]]:
@@ -28,3 +31,21 @@ def simulator(model: Path, *args: str, link: Path | None = None) -> Iterator[tup
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextmanager
+def client_on(port: str, *, infer_timeout: float, timer_wrap_us: int = TIMER_WRAP) -> Iterator[ProtocolClient]:
+    """A protocol client on the simulator's pty, resynced and identified; its log lines are kept in
+    `client.log_lines`."""
+    log: list[str] = []
+    link = SerialLink(port, 115200, "sim")
+    link.open()
+    client = ProtocolClient(link, "sim", timeout=2.0, infer_timeout=infer_timeout, timer_wrap_us=timer_wrap_us,
+                            log=log.append)
+    client.log_lines = log  # type: ignore[attr-defined]
+    try:
+        client.resync()
+        client.identify()
+        yield client
+    finally:
+        link.close()

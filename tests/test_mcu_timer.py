@@ -16,7 +16,6 @@ import json
 import math
 import re
 import sqlite3
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +27,7 @@ from conftest import REPO, hil
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import load_profile
 from harness.mcu.serial import session
-from harness.mcu.serial.link import SerialLink
-from harness.mcu.serial.protocol import TIMER_WRAP, ProtocolClient, check_lap
+from harness.mcu.serial.protocol import TIMER_WRAP, check_lap
 
 
 def _sine() -> Path:
@@ -50,19 +48,8 @@ def simulator(*args: str, link: Path | None = None):
     return sim_process.simulator(SINE, *args, link=link)
 
 
-@contextmanager
 def client_on(port: str, wrap_us: int = TIMER_WRAP):
-    log: list[str] = []
-    link = SerialLink(port, 115200, "sim")
-    link.open()
-    client = ProtocolClient(link, "sim", timeout=2.0, infer_timeout=5.0, timer_wrap_us=wrap_us, log=log.append)
-    client.log_lines = log
-    try:
-        client.resync()
-        client.identify()
-        yield client
-    finally:
-        link.close()
+    return sim_process.client_on(port, infer_timeout=5.0, timer_wrap_us=wrap_us)
 
 
 def plan(windows: int, window_s: float, wrap_s: float = TIMER_WRAP / 1e6) -> session.PerfPlan:

@@ -18,19 +18,18 @@ import re
 import shutil
 import sqlite3
 import subprocess
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from conftest import REPO, hil
+from sim_process import client_on as sim_process_client
 from sim_process import simulator
 
 from harness.errors import ConfigError
 from harness.mcu.serial import session
-from harness.mcu.serial.link import SerialLink
-from harness.mcu.serial.protocol import ProtocolClient, parse_results
+from harness.mcu.serial.protocol import parse_results
 from harness.models import mlperf
 
 AD_N = 32  # elements of one anomaly-detection window (ad01 has 640: 5 frames x 128 mels)
@@ -205,17 +204,8 @@ def test_conventions_and_their_checks():
 # ---------------------------------------------------------------------------------- the simulator
 
 
-@contextmanager
 def client_on(port: str):
-    link = SerialLink(port, 115200, "sim")
-    link.open()
-    client = ProtocolClient(link, "sim", timeout=2.0, infer_timeout=10.0)
-    try:
-        client.resync()
-        client.identify()
-        yield client
-    finally:
-        link.close()
+    return sim_process_client(port, infer_timeout=10.0)
 
 
 def test_simulated_stock_ad01_takes_float_windows_and_answers_one_value(models):
