@@ -84,11 +84,24 @@ class ScriptedDevice:
             pass
 
     def close(self) -> None:
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Stop the device thread before its fd number can be reused.
+
+        Closing the master while the thread may still call os.read(self.master) would let a later
+        test's os.openpty() get the same fd number and this thread steal that test's bytes (seen in
+        CI as a binary payload that never fully arrived). Closing every slave end first makes the
+        master read fail with EIO, so the thread ends; only then is the master closed.
+        """
+        try:
+            os.close(self.slave)
+        except OSError:
+            pass
+        self.thread.join(timeout=10)
+        if self.thread.is_alive():  # never free the number under a live reader: leak it instead
+            return
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
 
 
 @pytest.fixture()
@@ -97,8 +110,8 @@ def scripted():
 
     def make(steps, **kw):
         dev = ScriptedDevice(steps)
-        made.append(dev)
         link = SerialLink(dev.path, 115200, "h7")
+        made.append((dev, link))
         link.open()
         kw.setdefault("timeout", 3.0)
         kw.setdefault("infer_timeout", 3.0)
@@ -106,7 +119,8 @@ def scripted():
         return dev, client
 
     yield make
-    for dev in made:
+    for dev, link in made:
+        link.close()  # the host's slave end: with it open the master read would never fail
         dev.close()
 
 
