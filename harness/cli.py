@@ -11,8 +11,8 @@ from harness import __version__, log
 from harness.errors import EXIT_OK, EXIT_USAGE, HilError
 
 # Each module in harness/commands registers its own sub-command(s) with `register(subparsers)`.
-COMMAND_MODULES = ["run", "convert", "analyze", "results", "report", "devices", "demo", "mcu_sim", "build", "deploy",
-                   "gate", "baseline", "compare", "calibrate", "sweep", "lineage"]
+COMMAND_MODULES = ["run", "convert", "analyze", "results", "report", "devices", "demo", "mcu_sim", "meter_sim",
+                   "build", "deploy", "gate", "baseline", "compare", "calibrate", "sweep", "lineage"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,5 +1,5 @@
-"""`hil mcu-sim` as a child process for tests: started, waited for by its "serving on" line (no
-sleeps), and always terminated."""
+"""`hil mcu-sim` and `hil meter-sim` as child processes for tests: started, waited for by their
+"serving on" line (no sleeps), and always terminated."""
 
 from __future__ import annotations
 
@@ -16,7 +16,20 @@ from harness.mcu.serial.protocol import TIMER_WRAP, ProtocolClient
 @contextmanager
 def simulator(model: Path, *args: str, link: Path | None = None) -> Iterator[tuple[str, str]]:
     """Yields (the pty path the simulator serves on, its output so far)."""
-    cmd = [sys.executable, "-m", "harness", "mcu-sim", str(model), *args] + (["--link", str(link)] if link else [])
+    with serving("mcu-sim", str(model), *args, link=link) as got:
+        yield got
+
+
+@contextmanager
+def meter(kind: str, wire: Path, *args: str, link: Path | None = None) -> Iterator[tuple[str, str]]:
+    """`hil meter-sim KIND --wire WIRE`: yields (its pty path, its output so far)."""
+    with serving("meter-sim", kind, "--wire", str(wire), *args, link=link) as got:
+        yield got
+
+
+@contextmanager
+def serving(*args: str, link: Path | None = None) -> Iterator[tuple[str, str]]:
+    cmd = [sys.executable, "-m", "harness", *args] + (["--link", str(link)] if link else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = []
     try:
@@ -26,7 +39,7 @@ def simulator(model: Path, *args: str, link: Path | None = None) -> Iterator[tup
             if line.startswith("serving on "):
                 break
         else:
-            raise AssertionError(f"mcu-sim exited early: {''.join(out)}")
+            raise AssertionError(f"{args[0]} exited early: {''.join(out)}")
         yield line.split()[2], "".join(out)
     finally:
         proc.terminate()

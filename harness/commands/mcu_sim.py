@@ -41,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("--flash-file", metavar="PATH",
                    help="on SIGHUP, load the model from PATH and reset (boot banner), as a board does after "
                         "flashing; a profile's mcu.flash_cmd can write PATH and send the signal")
+    p.add_argument("--energy-mode", metavar="WIRE",
+                   help="play firmware built in energy mode: no laps, every timestamp pulls the marker pin "
+                        "low, i.e. sends an edge to the meter emulator listening on the UNIX socket WIRE")
     p.add_argument("--check", action="store_true", help="load and run the model once, print arena usage, exit")
     p.add_argument("--verbose", "-v", action="store_true", help="trace commands on stderr")
     p.set_defaults(func=cmd_mcu_sim)
@@ -66,6 +69,7 @@ def cmd_mcu_sim(args) -> int:
     from harness.mcu.sim.faults import Faults
     from harness.mcu.sim.firmware import Firmware
     from harness.mcu.sim.server import PtyServer, SignalPipe, TcpServer
+    from harness.meters.emulators.wire import MarkerWire
     from harness.models import mlperf
 
     faults = Faults.parse(args.fault, args.seed)
@@ -102,7 +106,8 @@ def cmd_mcu_sim(args) -> int:
     server = TcpServer(args.tcp, args.bind) if args.tcp is not None else PtyServer(args.link)
     fw = Firmware(model, server.write, name=args.name, model_id=args.model_id, stock=args.stock,
                   faults=faults, clock_start_us=args.clock_start, timer_wrap_us=args.timer_wrap_us,
-                  inference_us=args.inference_us, io=io, trace=trace)
+                  inference_us=args.inference_us, io=io, trace=trace,
+                  marker=MarkerWire(args.energy_mode).fall if args.energy_mode else None)
 
     def stop(signum, frame):
         raise SystemExit(0)

@@ -51,12 +51,20 @@ class Budgets(_Strict):
         return value
 
 
+EXTERNAL_METERS = ("ppk2", "lpm01a", "joulescope")  # powered + sampled by the host: harness/meters/
+
+
 class EnergyMeter(_Strict):
-    type: Literal["none", "rapl", "hwmon", "ppk2", "joulescope", "estimate"] = "none"
+    type: Literal["none", "rapl", "hwmon", "ppk2", "lpm01a", "joulescope", "estimate"] = "none"
     path: str | None = None  # hwmon: the device's hwmon directory or its powerN_input file
     sample_rate_hz: float | None = Field(None, gt=0)
     idle_power_mw: float | None = Field(None, ge=0)
     typical_power_mw: float | None = Field(None, gt=0)
+    # external meters (they power the board): supply voltage, the digital input the firmware's
+    # timestamp pin is wired to, and how long the separate idle window lasts
+    supply_mv: float | None = Field(None, gt=0)
+    marker_input: int | None = Field(None, ge=0, le=7)
+    idle_seconds: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _complete(self) -> EnergyMeter:
@@ -71,6 +79,13 @@ class EnergyMeter(_Strict):
                 and self.typical_power_mw < self.idle_power_mw):
             raise ValueError(f"typical_power_mw: {self.typical_power_mw:g} is below idle_power_mw "
                              f"{self.idle_power_mw:g} (the estimate would be negative)")
+        if self.type in EXTERNAL_METERS and self.supply_mv is None:
+            raise ValueError(f"supply_mv: required for type {self.type} (the voltage the meter supplies to "
+                             f"the board, e.g. 3300)")
+        if self.type not in EXTERNAL_METERS:
+            for key in ("supply_mv", "marker_input"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only for meters that power the board ({', '.join(EXTERNAL_METERS)})")
         return self
 
 
@@ -226,12 +241,21 @@ class SerialSettings(_Strict):
 TransportSettings = Annotated[LocalSettings | SshSettings | SerialSettings, Field(discriminator="type")]
 
 
+class MeterConnection(_Strict):
+    """Where this board's external energy meter is attached to the controller (the profile says which
+    kind of meter; which one is a property of the bench)."""
+
+    port: str  # serial port (PPK2, LPM01A; rfc2217:// too) or the Joulescope driver's device path
+    baudrate: int | None = Field(None, gt=0)  # default: the meter's own (LPM01A 3686400)
+
+
 class Device(_Strict):
     """One physical board in the lab."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     profile: str
     transport: TransportSettings
+    meter: MeterConnection | None = None
     tags: list[str] = Field(default_factory=list)
     enabled: bool = True
 

@@ -22,7 +22,7 @@ from harness import __version__, progress
 from harness.core.jobs import Job, RunOptions
 from harness.errors import ConfigError, HilError, InfraError, ModelError
 from harness.lab.config import Device, Inventory
-from harness.lab.energy import estimate as energy_estimate
+from harness.meters.select import on_device
 from harness.models.convert import Calibration, Converter, ModelSource, ModelVariant, check_variant_names
 from harness.models.evaldata import prepare_eval
 from harness.models.shapes import resolve_input_shapes
@@ -432,7 +432,7 @@ class Orchestrator:
             runtime_version=runtime.get("version"), harness_version=__version__,
             git_commit=commits.get(job.key), host=platform.node(), error=error, raw=doc)
         if doc and not doc.get("energy"):
-            doc["energy"] = energy_estimate(doc, job.profile)
+            doc["energy"] = on_device(job.profile).from_runner(doc)
         measurements, samples = flatten(doc) if doc else ([], {})
         if doc and not any(m[0] == "model_size_bytes" for m in measurements):
             measurements.append(("model_size_bytes", float(mv.size_bytes), "B"))

@@ -71,6 +71,8 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, float | None, str]], d
         add("energy_estimate_per_inference_uj", energy.get("energy_per_inference_uj"), "uJ")
     else:
         add("energy_per_inference_uj", energy.get("energy_per_inference_uj"))
+        add("mean_power_mw", energy.get("mean_power_mw"), "mW")  # external meters: during the windows
+        add("idle_power_mw", energy.get("idle_power_mw"), "mW")  # ... and in the separate idle window
     add("cpu_temp_c", _get(doc, "telemetry", "after", "cpu_temp_c"))
     disturbed = _get(doc, "telemetry", "disturbed")
     if disturbed is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.core.jobs import Job
 from harness.errors import InfraError
 from harness.lab.config import Device, DeviceProfile
-from harness.lab.energy import runner_meter_args
+from harness.meters.select import on_device
 
 RUNNER_SCHEMA = "hilbench.runner/1"
 RUNNER_TAG = "[linux_runner]"  # prefix of the runner's own stderr lines
@@ -68,7 +68,7 @@ def runner_args(job: Job, model_path: str, eval_path: str | None) -> list[str]:
         args += ["--input-shape", (f"{name}:" if name else "") + ",".join(str(d) for d in dims)]
     if eval_path:
         args += ["--eval", eval_path]
-    return args + runner_meter_args(job.profile)
+    return args + on_device(job.profile).runner_args()
 
 
 def parse_runner_output(stdout: str, device_id: str, returncode: int, stderr_tail: str) -> dict:

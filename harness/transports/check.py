@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from harness.core.resources import runner_file
 from harness.errors import ConfigError, InfraError
-from harness.lab.config import Device, DeviceProfile, SerialSettings
-from harness.lab.energy import power_file
+from harness.lab.config import EXTERNAL_METERS, Device, DeviceProfile, SerialSettings
+from harness.meters.ondevice import HwmonMeter
 
 PROBE_SCHEMA = "hilbench.probe/1"
 MIN_FREE_BYTES = 100 * 1024 * 1024
@@ -149,7 +149,7 @@ def assess_energy(res: CheckResult, prof: DeviceProfile) -> None:
     if meter.type in ("none", "estimate"):
         res.energy = meter.type
         return
-    if meter.type in ("ppk2", "joulescope"):
+    if meter.type in EXTERNAL_METERS:
         res.energy = f"{meter.type} (external, not checked)"
         return
     if not isinstance(info, dict):
@@ -166,8 +166,7 @@ def assess_energy(res: CheckResult, prof: DeviceProfile) -> None:
                              f"by root only), so results have no energy; profile '{prof.name}' can say "
                              f"energy_meter: {{type: none}}")
         return
-    want = power_file(prof)
-    assert want is not None, "a hwmon meter has a path (profile validation)"
+    want = HwmonMeter(meter, f"profile '{prof.name}'").power_file()
     folder, name = posixpath.split(want)
     sensors = [s for s in info.get("hwmon") or [] if isinstance(s, dict)]
     sensor = next((s for s in sensors if folder in (s.get("path"), s.get("real_path"))), None)

@@ -20,9 +20,11 @@ import time
 
 from harness.core.jobs import Job
 from harness.errors import ConfigError, InfraError
-from harness.lab.config import SerialSettings
-from harness.mcu.serial import session
+from harness.lab.config import EXTERNAL_METERS, SerialSettings
+from harness.mcu.serial import energy_mode, session
 from harness.mcu.serial.protocol import ProtocolClient
+from harness.meters.base import Meter
+from harness.meters.select import meter_for
 from harness.models import mlperf
 from harness.models.inspect.analysis import ModelAnalysis, analyze
 from harness.transports.base import RUNNER_SCHEMA, Transport
@@ -32,6 +34,8 @@ RUNTIME_NAME = "tflm-serial"
 
 class SerialTransport(Transport):
     client: ProtocolClient | None = None
+    meter: Meter | None = None  # opened on the first job that needs it, closed with the transport
+    _said_no_energy = False
 
     def _say(self, msg: str) -> None:
         self.log(f"  [{self.device.id}] {msg}")
@@ -56,7 +60,22 @@ class SerialTransport(Transport):
         self._say(f"connected on {t.port}: {info.name or '?'}, firmware {info.profile or '?'}, "
                   f"model {info.model_id or '?'}, extensions {caps}")
 
+    def _meter(self) -> Meter:
+        if self.meter is None:
+            meter = meter_for(self.profile, self.device)
+            if not meter.external:
+                raise ConfigError(f"device '{self.device.id}': the firmware runs in energy mode (no laps; its "
+                                  f"timestamp pin marks the inferences), but profile '{self.profile.name}' has no "
+                                  f"external energy meter (energy_meter: type ppk2, lpm01a or joulescope) to "
+                                  f"time them; flash a performance-mode firmware or configure the meter")
+            meter.open()
+            self.meter = meter
+        return self.meter
+
     def close(self) -> None:
+        if self.meter is not None:
+            self.meter.close()
+            self.meter = None
         if self.client is not None:
             self.client.link.close()
             self.client = None
@@ -94,7 +113,16 @@ class SerialTransport(Transport):
             raise InfraError(f"{artifact}: input encoding produced {len(perf_input)} bytes, expected "
                              f"{session.wire_bytes(conv, spec)}")
         plan = session.PerfPlan.from_options(job.options, job.profile)
-        perf = session.performance(client, perf_input, plan, n_outputs, self._say)
+        external = self.profile.energy_meter.type in EXTERNAL_METERS
+        if (client.probe_timestamp_mode() if external else client.info.timestamp_mode) == "energy":
+            perf = energy_mode.performance(client, self._meter(), self.profile.energy_meter, perf_input, plan,
+                                           n_outputs, self._say)
+        else:
+            perf = session.performance(client, perf_input, plan, n_outputs, self._say)
+            if external and not self._said_no_energy:
+                self._said_no_energy = True
+                self._say(f"warning: the firmware runs in performance mode, so the {self.profile.energy_meter.type} "
+                          f"cannot tell its inferences apart: no energy (build the firmware in energy mode)")
         arena = client.arena()
         acc = None
         if job.eval_file and t.accuracy_samples > 0:
@@ -134,7 +162,7 @@ class SerialTransport(Transport):
             "windows": perf["windows"],
             "memory": memory,
             "telemetry": None,
-            "energy": None,
+            "energy": perf.get("energy"),
             "accuracy": acc,
             "flash": flash,
             "link": dict(zip(("resyncs", "retries", "noise_lines", "dbbin_fallbacks"),

@@ -22,8 +22,8 @@ READ_SLICE = 0.05
 MAX_LINE = 64 * 1024  # a line longer than this is noise (the reference never prints more than a few KiB)
 
 
-def open_port(port: str, baudrate: int, device_id: str):
-    """pyserial port object for a path, COM name or URL; InfraError naming device and port."""
+def open_port(port: str, baudrate: int, device_id: str, who: str | None = None):
+    """pyserial port object for a path, COM name or URL; InfraError naming device (or `who`) and port."""
     import serial
 
     kwargs = {"baudrate": baudrate, "timeout": READ_SLICE}
@@ -38,7 +38,7 @@ def open_port(port: str, baudrate: int, device_id: str):
         return serial.serial_for_url(url, **kwargs)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise InfraError(f"device '{device_id}': cannot open serial port {port}: {reason}") from None
+        raise InfraError(f"{who or f'device {device_id!r}'}: cannot open serial port {port}: {reason}") from None
 
 
 def _clean(raw: bytes) -> str:

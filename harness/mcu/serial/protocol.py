@@ -408,6 +408,16 @@ class ProtocolClient:
         self.info.caps = {c.strip() for c in caps.split(",") if c.strip()} if caps is not None else set()
         return self.info
 
+    def probe_timestamp_mode(self) -> str:
+        """performance or energy. Known from the boot banner after a reset; otherwise `timestamp%`
+        tells: a performance-mode firmware prints a lap, an energy-mode one only pulses its pin (no
+        meter is recording between captures, so the pulse is harmless)."""
+        if self.info.timestamp_mode is None:
+            resp = self.transact("timestamp")
+            laps = any(_LAP.match(line) for line in resp.lines)
+            self.info.timestamp_mode = "performance" if laps else "energy"
+        return self.info.timestamp_mode
+
     # ------------------------------------------------------------------ extensions
 
     def arena(self) -> dict | None:
@@ -563,6 +573,33 @@ class ProtocolClient:
         return InferResult(n=n, warmup=warmup, t0=parsed["t0"], t1=parsed["t1"],
                            elapsed_us=parsed["elapsed"], results=parsed["results"],
                            host_seconds=parsed["seconds"])
+
+    def infer_marked(self, n: int, warmup: int = 0, expected_s: float = 0.0) -> tuple[list[float], float]:
+        """`infer N W%` on firmware in energy mode: no laps, the timing is on the meter's marker input.
+        Returns (results, host seconds). Never retried here: a repeated command inside one meter
+        capture would put four edges in it; the energy flow restarts the whole capture instead."""
+        command = f"infer {n} {warmup}"
+        parsed: dict = {}
+
+        def check(r: Response) -> str | None:
+            err = _no_errors(r)
+            if err:
+                return err
+            if any(_LAP.match(line) for line in r.lines):
+                return ("m-lap-us-... timestamps: the firmware runs in performance mode, so its timestamp pin "
+                        "does not mark the inferences for the energy meter (build it in energy mode)")
+            if f"m-infer-start-{n}" not in r.lines or "m-infer-done" not in r.lines:
+                return "m-infer-start/m-infer-done missing or for another count"
+            res_line = r.first("m-results-[")
+            results = parse_results(res_line) if res_line else None
+            if results is None:
+                return "missing or malformed m-results-[...] line"
+            parsed.update(results=results, seconds=r.seconds)
+            return None
+
+        self.transact(command, timeout=self.infer_timeout + 2.0 * expected_s, check=check, retries=0,
+                      last="m-results-")
+        return parsed["results"], parsed["seconds"]
 
 
 def _no_errors(r: Response) -> str | None:

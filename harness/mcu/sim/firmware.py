@@ -10,8 +10,11 @@ Timer: microseconds since boot, wrapping at ``timer_wrap_us`` (2^32: a 32-bit co
 ``%lu``; smaller values play a timer that wraps within a measurement window). With ``inference_us``
 the clock is virtual and deterministic: it advances by exactly that much per inference and by nothing
 else, and the simulator spends the same time on the host's clock, so laps are exact and agree with
-the host's time. I/O conventions (``io``): what ``db load`` carries and ``m-results`` reports, as the
-MLPerf Tiny reference firmware of a benchmark ID does it (``harness/models/mlperf.py``).
+the host's time. Energy mode (``marker``): like firmware built with HB_ENERGY_MODE, the banner says
+``m-timestamp-mode-energy`` and every timestamp is a falling edge on the marker wire (stamped with the
+board clock, `harness/meters/emulators/wire.py`) instead of an ``m-lap-us`` line. I/O conventions
+(``io``): what ``db load`` carries and ``m-results`` reports, as the MLPerf Tiny reference firmware
+of a benchmark ID does it (``harness/models/mlperf.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ CMD_SIZE = 80
 MAX_DB_INPUT_SIZE = 96 * 96 * 3  # the reference firmware's buffer
 DBBIN_IDLE_TIMEOUT_S = 1.0
 BANNER = ("m-timestamp-mode-performance", "m-init-done", "m-ready")
+ENERGY_BANNER = ("m-timestamp-mode-energy", "m-init-done", "m-ready")
 CAPS = ("arena", "dbbin")
 
 
@@ -51,8 +55,10 @@ class Firmware:
     def __init__(self, model: TflmModel, write: Callable[[bytes], None], *, name: str = "hilbench-sim",
                  model_id: str | None = None, stock: bool = False, faults: Faults | None = None,
                  clock_start_us: int = 0, timer_wrap_us: int = 1 << 32, inference_us: int | None = None,
-                 io: mlperf.Convention | None = None, trace: Callable[[str], None] | None = None):
+                 io: mlperf.Convention | None = None, trace: Callable[[str], None] | None = None,
+                 marker: Callable[[int], None] | None = None):
         self.model = model
+        self.marker = marker  # energy mode: the timestamp pin's falling edge, stamped with now_us()
         self.timer_wrap_us = int(timer_wrap_us)
         self.inference_us = inference_us
         self._virtual_us = 0  # inference_us mode: device time spent inferring since boot
@@ -113,7 +119,7 @@ class Firmware:
                 time.sleep(remaining / 1e9)
 
     def boot(self) -> None:
-        for line in BANNER:
+        for line in (ENERGY_BANNER if self.marker is not None else BANNER):
             self._line(line)
 
     # ------------------------------------------------------------------ output
@@ -190,7 +196,7 @@ class Firmware:
         if tok == "name":
             self._line(f"m-name-dut-[{self.name}]")
         elif tok == "timestamp":
-            self._line(f"m-lap-us-{self.now_us()}")
+            self._timestamp()
         elif tok == "profile":
             self._line(f"m-profile-[{self.profile}]")
             self._line(f"m-model-[{self.model_id}]")
@@ -294,18 +300,23 @@ class Firmware:
         self._line("m-warmup-done")
         self._line(f"m-infer-start-{n}")
         invoke = self._invoke
-        t0 = self.now_us()
-        self._line(f"m-lap-us-{t0}")
+        self._timestamp()
         if reboot:
             invoke()
             self._reboot()
         for _ in range(n):
             invoke()
         self._spend_until(start_ns, w + n)
-        t1 = self.now_us()
-        self._line(f"m-lap-us-{t1}")
+        self._timestamp()
         self._line("m-infer-done")
         self._results()
+
+    def _timestamp(self) -> None:
+        """hb_protocol.c timestamp(): a lap line, or in energy mode a pulse on the marker pin."""
+        if self.marker is not None:
+            self.marker(self.now_us())
+        else:
+            self._line(f"m-lap-us-{self.now_us()}")
 
     def _reboot(self) -> None:
         self._trace(f"rebooting during infer #{self.infers} (fault reboot-during-infer)")
