@@ -280,3 +280,21 @@ def test_joulescope_blocks_are_aligned_unpacked_and_integrated():
         meter.stop()
     meter.close()
     assert fake.closed == "u/js220/000415"
+
+
+def test_devices_check_opens_the_meter_and_says_what_the_firmware_measures(workspace):
+    wire = workspace / "wire"
+    with sim_process.meter("lpm01a", wire, link=workspace / "meter"), \
+            sim_process.simulator(SINE, "--energy-mode", str(wire), link=workspace / "dut"):
+        _lab(workspace, "lpm01a", meter_port=str(workspace / "meter"))
+        ok = hil("devices", "check")
+        _lab(workspace, "lpm01a", meter_port=str(workspace / "no-meter"))
+        missing = hil("devices", "check")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    out = ok.stdout + ok.stderr
+    assert "lpm01a ok" in out and "board_id 540619864-1110659081-4784204, firmware 1.0.6" in out
+    assert "the firmware's timestamp pin goes to the LPM01A's D7 input" in out
+    assert "firmware in energy mode: latency and energy come from the meter" in out
+    assert missing.returncode != 0
+    out = missing.stdout + missing.stderr
+    assert "lpm01a MISSING" in out and f"device 'h7': LPM01A: cannot open serial port {workspace / 'no-meter'}" in out

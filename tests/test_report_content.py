@@ -82,6 +82,7 @@ def test_run_report_orders_variants_with_ratios_complexity_and_mcu_columns(tmp_p
     assert by["int8"]["speed-up vs fp32"] == "4.00x" and by["int8"]["size vs fp32"] == "0.25x"
     assert by["int16x8"]["speed-up vs fp32"] == "0.50x"
     assert by["fp32"]["p50"] == "400 us" and by["fp32"]["processes"] == "2"  # median of 380 and 420
+    assert by["fp32"]["inf/s"] == "2500.0" and by["int8"]["inf/s"] == "10000.0"  # 1 s / p50
     assert by["fp32"]["MACs"] == "1.23 M" and by["fp32"]["params"] == "9.8 k"
     assert by["int8"]["top-1 (%)"] == "90.00" and by["asis"]["top-1 (%)"] == "-"
     assert by["int8"]["arena (KiB)"] == "-" and by["int8"]["flash (KiB)"] == "-"  # a Linux board has neither

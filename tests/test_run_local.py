@@ -1,5 +1,6 @@
 """`hil run` end to end on the `local` device with real conversion, runner and SQLite."""
 
+import json
 import os
 import re
 import signal
@@ -115,6 +116,14 @@ def test_tflite_input_runs_asis_and_analyze(workspace, tiny_model):
     assert list(wide["variant"]) == ["asis"] and wide["status"].tolist() == ["ok"]
     a = hil("analyze", artifact, check=True)
     assert "CONV_2D" in a.stdout and "FULLY_CONNECTED" in a.stdout
+    # this exact file was measured: analyze adds its cost on the device (read from the results database)
+    p50 = float(wide["latency_p50_us"].iloc[0])
+    assert "Measured (newest result of this file per device):" in a.stdout
+    line = next(ln for ln in a.stdout.splitlines() if ln.startswith("| local "))
+    assert f"| {1e6 / p50:.1f} |" in line and line.rstrip(" |").endswith(run_id)
+    doc = json.loads(hil("analyze", artifact, "--json", check=True).stdout)
+    assert doc["measured"][0]["inferences_per_second"] == pytest.approx(1e6 / p50)
+    assert "Measured" not in hil("--db", str(workspace / "none.sqlite"), "analyze", artifact, check=True).stdout
 
 
 def test_devices_sharing_this_host_are_measured_one_after_the_other(workspace, tiny_model):

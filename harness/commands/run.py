@@ -21,7 +21,9 @@ def register(sub) -> None:
     p.add_argument("--devices", help="comma list of device ids (default: all enabled devices)")
     p.add_argument("--tags", help="comma list: devices having any of these tags")
     p.add_argument("--calibration", help="representative data .npy/.npz for int8/int16x8, or 'random'")
-    p.add_argument("--eval", dest="eval_file", help=".npz with x (inputs) and y (labels) for accuracy")
+    p.add_argument("--eval", dest="eval_file",
+                   help="accuracy data: an .npz with x (inputs), y (labels) and optionally ref (the float model's "
+                        "classes), or an MLPerf Tiny dataset directory (y_labels.csv + .bin files)")
     common.add_measurement_options(p)
     p.add_argument("--input-shape", action="append", metavar="NAME:D1,D2,...",
                    help="shape to measure a dynamic input at, e.g. serving_default_x:0:1,224,224,3 (repeatable, "

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 
-def _fmt(value, spec: str, scale: float = 1.0, suffix: str = "") -> str:
+def fmt_num(value, spec: str, scale: float = 1.0, suffix: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value / scale:{spec}}{suffix}"
@@ -24,6 +24,13 @@ def fmt_us(value) -> str:
     return "-"
 
 
+def per_second(latency_us) -> float | None:
+    """Inferences per second at a latency (one stream, back to back): what a product spec asks for."""
+    if latency_us is None or (isinstance(latency_us, float) and math.isnan(latency_us)) or latency_us <= 0:
+        return None
+    return 1e6 / latency_us
+
+
 def run_label(run: dict | None) -> str:
     """A run's free-text label ('' when none: the store gives None, a pandas row NaN)."""
     label = (run or {}).get("label")
@@ -32,13 +39,13 @@ def run_label(run: dict | None) -> str:
 
 def _energy(measured, estimated) -> str:
     if measured is not None and not (isinstance(measured, float) and math.isnan(measured)):
-        return _fmt(measured, ".2f")
-    text = _fmt(estimated, ".2f")
+        return fmt_num(measured, ".2f")
+    text = fmt_num(estimated, ".2f")
     return text if text == "-" else f"{text} (estimate)"
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    numeric = ("p50", "p90", "p95", "p99", "runs", ")", "MACs", "params", "processes", "fp32")
+    numeric = ("p50", "p90", "p95", "p99", "inf/s", "runs", ")", "MACs", "params", "processes", "fp32")
     align = ["---:" if h.endswith(numeric) else "---" for h in headers]
     cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # a name never breaks the table
     lines = ["| " + " | ".join(map(cell, headers)) + " |", "| " + " | ".join(align) + " |"]
@@ -131,7 +138,7 @@ def results_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         return [], []
     mcu = any(c in table and table[c].notna().any() for c in ("arena_bytes", "flash_bytes"))
     repeats = bool((table["processes"] > 1).any())
-    headers = ["model", "variant", "device", "profile", "p50", "p90", "p99", "speed-up vs fp32",
+    headers = ["model", "variant", "device", "profile", "p50", "p90", "p99", "inf/s", "speed-up vs fp32",
                "size (KiB)", "size vs fp32", "MACs", "params"]
     headers += ["arena (KiB)", "flash (KiB)"] if mcu else []
     headers += ["peak RSS (MB)", "top-1 (%)", "agreement (%)", "energy/inf (uJ)", "runs"]
@@ -141,14 +148,15 @@ def results_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     for _, r in table.iterrows():
         row = [str(r["model"]), str(r["variant"]), str(r["device_id"]), str(r["profile"]),
                fmt_us(r["latency_p50_us"]), fmt_us(r["latency_p90_us"]), fmt_us(r["latency_p99_us"]),
-               fmt_ratio(r["speedup"]), _fmt(r["model_size_bytes"], ".1f", 1024), fmt_ratio(r["size_ratio"]),
+               fmt_num(per_second(r["latency_p50_us"]), ".1f"), fmt_ratio(r["speedup"]),
+               fmt_num(r["model_size_bytes"], ".1f", 1024), fmt_ratio(r["size_ratio"]),
                fmt_count(r["model_macs"]), fmt_count(r["model_params"])]
         if mcu:
-            row += [_fmt(r["arena_bytes"], ".1f", 1024), _fmt(r["flash_bytes"], ".1f", 1024)]
-        row += [_fmt(r["peak_rss_kb"], ".1f", 1024), _fmt(r["accuracy_top1"], ".2f", 0.01),
-                _fmt(r["agreement"], ".2f", 0.01),
+            row += [fmt_num(r["arena_bytes"], ".1f", 1024), fmt_num(r["flash_bytes"], ".1f", 1024)]
+        row += [fmt_num(r["peak_rss_kb"], ".1f", 1024), fmt_num(r["accuracy_top1"], ".2f", 0.01),
+                fmt_num(r["agreement"], ".2f", 0.01),
                 _energy(r["energy_per_inference_uj"], r["energy_estimate_per_inference_uj"]),
-                _fmt(r["runs"], ".0f")]
+                fmt_num(r["runs"], ".0f")]
         if repeats:
             row.append(str(int(r["processes"])))
         row.append(str(r["runtime"]))
@@ -177,8 +185,8 @@ def render_run(wide: pd.DataFrame, run: dict | None = None) -> str:
             out.append(f"- **{r['model']}/{r['variant']} on {r['device_id']}** ({kind}): {r['error']}")
         out.append("")
     out += ["Latency is the steady-state distribution of `invoke()` after warmup (the median over a job's "
-            "runner processes); speed-up is fp32's p50 / the variant's p50 and size ratio the variant's size / "
-            "fp32's, on the same device; MACs and params come from the model file; peak RSS is the runner "
-            "process high-water mark (VmHWM); energy comes from the meter named in the result (an estimate "
-            "is labelled as such).", ""]
+            "runner processes); inf/s is 1 s / p50 (one stream, back to back); speed-up is fp32's p50 / the "
+            "variant's p50 and size ratio the variant's size / fp32's, on the same device; MACs and params "
+            "come from the model file; peak RSS is the runner process high-water mark (VmHWM); energy comes "
+            "from the meter named in the result (an estimate is labelled as such).", ""]
     return "\n".join(out)

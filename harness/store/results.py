@@ -250,7 +250,8 @@ class ResultStore:
                                [(rid, phase, i, float(v)) for i, v in enumerate(vals)])
         return rid
 
-    def dataframe(self, run_id: str | None = None, include_failed: bool = True) -> pd.DataFrame:
+    def dataframe(self, run_id: str | None = None, include_failed: bool = True,
+                  artifact_sha256: str | None = None) -> pd.DataFrame:
         """Long format: one row per (result, metric); failed jobs appear with metric NaN."""
         cols = ", ".join(f"r.{c}" for c in PROVENANCE_COLUMNS)
         sql = (f"SELECT {cols}, m.metric, m.value, m.unit FROM results r "
@@ -259,6 +260,9 @@ class ResultStore:
         if run_id:
             where.append("r.run_id = ?")
             args.append(run_id)
+        if artifact_sha256:
+            where.append("r.artifact_sha256 = ?")
+            args.append(artifact_sha256)
         if not include_failed:
             where.append("r.status = 'ok'")
         if where:
@@ -281,6 +285,18 @@ class ResultStore:
         base = df.drop(columns=["metric", "value", "unit"]).drop_duplicates("result_id").set_index("result_id")
         ok = df.dropna(subset=["metric"])
         metrics = ok.pivot_table(index="result_id", columns="metric", values="value", aggfunc="first")
+        return base.join(metrics).reset_index()
+
+    def measured_artifact(self, sha256: str) -> pd.DataFrame:
+        """The newest successful result of one artifact on each device (wide: one column per metric):
+        what `hil analyze` adds to a model's static numbers."""
+        df = self.dataframe(include_failed=False, artifact_sha256=sha256)
+        if df.empty:
+            return df
+        newest = df.groupby("device_id")["result_id"].max()
+        df = df[df["result_id"].isin(newest)]
+        base = df.drop(columns=["metric", "value", "unit"]).drop_duplicates("result_id").set_index("result_id")
+        metrics = df.pivot_table(index="result_id", columns="metric", values="value", aggfunc="first")
         return base.join(metrics).reset_index()
 
     def current_result_ids(self, run_id: str | None = None) -> set[int]:

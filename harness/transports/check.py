@@ -305,13 +305,47 @@ def check_device(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -
 
 
 def _check_serial(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> CheckResult:
-    from harness.errors import HilError
-    from harness.mcu.serial.session import connect
-
     t = dev.transport
     if not isinstance(t, SerialSettings):
         raise TypeError(f"device '{dev.id}' uses the {t.type} transport, not serial")
     res = CheckResult(dev.id, "serial", reach="-")
+    meter = _open_external_meter(dev, prof, res)  # it powers the board: before the board is reached
+    try:
+        _check_board(dev, t, res, meter is not None)
+    finally:
+        if meter is not None:
+            meter.close()
+    return res
+
+
+def _open_external_meter(dev: Device, prof: DeviceProfile, res: CheckResult):
+    """A profile's external energy meter, opened (identity read, board powered); None without one."""
+    from harness.errors import HilError
+    from harness.meters.select import meter_for
+
+    kind = prof.energy_meter.type
+    if kind not in EXTERNAL_METERS:
+        res.energy = kind
+        return None
+    try:
+        meter = meter_for(prof, dev)
+        meter.open()
+    except HilError as exc:
+        res.energy = f"{kind} MISSING"
+        res.problems.append(str(exc))
+        return None
+    p = meter.provenance()
+    ident = ", ".join(f"{k} {p[k]}" for k in ("hardware", "board_id", "firmware", "device") if p.get(k))
+    res.energy = f"{kind} ok"
+    res.notes.append(f"energy meter {kind} on {p.get('port') or p.get('device')}: {ident or 'answered'}; supplies "
+                     f"{prof.energy_meter.supply_mv:g} mV; the firmware's timestamp pin goes to {meter.marker_name()}")
+    return meter
+
+
+def _check_board(dev: Device, t: SerialSettings, res: CheckResult, metered: bool) -> None:
+    from harness.errors import HilError
+    from harness.mcu.serial.session import connect
+
     try:
         client = connect(dev.id, t, lambda m: None)
     except HilError as exc:
@@ -319,14 +353,15 @@ def _check_serial(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) 
         res.problems.append(str(exc))
         res.hints.append(f"check the cable/port {t.port} and baudrate {t.baudrate}; is the board flashed "
                          f"(`hil build` + `hil deploy --device {dev.id}`) and not held by another program?")
-        return res
+        return
     try:
         info = client.info
         arena = client.arena()
+        mode = client.probe_timestamp_mode() if metered else info.timestamp_mode
     except HilError as exc:
         res.reach = "yes"
         res.problems.append(str(exc))
-        return res
+        return
     finally:
         client.link.close()
     res.reach = "yes"
@@ -336,7 +371,10 @@ def _check_serial(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) 
     caps = ", ".join(sorted(info.caps)) or "none (stock MLPerf Tiny firmware)"
     res.notes.append(f"firmware '{info.name}', profile {info.profile or '-'}, model {info.model_id or '-'}, "
                      f"extensions: {caps}" + (f", arena used {arena['used']} B" if arena else ""))
-    return res
+    if metered:
+        res.notes.append("firmware in energy mode: latency and energy come from the meter" if mode == "energy" else
+                         "firmware in performance mode: latency from its laps, no energy (build it in energy mode "
+                         "to measure energy)")
 
 
 def check_all(devices: list[tuple[Device, DeviceProfile]], log: Callable[[str], None]) -> list[CheckResult]:
