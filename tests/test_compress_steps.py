@@ -191,3 +191,39 @@ def test_qat_int8_is_at_least_ptq_int8_where_ptq_loses_accuracy(digits):
     assert a.inputs[0].dtype == "int8" and a.outputs[0].dtype == "int8"
     conv_ops = [op for op in a.operators if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
     assert conv_ops and all(a.tensor(op.inputs[1]).dtype == "int8" for op in conv_ops)  # full int8 kernels
+
+
+def test_depth_multiplier_drops_the_later_shape_keeping_blocks():
+    """A student `depth: 0.5` of a teacher with four repeated conv blocks keeps the first two (the stem,
+    the downsampling and the classifier stay); a teacher without such blocks is refused by name."""
+    import keras
+
+    from harness.compress.recipes import DistillStep
+    from harness.compress.structured import depth_multiplied
+    from harness.errors import ConfigError
+    from harness.models.inspect.analysis import analyze
+
+    inp = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
+    for i in range(4):
+        h = keras.layers.Conv2D(8, 3, padding="same", name=f"block{i}")(h)
+        h = keras.layers.BatchNormalization(name=f"bn{i}")(h)
+        h = keras.layers.ReLU(name=f"relu{i}")(h)
+    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="down")(h)  # changes the shape: kept
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    teacher = keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="head")(h))
+    student = depth_multiplied(teacher, 0.5, "r.yaml: steps[0].distill.depth")
+    names = [ly.name for ly in student.layers]
+    assert [n for n in names if n.startswith(("block", "bn", "relu"))] == ["block0", "bn0", "relu0", "block1",
+                                                                             "bn1", "relu1"]
+    assert {"stem", "down", "head"} <= set(names) and student.output_shape == teacher.output_shape
+    t, s = (analyze_blob(to_tflite(m), analyze) for m in (teacher, student))
+    block_macs = 12 * 12 * 9 * 8 * 8
+    assert t.total_macs - s.total_macs == 2 * block_macs  # exactly two blocks' convolutions are gone
+    assert DistillStep(depth=0.5, width=0.5).depth == 0.5  # both multipliers stack
+    with pytest.raises(ValueError, match="give either 'student'"):
+        DistillStep()
+    flat = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(3)])
+    with pytest.raises(ConfigError, match=r"r\.yaml: steps\[0\]\.distill\.depth: the model has no block whose "
+                                          r"output keeps its input's shape"):
+        depth_multiplied(flat, 0.5, "r.yaml: steps[0].distill.depth")

@@ -122,10 +122,15 @@ def make_student(step: DistillStep, teacher, recipe_dir: Path, where: str):
         loaded = load_model(path, f"{where}.student")
         student = keras.models.clone_model(loaded)  # same architecture, freshly initialised weights
     else:
-        from harness.compress.structured import width_multiplied
+        from harness.compress.structured import depth_multiplied, width_multiplied
 
-        assert step.width is not None
-        student = width_multiplied(teacher, step.width, f"{where}.width")
+        student = teacher
+        if step.depth is not None:
+            student = depth_multiplied(student, step.depth, f"{where}.depth")
+        if step.width is not None:
+            student = width_multiplied(student, step.width, f"{where}.width")
+        elif step.depth is None:  # pragma: no cover - the recipe validator requires one of them
+            raise ConfigError(f"{where}: no student, width or depth")
     check_student(student, teacher, f"{where}.student")
     return student
 

@@ -120,6 +120,7 @@ class DistillStep(_TrainStep):
 
     student: str | None = None                     # a .keras file (fresh weights are trained)
     width: float | None = Field(None, gt=0, le=1)  # or: the teacher with this width multiplier
+    depth: float | None = Field(None, gt=0, le=1)  # and/or: this share of its shape-keeping blocks
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)          # weight of the soft (teacher) loss; 1 - alpha: labels
     teachers: list[TeacherRef] = Field(default_factory=lambda: [TeacherRef()], min_length=1)
@@ -128,8 +129,10 @@ class DistillStep(_TrainStep):
 
     @model_validator(mode="after")
     def _student(self) -> DistillStep:
-        if (self.student is None) == (self.width is None):
-            raise ValueError("give exactly one of 'student' (a .keras file) or 'width' (multiplier of the teacher)")
+        derived = self.width is not None or self.depth is not None
+        if (self.student is None) == (not derived):
+            raise ValueError("give either 'student' (a .keras file) or 'width' and/or 'depth' (multipliers of "
+                             "the teacher)")
         return self
 
 
