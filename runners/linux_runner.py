@@ -112,6 +112,9 @@ def parse_args(argv):
     p.add_argument("--eval", default=None, metavar="FILE.npz",
                    help="npz with x (float inputs), optional y (labels), optional ref")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input data")
+    p.add_argument("--paired-model", default=None, metavar="PATH",
+                   help="also load this model and time both interleaved in short blocks (A B B A ...) in "
+                        "this one process: the gate's confirmation compares them under the same conditions")
     p.add_argument("--input-shape", action="append", default=None, metavar="NAME:D1,D2,...",
                    help="shape of a dynamic input, applied with resize_tensor_input before "
                         "allocate_tensors (repeatable, or comma-separated NAME:dims entries; "
@@ -886,6 +889,60 @@ def timed_loop(invoke, min_runs, min_ns, max_ns, pc):
             return samples, elapsed, "min_reached"
 
 
+PAIRED_BLOCK_NS = 5 * 1000 * 1000  # one block of invocations of one model lasts about this long
+
+
+def paired_loop(invoke_a, invoke_b, block, min_runs, min_ns, max_ns, pc):
+    """Blocks of `block` invocations of A and B in the order A B B A (repeated) until both have
+    min_runs samples and min_ns elapsed, or max_ns. Why blocks of a few milliseconds: the speed of a
+    shared or virtual CPU drifts over tens of milliseconds and more (the same model's floor differs
+    by up to 10 % between two processes started back to back), so two models timed within
+    milliseconds of each other see the same machine, while whole blocks keep each model's caches
+    warm. Returns (samples_a, samples_b, elapsed_ns, stop_reason)."""
+    sa, sb = array.array("q"), array.array("q")
+    order = ((invoke_a, sa), (invoke_b, sb), (invoke_b, sb), (invoke_a, sa))
+    k = 0
+    start = pc()
+    while True:
+        invoke, samples = order[k % 4]
+        k += 1
+        append = samples.append
+        for _ in range(block):
+            t0 = pc()
+            invoke()
+            t1 = pc()
+            append(t1 - t0)
+        elapsed = t1 - start
+        if elapsed >= max_ns:
+            return sa, sb, elapsed, "max_seconds"
+        if k % 4 == 0 and min(len(sa), len(sb)) >= min_runs and elapsed >= min_ns:
+            return sa, sb, elapsed, "min_reached"
+
+
+def load_paired(rt, np, args, pc):
+    """The --paired-model interpreter, inputs set like the main model's, warmed up like it."""
+    path = os.path.abspath(args.paired_model)
+    size = check_model_file(path)
+    try:
+        interp = make_interpreter(rt, path, args.num_threads, not args.no_xnnpack)
+        apply_input_shapes(interp, args.input_shape, path)
+        interp.allocate_tensors()
+        rng = np.random.default_rng(args.seed)
+        for d in interp.get_input_details():
+            interp.set_tensor(d["index"], random_input(np, rng, tuple(d["shape"]), d["dtype"]))
+        t0 = pc()
+        interp.invoke()
+        first_ns = pc() - t0
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise RunnerError("cannot run paired model %s: %s" % (path, _one_line(exc)), "model")
+    warmup_loop(interp.invoke, max(1, args.warmup_runs), int(args.warmup_seconds * 1e9),
+                int(args.max_seconds * 1e9), pc, array.array("q", bytes(8)))
+    return interp, {"path": path, "size_bytes": size, "sha256": sha256_file(path),
+                    "first_inference_us": first_ns / 1000.0}
+
+
 def warmup_loop(invoke, min_runs, min_ns, max_ns, pc, kept):
     """Like `timed_loop`, but keeps only the first len(kept) samples in a buffer allocated before the
     model was loaded, so that warmup never grows the process after the model-memory reading.
@@ -1012,6 +1069,7 @@ def run(args):
                             "total_us": wtotal / 1000.0}
         log("init %.1f ms, first inference %.3f ms, warmup %d runs"
             % (init_ns / 1e6, first_ns / 1e6, wcount))
+        paired = load_paired(rt, np, args, pc) if args.paired_model else None
 
         # ---- steady state
         tel_before = telemetry_snapshot()
@@ -1022,8 +1080,15 @@ def run(args):
             except (RunnerError, OSError) as exc:
                 meter_problem = _one_line(exc)
         e0 = rapl_read()
-        samples, elapsed_ns, reason = timed_loop(invoke, args.min_runs,
-                                                 int(args.min_seconds * 1e9), max_ns, pc)
+        if paired is not None:
+            mean_ns = max(1.0, wtotal / wcount if wcount else first_ns)
+            block = max(1, int(round(PAIRED_BLOCK_NS / mean_ns)))
+            samples, samples_b, elapsed_ns, reason = paired_loop(
+                invoke, paired[0].invoke, block, args.min_runs, int(args.min_seconds * 1e9), max_ns, pc)
+            paired[1]["block"] = block
+        else:
+            samples, elapsed_ns, reason = timed_loop(invoke, args.min_runs,
+                                                     int(args.min_seconds * 1e9), max_ns, pc)
         e1 = rapl_read()
         power = None
         if sampler is not None:
@@ -1045,6 +1110,11 @@ def run(args):
     log("steady %d runs in %.2f s (%s): p50 %.1f us [%.1f, %.1f], p99 %.1f us"
         % (lat["count"], lat["window_s"], STOP_REASONS.get(reason, reason), lat["p50"],
            lat["median_ci_low"], lat["median_ci_high"], lat["p99"]))
+    if paired is not None:
+        lat_b = summarize([s / 1000.0 for s in samples_b])
+        result["paired"] = dict(paired[1], latency_us=lat_b, order="ABBA")
+        log("paired model: p50 %.1f us (%d runs, blocks of %d), %.4f x this model's p50"
+            % (lat_b["p50"], lat_b["count"], paired[1]["block"], lat_b["p50"] / lat["p50"]))
 
     result["memory"] = {"rss_before_load_kb": rss_before, "rss_after_load_kb": rss_after,
                         "peak_rss_kb": peak,

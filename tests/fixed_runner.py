@@ -26,7 +26,10 @@ def main(argv: list[str]) -> int:
     script_path = os.environ["HILBENCH_FIXED_LATENCY"]
     with open(script_path) as f:
         script = json.load(f)
-    level = next(v for k, v in script["levels"].items() if sha.startswith(k)) * script.get("factor", 1.0)
+    def level_of(sha):
+        return next(v for k, v in script["levels"].items() if sha.startswith(k)) * script.get("factor", 1.0)
+
+    level = level_of(sha)
     counter = script_path + ".count"
     calls = int(open(counter).read()) if os.path.exists(counter) else 0
     with open(counter, "w") as f:
@@ -43,6 +46,15 @@ def main(argv: list[str]) -> int:
            "init_us": 100.0, "first_inference_us": level, "latency_us": lat,
            "memory": {"model_memory_kb": 1000, "peak_rss_kb": 50000},
            "telemetry": {"disturbed": False, "throttled": None}, "energy": None, "accuracy": None}
+    if "--paired-model" in args:  # the gate's in-process confirmation: both models, same "process"
+        paired = args[args.index("--paired-model") + 1]
+        pblob = open(paired, "rb").read()
+        psha = hashlib.sha256(pblob).hexdigest()
+        plevel = level_of(psha)
+        pripple = 1.0 + 0.001 * ((calls * 3) % 5 - 2) / 2  # a ripple of its own: ratios keep a spread
+        doc["paired"] = {"path": paired, "size_bytes": len(pblob), "sha256": psha, "order": "ABBA", "block": 1,
+                         "latency_us": runner.summarize([plevel * pripple * (1.0 + 0.0005 * ((i * 5) % 7 - 3))
+                                                         for i in range(200)])}
     print(json.dumps(doc))
     return 0
 

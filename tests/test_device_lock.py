@@ -127,6 +127,20 @@ def test_no_wait_fails_fast_with_one_line_and_writes_no_run(lab):
         held.release()
 
 
+def test_devices_check_leaves_a_device_being_measured_alone(lab):
+    held = DeviceLock(dev(lab["device"]), run_id="nightly-2")
+    assert held.acquire(wait=False)
+    try:
+        busy = hil("devices", "check")
+    finally:
+        held.release()
+    assert f"dut: SKIP (device 'dut' is busy: in use by pid {os.getpid()}" in busy.stdout, busy.stdout
+    assert "run nightly-2" in busy.stdout
+    free = hil("devices", "check")  # now it is checked (the fixed-clock double's probe is minimal: FAIL)
+    assert "| dut | local | local |" in free.stdout and "SKIP" not in free.stdout, free.stdout + free.stderr
+    assert DeviceLock(dev(lab["device"])).acquire(wait=False)  # and the check let go of it
+
+
 def _failed_first_run(lab) -> str:
     """A run whose 4 jobs all failed (the runner could not start): the run a nightly resumes."""
     p = hil("run", "net.tflite", *FAST, "--repeats", "4",

@@ -476,3 +476,29 @@ def test_power_file_sampling_gives_energy_per_inference(tmp_path, models):
     assert missing.returncode == 0 and missing_doc["energy"] is None
     assert missing_doc["warnings"] == [f"energy meter: power file {tmp_path / 'nope'} does not exist; "
                                        "this result has no energy"]
+
+
+def test_paired_model_is_timed_in_the_same_process(tmp_path):
+    """--paired-model: the gate's in-process confirmation. Both models get their own latency statistics
+    from one process, in blocks, with the paired model identified by its sha256 (timing values are not
+    asserted: they depend on the host)."""
+    from fixed_lab import tflite_model
+
+    model = tflite_model()
+    other = tmp_path / "other.tflite"
+    other.write_bytes(model.read_bytes())
+    p = subprocess.run([sys.executable, str(RUNNER), "--model", str(model), "--paired-model", str(other),
+                        "--min-runs", "40", "--min-seconds", "0", "--warmup-runs", "2", "--warmup-seconds", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    paired = doc["paired"]
+    assert paired["sha256"] == hashlib.sha256(other.read_bytes()).hexdigest() and paired["order"] == "ABBA"
+    assert paired["block"] >= 1 and paired["latency_us"]["count"] >= 40 and doc["latency_us"]["count"] >= 40
+    # whole blocks of A B B A: both models got the same number of invocations
+    assert doc["latency_us"]["count"] == paired["latency_us"]["count"]
+    assert "paired model: p50" in p.stderr
+    bad = subprocess.run([sys.executable, str(RUNNER), "--model", str(model), "--paired-model",
+                          str(tmp_path / "missing.tflite"), "--min-runs", "5", "--min-seconds", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "missing.tflite" in bad.stdout + bad.stderr

@@ -356,6 +356,20 @@ def test_build_for_a_device_then_deploy(built, tmp_path):
     mid = built["manifest"]["model"]["model_id"]
     assert f"flashing {mid} to /dev/ttyFAKE0 at 115200 from {bundle}" in (bundle / "logs" / "flash.log").read_text()
     assert "build: ok" in proc.stdout and "flash: ok" in proc.stdout
+    # a board that another hilbench process is measuring is never flashed under it
+    from harness.lab.config import load_inventory
+    from harness.run.device_lock import DeviceLock
+
+    env = {"HILBENCH_LOCK_DIR": str(tmp_path / "locks")}
+    held = DeviceLock(load_inventory(lab / "inventory.yaml").device("h7-bench"), run_id="nightly-3",
+                      directory=tmp_path / "locks")
+    assert held.acquire(wait=False)
+    try:
+        busy = hil("--inventory", inv, "deploy", "--device", "h7-bench", str(bundle), "--no-wait", env=env)
+    finally:
+        held.release()
+    assert busy.returncode == 2 and "device 'h7-bench' is busy: in use by pid" in busy.stderr, busy.stderr
+    assert "run nightly-3" in busy.stderr
 
 
 def test_deploy_config_errors(built, tmp_path):

@@ -17,6 +17,7 @@ def register(sub) -> None:
     p.add_argument("--no-build", dest="build", action="store_false", help="only run flash_cmd")
     p.add_argument("--no-flash", dest="flash", action="store_false", help="only run build_cmd")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per command (default: %(default)s)")
+    common.add_lock_options(p)
     p.set_defaults(func=cmd_deploy)
 
 
@@ -29,8 +30,15 @@ def cmd_deploy(args) -> int:
     profile = inv.profile_of(device)
     bundle = Path(args.bundle)
     manifest = load_manifest(bundle)
-    steps = deploy_bundle(device, profile, bundle, manifest, build=args.build, flash=args.flash,
-                          timeout=args.timeout, log=common.log)
+    from harness.run.device_lock import DeviceLock
+
+    lock = DeviceLock(device, command="hil deploy")  # never flash a board in the middle of a measurement
+    lock.acquire(wait=args.wait, log=common.log)
+    try:
+        steps = deploy_bundle(device, profile, bundle, manifest, build=args.build, flash=args.flash,
+                              timeout=args.timeout, log=common.log)
+    finally:
+        lock.release()
     for s in steps:
         print(f"{s.step}: ok ({s.seconds:.1f} s), log {s.log}")
     return 0

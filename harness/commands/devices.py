@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from harness.commands import common
 from harness.errors import EXIT_INFRA, ConfigError, InfraError
 from harness.report.run_markdown import markdown_table
@@ -39,6 +41,20 @@ def cmd_list(args) -> int:
     return 0
 
 
+@contextmanager
+def _device_lock(device):
+    """A check opens the board's port and runs a probe: never while another hilbench process measures
+    the device (it would disturb or break that measurement); busy = skipped, naming the holder."""
+    from harness.run.device_lock import DeviceLock
+
+    lock = DeviceLock(device, command="hil devices check")
+    lock.acquire(wait=False)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def cmd_check(args) -> int:
     from harness.transports.check import HEADERS, check_all
 
@@ -46,7 +62,7 @@ def cmd_check(args) -> int:
     devices = [inv.device(i) for i in args.devices] if args.devices else [d for d in inv.devices if d.enabled]
     if not devices:
         raise ConfigError(f"{inv.path}: no enabled devices")
-    results = check_all([(d, inv.profile_of(d)) for d in devices], common.log)
+    results = check_all([(d, inv.profile_of(d)) for d in devices], common.log, guard=_device_lock)
     print(markdown_table(HEADERS, [r.row() for r in results]))
     print()
     for r in results:

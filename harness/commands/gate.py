@@ -24,8 +24,9 @@ def register(sub) -> None:
     p.add_argument("--no-confirm", dest="confirm", action="store_false",
                    help="do not re-measure tripped or screened comparisons (reference and candidate "
                         "interleaved); the nightly Holm verdict is final")
-    p.add_argument("--confirm-pairs", type=common.count(2), default=5,
-                   help="processes per artifact in a confirmation (default: %(default)s)")
+    p.add_argument("--confirm-pairs", type=common.count(2), default=None,
+                   help="pairs of levels in a confirmation (default: 8 runner processes that each time both "
+                        "artifacts on a Linux device, 5 + 5 alternating flashed processes on an MCU board)")
     p.add_argument("--min-samples", type=int, default=MIN_SAMPLES,
                    help="latency samples a runner process needs for its level to count (default: %(default)s)")
     p.add_argument("--junit", help="write JUnit XML here")

@@ -56,6 +56,9 @@ class Job:
     options: RunOptions
     eval_file: Path | None = None
     repeat: int = 0                  # which of the run's fresh runner processes for this job
+    # the gate's confirmation on a Linux device: a second artifact timed in the same runner process,
+    # interleaved with this one (runner --paired-model); not part of the job's identity
+    paired: ModelVariant | None = None
 
     @property
     def key(self) -> str:

@@ -23,8 +23,9 @@ class MetricRule:
 RULES: dict[str, MetricRule] = {r.name: r for r in [
     # the fastest inference of a process: noise (neighbours, interrupts, frequency dips) can only
     # add time, so the floor of ~1000 inferences is the most repeatable latency level on a shared
-    # host (per-process spread 0.7 % against 10 % for the p50 on a busy 2-core host, see
-    # docs/GATE.md); a model change moves it like every other quantile
+    # host (per-process spread 0.7 % against 10 % for the p50 on a busy 2-core host; but 4-5 % on a
+    # virtual CPU whose speed drifts between processes, benchmarks/gate_power.py); a model change
+    # moves it like every other quantile
     MetricRule("latency_min_us", "sampled", quantile=0.0, label="latency floor (fastest inference)"),
     MetricRule("latency_p50_us", "sampled", quantile=0.5, label="latency p50"),
     MetricRule("latency_p90_us", "sampled", quantile=0.9, label="latency p90"),

@@ -58,8 +58,12 @@ from harness.store import verdicts as db
 from harness.store.results import ResultStore
 
 # Uncorrected one-sided p below which a comparison beyond its threshold is re-measured even though
-# the gate's Holm let it pass (see `_decide_family`).
-SCREEN_ALPHA = 0.05
+# the gate's Holm let it pass (see `_decide_family`). Lenient on purpose: on a shared or virtual CPU
+# the night-to-night noise of a process level is several per cent (4-5 % for the latency floor on the
+# 2-core CI VM), so a real 5 % slowdown often reads p = 0.05-0.2 on its night; the in-process
+# re-measurement that follows is cheap and decides with Holm over everything re-measured. At 3 %
+# night noise about 6 % of unchanged comparisons are screened (tests/test_gate_processes.py).
+SCREEN_ALPHA = 0.25
 
 
 @dataclass

@@ -99,7 +99,9 @@ def fmt_confirmation(c: Check) -> str:
     if conf.get("impossible"):
         return "not possible: " + conf["impossible"]
     word = "confirmed" if conf.get("confirmed") else "not confirmed"
-    return f"{word}: {conf['effect'] * 100:+.2f} % (p={conf['p']:.2g}, {conf['n']}+{conf['n']} processes)"
+    n = conf["n"]
+    how = f"{n} processes timing both" if conf.get("method") == "in-process" else f"{n}+{n} processes"
+    return f"{word}: {conf['effect'] * 100:+.2f} % (p={conf['p']:.2g}, {how})"
 
 
 def check_row(k, c: Check) -> list[str]:

@@ -54,7 +54,7 @@ class Transport:
         self.close()
 
 
-def runner_args(job: Job, model_path: str, eval_path: str | None) -> list[str]:
+def runner_args(job: Job, model_path: str, eval_path: str | None, paired_path: str | None = None) -> list[str]:
     """Command-line arguments for runners/linux_runner.py (not yet shell-quoted)."""
     o = job.options
     args = ["--model", model_path, "--min-runs", str(o.min_runs), "--min-seconds", str(o.min_seconds),
@@ -68,6 +68,8 @@ def runner_args(job: Job, model_path: str, eval_path: str | None) -> list[str]:
         args += ["--input-shape", (f"{name}:" if name else "") + ",".join(str(d) for d in dims)]
     if eval_path:
         args += ["--eval", eval_path]
+    if paired_path:
+        args += ["--paired-model", paired_path]
     return args + on_device(job.profile).runner_args()
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from harness.core.resources import runner_file
@@ -377,6 +378,23 @@ def _check_board(dev: Device, t: SerialSettings, res: CheckResult, metered: bool
                          "to measure energy)")
 
 
-def check_all(devices: list[tuple[Device, DeviceProfile]], log: Callable[[str], None]) -> list[CheckResult]:
+def check_all(devices: list[tuple[Device, DeviceProfile]], log: Callable[[str], None],
+              guard: Callable[[Device], AbstractContextManager] | None = None) -> list[CheckResult]:
+    """Check every device (concurrently). `guard(device)` is entered around a device's check (the CLI
+    passes the device lock: a board being measured is not touched; InfraError from it = skipped)."""
+    def one(dp: tuple[Device, DeviceProfile]) -> CheckResult:
+        dev, prof = dp
+        if guard is None:
+            return check_device(dev, prof, log)
+        try:
+            ctx = guard(dev)
+            ctx.__enter__()
+        except InfraError as exc:
+            return CheckResult(dev.id, dev.transport.type, skipped=str(exc))
+        try:
+            return check_device(dev, prof, log)
+        finally:
+            ctx.__exit__(None, None, None)
+
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(devices)))) as pool:
-        return list(pool.map(lambda dp: check_device(dp[0], dp[1], log), devices))
+        return list(pool.map(one, devices))

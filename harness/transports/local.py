@@ -23,7 +23,8 @@ class LocalTransport(Transport):
 
     def benchmark(self, job: Job) -> dict:
         eval_path = str(job.eval_file) if job.eval_file else None
-        argv = [self.python(), str(runner_file())] + runner_args(job, str(job.variant.artifact), eval_path)
+        paired = str(job.paired.artifact) if job.paired is not None else None
+        argv = [self.python(), str(runner_file())] + runner_args(job, str(job.variant.artifact), eval_path, paired)
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except OSError as exc:

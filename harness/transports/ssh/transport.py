@@ -193,9 +193,9 @@ class SshTransport(Transport):
 
     def _benchmark_once(self, job: Job) -> dict:
         self._phase = "deploy"
-        runner, model, eval_path = self.deploy(job)
+        runner, model, eval_path, paired = self.deploy(job)
         self._phase = "run"
-        argv = [self.python(), runner, *runner_args(job, model, eval_path)]
+        argv = [self.python(), runner, *runner_args(job, model, eval_path, paired)]
         pid: list[str] = []  # the shell reports its pid, then exec's the runner under that same pid
         try:
             rc, out, tail = self._exec(f"echo {PID_TAG}$$ >&2; exec {quote_command(argv)}",
@@ -230,8 +230,9 @@ class SshTransport(Transport):
             self._local_sha[key] = sha256_file(path)
         return self._local_sha[key]
 
-    def deploy(self, job: Job) -> tuple[str, str, str | None]:
-        """Make sure runner, model and eval data are on the device; return their remote paths."""
+    def deploy(self, job: Job) -> tuple[str, str, str | None, str | None]:
+        """Make sure runner, model, eval data (and a paired model) are on the device; return their
+        remote paths."""
         wd = self.workdir
         items = []  # (what, local file, remote path, sha256, is the model)
         rsha = self._sha(runner_file())
@@ -242,6 +243,12 @@ class SshTransport(Transport):
         if job.eval_file:
             esha = self._sha(Path(job.eval_file))
             items.append(("eval data", Path(job.eval_file), f"{wd}/artifacts/{esha}.npz", esha, False))
+        paired = None
+        if job.paired is not None:
+            psha = self._sha(Path(job.paired.artifact))
+            paired = f"{wd}/artifacts/{psha}.tflite"
+            items.append((f"{job.paired.model_name} {job.paired.variant} (paired)", Path(job.paired.artifact),
+                          paired, psha, True))
         remote = self.remote_sha256([item[2] for item in items])
         for (what, local, dest, sha, is_model), have in zip(items, remote):
             if have == sha:
@@ -251,7 +258,7 @@ class SshTransport(Transport):
                 continue
             sent = self._upload(local, dest, sha)
             self.log(f"  [{self.device.id}] deploy: {what} sent (sha256 {sha[:12]}...), {sent} bytes sent")
-        return items[0][2], items[1][2], (items[2][2] if job.eval_file else None)
+        return items[0][2], items[1][2], (items[2][2] if job.eval_file else None), paired
 
     def remote_sha256(self, paths: list[str]) -> list[str | None]:
         """sha256 of each remote file (None if missing), with `sha256sum` or else the device's python."""
