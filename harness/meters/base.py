@@ -44,6 +44,10 @@ class Meter(ABC):
     def stop(self) -> Capture:
         raise InfraError(f"{self.who}: energy meter type {self.type} is not captured by the host")
 
+    def wait_for_edges(self, count: int, timeout: float) -> bool:
+        """During a capture: wait until `count` marker edges have arrived (or `timeout`)."""
+        return True
+
     def close(self) -> None:
         return None
 

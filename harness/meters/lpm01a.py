@@ -29,6 +29,7 @@ _DATA = re.compile(r"^(\d{4})([-+])(\d{2})$")
 _EVENT = re.compile(r"^event\s+(\d+)\b", re.IGNORECASE)
 _ERROR = re.compile(r"^(?:PowerShield > )?error\b(.*)$", re.IGNORECASE)
 COMPLETED = b"Acquisition completed"
+_EVENT_BYTES = re.compile(rb"(?:^|\n)\x00*event\s+\d+", re.IGNORECASE)
 
 
 def decode_value(line: str) -> float | None:
@@ -136,6 +137,9 @@ class Lpm01aMeter(Meter):
         port.ser.reset_input_buffer()
         port.begin()
         port.write(b"start\r\n")
+
+    def wait_for_edges(self, count: int, timeout: float) -> bool:
+        return self._port().wait_for(lambda data: len(_EVENT_BYTES.findall(data)) >= count, timeout)
 
     def stop(self) -> Capture:
         port = self._port()

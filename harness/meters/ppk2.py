@@ -136,6 +136,13 @@ class Ppk2Meter(Meter):
         port.begin()
         port.write(bytes([AVERAGE_START]))
 
+    def wait_for_edges(self, count: int, timeout: float) -> bool:
+        def ready(data: bytes) -> bool:
+            raw = np.frombuffer(data[: len(data) // 4 * 4], dtype="<u4")
+            return len(falling_edges((raw >> 24).astype(np.uint8), self.marker_input)) >= count
+
+        return self._port().wait_for(ready, timeout)
+
     def stop(self) -> Capture:
         port = self._port()
         port.write(bytes([AVERAGE_STOP]))

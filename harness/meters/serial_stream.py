@@ -86,6 +86,20 @@ class MeterPort:
         except Exception as exc:  # reported by end(): a thread cannot raise into the caller
             self._error = exc
 
+    def wait_for(self, ready, timeout: float) -> bool:
+        """Poll the capture so far until `ready(bytes)` says the data needed has arrived (e.g. both
+        marker edges of a window), at most `timeout` seconds. The capture is only stopped after that,
+        so a host that is slow to schedule the reader never cuts a window short."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                data = bytes(self._buf)
+            if ready(data) or self._error is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self._stop.wait(0.005)  # polling the capture thread's buffer; not a synchronisation sleep
+
     def end(self, quiet_s: float = QUIET_S, until: bytes | None = None) -> bytes:
         """After the stop command: wait until the stream went quiet (or `until` arrived), then return
         every byte of the capture."""

@@ -53,8 +53,17 @@ class SerialTransport(Transport):
 
     def open(self) -> None:
         t = self.settings
-        self.client = client = session.connect(self.device.id, t, self._say,
-                                               timer_wrap_us=session.timer_wrap_us(self.profile))
+        if (self.profile.energy_meter.type in EXTERNAL_METERS and self.device.meter is not None
+                and self.meter is None):
+            self._meter()  # the meter powers the board: open it before the board is reached
+        try:
+            self.client = client = session.connect(self.device.id, t, self._say,
+                                                   timer_wrap_us=session.timer_wrap_us(self.profile))
+        except BaseException:
+            if self.meter is not None:
+                self.meter.close()
+                self.meter = None
+            raise
         info = client.info
         caps = ",".join(sorted(info.caps)) or "none (stock firmware)"
         self._say(f"connected on {t.port}: {info.name or '?'}, firmware {info.profile or '?'}, "

@@ -23,6 +23,7 @@ from harness.meters.base import Meter
 from harness.meters.capture import MarkedWindow, marked_window, mean_power_mw
 
 PROBE_MAX_S = 1.0
+EDGE_WAIT_S = 2.0  # after the board answered, the meter's samples of the second edge must arrive by then
 WINDOW_MARGIN = 1.05
 
 
@@ -38,10 +39,14 @@ def _measure(client: ProtocolClient, meter: Meter, n: int, warmup: int, expected
         try:
             results, _ = client.infer_marked(n, warmup, expected_s=expected_s)
         except InfraError as exc:
-            meter.stop()
+            try:
+                meter.stop()  # end the capture; its samples are worthless without the answer
+            except InfraError:
+                pass
             last = exc
             client.resync()
             continue
+        meter.wait_for_edges(2, EDGE_WAIT_S)  # the second edge may still be on its way from the meter
         capture = meter.stop()
         try:
             return marked_window(capture, n, client._who(), meter.marker_name()), results, capture.meter
