@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import threading
+from contextlib import ExitStack, contextmanager
 
 from harness.commands import common
 from harness.errors import EXIT_INFRA, ConfigError, InfraError
@@ -41,18 +42,29 @@ def cmd_list(args) -> int:
     return 0
 
 
+_HARDWARE_LOCKS: dict[str, threading.Lock] = {}
+_HARDWARE_LOCKS_GUARD = threading.Lock()
+
+
 @contextmanager
 def _device_lock(device):
     """A check opens the board's port and runs a probe: never while another hilbench process measures
-    the device (it would disturb or break that measurement); busy = skipped, naming the holder."""
-    from harness.run.device_lock import DeviceLock
+    the device (it would disturb or break that measurement); busy = skipped, naming the holder.
+    Devices of this same check that share hardware (two `local` devices) are checked one after the
+    other: the device lock, held by this process for one of them, would otherwise skip the other."""
+    from harness.run.device_lock import DeviceLock, lock_names
 
-    lock = DeviceLock(device, command="hil devices check")
-    lock.acquire(wait=False)
-    try:
-        yield
-    finally:
-        lock.release()
+    with ExitStack() as stack:
+        for name in sorted(lock_names(device)):  # sorted: two threads never wait for each other in a cycle
+            with _HARDWARE_LOCKS_GUARD:
+                local = _HARDWARE_LOCKS.setdefault(name, threading.Lock())
+            stack.enter_context(local)
+        lock = DeviceLock(device, command="hil devices check")
+        lock.acquire(wait=False)
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 def cmd_check(args) -> int:
