@@ -162,7 +162,7 @@ def _lab(workspace: Path, kind: str, *, meter_port: str | None, budget: float | 
         prof["budgets"] = {"max_energy_per_inference_uj": budget}
     (workspace / "device_profiles" / "h7e.yaml").write_text(yaml.safe_dump(prof))
     dev = {"id": "h7", "profile": "h7e",
-           "transport": {"type": "serial", "port": str(workspace / "dut"), "timeout": 2.0, "infer_timeout": 5.0}}
+           "transport": {"type": "serial", "port": str(workspace / "dut"), "timeout": 5.0, "infer_timeout": 30.0}}
     if meter_port is not None:
         dev["meter"] = {"port": meter_port}
     (workspace / "inventory.yaml").write_text(yaml.safe_dump({"devices": [dev]}))

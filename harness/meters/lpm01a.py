@@ -24,7 +24,7 @@ from harness.meters.serial_stream import MeterPort
 BAUDRATE = 3686400
 DEFAULT_RATE_HZ = 1000.0
 VOLT_RANGE_MV = (1800, 3300)
-ACK_TIMEOUT_S = 3.0
+ACK_TIMEOUT_S = 10.0  # an instrument answers in milliseconds; generous for a starved controller
 _DATA = re.compile(r"^(\d{4})([-+])(\d{2})$")
 _EVENT = re.compile(r"^event\s+(\d+)\b", re.IGNORECASE)
 _ERROR = re.compile(r"^(?:PowerShield > )?error\b(.*)$", re.IGNORECASE)

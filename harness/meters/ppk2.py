@@ -111,7 +111,7 @@ class Ppk2Meter(Meter):
             port.write(bytes([AVERAGE_STOP]))  # it may still stream from a crashed session
             port.discard()
             port.write(bytes([GET_META_DATA]))
-            text = port.read_until(b"END\n", timeout=3.0).decode("ascii", errors="replace")
+            text = port.read_until(b"END\n", timeout=10.0).decode("ascii", errors="replace")
             self.meta = parse_metadata(text)
             if "vdd" not in self.meta and "r0" not in self.meta:
                 raise InfraError(f"{self.who}: {self.where.port} answered the PPK2 metadata request with "

@@ -15,7 +15,7 @@ from harness.errors import InfraError
 from harness.mcu.serial.link import open_port
 
 QUIET_S = 0.05  # the stream is over when nothing arrived for this long after the stop command
-DRAIN_MAX_S = 2.0
+DRAIN_MAX_S = 10.0
 
 
 class MeterPort:

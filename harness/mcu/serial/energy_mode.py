@@ -23,7 +23,7 @@ from harness.meters.base import Meter
 from harness.meters.capture import MarkedWindow, marked_window, mean_power_mw
 
 PROBE_MAX_S = 1.0
-EDGE_WAIT_S = 2.0  # after the board answered, the meter's samples of the second edge must arrive by then
+EDGE_WAIT_S = 5.0  # after the board answered, the meter's samples of the second edge must arrive by then
 WINDOW_MARGIN = 1.05
 
 
