@@ -13,7 +13,7 @@ def register(sub) -> None:
                        description="Serves an emulated energy meter on a pseudo-terminal. Start it first with "
                                    "--wire PATH, then `hil mcu-sim MODEL --energy-mode PATH`; point the inventory "
                                    "device's meter: {port: ...} at the printed path or the --link path.")
-    p.add_argument("kind", choices=["ppk2", "lpm01a"])
+    p.add_argument("kind", choices=["ppk2", "lpm01a"], help="which instrument to emulate")
     p.add_argument("--wire", required=True, metavar="PATH",
                    help="UNIX socket the simulated board's timestamp pin 'pulls low' (created here)")
     p.add_argument("--link", help="also create this symlink to the pty (e.g. /tmp/hil-meter)")
