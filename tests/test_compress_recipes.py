@@ -49,7 +49,7 @@ def test_defaults_are_filled_and_the_implicit_last_step_is_fp32(tmp_path):
     ("name: x\nsteps:\n  - quantize: {variant: int8, aeq: static_int8}\n",
      "steps[0].quantize: Value error, give exactly one"),
     ("name: x\nsteps:\n  - distill: {temperature: 2}\n",
-     "steps[0].distill: Value error, give exactly one of 'student'"),
+     "steps[0].distill: Value error, give either 'student'"),
     ("name: x\nsteps:\n  - distill: {width: 0.5, teachers: [{model: t.keras, weigth: 2}]}\n",
      "steps[0].distill.teachers[0].weigth: unknown parameter"),
     ("name: x\ntrain: {epochs: 0}\nsteps:\n  - qat: {}\n", "train.epochs: Input should be greater than or equal to 1"),
