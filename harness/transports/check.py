@@ -328,6 +328,11 @@ def _open_external_meter(dev: Device, prof: DeviceProfile, res: CheckResult):
     if kind not in EXTERNAL_METERS:
         res.energy = kind
         return None
+    if dev.meter is None:  # the board may be powered otherwise: measurable, just without energy
+        res.energy = f"{kind} (not attached)"
+        res.notes.append(f"profile '{prof.name}' measures energy with a {kind}, but the inventory does not say "
+                         f"where it is attached (meter: {{port: ...}}): results of this device have no energy")
+        return None
     try:
         meter = meter_for(prof, dev)
         meter.open()
