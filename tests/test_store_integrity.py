@@ -261,7 +261,7 @@ def test_gate_no_record_remeasures_under_the_device_lock_and_writes_nothing(tmp_
     assert snapshot(lab["db"]) == before
     p = hil("gate", "--no-record")
     assert p.returncode == 1, p.stdout + p.stderr
-    assert "confirming net/asis@dut: candidate 5/5" in p.stderr and "confirmed" in p.stdout
+    assert "confirming net/asis@dut: reference and candidate in one process 8/8" in p.stderr and "confirmed" in p.stdout
     assert snapshot(lab["db"]) == before  # no verdicts, no confirmation runs
 
 
