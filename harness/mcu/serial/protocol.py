@@ -553,12 +553,9 @@ class ProtocolClient:
                         "the performance mode)")
             if len(laps) != 2:
                 return f"expected 2 m-lap-us-... lines, got {len(laps)}"
-            if f"m-infer-start-{n}" not in r.lines or "m-infer-done" not in r.lines:
-                return "m-infer-start/m-infer-done missing or for another count"
-            res_line = r.first("m-results-[")
-            results = parse_results(res_line) if res_line else None
+            results, problem = _infer_results(r, n)
             if results is None:
-                return "missing or malformed m-results-[...] line"
+                return problem
             # the lap against the host's time, both ways: a corrupted stamp, or a timer that wrapped
             # inside the window (reads short by a whole wrap period), is refused, never measured
             chars = sum(len(line) + 2 for line in r.lines) + len("m-ready\r\n")
@@ -588,18 +585,26 @@ class ProtocolClient:
             if any(_LAP.match(line) for line in r.lines):
                 return ("m-lap-us-... timestamps: the firmware runs in performance mode, so its timestamp pin "
                         "does not mark the inferences for the energy meter (build it in energy mode)")
-            if f"m-infer-start-{n}" not in r.lines or "m-infer-done" not in r.lines:
-                return "m-infer-start/m-infer-done missing or for another count"
-            res_line = r.first("m-results-[")
-            results = parse_results(res_line) if res_line else None
+            results, problem = _infer_results(r, n)
             if results is None:
-                return "missing or malformed m-results-[...] line"
+                return problem
             parsed.update(results=results, seconds=r.seconds)
             return None
 
         self.transact(command, timeout=self.infer_timeout + 2.0 * expected_s, check=check, retries=0,
                       last="m-results-")
         return parsed["results"], parsed["seconds"]
+
+
+def _infer_results(r: Response, n: int) -> tuple[list[float] | None, str | None]:
+    """The results of an `infer n W%` answer, or why the answer is not one (both firmware modes)."""
+    if f"m-infer-start-{n}" not in r.lines or "m-infer-done" not in r.lines:
+        return None, "m-infer-start/m-infer-done missing or for another count"
+    res_line = r.first("m-results-[")
+    results = parse_results(res_line) if res_line else None
+    if results is None:
+        return None, "missing or malformed m-results-[...] line"
+    return results, None
 
 
 def _no_errors(r: Response) -> str | None:
