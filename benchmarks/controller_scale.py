@@ -45,9 +45,22 @@ def sine_model() -> Path:
 def start_boards(n: int, model: Path, work: Path, inference_us: int) -> list[subprocess.Popen]:
     procs = []
     for i in range(n):
-        p = subprocess.Popen([sys.executable, "-m", "harness", "mcu-sim", str(model), "--inference-us",
-                              str(inference_us), "--link", str(work / f"dut{i}")],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "mcu-sim",
+                str(model),
+                "--inference-us",
+                str(inference_us),
+                "--link",
+                str(work / f"dut{i}"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         procs.append(p)
     for p in procs:  # each says where it serves once it is ready
         assert p.stdout is not None
@@ -64,22 +77,34 @@ def write_lab(work: Path, n: int) -> None:
 
     (work / "device_profiles").mkdir(exist_ok=True)
     prof = yaml.safe_load((ROOT / "device_profiles" / "stm32h7.yaml").read_text())
-    prof.update(name="sim-board", energy_meter={"type": "none"},
-                benchmark={"windows": 2, "window_seconds": 0.05, "min_runs": 2, "warmup_runs": 0,
-                           "warmup_seconds": 0.0})
+    prof.update(
+        name="sim-board",
+        energy_meter={"type": "none"},
+        benchmark={"windows": 2, "window_seconds": 0.05, "min_runs": 2, "warmup_runs": 0, "warmup_seconds": 0.0},
+    )
     (work / "device_profiles" / "sim-board.yaml").write_text(yaml.safe_dump(prof))
-    devices = [{"id": f"b{i:02d}", "profile": "sim-board",
-                "transport": {"type": "serial", "port": str(work / f"dut{i}"), "timeout": 5.0,
-                              "infer_timeout": 30.0, "flash": "never", "accuracy_samples": 0}}
-               for i in range(n)]
+    devices = [
+        {
+            "id": f"b{i:02d}",
+            "profile": "sim-board",
+            "transport": {
+                "type": "serial",
+                "port": str(work / f"dut{i}"),
+                "timeout": 5.0,
+                "infer_timeout": 30.0,
+                "flash": "never",
+                "accuracy_samples": 0,
+            },
+        }
+        for i in range(n)
+    ]
     (work / "inventory.yaml").write_text(yaml.safe_dump({"devices": devices}))
 
 
 def timed_run(work: Path, model: Path, repeats: int) -> tuple[float, float, int, str]:
     """(wall seconds, peak RSS MB of the controller, exit code, stderr tail)."""
     env = {**os.environ, "HILBENCH_CACHE": str(work / "cache")}
-    cmd = [sys.executable, "-m", "harness", "run", str(model), "--repeats", str(repeats),
-           "--warmup-seconds", "0"]
+    cmd = [sys.executable, "-m", "harness", "run", str(model), "--repeats", str(repeats), "--warmup-seconds", "0"]
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(p.pid, 0)
@@ -110,9 +135,17 @@ def measure(n: int, repeats: int, inference_us: int, keep: Path | None) -> dict:
             b.wait(timeout=10)
     if keep is None:
         shutil.rmtree(work, ignore_errors=True)
-    out = {"boards": n, "repeats": repeats, "measurements": n * repeats, "wall_s": round(wall, 2),
-           "throughput_per_s": round(n * repeats / wall, 3), "controller_peak_rss_mb": round(rss_mb, 1),
-           "exit": code, "ok_results": total, "jobs": jobs}
+    out = {
+        "boards": n,
+        "repeats": repeats,
+        "measurements": n * repeats,
+        "wall_s": round(wall, 2),
+        "throughput_per_s": round(n * repeats / wall, 3),
+        "controller_peak_rss_mb": round(rss_mb, 1),
+        "exit": code,
+        "ok_results": total,
+        "jobs": jobs,
+    }
     if code != 0:
         out["error"] = err
     elif total != n * repeats:
@@ -133,17 +166,22 @@ def main(argv: list[str] | None = None) -> int:
         row = measure(n, a.repeats, a.inference_us, Path(a.keep) if a.keep else None)
         rows.append(row)
         if not a.json:
-            print(f"{n:3d} boards: {row['measurements']:4d} measurements in {row['wall_s']:7.2f} s -> "
-                  f"{row['throughput_per_s']:7.3f}/s, controller peak RSS {row['controller_peak_rss_mb']:.0f} MB"
-                  + (f"  ERROR {row['error']}" if "error" in row else ""), flush=True)
+            print(
+                f"{n:3d} boards: {row['measurements']:4d} measurements in {row['wall_s']:7.2f} s -> "
+                f"{row['throughput_per_s']:7.3f}/s, controller peak RSS {row['controller_peak_rss_mb']:.0f} MB"
+                + (f"  ERROR {row['error']}" if "error" in row else ""),
+                flush=True,
+            )
     base = rows[0]["throughput_per_s"] / rows[0]["boards"]
     for row in rows:
         row["efficiency"] = round(row["throughput_per_s"] / (row["boards"] * base), 3)
     if a.json:
         print(json.dumps({"host_cpus": os.cpu_count(), "rows": rows}, indent=1))
     else:
-        print("efficiency (throughput / (boards x one-board throughput)): "
-              + ", ".join(f"{r['boards']}: {r['efficiency']:.2f}" for r in rows))
+        print(
+            "efficiency (throughput / (boards x one-board throughput)): "
+            + ", ".join(f"{r['boards']}: {r['efficiency']:.2f}" for r in rows)
+        )
     return 0
 
 

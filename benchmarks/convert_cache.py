@@ -18,13 +18,15 @@ MODEL = REPO / "examples" / "digits" / "digits.keras"
 
 def conversion_seconds(cache: str) -> tuple[float, str]:
     env = {**os.environ, "HILBENCH_CACHE": cache, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    code = ("import time, sys; t0 = time.perf_counter();"
-            "from harness.commands import common; from harness.run.orchestrate import ModelSpec;"
-            "from harness.models.convert import Converter;"
-            f"spec = ModelSpec.from_args({str(MODEL)!r}, None, None);"
-            "conv = Converter(log=lambda m: None);"
-            "[conv.convert(spec.source, v, spec.calibration) for v in ('fp32', 'int8')];"
-            "print(f'{time.perf_counter() - t0:.6f} hits={conv.hits} misses={conv.misses}')")
+    code = (
+        "import time, sys; t0 = time.perf_counter();"
+        "from harness.commands import common; from harness.run.orchestrate import ModelSpec;"
+        "from harness.models.convert import Converter;"
+        f"spec = ModelSpec.from_args({str(MODEL)!r}, None, None);"
+        "conv = Converter(log=lambda m: None);"
+        "[conv.convert(spec.source, v, spec.calibration) for v in ('fp32', 'int8')];"
+        "print(f'{time.perf_counter() - t0:.6f} hits={conv.hits} misses={conv.misses}')"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     line = out.stdout.strip().splitlines()[-1]
     secs = float(line.split()[0])

@@ -95,6 +95,7 @@ Usage:
     .venv/bin/python benchmarks/gate_power.py                      # defaults, ~25 minutes
     .venv/bin/python benchmarks/gate_power.py --nights 12 --detect-nights 6 --workdir /tmp/gp --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -158,8 +159,15 @@ def model_plan(n_models: int) -> list[dict]:
         plan.append({"name": f"net{i:02d}_c{c}d{d}", "c": c, "d": d, "seed": i, "role": "plain"})
     for j, target in enumerate(DETECT_TARGETS):
         i = n_models - 2 + j
-        plan.append({"name": f"net{i:02d}_det{target.rstrip('%')}", "c": DETECT_ARCH[0], "d": DETECT_ARCH[1],
-                     "seed": i, "role": target})
+        plan.append(
+            {
+                "name": f"net{i:02d}_det{target.rstrip('%')}",
+                "c": DETECT_ARCH[0],
+                "d": DETECT_ARCH[1],
+                "seed": i,
+                "role": target,
+            }
+        )
     return plan
 
 
@@ -203,8 +211,9 @@ def build(work: Path, n_models: int, widths: list[int]) -> None:
                 sdir.mkdir(parents=True, exist_ok=True)
                 spath = sdir / path.name  # same file stem = same model name = same series
                 make(spec["c"], spec["d"], w, spec["seed"]).save(spath)
-                shutil.copyfile(models_dir / f"{spec['name']}.calibration.npz",
-                                sdir / f"{spec['name']}.calibration.npz")
+                shutil.copyfile(
+                    models_dir / f"{spec['name']}.calibration.npz", sdir / f"{spec['name']}.calibration.npz"
+                )
                 manifest["slow"][spec["name"]][str(w)] = str(spath)
                 todo.append(spath)
     log(f"built {len(todo)} keras models in {time.perf_counter() - t0:.0f} s; converting fp32 + int8")
@@ -286,15 +295,15 @@ class Neighbour:
 @dataclass
 class Night:
     index: int
-    kind: str                       # reference | null | detect
+    kind: str  # reference | null | detect
     run_id: str
     run_rc: int
     run_seconds: float
     gate_rc: int
     gate_seconds: float
     rows: list[dict]
-    swapped: dict[str, str] = field(default_factory=dict)   # model name -> detection target ("5%")
-    neighbour: tuple[float, float] | None = None             # wall-clock window of the CPU burner
+    swapped: dict[str, str] = field(default_factory=dict)  # model name -> detection target ("5%")
+    neighbour: tuple[float, float] | None = None  # wall-clock window of the CPU burner
     loadavg: float = math.nan
     processes: dict = field(default_factory=dict)  # "model/variant" -> [(end time, p50, p90, min latency)]
 
@@ -318,17 +327,27 @@ class Night:
 
     @property
     def confirmed_any(self) -> bool:
-        return any(r.get("confirmed") in ("True", "False") or "confirmation not possible" in r.get("note", "")
-                   for r in self.comparisons)
+        return any(
+            r.get("confirmed") in ("True", "False") or "confirmation not possible" in r.get("note", "")
+            for r in self.comparisons
+        )
 
     @property
     def inconclusive(self) -> list[dict]:
         return [r for r in self.rows if r.get("verdict") in ("inconclusive", "infra", "error", "nodata")]
 
 
-def run_night(lab: Lab, index: int, kind: str, models: list[str], swapped: dict[str, str],
-              neighbour: Neighbour | None, db: Path | None = None, repeats: int | None = None,
-              gate: bool = True) -> Night:
+def run_night(
+    lab: Lab,
+    index: int,
+    kind: str,
+    models: list[str],
+    swapped: dict[str, str],
+    neighbour: Neighbour | None,
+    db: Path | None = None,
+    repeats: int | None = None,
+    gate: bool = True,
+) -> Night:
     """One `hil run` (a night) and, unless `gate` is False, its `hil gate` (with recording)."""
     db = db or lab.db
     base = hil() + ["--inventory", str(lab.inventory), "--db", str(db)]
@@ -351,15 +370,21 @@ def run_night(lab: Lab, index: int, kind: str, models: list[str], swapped: dict[
     if not lines:
         raise SystemExit(f"hil run printed no run id (exit {p.returncode}); see {err.name}")
     run_id = lines[-1].strip()
-    night = Night(index, kind, run_id, p.returncode, run_s, -1, 0.0, [], swapped,
-                  neighbour.window() if neighbour else None, load)
+    night = Night(
+        index, kind, run_id, p.returncode, run_s, -1, 0.0, [], swapped, neighbour.window() if neighbour else None, load
+    )
     if not gate:
         return night
     out = lab.work / "csv" / f"{stem}.csv"
     with open(lab.work / "logs" / f"{stem}.gate.log", "w") as err:
         t0 = time.perf_counter()
-        g = subprocess.run(base + ["gate", "--run", run_id, "--csv", str(out), "--quiet"], stdout=subprocess.DEVNULL,
-                           stderr=err, env=lab.env, cwd=lab.work)
+        g = subprocess.run(
+            base + ["gate", "--run", run_id, "--csv", str(out), "--quiet"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=lab.env,
+            cwd=lab.work,
+        )
         night.gate_seconds = time.perf_counter() - t0
     night.gate_rc = g.returncode
     if out.exists():
@@ -370,7 +395,7 @@ def run_night(lab: Lab, index: int, kind: str, models: list[str], swapped: dict[
 
 
 def process_levels(db: Path, run_id: str) -> dict:
-    """"model/variant" -> [(end time, p50, p90, min latency in us)] of the night's runner processes."""
+    """ "model/variant" -> [(end time, p50, p90, min latency in us)] of the night's runner processes."""
     store = ResultStore(db, create=False)
     try:
         wide = store.wide(run_id)
@@ -381,7 +406,8 @@ def process_levels(db: Path, run_id: str) -> dict:
         if r.get("status") != "ok":
             continue
         out.setdefault(f"{r['model']}/{r['variant']}", []).append(
-            (r["timestamp"].timestamp(), r.get("latency_p50_us"), r.get("latency_p90_us"), r.get("latency_min_us")))
+            (r["timestamp"].timestamp(), r.get("latency_p50_us"), r.get("latency_p90_us"), r.get("latency_min_us"))
+        )
     return out
 
 
@@ -420,20 +446,31 @@ def evidence(night: Night, r: dict) -> dict:
     series = f"{r['model']}/{r['variant']}"
     procs = night.processes.get(series, [])
     col = {"latency_p90_us": 2, "latency_min_us": 3}.get(r["metric"], 1)
-    return {"night": night.index, "kind": night.kind, "series": series, "metric": r["metric"],
-            "verdict": r["verdict"], "effect": fnum(r.get("effect")), "sigma_run": fnum(r.get("sigma_run")),
-            "critical_change": fnum(r.get("critical_change")), "threshold": fnum(r.get("threshold")),
-            "confirmed": r.get("confirmed") or "", "confirm_effect": fnum(r.get("confirm_effect")),
-            "confirm_p": fnum(r.get("confirm_p")), "note": r.get("note", ""),
-            "neighbour_during_series": neighbour_hit(night, series),
-            "levels": [p[col] for p in procs] if r["metric"].startswith("latency") else []}
+    return {
+        "night": night.index,
+        "kind": night.kind,
+        "series": series,
+        "metric": r["metric"],
+        "verdict": r["verdict"],
+        "effect": fnum(r.get("effect")),
+        "sigma_run": fnum(r.get("sigma_run")),
+        "critical_change": fnum(r.get("critical_change")),
+        "threshold": fnum(r.get("threshold")),
+        "confirmed": r.get("confirmed") or "",
+        "confirm_effect": fnum(r.get("confirm_effect")),
+        "confirm_p": fnum(r.get("confirm_p")),
+        "note": r.get("note", ""),
+        "neighbour_during_series": neighbour_hit(night, series),
+        "levels": [p[col] for p in procs] if r["metric"].startswith("latency") else [],
+    }
 
 
 # --------------------------------------------------------------------------- calibration of the slower twin
 
 
-def calibrate(lab: Lab, base: str, candidates: dict[int, str], rounds: int, min_runs: int,
-              warmup: float) -> tuple[dict[int, float], dict[int, list[float]]]:
+def calibrate(
+    lab: Lab, base: str, candidates: dict[int, str], rounds: int, min_runs: int, warmup: float
+) -> tuple[dict[int, float], dict[int, list[float]]]:
     """fp32 slowdown of each candidate against the base, measured through the harness' own local
     transport (a fresh runner process each), interleaved base, candidates, base, candidates, ...
 
@@ -456,8 +493,10 @@ def calibrate(lab: Lab, base: str, candidates: dict[int, str], rounds: int, min_
     from harness.transports import transport_for
 
     transport = transport_for(dev, prof, lambda m: None)
-    jobs = {w: Job(conv.convert(ModelSource.open(p), "fp32", quiet=True), dev, prof, opts)
-            for w, p in [(0, base), *candidates.items()]}
+    jobs = {
+        w: Job(conv.convert(ModelSource.open(p), "fp32", quiet=True), dev, prof, opts)
+        for w, p in [(0, base), *candidates.items()]
+    }
 
     def level(w: int) -> float:
         doc = transport.benchmark(jobs[w])
@@ -471,8 +510,10 @@ def calibrate(lab: Lab, base: str, candidates: dict[int, str], rounds: int, min_
         for r in range(rounds):
             for w in jobs:
                 levels[w].append(level(w))
-            log(f"calibration round {r + 1}/{rounds}: " + ", ".join(
-                f"{'base' if w == 0 else f'w{w}'} {v[-1]:.1f} us" for w, v in levels.items()))
+            log(
+                f"calibration round {r + 1}/{rounds}: "
+                + ", ".join(f"{'base' if w == 0 else f'w{w}'} {v[-1]:.1f} us" for w, v in levels.items())
+            )
         levels[0].append(level(0))
     finally:
         transport.close()
@@ -514,8 +555,9 @@ def copy_night(src: ResultStore, dst: ResultStore, run_id: str, factors: dict[st
     long = src.dataframe(run_id)
     groups = list(long.groupby("result_id", sort=True))
     keys = [f"synthetic-{run_id}-{rid}" for rid, _ in groups]
-    new = dst.start_run(keys, f"synthetic-{label}", ["gate_power.py", "synthetic", run_id], __version__,
-                        platform.node(), None, label)
+    new = dst.start_run(
+        keys, f"synthetic-{label}", ["gate_power.py", "synthetic", run_id], __version__, platform.node(), None, label
+    )
     for (_, g), key in zip(groups, keys):
         first = g.iloc[0]
         fac = factors.get(f"{first['model']}/{first['variant']}", 1.0)
@@ -527,14 +569,28 @@ def copy_night(src: ResultStore, dst: ResultStore, run_id: str, factors: dict[st
             if val is not None and m.startswith("latency_") and m.endswith("_us"):
                 val *= fac
             meas.append((m, val, _text(u) or ""))
-        dst.record(ResultRecord(
-            run_id=new, job_key=key, model=first["model"], model_sha256=_text(first["model_sha256"]) or "",
-            variant=first["variant"], device_id=first["device_id"], profile=first["profile"],
-            status=first["status"], converter_version=_text(first["converter_version"]),
-            artifact_sha256=_text(first["artifact_sha256"]), transport=_text(first["transport"]),
-            runtime=_text(first["runtime"]), runtime_version=_text(first["runtime_version"]),
-            harness_version=_text(first["harness_version"]), host=_text(first["host"]),
-            error=_text(first["error"])), meas, {})
+        dst.record(
+            ResultRecord(
+                run_id=new,
+                job_key=key,
+                model=first["model"],
+                model_sha256=_text(first["model_sha256"]) or "",
+                variant=first["variant"],
+                device_id=first["device_id"],
+                profile=first["profile"],
+                status=first["status"],
+                converter_version=_text(first["converter_version"]),
+                artifact_sha256=_text(first["artifact_sha256"]),
+                transport=_text(first["transport"]),
+                runtime=_text(first["runtime"]),
+                runtime_version=_text(first["runtime_version"]),
+                harness_version=_text(first["harness_version"]),
+                host=_text(first["host"]),
+                error=_text(first["error"]),
+            ),
+            meas,
+            {},
+        )
     dst.finish_run(new)
     return new
 
@@ -554,8 +610,9 @@ def key_checks(res, series: str) -> dict:
     return {}
 
 
-def creep_sim(main_db: Path, snap: Path, sources: list[str], targets: list[str], max_nights: int,
-              profiles: dict, threshold: float) -> dict:
+def creep_sim(
+    main_db: Path, snap: Path, sources: list[str], targets: list[str], max_nights: int, profiles: dict, threshold: float
+) -> dict:
     """Night n of the creep: real night sources[(n-1) % len] with the targets' latency x (1 + 0.01 n)."""
     from harness.store.verdicts import runs_of
 
@@ -580,10 +637,16 @@ def creep_sim(main_db: Path, snap: Path, sources: list[str], targets: list[str],
                 first = k.baseline.result_ids[:1] if k.baseline else []
                 ref_run = runs_of(st, first).get(first[0]) if first else None
                 confirm_true = fac / factor_of.get(ref_run, 1.0) - 1
-                out[t] = {"flagged_night": n, "metric": c.metric, "by": "creep" if c.creep_effect is not None
-                          else "nightly comparison", "effect": c.effect, "creep_effect": c.creep_effect,
-                          "note": c.note, "true_change_vs_confirm_reference": confirm_true,
-                          "would_confirm_noise_free": confirm_true > threshold}
+                out[t] = {
+                    "flagged_night": n,
+                    "metric": c.metric,
+                    "by": "creep" if c.creep_effect is not None else "nightly comparison",
+                    "effect": c.effect,
+                    "creep_effect": c.creep_effect,
+                    "note": c.note,
+                    "true_change_vs_confirm_reference": confirm_true,
+                    "would_confirm_noise_free": confirm_true > threshold,
+                }
             if all(v["flagged_night"] is not None for v in out.values()):
                 break
     finally:
@@ -592,15 +655,17 @@ def creep_sim(main_db: Path, snap: Path, sources: list[str], targets: list[str],
     return out
 
 
-def sticky_sim(main_db: Path, snap: Path, sources: list[str], targets: list[str], following: int,
-               profiles: dict) -> dict:
+def sticky_sim(
+    main_db: Path, snap: Path, sources: list[str], targets: list[str], following: int, profiles: dict
+) -> dict:
     """One night at 0.92 x for the targets (from sources[0]), then `following` unchanged real nights."""
     src, st = ResultStore(main_db, create=False), ResultStore(snap, create=False)
     try:
         run = copy_night(src, st, sources[0], {t: FAST_FACTOR for t in targets}, "synthetic:fast")
         res = gate_offline(st, run, profiles)
-        fast = {t: {m: key_checks(res, t)[m].verdict for m in LATENCY_METRICS
-                    if m in key_checks(res, t)} for t in targets}
+        fast = {
+            t: {m: key_checks(res, t)[m].verdict for m in LATENCY_METRICS if m in key_checks(res, t)} for t in targets
+        }
         after = []
         for j in range(1, following + 1):
             run = copy_night(src, st, sources[j % len(sources)], {}, "synthetic:normal")
@@ -608,16 +673,21 @@ def sticky_sim(main_db: Path, snap: Path, sources: list[str], targets: list[str]
             night = {}
             for t in targets:
                 cs = key_checks(res, t)
-                bad = [f"{m} {c.verdict} {pct(c.effect)} ({c.note})" for m, c in cs.items()
-                       if m != "_key" and c.failed]
+                bad = [f"{m} {c.verdict} {pct(c.effect)} ({c.note})" for m, c in cs.items() if m != "_key" and c.failed]
                 night[t] = bad
             after.append(night)
     finally:
         src.close()
         st.close()
     fails = sum(bool(v) for night in after for v in night.values())
-    return {"fast_night": fast, "following_nights": following, "duplicated_sources": following >= len(sources),
-            "failed_series_nights": fails, "series_nights": following * len(targets), "detail": after}
+    return {
+        "fast_night": fast,
+        "following_nights": following,
+        "duplicated_sources": following >= len(sources),
+        "failed_series_nights": fails,
+        "series_nights": following * len(targets),
+        "detail": after,
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -632,8 +702,9 @@ def schedule_neighbour(rng: random.Random, share: float, est_seconds: float) -> 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=int, default=17, help="real Keras models, >= 3 (default: %(default)s)")
-    ap.add_argument("--nights", type=int, default=5,
-                    help="ordinary nights including the 3 reference nights (default: %(default)s)")
+    ap.add_argument(
+        "--nights", type=int, default=5, help="ordinary nights including the 3 reference nights (default: %(default)s)"
+    )
     ap.add_argument("--detect-nights", type=int, default=2, help="nights with the slower twins (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="neighbour schedule (default: %(default)s)")
     ap.add_argument("--neighbour-share", type=float, default=0.5, help="share of nights with a CPU burner")
@@ -644,8 +715,12 @@ def main(argv=None) -> int:
     ap.add_argument("--widths", default="1,2,4,8,12,16,24,32", help="candidate widths of the extra 1x1 conv")
     ap.add_argument("--calibration-rounds", type=int, default=6)
     ap.add_argument("--creep-nights", type=int, default=12, help="synthetic creep nights at most")
-    ap.add_argument("--sticky-nights", type=int, default=0,
-                    help="normal nights after the fast one (default: every real night after it)")
+    ap.add_argument(
+        "--sticky-nights",
+        type=int,
+        default=0,
+        help="normal nights after the fast one (default: every real night after it)",
+    )
     ap.add_argument("--workdir", help="keep the lab, database, CSVs and logs here (default: a temp dir, removed)")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     ap.add_argument("--build-into", help=argparse.SUPPRESS)
@@ -661,8 +736,14 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if (work / "lab" / "results.sqlite").exists():
         raise SystemExit(f"{work}: already holds a results database; use an empty --workdir")
-    flags = ["--min-runs", str(a.min_runs), "--min-seconds", str(a.min_seconds),
-             "--warmup-seconds", str(a.warmup_seconds)]
+    flags = [
+        "--min-runs",
+        str(a.min_runs),
+        "--min-seconds",
+        str(a.min_seconds),
+        "--warmup-seconds",
+        str(a.warmup_seconds),
+    ]
     lab = make_lab(work, flags)
     try:
         res = measure(a, lab, widths, t_start)
@@ -679,9 +760,21 @@ def main(argv=None) -> int:
 def measure(a, lab: Lab, widths: list[int], t_start: float) -> dict:
     log(f"workdir {lab.work}; building {a.models} models + {2 * len(widths)} slower candidates (own process)")
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--build-into", str(lab.work),
-                    "--models", str(a.models), "--widths", ",".join(map(str, widths))],
-                   check=True, env=lab.env, stdout=sys.stderr)
+    subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--build-into",
+            str(lab.work),
+            "--models",
+            str(a.models),
+            "--widths",
+            ",".join(map(str, widths)),
+        ],
+        check=True,
+        env=lab.env,
+        stdout=sys.stderr,
+    )
     build_s = time.perf_counter() - t0
     manifest = json.loads((lab.work / "models" / "manifest.json").read_text())
     models = manifest["models"]
@@ -689,13 +782,22 @@ def measure(a, lab: Lab, widths: list[int], t_start: float) -> dict:
     log(f"build + conversion: {build_s:.0f} s")
 
     base5 = det["5%"]
-    calib, calib_levels = calibrate(lab, base5["path"], {int(w): p for w, p in manifest["slow"][base5["name"]].items()},
-                                    a.calibration_rounds, a.min_runs, a.warmup_seconds)
+    calib, calib_levels = calibrate(
+        lab,
+        base5["path"],
+        {int(w): p for w, p in manifest["slow"][base5["name"]].items()},
+        a.calibration_rounds,
+        a.min_runs,
+        a.warmup_seconds,
+    )
     fit = fit_widths(calib)
     chosen = {t: min(fit, key=lambda w: abs(fit[w] - goal)) for t, goal in DETECT_TARGETS.items()}
-    log("calibration (fp32 floor ratio to base, measured / line fit): " + ", ".join(
-        f"w{w} {r:.4f}/{fit[w]:.4f}" for w, r in calib.items()) + " -> " + ", ".join(
-        f"{t}: w{w}" for t, w in chosen.items()))
+    log(
+        "calibration (fp32 floor ratio to base, measured / line fit): "
+        + ", ".join(f"w{w} {r:.4f}/{fit[w]:.4f}" for w, r in calib.items())
+        + " -> "
+        + ", ".join(f"{t}: w{w}" for t, w in chosen.items())
+    )
 
     base_paths = [m["path"] for m in models]
     slow_paths = {det[t]["name"]: manifest["slow"][det[t]["name"]][str(w)] for t, w in chosen.items()}
@@ -712,15 +814,19 @@ def measure(a, lab: Lab, widths: list[int], t_start: float) -> dict:
         i = len(nights) + 1
         if nights:
             time.sleep(a.gap_seconds)
-        log(f"night {i}/{total} ({kind}): hil run" + (f" with a neighbour after {nb.delay:.0f} s for "
-                                                      f"{nb.duration:.0f} s" if nb else ""))
+        log(
+            f"night {i}/{total} ({kind}): hil run"
+            + (f" with a neighbour after {nb.delay:.0f} s for {nb.duration:.0f} s" if nb else "")
+        )
         n = run_night(lab, i, kind, paths, swapped, nb)
         est = n.run_seconds
         nights.append(n)
-        log(f"night {i}: run {n.run_id} exit {n.run_rc} in {n.run_seconds:.0f} s; gate exit {n.gate_rc} in "
+        log(
+            f"night {i}: run {n.run_id} exit {n.run_rc} in {n.run_seconds:.0f} s; gate exit {n.gate_rc} in "
             f"{n.gate_seconds:.0f} s; {len(n.comparisons)} process-level comparisons, "
             f"{len(n.false_failures)} failed on unchanged series, {len(n.unconfirmed)} tripped but not confirmed"
-            + (f"; swapped {', '.join(swapped)}" if swapped else ""))
+            + (f"; swapped {', '.join(swapped)}" if swapped else "")
+        )
         return n
 
     for i in range(a.nights):
@@ -731,8 +837,9 @@ def measure(a, lab: Lab, widths: list[int], t_start: float) -> dict:
 
     log("cost: one night with --repeats 1 (today's single pass) into a scratch database")
     time.sleep(a.gap_seconds)
-    single = run_night(lab, 0, "single-pass", base_paths, {}, None, db=lab.work / "single_pass.sqlite",
-                       repeats=1, gate=False)
+    single = run_night(
+        lab, 0, "single-pass", base_paths, {}, None, db=lab.work / "single_pass.sqlite", repeats=1, gate=False
+    )
     log(f"single pass: {single.run_seconds:.0f} s")
 
     det_paths = [slow_paths.get(Path(p).stem, p) for p in base_paths]
@@ -755,8 +862,9 @@ def measure(a, lab: Lab, widths: list[int], t_start: float) -> dict:
     sticky = sticky_sim(lab.db, snaps["after_reference"], after_ref, targets, following, profiles)
 
     out = summarise(a, lab, nights, single, calib, chosen, det, build_s, creep, sticky, targets, t_start)
-    out["calibration_levels_us"] = {("base" if w == 0 else f"w{w}"): [round(x, 1) for x in v]
-                                    for w, v in calib_levels.items()}
+    out["calibration_levels_us"] = {
+        ("base" if w == 0 else f"w{w}"): [round(x, 1) for x in v] for w, v in calib_levels.items()
+    }
     return out
 
 
@@ -770,12 +878,27 @@ def nights_slowdown(nights: list[Night], series: str) -> dict:
         return {"floor": math.nan, "p50_median": math.nan, "processes": [len(before), len(after)]}
     floor = lambda ps: float(np.mean(sorted(p[3] for p in ps)[:2]))
     p50 = lambda ps: float(np.median([p[1] for p in ps]))
-    return {"floor": floor(after) / floor(before) - 1, "p50_median": p50(after) / p50(before) - 1,
-            "processes": [len(before), len(after)]}
+    return {
+        "floor": floor(after) / floor(before) - 1,
+        "p50_median": p50(after) / p50(before) - 1,
+        "processes": [len(before), len(after)],
+    }
 
 
-def summarise(a, lab: Lab, nights: list[Night], single: Night, calib: dict, chosen: dict, det: dict,
-              build_s: float, creep: dict, sticky: dict, targets: list[str], t_start: float) -> dict:
+def summarise(
+    a,
+    lab: Lab,
+    nights: list[Night],
+    single: Night,
+    calib: dict,
+    chosen: dict,
+    det: dict,
+    build_s: float,
+    creep: dict,
+    sticky: dict,
+    targets: list[str],
+    t_start: float,
+) -> dict:
     counted = [n for n in nights if n.counted]
     null = [n for n in counted if n.kind == "null"]
     detect = [n for n in counted if n.kind == "detect"]
@@ -783,8 +906,12 @@ def summarise(a, lab: Lab, nights: list[Night], single: Night, calib: dict, chos
     def fa(group: list[Night]) -> dict:
         k = sum(bool(n.false_failures) for n in group)
         lo, hi = clopper_pearson(k, len(group))
-        return {"gates": len(group), "with_false_regression": k, "rate": k / len(group) if group else math.nan,
-                "ci95": [lo, hi]}
+        return {
+            "gates": len(group),
+            "with_false_regression": k,
+            "rate": k / len(group) if group else math.nan,
+            "ci95": [lo, hi],
+        }
 
     fa_res = {"null_nights": fa(null), "detection_nights_unchanged_series": fa(detect), "all": fa(counted)}
     fa_res["exit_codes_null_nights"] = [n.gate_rc for n in null]
@@ -795,8 +922,11 @@ def summarise(a, lab: Lab, nights: list[Night], single: Night, calib: dict, chos
     fa_res["inconclusive_checks"] = sum(len(n.inconclusive) for n in counted)
     fa_res["false_regressions"] = [evidence(n, r) for n in counted for r in n.false_failures]
     fa_res["unconfirmed_detail"] = [evidence(n, r) for n in counted for r in n.unconfirmed]
-    fa_res["reference_nights"] = [{"night": n.index, "gate_exit": n.gate_rc, "failed": len(n.false_failures),
-                                   "unconfirmed": len(n.unconfirmed)} for n in nights if not n.counted]
+    fa_res["reference_nights"] = [
+        {"night": n.index, "gate_exit": n.gate_rc, "failed": len(n.false_failures), "unconfirmed": len(n.unconfirmed)}
+        for n in nights
+        if not n.counted
+    ]
     fa_res["reference_unconfirmed_detail"] = [evidence(n, r) for n in nights if not n.counted for r in n.unconfirmed]
 
     det_res: dict = {}
@@ -808,11 +938,16 @@ def summarise(a, lab: Lab, nights: list[Night], single: Night, calib: dict, chos
             for v in VARIANTS:
                 for metric in LATENCY_METRICS:
                     r = rows.get((v, metric), {})
-                    entry[f"{v}_{metric}"] = {"verdict": r.get("verdict"), "effect": fnum(r.get("effect")),
-                                              "critical_change": fnum(r.get("critical_change")),
-                                              "sigma_run": fnum(r.get("sigma_run")), "confirmed": r.get("confirmed"),
-                                              "confirm_effect": fnum(r.get("confirm_effect")),
-                                              "confirm_p": fnum(r.get("confirm_p")), "note": r.get("note", "")}
+                    entry[f"{v}_{metric}"] = {
+                        "verdict": r.get("verdict"),
+                        "effect": fnum(r.get("effect")),
+                        "critical_change": fnum(r.get("critical_change")),
+                        "sigma_run": fnum(r.get("sigma_run")),
+                        "confirmed": r.get("confirmed"),
+                        "confirm_effect": fnum(r.get("confirm_effect")),
+                        "confirm_p": fnum(r.get("confirm_p")),
+                        "note": r.get("note", ""),
+                    }
             entry["key_failed"] = any(r.get("status") == "fail" for r in rows.values())
             trials.append(entry)
 
@@ -825,142 +960,229 @@ def summarise(a, lab: Lab, nights: list[Night], single: Night, calib: dict, chos
 
         seen = {v: nights_slowdown(nights, f"{m['name']}/{v}") for v in VARIANTS}
         det_res[target] = {
-            "model": m["name"], "extra_conv_width": chosen[target], "nights_slowdown": seen,
+            "model": m["name"],
+            "extra_conv_width": chosen[target],
+            "nights_slowdown": seen,
             "calibrated_slowdown_fp32": fit_widths(calib)[chosen[target]] - 1,
             "measured_calibration_ratio_fp32": calib[chosen[target]] - 1,
-            "trials": len(trials), "detected_fp32_min": rate("fp32_latency_min_us"),
+            "trials": len(trials),
+            "detected_fp32_min": rate("fp32_latency_min_us"),
             "detected_fp32_p50": rate("fp32_latency_p50_us"),
-            "detected_fp32_p90": rate("fp32_latency_p90_us"), "detected_int8_min": rate("int8_latency_min_us"),
-            "detected_fp32_any_latency": (sum(any(t[f"fp32_{m}"]["verdict"] == "regression" for m in LATENCY_METRICS)
-                                              for t in trials) / len(trials)) if trials else math.nan,
+            "detected_fp32_p90": rate("fp32_latency_p90_us"),
+            "detected_int8_min": rate("int8_latency_min_us"),
+            "detected_fp32_any_latency": (
+                sum(any(t[f"fp32_{m}"]["verdict"] == "regression" for m in LATENCY_METRICS) for t in trials)
+                / len(trials)
+            )
+            if trials
+            else math.nan,
             "nightly_effect_fp32_min": med("fp32_latency_min_us", "effect"),
             "confirm_effect_fp32_min": med("fp32_latency_min_us", "confirm_effect"),
             "nightly_effect_int8_min": med("int8_latency_min_us", "effect"),
             "nightly_effect_fp32_p50": med("fp32_latency_p50_us", "effect"),
             "critical_change_fp32_min": med("fp32_latency_min_us", "critical_change"),
             "key_failed_rate": sum(t["key_failed"] for t in trials) / len(trials) if trials else math.nan,
-            "goal": DETECT_GOALS[target], "detail": trials}
+            "goal": DETECT_GOALS[target],
+            "detail": trials,
+        }
 
     r3 = [n.run_seconds for n in nights]
     g_plain = [n.gate_seconds for n in nights if not n.confirmed_any]
     g_conf = [n.gate_seconds for n in nights if n.confirmed_any]
     med_ = lambda xs: float(np.median(xs)) if xs else math.nan
-    confirm_keys = [len({(r["model"], r["variant"]) for r in n.comparisons if r.get("confirmed") in ("True", "False")})
-                    for n in nights if n.confirmed_any]
-    cost = {"single_pass_night_s": single.run_seconds, "night_r3_s_median": med_(r3),
-            "keys_remeasured_in_confirming_gates": confirm_keys,
-            "gate_without_confirmation_s_median": med_(g_plain), "gate_with_confirmation_s_median": med_(g_conf),
-            "gates_with_confirmation": len(g_conf), "gates_without_confirmation": len(g_plain)}
+    confirm_keys = [
+        len({(r["model"], r["variant"]) for r in n.comparisons if r.get("confirmed") in ("True", "False")})
+        for n in nights
+        if n.confirmed_any
+    ]
+    cost = {
+        "single_pass_night_s": single.run_seconds,
+        "night_r3_s_median": med_(r3),
+        "keys_remeasured_in_confirming_gates": confirm_keys,
+        "gate_without_confirmation_s_median": med_(g_plain),
+        "gate_with_confirmation_s_median": med_(g_conf),
+        "gates_with_confirmation": len(g_conf),
+        "gates_without_confirmation": len(g_plain),
+    }
     s1 = single.run_seconds
     cost["ratios_to_single_pass"] = {
-        "night_r3": cost["night_r3_s_median"] / s1, "gate_without_confirmation": cost[
-            "gate_without_confirmation_s_median"] / s1,
+        "night_r3": cost["night_r3_s_median"] / s1,
+        "gate_without_confirmation": cost["gate_without_confirmation_s_median"] / s1,
         "gate_with_confirmation": cost["gate_with_confirmation_s_median"] / s1,
         "night_r3_plus_gate": (cost["night_r3_s_median"] + cost["gate_without_confirmation_s_median"]) / s1,
-        "night_r3_plus_confirming_gate": (cost["night_r3_s_median"] + cost["gate_with_confirmation_s_median"]) / s1}
+        "night_r3_plus_confirming_gate": (cost["night_r3_s_median"] + cost["gate_with_confirmation_s_median"]) / s1,
+    }
 
     return {
         "host": {"cores": os.cpu_count(), "loadavg_at_night_start": [round(n.loadavg, 2) for n in nights]},
-        "config": {"models": a.models, "series": a.models * len(VARIANTS), "nights": a.nights,
-                   "reference_nights": REFERENCE_NIGHTS, "detect_nights": a.detect_nights, "seed": a.seed,
-                   "neighbour_share": a.neighbour_share, "creep_nights": a.creep_nights,
-                   "run_flags": lab.run_flags, "workdir": str(lab.work) if a.workdir else None},
-        "nights": [{"night": n.index, "kind": n.kind, "run_id": n.run_id, "run_exit": n.run_rc,
-                    "run_s": round(n.run_seconds, 1), "gate_exit": n.gate_rc, "gate_s": round(n.gate_seconds, 1),
-                    "comparisons": len(n.comparisons), "false_failures": len(n.false_failures),
-                    "unconfirmed": len(n.unconfirmed), "neighbour_s": round(n.neighbour[1] - n.neighbour[0], 1)
-                    if n.neighbour else 0.0, "loadavg": round(n.loadavg, 2)} for n in nights],
-        "false_alarms": fa_res, "detection": det_res, "calibration": {str(w): r for w, r in calib.items()},
-        "creep": creep, "creep_targets": targets, "sticky": sticky, "cost": cost, "build_s": build_s,
-        "wall_s": time.perf_counter() - t_start, "targets": {"false_alarm_max": FA_TARGET, "detection": DETECT_GOALS},
+        "config": {
+            "models": a.models,
+            "series": a.models * len(VARIANTS),
+            "nights": a.nights,
+            "reference_nights": REFERENCE_NIGHTS,
+            "detect_nights": a.detect_nights,
+            "seed": a.seed,
+            "neighbour_share": a.neighbour_share,
+            "creep_nights": a.creep_nights,
+            "run_flags": lab.run_flags,
+            "workdir": str(lab.work) if a.workdir else None,
+        },
+        "nights": [
+            {
+                "night": n.index,
+                "kind": n.kind,
+                "run_id": n.run_id,
+                "run_exit": n.run_rc,
+                "run_s": round(n.run_seconds, 1),
+                "gate_exit": n.gate_rc,
+                "gate_s": round(n.gate_seconds, 1),
+                "comparisons": len(n.comparisons),
+                "false_failures": len(n.false_failures),
+                "unconfirmed": len(n.unconfirmed),
+                "neighbour_s": round(n.neighbour[1] - n.neighbour[0], 1) if n.neighbour else 0.0,
+                "loadavg": round(n.loadavg, 2),
+            }
+            for n in nights
+        ],
+        "false_alarms": fa_res,
+        "detection": det_res,
+        "calibration": {str(w): r for w, r in calib.items()},
+        "creep": creep,
+        "creep_targets": targets,
+        "sticky": sticky,
+        "cost": cost,
+        "build_s": build_s,
+        "wall_s": time.perf_counter() - t_start,
+        "targets": {"false_alarm_max": FA_TARGET, "detection": DETECT_GOALS},
     }
 
 
 def print_summary(res: dict) -> None:
     c, fa, cost = res["config"], res["false_alarms"], res["cost"]
     flags = " ".join(c["run_flags"])
-    print(f"gate_power: {c['models']} real models x fp32,int8 = {c['series']} series; {c['nights']} ordinary nights "
-          f"({c['reference_nights']} reference) + {c['detect_nights']} detection nights; seed {c['seed']}; "
-          f"{res['host']['cores']} cores, load average at night start "
-          f"{min(res['host']['loadavg_at_night_start']):.2f}-{max(res['host']['loadavg_at_night_start']):.2f}")
-    print(f"windows: {flags} (short, to fit the default run in ~25 min; a real lab uses the profile defaults, "
-          "localhost 50 runs / 1 s, warmup 0.5 s; the gate's confirmations use those here too)")
+    print(
+        f"gate_power: {c['models']} real models x fp32,int8 = {c['series']} series; {c['nights']} ordinary nights "
+        f"({c['reference_nights']} reference) + {c['detect_nights']} detection nights; seed {c['seed']}; "
+        f"{res['host']['cores']} cores, load average at night start "
+        f"{min(res['host']['loadavg_at_night_start']):.2f}-{max(res['host']['loadavg_at_night_start']):.2f}"
+    )
+    print(
+        f"windows: {flags} (short, to fit the default run in ~25 min; a real lab uses the profile defaults, "
+        "localhost 50 runs / 1 s, warmup 0.5 s; the gate's confirmations use those here too)"
+    )
     print()
     print("night  kind        run s  gate s  exit  comparisons  failed(unchanged)  unconfirmed  neighbour s  load")
     for n in res["nights"]:
-        print(f"{n['night']:>5}  {n['kind']:<10} {n['run_s']:>6.0f}  {n['gate_s']:>6.0f}  {n['gate_exit']:>4}  "
-              f"{n['comparisons']:>11}  {n['false_failures']:>17}  {n['unconfirmed']:>11}  {n['neighbour_s']:>11.0f}  "
-              f"{n['loadavg']:>4.2f}")
+        print(
+            f"{n['night']:>5}  {n['kind']:<10} {n['run_s']:>6.0f}  {n['gate_s']:>6.0f}  {n['gate_exit']:>4}  "
+            f"{n['comparisons']:>11}  {n['false_failures']:>17}  {n['unconfirmed']:>11}  {n['neighbour_s']:>11.0f}  "
+            f"{n['loadavg']:>4.2f}"
+        )
     print()
-    print(f"1. FALSE ALARMS PER GATE (target <= {FA_TARGET:.0%}; process-level comparisons per gate: "
-          f"{', '.join(map(str, fa['comparisons_per_gate']))}; reference-night gates not counted)")
-    print("   gates                                measured  with false regression  rate      "
-          "95 % CI (Clopper-Pearson)")
-    for name, key in (("null nights", "null_nights"), ("detection nights, unchanged series", "detection_nights_"
-                                                       "unchanged_series"), ("all counted gates", "all")):
+    print(
+        f"1. FALSE ALARMS PER GATE (target <= {FA_TARGET:.0%}; process-level comparisons per gate: "
+        f"{', '.join(map(str, fa['comparisons_per_gate']))}; reference-night gates not counted)"
+    )
+    print(
+        "   gates                                measured  with false regression  rate      95 % CI (Clopper-Pearson)"
+    )
+    for name, key in (
+        ("null nights", "null_nights"),
+        ("detection nights, unchanged series", "detection_nights_unchanged_series"),
+        ("all counted gates", "all"),
+    ):
         g = fa[key]
         ci = "n/a" if not g["gates"] else f"[{100 * g['ci95'][0]:.1f} %, {100 * g['ci95'][1]:.1f} %]"
         rate = "n/a" if not g["gates"] else f"{100 * g['rate']:.1f} %"
         print(f"   {name:<36} {g['gates']:>8}  {g['with_false_regression']:>21}  {rate:>7}   {ci}")
-    print(f"   re-measured (tripped or screened) but NOT confirmed: {fa['unconfirmed_trips']} of "
-          f"{fa['comparisons_total']} "
-          f"comparisons, in {fa['gates_with_unconfirmed_trips']} of {fa['all']['gates']} counted gates; "
-          f"inconclusive checks: {fa['inconclusive_checks']}; null-night gate exit codes: "
-          f"{fa['exit_codes_null_nights']}")
+    print(
+        f"   re-measured (tripped or screened) but NOT confirmed: {fa['unconfirmed_trips']} of "
+        f"{fa['comparisons_total']} "
+        f"comparisons, in {fa['gates_with_unconfirmed_trips']} of {fa['all']['gates']} counted gates; "
+        f"inconclusive checks: {fa['inconclusive_checks']}; null-night gate exit codes: "
+        f"{fa['exit_codes_null_nights']}"
+    )
     ref = fa["reference_nights"]
-    print(f"   reference nights (not counted): gate exits {[x['gate_exit'] for x in ref]}, failed on unchanged series "
-          f"{[x['failed'] for x in ref]}, tripped but not confirmed {[x['unconfirmed'] for x in ref]}")
-    for label, items in (("false regression", fa["false_regressions"]), ("unconfirmed trip", fa["unconfirmed_detail"]),
-                         ("unconfirmed trip (reference night)", fa["reference_unconfirmed_detail"])):
+    print(
+        f"   reference nights (not counted): gate exits {[x['gate_exit'] for x in ref]}, failed on unchanged series "
+        f"{[x['failed'] for x in ref]}, tripped but not confirmed {[x['unconfirmed'] for x in ref]}"
+    )
+    for label, items in (
+        ("false regression", fa["false_regressions"]),
+        ("unconfirmed trip", fa["unconfirmed_detail"]),
+        ("unconfirmed trip (reference night)", fa["reference_unconfirmed_detail"]),
+    ):
         for e in items:
-            print(f"   {label}: night {e['night']} {e['series']} {e['metric']}: effect {pct(e['effect'])}, "
-                  f"critical {pct(e['critical_change'])}, sigma_run {100 * e['sigma_run']:.2f} %, confirmed "
-                  f"{e['confirmed'] or '-'} (effect {pct(e['confirm_effect'])}, p {e['confirm_p']:.2g}), neighbour "
-                  f"{'yes' if e['neighbour_during_series'] else 'no'}, levels "
-                  f"{', '.join(f'{x:.1f}' for x in e['levels'] if x == x)}; {e['note']}")
+            print(
+                f"   {label}: night {e['night']} {e['series']} {e['metric']}: effect {pct(e['effect'])}, "
+                f"critical {pct(e['critical_change'])}, sigma_run {100 * e['sigma_run']:.2f} %, confirmed "
+                f"{e['confirmed'] or '-'} (effect {pct(e['confirm_effect'])}, p {e['confirm_p']:.2g}), neighbour "
+                f"{'yes' if e['neighbour_during_series'] else 'no'}, levels "
+                f"{', '.join(f'{x:.1f}' for x in e['levels'] if x == x)}; {e['note']}"
+            )
     print()
     print("2. DETECTION (latency checks of the swapped series; the exact model-size check fails any changed model)")
-    print("   calibration, fp32 per-process minimum latency (us): " + "; ".join(
-        f"{w} {', '.join(f'{x:.0f}' for x in v)}" for w, v in res.get("calibration_levels_us", {}).items()))
+    print(
+        "   calibration, fp32 per-process minimum latency (us): "
+        + "; ".join(f"{w} {', '.join(f'{x:.0f}' for x in v)}" for w, v in res.get("calibration_levels_us", {}).items())
+    )
     print("   floor = latency_min_us (fastest inference of a process), the gate's least noisy latency level")
-    print("   target  model            width  calibrated  nightly eff.  confirm eff.  critical  trials  fp32 floor  "
-          "fp32 any latency  int8 floor (eff.)  goal")
+    print(
+        "   target  model            width  calibrated  nightly eff.  confirm eff.  critical  trials  fp32 floor  "
+        "fp32 any latency  int8 floor (eff.)  goal"
+    )
     for t, d in res["detection"].items():
-        print(f"   {t:<6}  {d['model']:<16} {d['extra_conv_width']:>5}  {pct(d['calibrated_slowdown_fp32']):>10}  "
-              f"{pct(d['nightly_effect_fp32_min']):>12}  {pct(d['confirm_effect_fp32_min']):>12}  "
-              f"{pct(d['critical_change_fp32_min'], 1):>8}  {d['trials']:>6}  {pct0(d['detected_fp32_min']):>10}  "
-              f"{pct0(d['detected_fp32_any_latency']):>16}  {pct0(d['detected_int8_min']):>5} "
-              f"({pct(d['nightly_effect_int8_min'], 1)})  >= {d['goal']:.0%}")
+        print(
+            f"   {t:<6}  {d['model']:<16} {d['extra_conv_width']:>5}  {pct(d['calibrated_slowdown_fp32']):>10}  "
+            f"{pct(d['nightly_effect_fp32_min']):>12}  {pct(d['confirm_effect_fp32_min']):>12}  "
+            f"{pct(d['critical_change_fp32_min'], 1):>8}  {d['trials']:>6}  {pct0(d['detected_fp32_min']):>10}  "
+            f"{pct0(d['detected_fp32_any_latency']):>16}  {pct0(d['detected_int8_min']):>5} "
+            f"({pct(d['nightly_effect_int8_min'], 1)})  >= {d['goal']:.0%}"
+        )
     for t, d in res["detection"].items():
         ns = d["nights_slowdown"]
-        print(f"   {t} real slowdown seen by the nights ({ns['fp32']['processes'][1]} detection-night against "
-              f"{ns['fp32']['processes'][0]} earlier processes): fp32 floor "
-              f"{pct(ns['fp32']['floor'])}, fp32 p50 median {pct(ns['fp32']['p50_median'])}; int8 floor "
-              f"{pct(ns['int8']['floor'])}, int8 p50 median {pct(ns['int8']['p50_median'])}")
+        print(
+            f"   {t} real slowdown seen by the nights ({ns['fp32']['processes'][1]} detection-night against "
+            f"{ns['fp32']['processes'][0]} earlier processes): fp32 floor "
+            f"{pct(ns['fp32']['floor'])}, fp32 p50 median {pct(ns['fp32']['p50_median'])}; int8 floor "
+            f"{pct(ns['int8']['floor'])}, int8 p50 median {pct(ns['int8']['p50_median'])}"
+        )
     for t, d in res["detection"].items():
         for tr in d["detail"]:
             r = tr["fp32_latency_min_us"]
-            print(f"   {t} night {tr['night']}: fp32 floor {r['verdict']} (effect {pct(r['effect'])}, sigma_run "
-                  f"{100 * r['sigma_run']:.2f} %, confirmed {r['confirmed'] or '-'}, confirm effect "
-                  f"{pct(r['confirm_effect'])}); {r['note']}")
+            print(
+                f"   {t} night {tr['night']}: fp32 floor {r['verdict']} (effect {pct(r['effect'])}, sigma_run "
+                f"{100 * r['sigma_run']:.2f} %, confirmed {r['confirmed'] or '-'}, confirm effect "
+                f"{pct(r['confirm_effect'])}); {r['note']}"
+            )
     print()
-    print(f"3. CREEP (+{CREEP_RATE:.0%}/night) AND STICKY RED - offline on copies of the database: evaluate + record "
-          "on synthetic nights = real recorded nights with the target series' latency scaled (no re-measurement)")
+    print(
+        f"3. CREEP (+{CREEP_RATE:.0%}/night) AND STICKY RED - offline on copies of the database: evaluate + record "
+        "on synthetic nights = real recorded nights with the target series' latency scaled (no re-measurement)"
+    )
     for t, v in res["creep"].items():
         if v["flagged_night"] is None:
             print(f"   creep {t}: not flagged within {c.get('creep_nights', 'the')} synthetic nights")
             continue
-        print(f"   creep {t}: flagged on night {v['flagged_night']} by the {v['by']} ({v['metric']}, effect "
-              f"{pct(v['effect'])}); the gate's confirmation re-measures against the oldest accepted run's "
-              f"artifact, which this night is {pct(v['true_change_vs_confirm_reference'])} slower than -> "
-              f"{'would' if v['would_confirm_noise_free'] else 'would NOT'} confirm (noise-free)")
+        print(
+            f"   creep {t}: flagged on night {v['flagged_night']} by the {v['by']} ({v['metric']}, effect "
+            f"{pct(v['effect'])}); the gate's confirmation re-measures against the oldest accepted run's "
+            f"artifact, which this night is {pct(v['true_change_vs_confirm_reference'])} slower than -> "
+            f"{'would' if v['would_confirm_noise_free'] else 'would NOT'} confirm (noise-free)"
+        )
     s = res["sticky"]
     fast = "; ".join(f"{t}: {', '.join(f'{m[8:11]} {v}' for m, v in d.items())}" for t, d in s["fast_night"].items())
     print(f"   fast night ({FAST_FACTOR - 1:+.0%}): {fast}")
-    print(f"   following normal nights: {s['failed_series_nights']} of {s['series_nights']} series-nights failed "
-          f"({s['following_nights']} nights x {len(s['fast_night'])} series"
-          + ("; more nights than real ones: cycled, levels duplicated in the history" if s["duplicated_sources"]
-             else "; real nights, not duplicated") + ")")
+    print(
+        f"   following normal nights: {s['failed_series_nights']} of {s['series_nights']} series-nights failed "
+        f"({s['following_nights']} nights x {len(s['fast_night'])} series"
+        + (
+            "; more nights than real ones: cycled, levels duplicated in the history"
+            if s["duplicated_sources"]
+            else "; real nights, not duplicated"
+        )
+        + ")"
+    )
     for j, night in enumerate(s["detail"], 1):
         for t, bad in night.items():
             for b in bad:
@@ -970,17 +1192,23 @@ def print_summary(res: dict) -> None:
     sec = lambda x: "n/a" if not math.isfinite(x) else f"{x:.0f} s"
     times = lambda x: "n/a" if not math.isfinite(x) else f"x{x:.2f}"
     print("4. COST (ratios to today's single pass = one `hil run --repeats 1` night)")
-    print(f"   single pass night {sec(cost['single_pass_night_s'])}; night with R=3 {sec(cost['night_r3_s_median'])} "
-          f"({times(r['night_r3'])}); gate without confirmation {sec(cost['gate_without_confirmation_s_median'])} "
-          f"({times(r['gate_without_confirmation'])}, {cost['gates_without_confirmation']} gates); gate that confirmed "
-          f"{sec(cost['gate_with_confirmation_s_median'])} ({times(r['gate_with_confirmation'])}, "
-          f"{cost['gates_with_confirmation']} gates, re-measuring {cost['keys_remeasured_in_confirming_gates']} "
-          "keys x 10 processes)")
-    print(f"   a whole night (run + gate): {times(r['night_r3_plus_gate'])} without a confirmation, "
-          f"{times(r['night_r3_plus_confirming_gate'])} with one")
+    print(
+        f"   single pass night {sec(cost['single_pass_night_s'])}; night with R=3 {sec(cost['night_r3_s_median'])} "
+        f"({times(r['night_r3'])}); gate without confirmation {sec(cost['gate_without_confirmation_s_median'])} "
+        f"({times(r['gate_without_confirmation'])}, {cost['gates_without_confirmation']} gates); gate that confirmed "
+        f"{sec(cost['gate_with_confirmation_s_median'])} ({times(r['gate_with_confirmation'])}, "
+        f"{cost['gates_with_confirmation']} gates, re-measuring {cost['keys_remeasured_in_confirming_gates']} "
+        "keys x 10 processes)"
+    )
+    print(
+        f"   a whole night (run + gate): {times(r['night_r3_plus_gate'])} without a confirmation, "
+        f"{times(r['night_r3_plus_confirming_gate'])} with one"
+    )
     print()
-    print(f"wall time {res['wall_s'] / 60:.1f} min (build + conversion {res['build_s']:.0f} s)"
-          + (f"; lab kept in {c['workdir']}" if c["workdir"] else ""))
+    print(
+        f"wall time {res['wall_s'] / 60:.1f} min (build + conversion {res['build_s']:.0f} s)"
+        + (f"; lab kept in {c['workdir']}" if c["workdir"] else "")
+    )
 
 
 def pct0(x: float) -> str:

@@ -12,6 +12,7 @@ Usage:
     .venv/bin/python benchmarks/runner_overhead.py                 # builds a small conv model
     .venv/bin/python benchmarks/runner_overhead.py --model m.tflite --num-threads 2 --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,15 +80,17 @@ def build_model(out_dir: Path) -> Path:
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(0)
-    m = tf.keras.Sequential([
-        tf.keras.Input((64, 64, 3)),
-        tf.keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
-        tf.keras.layers.Conv2D(32, 3, activation="relu"),
-        tf.keras.layers.MaxPooling2D(),
-        tf.keras.layers.Conv2D(32, 3, activation="relu"),
-        tf.keras.layers.GlobalAveragePooling2D(),
-        tf.keras.layers.Dense(10),
-    ])
+    m = tf.keras.Sequential(
+        [
+            tf.keras.Input((64, 64, 3)),
+            tf.keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+            tf.keras.layers.Conv2D(32, 3, activation="relu"),
+            tf.keras.layers.MaxPooling2D(),
+            tf.keras.layers.Conv2D(32, 3, activation="relu"),
+            tf.keras.layers.GlobalAveragePooling2D(),
+            tf.keras.layers.Dense(10),
+        ]
+    )
     path = out_dir / "overhead_conv.tflite"
     # The converter prints to fd 1; keep stdout for our own output (--json).
     sys.stdout.flush()
@@ -109,13 +112,27 @@ def _env():
 
 
 def run_runner(py, model, threads, warmup, runs, xnnpack):
-    cmd = [py, str(RUNNER), "--model", str(model), "--num-threads", str(threads),
-           "--min-runs", str(runs), "--min-seconds", "0", "--max-seconds", "600",
-           "--warmup-runs", str(warmup), "--warmup-seconds", "0"]
+    cmd = [
+        py,
+        str(RUNNER),
+        "--model",
+        str(model),
+        "--num-threads",
+        str(threads),
+        "--min-runs",
+        str(runs),
+        "--min-seconds",
+        "0",
+        "--max-seconds",
+        "600",
+        "--warmup-runs",
+        str(warmup),
+        "--warmup-seconds",
+        "0",
+    ]
     if not xnnpack:
         cmd.append("--no-xnnpack")
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       env=_env(), timeout=600)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), timeout=600)
     doc = json.loads(p.stdout)
     if doc.get("status") != "ok":
         raise SystemExit("runner failed: %s" % doc.get("error"))
@@ -125,10 +142,14 @@ def run_runner(py, model, threads, warmup, runs, xnnpack):
 
 
 def run_bare(py, model, threads, warmup, runs, xnnpack):
-    p = subprocess.run([py, "-c", BARE, str(model), str(threads), str(warmup), str(runs),
-                        "1" if xnnpack else "0"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                       timeout=600)
+    p = subprocess.run(
+        [py, "-c", BARE, str(model), str(threads), str(warmup), str(runs), "1" if xnnpack else "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     if p.returncode != 0:
         raise SystemExit("bare loop failed:\n%s" % p.stderr[-2000:])
     return json.loads(p.stdout.strip().splitlines()[-1])["p50_us"]
@@ -137,12 +158,10 @@ def run_bare(py, model, threads, warmup, runs, xnnpack):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="a .tflite model (default: build a small conv net)")
-    ap.add_argument("--python", default=sys.executable,
-                    help="interpreter for both subprocesses (default: this one)")
+    ap.add_argument("--python", default=sys.executable, help="interpreter for both subprocesses (default: this one)")
     ap.add_argument("--num-threads", type=int, default=1)
     ap.add_argument("--no-xnnpack", action="store_true")
-    ap.add_argument("--runs", type=int, default=0,
-                    help="timed runs per process (default: ~0.6 s worth, >= 200)")
+    ap.add_argument("--runs", type=int, default=0, help="timed runs per process (default: ~0.6 s worth, >= 200)")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=6, help="ABBA pairs of processes")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
@@ -162,37 +181,49 @@ def main(argv=None):
             order = ("runner", "bare") if r % 2 == 0 else ("bare", "runner")
             for who in order:
                 if who == "runner":
-                    runner_p50.append(run_runner(a.python, model, a.num_threads, a.warmup,
-                                                 runs, xnn))
+                    runner_p50.append(run_runner(a.python, model, a.num_threads, a.warmup, runs, xnn))
                 else:
-                    bare_p50.append(run_bare(a.python, model, a.num_threads, a.warmup, runs,
-                                             xnn))
-            print("round %d: runner p50 %.2f us, bare p50 %.2f us"
-                  % (r + 1, runner_p50[-1], bare_p50[-1]), file=sys.stderr)
+                    bare_p50.append(run_bare(a.python, model, a.num_threads, a.warmup, runs, xnn))
+            print(
+                "round %d: runner p50 %.2f us, bare p50 %.2f us" % (r + 1, runner_p50[-1], bare_p50[-1]),
+                file=sys.stderr,
+            )
 
     ratio = statistics.median(runner_p50) / statistics.median(bare_p50)
     pair_ratios = [x / y for x, y in zip(runner_p50, bare_p50)]
-    res = {"model": str(model) if a.model else "built-in conv net (64x64x3)",
-           "python": a.python, "num_threads": a.num_threads, "xnnpack": xnn,
-           "runs_per_process": runs, "warmup": a.warmup, "rounds": a.rounds,
-           "runner_p50_us": runner_p50, "bare_p50_us": bare_p50,
-           "runner_median_us": statistics.median(runner_p50),
-           "bare_median_us": statistics.median(bare_p50),
-           "ratio": ratio, "pair_ratio_median": statistics.median(pair_ratios),
-           "pair_ratio_min": min(pair_ratios), "pair_ratio_max": max(pair_ratios),
-           "target": TARGET, "ok": ratio <= TARGET,
-           "seconds": time.perf_counter() - t_start}
+    res = {
+        "model": str(model) if a.model else "built-in conv net (64x64x3)",
+        "python": a.python,
+        "num_threads": a.num_threads,
+        "xnnpack": xnn,
+        "runs_per_process": runs,
+        "warmup": a.warmup,
+        "rounds": a.rounds,
+        "runner_p50_us": runner_p50,
+        "bare_p50_us": bare_p50,
+        "runner_median_us": statistics.median(runner_p50),
+        "bare_median_us": statistics.median(bare_p50),
+        "ratio": ratio,
+        "pair_ratio_median": statistics.median(pair_ratios),
+        "pair_ratio_min": min(pair_ratios),
+        "pair_ratio_max": max(pair_ratios),
+        "target": TARGET,
+        "ok": ratio <= TARGET,
+        "seconds": time.perf_counter() - t_start,
+    }
     if a.json:
         print(json.dumps(res))
     else:
         print("runner p50s (us): %s" % ", ".join("%.2f" % v for v in runner_p50))
         print("bare   p50s (us): %s" % ", ".join("%.2f" % v for v in bare_p50))
-        print("median runner %.2f us / bare %.2f us -> ratio %.4f (target <= %.2f) %s"
-              % (res["runner_median_us"], res["bare_median_us"], ratio, TARGET,
-                 "OK" if res["ok"] else "OVER"))
-        print("per-round ratios: median %.4f, range [%.4f, %.4f]; %d runs/process, %.1f s"
-              % (res["pair_ratio_median"], res["pair_ratio_min"], res["pair_ratio_max"], runs,
-                 res["seconds"]))
+        print(
+            "median runner %.2f us / bare %.2f us -> ratio %.4f (target <= %.2f) %s"
+            % (res["runner_median_us"], res["bare_median_us"], ratio, TARGET, "OK" if res["ok"] else "OVER")
+        )
+        print(
+            "per-round ratios: median %.4f, range [%.4f, %.4f]; %d runs/process, %.1f s"
+            % (res["pair_ratio_median"], res["pair_ratio_min"], res["pair_ratio_max"], runs, res["seconds"])
+        )
     return 1 if (a.check and not res["ok"]) else 0
 
 

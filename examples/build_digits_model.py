@@ -31,18 +31,20 @@ def build(out_dir: Path = HERE / "digits", epochs: int = 40, seed: int = 0) -> P
     y = digits.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
 
-    model = keras.Sequential([
-        keras.Input((8, 8, 1), name="image"),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 1, activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ], name="digits_cnn")
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1), name="image"),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 1, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="digits_cnn",
+    )
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_tr, y_tr, epochs=epochs, batch_size=32, verbose=0, validation_split=0.1)
     _, acc = model.evaluate(x_te, y_te, verbose=0)
     out_dir.mkdir(parents=True, exist_ok=True)

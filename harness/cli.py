@@ -11,8 +11,25 @@ from harness import __version__, log
 from harness.errors import EXIT_OK, EXIT_USAGE, HilError
 
 # Each module in harness/commands registers its own sub-command(s) with `register(subparsers)`.
-COMMAND_MODULES = ["run", "convert", "analyze", "results", "report", "devices", "demo", "mcu_sim", "meter_sim",
-                   "build", "deploy", "gate", "baseline", "compare", "calibrate", "sweep", "lineage"]
+COMMAND_MODULES = [
+    "run",
+    "convert",
+    "analyze",
+    "results",
+    "report",
+    "devices",
+    "demo",
+    "mcu_sim",
+    "meter_sim",
+    "build",
+    "deploy",
+    "gate",
+    "baseline",
+    "compare",
+    "calibrate",
+    "sweep",
+    "lineage",
+]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,13 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hilbench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="more progress detail on stderr")
-    parser.add_argument("-q", "--quiet", dest="log_quiet", action="store_true",
-                        help="only warnings and errors on stderr")
+    parser.add_argument(
+        "-q", "--quiet", dest="log_quiet", action="store_true", help="only warnings and errors on stderr"
+    )
     parser.add_argument("--inventory", default="inventory.yaml", help="lab inventory (default: %(default)s)")
     parser.add_argument("--profiles", default=None, help="device profile directory (default: next to the inventory)")
     parser.add_argument("--db", default="reports/results.sqlite", help="results database (default: %(default)s)")
-    parser.add_argument("--cache", default=None,
-                        help="artifact cache directory (default: $HILBENCH_CACHE or ~/.cache/hilbench)")
+    parser.add_argument(
+        "--cache", default=None, help="artifact cache directory (default: $HILBENCH_CACHE or ~/.cache/hilbench)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMAND_MODULES:

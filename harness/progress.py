@@ -68,8 +68,16 @@ def _start() -> None:
 
     _stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
     console = Console(file=_stream, stderr=False)
-    _display = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=True, redirect_stdout=False, redirect_stderr=True)
+    _display = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=True,
+    )
     _display.start()
 
 

@@ -16,6 +16,7 @@ On any error it prints ``{"schema": "hilbench.runner/1", "status": "error", "err
 can this Python run the runner here (runtime, numpy, disk, RAM, governor, temperature, throttling)?
 It lives in this file so that the board reads its sensors with exactly the code that measures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,7 @@ HWMON_DIR = "/sys/class/hwmon"
 # a window spent more than this share of its time away from its main frequency is disturbed
 FREQ_SHARE_LIMIT = 0.02
 # vcgencmd get_throttled: bits 0-3 are the *current* state.
-THROTTLE_BITS = {0x1: "under_voltage", 0x2: "freq_capped", 0x4: "throttled",
-                 0x8: "soft_temp_limit"}
+THROTTLE_BITS = {0x1: "under_voltage", 0x2: "freq_capped", 0x4: "throttled", 0x8: "soft_temp_limit"}
 
 
 class RunnerError(Exception):
@@ -67,16 +67,20 @@ def log(msg: str) -> None:
 
 
 # how the steady window ended, in words for the log (the JSON keeps the short code)
-STOP_REASONS = {"min_reached": "stopped after the minimum runs and time",
-                "max_seconds": "stopped at --max-seconds"}
+STOP_REASONS = {"min_reached": "stopped after the minimum runs and time", "max_seconds": "stopped at --max-seconds"}
 
 
 def accuracy_line(acc):
     """`accuracy on 70 samples: top-1 21.43 %, agreement 98.57 %` ('-' for what was not measured)."""
+
     def pct(v):
         return "-" if v is None else "%.2f %%" % (100.0 * v)
-    return "accuracy on %d samples: top-1 %s, agreement %s" % (acc["n"], pct(acc.get("top1")),
-                                                               pct(acc.get("agreement")))
+
+    return "accuracy on %d samples: top-1 %s, agreement %s" % (
+        acc["n"],
+        pct(acc.get("top1")),
+        pct(acc.get("agreement")),
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -97,34 +101,55 @@ def parse_args(argv):
     cpus = _cpu_count()
     p = _Parser(prog="linux_runner.py", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="path to a .tflite model")
-    p.add_argument("--num-threads", type=int, default=1,
-                   help="interpreter threads (default 1, like benchmark_model: on a shared board more "
-                        "threads are slower and noisier; %d cores usable here)" % cpus)
-    p.add_argument("--cpus", default=None, metavar="LIST",
-                   help="pin the runner to these CPUs (e.g. 2,3) with sched_setaffinity")
-    p.add_argument("--no-xnnpack", action="store_true",
-                   help="builtin op resolver without default delegates (no XNNPACK)")
+    p.add_argument(
+        "--num-threads",
+        type=int,
+        default=1,
+        help="interpreter threads (default 1, like benchmark_model: on a shared board more "
+        "threads are slower and noisier; %d cores usable here)" % cpus,
+    )
+    p.add_argument(
+        "--cpus", default=None, metavar="LIST", help="pin the runner to these CPUs (e.g. 2,3) with sched_setaffinity"
+    )
+    p.add_argument(
+        "--no-xnnpack", action="store_true", help="builtin op resolver without default delegates (no XNNPACK)"
+    )
     p.add_argument("--min-runs", type=int, default=50)
     p.add_argument("--min-seconds", type=float, default=1.0)
     p.add_argument("--max-seconds", type=float, default=150.0)
     p.add_argument("--warmup-runs", type=int, default=1)
     p.add_argument("--warmup-seconds", type=float, default=0.5)
-    p.add_argument("--eval", default=None, metavar="FILE.npz",
-                   help="npz with x (float inputs), optional y (labels), optional ref")
+    p.add_argument(
+        "--eval", default=None, metavar="FILE.npz", help="npz with x (float inputs), optional y (labels), optional ref"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random input data")
-    p.add_argument("--paired-model", default=None, metavar="PATH",
-                   help="also load this model and time both interleaved in short blocks (A B B A ...) in "
-                        "this one process: the gate's confirmation compares them under the same conditions")
-    p.add_argument("--input-shape", action="append", default=None, metavar="NAME:D1,D2,...",
-                   help="shape of a dynamic input, applied with resize_tensor_input before "
-                        "allocate_tensors (repeatable, or comma-separated NAME:dims entries; "
-                        "without NAME for a single-input model)")
-    p.add_argument("--power-file", default=None, metavar="PATH",
-                   help="power reading in microwatts (hwmon INA2xx power1_input) sampled during "
-                        "the steady window by a separate process")
+    p.add_argument(
+        "--paired-model",
+        default=None,
+        metavar="PATH",
+        help="also load this model and time both interleaved in short blocks (A B B A ...) in "
+        "this one process: the gate's confirmation compares them under the same conditions",
+    )
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=None,
+        metavar="NAME:D1,D2,...",
+        help="shape of a dynamic input, applied with resize_tensor_input before "
+        "allocate_tensors (repeatable, or comma-separated NAME:dims entries; "
+        "without NAME for a single-input model)",
+    )
+    p.add_argument(
+        "--power-file",
+        default=None,
+        metavar="PATH",
+        help="power reading in microwatts (hwmon INA2xx power1_input) sampled during "
+        "the steady window by a separate process",
+    )
     p.add_argument("--power-rate", type=float, default=1000.0, help="power samples per second")
-    p.add_argument("--idle-power-mw", type=float, default=None,
-                   help="board idle power, subtracted from the window's mean power")
+    p.add_argument(
+        "--idle-power-mw", type=float, default=None, help="board idle power, subtracted from the window's mean power"
+    )
     a = p.parse_args(argv)
     if a.cpus is not None:
         try:
@@ -142,8 +167,7 @@ def parse_args(argv):
     for name in ("min_seconds", "warmup_seconds"):
         v = getattr(a, name)
         if not (v >= 0 and math.isfinite(v)):
-            raise RunnerError("usage: --%s must be >= 0 (got %r)" % (name.replace("_", "-"), v),
-                              "usage")
+            raise RunnerError("usage: --%s must be >= 0 (got %r)" % (name.replace("_", "-"), v), "usage")
     if not (a.max_seconds > 0 and math.isfinite(a.max_seconds)):
         raise RunnerError("usage: --max-seconds must be > 0 (got %r)" % a.max_seconds, "usage")
     a.input_shape = parse_input_shapes(a.input_shape)
@@ -174,9 +198,12 @@ def parse_input_shapes(values):
         except ValueError:
             parsed = []
         if not parsed or min(parsed) < 1 or (name == "" and len(out) > 1):
-            raise RunnerError("usage: --input-shape %s%s: expected NAME:D1,D2,... with every dimension "
-                              ">= 1 (the name may be left out for a single input only)"
-                              % (name + ":" if name else "", ",".join(dims)), "usage")
+            raise RunnerError(
+                "usage: --input-shape %s%s: expected NAME:D1,D2,... with every dimension "
+                ">= 1 (the name may be left out for a single input only)"
+                % (name + ":" if name else "", ",".join(dims)),
+                "usage",
+            )
         if name in [n for n, _ in shapes]:
             raise RunnerError("usage: --input-shape gives input %r more than once" % name, "usage")
         shapes.append((name, parsed))
@@ -198,15 +225,20 @@ def apply_input_shapes(interp, given, model_path):
     for name, dims in given:
         if name == "":
             if len(details) != 1:
-                raise RunnerError("usage: --input-shape %s has no input name, but model %s has %d "
-                                  "inputs (%s)" % (",".join(map(str, dims)), model_path, len(details),
-                                                   names), "usage")
+                raise RunnerError(
+                    "usage: --input-shape %s has no input name, but model %s has %d "
+                    "inputs (%s)" % (",".join(map(str, dims)), model_path, len(details), names),
+                    "usage",
+                )
             d = details[0]
         else:
             match = [d for d in details if d["name"] == name]
             if not match:
-                raise RunnerError("usage: --input-shape names input %r, but the inputs of model %s are "
-                                  "%s" % (name, model_path, names), "usage")
+                raise RunnerError(
+                    "usage: --input-shape names input %r, but the inputs of model %s are "
+                    "%s" % (name, model_path, names),
+                    "usage",
+                )
             d = match[0]
         chosen[int(d["index"])] = dims
     resized = {}
@@ -216,17 +248,21 @@ def apply_input_shapes(interp, given, model_path):
         if int(d["index"]) in chosen:
             dims = chosen[int(d["index"])]
             if len(dims) != len(sig) or any(w >= 0 and w != g for w, g in zip(sig, dims)):
-                raise RunnerError("usage: --input-shape %s:%s does not fit input %r of model %s (shape "
-                                  "signature %s, -1 = any size)" % (name, ",".join(map(str, dims)), name,
-                                                                    model_path, _dims(sig)), "usage")
+                raise RunnerError(
+                    "usage: --input-shape %s:%s does not fit input %r of model %s (shape "
+                    "signature %s, -1 = any size)" % (name, ",".join(map(str, dims)), name, model_path, _dims(sig)),
+                    "usage",
+                )
             interp.resize_tensor_input(d["index"], dims)
             resized[name] = dims
         elif any(s < 0 for s in sig[1:]):
-            hint = ",".join("1" if (i == 0 and s < 0) else ("?" if s < 0 else str(s))
-                            for i, s in enumerate(sig))
-            raise RunnerError("model %s: input %r has unknown dimensions (shape signature %s); give the "
-                              "shape to measure with --input-shape %s:%s (each ? a size)"
-                              % (model_path, name, _dims(sig), name, hint), "usage")
+            hint = ",".join("1" if (i == 0 and s < 0) else ("?" if s < 0 else str(s)) for i, s in enumerate(sig))
+            raise RunnerError(
+                "model %s: input %r has unknown dimensions (shape signature %s); give the "
+                "shape to measure with --input-shape %s:%s (each ? a size)"
+                % (model_path, name, _dims(sig), name, hint),
+                "usage",
+            )
         elif any(int(s) <= 0 for s in d["shape"]):
             dims = [max(1, int(s)) for s in d["shape"]]
             interp.resize_tensor_input(d["index"], dims)
@@ -249,9 +285,11 @@ def load_runtime():
     errors = []
     try:
         from ai_edge_litert import interpreter as mod  # type: ignore
+
         version = None
         try:
             import ai_edge_litert  # type: ignore
+
             version = getattr(ai_edge_litert, "__version__", None)
         except Exception:  # pragma: no cover
             pass
@@ -263,6 +301,7 @@ def load_runtime():
     try:
         import tflite_runtime  # type: ignore
         from tflite_runtime import interpreter as mod  # type: ignore
+
         version = getattr(tflite_runtime, "__version__", None) or _dist_version("tflite-runtime")
         return mod, "tflite_runtime", str(version or "unknown")
     except Exception as exc:
@@ -272,19 +311,18 @@ def load_runtime():
 
         class _TFMod(object):
             Interpreter = tf.lite.Interpreter
-            OpResolverType = getattr(getattr(tf.lite, "experimental", None),
-                                     "OpResolverType", None)
+            OpResolverType = getattr(getattr(tf.lite, "experimental", None), "OpResolverType", None)
 
         return _TFMod, "tensorflow.lite", str(tf.__version__)
     except Exception as exc:
         errors.append("tensorflow: %s" % _one_line(exc))
-    raise RunnerError("no TFLite runtime importable by %s (%s)"
-                      % (sys.executable, "; ".join(errors)), "runtime")
+    raise RunnerError("no TFLite runtime importable by %s (%s)" % (sys.executable, "; ".join(errors)), "runtime")
 
 
 def _dist_version(dist: str):
     try:
         from importlib import metadata  # Python 3.8+
+
         return metadata.version(dist)
     except Exception:
         return None
@@ -307,6 +345,7 @@ def _proc_status_kb(field: str):
 def _maxrss_kb():
     try:
         import resource
+
         v = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if sys.platform == "darwin":  # bytes there, KiB on Linux
             v //= 1024
@@ -382,8 +421,9 @@ def _throttled_raw():
     if not exe:
         return None
     try:
-        out = subprocess.run([exe, "get_throttled"], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, timeout=3, check=False)
+        out = subprocess.run(
+            [exe, "get_throttled"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=3, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     text = out.stdout.decode("ascii", "replace").strip()
@@ -415,10 +455,16 @@ def telemetry_snapshot():
             flags = [name for bit, name in sorted(THROTTLE_BITS.items()) if v & bit]
         except ValueError:
             flags = None
-    return {"cpu_temp_c": _cpu_temp_c(), "cpu_freq_khz": _cpu_freq_khz(),
-            "governor": _read_text(CPU_GOVERNOR), "time_in_state": _time_in_state(),
-            "throttled_raw": raw, "throttled_flags": flags, "loadavg": load,
-            "time_unix": round(time.time(), 3)}
+    return {
+        "cpu_temp_c": _cpu_temp_c(),
+        "cpu_freq_khz": _cpu_freq_khz(),
+        "governor": _read_text(CPU_GOVERNOR),
+        "time_in_state": _time_in_state(),
+        "throttled_raw": raw,
+        "throttled_flags": flags,
+        "loadavg": load,
+        "time_unix": round(time.time(), 3),
+    }
 
 
 def _time_in_state():
@@ -494,13 +540,19 @@ def rapl_energy(before_uj, after_uj, count, window_s):
             delta += int(_read_text(RAPL_RANGE))
         except (TypeError, ValueError):
             return None
-    return {"meter": "rapl", "domain": "package-0", "sample_rate_hz": None,
-            "energy_per_inference_uj": delta / float(count), "estimate": False,
-            "includes_idle": True, "window_energy_uj": delta,
-            "window_s": window_s,
-            "mean_power_w": (delta / 1e6 / window_s) if window_s > 0 else None,
-            "note": "package energy over the steady window / count; includes idle and "
-                    "other processes' power, not idle-subtracted"}
+    return {
+        "meter": "rapl",
+        "domain": "package-0",
+        "sample_rate_hz": None,
+        "energy_per_inference_uj": delta / float(count),
+        "estimate": False,
+        "includes_idle": True,
+        "window_energy_uj": delta,
+        "window_s": window_s,
+        "mean_power_w": (delta / 1e6 / window_s) if window_s > 0 else None,
+        "note": "package energy over the steady window / count; includes idle and "
+        "other processes' power, not idle-subtracted",
+    }
 
 
 # -------------------------------------------------------------------- statistics
@@ -538,8 +590,7 @@ def read_power_uw(path):
         with open(real, "rb") as f:
             raw = f.read()
     except OSError as exc:
-        raise RunnerError("power file %s cannot be read: %s" % (path, exc.strerror or _one_line(exc)),
-                          "meter")
+        raise RunnerError("power file %s cannot be read: %s" % (path, exc.strerror or _one_line(exc)), "meter")
     try:
         return int(raw.split()[0])
     except (ValueError, IndexError):
@@ -556,15 +607,20 @@ class PowerSampler(object):
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", _SAMPLER, sysfs_path(self.path), str(self.rate)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, universal_newlines=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SAMPLER, sysfs_path(self.path), str(self.rate)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+        )
         # the window starts only once the sampler runs (its interpreter start-up would eat the window)
         if self.proc.stdout.readline().strip() != "ready":
             self.proc.kill()
             _, err = self.proc.communicate()
-            raise RunnerError("power sampler on %s failed: %s"
-                              % (self.path, (err.strip().splitlines() or ["no output"])[-1]), "meter")
+            raise RunnerError(
+                "power sampler on %s failed: %s" % (self.path, (err.strip().splitlines() or ["no output"])[-1]), "meter"
+            )
         return self
 
     def stop(self):
@@ -575,9 +631,9 @@ class PowerSampler(object):
             self.proc.communicate()
             raise RunnerError("power sampler on %s did not stop" % self.path, "meter")
         if self.proc.returncode != 0 or not out.strip():
-            raise RunnerError("power sampler on %s failed: %s"
-                              % (self.path, (err.strip().splitlines() or ["no output"])[-1]),
-                              "meter")
+            raise RunnerError(
+                "power sampler on %s failed: %s" % (self.path, (err.strip().splitlines() or ["no output"])[-1]), "meter"
+            )
         n, total, elapsed = out.split()
         return int(n), int(total), float(elapsed)
 
@@ -585,11 +641,18 @@ class PowerSampler(object):
 def sampled_energy(path, n, total_uw, elapsed_s, idle_mw, mean_latency_us):
     mean_mw = total_uw / 1000.0 / max(1, n)
     active_mw = mean_mw - (idle_mw or 0.0)
-    return {"meter": "hwmon", "path": path, "sample_rate_hz": n / elapsed_s if elapsed_s else None,
-            "samples": n, "mean_power_mw": mean_mw, "idle_power_mw": idle_mw,
-            "energy_per_inference_uj": active_mw * mean_latency_us / 1000.0, "estimate": False,
-            "includes_idle": idle_mw is None,
-            "note": "(mean power during the steady window - idle power) x mean latency"}
+    return {
+        "meter": "hwmon",
+        "path": path,
+        "sample_rate_hz": n / elapsed_s if elapsed_s else None,
+        "samples": n,
+        "mean_power_mw": mean_mw,
+        "idle_power_mw": idle_mw,
+        "energy_per_inference_uj": active_mw * mean_latency_us / 1000.0,
+        "estimate": False,
+        "includes_idle": idle_mw is None,
+        "note": "(mean power during the steady window - idle power) x mean latency",
+    }
 
 
 def percentile(sorted_xs, q):
@@ -645,7 +708,7 @@ def median_ci(sorted_xs, level=0.95):
             break
     if best is None:
         l = 1
-        cov = 1.0 - 2.0 * (0.5 ** n)
+        cov = 1.0 - 2.0 * (0.5**n)
     else:
         l = best + 1
         cov = 1.0 - 2.0 * cdf[best]
@@ -662,13 +725,25 @@ def summarize(samples_us, level=0.95):
     mean = math.fsum(xs) / n
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
     lo, hi, cov = median_ci(xs, level)
-    return {"count": n, "min": xs[0], "max": xs[-1], "mean": mean, "std": std,
-            "p50": percentile(xs, 0.50), "p90": percentile(xs, 0.90),
-            "p95": percentile(xs, 0.95), "p99": percentile(xs, 0.99),
-            "median_ci_low": lo, "median_ci_high": hi, "ci_level": level,
-            "ci_coverage": cov, "ci_method": "binomial order statistics",
-            "std_ddof": 1, "percentile_method": "linear",
-            "samples": list(samples_us)}
+    return {
+        "count": n,
+        "min": xs[0],
+        "max": xs[-1],
+        "mean": mean,
+        "std": std,
+        "p50": percentile(xs, 0.50),
+        "p90": percentile(xs, 0.90),
+        "p95": percentile(xs, 0.95),
+        "p99": percentile(xs, 0.99),
+        "median_ci_low": lo,
+        "median_ci_high": hi,
+        "ci_level": level,
+        "ci_coverage": cov,
+        "ci_method": "binomial order statistics",
+        "std_ddof": 1,
+        "percentile_method": "linear",
+        "samples": list(samples_us),
+    }
 
 
 # --------------------------------------------------------------------- model io
@@ -696,8 +771,7 @@ def check_model_file(path):
     if size == 0:
         raise RunnerError("model file %s is empty" % path, "model")
     if len(head) < 8 or head[4:8] != b"TFL3":
-        raise RunnerError("model file %s is not a TFLite flatbuffer (missing 'TFL3' identifier)"
-                          % path, "model")
+        raise RunnerError("model file %s is not a TFLite flatbuffer (missing 'TFL3' identifier)" % path, "model")
     return size
 
 
@@ -706,8 +780,7 @@ def make_interpreter(rt, model_path, num_threads, xnnpack):
     if not xnnpack:
         ort = getattr(rt, "OpResolverType", None)
         if ort is None:
-            raise RunnerError("runtime does not support --no-xnnpack (no OpResolverType)",
-                              "runtime")
+            raise RunnerError("runtime does not support --no-xnnpack (no OpResolverType)", "runtime")
         kwargs["experimental_op_resolver_type"] = ort.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     return rt.Interpreter(**kwargs)
 
@@ -729,18 +802,20 @@ def random_input(np, rng, shape, dtype):
             lo, hi = 0, 99
         return rng.integers(lo, hi + 1, size=shape).astype(dt)
     if np.issubdtype(dt, np.complexfloating):
-        return (rng.uniform(-0.5, 0.5, size=shape)
-                + 1j * rng.uniform(-0.5, 0.5, size=shape)).astype(dt)
+        return (rng.uniform(-0.5, 0.5, size=shape) + 1j * rng.uniform(-0.5, 0.5, size=shape)).astype(dt)
     raise RunnerError("unsupported input dtype %s" % dt, "model")
 
 
 def tensor_info(d):
     q = d.get("quantization") or (0.0, 0)
-    return {"name": d.get("name"), "index": int(d["index"]),
-            "shape": [int(s) for s in d["shape"]],
-            "shape_signature": [int(s) for s in d.get("shape_signature", d["shape"])],
-            "dtype": str(getattr(d["dtype"], "__name__", d["dtype"])),
-            "quantization": {"scale": float(q[0]), "zero_point": int(q[1])}}
+    return {
+        "name": d.get("name"),
+        "index": int(d["index"]),
+        "shape": [int(s) for s in d["shape"]],
+        "shape_signature": [int(s) for s in d.get("shape_signature", d["shape"])],
+        "dtype": str(getattr(d["dtype"], "__name__", d["dtype"])),
+        "quantization": {"scale": float(q[0]), "zero_point": int(q[1])},
+    }
 
 
 # -------------------------------------------------------------------------- eval
@@ -765,31 +840,30 @@ def check_eval_file(np, path, input_details):
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise RunnerError("eval file %s is not a readable .npz: %s" % (path, _one_line(exc)),
-                          "eval")
+        raise RunnerError("eval file %s is not a readable .npz: %s" % (path, _one_line(exc)), "eval")
     try:
         if not hasattr(npz, "files"):
-            raise RunnerError("eval file %s is a single .npy array, expected an .npz with key 'x'"
-                              % path, "eval")
+            raise RunnerError("eval file %s is a single .npy array, expected an .npz with key 'x'" % path, "eval")
         files = set(npz.files)
         if "x" not in files:
-            raise RunnerError("eval file %s has no array 'x' (keys: %s)"
-                              % (path, ", ".join(sorted(files)) or "none"), "eval")
+            raise RunnerError(
+                "eval file %s has no array 'x' (keys: %s)" % (path, ", ".join(sorted(files)) or "none"), "eval"
+            )
         if len(input_details) != 1:
-            raise RunnerError("eval file %s: --eval supports single-input models only (model has "
-                              "%d inputs)" % (path, len(input_details)), "eval")
+            raise RunnerError(
+                "eval file %s: --eval supports single-input models only (model has "
+                "%d inputs)" % (path, len(input_details)),
+                "eval",
+            )
         try:
-            headers = dict((k, _npz_member_header(np, npz, k)) for k in ("x", "y", "ref")
-                           if k in files)
+            headers = dict((k, _npz_member_header(np, npz, k)) for k in ("x", "y", "ref") if k in files)
         except Exception as exc:
-            raise RunnerError("eval file %s: cannot read array headers: %s"
-                              % (path, _one_line(exc)), "eval")
+            raise RunnerError("eval file %s: cannot read array headers: %s" % (path, _one_line(exc)), "eval")
         xs, xdt = headers["x"]
         if xdt.kind not in "fiub":
             raise RunnerError("eval file %s: 'x' has non-numeric dtype %s" % (path, xdt), "eval")
         if len(xs) < 1 or xs[0] < 1:
-            raise RunnerError("eval file %s: 'x' has no samples (shape %s)" % (path, list(xs)),
-                              "eval")
+            raise RunnerError("eval file %s: 'x' has no samples (shape %s)" % (path, list(xs)), "eval")
         n = xs[0]
         in_shape = tuple(int(s) for s in input_details[0]["shape"])
         if tuple(xs[1:]) == in_shape:
@@ -797,17 +871,20 @@ def check_eval_file(np, path, input_details):
         elif in_shape and in_shape[0] == 1 and tuple(xs[1:]) == in_shape[1:]:
             add_batch = True
         else:
-            raise RunnerError("eval file %s: 'x' shape %s does not match model input shape %s "
-                              "(expected (N,%s))" % (path, list(xs), list(in_shape),
-                                                    ",".join(str(s) for s in in_shape[1:])),
-                              "eval")
+            raise RunnerError(
+                "eval file %s: 'x' shape %s does not match model input shape %s "
+                "(expected (N,%s))" % (path, list(xs), list(in_shape), ",".join(str(s) for s in in_shape[1:])),
+                "eval",
+            )
         for k in ("y", "ref"):
             if k in headers:
                 ks, kdt = headers[k]
                 if kdt.kind not in "iuf" or len(ks) != 1 or ks[0] != n:
-                    raise RunnerError("eval file %s: '%s' must be a 1-D integer array of length "
-                                      "%d (got shape %s, dtype %s)"
-                                      % (path, k, n, list(ks), kdt), "eval")
+                    raise RunnerError(
+                        "eval file %s: '%s' must be a 1-D integer array of length "
+                        "%d (got shape %s, dtype %s)" % (path, k, n, list(ks), kdt),
+                        "eval",
+                    )
         return {"n": n, "add_batch": add_batch, "has_y": "y" in files, "has_ref": "ref" in files}
     finally:
         close = getattr(npz, "close", None)
@@ -817,7 +894,7 @@ def check_eval_file(np, path, input_details):
 
 def quantize_input(np, x, d):
     dt = np.dtype(d["dtype"])
-    scale, zp = (d.get("quantization") or (0.0, 0))
+    scale, zp = d.get("quantization") or (0.0, 0)
     if dt in (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)):
         info = np.iinfo(dt)
         if scale and scale > 0:
@@ -829,7 +906,7 @@ def quantize_input(np, x, d):
 
 
 def dequantize_output(np, y, d):
-    scale, zp = (d.get("quantization") or (0.0, 0))
+    scale, zp = d.get("quantization") or (0.0, 0)
     if np.issubdtype(np.dtype(d["dtype"]), np.integer) and scale and scale > 0:
         return (y.astype(np.float64) - zp) * scale
     return y.astype(np.float64)
@@ -855,12 +932,15 @@ def run_eval(np, interp, path, plan):
         out = dequantize_output(np, interp.get_tensor(outd["index"]), outd)
         preds[i] = int(np.argmax(out.reshape(-1)))
     secs = time.perf_counter() - t0
-    res = {"n": n,
-           "top1": float(np.mean(preds == y)) if y is not None else None,
-           "agreement": float(np.mean(preds == ref)) if ref is not None else None,
-           "correct": int(np.sum(preds == y)) if y is not None else None,
-           "agree": int(np.sum(preds == ref)) if ref is not None else None,
-           "path": path, "seconds": secs}
+    res = {
+        "n": n,
+        "top1": float(np.mean(preds == y)) if y is not None else None,
+        "agreement": float(np.mean(preds == ref)) if ref is not None else None,
+        "correct": int(np.sum(preds == y)) if y is not None else None,
+        "agree": int(np.sum(preds == ref)) if ref is not None else None,
+        "path": path,
+        "seconds": secs,
+    }
     return res
 
 
@@ -937,10 +1017,20 @@ def load_paired(rt, np, args, pc):
         raise
     except Exception as exc:
         raise RunnerError("cannot run paired model %s: %s" % (path, _one_line(exc)), "model")
-    warmup_loop(interp.invoke, max(1, args.warmup_runs), int(args.warmup_seconds * 1e9),
-                int(args.max_seconds * 1e9), pc, array.array("q", bytes(8)))
-    return interp, {"path": path, "size_bytes": size, "sha256": sha256_file(path),
-                    "first_inference_us": first_ns / 1000.0}
+    warmup_loop(
+        interp.invoke,
+        max(1, args.warmup_runs),
+        int(args.warmup_seconds * 1e9),
+        int(args.max_seconds * 1e9),
+        pc,
+        array.array("q", bytes(8)),
+    )
+    return interp, {
+        "path": path,
+        "size_bytes": size,
+        "sha256": sha256_file(path),
+        "first_inference_us": first_ns / 1000.0,
+    }
 
 
 def warmup_loop(invoke, min_runs, min_ns, max_ns, pc, kept):
@@ -980,15 +1070,26 @@ def run(args):
     result["runtime"] = {"name": rt_name, "version": rt_version, "numpy": np.__version__}
     result["python"] = platform.python_version()
     u = platform.uname()
-    result["platform"] = {"machine": u.machine, "system": u.system, "release": u.release,
-                          "node": u.node, "cpu_count": os.cpu_count(),
-                          "usable_cpus": _cpu_count()}
+    result["platform"] = {
+        "machine": u.machine,
+        "system": u.system,
+        "release": u.release,
+        "node": u.node,
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": _cpu_count(),
+    }
     result["model"] = {"path": model_path, "size_bytes": size, "sha256": sha256_file(model_path)}
-    result["config"] = {"num_threads": args.num_threads, "xnnpack": not args.no_xnnpack,
-                        "min_runs": args.min_runs, "min_seconds": args.min_seconds,
-                        "max_seconds": args.max_seconds, "warmup_runs": args.warmup_runs,
-                        "warmup_seconds": args.warmup_seconds, "seed": args.seed,
-                        "eval": os.path.abspath(args.eval) if args.eval else None}
+    result["config"] = {
+        "num_threads": args.num_threads,
+        "xnnpack": not args.no_xnnpack,
+        "min_runs": args.min_runs,
+        "min_seconds": args.min_seconds,
+        "max_seconds": args.max_seconds,
+        "warmup_runs": args.warmup_runs,
+        "warmup_seconds": args.warmup_seconds,
+        "seed": args.seed,
+        "eval": os.path.abspath(args.eval) if args.eval else None,
+    }
 
     if args.cpus is not None:
         try:
@@ -1005,9 +1106,10 @@ def run(args):
     rss_before = rss_kb()
 
     # ---- init: load + resize dynamic inputs (--input-shape) + allocate
-    log("loading %s (%d bytes, %d thread%s, XNNPACK %s)"
-        % (model_path, size, args.num_threads, "" if args.num_threads == 1 else "s",
-           "off" if args.no_xnnpack else "on"))
+    log(
+        "loading %s (%d bytes, %d thread%s, XNNPACK %s)"
+        % (model_path, size, args.num_threads, "" if args.num_threads == 1 else "s", "off" if args.no_xnnpack else "on")
+    )
     t0 = pc()
     try:
         interp = make_interpreter(rt, model_path, args.num_threads, not args.no_xnnpack)
@@ -1038,8 +1140,7 @@ def run(args):
     except RunnerError:
         raise
     except Exception as exc:
-        raise RunnerError("cannot set inputs of model %s: %s" % (model_path, _one_line(exc)),
-                          "model")
+        raise RunnerError("cannot set inputs of model %s: %s" % (model_path, _one_line(exc)), "model")
 
     invoke = interp.invoke
     gc_was_enabled = gc.isenabled()
@@ -1051,24 +1152,25 @@ def run(args):
             invoke()
             first_ns = pc() - t0
         except Exception as exc:
-            raise RunnerError("invoke failed for model %s: %s" % (model_path, _one_line(exc)),
-                              "model")
+            raise RunnerError("invoke failed for model %s: %s" % (model_path, _one_line(exc)), "model")
         result["first_inference_us"] = first_ns / 1000.0
 
         # ---- warmup (until both warmup_runs and warmup_seconds; capped by max_seconds)
         max_ns = int(args.max_seconds * 1e9)
         if args.warmup_runs > 0 or args.warmup_seconds > 0:
-            wcount, wtotal = warmup_loop(invoke, max(1, args.warmup_runs), int(args.warmup_seconds * 1e9),
-                                         max_ns, pc, warm_kept)
+            wcount, wtotal = warmup_loop(
+                invoke, max(1, args.warmup_runs), int(args.warmup_seconds * 1e9), max_ns, pc, warm_kept
+            )
         else:
             wcount, wtotal = 0, 0
         model_peak = peak_rss_kb()  # before the steady window's sample buffer grows
-        result["warmup"] = {"count": wcount,
-                            "samples_us": [s / 1000.0 for s in warm_kept[:min(wcount, MAX_WARMUP_SAMPLES)]],
-                            "samples_truncated": wcount > MAX_WARMUP_SAMPLES,
-                            "total_us": wtotal / 1000.0}
-        log("init %.1f ms, first inference %.3f ms, warmup %d runs"
-            % (init_ns / 1e6, first_ns / 1e6, wcount))
+        result["warmup"] = {
+            "count": wcount,
+            "samples_us": [s / 1000.0 for s in warm_kept[: min(wcount, MAX_WARMUP_SAMPLES)]],
+            "samples_truncated": wcount > MAX_WARMUP_SAMPLES,
+            "total_us": wtotal / 1000.0,
+        }
+        log("init %.1f ms, first inference %.3f ms, warmup %d runs" % (init_ns / 1e6, first_ns / 1e6, wcount))
         paired = load_paired(rt, np, args, pc) if args.paired_model else None
 
         # ---- steady state
@@ -1084,11 +1186,11 @@ def run(args):
             mean_ns = max(1.0, wtotal / wcount if wcount else first_ns)
             block = max(1, int(round(PAIRED_BLOCK_NS / mean_ns)))
             samples, samples_b, elapsed_ns, reason = paired_loop(
-                invoke, paired[0].invoke, block, args.min_runs, int(args.min_seconds * 1e9), max_ns, pc)
+                invoke, paired[0].invoke, block, args.min_runs, int(args.min_seconds * 1e9), max_ns, pc
+            )
             paired[1]["block"] = block
         else:
-            samples, elapsed_ns, reason = timed_loop(invoke, args.min_runs,
-                                                     int(args.min_seconds * 1e9), max_ns, pc)
+            samples, elapsed_ns, reason = timed_loop(invoke, args.min_runs, int(args.min_seconds * 1e9), max_ns, pc)
         e1 = rapl_read()
         power = None
         if sampler is not None:
@@ -1107,34 +1209,50 @@ def run(args):
     lat["window_s"] = elapsed_ns / 1e9
     lat["stop_reason"] = reason
     result["latency_us"] = lat
-    log("steady %d runs in %.2f s (%s): p50 %.1f us [%.1f, %.1f], p99 %.1f us"
-        % (lat["count"], lat["window_s"], STOP_REASONS.get(reason, reason), lat["p50"],
-           lat["median_ci_low"], lat["median_ci_high"], lat["p99"]))
+    log(
+        "steady %d runs in %.2f s (%s): p50 %.1f us [%.1f, %.1f], p99 %.1f us"
+        % (
+            lat["count"],
+            lat["window_s"],
+            STOP_REASONS.get(reason, reason),
+            lat["p50"],
+            lat["median_ci_low"],
+            lat["median_ci_high"],
+            lat["p99"],
+        )
+    )
     if paired is not None:
         lat_b = summarize([s / 1000.0 for s in samples_b])
         result["paired"] = dict(paired[1], latency_us=lat_b, order="ABBA")
-        log("paired model: p50 %.1f us (%d runs, blocks of %d), %.4f x this model's p50"
-            % (lat_b["p50"], lat_b["count"], paired[1]["block"], lat_b["p50"] / lat["p50"]))
+        log(
+            "paired model: p50 %.1f us (%d runs, blocks of %d), %.4f x this model's p50"
+            % (lat_b["p50"], lat_b["count"], paired[1]["block"], lat_b["p50"] / lat["p50"])
+        )
 
-    result["memory"] = {"rss_before_load_kb": rss_before, "rss_after_load_kb": rss_after,
-                        "peak_rss_kb": peak,
-                        "model_memory_kb": (model_peak - rss_before)
-                        if (model_peak is not None and rss_before is not None) else None,
-                        "peak_rss_delta_kb": (peak - rss_before)
-                        if (peak is not None and rss_before is not None) else None,
-                        "source": "proc_status" if _proc_status_kb("VmHWM") is not None
-                        else "getrusage",
-                        "measured": "right after the steady window, before eval"}
+    result["memory"] = {
+        "rss_before_load_kb": rss_before,
+        "rss_after_load_kb": rss_after,
+        "peak_rss_kb": peak,
+        "model_memory_kb": (model_peak - rss_before) if (model_peak is not None and rss_before is not None) else None,
+        "peak_rss_delta_kb": (peak - rss_before) if (peak is not None and rss_before is not None) else None,
+        "source": "proc_status" if _proc_status_kb("VmHWM") is not None else "getrusage",
+        "measured": "right after the steady window, before eval",
+    }
     disturbed = window_disturbed(tel_before, tel_after)
-    result["telemetry"] = {"before": tel_before, "after": tel_after,
-                           "throttled": combine_throttled(tel_before, tel_after),
-                           "governor": tel_after.get("governor"),
-                           "disturbed": bool(disturbed), "disturbed_reasons": disturbed}
+    result["telemetry"] = {
+        "before": tel_before,
+        "after": tel_after,
+        "throttled": combine_throttled(tel_before, tel_after),
+        "governor": tel_after.get("governor"),
+        "disturbed": bool(disturbed),
+        "disturbed_reasons": disturbed,
+    }
     if disturbed:
         log("window disturbed: %s" % "; ".join(disturbed))
     if power is not None:
-        result["energy"] = sampled_energy(args.power_file, power[0], power[1], power[2],
-                                          args.idle_power_mw, lat["mean"])
+        result["energy"] = sampled_energy(
+            args.power_file, power[0], power[1], power[2], args.idle_power_mw, lat["mean"]
+        )
     elif args.power_file:  # the profile's meter, or none: never another meter's figure in its place
         result["energy"] = None
         warning = "energy meter: %s; this result has no energy" % (meter_problem or "no power samples")
@@ -1173,6 +1291,7 @@ def _emit(out_fd, doc):
 def _numpy_info():
     try:
         import numpy
+
         return {"version": numpy.__version__, "error": None}
     except Exception as exc:
         return {"version": None, "error": "%s: %s" % (exc.__class__.__name__, _one_line(exc))}
@@ -1195,8 +1314,13 @@ def _disk_info(workdir):
         probe = os.path.dirname(probe)
     try:
         st = os.statvfs(probe)
-        return {"workdir": path, "checked": probe, "free_bytes": st.f_bavail * st.f_frsize,
-                "exists": os.path.isdir(path), "writable": os.access(probe, os.W_OK)}
+        return {
+            "workdir": path,
+            "checked": probe,
+            "free_bytes": st.f_bavail * st.f_frsize,
+            "exists": os.path.isdir(path),
+            "writable": os.access(probe, os.W_OK),
+        }
     except (OSError, AttributeError) as exc:
         return {"workdir": path, "checked": probe, "free_bytes": None, "error": _one_line(exc)}
 
@@ -1223,9 +1347,12 @@ def _throttle_info():
         value = None
     if value is None:
         return {"available": available, "raw": raw, "now": None, "since_boot": None}
-    return {"available": True, "raw": raw,
-            "now": [name for bit, name in sorted(THROTTLE_BITS.items()) if value & bit],
-            "since_boot": [name for bit, name in sorted(THROTTLE_BITS.items()) if value & (bit << 16)]}
+    return {
+        "available": True,
+        "raw": raw,
+        "now": [name for bit, name in sorted(THROTTLE_BITS.items()) if value & bit],
+        "since_boot": [name for bit, name in sorted(THROTTLE_BITS.items()) if value & (bit << 16)],
+    }
 
 
 def _energy_info():
@@ -1236,25 +1363,35 @@ def _energy_info():
         power = {}
         for f in sorted(glob.glob(os.path.join(d, "power*_input"))):
             try:
-                read_power_uw(f[len(SYSFS):])
+                read_power_uw(f[len(SYSFS) :])
                 power[os.path.basename(f)] = None
             except RunnerError as exc:
                 power[os.path.basename(f)] = str(exc)
         real = os.path.realpath(d)
-        sensors.append({"path": d[len(SYSFS):], "real_path": real[len(SYSFS):] if real.startswith(SYSFS) else real,
-                        "name": _read_text(os.path.join(d, "name")), "power": power})
-    return {"rapl": {"path": RAPL_ENERGY[len(SYSFS):], "readable": rapl is not None and rapl.isdigit()},
-            "hwmon": sensors}
+        sensors.append(
+            {
+                "path": d[len(SYSFS) :],
+                "real_path": real[len(SYSFS) :] if real.startswith(SYSFS) else real,
+                "name": _read_text(os.path.join(d, "name")),
+                "power": power,
+            }
+        )
+    return {
+        "rapl": {"path": RAPL_ENERGY[len(SYSFS) :], "readable": rapl is not None and rapl.isdigit()},
+        "hwmon": sensors,
+    }
 
 
 def probe_document(workdir):
     u = platform.uname()
     return {
         "schema": PROBE_SCHEMA,
-        "python": {"version": platform.python_version(), "executable": sys.executable,
-                   "ok": tuple(sys.version_info[:2]) >= (3, 9)},
-        "platform": {"machine": u[4], "system": u[0], "release": u[2], "node": u[1],
-                     "cpu_count": os.cpu_count()},
+        "python": {
+            "version": platform.python_version(),
+            "executable": sys.executable,
+            "ok": tuple(sys.version_info[:2]) >= (3, 9),
+        },
+        "platform": {"machine": u[4], "system": u[0], "release": u[2], "node": u[1], "cpu_count": os.cpu_count()},
         "numpy": _numpy_info(),
         "runtime": _runtime_info(),
         "disk": _disk_info(workdir),
@@ -1289,19 +1426,21 @@ def main(argv=None):
             doc = run(parse_args(argv))
         code = 0
     except RunnerError as exc:
-        doc = {"schema": SCHEMA, "status": "error", "error": _one_line(exc),
-               "error_kind": exc.kind}
+        doc = {"schema": SCHEMA, "status": "error", "error": _one_line(exc), "error_kind": exc.kind}
         log("error: %s" % doc["error"])
         code = EXIT_ERROR
     except KeyboardInterrupt:
-        doc = {"schema": SCHEMA, "status": "error", "error": "interrupted",
-               "error_kind": "interrupted"}
+        doc = {"schema": SCHEMA, "status": "error", "error": "interrupted", "error_kind": "interrupted"}
         code = EXIT_ERROR
     except Exception as exc:  # unexpected: still one clean JSON line
-        doc = {"schema": SCHEMA, "status": "error",
-               "error": "runner crashed: %s: %s" % (exc.__class__.__name__, _one_line(exc)),
-               "error_kind": "crash"}
+        doc = {
+            "schema": SCHEMA,
+            "status": "error",
+            "error": "runner crashed: %s: %s" % (exc.__class__.__name__, _one_line(exc)),
+            "error_kind": "crash",
+        }
         import traceback
+
         traceback.print_exc()
         code = EXIT_ERROR
     try:

@@ -24,10 +24,14 @@ def _any(*paths: str) -> bool:
 
 TOOLS = {
     "sshd": (lambda: _any("/usr/sbin/sshd") and _any("ssh-keygen"), "apt-get install openssh-server"),
-    "arm_gcc": (lambda: _any("arm-none-eabi-gcc") and _any("arm-none-eabi-g++"),
-                "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib"),
-    "qemu": (lambda: _any("qemu-system-arm") and _any("arm-none-eabi-gcc"),
-             "apt-get install qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi"),
+    "arm_gcc": (
+        lambda: _any("arm-none-eabi-gcc") and _any("arm-none-eabi-g++"),
+        "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib",
+    ),
+    "qemu": (
+        lambda: _any("qemu-system-arm") and _any("arm-none-eabi-gcc"),
+        "apt-get install qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi",
+    ),
     "chromium": (lambda: _any("chromium", "/usr/bin/chromium"), "apt-get install chromium"),
     "ser2net": (lambda: _any("ser2net", "/usr/sbin/ser2net"), "apt-get install ser2net"),
 }
@@ -69,8 +73,14 @@ def tiny_model(tmp_path_factory) -> dict:
     rng = np.random.default_rng(1)
     x = rng.random((120, 8, 8, 1), dtype=np.float32)
     y = (x.reshape(120, -1).mean(axis=1) > 0.5).astype(np.int64) + 2 * (x[:, 0, 0, 0] > 0.5)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=3, verbose=0)
     path = d / "tiny.keras"
@@ -92,12 +102,14 @@ def workspace(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def hil(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = False,
-        timeout: float = 600) -> subprocess.CompletedProcess:
+def hil(
+    *args: str, cwd: Path | None = None, env: dict | None = None, check: bool = False, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run the real `hil` CLI in a subprocess (what a user or CI job does)."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"hil {' '.join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}")
     return proc

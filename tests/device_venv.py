@@ -8,6 +8,7 @@ reused across sessions once its marker file exists. Creation is serialised with 
 parallel test workers do not race. ``$HILBENCH_DEVICE_BASE_PYTHON`` optionally selects the
 interpreter the venv is created from (default: the base interpreter of the current Python).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,11 @@ from pathlib import Path
 
 PACKAGES = ("numpy", "ai-edge-litert")
 MARKER = ".hilbench-device-venv.json"
-_CHECK = ("import json, sys, numpy, ai_edge_litert; from ai_edge_litert import interpreter; "
-          "print(json.dumps({'python': sys.version.split()[0], 'numpy': numpy.__version__, "
-          "'ai_edge_litert': getattr(ai_edge_litert, '__version__', None)}))")
+_CHECK = (
+    "import json, sys, numpy, ai_edge_litert; from ai_edge_litert import interpreter; "
+    "print(json.dumps({'python': sys.version.split()[0], 'numpy': numpy.__version__, "
+    "'ai_edge_litert': getattr(ai_edge_litert, '__version__', None)}))"
+)
 
 
 class DeviceVenvError(RuntimeError):
@@ -49,12 +52,18 @@ def _clean_env() -> dict:
 
 
 def _run(cmd, timeout):
-    proc = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout, env=_clean_env(), check=False)
+    proc = subprocess.run(
+        [str(c) for c in cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env=_clean_env(),
+        check=False,
+    )
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
-        raise DeviceVenvError("command failed (exit %d): %s\n%s"
-                              % (proc.returncode, " ".join(map(str, cmd)), tail))
+        raise DeviceVenvError("command failed (exit %d): %s\n%s" % (proc.returncode, " ".join(map(str, cmd)), tail))
     return proc.stdout
 
 
@@ -72,6 +81,7 @@ def device_python() -> str:
     with open(lock_path, "w") as lock:
         try:
             import fcntl
+
             fcntl.flock(lock, fcntl.LOCK_EX)
         except ImportError:  # pragma: no cover - non-POSIX
             pass
@@ -82,8 +92,7 @@ def device_python() -> str:
         base = os.environ.get("HILBENCH_DEVICE_BASE_PYTHON") or sys.executable
         _run([base, "-m", "venv", root], timeout=300)
         py = _python_in(root)
-        _run([py, "-m", "pip", "install", "--disable-pip-version-check", "-q", *PACKAGES],
-             timeout=900)
+        _run([py, "-m", "pip", "install", "--disable-pip-version-check", "-q", *PACKAGES], timeout=900)
         info = json.loads(_run([py, "-c", _CHECK], timeout=120).strip().splitlines()[-1])
         info["packages"] = list(PACKAGES)
         (root / MARKER).write_text(json.dumps(info, indent=1) + "\n")

@@ -26,17 +26,20 @@ def tflite_model() -> Path:
 def make_lab(root: Path, device: str = "dut") -> dict:
     shutil.copytree(REPO / "device_profiles", root / "device_profiles")
     py = root / "fixed-python"
-    py.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fixed_runner.py'} \"$@\"\n")
+    py.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests" / "fixed_runner.py"} "$@"\n')
     py.chmod(py.stat().st_mode | stat.S_IEXEC)
     (root / "inventory.yaml").write_text(
-        f"devices:\n  - {{id: {device}, profile: localhost, transport: {{type: local, python: {py}}}}}\n")
+        f"devices:\n  - {{id: {device}, profile: localhost, transport: {{type: local, python: {py}}}}}\n"
+    )
     shutil.copy(tflite_model(), root / "net.tflite")
     script = root / "latency.json"
     write_latency(script, {"": 100.0})  # every model: 100 us
-    env = {"HILBENCH_CACHE": str(root / "cache"), "HILBENCH_LOCK_DIR": str(root / "locks"),
-           "HILBENCH_FIXED_LATENCY": str(script)}
-    return {"dir": root, "db": root / "reports" / "results.sqlite", "script": script, "env": env,
-            "device": device}
+    env = {
+        "HILBENCH_CACHE": str(root / "cache"),
+        "HILBENCH_LOCK_DIR": str(root / "locks"),
+        "HILBENCH_FIXED_LATENCY": str(script),
+    }
+    return {"dir": root, "db": root / "reports" / "results.sqlite", "script": script, "env": env, "device": device}
 
 
 def write_latency(path: Path, levels: dict[str, float], factor: float = 1.0) -> None:
@@ -45,8 +48,14 @@ def write_latency(path: Path, levels: dict[str, float], factor: float = 1.0) -> 
 
 
 def popen_hil(*args: str, cwd: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=cwd, env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def read_until(proc: subprocess.Popen, needle: str) -> list[str]:

@@ -26,6 +26,7 @@ def main(argv: list[str]) -> int:
     script_path = os.environ["HILBENCH_FIXED_LATENCY"]
     with open(script_path) as f:
         script = json.load(f)
+
     def level_of(sha):
         return next(v for k, v in script["levels"].items() if sha.startswith(k)) * script.get("factor", 1.0)
 
@@ -40,21 +41,34 @@ def main(argv: list[str]) -> int:
     runner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(runner)
     lat = runner.summarize(samples)
-    doc = {"schema": "hilbench.runner/1", "status": "ok",
-           "runtime": {"name": "fixed-clock-double", "version": "1"}, "python": "3",
-           "model": {"path": model, "size_bytes": len(blob), "sha256": sha},
-           "init_us": 100.0, "first_inference_us": level, "latency_us": lat,
-           "memory": {"model_memory_kb": 1000, "peak_rss_kb": 50000},
-           "telemetry": {"disturbed": False, "throttled": None}, "energy": None, "accuracy": None}
+    doc = {
+        "schema": "hilbench.runner/1",
+        "status": "ok",
+        "runtime": {"name": "fixed-clock-double", "version": "1"},
+        "python": "3",
+        "model": {"path": model, "size_bytes": len(blob), "sha256": sha},
+        "init_us": 100.0,
+        "first_inference_us": level,
+        "latency_us": lat,
+        "memory": {"model_memory_kb": 1000, "peak_rss_kb": 50000},
+        "telemetry": {"disturbed": False, "throttled": None},
+        "energy": None,
+        "accuracy": None,
+    }
     if "--paired-model" in args:  # the gate's in-process confirmation: both models, same "process"
         paired = args[args.index("--paired-model") + 1]
         pblob = open(paired, "rb").read()
         psha = hashlib.sha256(pblob).hexdigest()
         plevel = level_of(psha)
         pripple = 1.0 + 0.001 * ((calls * 3) % 5 - 2) / 2  # a ripple of its own: ratios keep a spread
-        doc["paired"] = {"path": paired, "size_bytes": len(pblob), "sha256": psha, "order": "ABBA", "block": 1,
-                         "latency_us": runner.summarize([plevel * pripple * (1.0 + 0.0005 * ((i * 5) % 7 - 3))
-                                                         for i in range(200)])}
+        doc["paired"] = {
+            "path": paired,
+            "size_bytes": len(pblob),
+            "sha256": psha,
+            "order": "ABBA",
+            "block": 1,
+            "latency_us": runner.summarize([plevel * pripple * (1.0 + 0.0005 * ((i * 5) % 7 - 3)) for i in range(200)]),
+        }
     print(json.dumps(doc))
     return 0
 

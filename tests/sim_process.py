@@ -53,8 +53,9 @@ def client_on(port: str, *, infer_timeout: float, timer_wrap_us: int = TIMER_WRA
     log: list[str] = []
     link = SerialLink(port, 115200, "sim")
     link.open()
-    client = ProtocolClient(link, "sim", timeout=2.0, infer_timeout=infer_timeout, timer_wrap_us=timer_wrap_us,
-                            log=log.append)
+    client = ProtocolClient(
+        link, "sim", timeout=2.0, infer_timeout=infer_timeout, timer_wrap_us=timer_wrap_us, log=log.append
+    )
     client.log_lines = log  # type: ignore[attr-defined]
     try:
         client.resync()

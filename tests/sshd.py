@@ -49,8 +49,12 @@ MaxStartups 50
 
 
 def keygen(path: Path, comment: str = "hilbench-test") -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return path
 
 
@@ -90,8 +94,12 @@ class SshServer:
         return f"[{self.host}]:{self.port} {self.host_key_line}\n"
 
     def fingerprint(self) -> str:
-        out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(self.dir / "ssh_host_ed25519_key.pub")],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ssh-keygen", "-l", "-E", "sha256", "-f", str(self.dir / "ssh_host_ed25519_key.pub")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         return out.split()[1]
 
     def kill(self) -> None:
@@ -131,9 +139,14 @@ def start_sshd(directory: Path) -> SshServer:
         port = free_port()
         cfg = directory / "sshd_config"
         cfg.write_text(CONFIG.format(port=port, dir=directory, user=user))
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         lines: queue.Queue = queue.Queue()
         log: list = []
 

@@ -41,8 +41,7 @@ def _randomize(model: keras.Model, seed: int) -> None:
     # Random non-zero weights everywhere: the converter drops all-zero biases and de-duplicates
     # identical constants, which would make parameter counts differ from Keras for a fresh model.
     rng = np.random.default_rng(seed)
-    model.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(np.float32)
-                       for w in model.get_weights()])
+    model.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
 
 
 def _cnn() -> keras.Model:
@@ -100,8 +99,7 @@ def _convert(model, kind: str, input_shape) -> bytes:
     elif kind == "int16x8":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = rep
-        conv.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     elif kind == "external":
         # Constant data appended after the flatbuffer (the > 2 GB model layout).
         conv._experimental_use_buffer_offset = True
@@ -111,9 +109,13 @@ def _convert(model, kind: str, input_shape) -> bytes:
 
 
 def _matmul_model() -> bytes:
-    @tf.function(input_signature=[tf.TensorSpec([2, 8, 16], tf.float32),
-                                  tf.TensorSpec([2, 16, 4], tf.float32),
-                                  tf.TensorSpec([2, 5, 16], tf.float32)])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([2, 8, 16], tf.float32),
+            tf.TensorSpec([2, 16, 4], tf.float32),
+            tf.TensorSpec([2, 5, 16], tf.float32),
+        ]
+    )
     def f(a, b, c):
         return tf.matmul(a, b), tf.matmul(c, a, transpose_b=True)
 
@@ -160,8 +162,8 @@ def models(tmp_path_factory):
 def _interpreter(path: Path):
     it = tf.lite.Interpreter(
         model_path=str(path),
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType
-        .BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     it.allocate_tensors()
     return it
 
@@ -192,8 +194,17 @@ def _np_dtype_name(dt) -> str:
     return np.dtype(dt).name
 
 
-ALL = ["cnn_fp32", "cnn_int8", "cnn_fp16", "cnn_int16x8", "cnn_external", "mlp_dynamic",
-       "mlp_fp32", "tconv_fp32", "matmul_fp32"]
+ALL = [
+    "cnn_fp32",
+    "cnn_int8",
+    "cnn_fp16",
+    "cnn_int16x8",
+    "cnn_external",
+    "mlp_dynamic",
+    "mlp_fp32",
+    "tconv_fp32",
+    "matmul_fp32",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,8 +218,7 @@ def test_builtin_operator_table_matches_tf_schema():
     for code, name in BUILTIN_OPERATORS.items():
         assert tf_ops.get(name) == code, f"{name}: ours {code}, TF {tf_ops.get(name)}"
     # no gaps: every TF code up to our highest one is named
-    missing = {n: c for n, c in tf_ops.items() if c <= max(BUILTIN_OPERATORS) and n not in
-               BUILTIN_OPERATOR_CODES}
+    missing = {n: c for n, c in tf_ops.items() if c <= max(BUILTIN_OPERATORS) and n not in BUILTIN_OPERATOR_CODES}
     assert not missing
     assert len(BUILTIN_OPERATORS) >= 150
 
@@ -226,12 +236,22 @@ def test_tensor_type_table_matches_tf_schema():
 def test_tflm_method_table():
     assert set(TFLM_ADD_METHOD) <= set(BUILTIN_OPERATOR_CODES)
     expected = {
-        "CONV_2D": "AddConv2D", "FULLY_CONNECTED": "AddFullyConnected",
-        "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "SOFTMAX": "AddSoftmax",
-        "RESHAPE": "AddReshape", "QUANTIZE": "AddQuantize", "DEQUANTIZE": "AddDequantize",
-        "MAX_POOL_2D": "AddMaxPool2D", "AVERAGE_POOL_2D": "AddAveragePool2D", "MEAN": "AddMean",
-        "ADD": "AddAdd", "MUL": "AddMul", "BATCH_MATMUL": "AddBatchMatMul", "PADV2": "AddPadV2",
-        "CUMSUM": "AddCumSum", "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+        "CONV_2D": "AddConv2D",
+        "FULLY_CONNECTED": "AddFullyConnected",
+        "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
+        "SOFTMAX": "AddSoftmax",
+        "RESHAPE": "AddReshape",
+        "QUANTIZE": "AddQuantize",
+        "DEQUANTIZE": "AddDequantize",
+        "MAX_POOL_2D": "AddMaxPool2D",
+        "AVERAGE_POOL_2D": "AddAveragePool2D",
+        "MEAN": "AddMean",
+        "ADD": "AddAdd",
+        "MUL": "AddMul",
+        "BATCH_MATMUL": "AddBatchMatMul",
+        "PADV2": "AddPadV2",
+        "CUMSUM": "AddCumSum",
+        "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
     }
     for op, method in expected.items():
         assert TFLM_ADD_METHOD[op] == method
@@ -284,11 +304,11 @@ def test_tensors_match_interpreter(models, name):
             zps = np.asarray(qp["zero_points"])
             np.testing.assert_array_equal(
                 t.quantization.zero_point,
-                np.broadcast_to(zps, (len(t.quantization.zero_point),)) if zps.size == 1 else zps)
+                np.broadcast_to(zps, (len(t.quantization.zero_point),)) if zps.size == 1 else zps,
+            )
             assert t.quantization.quantized_dimension == qp["quantized_dimension"]
             if len(t.quantization.scale) == 1:
-                assert r["quantization"] == pytest.approx(
-                    (t.quantization.scale[0], t.quantization.zero_point[0]))
+                assert r["quantization"] == pytest.approx((t.quantization.scale[0], t.quantization.zero_point[0]))
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -351,8 +371,9 @@ def test_int8_io_quantized(models):
 # MACs, params, dtype
 
 
-@pytest.mark.parametrize("name", ["cnn_fp32", "cnn_int8", "cnn_fp16", "cnn_int16x8",
-                                  "cnn_external", "mlp_dynamic", "mlp_fp32", "tconv_fp32"])
+@pytest.mark.parametrize(
+    "name", ["cnn_fp32", "cnn_int8", "cnn_fp16", "cnn_int16x8", "cnn_external", "mlp_dynamic", "mlp_fp32", "tconv_fp32"]
+)
 def test_macs_match_keras(models, name):
     path, km = models[name]
     a = analyze(path)
@@ -371,8 +392,7 @@ def test_macs_per_op_cnn(models):
     assert sorted(by_name["CONV_2D"]) == sorted([8 * 8 * 8 * 27, 6 * 6 * 16 * 16, 6 * 6 * 8 * 8])
     assert by_name["DEPTHWISE_CONV_2D"] == [6 * 6 * 16 * 9]
     assert by_name["FULLY_CONNECTED"] == [72 * 10]
-    assert all(m == 0 for n, ms in by_name.items() if n in ("ADD", "RESHAPE", "SOFTMAX")
-               for m in ms)
+    assert all(m == 0 for n, ms in by_name.items() if n in ("ADD", "RESHAPE", "SOFTMAX") for m in ms)
     assert a.total_elementwise == 6 * 6 * 16  # the ADD
 
 
@@ -390,18 +410,26 @@ def test_macs_transpose_conv(models):
     assert op.macs == 8 * 8 * 6 * 3 * 3 * 4
 
 
-@pytest.mark.parametrize("name", ["cnn_fp32", "cnn_int8", "cnn_fp16", "cnn_int16x8",
-                                  "cnn_external", "mlp_fp32", "mlp_dynamic", "tconv_fp32"])
+@pytest.mark.parametrize(
+    "name", ["cnn_fp32", "cnn_int8", "cnn_fp16", "cnn_int16x8", "cnn_external", "mlp_fp32", "mlp_dynamic", "tconv_fp32"]
+)
 def test_param_count_matches_keras(models, name):
     path, km = models[name]
     assert analyze(path).param_count == km.count_params()
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("cnn_fp32", "float32"), ("cnn_int8", "int8"), ("cnn_fp16", "float16 weights"),
-    ("cnn_int16x8", "int16x8"), ("cnn_external", "float32"), ("mlp_dynamic", "dynamic-range int8"),
-    ("matmul_fp32", "float32"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("cnn_fp32", "float32"),
+        ("cnn_int8", "int8"),
+        ("cnn_fp16", "float16 weights"),
+        ("cnn_int16x8", "int16x8"),
+        ("cnn_external", "float32"),
+        ("mlp_dynamic", "dynamic-range int8"),
+        ("matmul_fp32", "float32"),
+    ],
+)
 def test_dtype_summary(models, name, expected):
     assert analyze(models[name][0]).dtype == expected
 
@@ -591,8 +619,18 @@ def test_to_dict_is_json(models):
 def test_format_table(models):
     a = analyze(models["cnn_int8"][0])
     text = format_table(a)
-    for s in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", f"{a.total_macs:,}",
-              "[1,16,16,3]int8", "scale=", "zero_point=", "AddConv2D()", "Inputs:", "Outputs:"):
+    for s in (
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "FULLY_CONNECTED",
+        f"{a.total_macs:,}",
+        "[1,16,16,3]int8",
+        "scale=",
+        "zero_point=",
+        "AddConv2D()",
+        "Inputs:",
+        "Outputs:",
+    ):
         assert s in text, s
 
 
@@ -605,7 +643,6 @@ def test_analysis_does_not_import_tensorflow(models):
         "if m in sys.modules]; "
         "assert not bad, bad; print(a.total_macs)"
     )
-    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert int(res.stdout.strip()) == analyze(path).total_macs

@@ -50,8 +50,7 @@ def real_models(tmp_path_factory) -> dict[str, bytes]:
     conv = tf.lite.TFLiteConverter.from_keras_model(m)
     rng = np.random.default_rng(0)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rng.uniform(0, 1, (1, 12, 12, 2)).astype(np.float32)]
-                                           for _ in range(8))
+    conv.representative_dataset = lambda: ([rng.uniform(0, 1, (1, 12, 12, 2)).astype(np.float32)] for _ in range(8))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = conv.inference_output_type = tf.int8
     out["int8"] = conv.convert()
@@ -167,12 +166,16 @@ def _rewrite(data: bytes, edit) -> bytes:
 def _constant(m):
     """Index and tensor of the first weight tensor with data."""
     sg = m.subgraphs[0]
-    return next((i, t) for i, t in enumerate(sg.tensors)
-                if m.buffers[t.buffer].data is not None and len(m.buffers[t.buffer].data) > 16)
+    return next(
+        (i, t)
+        for i, t in enumerate(sg.tensors)
+        if m.buffers[t.buffer].data is not None and len(m.buffers[t.buffer].data) > 16
+    )
 
 
-@pytest.mark.parametrize("case", ["inflated_constant", "huge_activation", "negative_dim", "rank",
-                                  "signature_rank", "quant_dim"])
+@pytest.mark.parametrize(
+    "case", ["inflated_constant", "huge_activation", "negative_dim", "rank", "signature_rank", "quant_dim"]
+)
 def test_shapes_the_file_cannot_back_are_refused(real_models, tmp_path, case):
     def edit(m):
         sg = m.subgraphs[0]
@@ -191,8 +194,11 @@ def test_shapes_the_file_cannot_back_are_refused(real_models, tmp_path, case):
             act = sg.tensors[sg.inputs[0]]
             act.shapeSignature = [-1, 12]
         else:
-            q = next(t for t in sg.tensors if t.quantization is not None and t.quantization.scale is not None
-                     and len(t.quantization.scale) > 1)
+            q = next(
+                t
+                for t in sg.tensors
+                if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale) > 1
+            )
             q.quantization.quantizedDimension = 9
 
     data = real_models["int8" if case == "quant_dim" else "fp32"]
@@ -202,9 +208,14 @@ def test_shapes_the_file_cannot_back_are_refused(real_models, tmp_path, case):
         analyze(p)
     msg = str(ei.value)
     assert msg.startswith(f"{p}: subgraph 0 tensor "), msg
-    expect = {"inflated_constant": "bytes of data, but its buffer", "huge_activation": "larger than any device",
-              "negative_dim": "negative dimension", "rank": "40 dimensions", "signature_rank": "another rank",
-              "quant_dim": "per channel along dimension 9"}[case]
+    expect = {
+        "inflated_constant": "bytes of data, but its buffer",
+        "huge_activation": "larger than any device",
+        "negative_dim": "negative dimension",
+        "rank": "40 dimensions",
+        "signature_rank": "another rank",
+        "quant_dim": "per channel along dimension 9",
+    }[case]
     assert expect in msg, msg
 
 
@@ -221,9 +232,11 @@ def test_analyze_of_a_keras_model_or_savedmodel_says_to_convert_first(tmp_path, 
     _model().save(keras_file)
     assert main(["analyze", str(keras_file)]) == 3
     err = capsys.readouterr().err.strip()
-    assert err == (f"hil: error: {keras_file}: a Keras model (zip archive), not a TFLite flatbuffer; hil analyze "
-                   f"reads .tflite files: convert it first (`hil convert {keras_file}` prints the path of the "
-                   ".tflite to analyze)")
+    assert err == (
+        f"hil: error: {keras_file}: a Keras model (zip archive), not a TFLite flatbuffer; hil analyze "
+        f"reads .tflite files: convert it first (`hil convert {keras_file}` prints the path of the "
+        ".tflite to analyze)"
+    )
     renamed = tmp_path / "oops.tflite"  # a Keras archive under the wrong suffix: recognised by its bytes
     renamed.write_bytes(keras_file.read_bytes())
     with pytest.raises(ModelError, match="a Keras model .* convert it first"):

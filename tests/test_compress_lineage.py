@@ -13,8 +13,10 @@ from harness.compress.pipeline import Compressor, EvalData
 from harness.errors import ConfigError
 from harness.models.convert import Calibration, Converter, ModelSource
 
-PRUNE = "name: {name}\ndescription: {desc}\nseed: {seed}\ntrain: {{epochs: 1}}\nsteps:\n" \
-        "  - prune: {{sparsity: {sparsity}{extra}}}\n  - quantize: {{variant: int8}}\n"
+PRUNE = (
+    "name: {name}\ndescription: {desc}\nseed: {seed}\ntrain: {{epochs: 1}}\nsteps:\n"
+    "  - prune: {{sparsity: {sparsity}{extra}}}\n  - quantize: {{variant: int8}}\n"
+)
 
 
 @pytest.fixture()
@@ -31,9 +33,14 @@ def lab(tmp_path, tiny_model) -> dict:
 def compressor(lab: dict, data: Path | None = None, model: Path | None = None) -> Compressor:
     d = lab["dir"]
     conv = Converter(lab["cache"] / "artifacts", log=lambda m: None)
-    return Compressor(ModelSource.open(model or d / "tiny.keras"), conv,
-                      Calibration.from_arg(str(d / "tiny.calibration.npz")), EvalData.load(d / "tiny.eval.npz"),
-                      str(data or d / "tiny.train.npz"), log=lambda m: None)
+    return Compressor(
+        ModelSource.open(model or d / "tiny.keras"),
+        conv,
+        Calibration.from_arg(str(d / "tiny.calibration.npz")),
+        EvalData.load(d / "tiny.eval.npz"),
+        str(data or d / "tiny.train.npz"),
+        log=lambda m: None,
+    )
 
 
 def recipe(tmp_path: Path, name="p", desc="x", seed=0, sparsity=0.5, extra="", file="r.yaml") -> recipes.Recipe:
@@ -44,13 +51,20 @@ def recipe(tmp_path: Path, name="p", desc="x", seed=0, sparsity=0.5, extra="", f
 
 
 def test_node_id_covers_exactly_its_inputs():
-    base = dict(parent="file:aa", step="prune", params={"sparsity": 0.8}, data="d1", seed=0,
-                versions={"tensorflow": "2.20.0"})
+    base = dict(
+        parent="file:aa", step="prune", params={"sparsity": 0.8}, data="d1", seed=0, versions={"tensorflow": "2.20.0"}
+    )
     ref = lineage.node_id(**base)
     assert lineage.node_id(**base) == ref
     assert lineage.node_id(**{**base, "params": {"sparsity": 0.8}}) == ref  # a fresh but equal dict
-    for change in ({"parent": "file:ab"}, {"step": "qat"}, {"params": {"sparsity": 0.5}}, {"data": "d2"},
-                   {"seed": 1}, {"versions": {"tensorflow": "2.21.0"}}):
+    for change in (
+        {"parent": "file:ab"},
+        {"step": "qat"},
+        {"params": {"sparsity": 0.5}},
+        {"data": "d2"},
+        {"seed": 1},
+        {"versions": {"tensorflow": "2.21.0"}},
+    ):
         assert lineage.node_id(**{**base, **change}) != ref, change
 
 
@@ -126,8 +140,9 @@ def test_a_student_that_does_not_fit_and_data_that_does_not_fit_name_recipe_and_
     p.write_text("name: d\ntrain: {epochs: 1}\nsteps:\n  - distill: {student: student.keras}\n")
     with pytest.raises(ConfigError) as err:
         compressor(lab).run(recipes.load(p))
-    assert str(err.value) == (f"{p}: steps[0].distill.student: the student takes inputs of shape [8, 8, 3], "
-                              "the teacher [8, 8, 1]")
+    assert str(err.value) == (
+        f"{p}: steps[0].distill.student: the student takes inputs of shape [8, 8, 3], the teacher [8, 8, 1]"
+    )
     wide = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(7)])
     wide.save(tmp_path / "student.keras")
     with pytest.raises(ConfigError, match=r"d.yaml: steps\[0\].distill.student: the student gives outputs of shape"):
@@ -138,8 +153,10 @@ def test_a_student_that_does_not_fit_and_data_that_does_not_fit_name_recipe_and_
     r = recipe(tmp_path)
     with pytest.raises(ConfigError) as err:
         compressor(lab, data=bad).run(r)
-    assert str(err.value) == (f"{r.path}: steps[0].prune: training data {bad} array 'x' has samples of shape (5,), "
-                              "the model's input needs (8, 8, 1)")
+    assert str(err.value) == (
+        f"{r.path}: steps[0].prune: training data {bad} array 'x' has samples of shape (5,), "
+        "the model's input needs (8, 8, 1)"
+    )
     np.savez(bad, x=np.zeros((20, 8, 8, 1), np.float32), y=np.full(20, 9))
     with pytest.raises(ConfigError, match=r"r.yaml: steps\[0\].prune: training data .* labels 9..9, the model has 4"):
         compressor(lab, data=bad).run(r)
@@ -153,12 +170,31 @@ def test_the_results_database_keeps_lineage_and_migrates_older_files(tmp_path):
 
     db = tmp_path / "r.sqlite"
     store = ResultStore(db)
-    leaf = {"node_id": "b" * 64, "parent_id": "a" * 64, "root_id": "file:" + "0" * 64, "step": "quantize",
-            "params": {"variant": "int8"}, "data_hash": None, "seed": 0, "versions": {"keras": "3"},
-            "kind": "tflite", "sha256": "c" * 64, "recipe": "ptq", "model_name": "m+ptq", "created_at": 2.0,
-            "metrics": {"host_accuracy": {"top1": 0.9}}}
-    mid = {**leaf, "node_id": "a" * 64, "parent_id": "file:" + "0" * 64, "step": "prune", "kind": "keras",
-           "model_name": None, "created_at": 1.0}
+    leaf = {
+        "node_id": "b" * 64,
+        "parent_id": "a" * 64,
+        "root_id": "file:" + "0" * 64,
+        "step": "quantize",
+        "params": {"variant": "int8"},
+        "data_hash": None,
+        "seed": 0,
+        "versions": {"keras": "3"},
+        "kind": "tflite",
+        "sha256": "c" * 64,
+        "recipe": "ptq",
+        "model_name": "m+ptq",
+        "created_at": 2.0,
+        "metrics": {"host_accuracy": {"top1": 0.9}},
+    }
+    mid = {
+        **leaf,
+        "node_id": "a" * 64,
+        "parent_id": "file:" + "0" * 64,
+        "step": "prune",
+        "kind": "keras",
+        "model_name": None,
+        "created_at": 1.0,
+    }
     store.record_lineage([leaf, mid])
     store.record_lineage([{**leaf, "model_name": None, "recipe": "renamed"}])  # a later sweep under another name
     got = store.lineage("file:" + "0" * 64)

@@ -37,28 +37,45 @@ def test_defaults_are_filled_and_the_implicit_last_step_is_fp32(tmp_path):
     assert r.train_value(r.steps[0], "epochs") == r.train.epochs == 3
 
 
-@pytest.mark.parametrize("text, message", [
-    ("name: x\nsteps:\n  - squeeze: {factor: 2}\n", "steps[0]: unknown step 'squeeze'"),
-    ("name: x\nsteps:\n  - prune: {sparsity: 0.8, sparsty: 0.9}\n", "steps[0].prune.sparsty: unknown parameter"),
-    ("name: x\nsteps:\n  - prune: {sparsity: 1.5}\n", "steps[0].prune.sparsity: Input should be less than 1"),
-    ("name: x\nsteps:\n  - prune: {}\n", "steps[0].prune.sparsity: Field required"),
-    ("name: x\nsteps:\n  - prune: {sparsity: 0.5, begin: 0.8, end: 0.2}\n", "steps[0].prune: Value error, end (0.2)"),
-    ("name: x\nsteps:\n  - quantize: {variant: int8}\n  - prune: {sparsity: 0.5}\n",
-     "steps[0].quantize: 'quantize' produces the .tflite and must be the last step"),
-    ("name: x\nsteps:\n  - quantize: {variant: int4}\n", "steps[0].quantize.variant: Input should be"),
-    ("name: x\nsteps:\n  - quantize: {variant: int8, aeq: static_int8}\n",
-     "steps[0].quantize: Value error, give exactly one"),
-    ("name: x\nsteps:\n  - distill: {temperature: 2}\n",
-     "steps[0].distill: Value error, give either 'student'"),
-    ("name: x\nsteps:\n  - distill: {width: 0.5, teachers: [{model: t.keras, weigth: 2}]}\n",
-     "steps[0].distill.teachers[0].weigth: unknown parameter"),
-    ("name: x\ntrain: {epochs: 0}\nsteps:\n  - qat: {}\n", "train.epochs: Input should be greater than or equal to 1"),
-    ("name: x\nsteps: []\n", "steps: List should have at least 1 item"),
-    ("name: x\nstep:\n  - qat: {}\n", "step: unknown parameter"),
-    ("steps:\n  - qat: {}\n", "name: Field required"),
-    ("name: x\nsteps:\n  - {prune: {sparsity: 0.5}, qat: {}}\n", "steps: Value error, steps[0] must be one mapping"),
-    ("name: [unclosed\n", "not valid YAML (line 2)"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: x\nsteps:\n  - squeeze: {factor: 2}\n", "steps[0]: unknown step 'squeeze'"),
+        ("name: x\nsteps:\n  - prune: {sparsity: 0.8, sparsty: 0.9}\n", "steps[0].prune.sparsty: unknown parameter"),
+        ("name: x\nsteps:\n  - prune: {sparsity: 1.5}\n", "steps[0].prune.sparsity: Input should be less than 1"),
+        ("name: x\nsteps:\n  - prune: {}\n", "steps[0].prune.sparsity: Field required"),
+        (
+            "name: x\nsteps:\n  - prune: {sparsity: 0.5, begin: 0.8, end: 0.2}\n",
+            "steps[0].prune: Value error, end (0.2)",
+        ),
+        (
+            "name: x\nsteps:\n  - quantize: {variant: int8}\n  - prune: {sparsity: 0.5}\n",
+            "steps[0].quantize: 'quantize' produces the .tflite and must be the last step",
+        ),
+        ("name: x\nsteps:\n  - quantize: {variant: int4}\n", "steps[0].quantize.variant: Input should be"),
+        (
+            "name: x\nsteps:\n  - quantize: {variant: int8, aeq: static_int8}\n",
+            "steps[0].quantize: Value error, give exactly one",
+        ),
+        ("name: x\nsteps:\n  - distill: {temperature: 2}\n", "steps[0].distill: Value error, give either 'student'"),
+        (
+            "name: x\nsteps:\n  - distill: {width: 0.5, teachers: [{model: t.keras, weigth: 2}]}\n",
+            "steps[0].distill.teachers[0].weigth: unknown parameter",
+        ),
+        (
+            "name: x\ntrain: {epochs: 0}\nsteps:\n  - qat: {}\n",
+            "train.epochs: Input should be greater than or equal to 1",
+        ),
+        ("name: x\nsteps: []\n", "steps: List should have at least 1 item"),
+        ("name: x\nstep:\n  - qat: {}\n", "step: unknown parameter"),
+        ("steps:\n  - qat: {}\n", "name: Field required"),
+        (
+            "name: x\nsteps:\n  - {prune: {sparsity: 0.5}, qat: {}}\n",
+            "steps: Value error, steps[0] must be one mapping",
+        ),
+        ("name: [unclosed\n", "not valid YAML (line 2)"),
+    ],
+)
 def test_bad_recipes_are_one_line_errors_naming_file_and_field(tmp_path, text, message):
     p = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
@@ -73,8 +90,14 @@ def test_grid_expands_the_recipes_that_have_the_step(tmp_path):
     grid = recipes.parse_grid(["prune.sparsity=0.5,0.8", "seed=0,1"])
     out = recipes.expand([str(a), str(b)], grid)
     labels = [r.label for r in out]
-    assert labels == ["a[sparsity=0.5,seed=0]", "a[sparsity=0.5,seed=1]", "a[sparsity=0.8,seed=0]",
-                      "a[sparsity=0.8,seed=1]", "b[seed=0]", "b[seed=1]"]
+    assert labels == [
+        "a[sparsity=0.5,seed=0]",
+        "a[sparsity=0.5,seed=1]",
+        "a[sparsity=0.8,seed=0]",
+        "a[sparsity=0.8,seed=1]",
+        "b[seed=0]",
+        "b[seed=1]",
+    ]
     assert out[2].steps[0].params.sparsity == 0.8 and out[3].seed == 1  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="--grid distill.width: none of the recipes has a 'distill' step"):
         recipes.expand([str(b)], recipes.parse_grid(["distill.width=0.5"]))

@@ -40,7 +40,7 @@ def test_polynomial_schedule_reaches_the_target_gradually():
     p = PruneStep(sparsity=0.8, begin=0.1, end=0.5)
     values = [schedule_value(p, s, 100) for s in range(0, 101, 5)]
     assert values[0] == values[1] == 0.0 and values[-1] == pytest.approx(0.8)
-    assert all(b >= a for a, b in zip(values, values[1:]))   # never drops
+    assert all(b >= a for a, b in zip(values, values[1:]))  # never drops
     assert 0.0 < schedule_value(p, 20, 100) < schedule_value(p, 40, 100) < 0.8  # gradual, not a step
     assert schedule_value(PruneStep(sparsity=0.8, schedule="constant"), 0, 100) == 0.8
 
@@ -52,8 +52,17 @@ def test_80_percent_magnitude_sparsity_after_fine_tuning_stays_within_2_points(d
 
     model = load(digits["path"])
     before = accuracy(model, digits["xe"], digits["ye"])
-    logs = prune(model, PruneStep(sparsity=0.8, end=0.5, frequency=5), digits["x"], digits["y"], label="t", epochs=6,
-                 batch_size=32, learning_rate=1e-3, seed=0)
+    logs = prune(
+        model,
+        PruneStep(sparsity=0.8, end=0.5, frequency=5),
+        digits["x"],
+        digits["y"],
+        label="t",
+        epochs=6,
+        batch_size=32,
+        learning_rate=1e-3,
+        seed=0,
+    )
     after = accuracy(model, digits["xe"], digits["ye"])
     assert logs["sparsity"] == pytest.approx(sparsity_of(model)) and sparsity_of(model) >= 0.799
     for _, var in prunable_kernels(model):  # every kernel on its own reached the target
@@ -77,7 +86,7 @@ def test_structured_pruning_removes_the_requested_share_of_macs_and_parameters(d
     k0 = model.get_layer("conv2d").get_weights()[0]
     first = narrow.get_layer("conv2d")
     assert first.filters < 16
-    kept = np.sort(np.argsort(-np.abs(k0).reshape(-1, k0.shape[-1]).sum(axis=0), kind="stable")[:first.filters])
+    kept = np.sort(np.argsort(-np.abs(k0).reshape(-1, k0.shape[-1]).sum(axis=0), kind="stable")[: first.filters])
     np.testing.assert_array_equal(first.get_weights()[0], k0[..., kept])
     x = digits["xe"][:50]
     assert narrow.predict(x, verbose=0).shape == model.predict(x, verbose=0).shape
@@ -109,8 +118,18 @@ def test_a_distilled_student_beats_or_matches_the_same_student_trained_alone(dig
     teacher = load(digits["path"])
     x, y = digits["x"][:600], digits["y"][:600]  # half the data: where a teacher's soft labels help
     budget = {"epochs": 20, "batch_size": 32}
-    student, _ = distill(teacher, DistillStep(width=0.25, temperature=4.0, alpha=0.7), x, y, recipe_dir=DIGITS,
-                         where="t", label="distilled", learning_rate=3e-3, seed=0, **budget)
+    student, _ = distill(
+        teacher,
+        DistillStep(width=0.25, temperature=4.0, alpha=0.7),
+        x,
+        y,
+        recipe_dir=DIGITS,
+        where="t",
+        label="distilled",
+        learning_rate=3e-3,
+        seed=0,
+        **budget,
+    )
     keras.utils.set_random_seed(0)
     alone = width_multiplied(teacher, 0.25, "t")
     compile_classifier(alone, 3e-3)
@@ -130,8 +149,9 @@ def test_feature_and_multi_teacher_distillation(digits, tmp_path):
 
     teacher = load(digits["path"])
     keras.utils.set_random_seed(3)
-    other = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(10, activation="softmax")])
+    other = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    )
     other.compile("adam", "sparse_categorical_crossentropy")
     other.fit(digits["x"], digits["y"], epochs=3, verbose=0)
     other.save(tmp_path / "other.keras")
@@ -143,10 +163,24 @@ def test_feature_and_multi_teacher_distillation(digits, tmp_path):
     np.testing.assert_allclose(mixed, (2 * one[0] + one[1]) / 3, rtol=1e-5, atol=1e-6)
     assert np.allclose(mixed.sum(axis=1), 1.0)
 
-    step = DistillStep(width=0.5, teachers=[{"model": "parent", "weight": 2.0}, {"model": "other.keras"}],
-                       features=[{"student": "conv2d_1", "teacher": "conv2d_1", "weight": 0.5}])
-    student, logs = distill(teacher, step, x, digits["y"][:400], recipe_dir=tmp_path, where="r.yaml: steps[0].distill",
-                            label="s", epochs=6, batch_size=32, learning_rate=3e-3, seed=0)
+    step = DistillStep(
+        width=0.5,
+        teachers=[{"model": "parent", "weight": 2.0}, {"model": "other.keras"}],
+        features=[{"student": "conv2d_1", "teacher": "conv2d_1", "weight": 0.5}],
+    )
+    student, logs = distill(
+        teacher,
+        step,
+        x,
+        digits["y"][:400],
+        recipe_dir=tmp_path,
+        where="r.yaml: steps[0].distill",
+        label="s",
+        epochs=6,
+        batch_size=32,
+        learning_rate=3e-3,
+        seed=0,
+    )
     assert not any(layer.name.startswith("adapter") for layer in student.layers)  # adapters are training-only
     assert student.get_layer("conv2d_1").filters == 16 and tuple(student.outputs[0].shape[1:]) == (10,)
     assert accuracy(student, digits["xe"], digits["ye"]) > 0.7  # 6 epochs on 400 samples; chance is 0.1
@@ -154,8 +188,19 @@ def test_feature_and_multi_teacher_distillation(digits, tmp_path):
 
     bad = DistillStep(width=0.5, features=[{"student": "conv9", "teacher": "conv2d_1"}])
     with pytest.raises(ConfigError, match=r"r.yaml: steps\[0\].distill.features\[0\].student: no layer 'conv9'"):
-        distill(teacher, bad, x, digits["y"][:400], recipe_dir=tmp_path, where="r.yaml: steps[0].distill",
-                label="s", epochs=1, batch_size=32, learning_rate=1e-3, seed=0)
+        distill(
+            teacher,
+            bad,
+            x,
+            digits["y"][:400],
+            recipe_dir=tmp_path,
+            where="r.yaml: steps[0].distill",
+            label="s",
+            epochs=1,
+            batch_size=32,
+            learning_rate=1e-3,
+            seed=0,
+        )
 
 
 def test_qat_int8_is_at_least_ptq_int8_where_ptq_loses_accuracy(digits):
@@ -175,7 +220,7 @@ def test_qat_int8_is_at_least_ptq_int8_where_ptq_loses_accuracy(digits):
     model = load(digits["path"])
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([calib[i: i + 1]] for i in range(len(calib)))
+    conv.representative_dataset = lambda: ([calib[i : i + 1]] for i in range(len(calib)))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = conv.inference_output_type = tf.int8
     float_acc = tflite_accuracy(to_tflite(model), digits["xe"], digits["ye"])
@@ -214,8 +259,14 @@ def test_depth_multiplier_drops_the_later_shape_keeping_blocks():
     teacher = keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="head")(h))
     student = depth_multiplied(teacher, 0.5, "r.yaml: steps[0].distill.depth")
     names = [ly.name for ly in student.layers]
-    assert [n for n in names if n.startswith(("block", "bn", "relu"))] == ["block0", "bn0", "relu0", "block1",
-                                                                             "bn1", "relu1"]
+    assert [n for n in names if n.startswith(("block", "bn", "relu"))] == [
+        "block0",
+        "bn0",
+        "relu0",
+        "block1",
+        "bn1",
+        "relu1",
+    ]
     assert {"stem", "down", "head"} <= set(names) and student.output_shape == teacher.output_shape
     t, s = (analyze_blob(to_tflite(m), analyze) for m in (teacher, student))
     block_macs = 12 * 12 * 9 * 8 * 8
@@ -224,6 +275,9 @@ def test_depth_multiplier_drops_the_later_shape_keeping_blocks():
     with pytest.raises(ValueError, match="give either 'student'"):
         DistillStep()
     flat = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(3)])
-    with pytest.raises(ConfigError, match=r"r\.yaml: steps\[0\]\.distill\.depth: the model has no block whose "
-                                          r"output keeps its input's shape"):
+    with pytest.raises(
+        ConfigError,
+        match=r"r\.yaml: steps\[0\]\.distill\.depth: the model has no block whose "
+        r"output keeps its input's shape",
+    ):
         depth_multiplied(flat, 0.5, "r.yaml: steps[0].distill.depth")

@@ -29,9 +29,12 @@ def test_shipped_inventory_and_profiles_load():
 
 
 def test_serial_port_required_names_file_index_field_and_device(tmp_path):
-    inv = write(tmp_path, "devices:\n  - {id: local, profile: localhost, transport: {type: local}}\n"
-                          "  - {id: pi, profile: raspberry-pi-4, transport: {type: ssh, host: pi.lan}}\n"
-                          "  - {id: h7, profile: stm32h7, transport: {type: serial}}\n")
+    inv = write(
+        tmp_path,
+        "devices:\n  - {id: local, profile: localhost, transport: {type: local}}\n"
+        "  - {id: pi, profile: raspberry-pi-4, transport: {type: ssh, host: pi.lan}}\n"
+        "  - {id: h7, profile: stm32h7, transport: {type: serial}}\n",
+    )
     with pytest.raises(ConfigError) as e:
         load_inventory(inv)
     msg = str(e.value)
@@ -40,8 +43,10 @@ def test_serial_port_required_names_file_index_field_and_device(tmp_path):
 
 
 def test_secret_in_inventory_is_refused(tmp_path):
-    inv = write(tmp_path, "devices:\n  - {id: pi, profile: raspberry-pi-4, "
-                          "transport: {type: ssh, host: pi.lan, password: hunter2}}\n")
+    inv = write(
+        tmp_path,
+        "devices:\n  - {id: pi, profile: raspberry-pi-4, transport: {type: ssh, host: pi.lan, password: hunter2}}\n",
+    )
     with pytest.raises(ConfigError, match=r"devices\[0\]\.transport\.password: secrets must not live"):
         load_inventory(inv)
 
@@ -59,8 +64,11 @@ def test_malformed_yaml_reports_line(tmp_path):
 
 
 def test_duplicate_ids_and_mcu_without_serial(tmp_path):
-    inv = write(tmp_path, "devices:\n  - {id: a, profile: localhost, transport: {type: local}}\n"
-                          "  - {id: a, profile: localhost, transport: {type: local}}\n")
+    inv = write(
+        tmp_path,
+        "devices:\n  - {id: a, profile: localhost, transport: {type: local}}\n"
+        "  - {id: a, profile: localhost, transport: {type: local}}\n",
+    )
     with pytest.raises(ConfigError, match=r"devices\[1\]\.id: duplicate"):
         load_inventory(inv)
     inv = write(tmp_path, "devices:\n  - {id: h7, profile: stm32h7, transport: {type: local}}\n")
@@ -79,9 +87,14 @@ def test_profile_field_errors_name_profile_and_field(tmp_path):
 
 
 def test_select_by_tag(tmp_path):
-    inv = load_inventory(write(tmp_path, "devices:\n"
-                                         "  - {id: a, profile: localhost, transport: {type: local}, tags: [x]}\n"
-                                         "  - {id: b, profile: localhost, transport: {type: local}, tags: [y]}\n"))
+    inv = load_inventory(
+        write(
+            tmp_path,
+            "devices:\n"
+            "  - {id: a, profile: localhost, transport: {type: local}, tags: [x]}\n"
+            "  - {id: b, profile: localhost, transport: {type: local}, tags: [y]}\n",
+        )
+    )
     assert [d.id for d in inv.select(tags=["y"])] == ["b"]
     with pytest.raises(ConfigError, match="no device 'zz'"):
         inv.select(ids=["zz"])

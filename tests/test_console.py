@@ -24,14 +24,34 @@ import pytest
 from conftest import FAST, REPO, hil
 
 # what hilbench itself prints on stderr during `hil run` of a local device (everything else is chatter)
-OWN_LINES = re.compile("|".join([
-    r"converting: \S+ -> \w+", r"converted: \S+ \w+ -> \d+ bytes in [\d.]+ s",
-    r"cache hit: \S+ \w+ \(key \w+, [\d.]+ ms\)", r"conversion: \d+ cache hit\(s\), \d+ conversion\(s\), [\d.]+ s",
-    r"measuring \S+ \.\.\.", r"done \S+: p50 [\d.]+ us",
-    r"  \[local\] \[linux_runner\] .+", r"run \S+: \d+ ok, .+",
-]))
-CHATTER = ("TensorSpec", "Captures:", "cuInit", "fully_quantize", "W0000", "I0000", "absl", "Saved artifact",
-           "XNNPACK delegate", "UserWarning", "warnings.warn", "tensorflow")
+OWN_LINES = re.compile(
+    "|".join(
+        [
+            r"converting: \S+ -> \w+",
+            r"converted: \S+ \w+ -> \d+ bytes in [\d.]+ s",
+            r"cache hit: \S+ \w+ \(key \w+, [\d.]+ ms\)",
+            r"conversion: \d+ cache hit\(s\), \d+ conversion\(s\), [\d.]+ s",
+            r"measuring \S+ \.\.\.",
+            r"done \S+: p50 [\d.]+ us",
+            r"  \[local\] \[linux_runner\] .+",
+            r"run \S+: \d+ ok, .+",
+        ]
+    )
+)
+CHATTER = (
+    "TensorSpec",
+    "Captures:",
+    "cuInit",
+    "fully_quantize",
+    "W0000",
+    "I0000",
+    "absl",
+    "Saved artifact",
+    "XNNPACK delegate",
+    "UserWarning",
+    "warnings.warn",
+    "tensorflow",
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +84,7 @@ print("result on stdout")
 
 @pytest.mark.parametrize("mode", ["quiet", "verbose"])
 def test_tf_output_is_captured_at_the_descriptor_level(mode):
-    p = subprocess.run([sys.executable, "-c", SNIPPET, mode], capture_output=True, text=True, timeout=120,
-                       cwd=REPO)
+    p = subprocess.run([sys.executable, "-c", SNIPPET, mode], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert p.returncode == 0, p.stderr
     if mode == "verbose":  # --verbose: everything flows as TensorFlow wrote it
         assert "C++ chatter on fd 2" in p.stderr and "python chatter on stderr" in p.stderr
@@ -82,8 +101,14 @@ def test_tf_output_is_captured_at_the_descriptor_level(mode):
 
 def test_five_variant_run_prints_no_tensorflow_chatter(workspace, tiny_model, shared_cache):
     """The issue's check: a 5-variant `hil run` of a Keras model, real conversion, no --verbose."""
-    p = hil("run", str(tiny_model["path"]), "--variants", "fp32,fp16,dynamic,int8,int16x8", *FAST,
-            env={"HILBENCH_CACHE": str(shared_cache)})
+    p = hil(
+        "run",
+        str(tiny_model["path"]),
+        "--variants",
+        "fp32,fp16,dynamic,int8,int16x8",
+        *FAST,
+        env={"HILBENCH_CACHE": str(shared_cache)},
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "conversion: 1 cache hit(s), 5 conversion(s)" in p.stderr  # fp32 is the eval reference too
     assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{6}\n", p.stdout), p.stdout
@@ -103,8 +128,14 @@ def _on_terminal(args: list[str], cwd: Path, env: dict) -> tuple[int, str, str]:
     """`hil ARGS` with stderr on a pseudo-terminal (120 x 40), stdout on a pipe."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "TERM": "xterm", **env})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "TERM": "xterm", **env},
+    )
     os.close(slave)
     chunks: list[bytes] = []
 
@@ -157,8 +188,11 @@ def test_every_option_of_every_command_has_help():
 
     actions = list(_actions(build_parser(), "hil"))
     assert len({path for path, _ in actions}) > 10  # every sub-command was visited
-    missing = [f"{path} {'/'.join(a.option_strings) or a.dest}" for path, a in actions
-               if not a.help or a.help == argparse.SUPPRESS]
+    missing = [
+        f"{path} {'/'.join(a.option_strings) or a.dest}"
+        for path, a in actions
+        if not a.help or a.help == argparse.SUPPRESS
+    ]
     assert missing == []
     p = hil("run", "--help")
     assert p.returncode == 0
@@ -166,5 +200,6 @@ def test_every_option_of_every_command_has_help():
         if path == "hil run" and a.option_strings:
             # each option is listed with the first words of its help text
             words = " ".join(a.help.split()[:3]).replace("%%", "%")
-            assert re.search(re.escape(a.option_strings[-1]) + r".*", p.stdout) and words.split("%(")[0][:20] in \
-                " ".join(p.stdout.split()), (a.option_strings, words)
+            assert re.search(re.escape(a.option_strings[-1]) + r".*", p.stdout) and words.split("%(")[0][
+                :20
+            ] in " ".join(p.stdout.split()), (a.option_strings, words)

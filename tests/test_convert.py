@@ -43,8 +43,9 @@ def test_every_variant_is_a_valid_tflite_with_expected_types(converted, tiny_mod
     x = tiny_model["x"][:1]
     it.set_tensor(it.get_input_details()[0]["index"], x)
     it.invoke()
-    np.testing.assert_allclose(it.get_tensor(it.get_output_details()[0]["index"]),
-                               tiny_model["model"].predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        it.get_tensor(it.get_output_details()[0]["index"]), tiny_model["model"].predict(x, verbose=0), atol=1e-5
+    )
 
 
 def test_second_conversion_is_a_cache_hit_without_tensorflow_work(converted):

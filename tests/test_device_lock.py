@@ -71,11 +71,13 @@ def test_devices_on_one_piece_of_hardware_share_a_lock(tmp_path):
 
 def test_a_crashed_holder_releases_the_lock(tmp_path):
     """flock belongs to the open descriptor: kill -9 of the holder frees the device, no pid file stays."""
-    code = ("import sys; from pathlib import Path; from harness.lab.config import Device; "
-            "from harness.run.device_lock import DeviceLock; "
-            "d = Device(id='dut', profile='localhost', transport={'type': 'local'}); "
-            f"DeviceLock(d, run_id='child-run', directory=Path({str(tmp_path)!r})).acquire(wait=False); "
-            "print('locked', flush=True); sys.stdin.read()")
+    code = (
+        "import sys; from pathlib import Path; from harness.lab.config import Device; "
+        "from harness.run.device_lock import DeviceLock; "
+        "d = Device(id='dut', profile='localhost', transport={'type': 'local'}); "
+        f"DeviceLock(d, run_id='child-run', directory=Path({str(tmp_path)!r})).acquire(wait=False); "
+        "print('locked', flush=True); sys.stdin.read()"
+    )
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "locked"
@@ -113,8 +115,10 @@ def test_no_wait_fails_fast_with_one_line_and_writes_no_run(lab):
     held = DeviceLock(dev(lab["device"]), run_id="nightly-1")
     assert held.acquire(wait=False)
     try:
-        for args in (["run", "net.tflite", *FAST, "--no-wait"],
-                     ["calibrate", "--device", "dut", "net.tflite", "--runs", "2", *FAST, "--no-wait"]):
+        for args in (
+            ["run", "net.tflite", *FAST, "--no-wait"],
+            ["calibrate", "--device", "dut", "net.tflite", "--runs", "2", *FAST, "--no-wait"],
+        ):
             p = hil(*args)
             errors = [ln for ln in p.stderr.splitlines() if ln.startswith("hil: error:")]
             assert p.returncode == 2, p.stderr
@@ -143,8 +147,9 @@ def test_devices_check_leaves_a_device_being_measured_alone(lab):
 
 def _failed_first_run(lab) -> str:
     """A run whose 4 jobs all failed (the runner could not start): the run a nightly resumes."""
-    p = hil("run", "net.tflite", *FAST, "--repeats", "4",
-            env={"HILBENCH_FIXED_LATENCY": str(lab["dir"] / "missing.json")})
+    p = hil(
+        "run", "net.tflite", *FAST, "--repeats", "4", env={"HILBENCH_FIXED_LATENCY": str(lab["dir"] / "missing.json")}
+    )
     assert p.returncode == 2, p.stderr
     return p.stdout.strip().splitlines()[-1]
 
@@ -163,8 +168,7 @@ def _resume_concurrently(lab, lock_envs: list[dict]) -> tuple[str, list[subproce
             script = lab["dir"] / f"latency-{i}.json"  # the double's call counter is per script file
             script.write_text(lab["script"].read_text())
             env = {**lab["env"], **extra, "HILBENCH_FIXED_LATENCY": str(script)}
-            procs.append(popen_hil("run", "net.tflite", *FAST, "--repeats", "4", "--resume",
-                                   cwd=lab["dir"], env=env))
+            procs.append(popen_hil("run", "net.tflite", *FAST, "--repeats", "4", "--resume", cwd=lab["dir"], env=env))
         for p in procs:  # both planned, found the run, and now wait for the device
             assert f"resuming run {run_id}: 0 of 4" in "".join(read_until(p, "is in use by"))
     finally:
@@ -203,6 +207,7 @@ def test_concurrent_resumes_of_one_run_measure_each_job_once(lab):
 def test_concurrent_resumes_share_jobs_through_claims_even_without_a_shared_lock(lab, tmp_path):
     """Two lock directories (two users' caches): the device locks do not see each other, so both
     sessions measure at once; the claims in the database still give every job to exactly one."""
-    run_id, done = _resume_concurrently(lab, [{"HILBENCH_LOCK_DIR": str(tmp_path / "locks-a")},
-                                              {"HILBENCH_LOCK_DIR": str(tmp_path / "locks-b")}])
+    run_id, done = _resume_concurrently(
+        lab, [{"HILBENCH_LOCK_DIR": str(tmp_path / "locks-a")}, {"HILBENCH_LOCK_DIR": str(tmp_path / "locks-b")}]
+    )
     _assert_each_job_measured_once(lab, run_id, done)

@@ -43,12 +43,14 @@ def board(tmp_path: Path, monkeypatch) -> Path:
     for name, path in (("metered", "/sys/class/hwmon/hwmon0"), ("meterless", "/sys/class/hwmon/hwmon2")):
         (profiles / f"{name}.yaml").write_text(
             f"arch: x86_64\ncores: 2\nram_mb: 1024\n"
-            f"energy_meter: {{type: hwmon, path: {path}, sample_rate_hz: 200, idle_power_mw: {IDLE_MW}}}\n")
+            f"energy_meter: {{type: hwmon, path: {path}, sample_rate_hz: 200, idle_power_mw: {IDLE_MW}}}\n"
+        )
     (tmp_path / "inventory.yaml").write_text(
         "devices:\n"
         "  - {id: with-meter, profile: metered, transport: {type: local}}\n"
         "  - {id: no-meter, profile: meterless, transport: {type: local}}\n"
-        "  - {id: host, profile: localhost, transport: {type: local}}\n")
+        "  - {id: host, profile: localhost, transport: {type: local}}\n"
+    )
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -67,10 +69,14 @@ def test_devices_check_reports_a_missing_meter_and_the_sensors_there_are(board, 
     assert code == 2  # a configured sensor that is missing fails the check (exit 2: the lab)
     assert rows["with-meter"]["energy"] == "hwmon ok (ina219)" and rows["with-meter"]["verdict"] == "OK"
     assert rows["no-meter"]["energy"] == "hwmon MISSING" and rows["no-meter"]["verdict"] == "FAIL"
-    assert (f"no-meter: FAIL: energy meter {MISSING} (profile 'meterless', energy_meter.path) does not exist "
-            "on the device; results would have no energy") in out
-    assert ("hint: power sensors on the device: /sys/class/hwmon/hwmon0/power1_input ('ina219'); set "
-            f"energy_meter.path in {board / 'device_profiles' / 'meterless.yaml'} to one of them") in out
+    assert (
+        f"no-meter: FAIL: energy meter {MISSING} (profile 'meterless', energy_meter.path) does not exist "
+        "on the device; results would have no energy"
+    ) in out
+    assert (
+        "hint: power sensors on the device: /sys/class/hwmon/hwmon0/power1_input ('ina219'); set "
+        f"energy_meter.path in {board / 'device_profiles' / 'meterless.yaml'} to one of them"
+    ) in out
     # RAPL is the host profile's best effort: no RAPL here is a note, not a failure
     assert rows["host"]["energy"] == "rapl MISSING" and rows["host"]["verdict"] == "OK"
     assert "note: energy meter rapl: /sys/class/powercap/intel-rapl:0/energy_uj is not readable" in out
@@ -81,8 +87,10 @@ def test_a_sensor_without_that_power_input_is_named(board, capsys):
     prof.write_text(prof.read_text().replace("hwmon2", "hwmon1"))
     assert main(["--inventory", str(board / "inventory.yaml"), "devices", "check", "no-meter"]) == 2
     out = capsys.readouterr().out
-    assert ("energy meter /sys/class/hwmon/hwmon1/power1_input (profile 'meterless', energy_meter.path) does "
-            "not exist (/sys/class/hwmon/hwmon1 is sensor 'cpu_thermal' with no power inputs)") in out
+    assert (
+        "energy meter /sys/class/hwmon/hwmon1/power1_input (profile 'meterless', energy_meter.path) does "
+        "not exist (/sys/class/hwmon/hwmon1 is sensor 'cpu_thermal' with no power inputs)"
+    ) in out
 
 
 @pytest.fixture(scope="module")
@@ -114,20 +122,39 @@ def test_missing_meter_gives_results_without_energy_and_a_warning(board, tflite_
 
 
 def _run_runner(model: Path, sysroot: Path, *extra: str) -> dict:
-    p = subprocess.run([sys.executable, runner.__file__, "--model", str(model), "--min-runs", "5",
-                        "--min-seconds", "0", "--warmup-runs", "1", "--warmup-seconds", "0", *extra],
-                       capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "HILBENCH_SYSFS_ROOT": str(sysroot)})
+    p = subprocess.run(
+        [
+            sys.executable,
+            runner.__file__,
+            "--model",
+            str(model),
+            "--min-runs",
+            "5",
+            "--min-seconds",
+            "0",
+            "--warmup-runs",
+            "1",
+            "--warmup-seconds",
+            "0",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HILBENCH_SYSFS_ROOT": str(sysroot)},
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(p.stdout)
 
 
-@pytest.mark.parametrize("content, problem", [
-    (None, "does not exist"),
-    ("not a number\n", "does not hold a number of microwatts"),
-])
-def test_runner_never_puts_another_meters_figure_in_place_of_the_missing_one(tmp_path, tflite_model,
-                                                                           content, problem):
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (None, "does not exist"),
+        ("not a number\n", "does not hold a number of microwatts"),
+    ],
+)
+def test_runner_never_puts_another_meters_figure_in_place_of_the_missing_one(tmp_path, tflite_model, content, problem):
     rapl = tmp_path / "sys/class/powercap/intel-rapl:0"
     rapl.mkdir(parents=True)
     (rapl / "energy_uj").write_text("123456\n")

@@ -52,8 +52,10 @@ def _meter(kind: str, port: str, **spec) -> ppk2.Ppk2Meter | lpm01a.Lpm01aMeter:
 
 
 def test_ppk2_sample_decoding_matches_a_hand_computed_value():
-    meta = ppk2.parse_metadata("R2: 10.3027\nGS2: 18.0115\nGI2: 0.9609\nO2: 64.6020\nS2: 0.000005281\n"
-                               "I2: 0.000036439\nUG2: 1.00\nGS0: 0.0000\nEND\n")
+    meta = ppk2.parse_metadata(
+        "R2: 10.3027\nGS2: 18.0115\nGI2: 0.9609\nO2: 64.6020\nS2: 0.000005281\n"
+        "I2: 0.000036439\nUG2: 1.00\nGS0: 0.0000\nEND\n"
+    )
     cal = ppk2.calibration(meta)
     raw = np.array([(2 << 14) | 1000 | (5 << 18) | (0b1111_1110 << 24)], dtype=np.uint32)
     # by hand: x = (4 x 1000 - 64.602) x 1.8 / 163840 / 10.3027 = 4.1965285e-3 A before the gain terms;
@@ -79,9 +81,11 @@ def test_lpm01a_stream_parsing():
     assert lpm01a.decode_value("6409-07") == pytest.approx(6409e-7)
     assert lpm01a.decode_value("1234+01") == pytest.approx(12340.0)
     assert lpm01a.decode_value("TimeStamp: 001s 000ms, buff 00%") is None
-    text = ("\r\nPowerShield > ack start\r\n\r\n1000-06\r\n\x001000-06\r\nevent 07 ris\r\n2000-06\r\n"
-            "\r\nTimeStamp: 000s 003ms, buff 12%\r\n2000-06\r\nevent 08 ris\r\n1000-06\r\nend\r\nsummary beg\r\n"
-            "1000-06\r\n2000-06\r\nsummary end\r\n\r\nPowerShield > Acquisition completed\r\n")
+    text = (
+        "\r\nPowerShield > ack start\r\n\r\n1000-06\r\n\x001000-06\r\nevent 07 ris\r\n2000-06\r\n"
+        "\r\nTimeStamp: 000s 003ms, buff 12%\r\n2000-06\r\nevent 08 ris\r\n1000-06\r\nend\r\nsummary beg\r\n"
+        "1000-06\r\n2000-06\r\nsummary end\r\n\r\nPowerShield > Acquisition completed\r\n"
+    )
     energy, edges = lpm01a.parse_stream(text, "device 'h7'")
     assert energy.tolist() == pytest.approx([1e-3, 1e-3, 2e-3, 2e-3, 1e-3]) and edges == [2, 4]
     with pytest.raises(InfraError, match=r"event counters are not consecutive \(\[1, 3\]\)"):
@@ -96,10 +100,13 @@ def test_lpm01a_stream_parsing():
 @pytest.mark.parametrize("kind", ["ppk2", "lpm01a"])
 def test_known_waveform_gives_the_known_energy_per_inference(kind, tmp_path):
     wire = tmp_path / "wire"
-    with sim_process.meter(kind, wire, "--idle-ma", str(IDLE_MA), "--active-ma", str(ACTIVE_MA),
-                           "--ripple-ma", str(RIPPLE_MA)) as (port, _), \
-            sim_process.simulator(SINE, "--energy-mode", str(wire), "--inference-us", str(US)) as (dut, _), \
-            sim_process.client_on(dut, infer_timeout=5.0) as client:
+    with (
+        sim_process.meter(
+            kind, wire, "--idle-ma", str(IDLE_MA), "--active-ma", str(ACTIVE_MA), "--ripple-ma", str(RIPPLE_MA)
+        ) as (port, _),
+        sim_process.simulator(SINE, "--energy-mode", str(wire), "--inference-us", str(US)) as (dut, _),
+        sim_process.client_on(dut, infer_timeout=5.0) as client,
+    ):
         assert client.probe_timestamp_mode() == "energy"
         meter = _meter(kind, port)
         meter.open()
@@ -120,15 +127,22 @@ def test_known_waveform_gives_the_known_energy_per_inference(kind, tmp_path):
 
 
 def test_a_marker_that_never_reaches_the_meter_is_refused(tmp_path):
-    with sim_process.meter("ppk2", tmp_path / "wire") as (port, _), \
-            sim_process.simulator(SINE, "--energy-mode", str(tmp_path / "elsewhere"),
-                                  "--inference-us", str(US)) as (dut, _), \
-            sim_process.client_on(dut, infer_timeout=5.0) as client:
+    with (
+        sim_process.meter("ppk2", tmp_path / "wire") as (port, _),
+        sim_process.simulator(SINE, "--energy-mode", str(tmp_path / "elsewhere"), "--inference-us", str(US)) as (
+            dut,
+            _,
+        ),
+        sim_process.client_on(dut, infer_timeout=5.0) as client,
+    ):
         meter = _meter("ppk2", port, marker_input=3)
         meter.open()
         try:
-            with pytest.raises(InfraError, match=r"device 'sim': 0 falling edge\(s\) of the timestamp marker .*"
-                                                 r"wired to the PPK2's logic input D3\?"):
+            with pytest.raises(
+                InfraError,
+                match=r"device 'sim': 0 falling edge\(s\) of the timestamp marker .*"
+                r"wired to the PPK2's logic input D3\?",
+            ):
                 energy_mode.performance(client, meter, meter.spec, INPUT, plan(2, 0.05), 1, lambda s: None)
         finally:
             meter.close()
@@ -140,8 +154,11 @@ def test_lpm01a_refusals_name_the_device_and_command(tmp_path):
         meter = _meter("lpm01a", port)
         meter.port = lpm01a.MeterPort(port, lpm01a.BAUDRATE, "device 'h7': LPM01A")
         try:  # no htc first: the instrument refuses, the driver says which command
-            with pytest.raises(InfraError, match=r"device 'h7': the LPM01A on .* refused 'volt 3300m': "
-                                                 r"PowerShield > error volt 3300m"):
+            with pytest.raises(
+                InfraError,
+                match=r"device 'h7': the LPM01A on .* refused 'volt 3300m': "
+                r"PowerShield > error volt 3300m",
+            ):
                 meter._command("volt 3300m")
         finally:
             meter.port.close()
@@ -161,8 +178,11 @@ def _lab(workspace: Path, kind: str, *, meter_port: str | None, budget: float | 
     if budget is not None:
         prof["budgets"] = {"max_energy_per_inference_uj": budget}
     (workspace / "device_profiles" / "h7e.yaml").write_text(yaml.safe_dump(prof))
-    dev = {"id": "h7", "profile": "h7e",
-           "transport": {"type": "serial", "port": str(workspace / "dut"), "timeout": 5.0, "infer_timeout": 30.0}}
+    dev = {
+        "id": "h7",
+        "profile": "h7e",
+        "transport": {"type": "serial", "port": str(workspace / "dut"), "timeout": 5.0, "infer_timeout": 30.0},
+    }
     if meter_port is not None:
         dev["meter"] = {"port": meter_port}
     (workspace / "inventory.yaml").write_text(yaml.safe_dump({"devices": [dev]}))
@@ -174,9 +194,10 @@ def test_hil_run_stores_measured_energy_with_provenance_and_the_gate_budgets_it(
 
     wire = workspace / "wire"
     run = ("run", str(SINE), "--min-runs", "3", "--warmup-seconds", "0")
-    with sim_process.meter(kind, wire, "--ripple-ma", "0", link=workspace / "meter"), \
-            sim_process.simulator(SINE, "--energy-mode", str(wire), "--inference-us", str(US),
-                                  link=workspace / "dut"):
+    with (
+        sim_process.meter(kind, wire, "--ripple-ma", "0", link=workspace / "meter"),
+        sim_process.simulator(SINE, "--energy-mode", str(wire), "--inference-us", str(US), link=workspace / "dut"),
+    ):
         _lab(workspace, kind, meter_port=str(workspace / "meter"))
         first = hil(*run, check=True).stdout.strip().splitlines()[-1]
         if kind == "ppk2":  # the rest does not depend on the meter's kind
@@ -203,8 +224,9 @@ def test_hil_run_stores_measured_energy_with_provenance_and_the_gate_budgets_it(
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert re.search(r"energy_per_inference_uj", passed.stdout), passed.stdout
     assert over.returncode == 1, over.stdout + over.stderr
-    assert re.search(r"energy_per_inference_uj 6[56](\.\d+)? exceeds budget max_energy_per_inference_uj \(<= 60\)",
-                     over.stdout), over.stdout
+    assert re.search(
+        r"energy_per_inference_uj 6[56](\.\d+)? exceeds budget max_energy_per_inference_uj \(<= 60\)", over.stdout
+    ), over.stdout
     # an energy-mode board without its meter in the inventory: a clear configuration error
     assert missing.returncode == 3, missing.stderr
     assert "device 'h7': profile 'h7e' measures energy with a " + kind in missing.stderr
@@ -246,8 +268,9 @@ class FakeJoulescopeDriver:
         self.closed = path
 
     def block(self, signal: str, sample_id: int, data) -> None:
-        self.subs[f"u/js220/000415/s/{signal}/!data"](f"u/js220/000415/s/{signal}/!data",
-                                                      {"sample_id": sample_id, "data": data, "decimate_factor": 1})
+        self.subs[f"u/js220/000415/s/{signal}/!data"](
+            f"u/js220/000415/s/{signal}/!data", {"sample_id": sample_id, "data": data, "decimate_factor": 1}
+        )
 
 
 def test_joulescope_blocks_are_aligned_unpacked_and_integrated():
@@ -284,8 +307,10 @@ def test_joulescope_blocks_are_aligned_unpacked_and_integrated():
 
 def test_devices_check_opens_the_meter_and_says_what_the_firmware_measures(workspace):
     wire = workspace / "wire"
-    with sim_process.meter("lpm01a", wire, link=workspace / "meter"), \
-            sim_process.simulator(SINE, "--energy-mode", str(wire), link=workspace / "dut"):
+    with (
+        sim_process.meter("lpm01a", wire, link=workspace / "meter"),
+        sim_process.simulator(SINE, "--energy-mode", str(wire), link=workspace / "dut"),
+    ):
         _lab(workspace, "lpm01a", meter_port=str(workspace / "meter"))
         ok = hil("devices", "check")
         _lab(workspace, "lpm01a", meter_port=str(workspace / "no-meter"))

@@ -61,8 +61,13 @@ def test_exit_codes_via_cli(lab):
     assert row.verdict == "regression" and row.status == "fail" and 0.08 < row.effect < 0.12
     assert set(csv[csv.variant == "int8"].status) == {"pass"}
     # infrastructure failure wins over the regression, which is still listed
-    add_run(store, [res(drift=0.10), {"variant": "int8", "status": "infra_error",
-                                      "error": "device 'local': runner exited with code 137"}])
+    add_run(
+        store,
+        [
+            res(drift=0.10),
+            {"variant": "int8", "status": "infra_error", "error": "device 'local': runner exited with code 137"},
+        ],
+    )
     p = hil("gate", "--markdown", "out/s.md")
     assert p.returncode == 2
     md = (ws / "out" / "s.md").read_text()
@@ -73,10 +78,12 @@ def test_exit_codes_via_cli(lab):
     p = hil("gate")
     assert p.returncode == 2 and "planned job job-that-never-ran has no result" in p.stdout
     # usage / configuration errors
-    for args, msg in ((["--baseline", "weekly"], "expected last-pass, pinned or rolling:K"),
-                      (["--baseline", "rolling:0"], "positive run count"),
-                      (["--run", "no-such-run"], "no run 'no-such-run'"),
-                      (["--thresholds", "missing.yaml"], "missing.yaml: thresholds file not found")):
+    for args, msg in (
+        (["--baseline", "weekly"], "expected last-pass, pinned or rolling:K"),
+        (["--baseline", "rolling:0"], "positive run count"),
+        (["--run", "no-such-run"], "no run 'no-such-run'"),
+        (["--thresholds", "missing.yaml"], "missing.yaml: thresholds file not found"),
+    ):
         p = hil("gate", *args)
         assert p.returncode == 3 and msg in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
     (ws / "t.yaml").write_text("m: {latency_p51_us: 0.1}\n")
@@ -154,8 +161,11 @@ def test_rolling_baseline_uses_last_k_runs_whatever_their_verdict(lab):
 def test_budgets_gate_without_baseline(lab):
     ws, store = lab
     prof = ws / "device_profiles" / "localhost.yaml"
-    prof.write_text(prof.read_text().replace("budgets: {}", "budgets: {max_latency_p50_us: 900, "
-                                             "min_accuracy_top1: 0.95, max_energy_per_inference_uj: 5}"))
+    prof.write_text(
+        prof.read_text().replace(
+            "budgets: {}", "budgets: {max_latency_p50_us: 900, min_accuracy_top1: 0.95, max_energy_per_inference_uj: 5}"
+        )
+    )
     add_run(store, [res(metrics={"accuracy_top1": 0.97})])
     p = hil("gate", "--junit", "j.xml")
     assert p.returncode == 1, p.stdout
@@ -173,16 +183,30 @@ def test_thresholds_file_deterministic_accuracy_new_missing(lab):
     ws, store = lab
     add_run(store, [res(metrics={"model_size_bytes": 10000, "accuracy_top1": 0.90, "agreement": 0.99})])
     hil("gate", check=True)
-    add_run(store, [res(drift=0.10, metrics={"model_size_bytes": 10001, "accuracy_top1": 0.88,
-                                             "agreement": None, "energy_per_inference_uj": 3.0})])
+    add_run(
+        store,
+        [
+            res(
+                drift=0.10,
+                metrics={
+                    "model_size_bytes": 10001,
+                    "accuracy_top1": 0.88,
+                    "agreement": None,
+                    "energy_per_inference_uj": 3.0,
+                },
+            )
+        ],
+    )
     g = judge(store, None, record=False)
-    assert verdict_of(g, "model_size_bytes").verdict == "regression"   # +1 byte, threshold 0
+    assert verdict_of(g, "model_size_bytes").verdict == "regression"  # +1 byte, threshold 0
     acc = verdict_of(g, "accuracy_top1")
     assert acc.verdict == "regression" and acc.effect == pytest.approx(-0.02)
     assert verdict_of(g, "agreement").verdict == "missing" and verdict_of(g, "agreement").skipped
     assert verdict_of(g, "energy_per_inference_uj").verdict == "new"
-    (ws / "t.yaml").write_text('"*": {latency_p50_us: 0.2, latency_p90_us: 0.2}\n'
-                               "m: {model_size_bytes: 0.01, accuracy_top1: 0.05}\nother: {latency_p50_us: 0}\n")
+    (ws / "t.yaml").write_text(
+        '"*": {latency_p50_us: 0.2, latency_p90_us: 0.2}\n'
+        "m: {model_size_bytes: 0.01, accuracy_top1: 0.05}\nother: {latency_p50_us: 0}\n"
+    )
     p = hil("gate", "--thresholds", "t.yaml", "--no-record", "--csv", "v.csv")
     assert p.returncode == 0, p.stdout
     csv = pd.read_csv(ws / "v.csv").set_index("metric")
@@ -196,8 +220,16 @@ def test_resumed_job_supersedes_its_infra_failure(lab):
     _, store = lab
     run_id = add_run(store, [{"status": "infra_error", "error": "ssh: connection refused"}])
     s = latency_samples(500, rng=_RNG)
-    rec = ResultRecord(run_id=run_id, job_key="m-fp32-local#0", model="m", model_sha256="0" * 64, variant="fp32",
-                       device_id="local", profile="localhost", status="ok")
+    rec = ResultRecord(
+        run_id=run_id,
+        job_key="m-fp32-local#0",
+        model="m",
+        model_sha256="0" * 64,
+        variant="fp32",
+        device_id="local",
+        profile="localhost",
+        status="ok",
+    )
     store.record(rec, [("latency_p50_us", float(np.median(s)), "us")], {"steady": list(s)})
     g = judge(store, run_id, record=False)
     assert g.exit_code == 0 and len(g.keys) == 1 and g.keys[0].status == "pass"
@@ -207,8 +239,14 @@ def test_junit_counts_are_consistent(lab):
     ws, store = lab
     add_run(store, [res(), res(500, variant="int8"), res(device="local-b")])
     hil("gate", check=True)
-    add_run(store, [res(drift=0.10), {"variant": "int8", "status": "infra_error", "error": "unreachable"},
-                    {"samples": latency_samples(5, rng=_RNG), "device": "local-b"}])
+    add_run(
+        store,
+        [
+            res(drift=0.10),
+            {"variant": "int8", "status": "infra_error", "error": "unreachable"},
+            {"samples": latency_samples(5, rng=_RNG), "device": "local-b"},
+        ],
+    )
     p = hil("gate", "--junit", "j.xml")
     assert p.returncode == 2
     root = ET.parse(ws / "j.xml").getroot()
@@ -216,9 +254,12 @@ def test_junit_counts_are_consistent(lab):
     total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for suite in root.findall("testsuite"):
         cases = suite.findall("testcase")
-        counted = {"tests": len(cases), "failures": sum(c.find("failure") is not None for c in cases),
-                   "errors": sum(c.find("error") is not None for c in cases),
-                   "skipped": sum(c.find("skipped") is not None for c in cases)}
+        counted = {
+            "tests": len(cases),
+            "failures": sum(c.find("failure") is not None for c in cases),
+            "errors": sum(c.find("error") is not None for c in cases),
+            "skipped": sum(c.find("skipped") is not None for c in cases),
+        }
         for key, value in counted.items():
             assert int(suite.get(key)) == value, (suite.get("name"), key)
             total[key] += value

@@ -34,8 +34,9 @@ def judge(store, run_id=None, spec="last-pass", record=True, alpha=0.01):
     return r
 
 
-def night(rng, keys: int, levels: list[float], night_sd=0.01, proc_sd=0.005, shift: dict | None = None,
-          repeats=3) -> list[dict]:
+def night(
+    rng, keys: int, levels: list[float], night_sd=0.01, proc_sd=0.005, shift: dict | None = None, repeats=3
+) -> list[dict]:
     """One nightly run: `keys` series, each with `repeats` processes; a night effect shared by the
     processes of a series, a process effect each (log-normal)."""
     out = []
@@ -43,8 +44,14 @@ def night(rng, keys: int, levels: list[float], night_sd=0.01, proc_sd=0.005, shi
         n = rng.normal(0, night_sd)
         for r in range(repeats):
             level = levels[i] * np.exp(n + rng.normal(0, proc_sd)) * (1 + (shift or {}).get(i, 0.0))
-            out.append({"model": f"m{i:02d}", "repeat": r, "samples": None,
-                        "metrics": {P50: level, "latency_p90_us": level * 1.1, "latency_count": 500.0}})
+            out.append(
+                {
+                    "model": f"m{i:02d}",
+                    "repeat": r,
+                    "samples": None,
+                    "metrics": {P50: level, "latency_p90_us": level * 1.1, "latency_count": 500.0},
+                }
+            )
     return out
 
 
@@ -121,8 +128,16 @@ def test_inconclusive_data_is_exit_2_never_a_silent_pass(store, tmp_path, monkey
 def test_mcu_windows_threshold_and_stability(store):
     def mcu(level, spread=0.0):
         w = [level * (1 + spread * (i - 2) / 2) for i in range(5)]
-        return [{"model": "kws", "transport": "serial", "device": "h7", "profile": "stm32h7", "samples": w,
-                 "metrics": {P50: float(np.median(w))}}]
+        return [
+            {
+                "model": "kws",
+                "transport": "serial",
+                "device": "h7",
+                "profile": "stm32h7",
+                "samples": w,
+                "metrics": {P50: float(np.median(w))},
+            }
+        ]
 
     judge(store, add_run(store, mcu(2000.0)))
     assert judge(store, add_run(store, mcu(2000.4)), record=False).exit_code == 0
@@ -154,10 +169,11 @@ def fixed_lab(tmp_path, tiny_model, monkeypatch):
     """A lab whose only device runs the fixed-clock runner double; two versions of one model."""
     shutil.copytree(REPO / "device_profiles", tmp_path / "device_profiles")
     py = tmp_path / "fixed-python"
-    py.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fixed_runner.py'} \"$@\"\n")
+    py.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests" / "fixed_runner.py"} "$@"\n')
     py.chmod(py.stat().st_mode | stat.S_IEXEC)
     (tmp_path / "inventory.yaml").write_text(
-        f"devices:\n  - {{id: dut, profile: localhost, transport: {{type: local, python: {py}}}}}\n")
+        f"devices:\n  - {{id: dut, profile: localhost, transport: {{type: local, python: {py}}}}}\n"
+    )
     versions = {}
     for name, bump in (("a", 0.0), ("b", 0.01)):
         (tmp_path / name).mkdir()
@@ -174,8 +190,9 @@ def fixed_lab(tmp_path, tiny_model, monkeypatch):
 
 
 def _night(lab, version: str, levels: dict, factor: float = 1.0) -> str:
-    lab["script"].write_text(json.dumps({"levels": {lab["sha"][k][:16]: v for k, v in levels.items()},
-                                         "factor": factor}))
+    lab["script"].write_text(
+        json.dumps({"levels": {lab["sha"][k][:16]: v for k, v in levels.items()}, "factor": factor})
+    )
     shutil.copy(lab["dir"] / version / "net.tflite", lab["dir"] / "net.tflite")
     p = hil("run", "net.tflite", "--min-runs", "5", "--min-seconds", "0", check=True)
     return p.stdout.strip().splitlines()[-1]
@@ -215,8 +232,9 @@ def test_a_slow_night_is_not_confirmed_and_passes(fixed_lab):
         _night(fixed_lab, "a", levels)
         hil("gate", "--quiet", check=True)
     _night(fixed_lab, "b", levels, factor=1.10)  # the whole night was 10 % slow, not the model
-    fixed_lab["script"].write_text(json.dumps({"levels": {fixed_lab["sha"][k][:16]: v for k, v in levels.items()},
-                                               "factor": 1.0}))
+    fixed_lab["script"].write_text(
+        json.dumps({"levels": {fixed_lab["sha"][k][:16]: v for k, v in levels.items()}, "factor": 1.0})
+    )
     p = hil("gate", "--csv", "v.csv")
     assert p.returncode == 0, p.stdout + p.stderr
     row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]

@@ -47,21 +47,28 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return lo, hi
 
 
-def simulate_gate(rng: np.random.Generator, shifts: np.ndarray, threshold: float = THRESHOLD,
-                  alpha: float = 0.01, sigma: float = SIGMA, r: int = R, k_ref: int = K,
-                  **compare_kw) -> list[Decision]:
+def simulate_gate(
+    rng: np.random.Generator,
+    shifts: np.ndarray,
+    threshold: float = THRESHOLD,
+    alpha: float = 0.01,
+    sigma: float = SIGMA,
+    r: int = R,
+    k_ref: int = K,
+    **compare_kw,
+) -> list[Decision]:
     """One gate of len(shifts) latency series; series i is slowed by shifts[i]. The reference is
     the median of k_ref fresh levels, as `reference_level` would compute it."""
     m = shifts.size
     ref = np.exp(np.median(rng.normal(0.0, sigma, (m, k_ref)), axis=1))
     cur = np.exp(rng.normal(0.0, sigma, (m, r)) + np.log1p(shifts)[:, None])
-    comps = [compare(cur[i], ref[i], k_ref, sigma, threshold, LOWER_IS_BETTER, **compare_kw)
-             for i in range(m)]
+    comps = [compare(cur[i], ref[i], k_ref, sigma, threshold, LOWER_IS_BETTER, **compare_kw) for i in range(m)]
     return holm(comps, alpha)
 
 
-def gate_rates(shift: float, n_gates: int, m: int = 100, n_shifted: int = 10, seed: int = 0,
-               threshold: float = THRESHOLD, **kw) -> dict:
+def gate_rates(
+    shift: float, n_gates: int, m: int = 100, n_shifted: int = 10, seed: int = 0, threshold: float = THRESHOLD, **kw
+) -> dict:
     """Power on the shifted series and family-wise false alarms among the unshifted ones."""
     rng = np.random.default_rng(seed)
     shifts = np.zeros(m)
@@ -72,23 +79,30 @@ def gate_rates(shift: float, n_gates: int, m: int = 100, n_shifted: int = 10, se
         hits += int(regress[:n_shifted].sum())
         gates_with_false += int(regress[n_shifted:].any())
     n_hit = n_gates * n_shifted
-    return {"shift": shift, "power": hits / n_hit, "power_ci": clopper_pearson(hits, n_hit),
-            "fwer": gates_with_false / n_gates, "fwer_ci": clopper_pearson(gates_with_false, n_gates)}
+    return {
+        "shift": shift,
+        "power": hits / n_hit,
+        "power_ci": clopper_pearson(hits, n_hit),
+        "fwer": gates_with_false / n_gates,
+        "fwer_ci": clopper_pearson(gates_with_false, n_gates),
+    }
 
 
-def power_table(effects=(0.01, 0.02, 0.03, 0.04, 0.05, 0.06), n_gates: int = 200, seed: int = 11,
-                show: bool = True) -> list[dict]:
+def power_table(
+    effects=(0.01, 0.02, 0.03, 0.04, 0.05, 0.06), n_gates: int = 200, seed: int = 11, show: bool = True
+) -> list[dict]:
     """Detection power of a true slowdown at r=3, K=15, sigma=1 %, threshold 3 %, alpha 0.01,
     in gates of 100 series of which 10 are slowed (so 2000 slowed series per row)."""
     rows = [gate_rates(e, n_gates, seed=seed + i) for i, e in enumerate(effects)]
     if show:
-        print(f"\npower: r={R} K={K} sigma={SIGMA:.0%} threshold={THRESHOLD:.0%} alpha_family=0.01, "
-              f"{n_gates} gates x 100 series (10 slowed)")
+        print(
+            f"\npower: r={R} K={K} sigma={SIGMA:.0%} threshold={THRESHOLD:.0%} alpha_family=0.01, "
+            f"{n_gates} gates x 100 series (10 slowed)"
+        )
         print(" true slowdown | detected | 95 % CI         | gates with a false regression (90 nulls)")
         for row in rows:
             lo, hi = row["power_ci"]
-            print(f"   {row['shift']:>6.1%}     |  {row['power']:6.1%}  | {lo:6.1%} - {hi:6.1%} "
-                  f"| {row['fwer']:.2%}")
+            print(f"   {row['shift']:>6.1%}     |  {row['power']:6.1%}  | {lo:6.1%} - {hi:6.1%} | {row['fwer']:.2%}")
     return rows
 
 
@@ -104,12 +118,27 @@ def null_fwer(n_gates: int = 2000, m: int = 100, seed: int = 2024, **kw) -> dict
     return {"n": n_gates, "thr0": any0, "thr3": any3}
 
 
-def make_comparison(z: float, se: float = 0.005, threshold: float = 0.0, direction: int = 1,
-                    name: str = "") -> Comparison:
+def make_comparison(
+    z: float, se: float = 0.005, threshold: float = 0.0, direction: int = 1, name: str = ""
+) -> Comparison:
     """A comparison with a chosen z, for exact Holm arithmetic."""
     log_ratio = direction * z * se
-    return Comparison(name, direction * math.expm1(log_ratio), log_ratio, z, float(special.ndtr(-z)),
-                         float(special.ndtr(z)), se, 3, 15, threshold, direction, None, PENDING, "")
+    return Comparison(
+        name,
+        direction * math.expm1(log_ratio),
+        log_ratio,
+        z,
+        float(special.ndtr(-z)),
+        float(special.ndtr(z)),
+        se,
+        3,
+        15,
+        threshold,
+        direction,
+        None,
+        PENDING,
+        "",
+    )
 
 
 def z_of_p(p: float) -> float:
@@ -213,17 +242,24 @@ def test_compare_effect_is_positive_when_worse_in_either_direction():
         compare([1.0], 1.0, 15, 0.01, 0.03, 0)
 
 
-@pytest.mark.parametrize("kwargs, reason", [
-    ({"current_levels": [1.0, 1.0], "reference": None, "n_ref_levels": 15}, "no baseline"),
-    ({"current_levels": [1.0, 1.0], "reference": float("nan"), "n_ref_levels": 15}, "no baseline"),
-    ({"current_levels": [1.0, 1.0], "reference": 1.0, "n_ref_levels": 0}, "no baseline"),
-    ({"current_levels": [], "reference": 1.0, "n_ref_levels": 15}, "too few processes"),
-    ({"current_levels": [0.0, float("nan")], "reference": 1.0, "n_ref_levels": 15}, "too few processes"),
-    ({"current_levels": [1.0, 1.2], "reference": 1.0, "n_ref_levels": 15, "disturbed": [True, True]},
-     "all windows disturbed"),
-    ({"current_levels": [1.0, 1.2], "reference": 1.0, "n_ref_levels": 15, "sigma": float("nan")},
-     "no noise estimate"),
-])
+@pytest.mark.parametrize(
+    "kwargs, reason",
+    [
+        ({"current_levels": [1.0, 1.0], "reference": None, "n_ref_levels": 15}, "no baseline"),
+        ({"current_levels": [1.0, 1.0], "reference": float("nan"), "n_ref_levels": 15}, "no baseline"),
+        ({"current_levels": [1.0, 1.0], "reference": 1.0, "n_ref_levels": 0}, "no baseline"),
+        ({"current_levels": [], "reference": 1.0, "n_ref_levels": 15}, "too few processes"),
+        ({"current_levels": [0.0, float("nan")], "reference": 1.0, "n_ref_levels": 15}, "too few processes"),
+        (
+            {"current_levels": [1.0, 1.2], "reference": 1.0, "n_ref_levels": 15, "disturbed": [True, True]},
+            "all windows disturbed",
+        ),
+        (
+            {"current_levels": [1.0, 1.2], "reference": 1.0, "n_ref_levels": 15, "sigma": float("nan")},
+            "no noise estimate",
+        ),
+    ],
+)
 def test_compare_without_the_needed_data_is_inconclusive(kwargs, reason):
     kw = {"sigma": 0.01, "threshold": 0.03, "direction": 1} | kwargs
     c = compare(**kw)
@@ -286,8 +322,13 @@ def test_holm_needs_both_significance_and_threshold():
 
 
 def test_holm_improvements_are_a_separate_family():
-    ds = holm([make_comparison(-8.0, threshold=0.03), make_comparison(8.0, threshold=0.03),
-                  make_comparison(-8.0, threshold=0.05)])
+    ds = holm(
+        [
+            make_comparison(-8.0, threshold=0.03),
+            make_comparison(8.0, threshold=0.03),
+            make_comparison(-8.0, threshold=0.05),
+        ]
+    )
     assert [d.verdict for d in ds] == [IMPROVEMENT, REGRESSION, PASS]
     assert ds[0].critical_improvement <= -0.03
     # the regression family is not diluted by the improvement hypotheses: rank 1 of 3
@@ -307,9 +348,11 @@ def test_family_wise_false_alarm_rate_under_the_null():
     n = res["n"]
     lo0, hi0 = clopper_pearson(res["thr0"], n)
     lo3, hi3 = clopper_pearson(res["thr3"], n)
-    print(f"\nnull: {n} gates x 100 series, sigma known; gates with any false regression: "
-          f"threshold 0: {res['thr0']}/{n} = {res['thr0'] / n:.2%} (95 % CI {lo0:.2%}-{hi0:.2%}); "
-          f"threshold 3 %: {res['thr3']}/{n} = {res['thr3'] / n:.2%} (95 % CI {lo3:.2%}-{hi3:.2%})")
+    print(
+        f"\nnull: {n} gates x 100 series, sigma known; gates with any false regression: "
+        f"threshold 0: {res['thr0']}/{n} = {res['thr0'] / n:.2%} (95 % CI {lo0:.2%}-{hi0:.2%}); "
+        f"threshold 3 %: {res['thr3']}/{n} = {res['thr3'] / n:.2%} (95 % CI {lo3:.2%}-{hi3:.2%})"
+    )
     assert res["thr3"] / n <= 0.015  # the gate as deployed
     assert res["thr0"] / n <= 0.015  # Holm alone, without the threshold's help
 

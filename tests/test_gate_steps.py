@@ -85,8 +85,10 @@ def test_creep_of_1_percent_per_night_is_flagged_within_5_nights():
     results = [creep_delay(creep_series(seed)) for seed in range(100)]
     delays = np.array([d for d, _ in results])
     starts = np.array([s for _, s in results])
-    print(f"\ncreep 1 %/night, noise 0.5 %, threshold 3 %, 100 seeds: flagged on creep night "
-          f"{counts(delays)}; start_index {counts(starts)} (first slow night = 10)")
+    print(
+        f"\ncreep 1 %/night, noise 0.5 %, threshold 3 %, 100 seeds: flagged on creep night "
+        f"{counts(delays)}; start_index {counts(starts)} (first slow night = 10)"
+    )
     assert np.all(delays >= 3)  # never before the drift exceeds the threshold
     assert np.all(delays <= 6)  # i.e. at most 5 nights after the first slow night
     assert np.mean(delays <= 5) >= 0.9  # by the 5th slow night (+5 %) in >= 90 % of seeds
@@ -114,8 +116,10 @@ def test_a_single_slow_night_is_not_a_creep():
 def test_flat_series_false_flag_rate():
     flags, checks = flat_flag_rate(0.005, range(1000, 1080))
     flags1, checks1 = flat_flag_rate(0.01, range(2000, 2080))
-    print(f"\nflat series, creep check every night (nights 5-40, 80 seeds): noise 0.5 %: {flags}/{checks}; "
-          f"noise 1 %: {flags1}/{checks1} = {flags1 / checks1:.3%}")
+    print(
+        f"\nflat series, creep check every night (nights 5-40, 80 seeds): noise 0.5 %: {flags}/{checks}; "
+        f"noise 1 %: {flags1}/{checks1} = {flags1 / checks1:.3%}"
+    )
     assert flags == 0
     assert flags1 / checks1 <= 0.002
 

@@ -17,8 +17,15 @@ from conftest import hil
 from harness.transports.ssh import hostkeys
 from harness.transports.ssh.hostkeys import KnownHost, VerifyPolicy, parse_file
 
-PROFILE = {"description": "test box reached over ssh", "arch": "x86_64", "cores": 2, "ram_mb": 1024,
-           "runtime": "litert", "num_threads": 1, "python": "python3"}
+PROFILE = {
+    "description": "test box reached over ssh",
+    "arch": "x86_64",
+    "cores": 2,
+    "ram_mb": 1024,
+    "runtime": "litert",
+    "num_threads": 1,
+    "python": "python3",
+}
 
 
 def _key() -> paramiko.PKey:
@@ -37,7 +44,8 @@ def test_markers_hashes_patterns_and_junk_lines(tmp_path):
     ca, revoked, a, b, c, d = (_key() for _ in range(6))
     path = tmp_path / "known_hosts"
     lines = [
-        "# a comment", "",
+        "# a comment",
+        "",
         f"@cert-authority *.lan,[*.lan]:* {_line(ca)} lab CA",
         f"@revoked * {_line(revoked)}",
         f"{_hashed('[10.0.0.7]:2222')} {_line(a)}",
@@ -45,15 +53,23 @@ def test_markers_hashes_patterns_and_junk_lines(tmp_path):
         f"Pi4-Desk.lan {_line(revoked)}",  # listed, but revoked by the line above
         f"pi4-desk.lan {_line(c)}",
         "@future-marker host " + _line(d),  # unknown marker: skipped, like OpenSSH
-        "justonefield", "host ssh-ed25519 !!!notbase64!!!",
+        "justonefield",
+        "host ssh-ed25519 !!!notbase64!!!",
         f"host ssh-rsa {a.get_base64()}",  # blob of another key type: corrupt, skipped
         "caf\udce9.lan " + _line(d),  # a non-UTF-8 byte in the name
     ]
     path.write_bytes("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
 
     entries = parse_file(path)
-    assert [(e.lineno, e.marker) for e in entries] == [(3, "cert-authority"), (4, "revoked"), (5, None), (6, None),
-                                                       (7, None), (8, None), (13, None)]
+    assert [(e.lineno, e.marker) for e in entries] == [
+        (3, "cert-authority"),
+        (4, "revoked"),
+        (5, None),
+        (6, None),
+        (7, None),
+        (8, None),
+        (13, None),
+    ]
 
     pi = KnownHost.from_entries(entries, "PI4-desk.lan", 22)  # names compare lower-case, like OpenSSH
     assert [e.lineno for e, _ in pi.known] == [8]  # the revoked key is not usable, even if listed
@@ -97,8 +113,9 @@ def test_revoked_key_is_refused_even_with_trust_and_never_written(tmp_path, monk
 
     # an unknown key of a host a CA line covers: the message says why the CA does not help
     with pytest.raises(hostkeys.HostKeyError) as err:
-        VerifyPolicy("pi", "10.0.0.7", 2222, str(user), False, lambda m: None,
-                     keys=known).missing_host_key(paramiko.SSHClient(), "[10.0.0.7]:2222", _key())
+        VerifyPolicy("pi", "10.0.0.7", 2222, str(user), False, lambda m: None, keys=known).missing_host_key(
+            paramiko.SSHClient(), "[10.0.0.7]:2222", _key()
+        )
     assert err.value.status == "unknown" and f"{system} line 1 names a @cert-authority" in str(err.value)
 
 
@@ -107,9 +124,19 @@ def test_revoked_key_is_refused_even_with_trust_and_never_written(tmp_path, monk
 
 def _lab(workspace: Path, server, known_hosts: Path, tofu: bool = False) -> Path:
     (workspace / "device_profiles" / "sshbox.yaml").write_text(yaml.safe_dump(PROFILE))
-    t = {"type": "ssh", "host": server.host, "port": server.port, "user": server.user,
-         "key_file": str(server.client_key), "use_agent": False, "known_hosts": str(known_hosts),
-         "trust_on_first_use": tofu, "workdir": str(workspace / "dev"), "connect_timeout": 5, "retries": 0}
+    t = {
+        "type": "ssh",
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "key_file": str(server.client_key),
+        "use_agent": False,
+        "known_hosts": str(known_hosts),
+        "trust_on_first_use": tofu,
+        "workdir": str(workspace / "dev"),
+        "connect_timeout": 5,
+        "retries": 0,
+    }
     inv = workspace / "inventory.yaml"
     inv.write_text(yaml.safe_dump({"devices": [{"id": "pi", "profile": "sshbox", "transport": t}]}))
     return inv
@@ -124,9 +151,11 @@ def _server_key(server) -> paramiko.PKey:
 def test_revoked_host_key_of_real_sshd_is_refused_in_one_line(workspace, sshd_server):
     ca = _key()
     known = workspace / "known_hosts"
-    text = (f"@cert-authority * {_line(ca)}\n"
-            f"{_hashed(f'[127.0.0.1]:{sshd_server.port}')} {sshd_server.host_key_line}\n"
-            f"@revoked * {sshd_server.host_key_line}\n")
+    text = (
+        f"@cert-authority * {_line(ca)}\n"
+        f"{_hashed(f'[127.0.0.1]:{sshd_server.port}')} {sshd_server.host_key_line}\n"
+        f"@revoked * {sshd_server.host_key_line}\n"
+    )
     known.write_text(text)
     _lab(workspace, sshd_server, known, tofu=True)
     where = f"{known} line 3"
@@ -166,14 +195,17 @@ def test_marker_lines_in_user_and_system_files_do_not_break_other_hosts(workspac
 
     # the server is listed hashed in the user's file; both files also hold CA and revoked lines of others
     system.write_text(f"@cert-authority *.lan {_line(other_ca)}\n@revoked * {_line(other_revoked)}\n")
-    known.write_text(f"@revoked [127.0.0.1]:* {_line(other_revoked)}\n@cert-authority * {_line(other_ca)}\n"
-                     f"{_hashed(f'[127.0.0.1]:{sshd_server.port}')} {sshd_server.host_key_line}\n")
+    known.write_text(
+        f"@revoked [127.0.0.1]:* {_line(other_revoked)}\n@cert-authority * {_line(other_ca)}\n"
+        f"{_hashed(f'[127.0.0.1]:{sshd_server.port}')} {sshd_server.host_key_line}\n"
+    )
     assert login() == "reached"
 
     # the server listed only in the system file, by a pattern (wildcards work, like OpenSSH)
     known.write_text(f"@cert-authority * {_line(other_ca)}\n")
-    system.write_text(f"@revoked * {_line(other_revoked)}\n"
-                      f"[127.0.0.?]:{sshd_server.port} {sshd_server.host_key_line}\n")
+    system.write_text(
+        f"@revoked * {_line(other_revoked)}\n[127.0.0.?]:{sshd_server.port} {sshd_server.host_key_line}\n"
+    )
     assert login() == "reached"
 
     # revoked in the system file wins over the user's plain entry

@@ -1,4 +1,5 @@
 """Tests of runners/linux_runner.py against tiny real TFLite models built with TensorFlow."""
+
 from __future__ import annotations
 
 import glob
@@ -18,8 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "runners" / "linux_runner.py"
-FAST = ["--min-runs", "5", "--min-seconds", "0.05", "--warmup-runs", "1",
-        "--warmup-seconds", "0.01"]
+FAST = ["--min-runs", "5", "--min-seconds", "0.05", "--warmup-runs", "1", "--warmup-seconds", "0.01"]
 RUN_TIMEOUT = 180
 
 
@@ -41,12 +41,19 @@ def _env():
 
 def run_runner(*args, python=None, timeout=RUN_TIMEOUT):
     """Run the runner; return (exit code, parsed stdout JSON, stderr)."""
-    proc = subprocess.run([python or sys.executable, str(RUNNER), *map(str, args)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=timeout, env=_env())
+    proc = subprocess.run(
+        [python or sys.executable, str(RUNNER), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+    )
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, "stdout must be exactly one JSON line, got:\n%s\nstderr:\n%s" % (
-        proc.stdout, proc.stderr[-3000:])
+        proc.stdout,
+        proc.stderr[-3000:],
+    )
     return proc.returncode, json.loads(lines[0]), proc.stderr
 
 
@@ -68,13 +75,15 @@ def models(tmp_path_factory):
     rng = np.random.default_rng(1234)
     n_cls, shape = 6, (12, 12, 3)
 
-    model = tf.keras.Sequential([
-        tf.keras.Input(shape),
-        tf.keras.layers.Conv2D(8, 3, activation="relu"),
-        tf.keras.layers.MaxPooling2D(),
-        tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(n_cls),
-    ])
+    model = tf.keras.Sequential(
+        [
+            tf.keras.Input(shape),
+            tf.keras.layers.Conv2D(8, 3, activation="relu"),
+            tf.keras.layers.MaxPooling2D(),
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(n_cls),
+        ]
+    )
     fp32 = out / "fp32.tflite"
     fp32.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
 
@@ -107,17 +116,26 @@ def models(tmp_path_factory):
     np.savez(eval_full, x=x, y=y, ref=ref)
     eval_x_only = out / "eval_x_only.npz"
     np.savez(eval_x_only, x=x[:10])
-    return {"fp32": fp32, "int8": int8, "two_inputs": two_in, "eval": eval_full,
-            "eval_x_only": eval_x_only, "x": x, "y": y, "ref": ref, "dir": out}
+    return {
+        "fp32": fp32,
+        "int8": int8,
+        "two_inputs": two_in,
+        "eval": eval_full,
+        "eval_x_only": eval_x_only,
+        "x": x,
+        "y": y,
+        "ref": ref,
+        "dir": out,
+    }
 
 
 def expected_accuracy(model_path, x, y, ref, xnnpack):
     """Independent computation with tf.lite.Interpreter."""
     import tensorflow as tf
+
     kw = {}
     if not xnnpack:
-        kw["experimental_op_resolver_type"] = \
-            tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        kw["experimental_op_resolver_type"] = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     with warnings.catch_warnings():  # tf.lite.Interpreter is deprecated in favour of LiteRT
         warnings.simplefilter("ignore")
         it = tf.lite.Interpreter(model_path=str(model_path), **kw)
@@ -137,8 +155,7 @@ def expected_accuracy(model_path, x, y, ref, xnnpack):
             o = (o - z_out) * s_out
         preds.append(int(np.argmax(o)))
     preds = np.array(preds)
-    return (None if y is None else float(np.mean(preds == y)),
-            None if ref is None else float(np.mean(preds == ref)))
+    return (None if y is None else float(np.mean(preds == y)), None if ref is None else float(np.mean(preds == ref)))
 
 
 # ------------------------------------------------------------------- the schema
@@ -147,23 +164,55 @@ def expected_accuracy(model_path, x, y, ref, xnnpack):
 def check_schema(doc, min_runs):
     assert doc["schema"] == "hilbench.runner/1"
     assert doc["status"] == "ok"
-    for key in ("runtime", "python", "platform", "model", "config", "init_us",
-                "first_inference_us", "warmup", "latency_us", "memory", "telemetry", "energy",
-                "accuracy"):
+    for key in (
+        "runtime",
+        "python",
+        "platform",
+        "model",
+        "config",
+        "init_us",
+        "first_inference_us",
+        "warmup",
+        "latency_us",
+        "memory",
+        "telemetry",
+        "energy",
+        "accuracy",
+    ):
         assert key in doc, key
     assert doc["runtime"]["name"] in ("ai_edge_litert", "tflite_runtime", "tensorflow.lite")
     assert isinstance(doc["runtime"]["version"], str) and doc["runtime"]["version"]
     assert set(doc["platform"]) >= {"machine", "system", "release", "node"}
-    assert set(doc["config"]) >= {"num_threads", "xnnpack", "min_runs", "min_seconds",
-                                  "max_seconds", "warmup_runs", "warmup_seconds"}
+    assert set(doc["config"]) >= {
+        "num_threads",
+        "xnnpack",
+        "min_runs",
+        "min_seconds",
+        "max_seconds",
+        "warmup_runs",
+        "warmup_seconds",
+    }
     assert doc["init_us"] > 0 and doc["first_inference_us"] > 0
     w = doc["warmup"]
     assert w["count"] >= doc["config"]["warmup_runs"]
     assert all(s > 0 for s in w["samples_us"])
 
     lat = doc["latency_us"]
-    for k in ("count", "min", "max", "mean", "std", "p50", "p90", "p95", "p99",
-              "median_ci_low", "median_ci_high", "ci_level", "samples"):
+    for k in (
+        "count",
+        "min",
+        "max",
+        "mean",
+        "std",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "median_ci_low",
+        "median_ci_high",
+        "ci_level",
+        "samples",
+    ):
         assert k in lat, k
     assert lat["count"] >= min_runs
     assert len(lat["samples"]) == lat["count"]
@@ -221,8 +270,9 @@ def test_defaults_use_one_thread_and_no_xnnpack(models):
 
 
 def test_min_runs_honoured(models):
-    doc = run_ok("--model", models["int8"], "--min-runs", 300, "--min-seconds", 0,
-                 "--warmup-runs", 0, "--warmup-seconds", 0)
+    doc = run_ok(
+        "--model", models["int8"], "--min-runs", 300, "--min-seconds", 0, "--warmup-runs", 0, "--warmup-seconds", 0
+    )
     check_schema(doc, 300)
     assert doc["latency_us"]["count"] == 300
     assert doc["latency_us"]["stop_reason"] == "min_reached"
@@ -230,8 +280,9 @@ def test_min_runs_honoured(models):
 
 
 def test_min_seconds_honoured(models):
-    doc = run_ok("--model", models["int8"], "--min-runs", 1, "--min-seconds", 0.3,
-                 "--warmup-runs", 1, "--warmup-seconds", 0.05)
+    doc = run_ok(
+        "--model", models["int8"], "--min-runs", 1, "--min-seconds", 0.3, "--warmup-runs", 1, "--warmup-seconds", 0.05
+    )
     check_schema(doc, 1)
     lat = doc["latency_us"]
     assert lat["window_s"] >= 0.3
@@ -242,12 +293,22 @@ def test_min_seconds_honoured(models):
 
 
 def test_max_seconds_honoured(models):
-    doc = run_ok("--model", models["int8"], "--min-runs", 10 ** 9, "--min-seconds", 1000,
-                 "--max-seconds", 0.25, "--warmup-seconds", 0)
+    doc = run_ok(
+        "--model",
+        models["int8"],
+        "--min-runs",
+        10**9,
+        "--min-seconds",
+        1000,
+        "--max-seconds",
+        0.25,
+        "--warmup-seconds",
+        0,
+    )
     lat = doc["latency_us"]
     assert lat["stop_reason"] == "max_seconds"
     assert 0.25 <= lat["window_s"] <= 0.25 + lat["max"] / 1e6 + 0.1
-    assert 1 <= lat["count"] < 10 ** 9
+    assert 1 <= lat["count"] < 10**9
     assert len(lat["samples"]) == lat["count"]
 
 
@@ -257,8 +318,7 @@ def test_int8_accuracy_matches_tf_lite(models, xnnpack):
     doc = run_ok("--model", models["int8"], "--eval", models["eval"], *flags, *FAST)
     check_schema(doc, 5)
     acc = doc["accuracy"]
-    top1, agreement = expected_accuracy(models["int8"], models["x"], models["y"], models["ref"],
-                                        xnnpack)
+    top1, agreement = expected_accuracy(models["int8"], models["x"], models["y"], models["ref"], xnnpack)
     assert acc["n"] == len(models["x"])
     assert acc["top1"] == pytest.approx(top1, abs=1e-12)
     assert acc["agreement"] == pytest.approx(agreement, abs=1e-12)
@@ -273,8 +333,7 @@ def test_fp32_eval_without_labels(models):
 
 def test_fp32_eval_agreement_matches_tf_lite(models):
     doc = run_ok("--model", models["fp32"], "--eval", models["eval"], *FAST)
-    top1, agreement = expected_accuracy(models["fp32"], models["x"], models["y"], models["ref"],
-                                        True)
+    top1, agreement = expected_accuracy(models["fp32"], models["x"], models["y"], models["ref"], True)
     assert doc["accuracy"]["top1"] == pytest.approx(top1, abs=1e-12)
     assert doc["accuracy"]["agreement"] == pytest.approx(agreement, abs=1e-12)
 
@@ -341,14 +400,21 @@ def test_bad_eval_file(models, tmp_path, kind):
 
 def test_no_runtime(models):
     """With no runtime importable the runner reports it as error JSON (exit 2)."""
-    code = ("import sys, runpy; "
-            "[sys.modules.__setitem__(m, None) for m in "
-            "('ai_edge_litert', 'tflite_runtime', 'tensorflow')]; "
-            "sys.argv = ['linux_runner.py'] + sys.argv[1:]; "
-            "runpy.run_path(%r, run_name='__main__')" % str(RUNNER))
-    proc = subprocess.run([sys.executable, "-c", code, "--model", str(models["fp32"])],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=RUN_TIMEOUT, env=_env())
+    code = (
+        "import sys, runpy; "
+        "[sys.modules.__setitem__(m, None) for m in "
+        "('ai_edge_litert', 'tflite_runtime', 'tensorflow')]; "
+        "sys.argv = ['linux_runner.py'] + sys.argv[1:]; "
+        "runpy.run_path(%r, run_name='__main__')" % str(RUNNER)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--model", str(models["fp32"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=_env(),
+    )
     check_error(proc.returncode, json.loads(proc.stdout), "no TFLite runtime")
 
 
@@ -364,7 +430,7 @@ def test_bad_usage_is_error_json(models):
 def test_median_ci_matches_exact_binomial(n):
     xs = list(range(n))
     lo, hi, cov = runner_mod.median_ci(xs, 0.95)
-    total = 2 ** n
+    total = 2**n
     cdf = [sum(math.comb(n, i) for i in range(k + 1)) / total for k in range(n + 1)]
     ks = [k for k in range(n // 2 + 1) if cdf[k] <= 0.025]
     if ks:
@@ -413,13 +479,18 @@ def test_runs_in_device_venv_without_tensorflow(models):
     device_venv = _load("hilbench_device_venv", Path(__file__).with_name("device_venv.py"))
     py = device_venv.device_python()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    probe = subprocess.run([py, "-c", "import tensorflow"], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, env=env, timeout=120)
+    probe = subprocess.run(
+        [py, "-c", "import tensorflow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120
+    )
     assert probe.returncode != 0, "tensorflow must not be importable in the device venv"
-    proc = subprocess.run([py, str(RUNNER), "--model", str(models["int8"]),
-                           "--eval", str(models["eval"]), *FAST],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                          timeout=RUN_TIMEOUT)
+    proc = subprocess.run(
+        [py, str(RUNNER), "--model", str(models["int8"]), "--eval", str(models["eval"]), *FAST],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        timeout=RUN_TIMEOUT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     check_schema(doc, 5)
@@ -436,9 +507,13 @@ def _python39():
         if not c:
             continue
         try:
-            ok = subprocess.run([c, "-c", "import sys; print(sys.version_info[:2] == (3, 9))"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                timeout=60)
+            ok = subprocess.run(
+                [c, "-c", "import sys; print(sys.version_info[:2] == (3, 9))"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                timeout=60,
+            )
         except (OSError, subprocess.SubprocessError):
             continue
         if ok.returncode == 0 and ok.stdout.strip() == "True":
@@ -460,22 +535,47 @@ def test_power_file_sampling_gives_energy_per_inference(tmp_path, models):
     """hwmon INA2xx files hold microwatts; the runner averages them over the steady window."""
     power = tmp_path / "power1_input"
     power.write_text("3500000\n")  # 3.5 W constant
-    proc = subprocess.run([sys.executable, str(RUNNER), "--model", str(models["fp32"]), "--min-runs", "20",
-                           "--min-seconds", "0.2", "--warmup-runs", "0", "--warmup-seconds", "0",
-                           "--power-file", str(power), "--power-rate", "200", "--idle-power-mw", "2700"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RUNNER),
+            "--model",
+            str(models["fp32"]),
+            "--min-runs",
+            "20",
+            "--min-seconds",
+            "0.2",
+            "--warmup-runs",
+            "0",
+            "--warmup-seconds",
+            "0",
+            "--power-file",
+            str(power),
+            "--power-rate",
+            "200",
+            "--idle-power-mw",
+            "2700",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     doc = json.loads(proc.stdout)
     e = doc["energy"]
     assert e["meter"] == "hwmon" and e["estimate"] is False and e["samples"] >= 2
     assert e["mean_power_mw"] == pytest.approx(3500.0)
     assert e["energy_per_inference_uj"] == pytest.approx(800.0 * doc["latency_us"]["mean"] / 1000.0)
-    missing = subprocess.run([sys.executable, str(RUNNER), "--model", str(models["fp32"]),
-                              "--power-file", str(tmp_path / "nope")], capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, str(RUNNER), "--model", str(models["fp32"]), "--power-file", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
     # a missing meter costs the energy, not the measurement (issue 10; tests/test_devices_check_meter.py)
     missing_doc = json.loads(missing.stdout)
     assert missing.returncode == 0 and missing_doc["energy"] is None
-    assert missing_doc["warnings"] == [f"energy meter: power file {tmp_path / 'nope'} does not exist; "
-                                       "this result has no energy"]
+    assert missing_doc["warnings"] == [
+        f"energy meter: power file {tmp_path / 'nope'} does not exist; this result has no energy"
+    ]
 
 
 def test_paired_model_is_timed_in_the_same_process(tmp_path):
@@ -487,9 +587,27 @@ def test_paired_model_is_timed_in_the_same_process(tmp_path):
     model = tflite_model()
     other = tmp_path / "other.tflite"
     other.write_bytes(model.read_bytes())
-    p = subprocess.run([sys.executable, str(RUNNER), "--model", str(model), "--paired-model", str(other),
-                        "--min-runs", "40", "--min-seconds", "0", "--warmup-runs", "2", "--warmup-seconds", "0"],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(RUNNER),
+            "--model",
+            str(model),
+            "--paired-model",
+            str(other),
+            "--min-runs",
+            "40",
+            "--min-seconds",
+            "0",
+            "--warmup-runs",
+            "2",
+            "--warmup-seconds",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     paired = doc["paired"]
@@ -498,7 +616,21 @@ def test_paired_model_is_timed_in_the_same_process(tmp_path):
     # whole blocks of A B B A: both models got the same number of invocations
     assert doc["latency_us"]["count"] == paired["latency_us"]["count"]
     assert "paired model: p50" in p.stderr
-    bad = subprocess.run([sys.executable, str(RUNNER), "--model", str(model), "--paired-model",
-                          str(tmp_path / "missing.tflite"), "--min-runs", "5", "--min-seconds", "0"],
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(RUNNER),
+            "--model",
+            str(model),
+            "--paired-model",
+            str(tmp_path / "missing.tflite"),
+            "--min-runs",
+            "5",
+            "--min-seconds",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode != 0 and "missing.tflite" in bad.stdout + bad.stderr

@@ -34,15 +34,31 @@ def built(tiny_model, tmp_path_factory) -> dict:
     cache = d / "cache"
     calib = tiny_model["dir"] / "tiny.calibration.npz"
     mv = Converter(cache / "artifacts", log=lambda m: None).convert(
-        ModelSource.open(tiny_model["path"]), "int8", Calibration.from_arg(str(calib)))
+        ModelSource.open(tiny_model["path"]), "int8", Calibration.from_arg(str(calib))
+    )
     out = d / "bundle"
-    proc = hil("--inventory", str(REPO / "inventory.yaml"), "build", str(tiny_model["path"]),
-               "--profile", "stm32h7", "--calibration", str(calib), "-o", str(out),
-               env={"HILBENCH_CACHE": str(cache)})
+    proc = hil(
+        "--inventory",
+        str(REPO / "inventory.yaml"),
+        "build",
+        str(tiny_model["path"]),
+        "--profile",
+        "stm32h7",
+        "--calibration",
+        str(calib),
+        "-o",
+        str(out),
+        env={"HILBENCH_CACHE": str(cache)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "cache hit" in proc.stderr
-    return {"dir": out, "artifact": Path(mv.artifact), "manifest": json.loads((out / "bundle.json").read_text()),
-            "stdout": proc.stdout, "tmp": d}
+    return {
+        "dir": out,
+        "artifact": Path(mv.artifact),
+        "manifest": json.loads((out / "bundle.json").read_text()),
+        "stdout": proc.stdout,
+        "tmp": d,
+    }
 
 
 def _tflm_run(model: Path, arena: int, report: bool = False) -> subprocess.CompletedProcess:
@@ -56,16 +72,34 @@ def _tflm_run(model: Path, arena: int, report: bool = False) -> subprocess.Compl
         "ip.invoke()\n"
         "print(json.dumps(ip.get_output(0).reshape(-1).tolist()), flush=True)\n"
         "if sys.argv[3] == '1':\n"
-        "    ip.print_allocations()\n")
-    return subprocess.run([sys.executable, "-c", code, str(model), str(arena), "1" if report else "0"],
-                          capture_output=True, text=True, timeout=120)
+        "    ip.print_allocations()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(model), str(arena), "1" if report else "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_build_writes_a_complete_bundle(built):
     files = {p.name for p in built["dir"].iterdir()}
-    assert {"bundle.json", "README.md", "model.tflite", "model_data.cc", "model_data.h", "op_resolver.h",
-            "model_settings.h", "hb_config.h", "main.cc", "hb_protocol.c", "hb_protocol.h", "hb_model.h",
-            "port.h", "port_template.c"} <= files
+    assert {
+        "bundle.json",
+        "README.md",
+        "model.tflite",
+        "model_data.cc",
+        "model_data.h",
+        "op_resolver.h",
+        "model_settings.h",
+        "hb_config.h",
+        "main.cc",
+        "hb_protocol.c",
+        "hb_protocol.h",
+        "hb_model.h",
+        "port.h",
+        "port_template.c",
+    } <= files
     m = built["manifest"]
     assert m["schema"] == "hilbench.mcu-bundle/1"
     assert m["profile"]["name"] == "stm32h7"
@@ -75,8 +109,16 @@ def test_build_writes_a_complete_bundle(built):
     assert m["fit"]["fits"] is True
     assert "bundle:" in built["stdout"] and "arena:" in built["stdout"]
     # main.cc is the only TFLM-dependent source besides op_resolver.h
-    for name in ("hb_protocol.c", "hb_protocol.h", "hb_model.h", "port.h", "port_template.c",
-                 "model_data.cc", "model_settings.h", "hb_config.h"):
+    for name in (
+        "hb_protocol.c",
+        "hb_protocol.h",
+        "hb_model.h",
+        "port.h",
+        "port_template.c",
+        "model_data.cc",
+        "model_settings.h",
+        "hb_config.h",
+    ):
         assert "tensorflow/" not in (built["dir"] / name).read_text(), name
 
 
@@ -93,8 +135,11 @@ def test_op_resolver_has_exactly_the_models_ops(built):
 
     mobj = runtime.convert_bytearray_to_object(bytearray(model.read_bytes()))
     names = {v: k for k, v in vars(runtime.schema_fb.BuiltinOperator).items() if not k.startswith("_")}
-    tflm_ops = {names[runtime.get_builtin_code_from_operator_code(mobj.operatorCodes[op.opcodeIndex])]
-                for sg in mobj.subgraphs for op in sg.operators}
+    tflm_ops = {
+        names[runtime.get_builtin_code_from_operator_code(mobj.operatorCodes[op.opcodeIndex])]
+        for sg in mobj.subgraphs
+        for op in sg.operators
+    }
     assert ops == tflm_ops
     assert {"CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= ops
     assert n == len(ops) == len(methods) == len(set(methods))
@@ -156,30 +201,75 @@ def test_c_array_round_trips_to_the_model(built):
 def test_non_tflm_sources_compile_for_cortex_m4(built, tmp_path):
     b = built["dir"]
     for src in ("hb_protocol.c", "port_template.c"):
-        proc = subprocess.run([ARM_GCC, *M4, "-std=c99", "-Wpedantic", f"-I{b}", "-c", str(b / src),
-                               "-o", str(tmp_path / (src + ".o"))], capture_output=True, text=True)
+        proc = subprocess.run(
+            [ARM_GCC, *M4, "-std=c99", "-Wpedantic", f"-I{b}", "-c", str(b / src), "-o", str(tmp_path / (src + ".o"))],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run([ARM_GCC, *M4, "-std=c99", "-Wpedantic", "-DHB_ENERGY_MODE=1", f"-I{b}", "-c",
-                           str(b / "hb_protocol.c"), "-o", str(tmp_path / "energy.o")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            ARM_GCC,
+            *M4,
+            "-std=c99",
+            "-Wpedantic",
+            "-DHB_ENERGY_MODE=1",
+            f"-I{b}",
+            "-c",
+            str(b / "hb_protocol.c"),
+            "-o",
+            str(tmp_path / "energy.o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run([ARM_GXX, *M4, "-std=c++17", "-fno-rtti", "-fno-exceptions", f"-I{b}", "-c",
-                           str(b / "model_data.cc"), "-o", str(tmp_path / "model_data.o")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            ARM_GXX,
+            *M4,
+            "-std=c++17",
+            "-fno-rtti",
+            "-fno-exceptions",
+            f"-I{b}",
+            "-c",
+            str(b / "model_data.cc"),
+            "-o",
+            str(tmp_path / "model_data.o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     # the protocol layer + porting layer + model data link into an image (TFLM-free model stub)
     stub = tmp_path / "stub_model.c"
-    stub.write_text('#include "hb_model.h"\n#include "hb_protocol.h"\n#include "model_data.h"\n'
-                    "int hb_model_init(void){return 0;}\nconst char *hb_model_id(void){return g_model_id;}\n"
-                    "size_t hb_model_input_bytes(void){return 64;}\n"
-                    "int hb_model_load_input(const uint8_t *d, size_t n){(void)d;(void)n;return 0;}\n"
-                    "int hb_model_invoke(void){return 0;}\nsize_t hb_model_output_count(void){return 0;}\n"
-                    "float hb_model_output(size_t i){(void)i;return 0.0f;}\n"
-                    "int hb_model_arena(size_t *u, size_t *s){*u=0;*s=0;return 1;}\n"
-                    "int main(void){hb_benchmark_main();return 0;}\n")
-    proc = subprocess.run([ARM_GCC, *M4, f"-I{b}", str(stub),
-                           str(tmp_path / "hb_protocol.c.o"), str(tmp_path / "port_template.c.o"),
-                           str(tmp_path / "model_data.o"), "--specs=nosys.specs", "--specs=nano.specs",
-                           "-o", str(tmp_path / "image.elf")], capture_output=True, text=True)
+    stub.write_text(
+        '#include "hb_model.h"\n#include "hb_protocol.h"\n#include "model_data.h"\n'
+        "int hb_model_init(void){return 0;}\nconst char *hb_model_id(void){return g_model_id;}\n"
+        "size_t hb_model_input_bytes(void){return 64;}\n"
+        "int hb_model_load_input(const uint8_t *d, size_t n){(void)d;(void)n;return 0;}\n"
+        "int hb_model_invoke(void){return 0;}\nsize_t hb_model_output_count(void){return 0;}\n"
+        "float hb_model_output(size_t i){(void)i;return 0.0f;}\n"
+        "int hb_model_arena(size_t *u, size_t *s){*u=0;*s=0;return 1;}\n"
+        "int main(void){hb_benchmark_main();return 0;}\n"
+    )
+    proc = subprocess.run(
+        [
+            ARM_GCC,
+            *M4,
+            f"-I{b}",
+            str(stub),
+            str(tmp_path / "hb_protocol.c.o"),
+            str(tmp_path / "port_template.c.o"),
+            str(tmp_path / "model_data.o"),
+            "--specs=nosys.specs",
+            "--specs=nano.specs",
+            "-o",
+            str(tmp_path / "image.elf"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -255,25 +345,49 @@ def test_tflm_glue_type_checks_against_the_tflm_api(built, tmp_path):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text.replace("%METHODS%", methods))
     b = built["dir"]
-    proc = subprocess.run([ARM_GXX, *M4, "-std=c++17", "-fno-rtti", "-fno-exceptions", "-fsyntax-only",
-                           f"-I{tmp_path}", f"-I{b}", str(b / "main.cc")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            ARM_GXX,
+            *M4,
+            "-std=c++17",
+            "-fno-rtti",
+            "-fno-exceptions",
+            "-fsyntax-only",
+            f"-I{tmp_path}",
+            f"-I{b}",
+            str(b / "main.cc"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def _tiny_profile_dir(tmp_path: Path) -> Path:
     d = tmp_path / "profiles"
     d.mkdir()
-    (d / "tiny-mcu.yaml").write_text(yaml.safe_dump({
-        "description": "too small for anything", "arch": "armv6-m", "cores": 1, "ram_mb": 0.004,
-        "flash_mb": 0.032, "runtime": "tflm", "mcu": {"arena_margin": 0.2, "arena_align": 16},
-        "budgets": {"max_arena_bytes": 1024}}))
+    (d / "tiny-mcu.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "description": "too small for anything",
+                "arch": "armv6-m",
+                "cores": 1,
+                "ram_mb": 0.004,
+                "flash_mb": 0.032,
+                "runtime": "tflm",
+                "mcu": {"arena_margin": 0.2, "arena_align": 16},
+                "budgets": {"max_arena_bytes": 1024},
+            }
+        )
+    )
     return d
 
 
 def test_build_refuses_a_model_that_does_not_fit(built, tmp_path):
     d = _tiny_profile_dir(tmp_path)
-    proc = hil("--profiles", str(d), "build", str(built["artifact"]), "--profile", "tiny-mcu",
-               "-o", str(tmp_path / "out"))
+    proc = hil(
+        "--profiles", str(d), "build", str(built["artifact"]), "--profile", "tiny-mcu", "-o", str(tmp_path / "out")
+    )
     assert proc.returncode == 3, proc.stderr
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("hil: error: model ") and "does not fit profile 'tiny-mcu'" in err
@@ -301,13 +415,11 @@ def test_fit_check_arithmetic():
 
 def test_build_refuses_non_mcu_profiles_and_float_models(built, tmp_path):
     inv = str(REPO / "inventory.yaml")
-    proc = hil("--inventory", inv, "build", str(built["artifact"]), "--profile", "localhost",
-               "-o", str(tmp_path / "o"))
+    proc = hil("--inventory", inv, "build", str(built["artifact"]), "--profile", "localhost", "-o", str(tmp_path / "o"))
     assert proc.returncode == 3 and "runtime 'litert'" in proc.stderr
     proc = hil("--inventory", inv, "build", str(built["artifact"]), "--profile", "nope")
     assert proc.returncode == 3 and "no profile 'nope'" in proc.stderr
-    proc = hil("--inventory", inv, "build", str(built["artifact"]), "--profile", "stm32h7",
-               "--variant", "int8")
+    proc = hil("--inventory", inv, "build", str(built["artifact"]), "--profile", "stm32h7", "--variant", "int8")
     assert proc.returncode == 3 and "used as-is" in proc.stderr
 
 
@@ -321,9 +433,19 @@ def _deploy_lab(tmp_path: Path, build_cmd: str, flash_cmd: str | None) -> Path:
     prof["mcu"]["build_cmd"] = build_cmd
     prof["mcu"]["flash_cmd"] = flash_cmd
     (lab / "device_profiles" / "stm32h7.yaml").write_text(yaml.safe_dump(prof))
-    (lab / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
-        {"id": "h7-bench", "profile": "stm32h7",
-         "transport": {"type": "serial", "port": "/dev/ttyFAKE0", "baudrate": 115200}}]}))
+    (lab / "inventory.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "devices": [
+                    {
+                        "id": "h7-bench",
+                        "profile": "stm32h7",
+                        "transport": {"type": "serial", "port": "/dev/ttyFAKE0", "baudrate": 115200},
+                    }
+                ]
+            }
+        )
+    )
     return lab
 
 
@@ -343,8 +465,11 @@ def test_deploy_reports_a_failing_build_command(built, tmp_path):
 
 
 def test_build_for_a_device_then_deploy(built, tmp_path):
-    lab = _deploy_lab(tmp_path, "sh -c 'echo built > built.txt'",
-                      "sh -c 'echo flashing {model_id} to {port} at {baudrate} from {bundle}'")
+    lab = _deploy_lab(
+        tmp_path,
+        "sh -c 'echo built > built.txt'",
+        "sh -c 'echo flashing {model_id} to {port} at {baudrate} from {bundle}'",
+    )
     inv = str(lab / "inventory.yaml")
     bundle = tmp_path / "bundle"
     proc = hil("--inventory", inv, "build", str(built["artifact"]), "--device", "h7-bench", "-o", str(bundle))
@@ -361,8 +486,9 @@ def test_build_for_a_device_then_deploy(built, tmp_path):
     from harness.run.device_lock import DeviceLock
 
     env = {"HILBENCH_LOCK_DIR": str(tmp_path / "locks")}
-    held = DeviceLock(load_inventory(lab / "inventory.yaml").device("h7-bench"), run_id="nightly-3",
-                      directory=tmp_path / "locks")
+    held = DeviceLock(
+        load_inventory(lab / "inventory.yaml").device("h7-bench"), run_id="nightly-3", directory=tmp_path / "locks"
+    )
     assert held.acquire(wait=False)
     try:
         busy = hil("--inventory", inv, "deploy", "--device", "h7-bench", str(bundle), "--no-wait", env=env)

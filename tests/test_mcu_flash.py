@@ -40,17 +40,24 @@ def models(tiny_model, tmp_path_factory) -> dict:
     x = tiny_model["x"]
     shutil.copyfile(tiny_model["path"], d / "tiny.keras")
     keras.utils.set_random_seed(2)
-    dense = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(3, activation="softmax")])
+    dense = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")]
+    )
     dense.save(d / "dense.keras")
     conv = Converter(d / "cache" / "artifacts", log=lambda m: None)
     out = {"cache": d / "cache"}
     for name in ("tiny", "dense"):
         np.savez(d / f"{name}.calibration.npz", x=x[:40])
-        mv = conv.convert(ModelSource.open(d / f"{name}.keras"), "int8",
-                          Calibration.from_arg(str(d / f"{name}.calibration.npz")))
-        out[name] = {"name": name, "keras": str(d / f"{name}.keras"), "artifact": Path(mv.artifact),
-                     "sha": mv.artifact_sha256, "id": f"sha256:{mv.artifact_sha256[:16]}"}
+        mv = conv.convert(
+            ModelSource.open(d / f"{name}.keras"), "int8", Calibration.from_arg(str(d / f"{name}.calibration.npz"))
+        )
+        out[name] = {
+            "name": name,
+            "keras": str(d / f"{name}.keras"),
+            "artifact": Path(mv.artifact),
+            "sha": mv.artifact_sha256,
+            "id": f"sha256:{mv.artifact_sha256[:16]}",
+        }
     return out
 
 
@@ -58,9 +65,22 @@ def models(tiny_model, tmp_path_factory) -> dict:
 def board(model: Path, workspace: Path):
     """mcu-sim on a pty linked at workspace/dut; yields the process (its pid is the flash target);
     `proc.log` holds everything it printed, complete after the block."""
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "mcu-sim", str(model), "--link",
-                             str(workspace / "dut"), "--flash-file", str(workspace / "flash.tflite")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "mcu-sim",
+            str(model),
+            "--link",
+            str(workspace / "dut"),
+            "--flash-file",
+            str(workspace / "flash.tflite"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     proc.log = []
     try:
         for line in proc.stdout:  # the sim prints where it serves once it is ready
@@ -81,10 +101,17 @@ def lab(workspace: Path, models: dict, flash_cmd, build_cmd=None, flash: str = "
     prof = yaml.safe_load((REPO / "device_profiles" / "stm32h7.yaml").read_text())
     prof["mcu"].update(build_cmd=build_cmd, flash_cmd=flash_cmd)
     (workspace / "device_profiles" / f"{PROFILE}.yaml").write_text(yaml.safe_dump(prof))
-    t = {"type": "serial", "port": str(workspace / "dut"), "timeout": 5.0, "infer_timeout": 5.0,
-         "boot_timeout": 5.0, "flash": flash}
+    t = {
+        "type": "serial",
+        "port": str(workspace / "dut"),
+        "timeout": 5.0,
+        "infer_timeout": 5.0,
+        "boot_timeout": 5.0,
+        "flash": flash,
+    }
     (workspace / "inventory.yaml").write_text(
-        f"devices:\n  - id: h7\n    profile: {PROFILE}\n    transport: {json.dumps(t)}\n")
+        f"devices:\n  - id: h7\n    profile: {PROFILE}\n    transport: {json.dumps(t)}\n"
+    )
 
 
 def docs(workspace: Path, run_id: str) -> dict:
@@ -102,8 +129,12 @@ def test_each_changed_model_is_built_flashed_and_cached(workspace, models):
     factory = workspace / "factory.tflite"  # the board starts with neither model
     factory.write_bytes(a["artifact"].read_bytes() + b"factory!")
     with board(factory, workspace) as sim:
-        lab(workspace, models, build_cmd="cp model.tflite firmware.bin",
-            flash_cmd=f"sh -c 'cp {{bundle}}/firmware.bin {workspace}/flash.tflite && kill -HUP {sim.pid}'")
+        lab(
+            workspace,
+            models,
+            build_cmd="cp model.tflite firmware.bin",
+            flash_cmd=f"sh -c 'cp {{bundle}}/firmware.bin {workspace}/flash.tflite && kill -HUP {sim.pid}'",
+        )
         p1 = hil("run", a["keras"], b["keras"], *RUN, check=True)
         p2 = hil("run", b["keras"], a["keras"], *RUN, check=True)  # the board now holds b
     # first night: both built and flashed, each measured on its own model
@@ -149,8 +180,9 @@ def test_failed_flash_fails_that_job_only(workspace, models):
         lab(workspace, models, flash_cmd=f"kill -HUP {sim.pid}")
         q = hil("run", b["keras"], *RUN)
     assert p.returncode == 2, p.stderr
-    assert (f"mcu.flash_cmd (device 'h7'): flash command `sh -c 'echo boom; exit 4'` failed with exit "
-            f"code 4; log: {log}") in p.stderr, p.stderr
+    assert (
+        f"mcu.flash_cmd (device 'h7'): flash command `sh -c 'echo boom; exit 4'` failed with exit code 4; log: {log}"
+    ) in p.stderr, p.stderr
     assert "boom" in failed_log and "exit code 4" in failed_log and "Traceback" not in p.stderr
     got = docs(workspace, p.stdout.strip().splitlines()[-1])
     assert got["dense"]["status"] == "infra_error" and "exit code 4" in got["dense"]["error"]
@@ -169,10 +201,16 @@ def test_flash_never_keeps_the_refusal_and_config_is_checked(workspace, models):
     assert "does not match the artifact" in p.stderr and "flash the firmware built for this model" in p.stderr
     assert "flash:" not in p.stderr and not (workspace / "cache" / "bundles").exists()
     lab(workspace, models, flash_cmd=None, flash="sometimes")
-    with pytest.raises(ConfigError, match=r"devices\[0\]\.transport\.flash: Input should be 'auto', "
-                                          r"'never' or 'always' \(device 'h7'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"devices\[0\]\.transport\.flash: Input should be 'auto', "
+        r"'never' or 'always' \(device 'h7'\)",
+    ):
         load_inventory(workspace / "inventory.yaml")
     lab(workspace, models, flash_cmd=None, flash="always")
-    with pytest.raises(ConfigError, match=r"devices\[0\]\.transport\.flash: device 'h7' has flash: always "
-                                          r"but its profile 'h7sim' sets neither"):
+    with pytest.raises(
+        ConfigError,
+        match=r"devices\[0\]\.transport\.flash: device 'h7' has flash: always "
+        r"but its profile 'h7sim' sets neither",
+    ):
         load_inventory(workspace / "inventory.yaml")

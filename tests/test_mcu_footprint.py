@@ -36,8 +36,7 @@ def firmware(tmp_path_factory) -> Path:
 
 
 def _size(elf: Path, *flags: str) -> str:
-    return subprocess.run(["arm-none-eabi-size", *flags, str(elf)], capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(["arm-none-eabi-size", *flags, str(elf)], capture_output=True, text=True, check=True).stdout
 
 
 @pytest.mark.arm_gcc
@@ -106,18 +105,25 @@ def test_deploy_measures_the_firmware_the_build_wrote(tmp_path):
     assert fp is not None and fp.elf == str(bundle / "qemu" / "fw.elf")
     assert fp.flash_bytes == footprint.measure_elf(bundle / "qemu" / "fw.elf").flash_bytes
     assert footprint.recorded(bundle).to_json() == fp.to_json()
-    assert any(line.startswith(f"footprint: {bundle / 'qemu' / 'fw.elf'}: flash {fp.flash_bytes:,} bytes")
-               and line.endswith("measured") for line in logs), logs
+    assert any(
+        line.startswith(f"footprint: {bundle / 'qemu' / 'fw.elf'}: flash {fp.flash_bytes:,} bytes")
+        and line.endswith("measured")
+        for line in logs
+    ), logs
     # a named firmware_elf that the build did not write is an error naming the setting
     prof["mcu"]["firmware_elf"] = "build/{profile}.elf"
     prof_path.write_text(yaml.safe_dump(prof))
-    with pytest.raises(ConfigError, match=r"firmware ELF not found after the build: mcu\.firmware_elf "
-                                          r"'build/qemu-m4\.elf': no such file"):
+    with pytest.raises(
+        ConfigError,
+        match=r"firmware ELF not found after the build: mcu\.firmware_elf "
+        r"'build/qemu-m4\.elf': no such file",
+    ):
         deploy_bundle(device, load_profile(prof_path), bundle, manifest, flash=False, log=logs.append)
     assert footprint.recorded(bundle) is None  # the old measurement does not outlive a new build
 
 
 # ------------------------------------------------------------------ hil run on the QEMU board + hil gate
+
 
 @pytest.fixture(scope="module")
 def standin_model(tmp_path_factory) -> Path:
@@ -132,8 +138,9 @@ def standin_model(tmp_path_factory) -> Path:
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
     model.save(d / "fc.keras")
     np.savez(d / "calib.npz", x=np.random.default_rng(0).normal(size=(32, 64)).astype(np.float32))
-    mv = Converter(d / "cache", log=lambda m: None).convert(ModelSource.open(d / "fc.keras"), "int8",
-                                                           Calibration.from_arg(str(d / "calib.npz")))
+    mv = Converter(d / "cache", log=lambda m: None).convert(
+        ModelSource.open(d / "fc.keras"), "int8", Calibration.from_arg(str(d / "calib.npz"))
+    )
     out = d / "fc_int8.tflite"
     shutil.copyfile(mv.artifact, out)
     return out
@@ -141,27 +148,32 @@ def standin_model(tmp_path_factory) -> Path:
 
 def _qemu_lab(workspace: Path, url: str, max_flash: int, firmware_elf: str | None) -> None:
     prof = yaml.safe_load((REPO / "device_profiles" / "stm32h7.yaml").read_text())
-    prof["mcu"].update(build_cmd=f"{sys.executable} -m harness.mcu.qemu build -o qemu", flash_cmd=None,
-                       firmware_elf=firmware_elf)
+    prof["mcu"].update(
+        build_cmd=f"{sys.executable} -m harness.mcu.qemu build -o qemu", flash_cmd=None, firmware_elf=firmware_elf
+    )
     prof["budgets"] = {"max_flash_bytes": max_flash}
     (workspace / "device_profiles" / "qemu-m4.yaml").write_text(yaml.safe_dump(prof))
-    t = {"type": "serial", "port": url, "timeout": 5.0, "infer_timeout": 10.0, "boot_timeout": 10.0,
-         "flash": "always"}
+    t = {"type": "serial", "port": url, "timeout": 5.0, "infer_timeout": 10.0, "boot_timeout": 10.0, "flash": "always"}
     (workspace / "inventory.yaml").write_text(
-        f"devices:\n  - id: m4\n    profile: qemu-m4\n    transport: {json.dumps(t)}\n")
+        f"devices:\n  - id: m4\n    profile: qemu-m4\n    transport: {json.dumps(t)}\n"
+    )
 
 
 @pytest.mark.qemu
 def test_hil_run_stores_the_measured_footprint_and_the_gate_budgets_it(workspace, standin_model):
     with qemu.QemuDevice(Path(qemu.build_firmware(workspace / "board"))) as board:
         _qemu_lab(workspace, board.url, max_flash=1_000_000, firmware_elf=None)
-        p = hil("run", str(standin_model), "--min-seconds", "0.02", "--min-runs", "5", "--warmup-seconds", "0",
-                check=True)
+        p = hil(
+            "run", str(standin_model), "--min-seconds", "0.02", "--min-runs", "5", "--warmup-seconds", "0", check=True
+        )
     run_id = p.stdout.strip().splitlines()[-1]
     db = sqlite3.connect(workspace / "reports" / "results.sqlite")
     raw = json.loads(db.execute("SELECT raw FROM results WHERE run_id=?", (run_id,)).fetchone()[0])
-    rows = dict(db.execute("SELECT m.metric, m.value FROM measurements m JOIN results r USING (result_id) "
-                           "WHERE r.run_id=?", (run_id,)).fetchall())
+    rows = dict(
+        db.execute(
+            "SELECT m.metric, m.value FROM measurements m JOIN results r USING (result_id) WHERE r.run_id=?", (run_id,)
+        ).fetchall()
+    )
     elf = Path(raw["flash"]["bundle"]) / "qemu" / "fw.elf"
     want = footprint.measure_elf(elf)
     assert raw["flash"]["flashed"] is True and raw["flash"]["footprint_source"] == "build"

@@ -82,7 +82,7 @@ def port(firmware):
 
 def _load(port: Port, data: bytes) -> None:
     assert port.cmd(f"db load {len(data)}") == [f"m-[Expecting {len(data)} bytes]"]
-    chunks = [data[i:i + 31] for i in range(0, len(data), 31)]
+    chunks = [data[i : i + 31] for i in range(0, len(data), 31)]
     for i, chunk in enumerate(chunks):
         answer = port.cmd("db " + chunk.hex())
         assert answer == (["m-load-done"] if i == len(chunks) - 1 else []), answer
@@ -101,8 +101,7 @@ def _infer(port: Port, n: int, w: int) -> tuple[int, int, list[str]]:
 def test_banner_identity_and_extensions(port, params):
     assert port.lines_until_ready() == ["m-timestamp-mode-performance", "m-init-done"]
     assert port.cmd("name") == ["m-name-dut-[qemu-mps2-an386]"]
-    assert port.cmd("profile") == ["m-profile-[hilbench-standin/1 qemu-mps2-an386]",
-                                   f"m-model-[{params['model_id']}]"]
+    assert port.cmd("profile") == ["m-profile-[hilbench-standin/1 qemu-mps2-an386]", f"m-model-[{params['model_id']}]"]
     assert port.cmd("hb-caps") == ["m-hb-caps-[arena,dbbin]"]
     assert port.cmd("hb-arena") == ["m-hb-arena-[used=40,size=40]"]
     assert port.cmd("bogus 1") == ["e-[Unknown command: bogus]"]

@@ -53,8 +53,15 @@ def client_on(port: str, wrap_us: int = TIMER_WRAP):
 
 
 def plan(windows: int, window_s: float, wrap_s: float = TIMER_WRAP / 1e6) -> session.PerfPlan:
-    return session.PerfPlan(windows=windows, window_s=window_s, min_per_window=1, max_seconds=100.0,
-                            warmup_runs=1, warmup_seconds=0.0, timer_wrap_s=wrap_s)
+    return session.PerfPlan(
+        windows=windows,
+        window_s=window_s,
+        min_per_window=1,
+        max_seconds=100.0,
+        warmup_runs=1,
+        warmup_seconds=0.0,
+        timer_wrap_s=wrap_s,
+    )
 
 
 def test_window_spanning_the_wrap_is_measured_exactly():
@@ -147,8 +154,10 @@ def test_profiles_keep_windows_below_the_wrap(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_profile(_profile(tmp_path, mcu__timer_wrap_s=8.947849))  # stm32h7: 10 s windows
     assert "h7wrap.yaml" in str(exc.value)
-    assert ("benchmark.window_seconds: 10 s windows do not fit the firmware timer, which wraps every "
-            "8.94785 s (mcu.timer_wrap_s); a window may last at most 4.47392 s") in str(exc.value)
+    assert (
+        "benchmark.window_seconds: 10 s windows do not fit the firmware timer, which wraps every "
+        "8.94785 s (mcu.timer_wrap_s); a window may last at most 4.47392 s"
+    ) in str(exc.value)
     prof = load_profile(_profile(tmp_path, mcu__timer_wrap_s=1.0, benchmark__window_seconds=0.5))
     p = session.PerfPlan.from_options(RunOptions(min_seconds=3.0).resolved(prof), prof)
     assert (p.windows, p.window_s, p.split_for_timer) == (6, 0.5, True)  # not 5 x 0.6 s: 6 x 0.5 s
@@ -166,7 +175,8 @@ def _lab(workspace: Path, **changes) -> None:
     (workspace / "device_profiles" / "h7wrap.yaml").write_text(yaml.safe_dump(prof))
     t = {"type": "serial", "port": str(workspace / "dut"), "timeout": 2.0, "infer_timeout": 5.0}
     (workspace / "inventory.yaml").write_text(
-        f"devices:\n  - id: h7\n    profile: h7wrap\n    transport: {json.dumps(t)}\n")
+        f"devices:\n  - id: h7\n    profile: h7wrap\n    transport: {json.dumps(t)}\n"
+    )
 
 
 def _docs(workspace: Path, run_id: str) -> list[dict]:
@@ -198,11 +208,15 @@ def test_hil_run_across_the_wrap_stores_the_exact_latency(workspace):
     _lab(workspace, window_seconds=0.8)
     p = hil("run", str(SINE))
     assert p.returncode == 3
-    assert re.search(r"h7wrap\.yaml.*benchmark\.window_seconds: 0\.8 s windows do not fit the firmware timer, "
-                     r"which wraps every 1 s \(mcu\.timer_wrap_s\)", p.stderr), p.stderr
+    assert re.search(
+        r"h7wrap\.yaml.*benchmark\.window_seconds: 0\.8 s windows do not fit the firmware timer, "
+        r"which wraps every 1 s \(mcu\.timer_wrap_s\)",
+        p.stderr,
+    ), p.stderr
 
 
 # ------------------------------------------------------------------ the firmware side, on QEMU
+
 
 @pytest.mark.qemu
 def test_firmware_extends_a_fast_wrapping_cycle_counter(tmp_path):

@@ -69,7 +69,7 @@ def ad_score(model: Path, window: np.ndarray) -> float:
     q = np.clip(_round_half_away((x / np.float32(s_in)).astype(np.float64)) + z_in, -128, 127).astype(np.int8)
     y = (tflm_outputs(model, q).astype(np.int32) - z_out).astype(np.float32) * np.float32(s_out)
     total = np.float32(0)
-    for d in (y - x):
+    for d in y - x:
         total = np.float32(total + np.float32(d * d))
     return float(f"{float(total / np.float32(len(x))):0.3f}")
 
@@ -91,16 +91,21 @@ def models(tmp_path_factory) -> dict:
     rng = np.random.default_rng(5)
     keras.utils.set_random_seed(5)
     xs = np.stack([_normal(rng, AD_N) for _ in range(600)])
-    ae = keras.Sequential([keras.Input((AD_N,)), keras.layers.Dense(8, activation="tanh"),
-                           keras.layers.Dense(AD_N)])
+    ae = keras.Sequential([keras.Input((AD_N,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(AD_N)])
     ae.compile("adam", "mse")
     ae.fit(xs, xs, epochs=40, batch_size=32, verbose=0)
     ae.save(d / "ae.keras")
     np.savez(d / "ae.calib.npz", x=xs[:64])
     img = rng.random((300, 4, 4, 3), dtype=np.float32)
     lab = np.argmax(img.reshape(300, -1)[:, :3], axis=1)
-    clf = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(4, 2, activation="relu"),
-                            keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    clf = keras.Sequential(
+        [
+            keras.Input((4, 4, 3)),
+            keras.layers.Conv2D(4, 2, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     clf.compile("adam", "sparse_categorical_crossentropy")
     clf.fit(img, lab, epochs=20, verbose=0)
     clf.save(d / "clf.keras")
@@ -147,11 +152,14 @@ def test_datasets_read_like_the_reference_runner(tmp_path):
     ic = mlperf.read_dataset(tmp_path / "ic")
     assert ic.entries == [mlperf.Entry("a.bin", 10, 7, None, None, 1)]
     assert ic.windows(ic.entries[0]) == [bytes(range(48))]
-    for text, msg in (("a.bin,10\n", "expected 'file, classes, class'"),
-                      ("a.bin,10,x\n", "class 'x' is not an integer"),
-                      ("a.bin,10,10\n", "class 10 is not one of the 10 classes"),
-                      ("b.bin,10,1\n", "file b.bin not found"), ("../a.bin,10,1\n", "must be a path inside"),
-                      ("a.bin,2,0,0,4\n", "bytes_to_send and stride must be positive")):
+    for text, msg in (
+        ("a.bin,10\n", "expected 'file, classes, class'"),
+        ("a.bin,10,x\n", "class 'x' is not an integer"),
+        ("a.bin,10,10\n", "class 10 is not one of the 10 classes"),
+        ("b.bin,10,1\n", "file b.bin not found"),
+        ("../a.bin,10,1\n", "must be a path inside"),
+        ("a.bin,2,0,0,4\n", "bytes_to_send and stride must be positive"),
+    ):
         (tmp_path / "ic" / "y_labels.csv").write_text(text)
         where = re.escape(f"{tmp_path / 'ic' / 'y_labels.csv'} line 1: ")
         with pytest.raises(ConfigError, match=where + ".*" + re.escape(msg)):
@@ -244,17 +252,27 @@ def test_simulated_ic01_subtracts_128_from_uint8_images(models):
 
 
 def _lab(workspace: Path, **transport) -> None:
-    t = {"type": "serial", "port": str(workspace / "dut"), "timeout": 2.0, "infer_timeout": 10.0,
-         "accuracy_samples": 200, **transport}
+    t = {
+        "type": "serial",
+        "port": str(workspace / "dut"),
+        "timeout": 2.0,
+        "infer_timeout": 10.0,
+        "accuracy_samples": 200,
+        **transport,
+    }
     (workspace / "inventory.yaml").write_text(
-        "devices:\n  - id: h7\n    profile: stm32h7\n    transport: " + json.dumps(t) + "\n")
+        "devices:\n  - id: h7\n    profile: stm32h7\n    transport: " + json.dumps(t) + "\n"
+    )
 
 
 def _doc(workspace: Path, run_id: str) -> tuple[dict, dict]:
     db = sqlite3.connect(workspace / "reports" / "results.sqlite")
     raw = json.loads(db.execute("SELECT raw FROM results WHERE run_id=?", (run_id,)).fetchone()[0])
-    rows = dict(db.execute("SELECT m.metric, m.value FROM measurements m JOIN results r USING (result_id) "
-                           "WHERE r.run_id=?", (run_id,)).fetchall())
+    rows = dict(
+        db.execute(
+            "SELECT m.metric, m.value FROM measurements m JOIN results r USING (result_id) WHERE r.run_id=?", (run_id,)
+        ).fetchall()
+    )
     return raw, rows
 
 
@@ -266,8 +284,9 @@ def test_hil_run_scores_an_ad01_dataset_by_auc(workspace, models):
 
     data = ad_dataset(workspace / "ad01", np.random.default_rng(6))
     ds = mlperf.read_dataset(data)
-    want_scores = [np.mean([ad_score(models["ae"], np.frombuffer(w, "<f4")) for w in ds.windows(e)])
-                   for e in ds.entries]
+    want_scores = [
+        np.mean([ad_score(models["ae"], np.frombuffer(w, "<f4")) for w in ds.windows(e)]) for e in ds.entries
+    ]
     want_auc = roc_auc_score([e.label for e in ds.entries], want_scores)
     assert want_auc > 0.8  # noise reconstructs worse than the sines the autoencoder learnt
     _lab(workspace)
@@ -282,8 +301,9 @@ def test_hil_run_scores_an_ad01_dataset_by_auc(workspace, models):
     assert "I/O convention float32-mse (model ID ad01)" in p.stderr
     assert all(w["latency_us"] > 0 for w in raw["windows"])
     # a dataset on a Linux device is refused before anything runs
-    (workspace / "inventory.yaml").write_text("devices:\n  - id: pc\n    profile: localhost\n"
-                                              "    transport: {type: local}\n")
+    (workspace / "inventory.yaml").write_text(
+        "devices:\n  - id: pc\n    profile: localhost\n    transport: {type: local}\n"
+    )
     p = hil("run", str(models["ae"]), "--eval", str(data))
     assert p.returncode == 3 and "an MLPerf Tiny dataset (y_labels.csv + .bin files) is sent as raw bytes" in p.stderr
 
@@ -318,8 +338,9 @@ def test_hil_run_scores_an_ic01_dataset_by_top1_per_device_setting(workspace, mo
 def test_hil_build_with_a_benchmark_model_id(models, tmp_path):
     inv = str(REPO / "inventory.yaml")
     out = tmp_path / "ad"
-    p = hil("--inventory", inv, "build", str(models["ae"]), "--profile", "stm32h7", "--model-id", "ad01",
-            "-o", str(out))
+    p = hil(
+        "--inventory", inv, "build", str(models["ae"]), "--profile", "stm32h7", "--model-id", "ad01", "-o", str(out)
+    )
     assert p.returncode == 0, p.stderr
     assert f"I/O convention: float32-mse ({AD_N * 4} input bytes, 1 result value(s))" in p.stdout
     m = json.loads((out / "bundle.json").read_text())
@@ -332,16 +353,42 @@ def test_hil_build_with_a_benchmark_model_id(models, tmp_path):
     assert "#define HB_WIRE_INPUT_BYTES (HB_INPUT_BYTES * 4u)" in cfg
     assert "estimates before any compile" in p.stdout
     # a classifier cannot be ad01 (one MSE value needs output 0 the size of the input)
-    p = hil("--inventory", inv, "build", str(models["clf"]), "--profile", "stm32h7", "--model-id", "ad01",
-            "-o", str(tmp_path / "x"))
+    p = hil(
+        "--inventory",
+        inv,
+        "build",
+        str(models["clf"]),
+        "--profile",
+        "stm32h7",
+        "--model-id",
+        "ad01",
+        "-o",
+        str(tmp_path / "x"),
+    )
     assert p.returncode == 3 and "I/O convention float32-mse compares output 0 with the input" in p.stderr
     assert "(--model-id ad01: anomaly detection)" in p.stderr
     p = hil("--inventory", inv, "build", str(models["clf"]), "--profile", "stm32h7", "--model-id", "ic 01")
     assert p.returncode == 3 and "--model-id 'ic 01': 1 to 40 characters" in p.stderr
     if shutil.which("arm-none-eabi-gcc"):  # the generated configuration compiles with the protocol layer
-        cc = subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-Os", "-std=c99", "-Wall",
-                             "-Wextra", "-Werror", f"-I{out}", "-c", str(out / "hb_protocol.c"), "-o",
-                             str(tmp_path / "p.o")], capture_output=True, text=True)
+        cc = subprocess.run(
+            [
+                "arm-none-eabi-gcc",
+                "-mcpu=cortex-m4",
+                "-mthumb",
+                "-Os",
+                "-std=c99",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                f"-I{out}",
+                "-c",
+                str(out / "hb_protocol.c"),
+                "-o",
+                str(tmp_path / "p.o"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert cc.returncode == 0, cc.stderr
 
 
@@ -418,8 +465,18 @@ REFERENCE = {  # model ID -> path in mlcommons/tiny
 @pytest.mark.parametrize("model_id", sorted(REFERENCE))
 def test_mlperf_reference_models(model_id, tmp_path):
     model = Path(MLPERF) / REFERENCE[model_id]
-    p = hil("--inventory", str(REPO / "inventory.yaml"), "build", str(model), "--profile", "stm32h7",
-            "--model-id", model_id, "-o", str(tmp_path / "b"))
+    p = hil(
+        "--inventory",
+        str(REPO / "inventory.yaml"),
+        "build",
+        str(model),
+        "--profile",
+        "stm32h7",
+        "--model-id",
+        model_id,
+        "-o",
+        str(tmp_path / "b"),
+    )
     assert p.returncode == 0, p.stderr
     m = json.loads((tmp_path / "b" / "bundle.json").read_text())
     assert m["protocol"]["model_id"] == model_id
@@ -427,8 +484,10 @@ def test_mlperf_reference_models(model_id, tmp_path):
     with simulator(model, "--stock", "--model-id", model_id) as (port, _):
         with client_on(port) as client:
             size = m["io"]["wire_input_bytes"]
-            sample = Path(MLPERF) / ("benchmark/reference_submissions/anomaly_detection/datasets/dcase01/"
-                                     "normal_id_01_00000000_hist_librosa.bin")
+            sample = Path(MLPERF) / (
+                "benchmark/reference_submissions/anomaly_detection/datasets/dcase01/"
+                "normal_id_01_00000000_hist_librosa.bin"
+            )
             data = sample.read_bytes()[:size] if model_id == "ad01" else bytes(size)
             client.load(data)
             r = client.infer(1, 0)

@@ -47,8 +47,14 @@ def artifacts(tiny_model, tmp_path_factory) -> dict[str, Path]:
         out[v] = d / f"tiny_{v}.tflite"
         out[v].write_bytes(conv.convert(src, v).artifact.read_bytes())
     keras.utils.set_random_seed(3)
-    dyn = keras.Sequential([keras.Input((None, None, 3), name="image"), keras.layers.Conv2D(4, 3, activation="relu"),
-                            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    dyn = keras.Sequential(
+        [
+            keras.Input((None, None, 3), name="image"),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
     out["dyn"] = d / "dyn.tflite"
     out["dyn"].write_bytes(tf.lite.TFLiteConverter.from_keras_model(dyn).convert())
     return out
@@ -85,6 +91,7 @@ def hil(capsys):
         if check and code != 0:
             raise AssertionError(f"hil {' '.join(args)} -> {code}\n{err[-3000:]}")
         return Hil(code, out, err)
+
     return call
 
 
@@ -100,8 +107,11 @@ def _error_line(p: Hil) -> str:
 def test_model_names_are_unique_readable_and_stable():
     assert unique_model_names(["a/net.tflite", "b/net.tflite"]) == ["a/net", "b/net"]
     assert unique_model_names(["net.keras", "net.tflite"]) == ["net.keras", "net.tflite"]
-    assert unique_model_names(["a/net.tflite", "b/net.tflite", "b/net.keras"]) == \
-        ["a/net.tflite", "b/net.tflite", "b/net.keras"]
+    assert unique_model_names(["a/net.tflite", "b/net.tflite", "b/net.keras"]) == [
+        "a/net.tflite",
+        "b/net.tflite",
+        "b/net.keras",
+    ]
     assert unique_model_names(["x/m/net.tflite", "y/m/net.tflite", "other.keras"]) == ["x/m/net", "y/m/net", "other"]
     assert unique_model_names(["net.tflite"]) == ["net"]  # alone: the plain stem, as always
     # the same files in another order get the same names
@@ -118,9 +128,11 @@ def test_models_with_one_file_name_are_stored_and_reported_apart(workspace, tiny
     p = hil("run", "a/net.tflite", "b/net.tflite", "b/net.keras", *FAST, "--report", "r.md", check=True)
     wide = ResultStore(workspace / "reports" / "results.sqlite").wide(p.run_id)
     shas = dict(zip(wide["model"], wide["model_sha256"]))
-    assert shas == {"a/net.tflite": _sha(workspace / "a" / "net.tflite"),
-                    "b/net.tflite": _sha(workspace / "b" / "net.tflite"),
-                    "b/net.keras": _sha(workspace / "b" / "net.keras")}
+    assert shas == {
+        "a/net.tflite": _sha(workspace / "a" / "net.tflite"),
+        "b/net.tflite": _sha(workspace / "b" / "net.tflite"),
+        "b/net.keras": _sha(workspace / "b" / "net.keras"),
+    }
     assert set(wide["status"]) == {"ok"} and len(wide) == 3
     report = (workspace / "r.md").read_text()
     for name in shas:
@@ -204,20 +216,30 @@ def _x(n=N):
 
 BAD_EVAL = {
     # case: (arrays, expected message after "<file>: ")
-    "soft_labels": ({"x": _x(), "y": np.full((N, 4), 0.25)},
-                    "array 'y' has shape (12, 4) but its rows are not one-hot"),
+    "soft_labels": (
+        {"x": _x(), "y": np.full((N, 4), 0.25)},
+        "array 'y' has shape (12, 4) but its rows are not one-hot",
+    ),
     "multi_label": ({"x": _x(), "y": np.tile([1, 0, 1, 0], (N, 1))}, "rows are not one-hot"),
-    "onehot_columns": ({"x": _x(), "y": np.eye(3)[np.arange(N) % 3]},
-                       "array 'y' is one-hot with 3 columns, but the model has 4 output classes"),
+    "onehot_columns": (
+        {"x": _x(), "y": np.eye(3)[np.arange(N) % 3]},
+        "array 'y' is one-hot with 3 columns, but the model has 4 output classes",
+    ),
     "empty_x": ({"x": np.zeros((0, 8, 8, 1), np.float32)}, "array 'x' is empty (shape (0, 8, 8, 1))"),
-    "float_labels": ({"x": _x(), "y": np.r_[np.zeros(N - 1), 1.5]},
-                     "array 'y' holds non-integer labels (first at index 11: 1.5)"),
+    "float_labels": (
+        {"x": _x(), "y": np.r_[np.zeros(N - 1), 1.5]},
+        "array 'y' holds non-integer labels (first at index 11: 1.5)",
+    ),
     "nan_label": ({"x": _x(), "y": np.r_[np.nan, np.zeros(N - 1)]}, "array 'y' holds non-integer labels"),
-    "label_too_big": ({"x": _x(), "y": np.r_[np.zeros(N - 1, np.int64), 7]},
-                      "array 'y': label 7 at index 11 is outside the model's 4 classes (0..3)"),
+    "label_too_big": (
+        {"x": _x(), "y": np.r_[np.zeros(N - 1, np.int64), 7]},
+        "array 'y': label 7 at index 11 is outside the model's 4 classes (0..3)",
+    ),
     "negative_label": ({"x": _x(), "y": np.r_[-1, np.zeros(N - 1, np.int64)]}, "label -1 at index 0 is outside"),
-    "nan_input": ({"x": np.where(np.arange(N)[:, None, None, None] == 3, np.nan, _x())},
-                  "array 'x' holds 64 NaN/inf value(s) (first in sample 3)"),
+    "nan_input": (
+        {"x": np.where(np.arange(N)[:, None, None, None] == 3, np.nan, _x())},
+        "array 'x' holds 64 NaN/inf value(s) (first in sample 3)",
+    ),
     "inf_input": ({"x": np.r_[_x(N - 1), np.full((1, 8, 8, 1), np.inf, np.float32)]}, "NaN/inf value(s)"),
     "object_x": ({"x": np.array([object()] * N, dtype=object)}, "array 'x' holds Python objects (dtype object)"),
     "string_x": ({"x": np.array(["a"] * N)}, "array 'x' has dtype <U1; model inputs must be numbers"),
@@ -263,8 +285,10 @@ def test_eval_and_calibration_files_with_objects_are_one_line_errors(workspace, 
     np.savez(obj, x=np.array([{"a": 1}] * 4, dtype=object), y=np.zeros(4, np.int64))
     p = hil("run", str(artifacts["fp32"]), "--eval", "obj.npz", *FAST)
     assert p.returncode == 3
-    assert _error_line(p) == ("hil: error: obj.npz: array 'x' holds Python objects (dtype object), which hilbench "
-                              "does not load (that would need pickle); save numeric arrays")
+    assert _error_line(p) == (
+        "hil: error: obj.npz: array 'x' holds Python objects (dtype object), which hilbench "
+        "does not load (that would need pickle); save numeric arrays"
+    )
     assert _runs(workspace) == 0
     with pytest.raises(ConfigError, match="obj.npz: array 'x' holds Python objects"):
         Calibration.from_arg(str(obj)).arrays([(None, 8, 8, 1)])
@@ -283,8 +307,13 @@ def test_input_shape_syntax():
     assert parse_input_shapes(["a:1,2", "b:3,4"]) == (("a", (1, 2)), ("b", (3, 4)))
     assert parse_input_shapes(["1,8,8,1"]) == (("", (1, 8, 8, 1)),)
     assert parse_input_shapes(None) is None
-    for bad, msg in ((["x:1,0"], "at least 1"), (["x:1,a"], "whole numbers"), (["1,x:2"], "expected NAME"),
-                     (["x:1", "x:2"], "more than once"), (["1,2", "3"], "single-input model only")):
+    for bad, msg in (
+        (["x:1,0"], "at least 1"),
+        (["x:1,a"], "whole numbers"),
+        (["1,x:2"], "expected NAME"),
+        (["x:1", "x:2"], "more than once"),
+        (["1,2", "3"], "single-input model only"),
+    ):
         with pytest.raises(ConfigError, match=msg):
             parse_input_shapes(bad)
 
@@ -293,14 +322,18 @@ def test_input_shapes_are_checked_against_the_model(artifacts):
     dyn, shown = artifacts["dyn"], "my/dyn.tflite"
     with pytest.raises(ConfigError) as ei:
         resolve_input_shapes(dyn, None, shown)
-    assert str(ei.value) == (f"my/dyn.tflite: input '{DYN_INPUT}' has unknown dimensions (shape signature "
-                             f"[-1,-1,-1,3]); give the shape to measure with --input-shape {DYN_INPUT}:1,?,?,3 "
-                             "(each ? a size)")
+    assert str(ei.value) == (
+        f"my/dyn.tflite: input '{DYN_INPUT}' has unknown dimensions (shape signature "
+        f"[-1,-1,-1,3]); give the shape to measure with --input-shape {DYN_INPUT}:1,?,?,3 "
+        "(each ? a size)"
+    )
     assert resolve_input_shapes(dyn, parse_input_shapes([f"{DYN_INPUT}:2,16,20,3"]), shown) == [(2, 16, 20, 3)]
     assert resolve_input_shapes(dyn, parse_input_shapes(["1,9,9,3"]), shown) == [(1, 9, 9, 3)]
-    for given, msg in (("nope:1,2,2,3", f"names input 'nope', but the model's inputs are '{DYN_INPUT}'"),
-                       (f"{DYN_INPUT}:1,16,3", "has 3 dimensions, input"),
-                       (f"{DYN_INPUT}:1,16,16,4", "dimension 3 of input")):
+    for given, msg in (
+        ("nope:1,2,2,3", f"names input 'nope', but the model's inputs are '{DYN_INPUT}'"),
+        (f"{DYN_INPUT}:1,16,3", "has 3 dimensions, input"),
+        (f"{DYN_INPUT}:1,16,16,4", "dimension 3 of input"),
+    ):
         with pytest.raises(ConfigError, match=msg):
             resolve_input_shapes(dyn, parse_input_shapes([given]), shown)
     # a model whose only unknown dimension is the batch is measured at batch 1, no option needed
@@ -319,8 +352,7 @@ def test_dynamic_model_needs_input_shape_and_is_measured_at_it(workspace, artifa
     assert _runs(workspace) == 0
     rng = np.random.default_rng(2)
     np.savez(workspace / "dyn_eval.npz", x=rng.random((6, 16, 16, 3), dtype=np.float32), y=np.arange(6) % 3)
-    p = hil("run", "dyn.tflite", "--input-shape", f"{DYN_INPUT}:1,16,16,3", "--eval", "dyn_eval.npz", *FAST,
-            check=True)
+    p = hil("run", "dyn.tflite", "--input-shape", f"{DYN_INPUT}:1,16,16,3", "--eval", "dyn_eval.npz", *FAST, check=True)
     run_id = p.run_id
     db = sqlite3.connect(workspace / "reports" / "results.sqlite")
     status, raw = db.execute("SELECT status, raw FROM results WHERE run_id=?", (run_id,)).fetchone()
@@ -332,9 +364,25 @@ def test_dynamic_model_needs_input_shape_and_is_measured_at_it(workspace, artifa
 
 
 def _runner(*args: str) -> dict:
-    p = subprocess.run([sys.executable, str(REPO / "runners" / "linux_runner.py"), "--min-runs", "3",
-                        "--min-seconds", "0", "--warmup-runs", "0", "--warmup-seconds", "0", *args],
-                       capture_output=True, text=True, timeout=300, env={**os.environ})
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "runners" / "linux_runner.py"),
+            "--min-runs",
+            "3",
+            "--min-seconds",
+            "0",
+            "--warmup-runs",
+            "0",
+            "--warmup-seconds",
+            "0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
     return json.loads(p.stdout)
 
 
@@ -350,4 +398,3 @@ def test_runner_resizes_dynamic_inputs_and_refuses_unknown_dims(artifacts):
     assert doc["status"] == "error" and "does not fit input" in doc["error"] and doc["error_kind"] == "usage"
     doc = _runner("--model", str(artifacts["fp32"]))  # batch-only dynamic: batch 1, nothing resized
     assert doc["status"] == "ok" and doc["config"]["input_shapes"] is None
-

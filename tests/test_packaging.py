@@ -31,17 +31,31 @@ def installed(tmp_path_factory) -> dict:
     """Build the wheel and install it without its dependencies into a new venv; the dependencies come
     from this test environment through a .pth line (installing TensorFlow again would take minutes)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"), str(REPO)],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     wheel = next((tmp / "dist").glob("hilbench-*.whl"))
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return {"wheel": wheel, "venv": venv, "python": py, "hil": venv / "bin" / "hil", "site": site}
 
 
@@ -53,14 +67,28 @@ def _hil(inst: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_wheel_carries_device_code_demo_model_and_profiles(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
-    for member in ("harness/device/linux_runner.py", "harness/device/mcu/qemu_mps2/main.c",
-                   "harness/examples/digits/digits.keras", "harness/profiles/localhost.yaml",
-                   "harness/mcu/templates/main.cc", "harness/py.typed",
-                   "harness/compress/recipes/qat-int8.yaml", "harness/examples/digits/digits.train.npz"):
+    for member in (
+        "harness/device/linux_runner.py",
+        "harness/device/mcu/qemu_mps2/main.c",
+        "harness/examples/digits/digits.keras",
+        "harness/profiles/localhost.yaml",
+        "harness/mcu/templates/main.cc",
+        "harness/py.typed",
+        "harness/compress/recipes/qat-int8.yaml",
+        "harness/examples/digits/digits.train.npz",
+    ):
         assert member in names, member
-    where = subprocess.run([str(installed["python"]), "-c", "import harness, harness.device.linux_runner as r; "
-                            "print(harness.__file__); print(r.__file__)"],
-                           capture_output=True, text=True, check=True, cwd="/").stdout.split()
+    where = subprocess.run(
+        [
+            str(installed["python"]),
+            "-c",
+            "import harness, harness.device.linux_runner as r; print(harness.__file__); print(r.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    ).stdout.split()
     assert all(Path(w).is_relative_to(installed["site"]) for w in where), where
 
 
@@ -73,9 +101,15 @@ def test_demo_run_and_devices_check_outside_the_checkout(installed, tmp_path):
     check = _hil(installed, tmp_path, "devices", "check")
     assert check.returncode == 0, check.stdout + check.stderr[-2000:]
     assert "local" in check.stdout and "OK" in check.stdout
-    model = Path(subprocess.run([str(installed["python"]), "-c", "from harness.core.resources import demo_model;"
-                                 "print(demo_model())"], capture_output=True, text=True, check=True,
-                               cwd=tmp_path).stdout.strip())
+    model = Path(
+        subprocess.run(
+            [str(installed["python"]), "-c", "from harness.core.resources import demo_model;print(demo_model())"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+        ).stdout.strip()
+    )
     run = _hil(installed, tmp_path, "run", str(model), "--variants", "int8", *fast)
     assert run.returncode == 0, run.stderr[-3000:]
     run_id = run.stdout.strip().splitlines()[-1]

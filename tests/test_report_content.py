@@ -24,16 +24,27 @@ from harness.store.results import ResultRecord, ResultStore
 
 EVIL = "<script>alert(1)</script>"
 # p50 (us), size (bytes), MACs, parameters, top-1 of each variant of `net` on `pi`
-VARIANTS = {"fp32": (400.0, 40_000, 1_230_000, 9_800, 0.91), "fp16": (380.0, 20_500, 1_230_000, 9_800, 0.91),
-            "dynamic": (250.0, 11_000, 1_230_000, 9_800, 0.905), "int8": (100.0, 10_000, 1_230_000, 9_800, 0.90),
-            "int16x8": (800.0, 12_000, 1_230_000, 9_800, 0.91), "asis": (390.0, 40_100, 1_230_000, 9_800, None)}
+VARIANTS = {
+    "fp32": (400.0, 40_000, 1_230_000, 9_800, 0.91),
+    "fp16": (380.0, 20_500, 1_230_000, 9_800, 0.91),
+    "dynamic": (250.0, 11_000, 1_230_000, 9_800, 0.905),
+    "int8": (100.0, 10_000, 1_230_000, 9_800, 0.90),
+    "int16x8": (800.0, 12_000, 1_230_000, 9_800, 0.91),
+    "asis": (390.0, 40_100, 1_230_000, 9_800, None),
+}
 
 
 def _rows(p50: float, size: int, macs: int, params: int, top1: float | None, **extra) -> list:
-    rows = [("latency_p50_us", p50, "us"), ("latency_p90_us", p50 * 1.1, "us"), ("latency_p99_us", p50 * 1.3, "us"),
-            ("latency_count", 50.0, "count"), ("model_size_bytes", float(size), "B"),
-            ("model_macs", float(macs), "MAC"), ("model_params", float(params), "count"),
-            ("peak_rss_kb", 30_000.0, "kB")]
+    rows = [
+        ("latency_p50_us", p50, "us"),
+        ("latency_p90_us", p50 * 1.1, "us"),
+        ("latency_p99_us", p50 * 1.3, "us"),
+        ("latency_count", 50.0, "count"),
+        ("model_size_bytes", float(size), "B"),
+        ("model_macs", float(macs), "MAC"),
+        ("model_params", float(params), "count"),
+        ("peak_rss_kb", 30_000.0, "kB"),
+    ]
     rows += [("accuracy_top1", top1, "fraction")] if top1 is not None else []
     return rows + [(k, float(v), "B") for k, v in extra.items()]
 
@@ -45,18 +56,49 @@ def _store(path: Path, label: str, model: str = "net", device: str = "pi") -> tu
     for i, v in enumerate(order):
         p50, size, macs, params, top1 = VARIANTS[v]
         for rep in range(2 if v == "fp32" else 1):  # fp32 measured by two processes: their median counts
-            rec = ResultRecord(run_id=run, job_key=f"{v}#{rep}", model=model, model_sha256="s", variant=v,
-                               device_id=device, profile="localhost", status="ok", runtime="ai_edge_litert")
+            rec = ResultRecord(
+                run_id=run,
+                job_key=f"{v}#{rep}",
+                model=model,
+                model_sha256="s",
+                variant=v,
+                device_id=device,
+                profile="localhost",
+                status="ok",
+                runtime="ai_edge_litert",
+            )
             level = p50 + (20 if rep else -20) if v == "fp32" else p50
-            store.record(rec, _rows(level, size, macs, params, top1),
-                         {"steady": list(np.full(60, p50) + np.arange(60) * 0.01)})
+            store.record(
+                rec, _rows(level, size, macs, params, top1), {"steady": list(np.full(60, p50) + np.arange(60) * 0.01)}
+            )
     for v, p50, arena in (("int8", 900.0, 20_480), ("fp32", 4_500.0, 81_920)):  # an MCU board
-        rec = ResultRecord(run_id=run, job_key=f"mcu-{v}", model=model, model_sha256="s", variant=v, device_id="h7",
-                           profile="stm32h7", status="ok", runtime="tflm-serial")
-        store.record(rec, _rows(p50, VARIANTS[v][1], 1_230_000, 9_800, None, arena_bytes=arena,
-                                flash_bytes=VARIANTS[v][1] + 61_440), {"steady": [p50] * 5})
-    rec = ResultRecord(run_id=run, job_key="broken", model=model, model_sha256="s", variant="fp16", device_id="h7",
-                       profile="stm32h7", status="infra_error", error=f"board hung {EVIL}")
+        rec = ResultRecord(
+            run_id=run,
+            job_key=f"mcu-{v}",
+            model=model,
+            model_sha256="s",
+            variant=v,
+            device_id="h7",
+            profile="stm32h7",
+            status="ok",
+            runtime="tflm-serial",
+        )
+        store.record(
+            rec,
+            _rows(p50, VARIANTS[v][1], 1_230_000, 9_800, None, arena_bytes=arena, flash_bytes=VARIANTS[v][1] + 61_440),
+            {"steady": [p50] * 5},
+        )
+    rec = ResultRecord(
+        run_id=run,
+        job_key="broken",
+        model=model,
+        model_sha256="s",
+        variant="fp16",
+        device_id="h7",
+        profile="stm32h7",
+        status="infra_error",
+        error=f"board hung {EVIL}",
+    )
     store.record(rec, [], {})
     store.finish_run(run, "incomplete")
     return store, run
@@ -96,8 +138,16 @@ def test_report_without_mcu_or_repeats_has_no_empty_columns(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     run = store.start_run(["k"], "plan", ["run"], "0", "host", None, None)
     for v in ("int8", "fp32"):
-        rec = ResultRecord(run_id=run, job_key=v, model="m", model_sha256="s", variant=v, device_id="local",
-                           profile="localhost", status="ok")
+        rec = ResultRecord(
+            run_id=run,
+            job_key=v,
+            model="m",
+            model_sha256="s",
+            variant=v,
+            device_id="local",
+            profile="localhost",
+            status="ok",
+        )
         store.record(rec, [("latency_p50_us", 10.0, "us"), ("model_size_bytes", 100.0, "B")], {})
     md = render_run(store.wide(run), store.run_row(run))
     header = next(ln for ln in md.splitlines() if ln.startswith("| model"))
@@ -123,8 +173,19 @@ def test_gate_html_escapes_names_label_and_errors_and_lists_results(tmp_path):
     db.parent.mkdir()
     store, run = _store(db, f"<img src=x onerror=alert(1)> {EVIL}", model=f"m{EVIL}", device=f"d<i>{EVIL}")
     store.close()
-    p = hil("--profiles", str(REPO / "device_profiles"), "gate", "--run", run, "--no-record", "--no-confirm",
-            "--quiet", "--html", "gate.html", cwd=tmp_path)
+    p = hil(
+        "--profiles",
+        str(REPO / "device_profiles"),
+        "gate",
+        "--run",
+        run,
+        "--no-record",
+        "--no-confirm",
+        "--quiet",
+        "--html",
+        "gate.html",
+        cwd=tmp_path,
+    )
     assert p.returncode in (0, 2), p.stderr  # 2: the infrastructure failure of the MCU board
     page = (tmp_path / "gate.html").read_text()
     assert "<script" not in page and "<img src=x" not in page and "<i>" not in page
@@ -137,11 +198,16 @@ def test_gate_html_escapes_names_label_and_errors_and_lists_results(tmp_path):
 
 def test_pareto_chart_has_a_log_latency_axis_and_labels_that_do_not_overlap():
     # five variants crowded in latency and accuracy (the usual picture), plus a far one
-    pts = pd.DataFrame({"model": ["m"] * 6, "device_id": ["d"] * 6,
-                        "variant": ["fp32", "fp16", "dynamic", "int8", "int16x8", "asis"],
-                        "latency": [100.0, 98.0, 101.0, 97.0, 99.0, 1500.0],
-                        "quality": [91.0, 91.0, 90.95, 90.9, 91.0, 91.0],
-                        "size": [40_000, 20_000, 11_000, 10_500, 12_000, 40_000]})
+    pts = pd.DataFrame(
+        {
+            "model": ["m"] * 6,
+            "device_id": ["d"] * 6,
+            "variant": ["fp32", "fp16", "dynamic", "int8", "int16x8", "asis"],
+            "latency": [100.0, 98.0, 101.0, 97.0, 99.0, 1500.0],
+            "quality": [91.0, 91.0, 90.95, 90.9, 91.0, 91.0],
+            "size": [40_000, 20_000, 11_000, 10_500, 12_000, 40_000],
+        }
+    )
     fig = plots.pareto(pts, "top-1 (%)")
     assert plots.to_png(fig)[:4] == b"\x89PNG"
     ax = fig.axes[0]

@@ -33,17 +33,30 @@ def lab_copy(real, tmp_path):
 
 
 def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                           "--disable-sync", f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_gate_html_is_self_contained_with_all_figures(real, lab_copy):
     run1, run2 = real["runs"]
     hil("gate", "--run", run1, "--quiet", cwd=lab_copy, check=True)
-    hil("gate", "--run", run2, "--quiet", "--html", "out/gate.html", cwd=lab_copy,
-        check=True)
+    hil("gate", "--run", run2, "--quiet", "--html", "out/gate.html", cwd=lab_copy, check=True)
     page = (lab_copy / "out" / "gate.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "hilbench gate" in page
     for fig in FIGURES:
@@ -59,8 +72,7 @@ def test_gate_html_is_self_contained_with_all_figures(real, lab_copy):
 def test_gate_html_renders_in_headless_chromium(real, lab_copy, tmp_path):
     run1, run2 = real["runs"]
     hil("gate", "--run", run1, "--quiet", cwd=lab_copy, check=True)
-    hil("gate", "--run", run2, "--quiet", "--html", "gate.html", cwd=lab_copy,
-        check=True)
+    hil("gate", "--run", run2, "--quiet", "--html", "gate.html", cwd=lab_copy, check=True)
     url = (lab_copy / "gate.html").as_uri()
     shot = tmp_path / "shot.png"
     p = chromium([f"--screenshot={shot}", "--window-size=1400,3000", url], tmp_path / "chrome1")
@@ -76,8 +88,19 @@ def test_gate_html_renders_in_headless_chromium(real, lab_copy, tmp_path):
 
 def test_compare_two_device_profiles(real, lab_copy):
     run1, _ = real["runs"]
-    p = hil("compare", "--run", run1, "--reference", "local", "--html", "cmp.html", "--csv", "cmp.csv",
-            cwd=lab_copy, check=True)
+    p = hil(
+        "compare",
+        "--run",
+        run1,
+        "--reference",
+        "local",
+        "--html",
+        "cmp.html",
+        "--csv",
+        "cmp.csv",
+        cwd=lab_copy,
+        check=True,
+    )
     out = p.stdout
     assert "reference: **local** (localhost)" in out and "local2 (localhost-2t)" in out
     assert "local2 speed-up (x)" in out and "| convnet | fp32 |" in out and "| convnet | int8 |" in out
@@ -97,14 +120,40 @@ def test_compare_two_device_profiles(real, lab_copy):
 
 
 def test_comparison_ratios_and_pareto_front():
-    wide = pd.DataFrame([
-        {"result_id": 1, "status": "ok", "model": "m", "variant": "fp32", "device_id": "pi4",
-         "profile": "raspberry-pi-4", "latency_p50_us": 4000.0, "peak_rss_kb": 100.0, "energy_per_inference_uj": 40.0},
-        {"result_id": 2, "status": "ok", "model": "m", "variant": "fp32", "device_id": "pi5",
-         "profile": "raspberry-pi-5", "latency_p50_us": 1000.0, "peak_rss_kb": 120.0, "energy_per_inference_uj": 20.0},
-        {"result_id": 3, "status": "infra_error", "model": "m", "variant": "int8", "device_id": "pi5",
-         "profile": "raspberry-pi-5"},
-    ])
+    wide = pd.DataFrame(
+        [
+            {
+                "result_id": 1,
+                "status": "ok",
+                "model": "m",
+                "variant": "fp32",
+                "device_id": "pi4",
+                "profile": "raspberry-pi-4",
+                "latency_p50_us": 4000.0,
+                "peak_rss_kb": 100.0,
+                "energy_per_inference_uj": 40.0,
+            },
+            {
+                "result_id": 2,
+                "status": "ok",
+                "model": "m",
+                "variant": "fp32",
+                "device_id": "pi5",
+                "profile": "raspberry-pi-5",
+                "latency_p50_us": 1000.0,
+                "peak_rss_kb": 120.0,
+                "energy_per_inference_uj": 20.0,
+            },
+            {
+                "result_id": 3,
+                "status": "infra_error",
+                "model": "m",
+                "variant": "int8",
+                "device_id": "pi5",
+                "profile": "raspberry-pi-5",
+            },
+        ]
+    )
     table, ref = comparison(wide, reference="pi4")
     pi5 = table.set_index("device_id").loc["pi5"]
     assert ref == "pi4" and pi5["speedup"] == 4.0 and pi5["rss_ratio"] == 1.2 and pi5["energy_ratio"] == 0.5

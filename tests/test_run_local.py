@@ -16,8 +16,7 @@ from harness.store.results import ResultStore
 
 
 def test_run_stores_rows_with_provenance_and_report(workspace, tiny_model):
-    p = hil("run", str(tiny_model["path"]), "--variants", "fp32,int8", *FAST, "--report", "reports/r.md",
-            check=True)
+    p = hil("run", str(tiny_model["path"]), "--variants", "fp32,int8", *FAST, "--report", "reports/r.md", check=True)
     run_id = p.stdout.strip().splitlines()[-1]
     store = ResultStore(workspace / "reports" / "results.sqlite")
     wide = store.wide(run_id)
@@ -50,10 +49,26 @@ def test_run_stores_rows_with_provenance_and_report(workspace, tiny_model):
 
 
 def test_interrupted_run_keeps_results_and_resume_runs_only_missing(workspace, tiny_model):
-    args = [sys.executable, "-m", "harness", "run", str(tiny_model["path"]), "--variants", "fp32,dynamic,fp16",
-            "--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "0", "--warmup-seconds", "0", "--repeats", "1"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ})
+    args = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        str(tiny_model["path"]),
+        "--variants",
+        "fp32,dynamic,fp16",
+        "--min-runs",
+        "5",
+        "--min-seconds",
+        "0",
+        "--warmup-runs",
+        "0",
+        "--warmup-seconds",
+        "0",
+        "--repeats",
+        "1",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
     seen = []
     for line in proc.stderr:  # event-driven: kill right after the first result is committed
         seen.append(line)
@@ -107,8 +122,15 @@ def test_unknown_command_is_usage_error(workspace):
 
 
 def test_tflite_input_runs_asis_and_analyze(workspace, tiny_model):
-    conv = hil("convert", str(tiny_model["path"]), "--variants", "int8", "--calibration",
-               str(tiny_model["dir"] / "tiny.calibration.npz"), check=True)
+    conv = hil(
+        "convert",
+        str(tiny_model["path"]),
+        "--variants",
+        "int8",
+        "--calibration",
+        str(tiny_model["dir"] / "tiny.calibration.npz"),
+        check=True,
+    )
     artifact = conv.stdout.split("\t")[-1].strip()
     p = hil("run", artifact, *FAST, check=True)
     run_id = p.stdout.strip().splitlines()[-1]
@@ -129,10 +151,14 @@ def test_tflite_input_runs_asis_and_analyze(workspace, tiny_model):
 def test_devices_sharing_this_host_are_measured_one_after_the_other(workspace, tiny_model):
     (workspace / "inventory.yaml").write_text(
         "devices:\n  - {id: a, profile: localhost, transport: {type: local}}\n"
-        "  - {id: b, profile: localhost, transport: {type: local}}\n")
+        "  - {id: b, profile: localhost, transport: {type: local}}\n"
+    )
     p = hil("run", str(tiny_model["path"]), *FAST, check=True)
-    events = [line.split()[0] + " " + line.split()[1].split("@")[1].rstrip(":") for line in p.stderr.splitlines()
-              if line.startswith(("measuring ", "done "))]
+    events = [
+        line.split()[0] + " " + line.split()[1].split("@")[1].rstrip(":")
+        for line in p.stderr.splitlines()
+        if line.startswith(("measuring ", "done "))
+    ]
     assert sorted(events) == ["done a", "done b", "measuring a", "measuring b"]
     first = events[0].split()[1]
     assert events[:2] == [f"measuring {first}", f"done {first}"], events  # no overlap on one host
@@ -154,7 +180,8 @@ def test_one_broken_model_or_device_does_not_sink_the_others(workspace, tiny_mod
     fake.chmod(0o755)
     (workspace / "inventory.yaml").write_text(
         "devices:\n  - {id: a, profile: localhost, transport: {type: local, python: " + str(fake) + "}}\n"
-        "  - {id: b, profile: localhost, transport: {type: local}}\n")
+        "  - {id: b, profile: localhost, transport: {type: local}}\n"
+    )
     (workspace / "bad.keras").write_bytes(b"garbage")
     corrupt = workspace / "corrupt.tflite"  # right identifier, garbage body: refused when opened
     corrupt.write_bytes(b"\x18\x00\x00\x00TFL3" + b"\xff" * 200)
@@ -167,22 +194,44 @@ def test_one_broken_model_or_device_does_not_sink_the_others(workspace, tiny_mod
     assert status[("bad", "a")] == status[("missing", "b")] == "error"
     err = wide.set_index(["model", "device_id"]).loc[("tiny", "a"), "error"]
     assert "not a result document" in err
-    (workspace / "inventory.yaml").write_text(
-        "devices:\n  - {id: b, profile: localhost, transport: {type: local}}\n")
+    (workspace / "inventory.yaml").write_text("devices:\n  - {id: b, profile: localhost, transport: {type: local}}\n")
     p = hil("run", str(corrupt), *FAST)  # the model's fault, not the lab's: refused before a run exists
     assert p.returncode == 3 and f"hil: error: {corrupt}: corrupt or truncated TFLite flatbuffer" in p.stderr
     # (a model only the runtime rejects is an `error` row too: tests/test_model_inputs.py)
 
 
 def test_ctrl_c_stops_the_run_without_blaming_the_lab_and_resume_finishes(workspace, tiny_model):
-    args = [sys.executable, "-m", "harness", "run", str(tiny_model["path"]), "--variants", "fp32,dynamic,fp16",
-            "--min-runs", "5", "--min-seconds", "2", "--max-seconds", "60", "--warmup-runs", "0",
-            "--warmup-seconds", "0", "--repeats", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        str(tiny_model["path"]),
+        "--variants",
+        "fp32,dynamic,fp16",
+        "--min-runs",
+        "5",
+        "--min-seconds",
+        "2",
+        "--max-seconds",
+        "60",
+        "--warmup-runs",
+        "0",
+        "--warmup-seconds",
+        "0",
+        "--repeats",
+        "1",
+    ]
     # its own process group, like a terminal's job; SIGINT restored to the default in case the suite
     # itself runs in the background (`pytest &` in a script ignores SIGINT, and children inherit that)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen = []
     for line in proc.stderr:  # event-driven: interrupt while the first job is in its steady state
         seen.append(line)
@@ -203,8 +252,11 @@ def test_ctrl_c_stops_the_run_without_blaming_the_lab_and_resume_finishes(worksp
 def test_bad_eval_shape_profile_typo_and_unknown_run_are_one_line_errors(workspace, tiny_model):
     np.savez(workspace / "bad.npz", x=np.zeros((5, 3), np.float32), y=np.zeros(5, np.int64))
     p = hil("run", str(tiny_model["path"]), "--eval", "bad.npz", *FAST)
-    assert p.returncode == 3 and "bad.npz: x holds samples of shape (3,), the model's input needs (8, 8, 1)" \
-        in p.stderr and "Traceback" not in p.stderr
+    assert (
+        p.returncode == 3
+        and "bad.npz: x holds samples of shape (3,), the model's input needs (8, 8, 1)" in p.stderr
+        and "Traceback" not in p.stderr
+    )
     prof = workspace / "device_profiles" / "localhost.yaml"
     prof.write_text(prof.read_text().replace("latency_p50_us: 0.03", "latency_p50: 0.03"))
     p = hil("devices", "list")

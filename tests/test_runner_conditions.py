@@ -27,6 +27,7 @@ def sysfs(tmp_path, monkeypatch):
         files["freq"].write_text(f"{freq}\n")
         files["gov"].write_text(gov + "\n")
         files["tis"].write_text("".join(f"{f} {t}\n" for f, t in (tis or {}).items()))
+
     return write
 
 
@@ -39,11 +40,14 @@ def test_steady_window_is_clean(sysfs):
     assert runner.window_disturbed(before, after) == []
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"freq": 1500000}, "cpu frequency changed (1800000 -> 1500000 kHz)"),
-    ({"gov": "ondemand"}, "governor changed (performance -> ondemand)"),
-    ({"tis": {600000: 130, 1800000: 5270}}, "10% of the window away from 1800000 kHz"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"freq": 1500000}, "cpu frequency changed (1800000 -> 1500000 kHz)"),
+        ({"gov": "ondemand"}, "governor changed (performance -> ondemand)"),
+        ({"tis": {600000: 130, 1800000: 5270}}, "10% of the window away from 1800000 kHz"),
+    ],
+)
 def test_frequency_or_governor_changes_disturb_the_window(sysfs, change, reason):
     sysfs(tis={600000: 100, 1800000: 5000})
     before = runner.telemetry_snapshot()
@@ -68,9 +72,26 @@ def test_one_thread_by_default_pinning_and_model_memory(tmp_path, tiny_model):
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tiny_model["model"]).convert())
     docs = []
     for extra in ([], ["--cpus", "0"]):
-        p = subprocess.run([sys.executable, runner.__file__, "--model", str(path), "--min-runs", "20",
-                            "--min-seconds", "0", "--warmup-runs", "5", "--warmup-seconds", "0", *extra],
-                           capture_output=True, text=True, timeout=300)
+        p = subprocess.run(
+            [
+                sys.executable,
+                runner.__file__,
+                "--model",
+                str(path),
+                "--min-runs",
+                "20",
+                "--min-seconds",
+                "0",
+                "--warmup-runs",
+                "5",
+                "--warmup-seconds",
+                "0",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         docs.append(json.loads(p.stdout))
     plain, pinned = docs
     assert plain["config"]["num_threads"] == 1
@@ -80,6 +101,10 @@ def test_one_thread_by_default_pinning_and_model_memory(tmp_path, tiny_model):
     mem = plain["memory"]
     assert 0 < mem["model_memory_kb"] <= mem["peak_rss_delta_kb"]
     assert plain["telemetry"]["disturbed"] in (True, False) and "disturbed_reasons" in plain["telemetry"]
-    bad = subprocess.run([sys.executable, runner.__file__, "--model", str(path), "--cpus", "x"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, runner.__file__, "--model", str(path), "--cpus", "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "--cpus must be a comma list" in json.loads(bad.stdout)["error"]

@@ -40,8 +40,12 @@ def mcu_model(tiny_model, tmp_path_factory) -> dict:
 
 @contextmanager
 def simulator(model: str, *args: str):
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "mcu-sim", model, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "mcu-sim", model, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out = []
     try:
         for line in proc.stdout:  # event-driven: the sim prints where it serves once it is ready
@@ -58,10 +62,10 @@ def simulator(model: str, *args: str):
 
 
 def lab(workspace: Path, port: str, **transport) -> None:
-    t = {"type": "serial", "port": port, "timeout": 1.0, "infer_timeout": 5.0, "accuracy_samples": 20,
-         **transport}
+    t = {"type": "serial", "port": port, "timeout": 1.0, "infer_timeout": 5.0, "accuracy_samples": 20, **transport}
     (workspace / "inventory.yaml").write_text(
-        "devices:\n  - id: h7\n    profile: stm32h7\n    transport: " + json.dumps(t) + "\n")
+        "devices:\n  - id: h7\n    profile: stm32h7\n    transport: " + json.dumps(t) + "\n"
+    )
 
 
 def results(workspace: Path, run_id: str):
@@ -71,8 +75,10 @@ def results(workspace: Path, run_id: str):
 
 def raw_docs(workspace: Path, run_id: str) -> list:
     db = sqlite3.connect(workspace / "reports" / "results.sqlite")
-    return [json.loads(r[0]) if r[0] else None
-            for r in db.execute("SELECT raw FROM results WHERE run_id=? ORDER BY result_id", (run_id,))]
+    return [
+        json.loads(r[0]) if r[0] else None
+        for r in db.execute("SELECT raw FROM results WHERE run_id=? ORDER BY result_id", (run_id,))
+    ]
 
 
 def check_ok_row(store, row, arena_expected: bool = True) -> None:
@@ -128,8 +134,7 @@ def test_run_on_simulated_mcu_over_pty(workspace, mcu_model):
 def _ser2net_listening(port: int) -> bool:
     want = f":{port:04X}"
     with open("/proc/net/tcp") as f:
-        return any(cols[1].endswith(want) and cols[3] == "0A"
-                   for cols in (line.split() for line in list(f)[1:]))
+        return any(cols[1].endswith(want) and cols[3] == "0A" for cols in (line.split() for line in list(f)[1:]))
 
 
 def _free_port() -> int:
@@ -147,12 +152,15 @@ def test_run_through_ser2net_rfc2217(workspace, mcu_model):
     with simulator(mcu_model["int8"]) as (pty, _):
         port = _free_port()
         cfg = workspace / "ser2net.yaml"
-        cfg.write_text("%YAML 1.1\n---\nconnection: &client\n"
-                       f"  accepter: telnet(rfc2217),tcp(nodelay),127.0.0.1,{port}\n"
-                       f"  connector: serialdev,{pty},115200n81,local\n"
-                       "  options:\n    kickolduser: true\n")
-        s2n = subprocess.Popen([ser2net, "-n", "-d", "-c", str(cfg)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+        cfg.write_text(
+            "%YAML 1.1\n---\nconnection: &client\n"
+            f"  accepter: telnet(rfc2217),tcp(nodelay),127.0.0.1,{port}\n"
+            f"  connector: serialdev,{pty},115200n81,local\n"
+            "  options:\n    kickolduser: true\n"
+        )
+        s2n = subprocess.Popen(
+            [ser2net, "-n", "-d", "-c", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         try:
             deadline = time.monotonic() + 10
             while not _ser2net_listening(port):  # readiness poll on the kernel's socket table
@@ -160,8 +168,7 @@ def test_run_through_ser2net_rfc2217(workspace, mcu_model):
                 assert time.monotonic() < deadline, "ser2net did not start listening"
                 time.sleep(0.02)
             lab(workspace, f"rfc2217://127.0.0.1:{port}")
-            p = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"],
-                    check=True)
+            p = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"], check=True)
         finally:
             s2n.terminate()
             s2n.wait(timeout=10)
@@ -190,11 +197,24 @@ def test_raw_tcp_and_stock_firmware_without_extensions(workspace, mcu_model):
 def test_garbage_on_the_line_is_survived(workspace, mcu_model):
     # --min-seconds 0: one inference per window, no timing-dependent recalibration, so the noise hits
     # the same lines on every run (the fault pattern is seeded and counts lines)
-    with simulator(mcu_model["int8"], "--link", str(workspace / "dut"), "--fault", "garbage-every:4",
-                   "--seed", "3") as _:
+    with simulator(
+        mcu_model["int8"], "--link", str(workspace / "dut"), "--fault", "garbage-every:4", "--seed", "3"
+    ) as _:
         lab(workspace, str(workspace / "dut"), timeout=0.5, infer_timeout=2.0, retries=4)
-        p = hil("run", mcu_model["keras"], "--variants", "int8", "--min-seconds", "0", "--min-runs", "5",
-                "--warmup-seconds", "0", env=mcu_model["env"], check=True)
+        p = hil(
+            "run",
+            mcu_model["keras"],
+            "--variants",
+            "int8",
+            "--min-seconds",
+            "0",
+            "--min-runs",
+            "5",
+            "--warmup-seconds",
+            "0",
+            env=mcu_model["env"],
+            check=True,
+        )
     run_id = p.stdout.strip().splitlines()[-1]
     store, wide = results(workspace, run_id)
     check_ok_row(store, wide.iloc[0])
@@ -212,8 +232,10 @@ def test_stalled_device_gives_clear_timeout_error(workspace, mcu_model):
         p = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"])
         elapsed = time.monotonic() - t0
     assert p.returncode == 2, p.stderr
-    expect = (f"device 'h7': no m-ready within 1.0 s after 'infer 1 0%' on {workspace / 'dut'} "
-              f"(last line: 'm-warmup-start-0'); afterwards no answer to 'name%' either")
+    expect = (
+        f"device 'h7': no m-ready within 1.0 s after 'infer 1 0%' on {workspace / 'dut'} "
+        f"(last line: 'm-warmup-start-0'); afterwards no answer to 'name%' either"
+    )
     assert expect in p.stderr, p.stderr
     assert "Traceback" not in p.stderr and elapsed < 30
     run_id = p.stdout.strip().splitlines()[-1]
@@ -228,11 +250,23 @@ def test_reboot_mid_infer_fails_that_job_only(workspace, mcu_model):
     data = Path(mcu_model["int8"]).read_bytes()
     for name, pad in (("a", b""), ("b", b"pad1pad1"), ("c", b"pad2pad2pad2pad2")):
         (workspace / f"{name}.tflite").write_bytes(data + pad)  # same model, distinct artifacts
-    with simulator(mcu_model["int8"], "--link", str(workspace / "dut"), "--model-id", "ic01",
-                   "--fault", "reboot-during-infer:10") as _:
+    with simulator(
+        mcu_model["int8"], "--link", str(workspace / "dut"), "--model-id", "ic01", "--fault", "reboot-during-infer:10"
+    ) as _:
         lab(workspace, str(workspace / "dut"))
-        p = hil("run", "a.tflite", "b.tflite", "c.tflite", "--min-seconds", "0", "--min-runs", "5",
-                "--warmup-seconds", "0", env=mcu_model["env"])
+        p = hil(
+            "run",
+            "a.tflite",
+            "b.tflite",
+            "c.tflite",
+            "--min-seconds",
+            "0",
+            "--min-runs",
+            "5",
+            "--warmup-seconds",
+            "0",
+            env=mcu_model["env"],
+        )
     assert p.returncode == 2, p.stderr
     assert f"device 'h7' rebooted during 'infer 1 1%' on {workspace / 'dut'}" in p.stderr, p.stderr
     assert "model ID 'ic01' cannot be verified" in p.stderr
@@ -273,7 +307,7 @@ def test_simulated_firmware_bytes(mcu_model):
 
     def ask(data: bytes, bytewise: bool = False) -> bytes:
         out.clear()
-        for chunk in ([bytes([b]) for b in data] if bytewise else [data]):
+        for chunk in [bytes([b]) for b in data] if bytewise else [data]:
             fw.feed(chunk)
         return bytes(out)
 
@@ -282,8 +316,9 @@ def test_simulated_firmware_bytes(mcu_model):
     assert ask(b"x" * 81 + b"%") == b"e-[Command too long (max 80 chars)]\r\nm-ready\r\n"
     assert ask(b"bogus 1 2%", bytewise=True) == b"e-[Unknown command: bogus]\r\nm-ready\r\n"
     assert ask(b"infer 0%") == b"e-[Inference iterations must be >0]\r\nm-ready\r\n"
-    assert ask(b"db load 3%db 0aff%db 10%") == (b"m-[Expecting 3 bytes]\r\nm-ready\r\nm-ready\r\n"
-                                                 b"m-load-done\r\nm-ready\r\n")
+    assert ask(b"db load 3%db 0aff%db 10%") == (
+        b"m-[Expecting 3 bytes]\r\nm-ready\r\nm-ready\r\nm-load-done\r\nm-ready\r\n"
+    )
     assert ask(b"db print%") == b"m-buffer-0a-ff-10\r\n\r\nm-ready\r\n"
     assert ask(b"db 0g%") == b"e-[No 'db load' in progress]\r\nm-ready\r\n"
     assert ask(b"infer 2 0%").startswith(b"e-[Input db has 3 bytes, model expects 64]\r\nm-warmup-start-0\r\n")
@@ -292,11 +327,12 @@ def test_simulated_firmware_bytes(mcu_model):
     assert reply == b"m-hb-dbbin-go\r\n" and ask(data) == b"m-hb-dbbin-ok\r\nm-ready\r\n"
     lines = ask(b"infer 3 1%").decode().split("\r\n")
     assert lines[:3] == ["m-warmup-start-1", "m-warmup-done", "m-infer-start-3"] and lines[-2:] == ["m-ready", ""]
-    assert lines[5] == "m-infer-done" and len(lines[6][len("m-results-["):-1].split(",")) == 4
-    t0, t1 = (int(x[len("m-lap-us-"):]) for x in lines[3:5])
+    assert lines[5] == "m-infer-done" and len(lines[6][len("m-results-[") : -1].split(",")) == 4
+    t0, t1 = (int(x[len("m-lap-us-") :]) for x in lines[3:5])
     assert t0 < 2**32 and t1 < 2**32  # the 32-bit timer (started near its wrap)
-    assert ask(b"hb-arena%") == (f"m-hb-arena-[used={model.arena_used},size={model.arena_size}]\r\n"
-                                 f"m-ready\r\n").encode()
+    assert (
+        ask(b"hb-arena%") == (f"m-hb-arena-[used={model.arena_used},size={model.arena_size}]\r\nm-ready\r\n").encode()
+    )
     assert ask(b"hb-dbbin 64 00000000%") == b"m-hb-dbbin-go\r\n"
     fw.tick(time.monotonic() + 5)  # the host never sends the bytes
     assert bytes(out).endswith(b"m-hb-dbbin-go\r\ne-[hb-dbbin timeout]\r\nm-ready\r\n")

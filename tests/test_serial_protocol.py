@@ -129,22 +129,32 @@ def lines(*items: str) -> bytes:
 
 
 def infer_reply(n: int, w: int, t0: int, t1: int, results: str = "0.000,0.996,0.004") -> bytes:
-    return lines(f"m-warmup-start-{w}", "m-warmup-done", f"m-infer-start-{n}", f"m-lap-us-{t0}",
-                 f"m-lap-us-{t1}", "m-infer-done", f"m-results-[{results}]", "m-ready")
+    return lines(
+        f"m-warmup-start-{w}",
+        "m-warmup-done",
+        f"m-infer-start-{n}",
+        f"m-lap-us-{t0}",
+        f"m-lap-us-{t1}",
+        "m-infer-done",
+        f"m-results-[{results}]",
+        "m-ready",
+    )
 
 
 def test_reference_firmware_transcript(scripted):
     data = bytes(range(100))
-    hexes = [data[i:i + 31].hex() for i in range(0, 100, 31)]
-    steps = [("name", lines("m-name-dut-[unspecified]", "m-ready")),
-             ("name", lines("m-name-dut-[unspecified]", "m-ready")),
-             # values read once could be silently corrupted: identity is read until two answers agree
-             ("profile", lines("m-profile-[ULPMark for tinyML Firmware V0.0.1]", "m-model-[ic1]", "m-ready")),
-             ("profile", lines("m-profile-[ULPMark for tinyML Firmware V0.0.1]", "m-model-[ic01]", "m-ready")),
-             ("profile", lines("m-profile-[ULPMark for tinyML Firmware V0.0.1]", "m-model-[ic01]", "m-ready")),
-             ("hb-caps", lines("e-[Unknown command: hb-caps]", "m-ready")),
-             ("hb-caps", lines("e-[Unknown command: hb-caps]", "m-ready")),
-             ("db load 100", lines("m-[Expecting 100 bytes]", "m-ready"))]
+    hexes = [data[i : i + 31].hex() for i in range(0, 100, 31)]
+    steps = [
+        ("name", lines("m-name-dut-[unspecified]", "m-ready")),
+        ("name", lines("m-name-dut-[unspecified]", "m-ready")),
+        # values read once could be silently corrupted: identity is read until two answers agree
+        ("profile", lines("m-profile-[ULPMark for tinyML Firmware V0.0.1]", "m-model-[ic1]", "m-ready")),
+        ("profile", lines("m-profile-[ULPMark for tinyML Firmware V0.0.1]", "m-model-[ic01]", "m-ready")),
+        ("profile", lines("m-profile-[ULPMark for tinyML Firmware V0.0.1]", "m-model-[ic01]", "m-ready")),
+        ("hb-caps", lines("e-[Unknown command: hb-caps]", "m-ready")),
+        ("hb-caps", lines("e-[Unknown command: hb-caps]", "m-ready")),
+        ("db load 100", lines("m-[Expecting 100 bytes]", "m-ready")),
+    ]
     steps += [(f"db {h}", READY) for h in hexes[:-1]] + [(f"db {hexes[-1]}", lines("m-load-done", "m-ready"))]
     steps += [("infer 10 1", infer_reply(10, 1, 1_000_000, 1_005_000))]
     dev, client = scripted(steps)
@@ -172,9 +182,14 @@ def test_reference_firmware_transcript(scripted):
 
 
 def test_noise_chatter_prefix_and_timer_wrap(scripted):
-    reply = (b"Booting...\r\n\x00\xff\xfe\r\n" + lines("m-warmup-start-0", "m-warmup-done", "m-infer-start-4")
-             + b"debug: heap 1234\r\n" + lines("m-lap-us-4294967000", "#@!m-lap-us-500", "m-infer-done")
-             + b"\xf0\x9fm-results-[1.000,0.000]\r\n" + b"~~m-ready\r\n")
+    reply = (
+        b"Booting...\r\n\x00\xff\xfe\r\n"
+        + lines("m-warmup-start-0", "m-warmup-done", "m-infer-start-4")
+        + b"debug: heap 1234\r\n"
+        + lines("m-lap-us-4294967000", "#@!m-lap-us-500", "m-infer-done")
+        + b"\xf0\x9fm-results-[1.000,0.000]\r\n"
+        + b"~~m-ready\r\n"
+    )
     dev, client = scripted([("name", lines("m-name-dut-[x]", "m-ready")), ("infer 4 0", reply)])
     client.resync()
     r = client.infer(4, 0)
@@ -185,14 +200,23 @@ def test_noise_chatter_prefix_and_timer_wrap(scripted):
 
 
 def test_reboot_mid_response_is_reported(scripted):
-    reply = lines("m-warmup-start-0", "m-warmup-done", "m-infer-start-5", "m-lap-us-100",
-                  "m-timestamp-mode-performance", "m-init-done", "m-ready")
+    reply = lines(
+        "m-warmup-start-0",
+        "m-warmup-done",
+        "m-infer-start-5",
+        "m-lap-us-100",
+        "m-timestamp-mode-performance",
+        "m-init-done",
+        "m-ready",
+    )
     dev, client = scripted([("name", lines("m-name-dut-[x]", "m-ready")), ("infer 5 0", reply)])
     client.resync()
     with pytest.raises(DeviceRebooted) as exc:
         client.infer(5, 0)
-    assert str(exc.value) == (f"device 'h7' rebooted during 'infer 5 0%' on {dev.path} "
-                              f"(boot banner 'm-timestamp-mode-performance' in the answer)")
+    assert str(exc.value) == (
+        f"device 'h7' rebooted during 'infer 5 0%' on {dev.path} "
+        f"(boot banner 'm-timestamp-mode-performance' in the answer)"
+    )
 
 
 def test_unsolicited_banner_between_commands(scripted):
@@ -204,23 +228,34 @@ def test_unsolicited_banner_between_commands(scripted):
 
 
 def test_silent_device_gives_one_clear_error(scripted):
-    dev, client = scripted([("name", lines("m-name-dut-[x]", "m-ready")),
-                         ("infer 1 0", lines("m-warmup-start-0", "m-warmup-done", "m-infer-start-1"))],
-                        timeout=0.2, infer_timeout=0.3)
+    dev, client = scripted(
+        [
+            ("name", lines("m-name-dut-[x]", "m-ready")),
+            ("infer 1 0", lines("m-warmup-start-0", "m-warmup-done", "m-infer-start-1")),
+        ],
+        timeout=0.2,
+        infer_timeout=0.3,
+    )
     client.resync()
     t0 = time.monotonic()
     with pytest.raises(DeviceSilent) as exc:
         client.infer(1, 0)
-    assert str(exc.value) == (f"device 'h7': no m-ready within 0.3 s after 'infer 1 0%' on {dev.path} "
-                              f"(last line: 'm-infer-start-1'); afterwards no answer to 'name%' either "
-                              f"(2 attempts of 0.2 s)")
+    assert str(exc.value) == (
+        f"device 'h7': no m-ready within 0.3 s after 'infer 1 0%' on {dev.path} "
+        f"(last line: 'm-infer-start-1'); afterwards no answer to 'name%' either "
+        f"(2 attempts of 0.2 s)"
+    )
     assert time.monotonic() - t0 < 3
 
 
 def test_lost_ready_resyncs_and_retries(scripted):
     corrupted = infer_reply(2, 0, 10, 30).replace(b"m-ready", b"m-re#dy")
-    steps = [("name", lines("m-name-dut-[x]", "m-ready")), ("infer 2 0", corrupted),
-             ("name", lines("m-name-dut-[x]", "m-ready")), ("infer 2 0", infer_reply(2, 0, 40, 60))]
+    steps = [
+        ("name", lines("m-name-dut-[x]", "m-ready")),
+        ("infer 2 0", corrupted),
+        ("name", lines("m-name-dut-[x]", "m-ready")),
+        ("infer 2 0", infer_reply(2, 0, 40, 60)),
+    ]
     dev, client = scripted(steps, timeout=1.0, infer_timeout=1.0)
     client.resync()
     r = client.infer(2, 0)
@@ -229,15 +264,24 @@ def test_lost_ready_resyncs_and_retries(scripted):
 
 
 def test_impossible_timestamps_and_errors_are_retried(scripted):
-    steps = [("name", lines("m-name-dut-[x]", "m-ready")),
-             ("infer 3 0", infer_reply(3, 0, 1000, 90_000_000)),  # claims 90 s: corrupted digits
-             ("infer 3 0", infer_reply(3, 0, 1000, 1001)),  # 1 us for 3 inferences: implausible lap
-             ("infer 3 0", infer_reply(3, 0, 1000, 1300)),
-             ("db load 2", lines("e-[Command 'db load' must be >0 bytes]", "m-ready")),
-             ("db load 2", lines("e-[Command 'db load' must be >0 bytes]", "m-ready")),
-             ("db load 2", lines("e-[Command 'db load' must be >0 bytes]", "m-ready")),
-             *[("infer 1 0", lines("m-warmup-start-0", "m-warmup-done", "m-infer-start-1", "m-infer-done",
-                                   "m-results-[0.5]", "m-ready"))] * 3]
+    steps = [
+        ("name", lines("m-name-dut-[x]", "m-ready")),
+        ("infer 3 0", infer_reply(3, 0, 1000, 90_000_000)),  # claims 90 s: corrupted digits
+        ("infer 3 0", infer_reply(3, 0, 1000, 1001)),  # 1 us for 3 inferences: implausible lap
+        ("infer 3 0", infer_reply(3, 0, 1000, 1300)),
+        ("db load 2", lines("e-[Command 'db load' must be >0 bytes]", "m-ready")),
+        ("db load 2", lines("e-[Command 'db load' must be >0 bytes]", "m-ready")),
+        ("db load 2", lines("e-[Command 'db load' must be >0 bytes]", "m-ready")),
+        *[
+            (
+                "infer 1 0",
+                lines(
+                    "m-warmup-start-0", "m-warmup-done", "m-infer-start-1", "m-infer-done", "m-results-[0.5]", "m-ready"
+                ),
+            )
+        ]
+        * 3,
+    ]
     dev, client = scripted(steps, retries=2)
     client.resync()
     assert client.infer(3, 0).per_inference_us == 100.0 and client.retried == 2
@@ -252,20 +296,23 @@ def test_binary_transfer_and_fallback(scripted):
     data = bytes([0xFF, 0x25, 0x00, 0x0D, 0x0A]) * 13  # IAC, '%', NUL, CR, LF: all must pass untouched
     crc = f"{zlib.crc32(data):08x}"
     go = lines("m-hb-dbbin-go")
-    steps = [("name", lines("m-name-dut-[x]", "m-ready")),
-             ("hb-caps", lines("m-hb-caps-[arena,dbbin,future]", "m-ready")),
-             ("hb-arena", lines("m-hb-arena-[used=2368,size=3136,extra=1]", "m-ready")),
-             ("hb-arena", lines("m-hb-arena-[used=2368,size=3136,extra=1]", "m-ready")),
-             (f"hb-dbbin 65 {crc}", go, 65, lines("m-hb-dbbin-ok", "m-ready")),
-             (f"hb-dbbin 65 {crc}", go, 65, lines("e-[hb-dbbin crc mismatch]", "m-ready")),
-             ("db load 65", lines("m-[Expecting 65 bytes]", "m-ready")),
-             (r"db [0-9a-f]{62}", READY), (r"db [0-9a-f]{62}", READY),
-             (r"db [0-9a-f]{6}", lines("m-load-done", "m-ready"))]
+    steps = [
+        ("name", lines("m-name-dut-[x]", "m-ready")),
+        ("hb-caps", lines("m-hb-caps-[arena,dbbin,future]", "m-ready")),
+        ("hb-arena", lines("m-hb-arena-[used=2368,size=3136,extra=1]", "m-ready")),
+        ("hb-arena", lines("m-hb-arena-[used=2368,size=3136,extra=1]", "m-ready")),
+        (f"hb-dbbin 65 {crc}", go, 65, lines("m-hb-dbbin-ok", "m-ready")),
+        (f"hb-dbbin 65 {crc}", go, 65, lines("e-[hb-dbbin crc mismatch]", "m-ready")),
+        ("db load 65", lines("m-[Expecting 65 bytes]", "m-ready")),
+        (r"db [0-9a-f]{62}", READY),
+        (r"db [0-9a-f]{62}", READY),
+        (r"db [0-9a-f]{6}", lines("m-load-done", "m-ready")),
+    ]
     dev, client = scripted(steps)
     client.resync()
     client.info.caps = set()
     resp = client.transact("hb-caps", check=lambda r: None)
-    client.info.caps = set(resp.first("m-hb-caps-[")[len("m-hb-caps-["):-1].split(","))
+    client.info.caps = set(resp.first("m-hb-caps-[")[len("m-hb-caps-[") : -1].split(","))
     assert client.arena() == {"used": 2368, "size": 3136, "extra": 1}
     assert client.load(data) == "dbbin"
     assert client.load(data) == "hex" and client.dbbin_fallbacks == 1

@@ -25,8 +25,15 @@ from sshd import keygen, require_sshd
 pytestmark = pytest.mark.sshd
 
 FAST = ["--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "0", "--warmup-seconds", "0", "--repeats", "1"]
-PROFILE = {"description": "test box reached over ssh", "arch": "x86_64", "cores": 2, "ram_mb": 1024,
-           "runtime": "litert", "num_threads": 1, "python": "python3"}
+PROFILE = {
+    "description": "test box reached over ssh",
+    "arch": "x86_64",
+    "cores": 2,
+    "ram_mb": 1024,
+    "runtime": "litert",
+    "num_threads": 1,
+    "python": "python3",
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +57,35 @@ def converted(tiny_model, tmp_path_factory) -> Path:
     return cache
 
 
-def write_lab(workspace: Path, server, dev_py: str, *, workdir: Path, known_hosts: Path, tofu: bool = False,
-              extra: list | None = None, local: bool = False, **transport) -> Path:
+def write_lab(
+    workspace: Path,
+    server,
+    dev_py: str,
+    *,
+    workdir: Path,
+    known_hosts: Path,
+    tofu: bool = False,
+    extra: list | None = None,
+    local: bool = False,
+    **transport,
+) -> Path:
     (workspace / "device_profiles" / "sshbox.yaml").write_text(yaml.safe_dump(PROFILE))
-    t = {"type": "ssh", "host": server.host, "port": server.port, "user": server.user,
-         "key_file": str(server.client_key), "use_agent": False, "known_hosts": str(known_hosts),
-         "trust_on_first_use": tofu, "python": dev_py, "workdir": str(workdir), "connect_timeout": 5,
-         "retries": 1, "retry_backoff": 0.2, **transport}
+    t = {
+        "type": "ssh",
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "key_file": str(server.client_key),
+        "use_agent": False,
+        "known_hosts": str(known_hosts),
+        "trust_on_first_use": tofu,
+        "python": dev_py,
+        "workdir": str(workdir),
+        "connect_timeout": 5,
+        "retries": 1,
+        "retry_backoff": 0.2,
+        **transport,
+    }
     devices = [{"id": "pi", "profile": "sshbox", "transport": t}]
     if local:
         devices.insert(0, {"id": "local", "profile": "localhost", "transport": {"type": "local"}})
@@ -77,8 +106,7 @@ def no_tmp_files(root: Path) -> list[str]:
     return [str(p) for p in root.rglob("*") if ".hil-tmp-" in p.name]
 
 
-def test_run_over_ssh_tofu_deploy_cache_and_injection_safety(workspace, tiny_model, converted, dev_python,
-                                                              sshd_server):
+def test_run_over_ssh_tofu_deploy_cache_and_injection_safety(workspace, tiny_model, converted, dev_python, sshd_server):
     """Full `hil run` on local + ssh: same kind of rows; TOFU when asked; second run sends 0 bytes;
     a work dir and a model name full of shell metacharacters stay inert."""
     marker = f"PWNED-{uuid.uuid4().hex[:8]}"
@@ -103,8 +131,12 @@ def test_run_over_ssh_tofu_deploy_cache_and_injection_safety(workspace, tiny_mod
 
     store = ResultStore(workspace / "reports" / "results.sqlite")
     wide = store.wide(run_id)
-    assert sorted(zip(wide["device_id"], wide["variant"])) == [("local", "dynamic"), ("local", "fp32"),
-                                                              ("pi", "dynamic"), ("pi", "fp32")]
+    assert sorted(zip(wide["device_id"], wide["variant"])) == [
+        ("local", "dynamic"),
+        ("local", "fp32"),
+        ("pi", "dynamic"),
+        ("pi", "fp32"),
+    ]
     assert set(wide["status"]) == {"ok"}
     assert dict(zip(wide["device_id"], wide["transport"])) == {"local": "local", "pi": "ssh"}
     long = store.dataframe(run_id)
@@ -126,8 +158,9 @@ def test_run_over_ssh_tofu_deploy_cache_and_injection_safety(workspace, tiny_mod
     # second run: the artifacts are already there, verified by hash, nothing sent again
     p2 = hil("run", str(tiny_model["path"]), "--variants", "fp32,dynamic", *FAST, "--devices", "pi", env=env)
     assert p2.returncode == 0, p2.stderr
-    assert re.search(r"\[pi\] deploy: tiny fp32 already on device \(sha256 [0-9a-f]{12}\.\.\.\), 0 bytes sent",
-                     p2.stderr)
+    assert re.search(
+        r"\[pi\] deploy: tiny fp32 already on device \(sha256 [0-9a-f]{12}\.\.\.\), 0 bytes sent", p2.stderr
+    )
     assert "deploy: tiny dynamic already on device" in p2.stderr
     assert " sent (sha256" not in p2.stderr, p2.stderr
     assert "trusted host key" not in p2.stderr  # known now
@@ -154,8 +187,11 @@ def test_unknown_key_refused_then_trust_then_check(workspace, converted, tiny_mo
     nopy["transport"] = {**base, "python": str(workspace / "no" / "such" / "python")}
     bare_python = "/usr/bin/python3"
     lacks = subprocess.run([bare_python, "-c", "import numpy, ai_edge_litert"], capture_output=True).returncode
-    bare = {"id": "bare", "profile": "sshbox", "transport": {**base, "python": bare_python if lacks else
-                                                             str(workspace / "no" / "python3")}}
+    bare = {
+        "id": "bare",
+        "profile": "sshbox",
+        "transport": {**base, "python": bare_python if lacks else str(workspace / "no" / "python3")},
+    }
     lab["devices"] += [nopy, bare, {"id": "local", "profile": "localhost", "transport": {"type": "local"}}]
     inv.write_text(yaml.safe_dump(lab, sort_keys=False))
     fp = sshd_server.fingerprint()
@@ -186,8 +222,11 @@ def test_unknown_key_refused_then_trust_then_check(workspace, converted, tiny_mo
     # check: one table, a verdict per device, hints for the broken ones, exit 2
     c = hil("devices", "check", "pi", "nopy", "bare", "local")
     assert c.returncode == 2, c.stdout + c.stderr
-    rows = {ln.split("|")[1].strip(): [x.strip() for x in ln.split("|")[1:-1]]
-            for ln in c.stdout.splitlines() if ln.startswith("| ") and not ln.startswith("| device")}
+    rows = {
+        ln.split("|")[1].strip(): [x.strip() for x in ln.split("|")[1:-1]]
+        for ln in c.stdout.splitlines()
+        if ln.startswith("| ") and not ln.startswith("| device")
+    }
     from device_venv import venv_dir
 
     info = json.loads((venv_dir() / ".hilbench-device-venv.json").read_text())
@@ -223,18 +262,23 @@ def test_changed_host_key_refused_even_with_tofu(workspace, converted, tiny_mode
     assert not (workspace / "dev").exists()  # refused before anything was sent
 
 
-def test_sshd_killed_mid_run_keeps_results_and_records_infra_error(workspace, converted, tiny_model,
-                                                                     dev_python, sshd_server):
+def test_sshd_killed_mid_run_keeps_results_and_records_infra_error(
+    workspace, converted, tiny_model, dev_python, sshd_server
+):
     known = workspace / "known_hosts"
     known.write_text(sshd_server.known_hosts_line())
     subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
     assert known.read_text().startswith("|1|")  # hashed entries are understood
     write_lab(workspace, sshd_server, dev_python, workdir=workspace / "dev", known_hosts=known)
-    args = [sys.executable, "-m", "harness", "run", str(tiny_model["path"]), "--variants", "fp32,dynamic,fp16",
-            *FAST]
+    args = [sys.executable, "-m", "harness", "run", str(tiny_model["path"]), "--variants", "fp32,dynamic,fp16", *FAST]
     t0 = time.monotonic()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HILBENCH_CACHE": str(converted)})
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HILBENCH_CACHE": str(converted)},
+    )
     seen = []
     for line in proc.stderr:  # event-driven: the device "loses power" right after the first result
         seen.append(line)
@@ -247,8 +291,11 @@ def test_sshd_killed_mid_run_keeps_results_and_records_infra_error(workspace, co
     assert proc.returncode == 2, log
     assert time.monotonic() - t0 < 60, log
     rows = results(workspace)
-    assert [(r["variant"], r["status"]) for r in rows] == [("fp32", "ok"), ("dynamic", "infra_error"),
-                                                           ("fp16", "infra_error")], log
+    assert [(r["variant"], r["status"]) for r in rows] == [
+        ("fp32", "ok"),
+        ("dynamic", "infra_error"),
+        ("fp16", "infra_error"),
+    ], log
     assert all("device 'pi'" in r["error"] for r in rows[1:]), rows
     assert "gave up after 2 attempt(s)" in rows[1]["error"] and "connection refused" in rows[1]["error"]
     assert "cannot reach" in rows[2]["error"] and "connection refused" in rows[2]["error"]
@@ -267,16 +314,25 @@ def test_jump_host_quoting_and_temp_cleanup(workspace, dev_python, sshd_server):
     assert expand_home("~/x y", "/home/pi") == "/home/pi/x y" and expand_home("/a/~b", "/h") == "/a/~b"
     assert remote_workdir("rel dir", "/home/pi") == "/home/pi/rel dir"
     evil = ["a b", "x;touch PWN", "$(touch PWN)", "`id`", "it's", "new\nline", "*", ""]
-    shown = subprocess.run(["sh", "-c", quote_command([sys.executable, "-c",
-                                                       "import json,sys;print(json.dumps(sys.argv[1:]))", *evil])],
-                           capture_output=True, text=True, cwd=workspace)
+    shown = subprocess.run(
+        ["sh", "-c", quote_command([sys.executable, "-c", "import json,sys;print(json.dumps(sys.argv[1:]))", *evil])],
+        capture_output=True,
+        text=True,
+        cwd=workspace,
+    )
     assert json.loads(shown.stdout) == evil
 
     known = workspace / "known_hosts"
     known.write_text(sshd_server.known_hosts_line())
     workdir = workspace / "w d;touch PWN" / "$(touch PWN)"
-    write_lab(workspace, sshd_server, dev_python, workdir=workdir, known_hosts=known,
-              jump_host=f"{sshd_server.user}@127.0.0.1:{sshd_server.port}")
+    write_lab(
+        workspace,
+        sshd_server,
+        dev_python,
+        workdir=workdir,
+        known_hosts=known,
+        jump_host=f"{sshd_server.user}@127.0.0.1:{sshd_server.port}",
+    )
     inv = load_inventory(workspace / "inventory.yaml")
     dev = inv.device("pi")
     logs: list[str] = []
@@ -284,8 +340,9 @@ def test_jump_host_quoting_and_temp_cleanup(workspace, dev_python, sshd_server):
     backend.open()
     try:
         assert backend.connection.jump is not None and backend.workdir == str(workdir)
-        rc, out, _ = backend._exec(quote_command([dev_python, "-c", "import json,sys;print(json.dumps(sys.argv[1:]))",
-                                                  *evil]), 30)
+        rc, out, _ = backend._exec(
+            quote_command([dev_python, "-c", "import json,sys;print(json.dumps(sys.argv[1:]))", *evil]), 30
+        )
         assert rc == 0 and json.loads(out) == evil
         local = workspace / "blob.bin"
         local.write_bytes(os.urandom(4096))

@@ -14,8 +14,15 @@ from harness.store.results import ResultStore
 
 
 def p50_check(base, cur, threshold=0.05, **kw):
-    return check_metric("latency_p50_us", threshold, float(np.median(cur)), [float(np.median(base))],
-                        cur_samples=cur, base_samples=[base], **kw)
+    return check_metric(
+        "latency_p50_us",
+        threshold,
+        float(np.median(cur)),
+        [float(np.median(base))],
+        cur_samples=cur,
+        base_samples=[base],
+        **kw,
+    )
 
 
 def test_aa_pairs_with_drift_pass():
@@ -125,8 +132,14 @@ def test_real_samples_aa_replay_passes(lab):
     depends on the host's load and is measured by benchmarks/gate_power.py, not asserted here."""
     store = ResultStore(lab["db"])
     first, replay = lab["runs"]
-    ids = [store._query("SELECT MIN(result_id) FROM results WHERE run_id=? AND device_id='local' "
-                        "AND variant='fp32' AND status='ok'", (run,))[0][0] for run in (first, replay)]
+    ids = [
+        store._query(
+            "SELECT MIN(result_id) FROM results WHERE run_id=? AND device_id='local' "
+            "AND variant='fp32' AND status='ok'",
+            (run,),
+        )[0][0]
+        for run in (first, replay)
+    ]
     a, b = (np.array(store.samples(i)) for i in ids)
     assert a.size >= 200 and np.array_equal(a, b)
     assert p50_check(a, b, threshold=0.03).verdict == "pass"
@@ -159,5 +172,7 @@ def test_absolute_floor_spares_microsecond_models_only():
         b, s = [x * scale / np.median(base) for x in (base, slow)]
         c = p50_check(b, s, threshold=0.03, min_change_us=0.5)
         assert c.verdict == expected, c
-    assert "below the 0.5 us floor" in p50_check(*(x * 3.0 / np.median(base) for x in (base, slow)),
-                                                 threshold=0.03, min_change_us=0.5).note
+    assert (
+        "below the 0.5 us floor"
+        in p50_check(*(x * 3.0 / np.median(base) for x in (base, slow)), threshold=0.03, min_change_us=0.5).note
+    )

@@ -7,8 +7,17 @@ from harness.store.results import ResultRecord, ResultStore
 
 
 def rec(run_id, status, **kw):
-    return ResultRecord(run_id=run_id, job_key="job1", model="m", model_sha256="0" * 64, variant="fp32",
-                        device_id="d", profile="localhost", status=status, **kw)
+    return ResultRecord(
+        run_id=run_id,
+        job_key="job1",
+        model="m",
+        model_sha256="0" * 64,
+        variant="fp32",
+        device_id="d",
+        profile="localhost",
+        status=status,
+        **kw,
+    )
 
 
 def test_resumed_job_shows_its_newest_success_only(tmp_path):
@@ -60,18 +69,20 @@ def test_foreign_newer_and_older_databases(tmp_path):
     # a v1 database (results only, verdict tables made on first use by the gate) gains them on open
     old = tmp_path / "v1.sqlite"
     with sqlite3.connect(old) as db:
-        db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                         "INSERT INTO meta VALUES ('schema_version', '1');"
-                         "CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,"
-                         " status TEXT NOT NULL, plan_hash TEXT NOT NULL, plan TEXT NOT NULL, argv TEXT,"
-                         " harness_version TEXT, host TEXT, git_commit TEXT, label TEXT);"
-                         "INSERT INTO runs VALUES ('r1', 1.0, 2.0, 'complete', 'h', '[]', '[]', '0', 'x', NULL, NULL);"
-                         "CREATE TABLE results (result_id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,"
-                         " job_key TEXT NOT NULL, timestamp REAL NOT NULL, model TEXT NOT NULL,"
-                         " model_sha256 TEXT NOT NULL, variant TEXT NOT NULL, converter_version TEXT,"
-                         " artifact_sha256 TEXT, device_id TEXT NOT NULL, profile TEXT NOT NULL, transport TEXT,"
-                         " runtime TEXT, runtime_version TEXT, harness_version TEXT, git_commit TEXT, host TEXT,"
-                         " status TEXT NOT NULL, error TEXT, raw TEXT);")
+        db.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO meta VALUES ('schema_version', '1');"
+            "CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,"
+            " status TEXT NOT NULL, plan_hash TEXT NOT NULL, plan TEXT NOT NULL, argv TEXT,"
+            " harness_version TEXT, host TEXT, git_commit TEXT, label TEXT);"
+            "INSERT INTO runs VALUES ('r1', 1.0, 2.0, 'complete', 'h', '[]', '[]', '0', 'x', NULL, NULL);"
+            "CREATE TABLE results (result_id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,"
+            " job_key TEXT NOT NULL, timestamp REAL NOT NULL, model TEXT NOT NULL,"
+            " model_sha256 TEXT NOT NULL, variant TEXT NOT NULL, converter_version TEXT,"
+            " artifact_sha256 TEXT, device_id TEXT NOT NULL, profile TEXT NOT NULL, transport TEXT,"
+            " runtime TEXT, runtime_version TEXT, harness_version TEXT, git_commit TEXT, host TEXT,"
+            " status TEXT NOT NULL, error TEXT, raw TEXT);"
+        )
     store = ResultStore(old)
     assert store.runs().run_id.tolist() == ["r1"]
     store.close()

@@ -25,8 +25,12 @@ from harness.run.device_lock import DeviceLock
 from harness.store import schema
 from harness.store.results import ClaimOwner, ResultRecord, ResultStore
 
-READ_ONLY = [["results"], ["report", "-o", "{dir}/report.md"], ["gate", "--no-record", "--no-confirm"],
-             ["baseline", "show"]]
+READ_ONLY = [
+    ["results"],
+    ["report", "-o", "{dir}/report.md"],
+    ["gate", "--no-record", "--no-confirm"],
+    ["baseline", "show"],
+]
 
 
 def snapshot(db: Path) -> tuple:
@@ -63,8 +67,9 @@ def test_every_command_refuses_a_foreign_sqlite_file_and_leaves_it_as_it_was(tmp
     for args in READ_ONLY:
         code, _, err = cli(capsys, foreign, *args)
         assert code == 3, (args, err)
-        assert one_error_line(err) == (f"hil: error: {foreign}: not a hilbench results database (no hilbench "
-                                       "schema marker); pass another --db")
+        assert one_error_line(err) == (
+            f"hil: error: {foreign}: not a hilbench results database (no hilbench schema marker); pass another --db"
+        )
         assert snapshot(foreign) == before, args
     # a writing command is refused the same way, before anything is measured or created
     p = hil("--db", str(foreign), "run", str(tflite_model()), cwd=tmp_path)
@@ -121,7 +126,9 @@ def test_read_only_commands_never_write_to_a_hilbench_database(tmp_path, capsys,
     assert mode == "wal" and "job_claims" in tables
     with sqlite3.connect(db) as c:
         assert dict(c.execute("SELECT key, value FROM meta").fetchall()) == {
-            "application": "hilbench", "schema_version": str(schema.SCHEMA_VERSION)}
+            "application": "hilbench",
+            "schema_version": str(schema.SCHEMA_VERSION),
+        }
         assert c.execute("SELECT COUNT(*) FROM gate_verdicts").fetchone()[0] == 1
     c.close()
 
@@ -130,15 +137,17 @@ def test_missing_zero_byte_and_empty_databases(tmp_path, capsys):
     missing = tmp_path / "nowhere" / "results.sqlite"
     for args in READ_ONLY:
         code, _, err = cli(capsys, missing, *args)
-        assert code == 3 and one_error_line(err) == (f"hil: error: {missing}: no results database here "
-                                                     "(run `hil run` first, or pass --db)")
+        assert code == 3 and one_error_line(err) == (
+            f"hil: error: {missing}: no results database here (run `hil run` first, or pass --db)"
+        )
     assert not missing.parent.exists()
     zero = tmp_path / "zero.sqlite"
     zero.touch()
     for args in READ_ONLY:
         code, _, err = cli(capsys, zero, *args)
-        assert code == 3 and one_error_line(err) == (f"hil: error: {zero}: empty database, no runs recorded yet "
-                                                     "(run `hil run` first)")
+        assert code == 3 and one_error_line(err) == (
+            f"hil: error: {zero}: empty database, no runs recorded yet (run `hil run` first)"
+        )
     assert zero.stat().st_size == 0
     empty = tmp_path / "empty.sqlite"
     ResultStore(empty).close()
@@ -175,8 +184,16 @@ def test_schema_2_without_the_marker_is_migrated_and_marked(tmp_path):
 
 
 def rec(run_id: str, key: str, status: str) -> ResultRecord:
-    return ResultRecord(run_id=run_id, job_key=key, model="m", model_sha256="0" * 64, variant="fp32",
-                        device_id="d", profile="localhost", status=status)
+    return ResultRecord(
+        run_id=run_id,
+        job_key=key,
+        model="m",
+        model_sha256="0" * 64,
+        variant="fp32",
+        device_id="d",
+        profile="localhost",
+        status=status,
+    )
 
 
 def test_a_job_is_claimed_by_one_session_until_its_result_is_recorded(tmp_path):
@@ -207,9 +224,11 @@ def test_the_claim_of_a_session_that_died_is_taken_over(tmp_path):
     db = tmp_path / "r.sqlite"
     store = ResultStore(db)
     run = store.start_run(["j1"], "h", [], "0", "host", None)
-    code = ("import sys; from harness.store.results import ClaimOwner, ResultStore; "
-            f"s = ResultStore({str(db)!r}); assert s.claim_job({run!r}, 'j1', ClaimOwner.this_process()) is None; "
-            "print('claimed', flush=True); sys.stdin.read()")
+    code = (
+        "import sys; from harness.store.results import ClaimOwner, ResultStore; "
+        f"s = ResultStore({str(db)!r}); assert s.claim_job({run!r}, 'j1', ClaimOwner.this_process()) is None; "
+        "print('claimed', flush=True); sys.stdin.read()"
+    )
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "claimed"

@@ -18,23 +18,28 @@ from harness.compress.pareto import Point, choose, front
 from harness.lab.config import Budgets
 
 RECIPES = "ptq-int8,ptq-fp16,aeq-weight-only-int8"
-USER_RECIPE = ("name: prune-half\ntrain: {epochs: 1}\nsteps:\n  - prune: {sparsity: 0.5}\n"
-               "  - quantize: {variant: int8}\n")
+USER_RECIPE = (
+    "name: prune-half\ntrain: {epochs: 1}\nsteps:\n  - prune: {sparsity: 0.5}\n  - quantize: {variant: int8}\n"
+)
 
 
 def test_front_and_choice_follow_the_rules_on_hand_made_points():
-    pts = [Point("a", {"accuracy": 0.99, "latency_p50_us": 900.0, "model_size_bytes": 4000.0}),
-           Point("b", {"accuracy": 0.97, "latency_p50_us": 300.0, "model_size_bytes": 1000.0}),
-           Point("c", {"accuracy": 0.97, "latency_p50_us": 300.0, "model_size_bytes": 1200.0}),  # b beats it
-           Point("d", {"accuracy": 0.90, "latency_p50_us": 100.0, "model_size_bytes": 1000.0}),
-           Point("e", {"accuracy": 0.90, "latency_p50_us": 150.0, "model_size_bytes": 2000.0})]  # d beats it
+    pts = [
+        Point("a", {"accuracy": 0.99, "latency_p50_us": 900.0, "model_size_bytes": 4000.0}),
+        Point("b", {"accuracy": 0.97, "latency_p50_us": 300.0, "model_size_bytes": 1000.0}),
+        Point("c", {"accuracy": 0.97, "latency_p50_us": 300.0, "model_size_bytes": 1200.0}),  # b beats it
+        Point("d", {"accuracy": 0.90, "latency_p50_us": 100.0, "model_size_bytes": 1000.0}),
+        Point("e", {"accuracy": 0.90, "latency_p50_us": 150.0, "model_size_bytes": 2000.0}),
+    ]  # d beats it
     objectives = ["accuracy", "latency", "size"]
     assert front(pts, objectives) == ["a", "b", "d"]
     ch = choose("dev", "prof", pts, Budgets(max_latency_p50_us=500), {}, "accuracy")
     assert ch.objectives == objectives and ch.front == ["a", "b", "d"] and ch.choice == "b"
     assert ch.verdicts["a"].ruled_out_by == ["latency_p50_us 900 exceeds budget max_latency_p50_us (<= 500)"]
-    assert choose("dev", "prof", pts, None, {"min_accuracy_top1": 0.95, "max_model_size_bytes": 1100},
-                  "latency").choice == "b"
+    assert (
+        choose("dev", "prof", pts, None, {"min_accuracy_top1": 0.95, "max_model_size_bytes": 1100}, "latency").choice
+        == "b"
+    )
     assert choose("dev", "prof", pts, None, {}, "latency").choice == "d"
     none = choose("dev", "prof", pts, Budgets(max_arena_bytes=1000), {}, "accuracy")
     assert none.choice is None
@@ -56,8 +61,22 @@ def lab(tmp_path, tiny_model):
 
 
 def sweep(lab, *extra: str):
-    return hil("sweep", str(lab["model"]), "--recipes", f"{RECIPES},prune-half.yaml", *FAST, "--repeats", "1",
-               "--json", "choice.json", "--html", "fronts.html", *extra, cwd=lab["dir"], env=lab["env"])
+    return hil(
+        "sweep",
+        str(lab["model"]),
+        "--recipes",
+        f"{RECIPES},prune-half.yaml",
+        *FAST,
+        "--repeats",
+        "1",
+        "--json",
+        "choice.json",
+        "--html",
+        "fronts.html",
+        *extra,
+        cwd=lab["dir"],
+        env=lab["env"],
+    )
 
 
 def test_sweep_picks_what_a_hand_computation_picks_and_a_second_sweep_rebuilds_nothing(lab):
@@ -68,8 +87,13 @@ def test_sweep_picks_what_a_hand_computation_picks_and_a_second_sweep_rebuilds_n
     cands = {c["name"]: c for c in built["candidates"]}
     assert set(cands) == {"tiny", "tiny+ptq-int8", "tiny+ptq-fp16", "tiny+aeq-weight-only-int8", "tiny+prune-half"}
     # latencies the device will report, per artifact (the fixed clock), chosen by hand
-    latency = {"tiny": 500.0, "tiny+ptq-fp16": 400.0, "tiny+aeq-weight-only-int8": 300.0, "tiny+ptq-int8": 120.0,
-               "tiny+prune-half": 100.0}
+    latency = {
+        "tiny": 500.0,
+        "tiny+ptq-fp16": 400.0,
+        "tiny+aeq-weight-only-int8": 300.0,
+        "tiny+ptq-int8": 120.0,
+        "tiny+prune-half": 100.0,
+    }
     write_latency(lab["script"], {cands[n]["artifact_sha256"][:16]: v for n, v in latency.items()})
     size = {n: (lab["dir"] / c["artifact"]).stat().st_size for n, c in cands.items()}
     for n, c in cands.items():
@@ -85,9 +109,11 @@ def test_sweep_picks_what_a_hand_computation_picks_and_a_second_sweep_rebuilds_n
     dev = out["devices"]["dut"]
     # by hand: the front over (accuracy up, latency down, size down) ...
     names = sorted(latency)
+
     def beats(a, b):
         no_worse = acc[a] >= acc[b] and latency[a] <= latency[b] and size[a] <= size[b]
         return no_worse and (acc[a], latency[a], size[a]) != (acc[b], latency[b], size[b])
+
     hand_front = {b for b in names if not any(beats(a, b) for a in names if a != b)}
     # ... and the most accurate candidate within both budgets (ties: faster, then smaller)
     feasible = [n for n in names if latency[n] <= 350 and size[n] <= size_budget]
@@ -108,8 +134,13 @@ def test_sweep_picks_what_a_hand_computation_picks_and_a_second_sweep_rebuilds_n
     # every candidate was measured through the run path: one run, rows named after the candidates
     db = sqlite3.connect(lab["db"])
     got = set(db.execute("SELECT model, variant FROM results WHERE run_id=? AND status='ok'", (out["run_id"],)))
-    assert got == {("tiny", "fp32"), ("tiny+ptq-int8", "int8"), ("tiny+ptq-fp16", "fp16"),
-                   ("tiny+aeq-weight-only-int8", "asis"), ("tiny+prune-half", "int8")}
+    assert got == {
+        ("tiny", "fp32"),
+        ("tiny+ptq-int8", "int8"),
+        ("tiny+ptq-fp16", "fp16"),
+        ("tiny+aeq-weight-only-int8", "asis"),
+        ("tiny+prune-half", "int8"),
+    }
 
     tree = hil("lineage", str(lab["model"]), "--json", cwd=lab["dir"], env=lab["env"])
     assert tree.returncode == 0, tree.stderr
@@ -124,8 +155,9 @@ def test_sweep_picks_what_a_hand_computation_picks_and_a_second_sweep_rebuilds_n
     assert leaf["results"]["dut int8"]["latency_p50_us"] == pytest.approx(100.0, rel=0.01)
     text = hil("lineage", str(lab["model"]), cwd=lab["dir"], env=lab["env"]).stdout
     assert "└── quantize" in text and "prune-half" in text and "p50 100." in text
-    back = hil("lineage", str(lab["model"]), "--export", prune["node_id"][:10], "rolled.keras", cwd=lab["dir"],
-               env=lab["env"])
+    back = hil(
+        "lineage", str(lab["model"]), "--export", prune["node_id"][:10], "rolled.keras", cwd=lab["dir"], env=lab["env"]
+    )
     assert back.returncode == 0, back.stderr
     assert hashlib.sha256((lab["dir"] / "rolled.keras").read_bytes()).hexdigest() == prune["sha256"]
 
@@ -140,7 +172,8 @@ def test_float_candidates_are_not_sent_to_mcu_boards(tmp_path):
     lab = make_lab(tmp_path)
     (lab["dir"] / "inventory.yaml").write_text(
         "devices:\n  - {id: host, profile: localhost, transport: {type: local}}\n"
-        "  - {id: board, profile: stm32h7, transport: {type: serial, port: /dev/null}}\n")
+        "  - {id: board, profile: stm32h7, transport: {type: serial, port: /dev/null}}\n"
+    )
     inv = load_inventory(lab["dir"] / "inventory.yaml")
     model = tflite_model()
     cand = Candidate("sine", "", None, [], model, "asis", model, "0" * 64)

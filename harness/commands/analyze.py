@@ -14,9 +14,12 @@ MEASURED = ("latency_p50_us", "arena_bytes", "flash_bytes", "ram_bytes", "peak_r
 
 
 def register(sub) -> None:
-    p = sub.add_parser("analyze", help="show operators, tensors, quantisation and MACs of a .tflite",
-                       description="Static analysis of a .tflite; with a results database (--db) that holds "
-                                   "results of this exact file, also its measured cost per device.")
+    p = sub.add_parser(
+        "analyze",
+        help="show operators, tensors, quantisation and MACs of a .tflite",
+        description="Static analysis of a .tflite; with a results database (--db) that holds "
+        "results of this exact file, also its measured cost per device.",
+    )
     p.add_argument("model", help=".tflite file (a .keras model: `hil convert` it first)")
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
     p.set_defaults(func=cmd_analyze)
@@ -48,12 +51,25 @@ def measured(db: Path, sha256: str) -> list[dict]:
 def format_measured(rows: list[dict]) -> str:
     from harness.report.run_markdown import fmt_num, fmt_us, markdown_table
 
-    headers = ["device", "profile", "p50", "inf/s", "arena (KiB)", "flash (KiB)", "RAM (KiB)", "peak RSS (MB)",
-               "energy/inf (uJ)", "run"]
+    headers = [
+        "device",
+        "profile",
+        "p50",
+        "inf/s",
+        "arena (KiB)",
+        "flash (KiB)",
+        "RAM (KiB)",
+        "peak RSS (MB)",
+        "energy/inf (uJ)",
+        "run",
+    ]
     kib = [("arena_bytes", 1024), ("flash_bytes", 1024), ("ram_bytes", 1024), ("peak_rss_kb", 1024)]
-    body = [[r["device"], r["profile"], fmt_us(r["latency_p50_us"]), fmt_num(r["inferences_per_second"], ".1f")]
-            + [fmt_num(r[key], ".1f", scale) for key, scale in kib]
-            + [fmt_num(r["energy_per_inference_uj"], ".3f"), r["run_id"]] for r in rows]
+    body = [
+        [r["device"], r["profile"], fmt_us(r["latency_p50_us"]), fmt_num(r["inferences_per_second"], ".1f")]
+        + [fmt_num(r[key], ".1f", scale) for key, scale in kib]
+        + [fmt_num(r["energy_per_inference_uj"], ".3f"), r["run_id"]]
+        for r in rows
+    ]
     return "Measured (newest result of this file per device):\n" + markdown_table(headers, body)
 
 

@@ -12,8 +12,12 @@ def register(sub) -> None:
     bsub = p.add_subparsers(dest="baseline_command", metavar="ACTION", required=True)
     s = bsub.add_parser("set", help="pin the successful results of RUN as baselines")
     s.add_argument("run", help="run id ('latest' for the newest run)")
-    s.add_argument("--scope", choices=["device", "profile"], default="device",
-                   help="pin per device (default) or per device profile (serves every board of that type)")
+    s.add_argument(
+        "--scope",
+        choices=["device", "profile"],
+        default="device",
+        help="pin per device (default) or per device profile (serves every board of that type)",
+    )
     _filters(s)
     s.set_defaults(func=cmd_set)
     a = bsub.add_parser("accept", help="make RUN's improved (or failed) results the new reference of last-pass")
@@ -61,8 +65,10 @@ def cmd_show(args) -> int:
     if pins.empty:
         print("none\n")
     else:
-        rows = [[r.model, r.variant, r.scope, r.run_id, str(r.result_id), r.pinned_at.strftime("%Y-%m-%d %H:%M")]
-                for r in pins.itertuples()]
+        rows = [
+            [r.model, r.variant, r.scope, r.run_id, str(r.result_id), r.pinned_at.strftime("%Y-%m-%d %H:%M")]
+            for r in pins.itertuples()
+        ]
         print(markdown_table(["model", "variant", "scope", "run", "result", "pinned"], rows) + "\n")
     last = baselines.last_passing(store)
     print("## Last passing run (the default `last-pass` baseline)\n")
@@ -78,4 +84,3 @@ def cmd_clear(args) -> int:
     n = baselines.clear(common.store(args, create=False), args.model, args.variant, args.device, args.profile)
     print(f"cleared {n} pinned baseline(s)")
     return 0
-

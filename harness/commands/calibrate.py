@@ -45,13 +45,26 @@ def cmd_calibrate(args) -> int:
         jobs = orch.plan(specs, common.split_csv(args.variants), [device], common.options_from(args))
         summary = orch.run(jobs, sys.argv[1:], label="calibration", wait=args.wait)
         if summary.infra_errors or summary.errors:
-            raise ConfigError(f"calibration run {summary.run_id} on '{device.id}' had failures: "
-                              + "; ".join(summary.failures[:3]))
+            raise ConfigError(
+                f"calibration run {summary.run_id} on '{device.id}' had failures: " + "; ".join(summary.failures[:3])
+            )
         keys = sorted({(j.variant.model_name, j.variant.variant) for j in jobs})
-        db.replace_verdicts(store, summary.run_id, [
-            {"key": bl.key_of(m, v, device.id), "verdict": "pass", "model": m, "variant": v,
-             "device_id": device.id, "profile": inv.profile_of(device).name, "baseline": "calibration"}
-            for m, v in keys])
+        db.replace_verdicts(
+            store,
+            summary.run_id,
+            [
+                {
+                    "key": bl.key_of(m, v, device.id),
+                    "verdict": "pass",
+                    "model": m,
+                    "variant": v,
+                    "device_id": device.id,
+                    "profile": inv.profile_of(device).name,
+                    "baseline": "calibration",
+                }
+                for m, v in keys
+            ],
+        )
         common.log(f"calibration run {i + 1}/{args.runs}: {summary.run_id}")
     rows = []
     before = float("inf")
@@ -59,9 +72,22 @@ def cmd_calibrate(args) -> int:
         for metric in METRICS:
             hist = db.series_values(store, m, v, device.id, metric, before, 10 * args.runs)
             est = noise_sigma([lv for _, lv, _ in hist])
-            rows.append([m, v, device.id, metric, str(est.n_runs), str(est.n_levels),
-                         f"{est.sigma_within * 100:.2f} %", f"{est.sigma_between * 100:.2f} %",
-                         f"{est.sigma * 100:.2f} %"])
-    print(markdown_table(["model", "variant", "device", "metric", "runs", "levels", "within run",
-                          "between runs", "sigma_run"], rows))
+            rows.append(
+                [
+                    m,
+                    v,
+                    device.id,
+                    metric,
+                    str(est.n_runs),
+                    str(est.n_levels),
+                    f"{est.sigma_within * 100:.2f} %",
+                    f"{est.sigma_between * 100:.2f} %",
+                    f"{est.sigma * 100:.2f} %",
+                ]
+            )
+    print(
+        markdown_table(
+            ["model", "variant", "device", "metric", "runs", "levels", "within run", "between runs", "sigma_run"], rows
+        )
+    )
     return 0

@@ -50,6 +50,7 @@ def split_csv(value: str | None) -> list[str] | None:
 
 def at_least(cast, minimum, noun: str):
     """argparse type: a `cast` number >= minimum (nonsense never reaches the device runner)."""
+
     def parse(text: str):
         try:
             value = cast(text)
@@ -58,6 +59,7 @@ def at_least(cast, minimum, noun: str):
         if not value >= minimum:
             raise argparse.ArgumentTypeError(f"{value:g} must be at least {minimum:g}")
         return value
+
     return parse
 
 
@@ -68,32 +70,67 @@ def count(minimum: int):
 def seconds(minimum: float):
     return at_least(float, minimum, "a number of seconds")
 
+
 def add_measurement_options(p) -> None:
     """Flags that override a profile's `benchmark:` settings (run, demo)."""
-    p.add_argument("--min-runs", type=count(1), metavar="N",
-                   help="minimum timed inferences per runner process (default: the profile's benchmark.min_runs)")
-    p.add_argument("--min-seconds", type=seconds(0.0), metavar="S",
-                   help="minimum length of each process's timed window (MCU: the total over its windows)")
-    p.add_argument("--max-seconds", type=seconds(0.001), metavar="S",
-                   help="stop a process's timed window after S seconds even below --min-runs")
+    p.add_argument(
+        "--min-runs",
+        type=count(1),
+        metavar="N",
+        help="minimum timed inferences per runner process (default: the profile's benchmark.min_runs)",
+    )
+    p.add_argument(
+        "--min-seconds",
+        type=seconds(0.0),
+        metavar="S",
+        help="minimum length of each process's timed window (MCU: the total over its windows)",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=seconds(0.001),
+        metavar="S",
+        help="stop a process's timed window after S seconds even below --min-runs",
+    )
     p.add_argument("--warmup-runs", type=count(0), metavar="N", help="untimed inferences before timing")
     p.add_argument("--warmup-seconds", type=seconds(0.0), metavar="S", help="untimed warmup of at least S seconds")
-    p.add_argument("--num-threads", type=count(1), metavar="N",
-                   help="interpreter threads (default: the profile's num_threads, usually 1)")
-    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", default=None,
-                   help="run without the XNNPACK delegate (the built-in CPU kernels)")
-    p.add_argument("--repeats", type=count(1),
-                   help="fresh runner processes per job, round-robin across jobs (default: the profile's)")
+    p.add_argument(
+        "--num-threads",
+        type=count(1),
+        metavar="N",
+        help="interpreter threads (default: the profile's num_threads, usually 1)",
+    )
+    p.add_argument(
+        "--no-xnnpack",
+        dest="xnnpack",
+        action="store_false",
+        default=None,
+        help="run without the XNNPACK delegate (the built-in CPU kernels)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=count(1),
+        help="fresh runner processes per job, round-robin across jobs (default: the profile's)",
+    )
 
 
 def add_lock_options(p) -> None:
     """Commands that measure hold each device's lock (harness/run/device_lock.py) while they use it."""
-    p.add_argument("--no-wait", dest="wait", action="store_false",
-                   help="when a device is in use by another hilbench process, fail at once (exit 2) "
-                        "instead of waiting for it")
+    p.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="when a device is in use by another hilbench process, fail at once (exit 2) instead of waiting for it",
+    )
 
 
 def options_from(args) -> RunOptions:
-    return RunOptions(min_runs=args.min_runs, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                      warmup_runs=args.warmup_runs, warmup_seconds=args.warmup_seconds,
-                      num_threads=args.num_threads, xnnpack=args.xnnpack, repeats=args.repeats)
+    return RunOptions(
+        min_runs=args.min_runs,
+        min_seconds=args.min_seconds,
+        max_seconds=args.max_seconds,
+        warmup_runs=args.warmup_runs,
+        warmup_seconds=args.warmup_seconds,
+        num_threads=args.num_threads,
+        xnnpack=args.xnnpack,
+        repeats=args.repeats,
+    )

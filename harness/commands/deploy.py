@@ -8,10 +8,13 @@ from harness.commands import common
 
 
 def register(sub) -> None:
-    p = sub.add_parser("deploy", help="build and flash an MCU bundle (profile mcu.build_cmd/flash_cmd)",
-                       description="Run the device profile's mcu.build_cmd and mcu.flash_cmd in the "
-                       "bundle directory ({bundle} {port} {baudrate} {device} {profile} {model_id} "
-                       "are filled in); output goes to BUNDLE/logs/build.log and flash.log.")
+    p = sub.add_parser(
+        "deploy",
+        help="build and flash an MCU bundle (profile mcu.build_cmd/flash_cmd)",
+        description="Run the device profile's mcu.build_cmd and mcu.flash_cmd in the "
+        "bundle directory ({bundle} {port} {baudrate} {device} {profile} {model_id} "
+        "are filled in); output goes to BUNDLE/logs/build.log and flash.log.",
+    )
     p.add_argument("bundle", help="directory written by `hil build`")
     p.add_argument("--device", required=True, help="device id from the inventory")
     p.add_argument("--no-build", dest="build", action="store_false", help="only run flash_cmd")
@@ -35,8 +38,9 @@ def cmd_deploy(args) -> int:
     lock = DeviceLock(device, command="hil deploy")  # never flash a board in the middle of a measurement
     lock.acquire(wait=args.wait, log=common.log)
     try:
-        steps = deploy_bundle(device, profile, bundle, manifest, build=args.build, flash=args.flash,
-                              timeout=args.timeout, log=common.log)
+        steps = deploy_bundle(
+            device, profile, bundle, manifest, build=args.build, flash=args.flash, timeout=args.timeout, log=common.log
+        )
     finally:
         lock.release()
     for s in steps:

@@ -15,15 +15,24 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="devices_command", metavar="ACTION")
     lp = dsub.add_parser("list", help="list devices and their profiles")
     lp.set_defaults(func=cmd_list)
-    cp = dsub.add_parser("check", help="probe devices: reachability, host key, python, TFLite runtime, "
-                                       "numpy, disk, RAM, governor, temperature, throttling")
+    cp = dsub.add_parser(
+        "check",
+        help="probe devices: reachability, host key, python, TFLite runtime, "
+        "numpy, disk, RAM, governor, temperature, throttling",
+    )
     cp.add_argument("devices", nargs="*", metavar="DEVICE", help="device ids (default: all enabled devices)")
     cp.set_defaults(func=cmd_check)
-    tp = dsub.add_parser("trust", help="fetch an SSH device's host key, show its fingerprint and add it to "
-                                       "known_hosts (the inventory's known_hosts file, else ~/.ssh/known_hosts)")
+    tp = dsub.add_parser(
+        "trust",
+        help="fetch an SSH device's host key, show its fingerprint and add it to "
+        "known_hosts (the inventory's known_hosts file, else ~/.ssh/known_hosts)",
+    )
     tp.add_argument("device", metavar="DEVICE", help="id of an ssh device in the inventory")
-    tp.add_argument("--expect", metavar="SHA256:...",
-                    help="only trust the key if it has this fingerprint (from `ssh-keygen -lf` on the device)")
+    tp.add_argument(
+        "--expect",
+        metavar="SHA256:...",
+        help="only trust the key if it has this fingerprint (from `ssh-keygen -lf` on the device)",
+    )
     tp.set_defaults(func=cmd_trust)
     p.set_defaults(func=cmd_list)
 
@@ -35,8 +44,7 @@ def cmd_list(args) -> int:
         prof = inv.profile_of(d)
         t = d.transport
         ssh_where = f"{getattr(t, 'user', None) or ''}@{getattr(t, 'host', '')}:{getattr(t, 'port', '')}"
-        where = {"local": "this host", "ssh": ssh_where,
-                 "serial": getattr(t, "port", "")}.get(t.type, "")
+        where = {"local": "this host", "ssh": ssh_where, "serial": getattr(t, "port", "")}.get(t.type, "")
         rows.append([d.id, d.profile, prof.runtime, t.type, where, ",".join(d.tags), "yes" if d.enabled else "no"])
     print(markdown_table(["device", "profile", "runtime", "transport", "address", "tags", "enabled"], rows))
     return 0
@@ -99,8 +107,9 @@ def cmd_trust(args) -> int:
     dev = inv.device(args.device)
     t = dev.transport
     if t.type != "ssh":
-        raise ConfigError(f"{inv.path}: device '{dev.id}' uses the {t.type} transport; only ssh devices have "
-                          "host keys to trust")
+        raise ConfigError(
+            f"{inv.path}: device '{dev.id}' uses the {t.type} transport; only ssh devices have host keys to trust"
+        )
     expect = args.expect
     if expect and not expect.startswith("SHA256:"):
         expect = "SHA256:" + expect
@@ -114,8 +123,9 @@ def cmd_trust(args) -> int:
         key = conn.server_key()
         fp = hostkeys.fingerprint(key)
         if expect and fp != expect:  # already known, but not the key the user expected
-            raise InfraError(f"device '{dev.id}': {t.host}:{t.port} presented {key.get_name()} {fp}, not the "
-                             f"expected {expect}")
+            raise InfraError(
+                f"device '{dev.id}': {t.host}:{t.port} presented {key.get_name()} {fp}, not the expected {expect}"
+            )
         if conn.trusted_now:
             print(f"{dev.id}: trusted {hostkeys.entry_name(t.host, t.port)} {key.get_name()} {fp} (added to {path})")
         else:

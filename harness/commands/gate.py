@@ -16,26 +16,46 @@ from harness.gate.thresholds import load_threshold_file
 def register(sub) -> None:
     p = sub.add_parser("gate", help="regression gate: compare a run with its baseline and budgets")
     p.add_argument("--run", help="run id (default: latest)")
-    p.add_argument("--baseline", default="last-pass",
-                   help="last-pass[:K] (default: the last 5 accepted runs), pinned, or rolling:K")
+    p.add_argument(
+        "--baseline",
+        default="last-pass",
+        help="last-pass[:K] (default: the last 5 accepted runs), pinned, or rolling:K",
+    )
     p.add_argument("--thresholds", help="YAML: model (or '*') -> metric -> threshold; overrides the profile")
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                   help="family-wise false-alarm budget of the whole gate (default: %(default)s)")
-    p.add_argument("--no-confirm", dest="confirm", action="store_false",
-                   help="do not re-measure tripped or screened comparisons (reference and candidate "
-                        "interleaved); the nightly Holm verdict is final")
-    p.add_argument("--confirm-pairs", type=common.count(2), default=None,
-                   help="pairs of levels in a confirmation (default: 8 runner processes that each time both "
-                        "artifacts on a Linux device, 5 + 5 alternating flashed processes on an MCU board)")
-    p.add_argument("--min-samples", type=int, default=MIN_SAMPLES,
-                   help="latency samples a runner process needs for its level to count (default: %(default)s)")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help="family-wise false-alarm budget of the whole gate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-confirm",
+        dest="confirm",
+        action="store_false",
+        help="do not re-measure tripped or screened comparisons (reference and candidate "
+        "interleaved); the nightly Holm verdict is final",
+    )
+    p.add_argument(
+        "--confirm-pairs",
+        type=common.count(2),
+        default=None,
+        help="pairs of levels in a confirmation (default: 8 runner processes that each time both "
+        "artifacts on a Linux device, 5 + 5 alternating flashed processes on an MCU board)",
+    )
+    p.add_argument(
+        "--min-samples",
+        type=int,
+        default=MIN_SAMPLES,
+        help="latency samples a runner process needs for its level to count (default: %(default)s)",
+    )
     p.add_argument("--junit", help="write JUnit XML here")
     p.add_argument("--html", help="write a single-file HTML report with plots here")
     p.add_argument("--markdown", help="write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     p.add_argument("--csv", help="write the verdict table here")
     p.add_argument("--trend-runs", type=int, default=20, help="runs shown in the HTML trend (default: %(default)s)")
-    p.add_argument("--no-record", action="store_true",
-                   help="do not store the verdicts (they decide the next `last-pass` baseline)")
+    p.add_argument(
+        "--no-record", action="store_true", help="do not store the verdicts (they decide the next `last-pass` baseline)"
+    )
     p.add_argument("--quiet", action="store_true", help="do not print the Markdown summary")
     common.add_lock_options(p)  # confirmation re-measures on the device
     p.set_defaults(func=cmd_gate)
@@ -58,8 +78,9 @@ def cmd_gate(args) -> int:
     warnings: list[str] = []
     profiles = gate.load_gate_profiles(profiles_dir(args), warnings)
     store = common.store(args, create=False, read_only=args.no_record)  # --no-record never writes
-    res = gate.evaluate(store, args.run, spec, profiles, overrides, alpha=args.alpha,
-                        min_samples=args.min_samples, warnings=warnings)
+    res = gate.evaluate(
+        store, args.run, spec, profiles, overrides, alpha=args.alpha, min_samples=args.min_samples, warnings=warnings
+    )
     if args.confirm and (res.failed_checks or res.screened_checks):
         from harness.errors import HilError
         from harness.gate.remeasure import confirm_regressions
@@ -69,8 +90,9 @@ def cmd_gate(args) -> int:
         except HilError as exc:
             common.log(f"confirmation not possible: {exc}")
             inventory = None
-        confirm_regressions(store, res, inventory, common.converter(args), pairs=args.confirm_pairs,
-                            log=common.log, wait=args.wait)
+        confirm_regressions(
+            store, res, inventory, common.converter(args), pairs=args.confirm_pairs, log=common.log, wait=args.wait
+        )
     if not args.no_record:
         gate.record(store, res)
     from harness.report.gate_markdown import render_gate_markdown
@@ -94,6 +116,8 @@ def cmd_gate(args) -> int:
     if not args.quiet:
         print(md)
     n = res.counts()
-    common.log(f"gate {res.verdict}: {n['regressions']} regression(s), {n['over_budget']} over budget, "
-               f"{n['infra']} infrastructure failure(s) -> exit {res.exit_code}")
+    common.log(
+        f"gate {res.verdict}: {n['regressions']} regression(s), {n['over_budget']} over budget, "
+        f"{n['infra']} infrastructure failure(s) -> exit {res.exit_code}"
+    )
     return res.exit_code

@@ -12,21 +12,30 @@ from harness.commands import common
 from harness.errors import ConfigError
 
 SHOWN_PARAMS = {  # per step: the parameters worth a glance in the tree (all of them are in --json)
-    "quantize": ("variant", "aeq", "granularity"), "qat": ("epochs", "learning_rate"),
-    "prune": ("sparsity", "schedule", "epochs"), "structured_prune": ("reduction", "target", "epochs"),
+    "quantize": ("variant", "aeq", "granularity"),
+    "qat": ("epochs", "learning_rate"),
+    "prune": ("sparsity", "schedule", "epochs"),
+    "structured_prune": ("reduction", "target", "epochs"),
     "distill": ("width", "student", "temperature", "alpha", "epochs"),
 }
 
 
 def register(sub) -> None:
-    p = sub.add_parser("lineage", help="show the tree of compressed models derived from a model",
-                       description="Every model `hil sweep` produced from MODEL, as a tree of lineage nodes (step, "
-                                   "parameters, ID), with host accuracy and the newest results per device. "
-                                   "--export rolls back to any node: it copies that node's model file out.")
+    p = sub.add_parser(
+        "lineage",
+        help="show the tree of compressed models derived from a model",
+        description="Every model `hil sweep` produced from MODEL, as a tree of lineage nodes (step, "
+        "parameters, ID), with host accuracy and the newest results per device. "
+        "--export rolls back to any node: it copies that node's model file out.",
+    )
     p.add_argument("model", help="the original model file (.keras or .tflite)")
     p.add_argument("--json", action="store_true", help="print the tree as JSON")
-    p.add_argument("--export", nargs=2, metavar=("NODE", "OUT"),
-                   help="copy the model file of lineage node NODE (an ID or its unique prefix) to OUT")
+    p.add_argument(
+        "--export",
+        nargs=2,
+        metavar=("NODE", "OUT"),
+        help="copy the model file of lineage node NODE (an ID or its unique prefix) to OUT",
+    )
     p.set_defaults(func=cmd_lineage)
 
 
@@ -42,13 +51,17 @@ def cmd_lineage(args) -> int:
         prefix, out = args.export
         match = [n for n in nodes if n["node_id"].startswith(prefix)]
         if len(match) != 1:
-            raise ConfigError(f"lineage node '{prefix}': {'no' if not match else 'more than one'} node of "
-                              f"{src.path} has this ID prefix")
+            raise ConfigError(
+                f"lineage node '{prefix}': {'no' if not match else 'more than one'} node of "
+                f"{src.path} has this ID prefix"
+            )
         cache = NodeCache(common.converter(args).cache_dir.parent)
         node = cache.get(match[0]["node_id"])
         if node is None or node.path is None:
-            raise ConfigError(f"lineage node {match[0]['node_id'][:12]}: not in the cache at {cache.dir}; run its "
-                              f"recipe again with hil sweep (an unchanged recipe rebuilds the same ID)")
+            raise ConfigError(
+                f"lineage node {match[0]['node_id'][:12]}: not in the cache at {cache.dir}; run its "
+                f"recipe again with hil sweep (an unchanged recipe rebuilds the same ID)"
+            )
         dest = Path(out)
         if dest.is_dir():
             dest = dest / f"{match[0].get('model_name') or node.id[:12]}{Path(node.file).suffix}"
@@ -80,8 +93,16 @@ def _results(store, root_sha: str, nodes: list[dict]) -> dict[str, dict[str, dic
             keys[n["node_id"]] = ok[ok["artifact_sha256"] == n["sha256"]]
     for key, rows in keys.items():
         for _, r in rows.iterrows():
-            vals = {m: _num(r.get(m)) for m in ("latency_p50_us", "model_size_bytes", "energy_per_inference_uj",
-                                                 "arena_bytes", "accuracy_top1")}
+            vals = {
+                m: _num(r.get(m))
+                for m in (
+                    "latency_p50_us",
+                    "model_size_bytes",
+                    "energy_per_inference_uj",
+                    "arena_bytes",
+                    "accuracy_top1",
+                )
+            }
             label = r["device_id"] + (f" {r['variant']}" if key == "root" or r["variant"] != "asis" else "")
             out.setdefault(key, {})[label] = {**vals, "run_id": r["run_id"], "model": r["model"]}
     return out
@@ -105,14 +126,21 @@ def _tree(root: str, src, nodes: list[dict], results: dict) -> dict[str, Any]:
         return {**n, "results": results.get(n["node_id"], {}), "children": [build(k) for k in kids]}
 
     top = sorted(children.get(root, []), key=lambda c: (c["step"], c["recipe"] or "", c["node_id"]))
-    return {"node_id": root, "model": str(src.path), "results": results.get("root", {}),
-            "children": [build(k) for k in top]}
+    return {
+        "node_id": root,
+        "model": str(src.path),
+        "results": results.get("root", {}),
+        "children": [build(k) for k in top],
+    }
 
 
 def _describe(n: dict) -> str:
     params = n.get("params") or {}
-    shown = [f"{k}={params[k]}" for k in SHOWN_PARAMS.get(n["step"], ()) if params.get(k) is not None
-             and not (k == "granularity" and params.get("variant"))]
+    shown = [
+        f"{k}={params[k]}"
+        for k in SHOWN_PARAMS.get(n["step"], ())
+        if params.get(k) is not None and not (k == "granularity" and params.get("variant"))
+    ]
     metrics = n.get("metrics") or {}
     bits = [f"{n['step']} {n['node_id'][:12]}", f"[{n['recipe']}]" if n.get("recipe") else "", " ".join(shown)]
     host = (metrics.get("host_accuracy") or {}).get("top1")

@@ -7,8 +7,7 @@ import pandas as pd
 from harness.commands import common
 from harness.errors import ConfigError
 
-DEFAULT_METRICS = ["latency_p50_us", "latency_p90_us", "peak_rss_kb", "model_size_bytes", "accuracy_top1",
-                   "agreement"]
+DEFAULT_METRICS = ["latency_p50_us", "latency_p90_us", "peak_rss_kb", "model_size_bytes", "accuracy_top1", "agreement"]
 
 
 def register(sub) -> None:

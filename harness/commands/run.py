@@ -21,14 +21,21 @@ def register(sub) -> None:
     p.add_argument("--devices", help="comma list of device ids (default: all enabled devices)")
     p.add_argument("--tags", help="comma list: devices having any of these tags")
     p.add_argument("--calibration", help="representative data .npy/.npz for int8/int16x8, or 'random'")
-    p.add_argument("--eval", dest="eval_file",
-                   help="accuracy data: an .npz with x (inputs), y (labels) and optionally ref (the float model's "
-                        "classes), or an MLPerf Tiny dataset directory (y_labels.csv + .bin files)")
+    p.add_argument(
+        "--eval",
+        dest="eval_file",
+        help="accuracy data: an .npz with x (inputs), y (labels) and optionally ref (the float model's "
+        "classes), or an MLPerf Tiny dataset directory (y_labels.csv + .bin files)",
+    )
     common.add_measurement_options(p)
-    p.add_argument("--input-shape", action="append", metavar="NAME:D1,D2,...",
-                   help="shape to measure a dynamic input at, e.g. serving_default_x:0:1,224,224,3 (repeatable, "
-                        "or several comma-separated; the name may be left out for a single-input model). "
-                        "Needed when an input has unknown dimensions other than the batch (which is 1)")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="NAME:D1,D2,...",
+        help="shape to measure a dynamic input at, e.g. serving_default_x:0:1,224,224,3 (repeatable, "
+        "or several comma-separated; the name may be left out for a single-input model). "
+        "Needed when an input has unknown dimensions other than the batch (which is 1)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the last unfinished run of this plan")
     common.add_lock_options(p)
     p.add_argument("--label", help="free-text label stored with the run (e.g. nightly)")
@@ -39,8 +46,10 @@ def register(sub) -> None:
 def cmd_run(args) -> int:
     inv = common.inventory(args)
     if len(args.models) > 1 and (args.calibration or args.eval_file):
-        raise ConfigError("--calibration/--eval apply to one model; with several models use sidecar "
-                          "files <model>.calibration.npz and <model>.eval.npz")
+        raise ConfigError(
+            "--calibration/--eval apply to one model; with several models use sidecar "
+            "files <model>.calibration.npz and <model>.eval.npz"
+        )
     devices = inv.select(common.split_csv(args.devices), common.split_csv(args.tags))
     if not devices:
         raise ConfigError(f"{inv.path}: no enabled devices")
@@ -62,8 +71,10 @@ def cmd_run(args) -> int:
     conv_s = time.perf_counter() - t0
     common.log(f"conversion: {conv.hits} cache hit(s), {conv.misses} conversion(s), {conv_s:.2f} s")
     summary = orch.run(jobs, sys.argv[1:], resume=args.resume, label=args.label, wait=args.wait)
-    common.log(f"run {summary.run_id}: {summary.ok} ok, {summary.infra_errors} infrastructure failure(s), "
-               f"{summary.errors} error(s), {summary.skipped} already measured")
+    common.log(
+        f"run {summary.run_id}: {summary.ok} ok, {summary.infra_errors} infrastructure failure(s), "
+        f"{summary.errors} error(s), {summary.skipped} already measured"
+    )
     if args.report:
         from harness.commands.report import write_report
 

@@ -11,32 +11,57 @@ from harness.errors import ConfigError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sweep", help="compress a model with recipes, measure the candidates, choose per device",
-                       description="Runs each compression recipe (shipped name or YAML file) on MODEL, measures "
-                                   "every candidate and the uncompressed model through the run path, and picks "
-                                   "per device the best candidate within the profile's budgets (docs/COMPRESSION.md).")
+    p = sub.add_parser(
+        "sweep",
+        help="compress a model with recipes, measure the candidates, choose per device",
+        description="Runs each compression recipe (shipped name or YAML file) on MODEL, measures "
+        "every candidate and the uncompressed model through the run path, and picks "
+        "per device the best candidate within the profile's budgets (docs/COMPRESSION.md).",
+    )
     p.add_argument("model", nargs="?", help=".keras model (a .tflite accepts ai-edge-quantizer recipes only)")
     p.add_argument("--recipes", help="comma list of recipe names (shipped) or .yaml files")
     p.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
-    p.add_argument("--grid", action="append", metavar="STEP.PARAM=V1,V2",
-                   help="sweep a parameter over values, e.g. prune.sparsity=0.5,0.8 (repeatable: all combinations)")
-    p.add_argument("--data", help="training data: .npz with x, y (optional x_val, y_val) or module:function "
-                                  "(default: <model>.train.npz beside the model)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        metavar="STEP.PARAM=V1,V2",
+        help="sweep a parameter over values, e.g. prune.sparsity=0.5,0.8 (repeatable: all combinations)",
+    )
+    p.add_argument(
+        "--data",
+        help="training data: .npz with x, y (optional x_val, y_val) or module:function "
+        "(default: <model>.train.npz beside the model)",
+    )
     p.add_argument("--calibration", help="representative data .npy/.npz (default: <model>.calibration.npz)")
     p.add_argument("--eval", dest="eval_file", help="evaluation data .npz with x, y (default: <model>.eval.npz)")
     p.add_argument("--devices", help="comma list of device ids (default: all enabled devices)")
     p.add_argument("--tags", help="comma list: devices having any of these tags")
-    p.add_argument("--budget", action="append", metavar="NAME=VALUE",
-                   help="a budget for every device beside its profile's (e.g. max_latency_p50_us=500, "
-                        "min_accuracy_top1=0.95, max_model_size_bytes=65536; repeatable)")
-    p.add_argument("--prefer", default="accuracy", choices=["accuracy", "latency", "size", "energy", "arena"],
-                   help="what the choice maximises within budgets (default: %(default)s)")
-    p.add_argument("--no-baseline", dest="baseline", action="store_false",
-                   help="do not measure the uncompressed model beside the candidates")
+    p.add_argument(
+        "--budget",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a budget for every device beside its profile's (e.g. max_latency_p50_us=500, "
+        "min_accuracy_top1=0.95, max_model_size_bytes=65536; repeatable)",
+    )
+    p.add_argument(
+        "--prefer",
+        default="accuracy",
+        choices=["accuracy", "latency", "size", "energy", "arena"],
+        help="what the choice maximises within budgets (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="do not measure the uncompressed model beside the candidates",
+    )
     p.add_argument("--json", dest="json_out", help="write the choice per device as JSON to this file")
     p.add_argument("--html", dest="html_out", help="write an HTML page with the fronts per device to this file")
-    p.add_argument("--compress-only", action="store_true",
-                   help="build the candidates (training, conversion, host accuracy) without measuring on devices")
+    p.add_argument(
+        "--compress-only",
+        action="store_true",
+        help="build the candidates (training, conversion, host accuracy) without measuring on devices",
+    )
     common.add_measurement_options(p)
     p.add_argument("--resume", action="store_true", help="continue the last unfinished run of this sweep")
     common.add_lock_options(p)
@@ -66,8 +91,9 @@ def cmd_sweep(args) -> int:
     src = ModelSource.open(args.model)
     stem = src.path.parent / src.path.stem
     data_ref = args.data or (str(stem) + ".train.npz" if Path(f"{stem}.train.npz").exists() else None)
-    calib_ref = args.calibration or next((c for c in (f"{stem}.calibration.npz", f"{stem}.calibration.npy")
-                                          if Path(c).exists()), None)
+    calib_ref = args.calibration or next(
+        (c for c in (f"{stem}.calibration.npz", f"{stem}.calibration.npy") if Path(c).exists()), None
+    )
     eval_ref = args.eval_file or (f"{stem}.eval.npz" if Path(f"{stem}.eval.npz").exists() else None)
     if eval_ref is not None and not Path(eval_ref).is_file():
         raise ConfigError(f"{eval_ref}: evaluation data file not found")
@@ -82,30 +108,48 @@ def cmd_sweep(args) -> int:
     candidates = [comp.baseline()] if args.baseline else []
     for r in chosen:
         candidates.append(comp.run(r))
-    common.log(f"compression: {len(candidates)} candidate(s), {comp.cache.hits} cached step(s), "
-               f"{comp.cache.misses} computed ({comp.trained} trained), {conv.misses} conversion(s), "
-               f"{time.perf_counter() - t0:.1f} s")
+    common.log(
+        f"compression: {len(candidates)} candidate(s), {comp.cache.hits} cached step(s), "
+        f"{comp.cache.misses} computed ({comp.trained} trained), {conv.misses} conversion(s), "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     if args.compress_only:
         for c in candidates:
             m = c.metrics
             acc = f"{m['host_accuracy'] * 100:.2f} %" if m.get("host_accuracy") is not None else "-"
-            print(f"{c.name:40s} {c.variant:8s} acc {acc:>8s}  size {m['size_bytes']:>9,d} B  "
-                  f"MACs {m['macs']:>11,d}  {c.artifact}")
+            print(
+                f"{c.name:40s} {c.variant:8s} acc {acc:>8s}  size {m['size_bytes']:>9,d} B  "
+                f"MACs {m['macs']:>11,d}  {c.artifact}"
+            )
         return 0
     store = common.store(args)
     orch = Orchestrator(inv, store, conv, common.log)
-    res = run_sweep(orch, comp, candidates, devices, common.options_from(args), sys.argv[1:],
-                    Path(eval_ref) if eval_ref else None, budgets, args.prefer, resume=args.resume,
-                    label=args.label, wait=args.wait)
+    res = run_sweep(
+        orch,
+        comp,
+        candidates,
+        devices,
+        common.options_from(args),
+        sys.argv[1:],
+        Path(eval_ref) if eval_ref else None,
+        budgets,
+        args.prefer,
+        resume=args.resume,
+        label=args.label,
+        wait=args.wait,
+    )
     _record_lineage(store, candidates)
     print(format_table(res))
-    write_outputs(res, src.path, Path(args.json_out) if args.json_out else None,
-                  Path(args.html_out) if args.html_out else None)
+    write_outputs(
+        res, src.path, Path(args.json_out) if args.json_out else None, Path(args.html_out) if args.html_out else None
+    )
     for what, path in (("choice JSON", args.json_out), ("HTML page", args.html_out)):
         if path:
             common.log(f"{what} written to {path}")
-    common.log(f"sweep run {res.run.run_id}: {res.run.ok} ok, {res.run.infra_errors} infrastructure failure(s), "
-               f"{res.run.errors} error(s)")
+    common.log(
+        f"sweep run {res.run.run_id}: {res.run.ok} ok, {res.run.infra_errors} infrastructure failure(s), "
+        f"{res.run.errors} error(s)"
+    )
     return res.exit_code
 
 

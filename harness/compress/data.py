@@ -26,7 +26,7 @@ from harness.models.arrays import class_labels, input_samples, load_array, optio
 
 @dataclass
 class TrainingData:
-    source: str           # file path or module:function, for messages
+    source: str  # file path or module:function, for messages
     x: np.ndarray
     y: np.ndarray
     x_val: np.ndarray | None = None
@@ -57,14 +57,18 @@ class TrainingData:
                 continue
             if tuple(arr.shape[1:]) != want:
                 if int(np.prod(arr.shape[1:])) != int(np.prod(want)):
-                    raise ConfigError(f"{where}: training data {self.source} array '{name}' has samples of shape "
-                                      f"{tuple(arr.shape[1:])}, the model's input needs {want}")
+                    raise ConfigError(
+                        f"{where}: training data {self.source} array '{name}' has samples of shape "
+                        f"{tuple(arr.shape[1:])}, the model's input needs {want}"
+                    )
                 arr = arr.reshape((arr.shape[0], *want))
             out.append(arr)
         for name, arr in (("y", self.y), ("y_val", self.y_val)):
             if arr is not None and arr.size and (arr.min() < 0 or arr.max() >= classes):
-                raise ConfigError(f"{where}: training data {self.source} array '{name}' has labels "
-                                  f"{int(arr.min())}..{int(arr.max())}, the model has {classes} classes")
+                raise ConfigError(
+                    f"{where}: training data {self.source} array '{name}' has labels "
+                    f"{int(arr.min())}..{int(arr.max())}, the model has {classes} classes"
+                )
         assert out[0] is not None
         return TrainingData(self.source, out[0], self.y, out[1], self.y_val)
 
@@ -128,8 +132,10 @@ def _from_value(ref: str, got: Any) -> TrainingData:
     elif type(got).__module__.startswith("tensorflow") and hasattr(got, "as_numpy_iterator"):
         got = _dataset_arrays(ref, got)
     if not isinstance(got, tuple | list) or len(got) not in (2, 4):
-        raise ConfigError(f"{ref}: the training data function must return (x, y), (x, y, x_val, y_val), a dict "
-                          "of those, or a tf.data.Dataset of (x, y)")
+        raise ConfigError(
+            f"{ref}: the training data function must return (x, y), (x, y, x_val, y_val), a dict "
+            "of those, or a tf.data.Dataset of (x, y)"
+        )
     arrays = [None if a is None else np.asarray(a) for a in got]
     if arrays[0] is None or arrays[1] is None:
         raise ConfigError(f"{ref}: the training data function returned no x or no y")

@@ -43,11 +43,11 @@ def check_student(student, teacher, where: str) -> None:
     s_in, s_out = io_shapes(student)
     t_in, t_out = io_shapes(teacher)
     if s_in[1:] != t_in[1:]:
-        raise ConfigError(f"{where}: the student takes inputs of shape {list(s_in[1:])}, the teacher "
-                          f"{list(t_in[1:])}")
+        raise ConfigError(f"{where}: the student takes inputs of shape {list(s_in[1:])}, the teacher {list(t_in[1:])}")
     if s_out[1:] != t_out[1:]:
-        raise ConfigError(f"{where}: the student gives outputs of shape {list(s_out[1:])}, the teacher "
-                          f"{list(t_out[1:])}")
+        raise ConfigError(
+            f"{where}: the student gives outputs of shape {list(s_out[1:])}, the teacher {list(t_out[1:])}"
+        )
 
 
 def log_probs(pred: np.ndarray, probabilities: bool) -> np.ndarray:
@@ -150,8 +150,20 @@ def teacher_files(step: DistillStep, recipe_dir: Path, where: str) -> list[Path 
     return out
 
 
-def distill(parent, step: DistillStep, x: np.ndarray, y: np.ndarray, *, recipe_dir: Path, where: str,
-            label: str, epochs: int, batch_size: int, learning_rate: float, seed: int):
+def distill(
+    parent,
+    step: DistillStep,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    recipe_dir: Path,
+    where: str,
+    label: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+):
     """Train and return the student (see the module doc)."""
     keras = keras_module()
     keras.utils.set_random_seed(seed)  # the student's initial weights
@@ -172,20 +184,43 @@ def distill(parent, step: DistillStep, x: np.ndarray, y: np.ndarray, *, recipe_d
             compile_classifier(logits_student, learning_rate, loss=loss, metrics=[])
             logs = fit(logits_student, x, target, label=label, epochs=epochs, batch_size=batch_size, seed=seed)
             return student, logs
-        logs = _fit_features(logits_student, teachers[0], step, x, target, loss, where=where, label=label,
-                             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+        logs = _fit_features(
+            logits_student,
+            teachers[0],
+            step,
+            x,
+            target,
+            loss,
+            where=where,
+            label=label,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
     return student, logs
 
 
-def _fit_features(student, teacher, step: DistillStep, x: np.ndarray, target: np.ndarray, loss, *, where: str,
-                  label: str, epochs: int, batch_size: int, learning_rate: float, seed: int) -> dict:
+def _fit_features(
+    student,
+    teacher,
+    step: DistillStep,
+    x: np.ndarray,
+    target: np.ndarray,
+    loss,
+    *,
+    where: str,
+    label: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+) -> dict:
     keras = keras_module()
     train_model, feature_targets, weights = _feature_model(student, teacher, step, x, where)
     losses = [loss] + ["mse"] * len(feature_targets)
-    train_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses,
-                        loss_weights=[1.0, *weights])
-    return fit(train_model, x, [target, *feature_targets], label=label, epochs=epochs, batch_size=batch_size,
-               seed=seed)
+    train_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, loss_weights=[1.0, *weights])
+    return fit(train_model, x, [target, *feature_targets], label=label, epochs=epochs, batch_size=batch_size, seed=seed)
 
 
 def _feature_model(student, teacher, step: DistillStep, x: np.ndarray, where: str):
@@ -207,11 +242,16 @@ def _feature_model(student, teacher, step: DistillStep, x: np.ndarray, where: st
         t_feat = np.asarray(t_model.predict(x, verbose=0, batch_size=256))
         s_shape, t_shape = tuple(s_feat.shape[1:]), tuple(t_feat.shape[1:])
         if s_shape[:-1] != t_shape[:-1]:
-            raise ConfigError(f"{field}: student layer '{pair.student}' gives {list(s_shape)}, teacher layer "
-                              f"'{pair.teacher}' {list(t_shape)}: only the last (channel) dimension may differ")
+            raise ConfigError(
+                f"{field}: student layer '{pair.student}' gives {list(s_shape)}, teacher layer "
+                f"'{pair.teacher}' {list(t_shape)}: only the last (channel) dimension may differ"
+            )
         if s_shape[-1] != t_shape[-1]:
-            adapter = (keras.layers.Conv2D(t_shape[-1], 1, name=f"adapter_{i}") if len(s_shape) == 3
-                       else keras.layers.Dense(t_shape[-1], name=f"adapter_{i}"))
+            adapter = (
+                keras.layers.Conv2D(t_shape[-1], 1, name=f"adapter_{i}")
+                if len(s_shape) == 3
+                else keras.layers.Dense(t_shape[-1], name=f"adapter_{i}")
+            )
             s_feat = adapter(s_feat)
         outs.append(s_feat)
         targets.append(t_feat.astype(np.float32))

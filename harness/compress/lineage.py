@@ -47,8 +47,9 @@ def root_id(model_sha256: str) -> str:
     return f"file:{model_sha256}"
 
 
-def node_id(parent: str, step: str, params: dict[str, Any], data: str | None, seed: int,
-            versions: dict[str, str]) -> str:
+def node_id(
+    parent: str, step: str, params: dict[str, Any], data: str | None, seed: int, versions: dict[str, str]
+) -> str:
     doc = {"parent": parent, "step": step, "params": params, "data": data, "seed": seed, "versions": versions}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -64,13 +65,13 @@ class Node:
     data: str | None
     seed: int
     versions: dict[str, str]
-    kind: str                 # keras | tflite
-    file: str                 # model.keras | model.tflite inside the node's directory
-    sha256: str               # of that file
-    root: str                 # the root's ID (the user's model file)
-    recipe: str = ""          # the recipe (label) that first produced it: informational, not an input
+    kind: str  # keras | tflite
+    file: str  # model.keras | model.tflite inside the node's directory
+    sha256: str  # of that file
+    root: str  # the root's ID (the user's model file)
+    recipe: str = ""  # the recipe (label) that first produced it: informational, not an input
     created_at: float = 0.0
-    seconds: float = 0.0      # time the step took
+    seconds: float = 0.0  # time the step took
     metrics: dict[str, Any] = field(default_factory=dict)  # host accuracy, sparsity, MACs, ...
     path: Path | None = None  # the model file (not stored)
     cache_hit: bool = False
@@ -140,10 +141,22 @@ class NodeCache:
 
 def node_row(node: Node, model_name: str | None) -> dict[str, Any]:
     """The node as a row of the results database's `lineage` table."""
-    return {"node_id": node.id, "parent_id": node.parent, "root_id": node.root, "step": node.step,
-            "params": node.params, "data_hash": node.data, "seed": node.seed, "versions": node.versions,
-            "kind": node.kind, "sha256": node.sha256, "recipe": node.recipe, "model_name": model_name,
-            "created_at": node.created_at, "metrics": node.metrics}
+    return {
+        "node_id": node.id,
+        "parent_id": node.parent,
+        "root_id": node.root,
+        "step": node.step,
+        "params": node.params,
+        "data_hash": node.data,
+        "seed": node.seed,
+        "versions": node.versions,
+        "kind": node.kind,
+        "sha256": node.sha256,
+        "recipe": node.recipe,
+        "model_name": model_name,
+        "created_at": node.created_at,
+        "metrics": node.metrics,
+    }
 
 
 def store_nodes(store, candidates) -> int:

@@ -37,8 +37,10 @@ EXTRA_BUDGETS: dict[str, tuple[str, str]] = {
     "max_model_size_bytes": ("model_size_bytes", "max"),
     "max_macs": ("model_macs", "max"),
 }
-ALL_BUDGETS = {**{k: (("accuracy" if m == "accuracy_top1" else m), d) for k, (m, d) in BUDGET_METRICS.items()},
-               **EXTRA_BUDGETS}
+ALL_BUDGETS = {
+    **{k: (("accuracy" if m == "accuracy_top1" else m), d) for k, (m, d) in BUDGET_METRICS.items()},
+    **EXTRA_BUDGETS,
+}
 
 
 @dataclass
@@ -81,8 +83,9 @@ class DeviceChoice:
 
 
 def usable_objectives(points: list[Point]) -> list[str]:
-    return [name for name, (metric, _) in OBJECTIVES.items()
-            if points and all(p.get(metric) is not None for p in points)]
+    return [
+        name for name, (metric, _) in OBJECTIVES.items() if points and all(p.get(metric) is not None for p in points)
+    ]
 
 
 def _better_or_equal(a: float, b: float, direction: str) -> bool:
@@ -124,8 +127,9 @@ def parse_budgets(items: list[str] | None) -> dict[str, float]:
     return out
 
 
-def budget_checks(profile_budgets: Budgets | None, extra: Mapping[str, float], values: Mapping[str, float | None]
-                  ) -> list[BudgetCheck]:
+def budget_checks(
+    profile_budgets: Budgets | None, extra: Mapping[str, float], values: Mapping[str, float | None]
+) -> list[BudgetCheck]:
     """The profile's budgets (a --budget of the same name replaces it) and the sweep's own."""
     merged = dict(profile_budgets.model_dump(exclude_none=True)) if profile_budgets is not None else {}
     merged.update(extra)
@@ -161,14 +165,22 @@ def _sort_key(p: Point, prefer: str, objectives: list[str]) -> tuple:
     return (*key, p.name)
 
 
-def choose(device: str, profile: str, points: list[Point], profile_budgets: Budgets | None,
-           extra_budgets: Mapping[str, float], prefer: str = "accuracy") -> DeviceChoice:
+def choose(
+    device: str,
+    profile: str,
+    points: list[Point],
+    profile_budgets: Budgets | None,
+    extra_budgets: Mapping[str, float],
+    prefer: str = "accuracy",
+) -> DeviceChoice:
     if prefer not in OBJECTIVES:
         raise ConfigError(f"--prefer {prefer}: choose from {', '.join(OBJECTIVES)}")
     objectives = usable_objectives(points)
     on_front = set(front(points, objectives))
-    verdicts = {p.name: Verdict(p.name, p.name in on_front, budget_checks(profile_budgets, extra_budgets, p.values))
-                for p in points}
+    verdicts = {
+        p.name: Verdict(p.name, p.name in on_front, budget_checks(profile_budgets, extra_budgets, p.values))
+        for p in points
+    }
     feasible = [p for p in points if verdicts[p.name].meets]
     best = min(feasible, key=lambda p: _sort_key(p, prefer, objectives)) if feasible else None
     return DeviceChoice(device, profile, objectives, prefer, best.name if best else None, verdicts)

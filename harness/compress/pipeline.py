@@ -58,13 +58,13 @@ class EvalData:
 
 @dataclass
 class Candidate:
-    name: str                       # the model name in results
-    label: str                      # recipe label ("" for the uncompressed model)
+    name: str  # the model name in results
+    label: str  # recipe label ("" for the uncompressed model)
     recipe: Recipe | None
-    nodes: list[Node]               # the chain from the root, root excluded
-    spec_path: Path                 # what the run path opens
-    variant: str                    # converter variant, or "asis" for a .tflite node
-    artifact: Path                  # the .tflite measured
+    nodes: list[Node]  # the chain from the root, root excluded
+    spec_path: Path  # what the run path opens
+    variant: str  # converter variant, or "asis" for a .tflite node
+    artifact: Path  # the .tflite measured
     artifact_sha256: str
     metrics: dict[str, Any] = field(default_factory=dict)  # host_accuracy, macs, params, size_bytes
 
@@ -76,8 +76,15 @@ class Candidate:
 class Compressor:
     """Produces the candidates of one base model (see the module doc)."""
 
-    def __init__(self, base: ModelSource, converter: Converter, calibration: Calibration | None,
-                 eval_data: EvalData | None, data_ref: str | None, log: Callable[[str], None] = _log.info):
+    def __init__(
+        self,
+        base: ModelSource,
+        converter: Converter,
+        calibration: Calibration | None,
+        eval_data: EvalData | None,
+        data_ref: str | None,
+        log: Callable[[str], None] = _log.info,
+    ):
         self.base = base
         self.converter = converter
         self.calibration = calibration
@@ -95,8 +102,10 @@ class Compressor:
     def training_data(self, recipe: Recipe, step: Step, model) -> training_data.TrainingData:
         where = f"{recipe.path}: {step.field}"
         if self.data_ref is None:
-            raise ConfigError(f"{where}: needs training data: pass --data FILE.npz|module:function, or put "
-                              f"{self.base.path.with_suffix('')}.train.npz beside the model")
+            raise ConfigError(
+                f"{where}: needs training data: pass --data FILE.npz|module:function, or put "
+                f"{self.base.path.with_suffix('')}.train.npz beside the model"
+            )
         if self._data is None:
             self._data = training_data.load(self.data_ref)
         from harness.compress.train import classes_of, io_shapes
@@ -148,8 +157,9 @@ class Compressor:
         for step in recipe.steps:
             where = f"{recipe.path}: {step.field}"
             if step.type != "quantize" and parent_kind != "keras":
-                raise ConfigError(f"{where}: needs a Keras model (.keras) to train; {self.base.path} is a "
-                                  f"{self.base.kind}")
+                raise ConfigError(
+                    f"{where}: needs a Keras model (.keras) to train; {self.base.path} is a {self.base.kind}"
+                )
             params, data, extra = self._inputs(recipe, step, where)
             nid = node_id(parent_id, step.type, params, data, recipe.seed, library_versions(*extra))
             node = self.cache.get(nid)
@@ -164,10 +174,27 @@ class Compressor:
 
                     model = load_model(parent_path)
                 t0 = time.perf_counter()
-                node = self._compute(recipe, step, where, model, parent_path, Node(
-                    id=nid, parent=parent_id, step=step.type, params=params, data=data, seed=recipe.seed,
-                    versions=library_versions(*extra), kind="", file="", sha256="",
-                    root=root_id(self.base.sha256), recipe=recipe.label))
+                node = self._compute(
+                    recipe,
+                    step,
+                    where,
+                    model,
+                    parent_path,
+                    Node(
+                        id=nid,
+                        parent=parent_id,
+                        step=step.type,
+                        params=params,
+                        data=data,
+                        seed=recipe.seed,
+                        versions=library_versions(*extra),
+                        kind="",
+                        file="",
+                        sha256="",
+                        root=root_id(self.base.sha256),
+                        recipe=recipe.label,
+                    ),
+                )
                 node.seconds = time.perf_counter() - t0
                 self.cache.update_metrics(node, {})
                 model = None  # the next step loads the node's file (what a cache hit would give)
@@ -179,8 +206,9 @@ class Compressor:
             parent_id, parent_path, parent_kind = node.id, node.path or parent_path, node.kind
         leaf = nodes[-1]
         assert leaf.path is not None
-        cand = Candidate(f"{self.base.name}+{recipe.label}", recipe.label, recipe, nodes, spec_path, variant,
-                         leaf.path, leaf.sha256)
+        cand = Candidate(
+            f"{self.base.name}+{recipe.label}", recipe.label, recipe, nodes, spec_path, variant, leaf.path, leaf.sha256
+        )
         cand.metrics = self._artifact_metrics(leaf.path, leaf)
         for n in nodes:
             for k in ("sparsity", "reduction", "keras_accuracy"):
@@ -205,8 +233,9 @@ class Compressor:
             q = step.params
             assert isinstance(q, QuantizeStep)
             needs_calib = q.variant in ("int8", "int16x8") or (q.aeq or "").startswith("static")
-            data = (self.calibration.sha256 + f":{self.calibration.samples}"
-                    if needs_calib and self.calibration else None)
+            data = (
+                self.calibration.sha256 + f":{self.calibration.samples}" if needs_calib and self.calibration else None
+            )
             if q.variant:
                 params["converter"] = converter_version()
             else:
@@ -225,12 +254,16 @@ class Compressor:
                 if not sp.is_file():
                     raise ConfigError(f"{where}.student: {sp}: student model file not found")
                 params["student"] = "sha256:" + sha256_file(sp)
-            params["teachers"] = [dict(t, model=("parent" if f is None else "sha256:" + sha256_file(f)))
-                                  for t, f in zip(params["teachers"], teacher_files(d, recipe.path.parent, where))]
+            params["teachers"] = [
+                dict(t, model=("parent" if f is None else "sha256:" + sha256_file(f)))
+                for t, f in zip(params["teachers"], teacher_files(d, recipe.path.parent, where))
+            ]
         if isinstance(step.params, QatStep):
             if self.calibration is None:
-                raise ConfigError(f"{where}: needs representative data for the int8 conversion (a "
-                                  "<model>.calibration.npz sidecar or --calibration)")
+                raise ConfigError(
+                    f"{where}: needs representative data for the int8 conversion (a "
+                    "<model>.calibration.npz sidecar or --calibration)"
+                )
             data = hashlib.sha256(f"{data}|{self.calibration.sha256}:{self.calibration.samples}".encode()).hexdigest()
         return params, data, extra
 
@@ -252,8 +285,18 @@ class Compressor:
             if isinstance(p, PruneStep):
                 from harness.compress.pruning import prune
 
-                logs = prune(model, p, x, y, label=label, epochs=epochs, batch_size=batch, learning_rate=lr,
-                             seed=recipe.seed, validation=val)
+                logs = prune(
+                    model,
+                    p,
+                    x,
+                    y,
+                    label=label,
+                    epochs=epochs,
+                    batch_size=batch,
+                    learning_rate=lr,
+                    seed=recipe.seed,
+                    validation=val,
+                )
                 metrics["sparsity"] = logs["sparsity"]
                 result = model
             elif isinstance(p, StructuredPruneStep):
@@ -263,18 +306,39 @@ class Compressor:
                 result, achieved = prune_filters(model, p.reduction, p.target, p.criterion, where)
                 metrics["reduction"] = {"target": p.target, "achieved": achieved}
                 compile_classifier(result, lr)
-                logs = fit(result, x, y, label=label, epochs=epochs, batch_size=batch, seed=recipe.seed,
-                           validation=val)
+                logs = fit(result, x, y, label=label, epochs=epochs, batch_size=batch, seed=recipe.seed, validation=val)
             elif isinstance(p, DistillStep):
                 from harness.compress.distill import distill
 
-                result, logs = distill(model, p, x, y, recipe_dir=recipe.path.parent, where=where, label=label,
-                                       epochs=epochs, batch_size=batch, learning_rate=lr, seed=recipe.seed)
+                result, logs = distill(
+                    model,
+                    p,
+                    x,
+                    y,
+                    recipe_dir=recipe.path.parent,
+                    where=where,
+                    label=label,
+                    epochs=epochs,
+                    batch_size=batch,
+                    learning_rate=lr,
+                    seed=recipe.seed,
+                )
             elif isinstance(p, QatStep):
                 from harness.compress.qat import convert_int8, train_qat
 
-                q, logs = train_qat(model, p, x, y, label=label, epochs=epochs, batch_size=batch, learning_rate=lr,
-                                    seed=recipe.seed, validation=val, where=where)
+                q, logs = train_qat(
+                    model,
+                    p,
+                    x,
+                    y,
+                    label=label,
+                    epochs=epochs,
+                    batch_size=batch,
+                    learning_rate=lr,
+                    seed=recipe.seed,
+                    validation=val,
+                    where=where,
+                )
                 calib = self.calibration_x()
                 assert calib is not None
                 (out / "model.tflite").write_bytes(convert_int8(q, calib, f"{self.base.name}+{recipe.label}"))
@@ -298,8 +362,10 @@ class Compressor:
         parent = replace(ModelSource.open(parent_path), name=name)
         if q.variant:
             if parent.kind == "tflite":
-                raise ConfigError(f"{where}.variant: converter variants need a Keras model; {parent_path} is a "
-                                  ".tflite (use an 'aeq' method)")
+                raise ConfigError(
+                    f"{where}.variant: converter variants need a Keras model; {parent_path} is a "
+                    ".tflite (use an 'aeq' method)"
+                )
             mv = self.converter.convert(parent, q.variant, self.calibration)
             return Path(mv.artifact)
         assert q.aeq is not None
@@ -327,7 +393,7 @@ class Compressor:
 
                 m["host_accuracy"] = tflite_accuracy(artifact, self.eval.x, self.eval.y)
                 if node is not None:
-                    self.cache.update_metrics(node, {"host_accuracy": {"eval": self.eval.sha256,
-                                                                       "top1": m["host_accuracy"]}})
+                    self.cache.update_metrics(
+                        node, {"host_accuracy": {"eval": self.eval.sha256, "top1": m["host_accuracy"]}}
+                    )
         return m
-

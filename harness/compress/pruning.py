@@ -113,15 +113,27 @@ def pruning_callback(model, params: PruneStep, total_steps: int):
     return Pruning()
 
 
-def prune(model, params: PruneStep, x, y, *, label: str, epochs: int, batch_size: int, learning_rate: float,
-          seed: int, validation=None) -> dict:
+def prune(
+    model,
+    params: PruneStep,
+    x,
+    y,
+    *,
+    label: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    validation=None,
+) -> dict:
     """Fine-tune `model` in place to the target sparsity; returns the last epoch's logs + sparsity."""
     from harness.compress.train import compile_classifier, fit
 
     steps_per_epoch = math.ceil(len(x) / batch_size)
     cb = pruning_callback(model, params, steps_per_epoch * epochs)
     compile_classifier(model, learning_rate)
-    logs = fit(model, x, y, label=label, epochs=epochs, batch_size=batch_size, seed=seed, validation=validation,
-               callbacks=[cb])
+    logs = fit(
+        model, x, y, label=label, epochs=epochs, batch_size=batch_size, seed=seed, validation=validation, callbacks=[cb]
+    )
     logs["sparsity"] = sparsity_of(model)
     return logs

@@ -25,9 +25,12 @@ _log = logging.getLogger(__name__)
 
 # method -> (mode, weight bits, activation bits)
 AEQ = {
-    "weight_only_int8": ("weight_only", 8, None), "weight_only_int4": ("weight_only", 4, None),
-    "dynamic_int8": ("dynamic", 8, None), "dynamic_int4": ("dynamic", 4, None),
-    "static_int8": ("static", 8, 8), "static_int16": ("static", 8, 16),
+    "weight_only_int8": ("weight_only", 8, None),
+    "weight_only_int4": ("weight_only", 4, None),
+    "dynamic_int8": ("dynamic", 8, None),
+    "dynamic_int4": ("dynamic", 4, None),
+    "static_int8": ("static", 8, 8),
+    "static_int16": ("static", 8, 16),
 }
 
 
@@ -49,8 +52,9 @@ def _interpreter(model: bytes | Path):
     return Interpreter(model_content=model)
 
 
-def aeq_quantize(float_tflite: bytes, method: str, granularity: str, calibration: np.ndarray | None,
-                 where: str) -> bytes:
+def aeq_quantize(
+    float_tflite: bytes, method: str, granularity: str, calibration: np.ndarray | None, where: str
+) -> bytes:
     """Quantize a float .tflite with ai-edge-quantizer; static methods calibrate on `calibration`."""
     try:
         from ai_edge_quantizer import qtyping, quantizer
@@ -71,8 +75,10 @@ def aeq_quantize(float_tflite: bytes, method: str, granularity: str, calibration
             calib = None
             if q.need_calibration:
                 if calibration is None:
-                    raise ConfigError(f"{where}: '{method}' needs calibration data (a <model>.calibration.npz "
-                                      "sidecar or --calibration)")
+                    raise ConfigError(
+                        f"{where}: '{method}' needs calibration data (a <model>.calibration.npz "
+                        "sidecar or --calibration)"
+                    )
                 calib = q.calibrate(_signature_data(float_tflite, calibration[:200]), num_threads=1)
             result = q.quantize(calib, enable_progress_report=False)
     except ConfigError:
@@ -94,7 +100,7 @@ def _signature_data(model: bytes, x: np.ndarray) -> dict[str, list[dict[str, np.
     names = sigs[key]["inputs"]
     if len(names) != 1:
         raise ModelError("ai-edge-quantizer calibration here supports single-input models")
-    return {key: [{names[0]: x[i: i + 1].astype(np.float32)} for i in range(len(x))]}
+    return {key: [{names[0]: x[i : i + 1].astype(np.float32)} for i in range(len(x))]}
 
 
 def tflite_accuracy(model: Path | bytes, x: np.ndarray, y: np.ndarray) -> float:

@@ -29,8 +29,18 @@ from harness.compress.train import chain_layers, clone_layer, compile_classifier
 from harness.errors import ConfigError, ModelError
 
 QUANTIZED = ("Conv2D", "DepthwiseConv2D", "Dense")
-PASSTHROUGH = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten",
-               "Reshape", "Dropout", "ZeroPadding2D", "SpatialDropout2D", "Identity")
+PASSTHROUGH = (
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D",
+    "Flatten",
+    "Reshape",
+    "Dropout",
+    "ZeroPadding2D",
+    "SpatialDropout2D",
+    "Identity",
+)
 
 
 def _layer_classes():
@@ -104,15 +114,21 @@ def _fold_batchnorm(layers: list) -> list[tuple[Any, list[np.ndarray] | None]]:
     for layer in layers:
         kind = type(layer).__name__
         if kind == "BatchNormalization":
-            if not out or type(out[-1][0]).__name__ not in QUANTIZED or \
-                    (out[-1][0].get_config().get("activation") or "linear") != "linear":
-                raise ConfigError(f"qat: BatchNormalization '{layer.name}' must follow a Conv/Dense layer without "
-                                  "activation to be folded")
+            if (
+                not out
+                or type(out[-1][0]).__name__ not in QUANTIZED
+                or (out[-1][0].get_config().get("activation") or "linear") != "linear"
+            ):
+                raise ConfigError(
+                    f"qat: BatchNormalization '{layer.name}' must follow a Conv/Dense layer without "
+                    "activation to be folded"
+                )
             prev, w = out[-1]
             assert w is not None
             cfg = layer.get_config()
-            gamma, beta, mean, var = layer.get_weights() if cfg.get("scale", True) and cfg.get("center", True) \
-                else _bn_weights(layer)
+            gamma, beta, mean, var = (
+                layer.get_weights() if cfg.get("scale", True) and cfg.get("center", True) else _bn_weights(layer)
+            )
             scale = gamma / np.sqrt(var + cfg["epsilon"])
             k = w[0]
             if type(prev).__name__ == "DepthwiseConv2D":
@@ -163,8 +179,20 @@ def qat_model(model, step: QatStep, where: str = "qat"):
     return keras.Model(inp, h, name=f"{model.name}_qat")
 
 
-def train_qat(model, step: QatStep, x, y, *, label: str, epochs: int, batch_size: int, learning_rate: float,
-              seed: int, validation=None, where: str = "qat"):
+def train_qat(
+    model,
+    step: QatStep,
+    x,
+    y,
+    *,
+    label: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    validation=None,
+    where: str = "qat",
+):
     q = qat_model(model, step, where)
     compile_classifier(q, learning_rate)
     logs = fit(q, x, y, label=label, epochs=epochs, batch_size=batch_size, seed=seed, validation=validation)
@@ -181,7 +209,7 @@ def convert_int8(q, representative: np.ndarray, source: str) -> bytes:
     samples = representative[:200]
     conv = tf.lite.TFLiteConverter.from_keras_model(q)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([samples[i: i + 1]] for i in range(len(samples)))
+    conv.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8

@@ -51,8 +51,7 @@ class _TrainStep(_Strict):
     learning_rate: float | None = Field(None, gt=0, lt=1)
 
 
-AEQ_METHODS = ("weight_only_int8", "weight_only_int4", "dynamic_int8", "dynamic_int4", "static_int8",
-               "static_int16")
+AEQ_METHODS = ("weight_only_int8", "weight_only_int4", "dynamic_int8", "dynamic_int4", "static_int8", "static_int16")
 
 
 class QuantizeStep(_Strict):
@@ -84,10 +83,10 @@ class PruneStep(_TrainStep):
 
     sparsity: float = Field(gt=0, lt=1)
     schedule: Literal["polynomial", "constant"] = "polynomial"
-    begin: float = Field(0.0, ge=0, lt=1)   # fraction of the fine-tuning steps where pruning starts
-    end: float = Field(0.7, gt=0, le=1)     # ... and where the target sparsity is reached
-    frequency: int = Field(10, ge=1)        # masks are recomputed every `frequency` steps
-    power: float = Field(3.0, gt=0)         # polynomial schedule exponent
+    begin: float = Field(0.0, ge=0, lt=1)  # fraction of the fine-tuning steps where pruning starts
+    end: float = Field(0.7, gt=0, le=1)  # ... and where the target sparsity is reached
+    frequency: int = Field(10, ge=1)  # masks are recomputed every `frequency` steps
+    power: float = Field(3.0, gt=0)  # polynomial schedule exponent
 
     @model_validator(mode="after")
     def _order(self) -> PruneStep:
@@ -99,7 +98,7 @@ class PruneStep(_TrainStep):
 class StructuredPruneStep(_TrainStep):
     """Remove whole filters/units (lowest norm first) so the dense model gets smaller and faster."""
 
-    reduction: float = Field(gt=0, lt=1)               # fraction of MACs (or parameters) to remove
+    reduction: float = Field(gt=0, lt=1)  # fraction of MACs (or parameters) to remove
     target: Literal["macs", "params"] = "macs"
     criterion: Literal["l1", "l2"] = "l1"
 
@@ -110,19 +109,19 @@ class TeacherRef(_Strict):
 
 
 class FeaturePair(_Strict):
-    student: str   # layer name in the student
-    teacher: str   # layer name in the teacher (the first teacher)
+    student: str  # layer name in the student
+    teacher: str  # layer name in the teacher (the first teacher)
     weight: float = Field(1.0, gt=0)
 
 
 class DistillStep(_TrainStep):
     """Train a student from teacher soft labels (logits), optionally matching intermediate features."""
 
-    student: str | None = None                     # a .keras file (fresh weights are trained)
+    student: str | None = None  # a .keras file (fresh weights are trained)
     width: float | None = Field(None, gt=0, le=1)  # or: the teacher with this width multiplier
     depth: float | None = Field(None, gt=0, le=1)  # and/or: this share of its shape-keeping blocks
     temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.7, ge=0, le=1)          # weight of the soft (teacher) loss; 1 - alpha: labels
+    alpha: float = Field(0.7, ge=0, le=1)  # weight of the soft (teacher) loss; 1 - alpha: labels
     teachers: list[TeacherRef] = Field(default_factory=lambda: [TeacherRef()], min_length=1)
     features: list[FeaturePair] = Field(default_factory=list)
     epochs: int | None = Field(None, ge=1, le=1000)
@@ -131,13 +130,17 @@ class DistillStep(_TrainStep):
     def _student(self) -> DistillStep:
         derived = self.width is not None or self.depth is not None
         if (self.student is None) == (not derived):
-            raise ValueError("give either 'student' (a .keras file) or 'width' and/or 'depth' (multipliers of "
-                             "the teacher)")
+            raise ValueError(
+                "give either 'student' (a .keras file) or 'width' and/or 'depth' (multipliers of the teacher)"
+            )
         return self
 
 
 STEP_TYPES: dict[str, type[_Strict]] = {
-    "quantize": QuantizeStep, "qat": QatStep, "prune": PruneStep, "structured_prune": StructuredPruneStep,
+    "quantize": QuantizeStep,
+    "qat": QatStep,
+    "prune": PruneStep,
+    "structured_prune": StructuredPruneStep,
     "distill": DistillStep,
 }
 TERMINAL = {"quantize", "qat"}
@@ -167,8 +170,9 @@ class _RecipeFile(_Strict):
     def _single_keys(cls, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for i, s in enumerate(steps):
             if not isinstance(s, dict) or len(s) != 1:
-                raise ValueError(f"steps[{i}] must be one mapping {{type: {{params}}}}, "
-                                 "e.g. {prune: {sparsity: 0.8}}")
+                raise ValueError(
+                    f"steps[{i}] must be one mapping {{type: {{params}}}}, e.g. {{prune: {{sparsity: 0.8}}}}"
+                )
         return steps
 
 
@@ -229,7 +233,7 @@ def parse(data: Any, path: Path, grid: dict[str, Any] | None = None) -> Recipe:
         raise ConfigError(f"{path}: {_first_error(exc)}") from None
     steps = []
     for i, raw in enumerate(doc.steps):
-        (kind, params), = raw.items()
+        ((kind, params),) = raw.items()
         where = f"steps[{i}].{kind}"
         if kind not in STEP_TYPES:
             raise ConfigError(f"{path}: steps[{i}]: unknown step '{kind}' (choose from {', '.join(STEP_TYPES)})")
@@ -306,8 +310,7 @@ def resolve(ref: str) -> Path:
     lib = library()
     if ref in lib:
         return lib[ref]
-    raise ConfigError(f"recipe '{ref}': no such file and no shipped recipe of that name "
-                      f"(shipped: {', '.join(lib)})")
+    raise ConfigError(f"recipe '{ref}': no such file and no shipped recipe of that name (shipped: {', '.join(lib)})")
 
 
 def parse_grid(items: list[str] | None) -> dict[str, list[Any]]:

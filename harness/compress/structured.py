@@ -24,9 +24,22 @@ from harness.compress.train import chain_layers, clone_layer, io_shapes, keras_m
 from harness.errors import ConfigError
 
 PRODUCERS = ("Conv2D", "Dense")
-PASSTHROUGH = ("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "MaxPooling2D",
-               "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ZeroPadding2D",
-               "SpatialDropout2D", "GaussianNoise", "Identity")
+PASSTHROUGH = (
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "ELU",
+    "Softmax",
+    "Dropout",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D",
+    "ZeroPadding2D",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "Identity",
+)
 
 
 @dataclass
@@ -94,7 +107,7 @@ def plan_counts(layers: list[_Layer], keep: dict[int, int]) -> tuple[int, int]:
 def _filter_order(ly: _Layer, criterion: str) -> np.ndarray:
     k = ly.layer.get_weights()[0]
     flat = k.reshape(-1, k.shape[-1])
-    norms = np.abs(flat).sum(axis=0) if criterion == "l1" else np.sqrt((flat ** 2).sum(axis=0))
+    norms = np.abs(flat).sum(axis=0) if criterion == "l1" else np.sqrt((flat**2).sum(axis=0))
     return np.argsort(-norms, kind="stable")  # strongest first
 
 
@@ -112,8 +125,10 @@ def choose_keep(layers: list[_Layer], reduction: float, target: str) -> tuple[di
         return 1.0 - plan_counts(layers, keep_at(r))[0 if target == "macs" else 1] / base
 
     if reduction_at(0.0) < reduction:
-        raise ValueError(f"cannot remove {reduction:.0%} of the {target}: at most "
-                         f"{reduction_at(0.0):.0%} with one filter left per layer")
+        raise ValueError(
+            f"cannot remove {reduction:.0%} of the {target}: at most "
+            f"{reduction_at(0.0):.0%} with one filter left per layer"
+        )
     lo, hi = 0.0, 1.0  # reduction_at(lo) >= reduction > reduction_at(hi)
     for _ in range(40):
         mid = (lo + hi) / 2
@@ -124,8 +139,14 @@ def choose_keep(layers: list[_Layer], reduction: float, target: str) -> tuple[di
     return keep_at(lo), reduction_at(lo)
 
 
-def prune_filters(model, reduction: float, target: str = "macs", criterion: str = "l1",
-                  where: str = "structured_prune", keep_weights: bool = True):
+def prune_filters(
+    model,
+    reduction: float,
+    target: str = "macs",
+    criterion: str = "l1",
+    where: str = "structured_prune",
+    keep_weights: bool = True,
+):
     """The narrower model (kept filters' weights copied, or fresh weights with keep_weights=False: a
     width-multiplied student for distillation) and the achieved reduction."""
     layers = _layers(model, where)
@@ -144,8 +165,17 @@ def width_multiplied(model, width: float, where: str):
     return rebuild(model, layers, keep, "l1", keep_weights=False)
 
 
-SHAPE_KEEPERS = ("BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout2D",
-                 "GaussianNoise", "Identity")
+SHAPE_KEEPERS = (
+    "BatchNormalization",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "ELU",
+    "Dropout",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "Identity",
+)
 
 
 def removable_blocks(layers: list[_Layer]) -> list[tuple[int, int]]:
@@ -171,9 +201,11 @@ def depth_multiplied(model, depth: float, where: str):
     layers = _layers(model, where)
     blocks = removable_blocks(layers)
     if not blocks:
-        raise ConfigError(f"{where}: the model has no block whose output keeps its input's shape (e.g. a 'same' "
-                          f"3x3 conv with as many filters as inputs), so there is nothing a depth multiplier "
-                          f"can drop; use 'width' or a 'student' file")
+        raise ConfigError(
+            f"{where}: the model has no block whose output keeps its input's shape (e.g. a 'same' "
+            f"3x3 conv with as many filters as inputs), so there is nothing a depth multiplier "
+            f"can drop; use 'width' or a 'student' file"
+        )
     keep = int(round(len(blocks) * depth))
     dropped = {k for s, e in blocks[keep:] for k in range(s, e)}
     in_shape, _ = io_shapes(model)

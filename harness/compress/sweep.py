@@ -33,8 +33,12 @@ from harness.store.results import ResultStore
 
 SCHEMA = "hilbench.sweep/1"
 COLUMNS = [  # (key, header, format)
-    ("accuracy", "accuracy", "pct"), ("latency_p50_us", "p50 us", "f1"), ("model_size_bytes", "size B", "int"),
-    ("model_macs", "MACs", "int"), ("arena_bytes", "arena B", "int"), ("energy_per_inference_uj", "energy uJ", "f2"),
+    ("accuracy", "accuracy", "pct"),
+    ("latency_p50_us", "p50 us", "f1"),
+    ("model_size_bytes", "size B", "int"),
+    ("model_macs", "MACs", "int"),
+    ("arena_bytes", "arena B", "int"),
+    ("energy_per_inference_uj", "energy uJ", "f2"),
 ]
 
 
@@ -42,8 +46,8 @@ COLUMNS = [  # (key, header, format)
 class SweepResult:
     run: RunSummary
     candidates: list[Candidate]
-    points: dict[str, list[Point]]              # device id -> one point per measured candidate
-    sources: dict[tuple[str, str], str]         # (device, candidate) -> where accuracy came from
+    points: dict[str, list[Point]]  # device id -> one point per measured candidate
+    sources: dict[tuple[str, str], str]  # (device, candidate) -> where accuracy came from
     choices: list[DeviceChoice]
     failures: dict[tuple[str, str], str] = field(default_factory=dict)  # (device, candidate) -> error
     budgets: dict[str, float] = field(default_factory=dict)
@@ -73,9 +77,19 @@ def mcu_skips(candidates: list[Candidate], devices: list[Device]) -> dict[tuple[
     return out
 
 
-def measure(orch: Orchestrator, compressor: Compressor, candidates: list[Candidate], devices: list[Device],
-            options: RunOptions, argv: list[str], eval_file: Path | None, skips: dict[tuple[str, str], str],
-            resume: bool = False, label: str | None = None, wait: bool = True) -> RunSummary:
+def measure(
+    orch: Orchestrator,
+    compressor: Compressor,
+    candidates: list[Candidate],
+    devices: list[Device],
+    options: RunOptions,
+    argv: list[str],
+    eval_file: Path | None,
+    skips: dict[tuple[str, str], str],
+    resume: bool = False,
+    label: str | None = None,
+    wait: bool = True,
+) -> RunSummary:
     """All candidates through the run path, as one run (grouped by variant and devices for `plan`)."""
     groups: dict[tuple[str, tuple[str, ...]], list[ModelSpec]] = {}
     for c in candidates:
@@ -90,8 +104,9 @@ def measure(orch: Orchestrator, compressor: Compressor, candidates: list[Candida
     return orch.run(jobs, argv, resume=resume, label=label, wait=wait)
 
 
-def collect(store: ResultStore, run_id: str, candidates: list[Candidate], inventory: Inventory,
-            devices: list[Device]) -> tuple[dict[str, list[Point]], dict, dict]:
+def collect(
+    store: ResultStore, run_id: str, candidates: list[Candidate], inventory: Inventory, devices: list[Device]
+) -> tuple[dict[str, list[Point]], dict, dict]:
     """Per device, one point per candidate measured ok (the median over its processes)."""
     wide = store.wide(run_id)
     points: dict[str, list[Point]] = {d.id: [] for d in devices}
@@ -99,8 +114,11 @@ def collect(store: ResultStore, run_id: str, candidates: list[Candidate], invent
     failures: dict[tuple[str, str], str] = {}
     for dev in devices:
         for c in candidates:
-            rows = wide[(wide["model"] == c.name) & (wide["variant"] == c.variant) & (wide["device_id"] == dev.id)] \
-                if not wide.empty else wide
+            rows = (
+                wide[(wide["model"] == c.name) & (wide["variant"] == c.variant) & (wide["device_id"] == dev.id)]
+                if not wide.empty
+                else wide
+            )
             ok = rows[rows["status"] == "ok"] if not rows.empty else rows
             if ok.empty:
                 errors = rows.get("error", pd.Series(dtype=object))
@@ -108,11 +126,22 @@ def collect(store: ResultStore, run_id: str, candidates: list[Candidate], invent
                 failures[(dev.id, c.name)] = err
                 continue
             values: dict[str, float | None] = {}
-            for metric in ("latency_p50_us", "latency_p90_us", "model_size_bytes", "model_macs", "model_params",
-                           "arena_bytes", "flash_bytes", "peak_rss_kb", "accuracy_top1", "energy_per_inference_uj",
-                           "energy_estimate_per_inference_uj"):
-                vals = [float(v) for v in ok[metric] if v is not None and not math.isnan(float(v))] \
-                    if metric in ok else []
+            for metric in (
+                "latency_p50_us",
+                "latency_p90_us",
+                "model_size_bytes",
+                "model_macs",
+                "model_params",
+                "arena_bytes",
+                "flash_bytes",
+                "peak_rss_kb",
+                "accuracy_top1",
+                "energy_per_inference_uj",
+                "energy_estimate_per_inference_uj",
+            ):
+                vals = (
+                    [float(v) for v in ok[metric] if v is not None and not math.isnan(float(v))] if metric in ok else []
+                )
                 values[metric] = statistics.median(vals) if vals else None
             if values["energy_per_inference_uj"] is None:
                 values["energy_per_inference_uj"] = values.pop("energy_estimate_per_inference_uj")
@@ -128,8 +157,9 @@ def collect(store: ResultStore, run_id: str, candidates: list[Candidate], invent
     return points, sources, failures
 
 
-def decide(points: dict[str, list[Point]], inventory: Inventory, devices: list[Device], budgets: dict[str, float],
-           prefer: str) -> list[DeviceChoice]:
+def decide(
+    points: dict[str, list[Point]], inventory: Inventory, devices: list[Device], budgets: dict[str, float], prefer: str
+) -> list[DeviceChoice]:
     out = []
     for dev in devices:
         prof = inventory.profile_of(dev)
@@ -137,10 +167,20 @@ def decide(points: dict[str, list[Point]], inventory: Inventory, devices: list[D
     return out
 
 
-def run_sweep(orch: Orchestrator, compressor: Compressor, candidates: list[Candidate], devices: list[Device],
-              options: RunOptions, argv: list[str], eval_file: Path | None, budgets: dict[str, float],
-              prefer: str = "accuracy", resume: bool = False, label: str | None = None, wait: bool = True
-              ) -> SweepResult:
+def run_sweep(
+    orch: Orchestrator,
+    compressor: Compressor,
+    candidates: list[Candidate],
+    devices: list[Device],
+    options: RunOptions,
+    argv: list[str],
+    eval_file: Path | None,
+    budgets: dict[str, float],
+    prefer: str = "accuracy",
+    resume: bool = False,
+    label: str | None = None,
+    wait: bool = True,
+) -> SweepResult:
     skips = mcu_skips(candidates, devices)
     summary = measure(orch, compressor, candidates, devices, options, argv, eval_file, skips, resume, label, wait)
     points, sources, failures = collect(orch.store, summary.run_id, candidates, orch.inventory, devices)
@@ -171,9 +211,14 @@ def table_rows(res: SweepResult) -> list[dict[str, Any]]:
         for c in res.candidates:
             p = pts.get(c.name)
             v = choice.verdicts.get(c.name)
-            row: dict[str, Any] = {"device": choice.device, "profile": choice.profile, "candidate": c.name,
-                                   "recipe": c.label or "(uncompressed)", "variant": c.variant,
-                                   "lineage": by_name[c.name].leaf[:12]}
+            row: dict[str, Any] = {
+                "device": choice.device,
+                "profile": choice.profile,
+                "candidate": c.name,
+                "recipe": c.label or "(uncompressed)",
+                "variant": c.variant,
+                "lineage": by_name[c.name].leaf[:12],
+            }
             if p is None:
                 row.update(status="error", error=res.failures.get((choice.device, c.name), "not measured"))
             else:
@@ -201,9 +246,11 @@ def format_table(res: SweepResult) -> str:
             cells = [r["device"], r["candidate"], r["variant"]] + ["-"] * len(COLUMNS) + ["", _short(why)]
         else:
             acc = _fmt(r["accuracy"], "pct") + ("*" if r.get("accuracy_source") == "host" else "")
-            cells = [r["device"], r["candidate"] + (" <- chosen" if r["chosen"] else ""), r["variant"], acc] + \
-                [_fmt(r[k], f) for k, _, f in COLUMNS[1:]] + \
-                ["yes" if r["pareto"] else "", "ok" if r["meets_budgets"] else "; ".join(r["ruled_out_by"])]
+            cells = (
+                [r["device"], r["candidate"] + (" <- chosen" if r["chosen"] else ""), r["variant"], acc]
+                + [_fmt(r[k], f) for k, _, f in COLUMNS[1:]]
+                + ["yes" if r["pareto"] else "", "ok" if r["meets_budgets"] else "; ".join(r["ruled_out_by"])]
+            )
         lines.append(cells)
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *lines)]
     out = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths))]
@@ -216,8 +263,10 @@ def format_table(res: SweepResult) -> str:
         if ch.choice is None:
             notes.append(f"{ch.device}: no candidate meets the budgets")
         else:
-            notes.append(f"{ch.device}: choose {ch.choice} (best {ch.prefer} within budgets; front over "
-                         f"{', '.join(ch.objectives) or 'nothing'})")
+            notes.append(
+                f"{ch.device}: choose {ch.choice} (best {ch.prefer} within budgets; front over "
+                f"{', '.join(ch.objectives) or 'nothing'})"
+            )
     return "\n".join(out + [""] + notes)
 
 
@@ -228,20 +277,37 @@ def to_json(res: SweepResult, model: Path) -> dict[str, Any]:
     for ch in res.choices:
         chosen = by_name.get(ch.choice) if ch.choice else None
         devices[ch.device] = {
-            "profile": ch.profile, "objectives": ch.objectives, "prefer": ch.prefer, "front": ch.front,
+            "profile": ch.profile,
+            "objectives": ch.objectives,
+            "prefer": ch.prefer,
+            "front": ch.front,
             "choice": ch.choice,
             "artifact": str(chosen.artifact) if chosen else None,
             "artifact_sha256": chosen.artifact_sha256 if chosen else None,
             "lineage": chosen.leaf if chosen else None,
-            "candidates": [{k: v for k, v in r.items() if k not in ("device", "profile")}
-                           for r in rows if r["device"] == ch.device],
+            "candidates": [
+                {k: v for k, v in r.items() if k not in ("device", "profile")} for r in rows if r["device"] == ch.device
+            ],
         }
     return {
-        "schema": SCHEMA, "run_id": res.run.run_id, "model": str(model), "budgets": res.budgets,
-        "candidates": [{"name": c.name, "recipe": c.label, "recipe_file": str(c.recipe.path) if c.recipe else None,
-                        "grid": c.recipe.grid if c.recipe else {}, "variant": c.variant, "artifact": str(c.artifact),
-                        "artifact_sha256": c.artifact_sha256, "lineage": [n.id for n in c.nodes],
-                        "host": c.metrics} for c in res.candidates],
+        "schema": SCHEMA,
+        "run_id": res.run.run_id,
+        "model": str(model),
+        "budgets": res.budgets,
+        "candidates": [
+            {
+                "name": c.name,
+                "recipe": c.label,
+                "recipe_file": str(c.recipe.path) if c.recipe else None,
+                "grid": c.recipe.grid if c.recipe else {},
+                "variant": c.variant,
+                "artifact": str(c.artifact),
+                "artifact_sha256": c.artifact_sha256,
+                "lineage": [n.id for n in c.nodes],
+                "host": c.metrics,
+            }
+            for c in res.candidates
+        ],
         "devices": devices,
     }
 
@@ -249,19 +315,25 @@ def to_json(res: SweepResult, model: Path) -> dict[str, Any]:
 def render_html(res: SweepResult, model: Path) -> str:
     from harness.report import html as report_html
 
-    body = [f"<h1>hil sweep: {html.escape(model.name)}</h1>",
-            f'<p class="note">run {html.escape(res.run.run_id)}; {len(res.candidates)} candidates; front objectives '
-            "per device below; red = Pareto-optimal, ring = chosen, grey cross = outside a budget</p>"]
+    body = [
+        f"<h1>hil sweep: {html.escape(model.name)}</h1>",
+        f'<p class="note">run {html.escape(res.run.run_id)}; {len(res.candidates)} candidates; front objectives '
+        "per device below; red = Pareto-optimal, ring = chosen, grey cross = outside a budget</p>",
+    ]
     rows = table_rows(res)
     for ch in res.choices:
         pts = res.points.get(ch.device, [])
         body.append(f"<h2>{html.escape(ch.device)} ({html.escape(ch.profile)})</h2>")
-        verdict = (f"choice: <b>{html.escape(ch.choice)}</b> (best {ch.prefer} within budgets)" if ch.choice
-                   else "<b>no candidate meets the budgets</b>")
+        verdict = (
+            f"choice: <b>{html.escape(ch.choice)}</b> (best {ch.prefer} within budgets)"
+            if ch.choice
+            else "<b>no candidate meets the budgets</b>"
+        )
         body.append(f"<p>{verdict}; front over {html.escape(', '.join(ch.objectives) or 'nothing')}</p>")
         if pts and all(p.get("accuracy") is not None and p.get("latency_p50_us") is not None for p in pts):
-            body.append(report_html._img(f"fig-front-{ch.device}", front_figure(ch, pts),
-                                         f"accuracy vs latency on {ch.device}"))
+            body.append(
+                report_html._img(f"fig-front-{ch.device}", front_figure(ch, pts), f"accuracy vs latency on {ch.device}")
+            )
         headers = ["candidate", "variant", "front", "budgets"] + [h for _, h, _ in COLUMNS]
         trs, classes = [], []
         for r in rows:
@@ -269,14 +341,21 @@ def render_html(res: SweepResult, model: Path) -> str:
                 continue
             if r["status"] != "ok":
                 skipped = r["error"].startswith("not measured")
-                trs.append([r["candidate"], r["variant"], "", r["error"] if skipped else f"error: {r['error']}"]
-                           + ["-"] * len(COLUMNS))
+                trs.append(
+                    [r["candidate"], r["variant"], "", r["error"] if skipped else f"error: {r['error']}"]
+                    + ["-"] * len(COLUMNS)
+                )
                 classes.append("skip" if skipped else "fail")
                 continue
-            trs.append([r["candidate"] + (" (chosen)" if r["chosen"] else ""), r["variant"],
-                        "yes" if r["pareto"] else "",
-                        "ok" if r["meets_budgets"] else "; ".join(r["ruled_out_by"])] +
-                       [_fmt(r[k], f) for k, _, f in COLUMNS])
+            trs.append(
+                [
+                    r["candidate"] + (" (chosen)" if r["chosen"] else ""),
+                    r["variant"],
+                    "yes" if r["pareto"] else "",
+                    "ok" if r["meets_budgets"] else "; ".join(r["ruled_out_by"]),
+                ]
+                + [_fmt(r[k], f) for k, _, f in COLUMNS]
+            )
             classes.append("improvement" if r["chosen"] else ("" if r["meets_budgets"] else "skip"))
         body.append(report_html._table(headers, trs, classes))
     return report_html._page(f"hil sweep {model.name}", body)
@@ -309,8 +388,9 @@ def front_figure(ch: DeviceChoice, pts: list[Point]):
     ax.grid(alpha=0.3, which="both")
     fig.canvas.draw()
     fig.set_layout_engine("none")
-    plots.place_labels(fig, ax, [(x, y, p.name.split("+", 1)[-1], math.sqrt(a))
-                                 for p, x, y, a in zip(pts, lat, acc, area)])
+    plots.place_labels(
+        fig, ax, [(x, y, p.name.split("+", 1)[-1], math.sqrt(a)) for p, x, y, a in zip(pts, lat, acc, area)]
+    )
     return fig
 
 
@@ -329,4 +409,3 @@ def write_outputs(res: SweepResult, model: Path, json_path: Path | None, html_pa
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(render_html(res, model))
-

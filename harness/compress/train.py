@@ -42,8 +42,10 @@ def load_model(path: Path, where: str = ""):
 
 def io_shapes(model) -> tuple[tuple, tuple]:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelError(f"model '{model.name}': compression steps support one input and one output "
-                         f"(it has {len(model.inputs)} and {len(model.outputs)})")
+        raise ModelError(
+            f"model '{model.name}': compression steps support one input and one output "
+            f"(it has {len(model.inputs)} and {len(model.outputs)})"
+        )
     return tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
 
 
@@ -77,14 +79,33 @@ class _EpochBar:
         self.callback = Callback()
 
 
-def fit(model, x: np.ndarray, y: Any, *, label: str, epochs: int, batch_size: int, seed: int,
-        validation: tuple | None = None, callbacks: list | None = None, shuffle: bool = True) -> dict:
+def fit(
+    model,
+    x: np.ndarray,
+    y: Any,
+    *,
+    label: str,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    validation: tuple | None = None,
+    callbacks: list | None = None,
+    shuffle: bool = True,
+) -> dict:
     """model.fit with a seed and an epoch bar; returns the last epoch's logs."""
     keras = keras_module()
     keras.utils.set_random_seed(seed)
     with progress.task(f"training {label}", epochs) as bar, tf_quiet.captured(f"training {label}"):
-        hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=shuffle,
-                         validation_data=validation, callbacks=[_EpochBar(label, bar).callback, *(callbacks or [])])
+        hist = model.fit(
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=0,
+            shuffle=shuffle,
+            validation_data=validation,
+            callbacks=[_EpochBar(label, bar).callback, *(callbacks or [])],
+        )
     return {k: float(v[-1]) for k, v in hist.history.items()}
 
 
@@ -97,8 +118,11 @@ def compile_classifier(model, learning_rate: float, loss: Any = None, metrics: l
     keras = keras_module()
     if loss is None:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
-                  metrics=metrics if metrics is not None else ["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=loss,
+        metrics=metrics if metrics is not None else ["accuracy"],
+    )
 
 
 def save_model(model, path: Path) -> None:
@@ -116,8 +140,10 @@ def chain_layers(model, where: str) -> list:
         nodes = getattr(layer, "_inbound_nodes", [])
         inbound = nodes[0].input_tensors if nodes else []
         if len(inbound) != 1:
-            raise ConfigError(f"{where}: model '{model.name}' has a layer with {len(inbound)} inputs "
-                              f"('{layer.name}'); only chains of layers (no branches) are supported")
+            raise ConfigError(
+                f"{where}: model '{model.name}' has a layer with {len(inbound)} inputs "
+                f"('{layer.name}'); only chains of layers (no branches) are supported"
+            )
     return layers
 
 

@@ -55,7 +55,7 @@ class Job:
     profile: DeviceProfile
     options: RunOptions
     eval_file: Path | None = None
-    repeat: int = 0                  # which of the run's fresh runner processes for this job
+    repeat: int = 0  # which of the run's fresh runner processes for this job
     # the gate's confirmation on a Linux device: a second artifact timed in the same runner process,
     # interleaved with this one (runner --paired-model); not part of the job's identity
     paired: ModelVariant | None = None
@@ -65,9 +65,13 @@ class Job:
         options = asdict(self.options)
         if options["input_shapes"] is None:
             del options["input_shapes"]  # keys of jobs without it stay what they were before the option
-        ident = {"artifact": self.variant.artifact_sha256, "variant": self.variant.variant,
-                 "device": self.device.id, "options": options,
-                 "eval": self.eval_file.name if self.eval_file else None}
+        ident = {
+            "artifact": self.variant.artifact_sha256,
+            "variant": self.variant.variant,
+            "device": self.device.id,
+            "options": options,
+            "eval": self.eval_file.name if self.eval_file else None,
+        }
         base = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
         return base if self.repeat == 0 else f"{base}#{self.repeat}"
 

@@ -14,33 +14,36 @@ class MetricRule:
     """How one metric is compared with its baseline."""
 
     name: str
-    kind: str                   # sampled | deterministic | scalar | accuracy
+    kind: str  # sampled | deterministic | scalar | accuracy
     higher_is_worse: bool = True
     quantile: float | None = None  # for sampled metrics: which quantile of the raw samples
     label: str = ""
 
 
-RULES: dict[str, MetricRule] = {r.name: r for r in [
-    # the fastest inference of a process: noise (neighbours, interrupts, frequency dips) can only
-    # add time, so the floor of ~1000 inferences is the most repeatable latency level on a shared
-    # host (per-process spread 0.7 % against 10 % for the p50 on a busy 2-core host; but 4-5 % on a
-    # virtual CPU whose speed drifts between processes, benchmarks/gate_power.py); a model change
-    # moves it like every other quantile
-    MetricRule("latency_min_us", "sampled", quantile=0.0, label="latency floor (fastest inference)"),
-    MetricRule("latency_p50_us", "sampled", quantile=0.5, label="latency p50"),
-    MetricRule("latency_p90_us", "sampled", quantile=0.9, label="latency p90"),
-    # the model's own memory (high-water mark after warmup minus the reading before load, with the
-    # runner's buffers allocated first); the process total also moves with the window length
-    MetricRule("model_memory_kb", "scalar", label="model memory"),
-    MetricRule("energy_per_inference_uj", "scalar", label="energy / inference"),
-    MetricRule("model_size_bytes", "deterministic", label="model size"),
-    MetricRule("arena_bytes", "deterministic", label="tensor arena"),
-    MetricRule("flash_bytes", "deterministic", label="flash"),
-    MetricRule("ram_bytes", "deterministic", label="static RAM"),
-    MetricRule("accuracy_top1", "accuracy", higher_is_worse=False, label="top-1 accuracy"),
-    MetricRule("agreement", "accuracy", higher_is_worse=False, label="agreement with float"),
-    MetricRule("accuracy_auc", "accuracy", higher_is_worse=False, label="AUC (anomaly detection)"),
-]}
+RULES: dict[str, MetricRule] = {
+    r.name: r
+    for r in [
+        # the fastest inference of a process: noise (neighbours, interrupts, frequency dips) can only
+        # add time, so the floor of ~1000 inferences is the most repeatable latency level on a shared
+        # host (per-process spread 0.7 % against 10 % for the p50 on a busy 2-core host; but 4-5 % on a
+        # virtual CPU whose speed drifts between processes, benchmarks/gate_power.py); a model change
+        # moves it like every other quantile
+        MetricRule("latency_min_us", "sampled", quantile=0.0, label="latency floor (fastest inference)"),
+        MetricRule("latency_p50_us", "sampled", quantile=0.5, label="latency p50"),
+        MetricRule("latency_p90_us", "sampled", quantile=0.9, label="latency p90"),
+        # the model's own memory (high-water mark after warmup minus the reading before load, with the
+        # runner's buffers allocated first); the process total also moves with the window length
+        MetricRule("model_memory_kb", "scalar", label="model memory"),
+        MetricRule("energy_per_inference_uj", "scalar", label="energy / inference"),
+        MetricRule("model_size_bytes", "deterministic", label="model size"),
+        MetricRule("arena_bytes", "deterministic", label="tensor arena"),
+        MetricRule("flash_bytes", "deterministic", label="flash"),
+        MetricRule("ram_bytes", "deterministic", label="static RAM"),
+        MetricRule("accuracy_top1", "accuracy", higher_is_worse=False, label="top-1 accuracy"),
+        MetricRule("agreement", "accuracy", higher_is_worse=False, label="agreement with float"),
+        MetricRule("accuracy_auc", "accuracy", higher_is_worse=False, label="AUC (anomaly detection)"),
+    ]
+}
 GATED_METRICS = list(RULES)
 
 # Used when neither the profile nor a thresholds file names the metric. A threshold must sit clearly

@@ -39,7 +39,7 @@ DEFAULT_K = 5
 
 @dataclass(frozen=True)
 class BaselineSpec:
-    mode: str          # last-pass | pinned | rolling
+    mode: str  # last-pass | pinned | rolling
     k: int = DEFAULT_K
 
     @classmethod
@@ -70,15 +70,16 @@ class Baseline:
     spec: BaselineSpec
     result_ids: list[int] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
-    source: str = ""       # e.g. "pinned (profile:raspberry-pi-4)"
+    source: str = ""  # e.g. "pinned (profile:raspberry-pi-4)"
 
     def describe(self) -> str:
         runs = ", ".join(self.run_ids[:3]) + (f" (+{len(self.run_ids) - 3})" if len(self.run_ids) > 3 else "")
         return f"{self.source or self.spec}: {runs}"
 
 
-def select(store: ResultStore, spec: BaselineSpec, model: str, variant: str, device_id: str,
-           profile: str, run_id: str) -> Baseline | None:
+def select(
+    store: ResultStore, spec: BaselineSpec, model: str, variant: str, device_id: str, profile: str, run_id: str
+) -> Baseline | None:
     """The baseline of one key for the run ``run_id`` (only earlier runs qualify), or None."""
     if spec.mode == "pinned":
         for scope in (f"device:{device_id}", f"profile:{profile}"):
@@ -93,8 +94,12 @@ def select(store: ResultStore, spec: BaselineSpec, model: str, variant: str, dev
         if not results:
             return None
         runs = [r for r in runs if any(run == r for _, run in results)]
-        return Baseline(spec, [rid for rid, _ in results], runs,
-                        f"last {len(runs)} accepted run(s)" if len(runs) > 1 else "last passing run")
+        return Baseline(
+            spec,
+            [rid for rid, _ in results],
+            runs,
+            f"last {len(runs)} accepted run(s)" if len(runs) > 1 else "last passing run",
+        )
     rows = db.earlier_ok_results(store, model, variant, device_id, run_id, before)
     chosen: list[str] = []
     for _, run in rows:  # newest runs first
@@ -111,8 +116,15 @@ def select(store: ResultStore, spec: BaselineSpec, model: str, variant: str, dev
 # --------------------------------------------------------------------------- pins
 
 
-def pin(store: ResultStore, run_id: str, model: str | None = None, variant: str | None = None,
-        device: str | None = None, profile: str | None = None, scope: str = "device") -> list[tuple]:
+def pin(
+    store: ResultStore,
+    run_id: str,
+    model: str | None = None,
+    variant: str | None = None,
+    device: str | None = None,
+    profile: str | None = None,
+    scope: str = "device",
+) -> list[tuple]:
     """Pin every successful result of ``run_id`` matching the filters; returns (model, variant, scope, result)."""
     if not db.run_exists(store, run_id):
         raise ConfigError(f"{store.path}: no run '{run_id}'")
@@ -134,8 +146,13 @@ def pins(store: ResultStore) -> pd.DataFrame:
     return df
 
 
-def clear(store: ResultStore, model: str | None = None, variant: str | None = None,
-          device: str | None = None, profile: str | None = None) -> int:
+def clear(
+    store: ResultStore,
+    model: str | None = None,
+    variant: str | None = None,
+    device: str | None = None,
+    profile: str | None = None,
+) -> int:
     scopes = [s for s in ((f"device:{device}" if device else None), (f"profile:{profile}" if profile else None)) if s]
     return db.delete_pins(store, model, variant, scopes)
 
@@ -149,8 +166,9 @@ def record_verdicts(store: ResultStore, run_id: str, rows: list[dict]) -> None:
 
 
 def verdicts(store: ResultStore, run_id: str | None = None) -> pd.DataFrame:
-    return pd.DataFrame(db.verdict_rows(store, run_id),
-                        columns=["run_id", "key", "verdict", "result_id", "baseline", "gated_at"])
+    return pd.DataFrame(
+        db.verdict_rows(store, run_id), columns=["run_id", "key", "verdict", "result_id", "baseline", "gated_at"]
+    )
 
 
 def last_passing(store: ResultStore) -> pd.DataFrame:
@@ -158,17 +176,22 @@ def last_passing(store: ResultStore) -> pd.DataFrame:
     return pd.DataFrame(db.last_passing_rows(store), columns=["key", "run_id", "result_id"])
 
 
-def accept(store: ResultStore, run_id: str, model: str | None = None, variant: str | None = None,
-           device: str | None = None) -> int:
+def accept(
+    store: ResultStore, run_id: str, model: str | None = None, variant: str | None = None, device: str | None = None
+) -> int:
     """`hil baseline accept`: the run's improved (or failed) keys become accepted references."""
     if not db.run_exists(store, run_id):
         raise ConfigError(f"{store.path}: no run '{run_id}'")
     keys = None
     if model or variant or device:
         rows = db.verdict_rows(store, run_id)
-        keys = [key for _, key, *_ in rows
-                if (not model or key.startswith(f"{model}/"))
-                and (not variant or f"/{variant}@" in key) and (not device or key.endswith(f"@{device}"))]
+        keys = [
+            key
+            for _, key, *_ in rows
+            if (not model or key.startswith(f"{model}/"))
+            and (not variant or f"/{variant}@" in key)
+            and (not device or key.endswith(f"@{device}"))
+        ]
         if not keys:
             return 0
     return db.accept_improvements(store, run_id, keys)

@@ -25,11 +25,11 @@ BUDGET_METRICS: dict[str, tuple[str, str]] = {
 
 @dataclass
 class BudgetCheck:
-    name: str              # budget field, e.g. max_latency_p50_us
+    name: str  # budget field, e.g. max_latency_p50_us
     metric: str
     limit: float
     value: float | None
-    status: str            # ok | exceeded | no data
+    status: str  # ok | exceeded | no data
 
     @property
     def exceeded(self) -> bool:

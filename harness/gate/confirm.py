@@ -36,8 +36,15 @@ class Confirmation:
     reason: str
 
 
-def confirm(pairs_a: Sequence[float], pairs_b: Sequence[float], threshold: float, direction: int,
-            alpha: float = 0.05, *, min_pairs: int = 5) -> Confirmation:
+def confirm(
+    pairs_a: Sequence[float],
+    pairs_b: Sequence[float],
+    threshold: float,
+    direction: int,
+    alpha: float = 0.05,
+    *,
+    min_pairs: int = 5,
+) -> Confirmation:
     """Re-measure before blaming: A (baseline artifact) and B (candidate) interleaved A B A B ...,
     ``pairs_a[i]`` and ``pairs_b[i]`` adjacent in time.
 

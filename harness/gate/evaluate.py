@@ -71,10 +71,10 @@ class Check:
     """One metric of one result against its baseline (and budget)."""
 
     metric: str
-    verdict: str                     # pass | regression | improvement | new | missing | insufficient | n/a
+    verdict: str  # pass | regression | improvement | new | missing | insufficient | n/a
     baseline: float | None = None
     current: float | None = None
-    effect: float | None = None   # relative change; absolute points for accuracy metrics
+    effect: float | None = None  # relative change; absolute points for accuracy metrics
     threshold: float | None = None
     p_value: float | None = None
     ci: tuple[float, float] | None = None
@@ -83,12 +83,12 @@ class Check:
     test: str = ""
     budget: BudgetCheck | None = None
     note: str = ""
-    sigma_run: float | None = None       # noise of one process level (relative), process-level checks
-    sigma_source: str = ""               # history | prior
+    sigma_run: float | None = None  # noise of one process level (relative), process-level checks
+    sigma_source: str = ""  # history | prior
     critical_change: float | None = None  # the smallest change that would have failed here
     creep_effect: float | None = None
-    confirmation: dict | None = None     # interleaved re-measurement (see harness.gate.remeasure)
-    screened: bool = False               # passed the gate's Holm but suspicious: re-measure it (SCREEN_ALPHA)
+    confirmation: dict | None = None  # interleaved re-measurement (see harness.gate.remeasure)
+    screened: bool = False  # passed the gate's Holm but suspicious: re-measure it (SCREEN_ALPHA)
 
     @property
     def regression(self) -> bool:
@@ -123,12 +123,12 @@ class KeyResult:
     variant: str
     device_id: str
     profile: str
-    status: str                      # pass | fail | infra | error | nodata
+    status: str  # pass | fail | infra | error | nodata
     result_id: int | None = None
     checks: list[Check] = field(default_factory=list)
     baseline: bl.Baseline | None = None
     error: str | None = None
-    seconds: float = 0.0             # steady-state measurement time
+    seconds: float = 0.0  # steady-state measurement time
     values: dict = field(default_factory=dict)
     result_ids: list[int] = field(default_factory=list)  # one per runner process
     processes: int = 0
@@ -185,39 +185,65 @@ class GateResult:
 
     def counts(self) -> dict[str, int]:
         checks = [c for k in self.keys for c in k.checks]
-        return {"keys": len(self.keys), "passed": sum(k.status == "pass" for k in self.keys),
-                "failed": sum(k.status == "fail" for k in self.keys), "infra": len(self.infra_failures),
-                "checks": len(checks), "regressions": sum(c.regression for c in checks),
-                "over_budget": sum(c.over_budget for c in checks),
-                "improvements": sum(c.verdict == "improvement" for c in checks),
-                "inconclusive": sum(c.verdict == "inconclusive" for c in checks),
-                "insufficient": sum(c.verdict == "insufficient" for c in checks)}
+        return {
+            "keys": len(self.keys),
+            "passed": sum(k.status == "pass" for k in self.keys),
+            "failed": sum(k.status == "fail" for k in self.keys),
+            "infra": len(self.infra_failures),
+            "checks": len(checks),
+            "regressions": sum(c.regression for c in checks),
+            "over_budget": sum(c.over_budget for c in checks),
+            "improvements": sum(c.verdict == "improvement" for c in checks),
+            "inconclusive": sum(c.verdict == "inconclusive" for c in checks),
+            "insufficient": sum(c.verdict == "insufficient" for c in checks),
+        }
 
     def rows(self) -> list[dict]:
         """Flat verdict table (one row per check, plus one per infrastructure failure): the CSV."""
         out = []
         for k in self.keys:
-            base = {"run_id": self.run_id, "model": k.model, "variant": k.variant, "device_id": k.device_id,
-                    "profile": k.profile, "key_status": k.status, "baseline_mode": str(self.spec),
-                    "baseline_runs": " ".join(k.baseline.run_ids) if k.baseline else ""}
+            base = {
+                "run_id": self.run_id,
+                "model": k.model,
+                "variant": k.variant,
+                "device_id": k.device_id,
+                "profile": k.profile,
+                "key_status": k.status,
+                "baseline_mode": str(self.spec),
+                "baseline_runs": " ".join(k.baseline.run_ids) if k.baseline else "",
+            }
             if k.infra:
                 out.append({**base, "metric": "", "verdict": k.status, "note": k.error or ""})
                 continue
             for c in k.checks:
-                out.append({**base, "metric": c.metric, "verdict": c.verdict,
-                            "status": "fail" if c.failed else ("skipped" if c.skipped else "pass"),
-                            "baseline": c.baseline, "current": c.current, "effect": c.effect,
-                            "effect_unit": "points" if c.absolute else "relative", "threshold": c.threshold,
-                            "p_value": c.p_value, "ci_low": c.ci[0] if c.ci else None,
-                            "ci_high": c.ci[1] if c.ci else None, "n_baseline": c.n_baseline,
-                            "n_current": c.n_current, "test": c.test,
-                            "budget": c.budget.name if c.budget else "",
-                            "budget_limit": c.budget.limit if c.budget else None,
-                            "budget_status": c.budget.status if c.budget else "",
-                            "sigma_run": c.sigma_run, "critical_change": c.critical_change,
-                            "confirmed": (c.confirmation or {}).get("confirmed"),
-                            "confirm_effect": (c.confirmation or {}).get("effect"),
-                            "confirm_p": (c.confirmation or {}).get("p"), "note": c.note})
+                out.append(
+                    {
+                        **base,
+                        "metric": c.metric,
+                        "verdict": c.verdict,
+                        "status": "fail" if c.failed else ("skipped" if c.skipped else "pass"),
+                        "baseline": c.baseline,
+                        "current": c.current,
+                        "effect": c.effect,
+                        "effect_unit": "points" if c.absolute else "relative",
+                        "threshold": c.threshold,
+                        "p_value": c.p_value,
+                        "ci_low": c.ci[0] if c.ci else None,
+                        "ci_high": c.ci[1] if c.ci else None,
+                        "n_baseline": c.n_baseline,
+                        "n_current": c.n_current,
+                        "test": c.test,
+                        "budget": c.budget.name if c.budget else "",
+                        "budget_limit": c.budget.limit if c.budget else None,
+                        "budget_status": c.budget.status if c.budget else "",
+                        "sigma_run": c.sigma_run,
+                        "critical_change": c.critical_change,
+                        "confirmed": (c.confirmation or {}).get("confirmed"),
+                        "confirm_effect": (c.confirmation or {}).get("effect"),
+                        "confirm_p": (c.confirmation or {}).get("p"),
+                        "note": c.note,
+                    }
+                )
         return out
 
 
@@ -244,8 +270,17 @@ def _results_of_run(store: ResultStore, run_id: str) -> list[dict]:
         prev = by_job.get(job)
         if prev is not None and prev["status"] == "ok" and status != "ok":
             continue
-        by_job[job] = {"result_id": rid, "job_key": job, "model": model, "variant": variant, "device_id": dev,
-                       "profile": prof, "status": status, "error": err, "transport": transport}
+        by_job[job] = {
+            "result_id": rid,
+            "job_key": job,
+            "model": model,
+            "variant": variant,
+            "device_id": dev,
+            "profile": prof,
+            "status": status,
+            "error": err,
+            "transport": transport,
+        }
     return list(by_job.values())
 
 
@@ -261,8 +296,16 @@ def _missing_jobs(store: ResultStore, run: dict, present: set[str]) -> list[KeyR
             continue
         known = db.job_identity(store, job)
         model, variant, dev, prof = known if known else (f"job-{job[:8]}", "?", "unknown", "?")
-        out.append(KeyResult(model, variant, dev, prof, "nodata",
-                             error=f"planned job {job} has no result (run status: {run.get('status')})"))
+        out.append(
+            KeyResult(
+                model,
+                variant,
+                dev,
+                prof,
+                "nodata",
+                error=f"planned job {job} has no result (run status: {run.get('status')})",
+            )
+        )
     return out
 
 
@@ -277,10 +320,19 @@ def _judge(effect: float, threshold: float, significant: bool = True) -> str:
     return "pass"
 
 
-def check_metric(metric: str, threshold: float, current: float | None, baseline_values: list[float],
-                 cur_samples: list[float] | None = None, base_samples: list[list[float]] | None = None,
-                 alpha: float = DEFAULT_ALPHA, min_samples: int = MIN_SAMPLES, has_baseline: bool = True,
-                 ci: bool = True, min_change_us: float = 0.0) -> Check:
+def check_metric(
+    metric: str,
+    threshold: float,
+    current: float | None,
+    baseline_values: list[float],
+    cur_samples: list[float] | None = None,
+    base_samples: list[list[float]] | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    min_samples: int = MIN_SAMPLES,
+    has_baseline: bool = True,
+    ci: bool = True,
+    min_change_us: float = 0.0,
+) -> Check:
     """Compare one metric; the single place the decision rules live (also used by benchmarks)."""
     rule = RULES[metric]
     c = Check(metric, "pass", current=current, threshold=threshold)
@@ -298,9 +350,14 @@ def check_metric(metric: str, threshold: float, current: float | None, baseline_
     sign = 1.0 if rule.higher_is_worse else -1.0
     if rule.kind == "sampled":
         c.test = "block Mann-Whitney U + threshold"
-        cmp = compare_samples(base_samples if base_samples is not None else [],
-                              cur_samples if cur_samples is not None else [], q=rule.quantile or 0.5,
-                              alpha=alpha, min_samples=min_samples, ci=ci)
+        cmp = compare_samples(
+            base_samples if base_samples is not None else [],
+            cur_samples if cur_samples is not None else [],
+            q=rule.quantile or 0.5,
+            alpha=alpha,
+            min_samples=min_samples,
+            ci=ci,
+        )
         c.n_baseline, c.n_current, c.note = cmp.n_base, cmp.n_cur, cmp.note
         if not cmp.sufficient:
             c.verdict, c.baseline = "insufficient", float(np.median(baseline_values))
@@ -313,7 +370,8 @@ def check_metric(metric: str, threshold: float, current: float | None, baseline_
             c.verdict = "pass"
             c.note = (c.note + "; " if c.note else "") + (
                 f"change of {abs(cmp.cur - cmp.base):.2f} us is below the {min_change_us:g} us floor "
-                "(latency_min_change_us)")
+                "(latency_min_change_us)"
+            )
         elif c.verdict == "pass" and abs(cmp.effect) > threshold:
             c.note = (c.note + "; " if c.note else "") + f"change not significant (p={cmp.p_value:.2g})"
         return c
@@ -348,9 +406,18 @@ def _median_values(values: list[dict[str, float]]) -> dict[str, float]:
     return {m: float(np.median([v[m] for v in values if m in v])) for m in metrics}
 
 
-def _process_series(store: ResultStore, k: KeyResult, metric: str, ok_ids: list[int],
-                    values: dict[int, dict[str, float]], base_values: dict[int, dict[str, float]], before: float,
-                    threshold: float, min_samples: int, prior: float) -> SeriesInput:
+def _process_series(
+    store: ResultStore,
+    k: KeyResult,
+    metric: str,
+    ok_ids: list[int],
+    values: dict[int, dict[str, float]],
+    base_values: dict[int, dict[str, float]],
+    before: float,
+    threshold: float,
+    min_samples: int,
+    prior: float,
+) -> SeriesInput:
     cur, disturbed = [], []
     for rid in ok_ids:
         v = values[rid]
@@ -371,10 +438,16 @@ def _process_series(store: ResultStore, k: KeyResult, metric: str, ok_ids: list[
     return SeriesInput(metric, cur, disturbed, ref_levels, hist_levels, threshold, prior)
 
 
-def evaluate(store: ResultStore, run_id: str | None = None, spec: bl.BaselineSpec | None = None,
-             profiles: Mapping[str, DeviceProfile] | None = None,
-             overrides: Mapping[str, Mapping[str, float]] | None = None, alpha: float = DEFAULT_ALPHA,
-             min_samples: int = MIN_SAMPLES, warnings: list[str] | None = None) -> GateResult:
+def evaluate(
+    store: ResultStore,
+    run_id: str | None = None,
+    spec: bl.BaselineSpec | None = None,
+    profiles: Mapping[str, DeviceProfile] | None = None,
+    overrides: Mapping[str, Mapping[str, float]] | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    min_samples: int = MIN_SAMPLES,
+    warnings: list[str] | None = None,
+) -> GateResult:
     """Judge one run (the latest by default). Does not record anything; see `record`."""
     if not 0 < alpha < 1:
         raise ConfigError(f"--alpha {alpha}: must be between 0 and 1")
@@ -394,22 +467,30 @@ def evaluate(store: ResultStore, run_id: str | None = None, spec: bl.BaselineSpe
         first = grp[0]
         ok = [r for r in grp if r["status"] == "ok"]
         failed = [r for r in grp if r["status"] != "ok"]
-        k = KeyResult(first["model"], first["variant"], first["device_id"], first["profile"], "pass",
-                      result_id=(ok or grp)[0]["result_id"])
+        k = KeyResult(
+            first["model"],
+            first["variant"],
+            first["device_id"],
+            first["profile"],
+            "pass",
+            result_id=(ok or grp)[0]["result_id"],
+        )
         k.result_ids = [r["result_id"] for r in ok]
         result.keys.append(k)
         if failed:
             worst = next((r for r in failed if r["status"] == "infra_error"), failed[0])
             k.status = "infra" if worst["status"] == "infra_error" else "error"
             k.error = (worst["error"] or worst["status"]) + (
-                f" ({len(failed)} of {len(grp)} processes failed)" if len(grp) > 1 else "")
+                f" ({len(failed)} of {len(grp)} processes failed)" if len(grp) > 1 else ""
+            )
             if not ok:
                 continue
         prof = profiles.get(first["profile"])
         if prof is None and profiles and first["profile"] not in warned:
             warned.add(first["profile"])
-            result.warnings.append(f"profile '{first['profile']}' not found: built-in thresholds, no budgets "
-                                   f"for its devices")
+            result.warnings.append(
+                f"profile '{first['profile']}' not found: built-in thresholds, no budgets for its devices"
+            )
         per_process = [values[r["result_id"]] for r in ok]
         cur = _median_values(per_process)
         k.values = cur
@@ -430,17 +511,35 @@ def evaluate(store: ResultStore, run_id: str | None = None, spec: bl.BaselineSpe
                 continue  # an MCU latency sample is a window mean: its floor repeats the p50 window check
             if process_level and serial and rule.kind == "sampled":
                 c = _mcu_check(store, metric, thr, k.result_ids, base_ids, cur.get(metric))
-            elif process_level and rule.kind == "sampled" and all(
-                    v.get("latency_count", min_samples) < min_samples for v in per_process):
+            elif (
+                process_level
+                and rule.kind == "sampled"
+                and all(v.get("latency_count", min_samples) < min_samples for v in per_process)
+            ):
                 n = int(max(v.get("latency_count", 0) for v in per_process))
-                c = Check(metric, "inconclusive", current=cur[metric], threshold=thr, n_current=n,
-                          test="process levels + Holm",
-                          note=f"too few samples ({n} < {min_samples} per process): raise max_seconds or "
-                               "lower min_runs")
+                c = Check(
+                    metric,
+                    "inconclusive",
+                    current=cur[metric],
+                    threshold=thr,
+                    n_current=n,
+                    test="process levels + Holm",
+                    note=f"too few samples ({n} < {min_samples} per process): raise max_seconds or lower min_runs",
+                )
             elif process_level:
                 c = Check(metric, "pending", current=cur[metric], threshold=thr, test="process levels + Holm")
-                s = _process_series(store, k, metric, k.result_ids, values, base_vals, before, thr,
-                                    min_samples if not serial else 1, prior)
+                s = _process_series(
+                    store,
+                    k,
+                    metric,
+                    k.result_ids,
+                    values,
+                    base_vals,
+                    before,
+                    thr,
+                    min_samples if not serial else 1,
+                    prior,
+                )
                 stats = series_comparison(s, f"{k.key} {metric}")
                 c.baseline, c.n_baseline, c.n_current = stats.reference, stats.n_reference, stats.comparison.r
                 c.sigma_run, c.sigma_source = stats.sigma, stats.sigma_source
@@ -452,8 +551,11 @@ def evaluate(store: ResultStore, run_id: str | None = None, spec: bl.BaselineSpe
                 else:
                     c.current = float(np.exp(np.log(stats.reference) + stats.comparison.log_ratio))
                     c.effect = c.current / stats.reference - 1.0
-                    floor = resolve("latency_min_change_us", k.model, prof.thresholds if prof else None, overrides) \
-                        if metric.startswith("latency") else 0.0
+                    floor = (
+                        resolve("latency_min_change_us", k.model, prof.thresholds if prof else None, overrides)
+                        if metric.startswith("latency")
+                        else 0.0
+                    )
                     pending.append((k, c, stats, floor))
             else:
                 c = check_metric(metric, thr, cur.get(metric), bvals, has_baseline=k.baseline is not None)
@@ -470,8 +572,9 @@ def evaluate(store: ResultStore, run_id: str | None = None, spec: bl.BaselineSpe
             k.status = "fail" if any(c.failed for c in k.checks) else "pass"
     result.keys.extend(_missing_jobs(store, run, {r["job_key"] for r in rows}))
     if not result.keys:
-        result.keys.append(KeyResult("(none)", "-", "-", "-", "nodata",
-                                     error=f"run {result.run_id} recorded no results"))
+        result.keys.append(
+            KeyResult("(none)", "-", "-", "-", "nodata", error=f"run {result.run_id} recorded no results")
+        )
     return result
 
 
@@ -493,26 +596,45 @@ def _decide_family(result: GateResult, pending: list[tuple[KeyResult, Check, Ser
         c.p_value = d.p_holm if d.verdict != "improvement" else d.p_holm_better
         c.critical_change = d.critical_change
         c.note = d.reason
-        below_floor = bool(floor) and c.current is not None and c.baseline is not None \
-            and abs(c.current - c.baseline) < floor
+        below_floor = (
+            bool(floor) and c.current is not None and c.baseline is not None and abs(c.current - c.baseline) < floor
+        )
         if c.verdict in ("regression", "improvement") and below_floor:
             c.verdict = "pass"
-            c.note = (f"change of {abs(c.current - c.baseline):.2f} us is below the {floor:g} us floor "
-                      "(latency_min_change_us)")
-        elif c.verdict == "pass" and not below_floor and s.sigma_source == "history" \
-                and d.comparison.effect > d.comparison.threshold and d.comparison.p < SCREEN_ALPHA:
+            c.note = (
+                f"change of {abs(c.current - c.baseline):.2f} us is below the {floor:g} us floor "
+                "(latency_min_change_us)"
+            )
+        elif (
+            c.verdict == "pass"
+            and not below_floor
+            and s.sigma_source == "history"
+            and d.comparison.effect > d.comparison.threshold
+            and d.comparison.p < SCREEN_ALPHA
+        ):
             c.screened = True
             c.note += f"; screened for re-measurement (uncorrected p={d.comparison.p:.2g} < {SCREEN_ALPHA})"
 
 
-def _mcu_check(store: ResultStore, metric: str, thr: float, cur_ids: list[int], base_ids: list[int],
-               current: float | None) -> Check:
+def _mcu_check(
+    store: ResultStore, metric: str, thr: float, cur_ids: list[int], base_ids: list[int], current: float | None
+) -> Check:
     """MCU latency: window means (one stored sample per window) against the reference's windows."""
     cur_w = [x for rid in cur_ids for x in store.samples(rid)]
     base_w = [x for rid in base_ids for x in store.samples(rid)]
     w = mcu_window_verdict(base_w, cur_w, thr, metric)
-    c = Check(metric, w.verdict, baseline=w.base_level, current=w.current_level, effect=w.effect, threshold=thr,
-              n_baseline=len(base_w), n_current=len(cur_w), test="MCU window means + stability", note=w.reason)
+    c = Check(
+        metric,
+        w.verdict,
+        baseline=w.base_level,
+        current=w.current_level,
+        effect=w.effect,
+        threshold=thr,
+        n_baseline=len(base_w),
+        n_current=len(cur_w),
+        test="MCU window means + stability",
+        note=w.reason,
+    )
     if metric != "latency_p50_us" and w.verdict == "inconclusive":
         c.verdict, c.note = "pass", "p50 decides MCU windows; " + w.reason
     return c
@@ -521,8 +643,13 @@ def _mcu_check(store: ResultStore, metric: str, thr: float, cur_ids: list[int], 
 CREEP_METRICS = ("latency_min_us", "latency_p50_us")
 
 
-def _creep_check(store: ResultStore, k: KeyResult, before: float, prof: DeviceProfile | None,
-                 overrides: Mapping[str, Mapping[str, float]]) -> None:
+def _creep_check(
+    store: ResultStore,
+    k: KeyResult,
+    before: float,
+    prof: DeviceProfile | None,
+    overrides: Mapping[str, Mapping[str, float]],
+) -> None:
     """Slow creep: step detection over the run levels of the series, this run last. On the latency
     floor first (the least noisy level, so the earliest to show a creep), then on the p50."""
     for metric in CREEP_METRICS:
@@ -539,13 +666,17 @@ def _creep_check(store: ResultStore, k: KeyResult, before: float, prof: DevicePr
         found = creep(levels, thr, metric, c.sigma_run)
         if found is None or not found.flagged:
             continue
-        start_run = history[found.start_index][0] \
-            if found.start_index is not None and found.start_index < len(history) else "this run"
+        start_run = (
+            history[found.start_index][0]
+            if found.start_index is not None and found.start_index < len(history)
+            else "this run"
+        )
         c.verdict = "regression"
         c.screened = False
         c.creep_effect = found.effect
-        c.note = (f"creep: {found.effect:+.1%} against the best earlier level, beginning at run {start_run}"
-                  + (f"; {c.note}" if c.note else ""))
+        c.note = f"creep: {found.effect:+.1%} against the best earlier level, beginning at run {start_run}" + (
+            f"; {c.note}" if c.note else ""
+        )
 
 
 def record(store: ResultStore, result: GateResult) -> None:
@@ -558,8 +689,17 @@ def record(store: ResultStore, result: GateResult) -> None:
             verdict = "improved"
         if verdict == "pass" and any(c.verdict == "inconclusive" for c in k.checks):
             verdict = "inconclusive"
-        rows.append({"key": k.key, "verdict": verdict, "model": k.model, "variant": k.variant,
-                     "device_id": k.device_id, "profile": k.profile, "result_id": k.result_id,
-                     "baseline": k.baseline.describe() if k.baseline else str(result.spec),
-                     "detail": {"failed": [c.metric for c in k.checks if c.failed], "error": k.error}})
+        rows.append(
+            {
+                "key": k.key,
+                "verdict": verdict,
+                "model": k.model,
+                "variant": k.variant,
+                "device_id": k.device_id,
+                "profile": k.profile,
+                "result_id": k.result_id,
+                "baseline": k.baseline.describe() if k.baseline else str(result.spec),
+                "detail": {"failed": [c.metric for c in k.checks if c.failed], "error": k.error},
+            }
+        )
     bl.record_verdicts(store, result.run_id, rows)

@@ -60,11 +60,22 @@ class Comparison:
     reason: str
 
 
-def compare(current_levels: Sequence[float], reference: float | None, n_ref_levels: int, sigma: float,
-            threshold: float, direction: int, *, disturbed: Sequence[bool] | None = None, name: str = "",
-            dof: float | None = None, ref_efficiency: float = MEDIAN_EFFICIENCY,
-            sigma_between: float = 0.0, ref_runs: int | None = None,
-            min_processes: int = 1) -> Comparison:
+def compare(
+    current_levels: Sequence[float],
+    reference: float | None,
+    n_ref_levels: int,
+    sigma: float,
+    threshold: float,
+    direction: int,
+    *,
+    disturbed: Sequence[bool] | None = None,
+    name: str = "",
+    dof: float | None = None,
+    ref_efficiency: float = MEDIAN_EFFICIENCY,
+    sigma_between: float = 0.0,
+    ref_runs: int | None = None,
+    min_processes: int = 1,
+) -> Comparison:
     """Test statistic for one series; the verdict is left to `holm`, which sees the whole gate.
 
     ``z = log(median(current) / reference) / se`` with
@@ -98,9 +109,22 @@ def compare(current_levels: Sequence[float], reference: float | None, n_ref_leve
     r_eff = logs.size * median_efficiency(logs.size)
     se = _standard_error(sigma, r_eff, n_ref_levels * ref_efficiency, sigma_between, ref_runs)
     z = direction * log_ratio / se
-    return Comparison(name, relative_effect(log_ratio, direction), log_ratio, z, upper_tail(z, dof),
-                      upper_tail(-z, dof), se, int(logs.size), int(n_ref_levels), float(threshold), direction,
-                      dof, PENDING, "")
+    return Comparison(
+        name,
+        relative_effect(log_ratio, direction),
+        log_ratio,
+        z,
+        upper_tail(z, dof),
+        upper_tail(-z, dof),
+        se,
+        int(logs.size),
+        int(n_ref_levels),
+        float(threshold),
+        direction,
+        dof,
+        PENDING,
+        "",
+    )
 
 
 # Efficiency of the median against the mean for n normal levels (variance ratio); 2/pi for large n.
@@ -122,8 +146,9 @@ def _mask(disturbed: Sequence[bool], n: int) -> np.ndarray:
     return mask
 
 
-def _missing(n_all: int, n_kept: int, n_valid: int, reference: float | None, n_ref: int, sigma: float,
-             min_processes: int) -> str:
+def _missing(
+    n_all: int, n_kept: int, n_valid: int, reference: float | None, n_ref: int, sigma: float, min_processes: int
+) -> str:
     """First reason why no honest statistic exists, '' if there is none."""
     if reference is None or not math.isfinite(reference) or reference <= 0 or n_ref < 1:
         return "no baseline"
@@ -138,11 +163,13 @@ def _missing(n_all: int, n_kept: int, n_valid: int, reference: float | None, n_r
     return ""
 
 
-def _inconclusive(name: str, reason: str, r: int, n_ref: int, threshold: float, direction: int,
-                  dof: float | None) -> Comparison:
+def _inconclusive(
+    name: str, reason: str, r: int, n_ref: int, threshold: float, direction: int, dof: float | None
+) -> Comparison:
     nan = math.nan
-    return Comparison(name, nan, nan, nan, nan, nan, nan, int(r), int(n_ref), float(threshold), direction, dof,
-                      INCONCLUSIVE, reason)
+    return Comparison(
+        name, nan, nan, nan, nan, nan, nan, int(r), int(n_ref), float(threshold), direction, dof, INCONCLUSIVE, reason
+    )
 
 
 def _standard_error(sigma: float, r: float, k_eff: float, sigma_between: float, ref_runs: int | None) -> float:
@@ -247,5 +274,6 @@ def _decide(c: Comparison, j: int, worse: _Family, better: _Family) -> Decision:
         verdict, reason = PASS, f"significant but effect {fmt_pct(c.effect)} <= threshold {fmt_pct(c.threshold)}"
     else:
         verdict, reason = PASS, f"effect {fmt_pct(c.effect)} within noise/threshold (critical {fmt_pct(crit)})"
-    return Decision(c, verdict, reason, int(worse.rank[j]), z_w, crit, crit_b, float(worse.p_adj[j]),
-                    float(better.p_adj[j]))
+    return Decision(
+        c, verdict, reason, int(worse.rank[j]), z_w, crit, crit_b, float(worse.p_adj[j]), float(better.p_adj[j])
+    )

@@ -128,8 +128,14 @@ class NoiseEstimate:
     sigma_between: float  # sd of the run (night) effect, 0 when not separable from within noise
 
 
-def noise_sigma(history_levels: Sequence[Sequence[float]], prior_sigma: float | None = None, *,
-                min_levels: int = 6, min_runs: int = 2, min_sigma: float = 1e-4) -> NoiseEstimate:
+def noise_sigma(
+    history_levels: Sequence[Sequence[float]],
+    prior_sigma: float | None = None,
+    *,
+    min_levels: int = 6,
+    min_runs: int = 2,
+    min_sigma: float = 1e-4,
+) -> NoiseEstimate:
     """How far one process level strays from the long-term reference.
 
     Two components, because a fresh night moves all its processes together: the *within-run*
@@ -158,8 +164,7 @@ def noise_sigma(history_levels: Sequence[Sequence[float]], prior_sigma: float | 
     if too_few and prior_sigma is not None:
         return NoiseEstimate(float(prior_sigma), math.inf, n_levels, n_runs, True, "prior", s_w, s_b)
     sigma = max(s_run, min_sigma) if math.isfinite(s_run) else math.nan
-    return NoiseEstimate(sigma, _satterthwaite(s_w, dof_w, s_b, dof_b), n_levels, n_runs, too_few,
-                         "history", s_w, s_b)
+    return NoiseEstimate(sigma, _satterthwaite(s_w, dof_w, s_b, dof_b), n_levels, n_runs, too_few, "history", s_w, s_b)
 
 
 def _within_sigma(runs: list[np.ndarray]) -> tuple[float, int]:

@@ -30,9 +30,9 @@ from harness.gate.levels import HIGHER_IS_BETTER, LOWER_IS_BETTER, noise_sigma, 
 from harness.gate.steps import creep_regression
 from harness.gate.windows import mcu_windows
 
-HISTORY_RUNS = 20          # runs of a series used for its noise estimate
-CREEP_RUNS = 30            # runs of a series searched for steps and creep
-MIN_CREEP_RUNS = 8         # shorter histories cannot tell a creep from the noise of a few nights
+HISTORY_RUNS = 20  # runs of a series used for its noise estimate
+CREEP_RUNS = 30  # runs of a series searched for steps and creep
+MIN_CREEP_RUNS = 8  # shorter histories cannot tell a creep from the noise of a few nights
 DEFAULT_NOISE_PRIOR = 0.02  # sigma_run of one process level before a series has history (2 %)
 MCU_WINDOW_STABILITY = 0.005
 
@@ -46,8 +46,8 @@ class SeriesInput:
     """What the gate knows about one series (key x metric) before deciding."""
 
     metric: str
-    current: list[float]             # one level per process of this run
-    disturbed: list[bool]            # per process: a window the runner marked disturbed, or too few samples
+    current: list[float]  # one level per process of this run
+    disturbed: list[bool]  # per process: a window the runner marked disturbed, or too few samples
     reference_runs: list[list[float]]  # levels of the reference runs (accepted runs), oldest first
     history_runs: list[list[float]]  # levels of earlier runs of the series (noise), oldest first
     threshold: float
@@ -58,7 +58,7 @@ class SeriesInput:
 class SeriesStats:
     comparison: Comparison
     sigma: float
-    sigma_source: str                # history | prior
+    sigma_source: str  # history | prior
     reference: float
     n_reference: int
     reference_runs: int
@@ -76,8 +76,8 @@ def shrunk_noise(est, prior: float) -> tuple[float, float]:
     if est.source != "history":
         return est.sigma, 0.0
     w = max(est.n_runs - 1, 0)
-    between = math.sqrt((w * est.sigma_between ** 2 + PRIOR_RUNS * prior ** 2) / (w + PRIOR_RUNS))
-    return math.sqrt(est.sigma_within ** 2 + between ** 2), between
+    between = math.sqrt((w * est.sigma_between**2 + PRIOR_RUNS * prior**2) / (w + PRIOR_RUNS))
+    return math.sqrt(est.sigma_within**2 + between**2), between
 
 
 def series_comparison(s: SeriesInput, name: str) -> SeriesStats:
@@ -94,9 +94,19 @@ def series_comparison(s: SeriesInput, name: str) -> SeriesStats:
         seen = noise_sigma([s.current, *s.reference_runs]).sigma_within
         if math.isfinite(seen) and seen > sigma:
             sigma = seen
-    c = compare(s.current, None if math.isnan(ref) else ref, n_ref, sigma, s.threshold,
-                direction_of(s.metric), disturbed=s.disturbed, name=name, dof=dof, sigma_between=between,
-                ref_runs=max(1, runs_used))
+    c = compare(
+        s.current,
+        None if math.isnan(ref) else ref,
+        n_ref,
+        sigma,
+        s.threshold,
+        direction_of(s.metric),
+        disturbed=s.disturbed,
+        name=name,
+        dof=dof,
+        sigma_between=between,
+        ref_runs=max(1, runs_used),
+    )
     return SeriesStats(c, sigma, est.source, ref, n_ref, runs_used)
 
 
@@ -114,6 +124,11 @@ def creep(history_levels: list[float], threshold: float, metric: str, sigma: flo
     return creep_regression(levels, threshold, direction_of(metric), sigma=sigma)
 
 
-def mcu_window_verdict(base_windows: list[float], cur_windows: list[float], threshold: float, metric: str,
-                       stability: float = MCU_WINDOW_STABILITY):
+def mcu_window_verdict(
+    base_windows: list[float],
+    cur_windows: list[float],
+    threshold: float,
+    metric: str,
+    stability: float = MCU_WINDOW_STABILITY,
+):
     return mcu_windows(base_windows, cur_windows, threshold, stability=stability, direction=direction_of(metric))

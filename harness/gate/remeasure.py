@@ -60,8 +60,8 @@ class ConfirmationRun:
     levels_b: dict[str, list[float]] = field(default_factory=dict)
     decisions: dict[str, Confirmation] = field(default_factory=dict)
     run_id: str | None = None
-    impossible: str | None = None   # why no confirmation could be made
-    method: str = ""                # in-process (A and B in one runner process) or interleaved processes
+    impossible: str | None = None  # why no confirmation could be made
+    method: str = ""  # in-process (A and B in one runner process) or interleaved processes
 
 
 def _variant_for(converter: Converter, sha256: str) -> ModelVariant | None:
@@ -72,12 +72,24 @@ def _variant_for(converter: Converter, sha256: str) -> ModelVariant | None:
     return None
 
 
-def confirm_key(store: ResultStore, inventory: Inventory, converter: Converter, run_id: str, key: str,
-                model: str, variant: str, device_id: str, baseline_sha256: str | None,
-                candidate_sha256: str | None, metrics: dict[str, tuple[float, int]],
-                pairs: int | None = None, alpha: float = 0.05,
-                input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None,
-                log: Callable[[str], None] = _log.info, wait: bool = True) -> ConfirmationRun:
+def confirm_key(
+    store: ResultStore,
+    inventory: Inventory,
+    converter: Converter,
+    run_id: str,
+    key: str,
+    model: str,
+    variant: str,
+    device_id: str,
+    baseline_sha256: str | None,
+    candidate_sha256: str | None,
+    metrics: dict[str, tuple[float, int]],
+    pairs: int | None = None,
+    alpha: float = 0.05,
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None,
+    log: Callable[[str], None] = _log.info,
+    wait: bool = True,
+) -> ConfirmationRun:
     """Measure A B A B ... (`pairs` of each) and test every metric in `metrics` (metric -> threshold,
     direction); `confirm_regressions` makes the gate-wide decision."""
     out = ConfirmationRun(key, baseline_sha256 or "", candidate_sha256 or "")
@@ -104,9 +116,19 @@ def confirm_key(store: ResultStore, inventory: Inventory, converter: Converter, 
     jobs = {role: Job(mv, device, profile, options) for role, mv in variants.items()}
     transport = transport_for(device, profile, log)
     transport.cache_root = converter.cache_dir.parent
-    confirm_run = None if store.read_only else store.start_run(  # `gate --no-record` stores nothing
-        [f"confirm:{key}"], "confirm", ["gate", "--confirm", run_id], __version__, platform.node(), None,
-        f"confirm:{run_id}")
+    confirm_run = (
+        None
+        if store.read_only
+        else store.start_run(  # `gate --no-record` stores nothing
+            [f"confirm:{key}"],
+            "confirm",
+            ["gate", "--confirm", run_id],
+            __version__,
+            platform.node(),
+            None,
+            f"confirm:{run_id}",
+        )
+    )
     out.run_id = confirm_run
     status = "complete"
     dev_lock = DeviceLock(device, confirm_run or run_id)
@@ -116,8 +138,18 @@ def confirm_key(store: ResultStore, inventory: Inventory, converter: Converter, 
         dev_lock.acquire(wait=wait, log=log)  # nobody else measures on the device meanwhile
         transport.open()
         if in_process:
-            _paired_in_process(store, transport, jobs, variants, out, metrics, pairs or IN_PROCESS_PAIRS,
-                               confirm_run, (model, variant, device_id, profile.name, device.transport.type), log)
+            _paired_in_process(
+                store,
+                transport,
+                jobs,
+                variants,
+                out,
+                metrics,
+                pairs or IN_PROCESS_PAIRS,
+                confirm_run,
+                (model, variant, device_id, profile.name, device.transport.type),
+                log,
+            )
         pairs = pairs or DEFAULT_PAIRS
         for i in range(0 if in_process else pairs):
             for role, levels in (("reference", out.levels_a), ("candidate", out.levels_b)):
@@ -132,11 +164,24 @@ def confirm_key(store: ResultStore, inventory: Inventory, converter: Converter, 
                         levels.setdefault(metric, []).append(values[metric])
                 mv = variants[role]
                 if confirm_run is not None:
-                    store.record(ResultRecord(
-                        run_id=confirm_run, job_key=f"confirm-{role}-{i}", model=model,
-                        model_sha256=mv.source_sha256, variant=variant, device_id=device_id, profile=profile.name,
-                        status="ok", artifact_sha256=mv.artifact_sha256, transport=device.transport.type,
-                        harness_version=__version__, host=platform.node()), measurements, samples)
+                    store.record(
+                        ResultRecord(
+                            run_id=confirm_run,
+                            job_key=f"confirm-{role}-{i}",
+                            model=model,
+                            model_sha256=mv.source_sha256,
+                            variant=variant,
+                            device_id=device_id,
+                            profile=profile.name,
+                            status="ok",
+                            artifact_sha256=mv.artifact_sha256,
+                            transport=device.transport.type,
+                            harness_version=__version__,
+                            host=platform.node(),
+                        ),
+                        measurements,
+                        samples,
+                    )
     except HilError as exc:
         out.impossible = f"re-measurement failed: {exc}"
         status = "incomplete"
@@ -154,8 +199,18 @@ def confirm_key(store: ResultStore, inventory: Inventory, converter: Converter, 
     return out
 
 
-def _paired_in_process(store: ResultStore, transport, jobs: dict, variants: dict, out: ConfirmationRun,
-                       metrics: dict, processes: int, confirm_run: str | None, where: tuple, log) -> None:
+def _paired_in_process(
+    store: ResultStore,
+    transport,
+    jobs: dict,
+    variants: dict,
+    out: ConfirmationRun,
+    metrics: dict,
+    processes: int,
+    confirm_run: str | None,
+    where: tuple,
+    log,
+) -> None:
     """`processes` runner processes, each timing the reference and the candidate interleaved in blocks
     of a few milliseconds (runner --paired-model): each process gives one pair of levels measured under
     the same conditions. Between processes started back to back the speed of a shared or virtual CPU
@@ -179,11 +234,24 @@ def _paired_in_process(store: ResultStore, transport, jobs: dict, variants: dict
                     levels.setdefault(metric, []).append(values[metric])
             if confirm_run is not None:
                 mv = variants[role]
-                store.record(ResultRecord(
-                    run_id=confirm_run, job_key=f"confirm-{role}-{i}", model=model, model_sha256=mv.source_sha256,
-                    variant=variant, device_id=device_id, profile=profile_name, status="ok",
-                    artifact_sha256=mv.artifact_sha256, transport=transport_type, harness_version=__version__,
-                    host=platform.node()), measurements, samples)
+                store.record(
+                    ResultRecord(
+                        run_id=confirm_run,
+                        job_key=f"confirm-{role}-{i}",
+                        model=model,
+                        model_sha256=mv.source_sha256,
+                        variant=variant,
+                        device_id=device_id,
+                        profile=profile_name,
+                        status="ok",
+                        artifact_sha256=mv.artifact_sha256,
+                        transport=transport_type,
+                        harness_version=__version__,
+                        host=platform.node(),
+                    ),
+                    measurements,
+                    samples,
+                )
 
 
 def measured_input_shapes(store: ResultStore, result_id: int | None) -> tuple[tuple[str, tuple[int, ...]], ...] | None:
@@ -196,9 +264,15 @@ def measured_input_shapes(store: ResultStore, result_id: int | None) -> tuple[tu
     return tuple((str(name), tuple(int(x) for x in dims)) for name, dims in shapes.items())
 
 
-def confirm_regressions(store: ResultStore, result: GateResult, inventory: Inventory | None, converter: Converter,
-                        pairs: int | None = None, log: Callable[[str], None] = _log.info,
-                        wait: bool = True) -> None:
+def confirm_regressions(
+    store: ResultStore,
+    result: GateResult,
+    inventory: Inventory | None,
+    converter: Converter,
+    pairs: int | None = None,
+    log: Callable[[str], None] = _log.info,
+    wait: bool = True,
+) -> None:
     """Re-measure every key of `result` with a process-level regression or a screened comparison
     (`Check.screened`), then decide all re-measured comparisons of the gate together.
 
@@ -217,10 +291,24 @@ def confirm_regressions(store: ResultStore, result: GateResult, inventory: Inven
         if inventory is None:
             out = ConfirmationRun(k.key, "", "", impossible="no lab inventory to reach the device")
         else:
-            out = confirm_key(store, inventory, converter, result.run_id, k.key, k.model, k.variant, k.device_id,
-                              artifact_of(store, k.baseline.result_ids[0]), artifact_of(store, k.result_id),
-                              metrics, pairs=pairs, alpha=result.alpha, log=log, wait=wait,
-                              input_shapes=measured_input_shapes(store, k.result_id))
+            out = confirm_key(
+                store,
+                inventory,
+                converter,
+                result.run_id,
+                k.key,
+                k.model,
+                k.variant,
+                k.device_id,
+                artifact_of(store, k.baseline.result_ids[0]),
+                artifact_of(store, k.result_id),
+                metrics,
+                pairs=pairs,
+                alpha=result.alpha,
+                log=log,
+                wait=wait,
+                input_shapes=measured_input_shapes(store, k.result_id),
+            )
         measured += [(k, c, out.decisions.get(c.metric), out) for c in tripped]
     decided = [(k, c, d, out) for k, c, d, out in measured if d is not None and d.n > 0 and math.isfinite(d.p)]
     rejected, p_adj = holm_adjust([d.p for _, _, d, _ in decided], result.alpha)
@@ -234,9 +322,18 @@ def confirm_regressions(store: ResultStore, result: GateResult, inventory: Inven
             continue
         rej, pa = holm_of.get(id(c), (False, math.nan))
         confirmed = rej and d.effect > (c.threshold or 0.0)
-        c.confirmation = {"confirmed": confirmed, "effect": d.effect, "p": d.p, "p_holm": pa, "n": d.n,
-                          "ci": [d.ci_low, d.ci_high], "run_id": out.run_id, "method": out.method,
-                          "reference": out.levels_a.get(c.metric), "candidate": out.levels_b.get(c.metric)}
+        c.confirmation = {
+            "confirmed": confirmed,
+            "effect": d.effect,
+            "p": d.p,
+            "p_holm": pa,
+            "n": d.n,
+            "ci": [d.ci_low, d.ci_high],
+            "run_id": out.run_id,
+            "method": out.method,
+            "reference": out.levels_a.get(c.metric),
+            "candidate": out.levels_b.get(c.metric),
+        }
         paired = f"paired effect {fmt_pct(d.effect)}, p={d.p:.2g} (Holm {pa:.2g} over {len(decided)} re-measured)"
         if confirmed:
             c.verdict = "regression"

@@ -62,8 +62,8 @@ import numpy as np
 DEFAULT_ALPHA = 0.01
 MIN_SAMPLES = 10
 MAX_BLOCKS = 20
-CLUSTER_WIDTH = 0.02       # blocks within 2 % of the fastest block are "quiet"
-MIN_QUIET = 5              # ... but at least this many blocks (and a quarter of them) are used
+CLUSTER_WIDTH = 0.02  # blocks within 2 % of the fastest block are "quiet"
+MIN_QUIET = 5  # ... but at least this many blocks (and a quarter of them) are used
 INTERFERENCE_MARGIN = 0.05  # a block this far above the level counts as disturbed
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -72,13 +72,13 @@ BOOTSTRAP_RESAMPLES = 2000
 class SampleComparison:
     """Outcome of comparing current raw samples with one or more baseline runs."""
 
-    n_base: int                 # raw samples, all baseline runs together
+    n_base: int  # raw samples, all baseline runs together
     n_cur: int
-    blocks_base: int = 0        # blocks, all baseline runs together
+    blocks_base: int = 0  # blocks, all baseline runs together
     blocks_cur: int = 0
-    quiet_base: int = 0         # of which quiet (they enter the test and the level)
+    quiet_base: int = 0  # of which quiet (they enter the test and the level)
     quiet_cur: int = 0
-    base: float | None = None    # level of the baseline (see module docstring)
+    base: float | None = None  # level of the baseline (see module docstring)
     cur: float | None = None
     effect: float | None = None  # cur / base - 1
     p_value: float | None = None
@@ -116,9 +116,16 @@ def level(blocks: np.ndarray) -> float:
     return float(np.median(quiet(blocks)))
 
 
-def compare_samples(baseline_runs: Sequence[Sequence[float]], current: Sequence[float], q: float = 0.5,
-                    alpha: float = DEFAULT_ALPHA, min_samples: int = MIN_SAMPLES,
-                    max_blocks: int = MAX_BLOCKS, seed: int = 0, ci: bool = True) -> SampleComparison:
+def compare_samples(
+    baseline_runs: Sequence[Sequence[float]],
+    current: Sequence[float],
+    q: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
+    min_samples: int = MIN_SAMPLES,
+    max_blocks: int = MAX_BLOCKS,
+    seed: int = 0,
+    ci: bool = True,
+) -> SampleComparison:
     """Compare the quantile ``q`` of ``current`` against the baseline run(s)."""
     from scipy.stats import mannwhitneyu
 
@@ -127,8 +134,7 @@ def compare_samples(baseline_runs: Sequence[Sequence[float]], current: Sequence[
     n_base = int(sum(r.size for r in runs))
     out = SampleComparison(n_base=n_base, n_cur=int(cur.size), base_runs=len(runs))
     if n_base < min_samples or cur.size < min_samples:
-        out.note = (f"insufficient data: {n_base} baseline / {cur.size} current samples "
-                    f"(need >= {min_samples} each)")
+        out.note = f"insufficient data: {n_base} baseline / {cur.size} current samples (need >= {min_samples} each)"
         return out
     base_blocks = [block_stats(r, q, max_blocks) for r in runs]
     cur_blocks = block_stats(cur, q, max_blocks)
@@ -156,8 +162,13 @@ def compare_samples(baseline_runs: Sequence[Sequence[float]], current: Sequence[
     return out
 
 
-def bootstrap_effect_ci(base_blocks: Sequence[np.ndarray], cur_blocks: np.ndarray, level_: float = 0.99,
-                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+def bootstrap_effect_ci(
+    base_blocks: Sequence[np.ndarray],
+    cur_blocks: np.ndarray,
+    level_: float = 0.99,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap CI of ``level(cur) / level(base) - 1``, resampling blocks within runs."""
     rng = np.random.default_rng(seed)
 

@@ -107,7 +107,7 @@ def _segment_costs(y: np.ndarray) -> np.ndarray:
         starts = np.arange(n - length + 1)
         win = np.sort(y[starts[:, None] + np.arange(length)], axis=1)
         half = length // 2
-        cost[starts, starts + length] = win[:, length - half:].sum(axis=1) - win[:, :half].sum(axis=1)
+        cost[starts, starts + length] = win[:, length - half :].sum(axis=1) - win[:, :half].sum(axis=1)
     return cost
 
 
@@ -140,9 +140,15 @@ class Creep:
     steps: tuple[Step, ...]
 
 
-def creep_regression(levels: Sequence[float], threshold: float, direction: int, min_segment: int = 2,
-                     penalty: float | None = None, noise_z: float = CREEP_NOISE_Z,
-                     sigma: float | None = None) -> Creep:
+def creep_regression(
+    levels: Sequence[float],
+    threshold: float,
+    direction: int,
+    min_segment: int = 2,
+    penalty: float | None = None,
+    noise_z: float = CREEP_NOISE_Z,
+    sigma: float | None = None,
+) -> Creep:
     """Slow regressions: each night may pass the nightly gate (1 % per night against a reference
     that follows accepted runs), but the series is now worse than the best it has been. Compares
     the last segment with the *best* earlier segment of at least ``min_segment`` runs, so that one
@@ -192,8 +198,10 @@ def creep_regression(levels: Sequence[float], threshold: float, direction: int, 
     critical = max(threshold, math.expm1(noise_z * se))
     flagged = effect > critical
     word = "creep/step regression" if flagged else "within threshold/noise"
-    reason = (f"{word}: runs {cur_start}- are {fmt_pct(effect)} vs best segment runs {ref.start}-{ref.end - 1} "
-              f"(critical {fmt_pct(critical)})")
+    reason = (
+        f"{word}: runs {cur_start}- are {fmt_pct(effect)} vs best segment runs {ref.start}-{ref.end - 1} "
+        f"(critical {fmt_pct(critical)})"
+    )
     return Creep(flagged, effect, start, cur_start, ref.level, current, reason, steps)
 
 
@@ -204,8 +212,9 @@ def _current_start(steps: tuple[Step, ...], min_segment: int) -> int:
     return max(0, last.end - (2 * min_segment - 1))
 
 
-def _slide_start(steps: tuple[Step, ...], i_ref: int, cur_start: int, ref_level: float, margin: float,
-                 direction: int) -> int:
+def _slide_start(
+    steps: tuple[Step, ...], i_ref: int, cur_start: int, ref_level: float, margin: float, direction: int
+) -> int:
     """First run of the unbroken sequence of segments up to the current window that are worse than
     the reference by more than ``margin``: where a creep left the good level, rather than where
     the newest stair of its staircase starts."""

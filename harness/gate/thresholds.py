@@ -31,8 +31,10 @@ def _check_metrics(mapping: Mapping, where: str) -> dict[str, float]:
     out = {}
     for metric, value in mapping.items():
         if metric not in RULES and metric not in SETTINGS:
-            raise ConfigError(f"{where}.{metric}: unknown metric (gated metrics: {', '.join(GATED_METRICS)}; "
-                              f"settings: {', '.join(sorted(SETTINGS))})")
+            raise ConfigError(
+                f"{where}.{metric}: unknown metric (gated metrics: {', '.join(GATED_METRICS)}; "
+                f"settings: {', '.join(sorted(SETTINGS))})"
+            )
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{where}.{metric}: threshold must be a number >= 0, got {value!r}")
         out[str(metric)] = float(value)
@@ -54,8 +56,9 @@ def load_threshold_file(path: str | Path | None) -> dict[str, dict[str, float]]:
     return {str(model): _check_metrics(metrics, f"{path}: {model}") for model, metrics in data.items()}
 
 
-def resolve(metric: str, model: str, profile: Mapping[str, float] | None,
-            overrides: Mapping[str, Mapping[str, float]]) -> float:
+def resolve(
+    metric: str, model: str, profile: Mapping[str, float] | None, overrides: Mapping[str, Mapping[str, float]]
+) -> float:
     value = DEFAULT_THRESHOLDS.get(metric, 0.0)
     if profile and metric in profile:
         value = float(profile[metric])

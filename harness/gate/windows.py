@@ -45,9 +45,15 @@ class WindowVerdict:
     threshold: float
 
 
-def mcu_windows(base_window_means: Sequence[float], cur_window_means: Sequence[float], threshold: float,
-                stability: float = 0.005, direction: int = LOWER_IS_BETTER, *,
-                min_windows: int = 2) -> WindowVerdict:
+def mcu_windows(
+    base_window_means: Sequence[float],
+    cur_window_means: Sequence[float],
+    threshold: float,
+    stability: float = 0.005,
+    direction: int = LOWER_IS_BETTER,
+    *,
+    min_windows: int = 2,
+) -> WindowVerdict:
     """Cycle-counted MCU inference is deterministic to a fraction of a percent, so no statistics
     are needed and a tight threshold is usable - provided the timing really was deterministic.
     Windows that disagree by more than ``stability`` (an interrupt storm, a flash wait state
@@ -91,8 +97,17 @@ class LapCheck:
     reason: str
 
 
-def check_lap(t0: int, t1: int, n: int, host_seconds: float, link_latency_s: float, wrap_us: int = 2**32, *,
-              rel_tol: float = 0.05, tick_s: float = 1e-6) -> LapCheck:
+def check_lap(
+    t0: int,
+    t1: int,
+    n: int,
+    host_seconds: float,
+    link_latency_s: float,
+    wrap_us: int = 2**32,
+    *,
+    rel_tol: float = 0.05,
+    tick_s: float = 1e-6,
+) -> LapCheck:
     """Cross-checks a device timer lap (microsecond counter read at lap start ``t0`` and end
     ``t1``, ``n`` inferences) against the host's wall clock for the same lap.
 

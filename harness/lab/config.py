@@ -46,8 +46,7 @@ class Budgets(_Strict):
     @classmethod
     def _accuracy_is_a_fraction(cls, value: float | None) -> float | None:
         if value is not None and not 0 <= value <= 1:
-            raise ValueError(f"{value:g} is not a fraction: accuracy is a fraction from 0 to 1 "
-                             f"(0.97 for 97 %)")
+            raise ValueError(f"{value:g} is not a fraction: accuracy is a fraction from 0 to 1 (0.97 for 97 %)")
         return value
 
 
@@ -73,15 +72,22 @@ class EnergyMeter(_Strict):
         if self.type == "hwmon" and self.path and not self.path.startswith("/"):
             raise ValueError("path: must be an absolute path on the device (e.g. /sys/class/hwmon/hwmon2)")
         if self.type == "estimate" and self.typical_power_mw is None:
-            raise ValueError("typical_power_mw: required for type estimate (the board's active power "
-                             "from its datasheet)")
-        if (self.typical_power_mw is not None and self.idle_power_mw is not None
-                and self.typical_power_mw < self.idle_power_mw):
-            raise ValueError(f"typical_power_mw: {self.typical_power_mw:g} is below idle_power_mw "
-                             f"{self.idle_power_mw:g} (the estimate would be negative)")
+            raise ValueError(
+                "typical_power_mw: required for type estimate (the board's active power from its datasheet)"
+            )
+        if (
+            self.typical_power_mw is not None
+            and self.idle_power_mw is not None
+            and self.typical_power_mw < self.idle_power_mw
+        ):
+            raise ValueError(
+                f"typical_power_mw: {self.typical_power_mw:g} is below idle_power_mw "
+                f"{self.idle_power_mw:g} (the estimate would be negative)"
+            )
         if self.type in EXTERNAL_METERS and self.supply_mv is None:
-            raise ValueError(f"supply_mv: required for type {self.type} (the voltage the meter supplies to "
-                             f"the board, e.g. 3300)")
+            raise ValueError(
+                f"supply_mv: required for type {self.type} (the voltage the meter supplies to the board, e.g. 3300)"
+            )
         if self.type not in EXTERNAL_METERS:
             for key in ("supply_mv", "marker_input"):
                 if getattr(self, key) is not None:
@@ -108,8 +114,10 @@ class BenchmarkDefaults(_Strict):
     @model_validator(mode="after")
     def _durations_consistent(self) -> BenchmarkDefaults:
         if self.min_seconds > self.max_seconds:
-            raise ValueError(f"min_seconds: {self.min_seconds:g} is more than max_seconds {self.max_seconds:g} "
-                             f"(the steady window stops at max_seconds)")
+            raise ValueError(
+                f"min_seconds: {self.min_seconds:g} is more than max_seconds {self.max_seconds:g} "
+                f"(the steady window stops at max_seconds)"
+            )
         return self
 
 
@@ -159,8 +167,10 @@ class DeviceProfile(_Strict):
 
         for name, threshold in value.items():
             if name not in GATED_METRICS and name not in SETTINGS:
-                raise ValueError(f"{name}: unknown metric (gated metrics: {', '.join(GATED_METRICS)}; "
-                                 f"settings: {', '.join(sorted(SETTINGS))})")
+                raise ValueError(
+                    f"{name}: unknown metric (gated metrics: {', '.join(GATED_METRICS)}; "
+                    f"settings: {', '.join(sorted(SETTINGS))})"
+                )
             if not (math.isfinite(threshold) and threshold >= 0):
                 raise ValueError(f"{name}: threshold must be a finite number >= 0")
         return value
@@ -176,10 +186,12 @@ class DeviceProfile(_Strict):
         if self.mcu is not None:
             limit = self.mcu.timer_wrap_s * TIMER_WINDOW_SHARE
             if self.benchmark.window_seconds > limit:
-                raise ValueError(f"benchmark.window_seconds: {self.benchmark.window_seconds:g} s windows do not "
-                                 f"fit the firmware timer, which wraps every {self.mcu.timer_wrap_s:g} s "
-                                 f"(mcu.timer_wrap_s); a window may last at most {limit:g} s (use more, "
-                                 f"shorter windows, or a firmware timer that does not wrap: docs/MCU.md)")
+                raise ValueError(
+                    f"benchmark.window_seconds: {self.benchmark.window_seconds:g} s windows do not "
+                    f"fit the firmware timer, which wraps every {self.mcu.timer_wrap_s:g} s "
+                    f"(mcu.timer_wrap_s); a window may last at most {limit:g} s (use more, "
+                    f"shorter windows, or a firmware timer that does not wrap: docs/MCU.md)"
+                )
         return self
 
 
@@ -214,8 +226,10 @@ class SshSettings(_Strict):
     def _names_a_variable(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             # never echoed: this may be the passphrase itself pasted in the wrong place
-            raise ValueError("must be the name of an environment variable holding the passphrase "
-                             "(e.g. PI_KEY_PASSPHRASE), not the passphrase")
+            raise ValueError(
+                "must be the name of an environment variable holding the passphrase "
+                "(e.g. PI_KEY_PASSPHRASE), not the passphrase"
+            )
         return value
 
 
@@ -234,8 +248,9 @@ class SerialSettings(_Strict):
     flash: Literal["auto", "never", "always"] = "auto"
     # what `db load` carries and m-results reports (harness/models/mlperf.py): auto = what the model ID
     # the firmware reports implies (MLPerf Tiny kws01/vww01/ic01/ad01: its reference firmware's), else tensor
-    io_convention: Literal["auto", "tensor", "uint8-minus-128", "float32-mse",
-                           "kws01", "vww01", "ic01", "ad01"] = "auto"
+    io_convention: Literal["auto", "tensor", "uint8-minus-128", "float32-mse", "kws01", "vww01", "ic01", "ad01"] = (
+        "auto"
+    )
 
 
 TransportSettings = Annotated[LocalSettings | SshSettings | SerialSettings, Field(discriminator="type")]
@@ -326,7 +341,7 @@ def _messages(err: ValidationError, data: Any, root: str = "") -> list[str]:
         where = _format_loc(tuple(e["loc"]), data, root)
         msg = e["msg"]
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
             # our validators put the sub-field first: "port: required for serial"
             if ":" in msg.split(" ")[0]:
                 field, _, rest = msg.partition(": ")
@@ -363,8 +378,9 @@ def load_profile(path: Path) -> DeviceProfile:
     if data["name"] != path.stem:
         raise ConfigError(f"{path}: name: '{data['name']}' must match the file name '{path.stem}'")
     if "source" in data:
-        raise ConfigError(f"{path}: profile '{path.stem}': source: unknown field (hilbench sets it to the "
-                          f"profile's file path)")
+        raise ConfigError(
+            f"{path}: profile '{path.stem}': source: unknown field (hilbench sets it to the profile's file path)"
+        )
     try:
         return DeviceProfile.model_validate({**data, "source": str(path)})
     except ValidationError as err:
@@ -378,13 +394,15 @@ def profile_files(directory: Path) -> list[Path]:
         if directory.exists():
             raise ConfigError(f"{directory}: is a file, not a device profile directory")
         raise ConfigError(f"{directory}: device profile directory not found")
-    files = sorted(p for p in directory.iterdir() if p.suffix in PROFILE_SUFFIXES and p.is_file()
-                   and not p.name.startswith("."))
+    files = sorted(
+        p for p in directory.iterdir() if p.suffix in PROFILE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )
     by_name: dict[str, Path] = {}
     for p in files:
         if p.stem in by_name:
-            raise ConfigError(f"{p}: profile '{p.stem}' is also defined by {by_name[p.stem]}; "
-                              f"keep one of the two files")
+            raise ConfigError(
+                f"{p}: profile '{p.stem}' is also defined by {by_name[p.stem]}; keep one of the two files"
+            )
         by_name[p.stem] = p
     return files
 
@@ -396,7 +414,7 @@ def load_profiles(directory: Path) -> dict[str, DeviceProfile]:
 def _name_device(message: str, devices: list) -> str:
     """Add the device id to `devices[2].x: ...` so the user can find it without counting."""
     if message.startswith("devices["):
-        idx = int(message[len("devices["):message.index("]")])
+        idx = int(message[len("devices[") : message.index("]")])
         if idx < len(devices) and isinstance(devices[idx], dict) and devices[idx].get("id"):
             return f"{message} (device '{devices[idx]['id']}')"
     return message
@@ -412,8 +430,9 @@ def _resolve_ssh_paths(dev: Device, base: Path) -> Device:
     return dev.model_copy(update={"transport": t.model_copy(update=update)}) if update else dev
 
 
-DEFAULT_INVENTORY = {"devices": [{"id": "local", "profile": "localhost", "transport": {"type": "local"},
-                                   "tags": ["default", "nightly"]}]}
+DEFAULT_INVENTORY = {
+    "devices": [{"id": "local", "profile": "localhost", "transport": {"type": "local"}, "tags": ["default", "nightly"]}]
+}
 """The embedded default lab when there is no inventory.yaml: this machine as the only device (the
 repository's inventory.yaml says the same; a test keeps the two equal)."""
 
@@ -448,8 +467,10 @@ def load_inventory(path: Path, profiles_dir: Path | None = None, data: Any = Non
         if unknown:
             close = difflib.get_close_matches(unknown[0], INVENTORY_KEYS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{path}: {unknown[0]}: unknown top-level key{hint}; an inventory has only "
-                              f"{', '.join(INVENTORY_KEYS)} (board types live in device_profiles/)")
+            raise ConfigError(
+                f"{path}: {unknown[0]}: unknown top-level key{hint}; an inventory has only "
+                f"{', '.join(INVENTORY_KEYS)} (board types live in device_profiles/)"
+            )
     if not isinstance(data, dict) or "devices" not in data:
         raise ConfigError(f"{path}: devices: required (a list of devices)")
     if not isinstance(data["devices"], list):
@@ -469,15 +490,23 @@ def load_inventory(path: Path, profiles_dir: Path | None = None, data: Any = Non
             known = ", ".join(sorted(profiles)) or "none"
             raise ConfigError(
                 f"{path}: devices[{i}].profile: device '{dev.id}' names unknown profile "
-                f"'{dev.profile}' (known in {profiles_dir}: {known})")
+                f"'{dev.profile}' (known in {profiles_dir}: {known})"
+            )
         prof = profiles[dev.profile]
         if dev.transport.type == "ssh":  # relative key/known_hosts paths are relative to the inventory
             inv.devices[i] = dev = _resolve_ssh_paths(dev, path.parent)
         if prof.runtime == "tflm" and dev.transport.type != "serial":
-            raise ConfigError(f"{path}: devices[{i}].transport.type: device '{dev.id}' has MCU "
-                              f"profile '{prof.name}' and needs a serial transport")
-        if (dev.transport.type == "serial" and dev.transport.flash == "always"
-                and not (prof.mcu and (prof.mcu.build_cmd or prof.mcu.flash_cmd))):
-            raise ConfigError(f"{path}: devices[{i}].transport.flash: device '{dev.id}' has flash: always "
-                              f"but its profile '{prof.name}' sets neither mcu.build_cmd nor mcu.flash_cmd")
+            raise ConfigError(
+                f"{path}: devices[{i}].transport.type: device '{dev.id}' has MCU "
+                f"profile '{prof.name}' and needs a serial transport"
+            )
+        if (
+            dev.transport.type == "serial"
+            and dev.transport.flash == "always"
+            and not (prof.mcu and (prof.mcu.build_cmd or prof.mcu.flash_cmd))
+        ):
+            raise ConfigError(
+                f"{path}: devices[{i}].transport.flash: device '{dev.id}' has flash: always "
+                f"but its profile '{prof.name}' sets neither mcu.build_cmd nor mcu.flash_cmd"
+            )
     return Inventory(devices=inv.devices, profiles=profiles, path=str(path))

@@ -11,8 +11,18 @@ import re
 
 from harness.lab.yaml_load import YamlDoc
 
-SECRET_WORDS = ("password", "passwd", "passphrase", "secret", "token", "api_key", "apikey", "private_key",
-                "access_key", "credential")
+SECRET_WORDS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "private_key",
+    "access_key",
+    "credential",
+)
 SECRET_NAMES = {"pass", "pwd"}
 # keys that *name* where a secret is kept, not the secret itself: key_passphrase_env, key_file, ...
 REFERENCE_SUFFIXES = ("_env", "_file", "_path", "_var")
@@ -20,8 +30,10 @@ USER_KEYS = {"user", "username"}  # a user name never holds a ':' (`user: "pi:hu
 # user:password@host, with or without a scheme (ssh://, https://): the password sits between ':' and '@'
 _USERINFO = re.compile(r"(?:^|://|\s)[^\s:/@]+:[^\s/@]+@[^\s/@]+")
 
-SECRETS_HINT = ("secrets must not live in inventory or profile files: SSH uses key_file or the SSH agent, "
-                "a key's passphrase stays in an environment variable named by key_passphrase_env")
+SECRETS_HINT = (
+    "secrets must not live in inventory or profile files: SSH uses key_file or the SSH agent, "
+    "a key's passphrase stays in an environment variable named by key_passphrase_env"
+)
 
 
 def is_secret_key(name: str) -> bool:
@@ -38,8 +50,14 @@ def has_userinfo_password(text: str) -> bool:
 def secrets_in(doc: YamlDoc) -> list[tuple[int, str, str]]:
     """(line, path, problem) for every secret-looking key or value, in file order; never the value."""
     found = [(k.line, k.path, SECRETS_HINT) for k in doc.keys if is_secret_key(k.text)]
-    found += [(s.line, s.path, f"looks like user:password@host; {SECRETS_HINT}")
-              for s in doc.strings if has_userinfo_password(s.text)]
-    found += [(s.line, s.path, f"looks like user:password; {SECRETS_HINT}") for s in doc.strings
-              if s.path.rsplit(".", 1)[-1] in USER_KEYS and ":" in s.text and not has_userinfo_password(s.text)]
+    found += [
+        (s.line, s.path, f"looks like user:password@host; {SECRETS_HINT}")
+        for s in doc.strings
+        if has_userinfo_password(s.text)
+    ]
+    found += [
+        (s.line, s.path, f"looks like user:password; {SECRETS_HINT}")
+        for s in doc.strings
+        if s.path.rsplit(".", 1)[-1] in USER_KEYS and ":" in s.text and not has_userinfo_password(s.text)
+    ]
     return sorted(found)

@@ -22,9 +22,13 @@ from harness.errors import ConfigError
 
 STR_TAG = "tag:yaml.org,2002:str"
 MERGE_TAG = "tag:yaml.org,2002:merge"
-_TAG_NAMES = {"tag:yaml.org,2002:int": "a number", "tag:yaml.org,2002:float": "a number",
-              "tag:yaml.org,2002:bool": "a boolean", "tag:yaml.org,2002:null": "empty (null)",
-              "tag:yaml.org,2002:timestamp": "a date"}
+_TAG_NAMES = {
+    "tag:yaml.org,2002:int": "a number",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "a boolean",
+    "tag:yaml.org,2002:null": "empty (null)",
+    "tag:yaml.org,2002:timestamp": "a date",
+}
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class Located:
 @dataclass
 class YamlDoc:
     data: Any
-    keys: list[Located] = field(default_factory=list)     # every mapping key; path includes the key
+    keys: list[Located] = field(default_factory=list)  # every mapping key; path includes the key
     strings: list[Located] = field(default_factory=list)  # every text value (not keys)
 
 
@@ -94,8 +98,9 @@ class StrictLoader(yaml.SafeLoader):
                         where = f" in {path}" if path else " at the top level"
                         raise StrictYamlError(
                             problem=f"duplicate key '{key}'{where} (first on line {first[key]}); "
-                                    f"each key may appear once",
-                            problem_mark=key_node.start_mark)
+                            f"each key may appear once",
+                            problem_mark=key_node.start_mark,
+                        )
                     first[key] = line
                     self.keys.append(Located(_child(path, key), line, key))
                     children.append((value_node, _child(path, key)))
@@ -106,16 +111,18 @@ class StrictLoader(yaml.SafeLoader):
         where = f" in {path}" if path else ""
         if not isinstance(key_node, ScalarNode):
             kind = "a list" if isinstance(key_node, SequenceNode) else "a mapping"
-            raise StrictYamlError(problem=f"a key{where} is {kind}; keys must be text",
-                                  problem_mark=key_node.start_mark)
+            raise StrictYamlError(
+                problem=f"a key{where} is {kind}; keys must be text", problem_mark=key_node.start_mark
+            )
         if key_node.tag == "tag:yaml.org,2002:null" and key_node.value in ("", "~", "null", "Null", "NULL"):
-            raise StrictYamlError(problem=f"a key{where} is empty; keys must be text",
-                                  problem_mark=key_node.start_mark)
+            raise StrictYamlError(problem=f"a key{where} is empty; keys must be text", problem_mark=key_node.start_mark)
         if key_node.tag != STR_TAG:
             what = _TAG_NAMES.get(key_node.tag, f"not text ({key_node.tag})")
-            raise StrictYamlError(problem=f"key '{key_node.value}'{where} is read as {what}; keys must be text "
-                                          f"(quote it: \"{key_node.value}\")",
-                                  problem_mark=key_node.start_mark)
+            raise StrictYamlError(
+                problem=f"key '{key_node.value}'{where} is read as {what}; keys must be text "
+                f'(quote it: "{key_node.value}")',
+                problem_mark=key_node.start_mark,
+            )
         return str(key_node.value)
 
 
@@ -125,8 +132,9 @@ def _decode(path: Path, raw: bytes) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigError(f"{path}: line {line} column {column}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
-                          f"save the file as UTF-8") from None
+        raise ConfigError(
+            f"{path}: line {line} column {column}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        ) from None
 
 
 def read_yaml(path: Path, what: str = "YAML file") -> YamlDoc:
@@ -158,8 +166,9 @@ def read_yaml(path: Path, what: str = "YAML file") -> YamlDoc:
         raise ConfigError(f"{path}:{where} malformed YAML: {problem}") from None
     except yaml.reader.ReaderError as exc:  # a control character PyYAML does not accept
         line = text.count("\n", 0, exc.position) + 1
-        raise ConfigError(f"{path}: line {line}: malformed YAML: character #x{exc.character:04x} is not "
-                          f"allowed in YAML") from None
+        raise ConfigError(
+            f"{path}: line {line}: malformed YAML: character #x{exc.character:04x} is not allowed in YAML"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
     except RecursionError:

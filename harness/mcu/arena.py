@@ -79,8 +79,10 @@ for line in sys.stdin:
 _TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 _HEAD = re.compile(r"Arena allocation head (\d+) bytes")
 _TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
-_RECORD = re.compile(r"'([^']+)' used (\d+) bytes with alignment overhead \(requested (\d+) bytes "
-                     r"for (\d+) ")
+_RECORD = re.compile(
+    r"'([^']+)' used (\d+) bytes with alignment overhead \(requested (\d+) bytes "
+    r"for (\d+) "
+)
 
 GENEROUS_MIN = 4 << 20  # first probe: at least 4 MiB ...
 GENEROUS_FACTOR = 10  # ... or 10x the model size
@@ -133,15 +135,18 @@ class _Probe:
 
 def _check_import(stderr: str) -> None:
     if "No module named 'tflite_micro'" in stderr:
-        raise ConfigError("measuring the tensor arena needs the tflite-micro package "
-                          "(pip install tflite-micro)")
+        raise ConfigError("measuring the tensor arena needs the tflite-micro package (pip install tflite-micro)")
 
 
 def _report_probe(model: Path, arena: int, n_inputs: int) -> _Probe:
     """One interpreter at `arena` bytes in a fresh process, with the allocation report."""
     try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, str(model), str(n_inputs), str(arena)],
-                              capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(model), str(n_inputs), str(arena)],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT,
+        )
     except subprocess.TimeoutExpired:
         return _Probe(False, "", f"TFLM interpreter did not finish in {PROBE_TIMEOUT:.0f} s")
     _check_import(proc.stderr)
@@ -172,8 +177,14 @@ class _Worker:
     def fits(self, arena: int) -> bool:
         self.count += 1
         if self.proc is None or self.proc.poll() is not None:
-            self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.DEVNULL, text=True, bufsize=1)
+            self.proc = subprocess.Popen(
+                self.args,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+            )
         proc = self.proc
         assert proc.stdin is not None and proc.stdout is not None  # both are PIPE
         try:
@@ -206,8 +217,11 @@ class _Worker:
 
 
 def _tflm_messages(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines()
-             if ln.strip() and not ln.startswith(("Traceback", "  ")) and "RecordingMicroAllocator" not in ln]
+    lines = [
+        ln.strip()
+        for ln in stderr.splitlines()
+        if ln.strip() and not ln.startswith(("Traceback", "  ")) and "RecordingMicroAllocator" not in ln
+    ]
     return "; ".join(lines[-4:])
 
 
@@ -232,8 +246,7 @@ def _smallest_working(fits, used: int, known_good: int, align: int) -> int:
     return hi
 
 
-def measure_arena(model: Path, n_inputs: int, margin: float, align: int,
-                  model_size: int | None = None) -> ArenaReport:
+def measure_arena(model: Path, n_inputs: int, margin: float, align: int, model_size: int | None = None) -> ArenaReport:
     """Run the model in the TFLM Python interpreter and size its arena (see module docstring)."""
     model = Path(model)
     align = max(int(align), 1)
@@ -249,17 +262,22 @@ def measure_arena(model: Path, n_inputs: int, margin: float, align: int,
             break
         if arena >= GENEROUS_MAX:
             detail = _tflm_messages(res.stderr)
-            raise ModelError(f"{model}: the TFLM interpreter (tflite-micro) cannot run this model: "
-                             f"{res.error}" + (f" ({detail})" if detail else ""))
+            raise ModelError(
+                f"{model}: the TFLM interpreter (tflite-micro) cannot run this model: "
+                f"{res.error}" + (f" ({detail})" if detail else "")
+            )
         arena = min(arena * 4, GENEROUS_MAX)
-    m_total, m_head, m_tail = (_TOTAL.search(res.stderr), _HEAD.search(res.stderr),
-                               _TAIL.search(res.stderr))
+    m_total, m_head, m_tail = (_TOTAL.search(res.stderr), _HEAD.search(res.stderr), _TAIL.search(res.stderr))
     if not m_total:
-        raise ModelError(f"{model}: TFLM print_allocations() gave no 'Arena allocation total' line "
-                         f"(tflite-micro output format changed?): {res.stderr.strip()[:300]!r}")
+        raise ModelError(
+            f"{model}: TFLM print_allocations() gave no 'Arena allocation total' line "
+            f"(tflite-micro output format changed?): {res.stderr.strip()[:300]!r}"
+        )
     used = int(m_total.group(1))
-    records = {m.group(1): {"used_bytes": int(m.group(2)), "requested_bytes": int(m.group(3)),
-                            "count": int(m.group(4))} for m in _RECORD.finditer(res.stderr)}
+    records = {
+        m.group(1): {"used_bytes": int(m.group(2)), "requested_bytes": int(m.group(3)), "count": int(m.group(4))}
+        for m in _RECORD.finditer(res.stderr)
+    }
 
     # 2. The smallest arena that works: grow from the report until it fits, then bisect.
     worker = _Worker(model, n_inputs)

@@ -53,17 +53,21 @@ PROTOCOL_CAPS = ["arena", "dbbin"]
 
 def require_mcu_profile(profile: DeviceProfile) -> None:
     if profile.runtime != "tflm" or profile.mcu is None:
-        raise ConfigError(f"{profile.source or profile.name}: profile '{profile.name}' has runtime "
-                          f"'{profile.runtime}'; `hil build` makes TFLM firmware bundles for MCU "
-                          "profiles (runtime: tflm with an mcu: section)")
+        raise ConfigError(
+            f"{profile.source or profile.name}: profile '{profile.name}' has runtime "
+            f"'{profile.runtime}'; `hil build` makes TFLM firmware bundles for MCU "
+            "profiles (runtime: tflm with an mcu: section)"
+        )
 
 
 def resolver_entries(a: ModelAnalysis) -> list[tuple[str, str]]:
     """(op, MicroMutableOpResolver method) for each distinct op; refuses ops TFLM cannot register."""
     missing = a.micro_unsupported_ops()
     if missing:
-        raise ModelError(f"{a.path}: TFLM has no kernel registration for op(s) "
-                         f"{', '.join(missing)}; the model cannot run on a TFLM target")
+        raise ModelError(
+            f"{a.path}: TFLM has no kernel registration for op(s) "
+            f"{', '.join(missing)}; the model cannot run on a TFLM target"
+        )
     entries = [(op, TFLM_ADD_METHOD[op]) for op in a.micro_resolver_ops()]
     entries += [(c, TFLM_CUSTOM_ADD_METHOD[c]) for c in a.custom_ops]
     return entries
@@ -73,8 +77,17 @@ def _io(a: ModelAnalysis, items) -> list[dict]:
     out = []
     for t in items:
         info = a.tensor(t.index)
-        out.append({"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": info.nbytes,
-                    "elements": info.elements, "scale": t.scale, "zero_point": t.zero_point})
+        out.append(
+            {
+                "name": t.name,
+                "shape": list(t.shape),
+                "dtype": t.dtype,
+                "bytes": info.nbytes,
+                "elements": info.elements,
+                "scale": t.scale,
+                "zero_point": t.zero_point,
+            }
+        )
     return out
 
 
@@ -88,15 +101,24 @@ MODEL_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 def check_model_id(model_id: str) -> str:
     """A model ID for m-model-[...]: 1..40 of [A-Za-z0-9_.:-] (no brackets, spaces or commas)."""
     if not 1 <= len(model_id) <= 40 or not set(model_id) <= MODEL_ID_CHARS:
-        raise ConfigError(f"--model-id {model_id!r}: 1 to 40 characters of A-Z a-z 0-9 _ . : - (the MLPerf Tiny "
-                          f"benchmarks are {', '.join(mlperf.BENCHMARKS)})")
+        raise ConfigError(
+            f"--model-id {model_id!r}: 1 to 40 characters of A-Z a-z 0-9 _ . : - (the MLPerf Tiny "
+            f"benchmarks are {', '.join(mlperf.BENCHMARKS)})"
+        )
     return model_id
 
 
-def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
-                 model_name: str | None = None, source: dict | None = None,
-                 log: Callable[[str], None] = _log.info, bundle_name: str | None = None,
-                 model_id: str | None = None) -> dict:
+def build_bundle(
+    model_path: Path,
+    profile: DeviceProfile,
+    out_dir: Path,
+    *,
+    model_name: str | None = None,
+    source: dict | None = None,
+    log: Callable[[str], None] = _log.info,
+    bundle_name: str | None = None,
+    model_id: str | None = None,
+) -> dict:
     """Analyse, measure, check the fit and write the bundle; returns the manifest.
 
     `model_id`: what the firmware reports in m-model-[...] instead of the sha256 prefix; an MLPerf Tiny
@@ -108,9 +130,11 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
     a = analyze(model_path)
     name = model_name or model_path.stem
     if a.dtype not in INTEGER_DTYPES:
-        raise ModelError(f"{model_path}: MCU bundles need a fully integer-quantised model (int8 or "
-                         f"int16x8) but this model is {a.dtype}; build from the .keras/SavedModel "
-                         "source with --variant int8 --calibration DATA")
+        raise ModelError(
+            f"{model_path}: MCU bundles need a fully integer-quantised model (int8 or "
+            f"int16x8) but this model is {a.dtype}; build from the .keras/SavedModel "
+            "source with --variant int8 --calibration DATA"
+        )
     entries = resolver_entries(a)
     blob = model_path.read_bytes()
     inputs, outputs = _io(a, a.inputs), _io(a, a.outputs)
@@ -125,11 +149,12 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
     buffers = wire_bytes + (input_bytes if conv.name != "tensor" else 0)
 
     log(f"measuring the tensor arena with the TFLM interpreter ({len(blob):,}-byte model)")
-    arena = measure_arena(model_path, len(a.inputs), mcu.arena_margin, mcu.arena_align,
-                          model_size=len(blob))
-    log(f"arena: TFLM reports {arena.reported_used_bytes:,} bytes used, smallest working arena "
+    arena = measure_arena(model_path, len(a.inputs), mcu.arena_margin, mcu.arena_align, model_size=len(blob))
+    log(
+        f"arena: TFLM reports {arena.reported_used_bytes:,} bytes used, smallest working arena "
         f"{arena.min_working_bytes:,} bytes -> {arena.size_bytes:,} bytes with "
-        f"{mcu.arena_margin:g} margin ({arena.probes} interpreter runs)")
+        f"{mcu.arena_margin:g} margin ({arena.probes} interpreter runs)"
+    )
     fit = check_fit(profile, len(blob), [op for op, _ in entries], arena.size_bytes, buffers)
     require_fit(fit, name)
 
@@ -140,8 +165,7 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
     files: dict[str, str] = {}
     files.update(codegen.render_model_data(blob, mid, name, a.sha256))
     files["op_resolver.h"] = codegen.render_op_resolver(entries, name)
-    files["model_settings.h"] = codegen.render_model_settings(name, a.sha256, len(blob), arena_d,
-                                                              inputs, outputs)
+    files["model_settings.h"] = codegen.render_model_settings(name, a.sha256, len(blob), arena_d, inputs, outputs)
     profile_str = codegen.profile_string(profile.name)
     files["hb_config.h"] = codegen.render_hb_config(profile.name, profile_str, conv.name, io_note)
     for static in codegen.STATIC_FILES:
@@ -151,21 +175,33 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: output path exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    files["README.md"] = codegen.render_readme({
-        "model_name": name, "profile": profile.name, "hil_version": __version__,
-        "model_bytes": f"{len(blob):,}", "sha256": a.sha256, "model_id": mid,
-        "num_ops": len(entries), "ops_list": ", ".join(op for op, _ in entries),
-        "arena_size": f"{arena.size_bytes:,}", "reported_used": f"{arena.reported_used_bytes:,}",
-        "min_working": f"{arena.min_working_bytes:,}", "margin_pct": f"{mcu.arena_margin * 100:g}",
-        "align": mcu.arena_align, "input_bytes": f"{wire_bytes} ({conv.name}: {conv.summary})",
-        "output_count": conv.outputs(outputs[0]["elements"]) if outputs else 0,
-        "flash_estimate": f"{fit.flash_estimate_bytes:,}",
-        "flash_limit": f"{fit.flash_limit_bytes:,}" if fit.flash_limit_bytes else "(no limit)",
-        "flash_limit_source": fit.flash_limit_source,
-        "ram_estimate": f"{fit.ram_estimate_bytes:,}", "ram_limit": f"{fit.ram_limit_bytes:,}",
-        "build_cmd": mcu.build_cmd or "not set", "flash_cmd": mcu.flash_cmd or "not set",
-        "bundle_dir": bundle_name or out_dir.name,
-    })
+    files["README.md"] = codegen.render_readme(
+        {
+            "model_name": name,
+            "profile": profile.name,
+            "hil_version": __version__,
+            "model_bytes": f"{len(blob):,}",
+            "sha256": a.sha256,
+            "model_id": mid,
+            "num_ops": len(entries),
+            "ops_list": ", ".join(op for op, _ in entries),
+            "arena_size": f"{arena.size_bytes:,}",
+            "reported_used": f"{arena.reported_used_bytes:,}",
+            "min_working": f"{arena.min_working_bytes:,}",
+            "margin_pct": f"{mcu.arena_margin * 100:g}",
+            "align": mcu.arena_align,
+            "input_bytes": f"{wire_bytes} ({conv.name}: {conv.summary})",
+            "output_count": conv.outputs(outputs[0]["elements"]) if outputs else 0,
+            "flash_estimate": f"{fit.flash_estimate_bytes:,}",
+            "flash_limit": f"{fit.flash_limit_bytes:,}" if fit.flash_limit_bytes else "(no limit)",
+            "flash_limit_source": fit.flash_limit_source,
+            "ram_estimate": f"{fit.ram_estimate_bytes:,}",
+            "ram_limit": f"{fit.ram_limit_bytes:,}",
+            "build_cmd": mcu.build_cmd or "not set",
+            "flash_cmd": mcu.flash_cmd or "not set",
+            "bundle_dir": bundle_name or out_dir.name,
+        }
+    )
 
     for fname, text in files.items():
         (out_dir / fname).write_text(text)
@@ -176,24 +212,45 @@ def build_bundle(model_path: Path, profile: DeviceProfile, out_dir: Path, *,
         "schema": SCHEMA,
         "hilbench_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "model": {"name": name, "file": "model.tflite", "sha256": a.sha256,
-                  "size_bytes": len(blob), "model_id": mid, "dtype": a.dtype,
-                  "macs": a.total_macs, "source": source},
-        "profile": {"name": profile.name, "source": profile.source, "cpu": profile.cpu,
-                    "arch": profile.arch},
+        "model": {
+            "name": name,
+            "file": "model.tflite",
+            "sha256": a.sha256,
+            "size_bytes": len(blob),
+            "model_id": mid,
+            "dtype": a.dtype,
+            "macs": a.total_macs,
+            "source": source,
+        },
+        "profile": {"name": profile.name, "source": profile.source, "cpu": profile.cpu, "arch": profile.arch},
         "ops": [op for op, _ in entries],
         "op_counts": a.op_counts,
-        "resolver": {"class": f"tflite::MicroMutableOpResolver<{len(entries)}>",
-                     "num_ops": len(entries), "methods": [m for _, m in entries]},
+        "resolver": {
+            "class": f"tflite::MicroMutableOpResolver<{len(entries)}>",
+            "num_ops": len(entries),
+            "methods": [m for _, m in entries],
+        },
         "arena": arena_d,
-        "io": {"input_bytes": input_bytes, "output_count": outputs[0]["elements"] if outputs else 0,
-               "inputs": inputs, "outputs": outputs, "convention": conv.name, "wire_input_bytes": wire_bytes,
-               "results_count": conv.outputs(outputs[0]["elements"]) if outputs else 0},
+        "io": {
+            "input_bytes": input_bytes,
+            "output_count": outputs[0]["elements"] if outputs else 0,
+            "inputs": inputs,
+            "outputs": outputs,
+            "convention": conv.name,
+            "wire_input_bytes": wire_bytes,
+            "results_count": conv.outputs(outputs[0]["elements"]) if outputs else 0,
+        },
         # estimates made before any compile (harness/mcu/fit.py); the build's ELF is measured later
         "fit": {**fit.to_json(), "estimate": True},
-        "protocol": {"dut_name": profile.name, "profile_string": profile_str, "model_id": mid,
-                     "caps": PROTOCOL_CAPS, "baudrate": mcu.baudrate, "io_convention": conv.name,
-                     "mlperf_benchmark": bench.model_id if bench else None},
+        "protocol": {
+            "dut_name": profile.name,
+            "profile_string": profile_str,
+            "model_id": mid,
+            "caps": PROTOCOL_CAPS,
+            "baudrate": mcu.baudrate,
+            "io_convention": conv.name,
+            "mlperf_benchmark": bench.model_id if bench else None,
+        },
         "files": {f: _sha(text.encode()) for f, text in sorted(files.items())},
     }
     manifest["files"]["model.tflite"] = a.sha256
@@ -206,8 +263,7 @@ def load_manifest(bundle_dir: Path) -> dict:
     if not Path(bundle_dir).is_dir():
         raise ConfigError(f"{bundle_dir}: bundle directory not found")
     if not path.exists():
-        raise ConfigError(f"{bundle_dir}: not a hilbench bundle (no bundle.json; make one with "
-                          "`hil build`)")
+        raise ConfigError(f"{bundle_dir}: not a hilbench bundle (no bundle.json; make one with `hil build`)")
     try:
         doc = json.loads(path.read_text())
     except ValueError as exc:
@@ -246,18 +302,22 @@ def bundle_cache_dir(cache_root: Path, sha256: str, profile: DeviceProfile) -> P
 def _cache_key(sha256: str, profile: DeviceProfile) -> dict:
     """What a cached bundle depends on: the model, the profile settings that shape the generated
     sources and the fit check (not its build/flash commands or benchmark settings), hilbench."""
-    relevant = profile.model_dump(mode="json", include={"name", "arch", "cpu", "ram_mb", "flash_mb",
-                                                        "budgets", "mcu"})
-    relevant["mcu"] = {k: v for k, v in (relevant.get("mcu") or {}).items()
-                       if k not in ("build_cmd", "flash_cmd")}
+    relevant = profile.model_dump(mode="json", include={"name", "arch", "cpu", "ram_mb", "flash_mb", "budgets", "mcu"})
+    relevant["mcu"] = {k: v for k, v in (relevant.get("mcu") or {}).items() if k not in ("build_cmd", "flash_cmd")}
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
-    return {"sha256": sha256, "profile": profile.name, "profile_settings": digest,
-            "hilbench_version": __version__}
+    return {"sha256": sha256, "profile": profile.name, "profile_settings": digest, "hilbench_version": __version__}
 
 
-def cached_bundle(model_path: Path, sha256: str, profile: DeviceProfile, cache_root: Path, *,
-                  model_name: str | None = None, source: dict | None = None,
-                  log: Callable[[str], None] = _log.info) -> tuple[Path, dict, bool]:
+def cached_bundle(
+    model_path: Path,
+    sha256: str,
+    profile: DeviceProfile,
+    cache_root: Path,
+    *,
+    model_name: str | None = None,
+    source: dict | None = None,
+    log: Callable[[str], None] = _log.info,
+) -> tuple[Path, dict, bool]:
     """(bundle dir, manifest, cache hit) for the model and profile; builds the bundle on a miss."""
     out = bundle_cache_dir(cache_root, sha256, profile)
     key = _cache_key(sha256, profile)
@@ -265,8 +325,7 @@ def cached_bundle(model_path: Path, sha256: str, profile: DeviceProfile, cache_r
         stamp = out / CACHE_STAMP
         if stamp.exists():
             try:
-                fresh = (json.loads(stamp.read_text()) == key
-                         and _sha((out / "model.tflite").read_bytes()) == sha256)
+                fresh = json.loads(stamp.read_text()) == key and _sha((out / "model.tflite").read_bytes()) == sha256
                 manifest = load_manifest(out) if fresh else None
             except (OSError, ValueError, ConfigError):
                 fresh = False
@@ -276,8 +335,9 @@ def cached_bundle(model_path: Path, sha256: str, profile: DeviceProfile, cache_r
         tmp = out.parent / f".tmp-{sha256[:12]}-{uuid.uuid4().hex[:12]}"
         tmp.mkdir()  # (not mkdtemp: the bundle gets the usual permissions)
         try:
-            manifest = build_bundle(model_path, profile, tmp, model_name=model_name, source=source,
-                                    log=log, bundle_name=out.name)
+            manifest = build_bundle(
+                model_path, profile, tmp, model_name=model_name, source=source, log=log, bundle_name=out.name
+            )
             (tmp / CACHE_STAMP).write_text(json.dumps(key, indent=1) + "\n")
             if out.exists():
                 shutil.rmtree(out)

@@ -28,7 +28,7 @@ def c_string(s: str) -> str:
     """A C string literal for s (ASCII; anything else escaped)."""
     out = []
     for ch in s:
-        if ch in "\\\"":
+        if ch in '\\"':
             out.append("\\" + ch)
         elif 32 <= ord(ch) < 127 and ch != "?":  # '?' avoids trigraphs
             out.append(ch)
@@ -53,7 +53,7 @@ def _banner(what: str) -> str:
 
 def render_model_data(blob: bytes, model_id: str, model_name: str, sha256: str) -> dict[str, str]:
     """model_data.h / model_data.cc: the .tflite as an aligned C array plus its ID string."""
-    header = f"""// {_banner('model data')}
+    header = f"""// {_banner("model data")}
 // Model: {model_name}, {len(blob)} bytes, sha256 {sha256}
 #ifndef HB_MODEL_DATA_H
 #define HB_MODEL_DATA_H
@@ -76,8 +76,8 @@ extern const char g_model_id[];
 """
     rows = []
     for i in range(0, len(blob), BYTES_PER_LINE):
-        rows.append("    " + ", ".join(f"0x{b:02x}" for b in blob[i:i + BYTES_PER_LINE]) + ",")
-    source = f"""// {_banner('model data')}
+        rows.append("    " + ", ".join(f"0x{b:02x}" for b in blob[i : i + BYTES_PER_LINE]) + ",")
+    source = f"""// {_banner("model data")}
 // Model: {model_name}, {len(blob)} bytes, sha256 {sha256}
 #include "model_data.h"
 
@@ -97,9 +97,8 @@ def render_op_resolver(entries: Sequence[tuple[str, str]], model_name: str) -> s
     ``entries``: (op name, MicroMutableOpResolver method) per distinct op.
     """
     n = len(entries)
-    adds = "\n".join(f"  if (resolver.{method}() != kTfLiteOk) return kTfLiteError;  // {op}"
-                     for op, method in entries)
-    return f"""// {_banner('op resolver')}
+    adds = "\n".join(f"  if (resolver.{method}() != kTfLiteOk) return kTfLiteError;  // {op}" for op, method in entries)
+    return f"""// {_banner("op resolver")}
 // Model: {model_name}. One registration per distinct op of the model, nothing else: unused kernels
 // are not linked in.
 #ifndef HB_OP_RESOLVER_H
@@ -133,8 +132,9 @@ def _io_block(kind: str, items: Iterable[dict]) -> list[str]:
     return lines
 
 
-def render_model_settings(model_name: str, sha256: str, model_bytes: int, arena: dict,
-                          inputs: list[dict], outputs: list[dict]) -> str:
+def render_model_settings(
+    model_name: str, sha256: str, model_bytes: int, arena: dict, inputs: list[dict], outputs: list[dict]
+) -> str:
     """model_settings.h: arena size, input/output sizes and quantisation parameters."""
     lines = [
         f"// {_banner('model settings')}",
@@ -147,8 +147,7 @@ def render_model_settings(model_name: str, sha256: str, model_bytes: int, arena:
         f"// Tensor arena, measured with the TFLM interpreter ({arena['tool']}):",
         f"//   arena_used_bytes() reported {arena['reported_used_bytes']} bytes, smallest working "
         f"arena {arena['min_working_bytes']} bytes;",
-        f"//   {arena['measured_bytes']} x (1 + {arena['margin']:g} margin), aligned to "
-        f"{arena['align']} bytes.",
+        f"//   {arena['measured_bytes']} x (1 + {arena['margin']:g} margin), aligned to {arena['align']} bytes.",
         "#ifndef HB_TENSOR_ARENA_SIZE",
         f"#define HB_TENSOR_ARENA_SIZE {arena['size_bytes']}u",
         "#endif",
@@ -160,8 +159,7 @@ def render_model_settings(model_name: str, sha256: str, model_bytes: int, arena:
         *_io_block("INPUT", inputs),
         "",
         f"#define HB_NUM_OUTPUTS {len(outputs)}",
-        f"#define HB_OUTPUT_COUNT {outputs[0]['elements'] if outputs else 0}u  "
-        "// values in m-results-[...] (output 0)",
+        f"#define HB_OUTPUT_COUNT {outputs[0]['elements'] if outputs else 0}u  // values in m-results-[...] (output 0)",
         *_io_block("OUTPUT", outputs),
         "",
         "#endif  // HB_MODEL_SETTINGS_H",
@@ -175,15 +173,13 @@ IO_WIRE_BYTES = {  # HB_WIRE_INPUT_BYTES per I/O convention (harness/models/mlpe
     "uint8-minus-128": "HB_INPUT_BYTES",
     "float32-mse": "(HB_INPUT_BYTES * 4u)",
 }
-IO_MACROS = {"tensor": "HB_IO_TENSOR", "uint8-minus-128": "HB_IO_UINT8_MINUS_128",
-             "float32-mse": "HB_IO_FLOAT32_MSE"}
+IO_MACROS = {"tensor": "HB_IO_TENSOR", "uint8-minus-128": "HB_IO_UINT8_MINUS_128", "float32-mse": "HB_IO_FLOAT32_MSE"}
 
 
-def render_hb_config(dut_name: str, profile_string: str, io_convention: str = "tensor",
-                     io_note: str = "") -> str:
+def render_hb_config(dut_name: str, profile_string: str, io_convention: str = "tensor", io_note: str = "") -> str:
     """hb_config.h: protocol-layer settings; every value can be overridden with -D."""
     note = f"  // {io_note}" if io_note else ""
-    return f"""// {_banner('protocol configuration')}
+    return f"""// {_banner("protocol configuration")}
 // Every setting can be overridden from the compiler command line (-DHB_DUT_NAME=...).
 #ifndef HB_CONFIG_H
 #define HB_CONFIG_H

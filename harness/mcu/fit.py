@@ -100,8 +100,9 @@ class FitReport:
         return d
 
 
-def check_fit(profile: DeviceProfile, model_bytes: int, ops: list[str], arena_bytes: int,
-              input_bytes: int) -> FitReport:
+def check_fit(
+    profile: DeviceProfile, model_bytes: int, ops: list[str], arena_bytes: int, input_bytes: int
+) -> FitReport:
     """Estimate flash and RAM and compare with the profile's limits (problems listed, not raised)."""
     code = BASE_CODE_BYTES + sum(op_code_bytes(op) for op in ops)
     flash = model_bytes + code
@@ -115,29 +116,39 @@ def check_fit(profile: DeviceProfile, model_bytes: int, ops: list[str], arena_by
     ram_limit = int(profile.ram_mb * MIB)
     arena_limit = profile.budgets.max_arena_bytes
 
-    rep = FitReport(profile=profile.name, profile_source=profile.source, model_bytes=model_bytes,
-                    code_estimate_bytes=code,
-                    flash_estimate_bytes=flash, flash_limit_bytes=flash_limit,
-                    flash_limit_source=flash_src, arena_bytes=arena_bytes,
-                    input_buffer_bytes=input_bytes, ram_overhead_bytes=RAM_OVERHEAD_BYTES,
-                    ram_estimate_bytes=ram, ram_limit_bytes=ram_limit, arena_limit_bytes=arena_limit)
+    rep = FitReport(
+        profile=profile.name,
+        profile_source=profile.source,
+        model_bytes=model_bytes,
+        code_estimate_bytes=code,
+        flash_estimate_bytes=flash,
+        flash_limit_bytes=flash_limit,
+        flash_limit_source=flash_src,
+        arena_bytes=arena_bytes,
+        input_buffer_bytes=input_bytes,
+        ram_overhead_bytes=RAM_OVERHEAD_BYTES,
+        ram_estimate_bytes=ram,
+        ram_limit_bytes=ram_limit,
+        arena_limit_bytes=arena_limit,
+    )
     if flash_limit is not None and flash > flash_limit:
         rep.problems.append(
             f"flash: needs ~{flash:,} bytes (model {model_bytes:,} + estimated TFLM code {code:,}) "
-            f"but the limit is {flash_limit:,} bytes ({flash_src})")
+            f"but the limit is {flash_limit:,} bytes ({flash_src})"
+        )
     if arena_limit is not None and arena_bytes > arena_limit:
         rep.problems.append(
-            f"arena: needs {arena_bytes:,} bytes (measured + margin) but budgets.max_arena_bytes is "
-            f"{arena_limit:,}")
+            f"arena: needs {arena_bytes:,} bytes (measured + margin) but budgets.max_arena_bytes is {arena_limit:,}"
+        )
     if ram > ram_limit:
         rep.problems.append(
             f"RAM: needs ~{ram:,} bytes (arena {arena_bytes:,} + input buffer {input_bytes:,} + "
-            f"overhead {RAM_OVERHEAD_BYTES:,}) but ram_mb {profile.ram_mb:g} is {ram_limit:,} bytes")
+            f"overhead {RAM_OVERHEAD_BYTES:,}) but ram_mb {profile.ram_mb:g} is {ram_limit:,} bytes"
+        )
     return rep
 
 
 def require_fit(rep: FitReport, model_name: str) -> None:
     if rep.problems:
         where = f" ({rep.profile_source})" if rep.profile_source else ""
-        raise ConfigError(f"model {model_name} does not fit profile '{rep.profile}'{where}: "
-                          + "; ".join(rep.problems))
+        raise ConfigError(f"model {model_name} does not fit profile '{rep.profile}'{where}: " + "; ".join(rep.problems))

@@ -55,8 +55,14 @@ class StepResult:
     footprint: footprint.Footprint | None = None  # build: the measured firmware ELF
 
 
-def measure_build(profile: DeviceProfile, bundle: Path, values: dict[str, str], started: float | None,
-                  where: str, log: Callable[[str], None] = _log.info) -> footprint.Footprint | None:
+def measure_build(
+    profile: DeviceProfile,
+    bundle: Path,
+    values: dict[str, str],
+    started: float | None,
+    where: str,
+    log: Callable[[str], None] = _log.info,
+) -> footprint.Footprint | None:
     """Measure the ELF a build_cmd just wrote and record it in the bundle; None (logged) when the
     build left no single ELF to measure. A firmware_elf the profile names that is missing is an error."""
     pattern = profile.mcu.firmware_elf if profile.mcu is not None else None
@@ -64,8 +70,10 @@ def measure_build(profile: DeviceProfile, bundle: Path, values: dict[str, str], 
         try:
             pattern = pattern.format(**values)
         except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(f"{where}: bad placeholder in mcu.firmware_elf {pattern!r}: {exc} "
-                              f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})") from None
+            raise ConfigError(
+                f"{where}: bad placeholder in mcu.firmware_elf {pattern!r}: {exc} "
+                f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
+            ) from None
     elf, what = footprint.find_elf(bundle, pattern, since=started)
     if elf is None:
         if pattern:
@@ -74,14 +82,17 @@ def measure_build(profile: DeviceProfile, bundle: Path, values: dict[str, str], 
         return None
     fp = footprint.measure_elf(elf)
     footprint.record(bundle, fp)
-    log(f"footprint: {elf}: flash {fp.flash_bytes:,} bytes (text {fp.text_bytes:,} + rodata "
+    log(
+        f"footprint: {elf}: flash {fp.flash_bytes:,} bytes (text {fp.text_bytes:,} + rodata "
         f"{fp.rodata_bytes:,} + data {fp.data_bytes:,}), static RAM {fp.ram_bytes:,} bytes (data "
-        f"{fp.data_bytes:,} + bss {fp.bss_bytes:,}), measured")
+        f"{fp.data_bytes:,} + bss {fp.bss_bytes:,}), measured"
+    )
     return fp
 
 
-def placeholder_values(device: Device, profile: DeviceProfile, bundle: Path,
-                       manifest: dict | None = None) -> dict[str, str]:
+def placeholder_values(
+    device: Device, profile: DeviceProfile, bundle: Path, manifest: dict | None = None
+) -> dict[str, str]:
     tr = device.transport
     return {
         "bundle": str(Path(bundle).resolve()),
@@ -105,8 +116,10 @@ def expand_command(template: str, values: dict[str, str], where: str) -> list[st
     for w in words:
         for _, field, _, _ in string.Formatter().parse(w):
             if field is not None and field not in values:
-                raise ConfigError(f"{where}: unknown placeholder {{{field}}} in {template!r} "
-                                  f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})")
+                raise ConfigError(
+                    f"{where}: unknown placeholder {{{field}}} in {template!r} "
+                    f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
+                )
         try:
             out.append(w.format(**values))
         except (ValueError, IndexError) as exc:
@@ -114,8 +127,15 @@ def expand_command(template: str, values: dict[str, str], where: str) -> list[st
     return out
 
 
-def run_step(step: str, argv: list[str], cwd: Path, log_path: Path, where: str,
-             timeout: float = DEFAULT_TIMEOUT, log: Callable[[str], None] = _log.info) -> StepResult:
+def run_step(
+    step: str,
+    argv: list[str],
+    cwd: Path,
+    log_path: Path,
+    where: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    log: Callable[[str], None] = _log.info,
+) -> StepResult:
     """Run one command with stdout+stderr into log_path; raise a clear error if it fails."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     shown = shlex.join(argv)
@@ -126,20 +146,30 @@ def run_step(step: str, argv: list[str], cwd: Path, log_path: Path, where: str,
         fh.write(f"$ {shown}\n# cwd: {cwd}\n")
         fh.flush()
         try:
-            proc = subprocess.run(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=timeout,
-                                  env={**os.environ, "HILBENCH_BUNDLE": str(cwd)})
+            proc = subprocess.run(
+                argv,
+                cwd=cwd,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                env={**os.environ, "HILBENCH_BUNDLE": str(cwd)},
+            )
         except FileNotFoundError:
             fh.write(f"# command not found: {argv[0]}\n")
-            raise ConfigError(f"{where}: {step} command not found: {argv[0]!r} (in `{shown}`); "
-                              f"install it or fix the profile; log: {log_path}") from None
+            raise ConfigError(
+                f"{where}: {step} command not found: {argv[0]!r} (in `{shown}`); "
+                f"install it or fix the profile; log: {log_path}"
+            ) from None
         except subprocess.TimeoutExpired:
             fh.write(f"\n# timed out after {timeout:.0f} s\n")
-            raise InfraError(f"{where}: {step} command `{shown}` timed out after {timeout:.0f} s; "
-                             f"log: {log_path}") from None
+            raise InfraError(
+                f"{where}: {step} command `{shown}` timed out after {timeout:.0f} s; log: {log_path}"
+            ) from None
         except PermissionError as exc:
-            raise ConfigError(f"{where}: {step} command {argv[0]!r} is not executable ({exc}); "
-                              f"log: {log_path}") from None
+            raise ConfigError(
+                f"{where}: {step} command {argv[0]!r} is not executable ({exc}); log: {log_path}"
+            ) from None
     seconds = time.monotonic() - t0
     with open(log_path, "a") as fh:
         fh.write(f"\n# exit code {proc.returncode} after {seconds:.1f} s\n")
@@ -148,28 +178,38 @@ def run_step(step: str, argv: list[str], cwd: Path, log_path: Path, where: str,
         tail = log_path.read_text(errors="replace").splitlines()[2:-1][-LOG_TAIL_LINES:]
         for line in tail:
             log(f"  | {line}")
-        raise InfraError(f"{where}: {step} command `{shown}` failed with exit code "
-                         f"{proc.returncode}; log: {log_path}")
+        raise InfraError(f"{where}: {step} command `{shown}` failed with exit code {proc.returncode}; log: {log_path}")
     log(f"{step}: ok in {seconds:.1f} s")
     return res
 
 
-def deploy_bundle(device: Device, profile: DeviceProfile, bundle: Path, manifest: dict, *,
-                  build: bool = True, flash: bool = True, timeout: float = DEFAULT_TIMEOUT,
-                  log: Callable[[str], None] = _log.info) -> list[StepResult]:
+def deploy_bundle(
+    device: Device,
+    profile: DeviceProfile,
+    bundle: Path,
+    manifest: dict,
+    *,
+    build: bool = True,
+    flash: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    log: Callable[[str], None] = _log.info,
+) -> list[StepResult]:
     """Run build_cmd then flash_cmd of the device's profile in the bundle directory."""
     if profile.mcu is None:
-        raise ConfigError(f"{profile.source or profile.name}: profile '{profile.name}' of device "
-                          f"'{device.id}' has no mcu: section (build_cmd / flash_cmd)")
+        raise ConfigError(
+            f"{profile.source or profile.name}: profile '{profile.name}' of device "
+            f"'{device.id}' has no mcu: section (build_cmd / flash_cmd)"
+        )
     built_for = (manifest.get("profile") or {}).get("name")
     if built_for and built_for != profile.name:
-        raise ConfigError(f"{bundle}: bundle was built for profile '{built_for}' but device "
-                          f"'{device.id}' has profile '{profile.name}'; rebuild with "
-                          f"`hil build --device {device.id}`")
+        raise ConfigError(
+            f"{bundle}: bundle was built for profile '{built_for}' but device "
+            f"'{device.id}' has profile '{profile.name}'; rebuild with "
+            f"`hil build --device {device.id}`"
+        )
     values = placeholder_values(device, profile, bundle, manifest)
     steps = []
-    for step, enabled, template in (("build", build, profile.mcu.build_cmd),
-                                    ("flash", flash, profile.mcu.flash_cmd)):
+    for step, enabled, template in (("build", build, profile.mcu.build_cmd), ("flash", flash, profile.mcu.flash_cmd)):
         if not enabled:
             continue
         where = f"{profile.source or profile.name}: mcu.{step}_cmd (device '{device.id}')"
@@ -179,29 +219,40 @@ def deploy_bundle(device: Device, profile: DeviceProfile, bundle: Path, manifest
         argv = expand_command(template, values, where)
         if step == "build":
             (Path(bundle).resolve() / "logs" / footprint.FOOTPRINT_FILE).unlink(missing_ok=True)
-        res = run_step(step, argv, Path(bundle).resolve(), Path(bundle).resolve() / "logs" / f"{step}.log",
-                       where, timeout, log)
+        res = run_step(
+            step, argv, Path(bundle).resolve(), Path(bundle).resolve() / "logs" / f"{step}.log", where, timeout, log
+        )
         if step == "build":
             res.footprint = measure_build(profile, Path(bundle).resolve(), values, res.started, where, log)
         steps.append(res)
     if not steps:
-        raise ConfigError(f"{profile.source or profile.name}: profile '{profile.name}' sets neither "
-                          "mcu.build_cmd nor mcu.flash_cmd; nothing to deploy")
+        raise ConfigError(
+            f"{profile.source or profile.name}: profile '{profile.name}' sets neither "
+            "mcu.build_cmd nor mcu.flash_cmd; nothing to deploy"
+        )
     return steps
 
 
 BUILD_STAMP = "build.ok"  # in <bundle>/logs/: the command line of the last successful build_cmd
 
 
-def build_and_flash(device: Device, profile: DeviceProfile, bundle: Path, manifest: dict, *,
-                    timeout: float = DEFAULT_TIMEOUT,
-                    log: Callable[[str], None] = _log.info) -> list[StepResult]:
+def build_and_flash(
+    device: Device,
+    profile: DeviceProfile,
+    bundle: Path,
+    manifest: dict,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    log: Callable[[str], None] = _log.info,
+) -> list[StepResult]:
     """Run build_cmd (unless it already succeeded here and a flash_cmd follows) then flash_cmd."""
     from harness.mcu.bundle import file_lock
 
     if profile.mcu is None or not (profile.mcu.build_cmd or profile.mcu.flash_cmd):
-        raise ConfigError(f"{profile.source or profile.name}: profile '{profile.name}' sets neither "
-                          f"mcu.build_cmd nor mcu.flash_cmd; device '{device.id}' cannot be flashed")
+        raise ConfigError(
+            f"{profile.source or profile.name}: profile '{profile.name}' sets neither "
+            f"mcu.build_cmd nor mcu.flash_cmd; device '{device.id}' cannot be flashed"
+        )
     bundle = Path(bundle).resolve()
     logs = bundle / "logs"
     values = placeholder_values(device, profile, bundle, manifest)
@@ -224,6 +275,5 @@ def build_and_flash(device: Device, profile: DeviceProfile, bundle: Path, manife
     if profile.mcu.flash_cmd:
         where = f"{profile.source or profile.name}: mcu.flash_cmd (device '{device.id}')"
         argv = expand_command(profile.mcu.flash_cmd, values, where)
-        steps.append(run_step("flash", argv, bundle, logs / f"flash-{device.id}.log", where, timeout,
-                              log))
+        steps.append(run_step("flash", argv, bundle, logs / f"flash-{device.id}.log", where, timeout, log))
     return steps

@@ -78,8 +78,9 @@ def measure_elf(path: Path | str) -> Footprint:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the firmware ELF ({exc.strerror or exc})") from None
     if raw[:4] != b"\x7fELF":
-        raise ConfigError(f"{path}: not an ELF file (the firmware image the build wrote must be an ELF; "
-                          f"set mcu.firmware_elf to it)")
+        raise ConfigError(
+            f"{path}: not an ELF file (the firmware image the build wrote must be an ELF; set mcu.firmware_elf to it)"
+        )
     import io
 
     sizes = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
@@ -107,9 +108,16 @@ def measure_elf(path: Path | str) -> Footprint:
     except Exception as exc:  # pyelftools raises ELFError and its parser's own errors on a damaged file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ConfigError(f"{path}: malformed ELF file ({reason})") from None
-    return Footprint(elf=str(path), sha256=hashlib.sha256(raw).hexdigest(), text_bytes=sizes["text"],
-                     rodata_bytes=sizes["rodata"], data_bytes=sizes["data"], bss_bytes=sizes["bss"],
-                     sections=sections, machine=machine)
+    return Footprint(
+        elf=str(path),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        text_bytes=sizes["text"],
+        rodata_bytes=sizes["rodata"],
+        data_bytes=sizes["data"],
+        bss_bytes=sizes["bss"],
+        sections=sections,
+        machine=machine,
+    )
 
 
 def find_elf(bundle: Path, pattern: str | None, since: float | None = None) -> tuple[Path | None, str]:
@@ -137,8 +145,10 @@ def find_elf(bundle: Path, pattern: str | None, since: float | None = None) -> t
         return elves[0], "the build's *.elf"
     if not elves:
         return None, f"no *.elf written by the build in {bundle} (set mcu.firmware_elf)"
-    return None, (f"{len(elves)} *.elf files in {bundle} ({', '.join(str(p) for p in sorted(elves)[:4])}); "
-                  f"set mcu.firmware_elf to the firmware's")
+    return None, (
+        f"{len(elves)} *.elf files in {bundle} ({', '.join(str(p) for p in sorted(elves)[:4])}); "
+        f"set mcu.firmware_elf to the firmware's"
+    )
 
 
 def record(bundle: Path, fp: Footprint) -> Path:

@@ -44,8 +44,18 @@ CC = "arm-none-eabi-gcc"
 QEMU = "qemu-system-arm"
 
 SOURCES = ("startup.c", "main.c", "port_mps2.c", "standin_model.c")
-CFLAGS = ["-mcpu=cortex-m4", "-mthumb", "-Os", "-g", "-std=c99", "-Wall", "-Wextra", "-Werror",
-          "-ffunction-sections", "-fdata-sections"]
+CFLAGS = [
+    "-mcpu=cortex-m4",
+    "-mthumb",
+    "-Os",
+    "-g",
+    "-std=c99",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-ffunction-sections",
+    "-fdata-sections",
+]
 LDFLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections"]
 DEFAULT_ICOUNT_SHIFT = 5
 
@@ -65,8 +75,9 @@ def qemu_binary() -> str | None:
 # ------------------------------------------------------------------------------------------ build
 
 
-def build_firmware(out_dir: Path, defines: dict[str, str] | None = None,
-                   cc: str | None = None, params: str | None = None) -> Path:
+def build_firmware(
+    out_dir: Path, defines: dict[str, str] | None = None, cc: str | None = None, params: str | None = None
+) -> Path:
     """Compile and link fw.elf into out_dir; returns its path. `params`: the text of another
     standin_params.h (``render_params``), written to out_dir and compiled in instead of the shipped one."""
     cc = cc or toolchain()
@@ -82,8 +93,20 @@ def build_firmware(out_dir: Path, defines: dict[str, str] | None = None,
         header.write_text(params)
         defines["STANDIN_PARAMS_FILE"] = f'"{header}"'
     defs = [f"-D{k}={v}" for k, v in defines.items()]
-    cmd = [cc, *CFLAGS, *defs, f"-I{qemu_firmware_dir()}", f"-I{TEMPLATES}", *srcs, *LDFLAGS,
-           "-T", str(qemu_firmware_dir() / "mps2_an386.ld"), f"-Wl,-Map={out_dir / 'fw.map'}", "-o", str(elf)]
+    cmd = [
+        cc,
+        *CFLAGS,
+        *defs,
+        f"-I{qemu_firmware_dir()}",
+        f"-I{TEMPLATES}",
+        *srcs,
+        *LDFLAGS,
+        "-T",
+        str(qemu_firmware_dir() / "mps2_an386.ld"),
+        f"-Wl,-Map={out_dir / 'fw.map'}",
+        "-o",
+        str(elf),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise QemuError(f"firmware build failed ({proc.returncode}):\n{' '.join(cmd)}\n{proc.stderr}")
@@ -96,8 +119,14 @@ def build_firmware(out_dir: Path, defines: dict[str, str] | None = None,
 class QemuDevice:
     """qemu-system-arm running a firmware with its UART0 on a TCP socket or a pty."""
 
-    def __init__(self, elf: Path, serial: str = "tcp", icount_shift: int | None = DEFAULT_ICOUNT_SHIFT,
-                 extra_args: tuple[str, ...] = (), start_timeout: float = 20.0):
+    def __init__(
+        self,
+        elf: Path,
+        serial: str = "tcp",
+        icount_shift: int | None = DEFAULT_ICOUNT_SHIFT,
+        extra_args: tuple[str, ...] = (),
+        start_timeout: float = 20.0,
+    ):
         if serial not in ("tcp", "pty"):
             raise ValueError("serial must be 'tcp' or 'pty'")
         self.elf = Path(elf)
@@ -125,11 +154,20 @@ class QemuDevice:
 
     def start(self) -> str:
         """Start QEMU and return the serial URL/path once it can be opened."""
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         found = threading.Event()
-        pattern = (re.compile(r"disconnected:tcp:([\d.]+):(\d+)") if self.serial == "tcp"
-                   else re.compile(r"redirected to (/dev/pts/\d+)"))
+        pattern = (
+            re.compile(r"disconnected:tcp:([\d.]+):(\d+)")
+            if self.serial == "tcp"
+            else re.compile(r"redirected to (/dev/pts/\d+)")
+        )
 
         def read() -> None:
             assert self.proc is not None and self.proc.stdout is not None
@@ -137,8 +175,7 @@ class QemuDevice:
                 self.output.append(line.rstrip("\n"))
                 m = pattern.search(line)
                 if m and not found.is_set():
-                    self.url = (f"socket://{m.group(1)}:{m.group(2)}" if self.serial == "tcp"
-                                else m.group(1))
+                    self.url = f"socket://{m.group(1)}:{m.group(2)}" if self.serial == "tcp" else m.group(1)
                     found.set()
 
         self._reader = threading.Thread(target=read, daemon=True)
@@ -198,14 +235,14 @@ def parse_params(path: Path | None = None) -> dict:
             out[name.lower()] = float(value[:-1])
         else:
             out[name.lower()] = int(value)
-    body = text[text.index("standin_weights"):]
-    w = [int(v) for v in re.findall(r"-?\d+", body[body.index("{"):body.index("};")])]
-    bias_body = text[text.index("standin_bias"):]
-    b = [int(v) for v in re.findall(r"-?\d+", bias_body[bias_body.index("{"):bias_body.index("};")])]
+    body = text[text.index("standin_weights") :]
+    w = [int(v) for v in re.findall(r"-?\d+", body[body.index("{") : body.index("};")])]
+    bias_body = text[text.index("standin_bias") :]
+    b = [int(v) for v in re.findall(r"-?\d+", bias_body[bias_body.index("{") : bias_body.index("};")])]
     n_in, n_out = out["inputs"], out["outputs"]
     if len(w) != n_in * n_out or len(b) != n_out:
         raise ValueError("standin_params.h: array sizes do not match STANDIN_INPUTS/OUTPUTS")
-    out["weights"] = [w[o * n_in:(o + 1) * n_in] for o in range(n_out)]
+    out["weights"] = [w[o * n_in : (o + 1) * n_in] for o in range(n_out)]
     out["bias"] = b
     return out
 
@@ -227,12 +264,12 @@ def render_params(seed: int = 20240611, n_in: int = 64, n_out: int = 10) -> str:
 #define STANDIN_MODEL_ID "standin-{digest.hexdigest()[:12]}"
 #define STANDIN_INPUTS {n_in}
 #define STANDIN_OUTPUTS {n_out}
-#define STANDIN_INPUT_ZERO_POINT ({consts['INPUT_ZERO_POINT']})
-#define STANDIN_MULT {consts['MULT']}
-#define STANDIN_SHIFT {consts['SHIFT']}
-#define STANDIN_OUTPUT_ZERO_POINT ({consts['OUTPUT_ZERO_POINT']})
+#define STANDIN_INPUT_ZERO_POINT ({consts["INPUT_ZERO_POINT"]})
+#define STANDIN_MULT {consts["MULT"]}
+#define STANDIN_SHIFT {consts["SHIFT"]}
+#define STANDIN_OUTPUT_ZERO_POINT ({consts["OUTPUT_ZERO_POINT"]})
 #define STANDIN_OUTPUT_SCALE 0.25f
-#define STANDIN_INPUT_SCALE {consts['INPUT_SCALE']}
+#define STANDIN_INPUT_SCALE {consts["INPUT_SCALE"]}
 
 static const int8_t standin_weights[STANDIN_OUTPUTS][STANDIN_INPUTS] = {{
 {rows}

@@ -62,19 +62,32 @@ def marked_window(capture: Capture, n: int, who: str, marker: str = "the marker 
     another input is wired, or the firmware is not in energy mode: refused, never guessed."""
     edges = capture.edges
     if len(edges) != 2:
-        hint = ("is the firmware built in energy mode and its timestamp pin wired to " + marker + "?"
-                if len(edges) == 0 else "expected one edge before and one after the inferences")
-        raise InfraError(f"{who}: {len(edges)} falling edge(s) of the timestamp marker in "
-                         f"{capture.seconds:.3f} s of meter samples; {hint}")
+        hint = (
+            "is the firmware built in energy mode and its timestamp pin wired to " + marker + "?"
+            if len(edges) == 0
+            else "expected one edge before and one after the inferences"
+        )
+        raise InfraError(
+            f"{who}: {len(edges)} falling edge(s) of the timestamp marker in "
+            f"{capture.seconds:.3f} s of meter samples; {hint}"
+        )
     if capture.lost_samples:
-        raise InfraError(f"{who}: the meter lost {capture.lost_samples} sample(s) during the window; the "
-                         f"energy integral would be short (USB too busy? lower the sample rate)")
+        raise InfraError(
+            f"{who}: the meter lost {capture.lost_samples} sample(s) during the window; the "
+            f"energy integral would be short (USB too busy? lower the sample rate)"
+        )
     i0, i1 = int(edges[0]), int(edges[1])
     power = capture.power_w[i0:i1]
     joules = float(np.sum(power)) / capture.rate_hz
     seconds = (i1 - i0) / capture.rate_hz
-    return MarkedWindow(n=n, edges=(i0, i1), latency_us=seconds * 1e6 / n, energy_uj=joules * 1e6 / n,
-                        mean_power_mw=float(np.mean(power)) * 1e3 if len(power) else 0.0, samples=i1 - i0)
+    return MarkedWindow(
+        n=n,
+        edges=(i0, i1),
+        latency_us=seconds * 1e6 / n,
+        energy_uj=joules * 1e6 / n,
+        mean_power_mw=float(np.mean(power)) * 1e3 if len(power) else 0.0,
+        samples=i1 - i0,
+    )
 
 
 def mean_power_mw(capture: Capture) -> float:

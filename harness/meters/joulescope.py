@@ -29,8 +29,9 @@ def _driver_class() -> Any:
     try:
         from pyjoulescope_driver import Driver
     except ImportError:
-        raise ConfigError("energy_meter type joulescope needs the pyjoulescope_driver package "
-                          "(pip install pyjoulescope_driver)") from None
+        raise ConfigError(
+            "energy_meter type joulescope needs the pyjoulescope_driver package (pip install pyjoulescope_driver)"
+        ) from None
     return Driver
 
 
@@ -112,18 +113,29 @@ class JoulescopeMeter(Meter):
         first = max(si, sv, sg)
         last = min(si + len(i), sv + len(v), sg + len(g))
         if last <= first:
-            return Capture(power_w=np.zeros(0), rate_hz=self.rate_hz, edges=np.zeros(0, dtype=np.int64),
-                           meter=self.provenance())
+            return Capture(
+                power_w=np.zeros(0), rate_hz=self.rate_hz, edges=np.zeros(0, dtype=np.int64), meter=self.provenance()
+            )
         # edges on the whole marker stream: trimming first would lose an edge on the first kept sample
         edges = falling_edges(g.astype(np.uint8), 0) + sg - first
         edges = edges[(edges >= 0) & (edges < last - first)]
-        i, v = i[first - si:last - si], v[first - sv:last - sv]
-        return Capture(power_w=i.astype(np.float64) * v.astype(np.float64), rate_hz=self.rate_hz,
-                       edges=edges, meter=self.provenance())
+        i, v = i[first - si : last - si], v[first - sv : last - sv]
+        return Capture(
+            power_w=i.astype(np.float64) * v.astype(np.float64),
+            rate_hz=self.rate_hz,
+            edges=edges,
+            meter=self.provenance(),
+        )
 
     def provenance(self) -> dict:
-        return {"meter": "joulescope", "device": self.path, "sample_rate_hz": self.rate_hz,
-                "supply_mv": self.spec.supply_mv, "marker": f"GPI{self.gpi}", "voltage": "measured"}
+        return {
+            "meter": "joulescope",
+            "device": self.path,
+            "sample_rate_hz": self.rate_hz,
+            "supply_mv": self.spec.supply_mv,
+            "marker": f"GPI{self.gpi}",
+            "voltage": "measured",
+        }
 
     def close(self) -> None:
         if self._driver is not None:

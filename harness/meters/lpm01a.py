@@ -67,8 +67,9 @@ def parse_stream(text: str, who: str) -> tuple[np.ndarray, list[int]]:
             counters.append(int(ev.group(1)))
             edges.append(len(values))
     if any(b - a != 1 for a, b in zip(counters, counters[1:])):
-        raise InfraError(f"{who}: the LPM01A's D7 event counters are not consecutive ({counters}): events were "
-                         f"lost in the stream")
+        raise InfraError(
+            f"{who}: the LPM01A's D7 event counters are not consecutive ({counters}): events were lost in the stream"
+        )
     return np.asarray(values, dtype=np.float64), edges
 
 
@@ -83,8 +84,9 @@ class Lpm01aMeter(Meter):
         self.supply_mv = float(spec.supply_mv or 0)
         lo, hi = VOLT_RANGE_MV
         if not lo <= self.supply_mv <= hi:
-            raise InfraError(f"{who}: energy_meter.supply_mv {self.supply_mv:g} is outside what an LPM01A "
-                             f"supplies ({lo}-{hi} mV)")
+            raise InfraError(
+                f"{who}: energy_meter.supply_mv {self.supply_mv:g} is outside what an LPM01A supplies ({lo}-{hi} mV)"
+            )
         if spec.marker_input not in (None, 7):
             raise InfraError(f"{who}: energy_meter.marker_input {spec.marker_input}: the LPM01A watches D7 only")
         self.port: MeterPort | None = None
@@ -100,8 +102,9 @@ class Lpm01aMeter(Meter):
         self.port.write(cmd.encode("ascii") + b"\r\n")
         word = cmd.split()[0]
         while True:
-            line = self.port.read_until(b"\n", ACK_TIMEOUT_S).decode("ascii", errors="replace").replace(
-                "\x00", "").strip()
+            line = (
+                self.port.read_until(b"\n", ACK_TIMEOUT_S).decode("ascii", errors="replace").replace("\x00", "").strip()
+            )
             if not line:
                 continue
             if _ERROR.match(line) or (line.startswith("PowerShield >") and " error" in line):
@@ -118,9 +121,17 @@ class Lpm01aMeter(Meter):
             self.board_id = ident.split("powershield", 1)[-1].strip() or None
             ver = self._command("version")
             self.version = ver.split("version", 1)[-1].strip(" :") or None
-            for cmd in ("acqtime inf", "trigdelay 0", "trigsrc sw", "eventsrc d7 fal", "output energy",
-                        "format ascii_dec", f"freq {self.rate_hz:g}", f"volt {self.supply_mv:g}m",
-                        "pwr on nostatus"):
+            for cmd in (
+                "acqtime inf",
+                "trigdelay 0",
+                "trigsrc sw",
+                "eventsrc d7 fal",
+                "output energy",
+                "format ascii_dec",
+                f"freq {self.rate_hz:g}",
+                f"volt {self.supply_mv:g}m",
+                "pwr on nostatus",
+            ):
                 self._command(cmd)
         except Exception:
             self.port.close()
@@ -146,16 +157,29 @@ class Lpm01aMeter(Meter):
         port.write(b"stop\r\n")
         data = port.end(until=COMPLETED)
         if COMPLETED not in data:
-            raise InfraError(f"{self.who}: the LPM01A on {self.where.port} did not confirm the end of the "
-                             f"acquisition ('{COMPLETED.decode()}')")
+            raise InfraError(
+                f"{self.who}: the LPM01A on {self.where.port} did not confirm the end of the "
+                f"acquisition ('{COMPLETED.decode()}')"
+            )
         energy, edges = parse_stream(data.decode("ascii", errors="replace"), self.who)
-        return Capture(power_w=energy * self.rate_hz, rate_hz=self.rate_hz, edges=np.asarray(edges, dtype=np.int64),
-                       meter=self.provenance())
+        return Capture(
+            power_w=energy * self.rate_hz,
+            rate_hz=self.rate_hz,
+            edges=np.asarray(edges, dtype=np.int64),
+            meter=self.provenance(),
+        )
 
     def provenance(self) -> dict:
-        return {"meter": "lpm01a", "port": self.where.port, "sample_rate_hz": self.rate_hz,
-                "supply_mv": self.supply_mv, "board_id": self.board_id, "firmware": self.version,
-                "marker": "D7", "output": "energy"}
+        return {
+            "meter": "lpm01a",
+            "port": self.where.port,
+            "sample_rate_hz": self.rate_hz,
+            "supply_mv": self.supply_mv,
+            "board_id": self.board_id,
+            "firmware": self.version,
+            "marker": "D7",
+            "output": "energy",
+        }
 
     def close(self) -> None:
         if self.port is not None:

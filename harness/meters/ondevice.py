@@ -48,7 +48,12 @@ class EstimateMeter(Meter):
         if mean_us is None or spec.typical_power_mw is None:
             return None
         active_mw = spec.typical_power_mw - (spec.idle_power_mw or 0.0)
-        return {"meter": "estimate", "sample_rate_hz": None, "estimate": True,
-                "energy_per_inference_uj": active_mw * mean_us / 1000.0,
-                "typical_power_mw": spec.typical_power_mw, "idle_power_mw": spec.idle_power_mw,
-                "note": "datasheet estimate from the device profile, not a measurement"}
+        return {
+            "meter": "estimate",
+            "sample_rate_hz": None,
+            "estimate": True,
+            "energy_per_inference_uj": active_mw * mean_us / 1000.0,
+            "typical_power_mw": spec.typical_power_mw,
+            "idle_power_mw": spec.idle_power_mw,
+            "note": "datasheet estimate from the device profile, not a measurement",
+        }

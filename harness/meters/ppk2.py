@@ -35,8 +35,15 @@ ADC_MULT = 1.8 / 163840
 VDD_RANGE_MV = (800, 5000)
 RANGES = 5
 # the official app's fallbacks for a calibration value that is missing, NaN or zero
-DEFAULTS = {"r": [1031.64, 101.65, 10.15, 0.94, 0.043], "gs": [1.0] * RANGES, "gi": [1.0] * RANGES,
-            "o": [0.0] * RANGES, "s": [0.0] * RANGES, "i": [0.0] * RANGES, "ug": [1.0] * RANGES}
+DEFAULTS = {
+    "r": [1031.64, 101.65, 10.15, 0.94, 0.043],
+    "gs": [1.0] * RANGES,
+    "gi": [1.0] * RANGES,
+    "o": [0.0] * RANGES,
+    "s": [0.0] * RANGES,
+    "i": [0.0] * RANGES,
+    "ug": [1.0] * RANGES,
+}
 
 
 def parse_metadata(text: str) -> dict[str, str]:
@@ -96,8 +103,9 @@ class Ppk2Meter(Meter):
         self.supply_mv = float(spec.supply_mv or 0)
         lo, hi = VDD_RANGE_MV
         if not lo <= self.supply_mv <= hi:
-            raise InfraError(f"{who}: energy_meter.supply_mv {self.supply_mv:g} is outside what a PPK2 supplies "
-                             f"({lo}-{hi} mV)")
+            raise InfraError(
+                f"{who}: energy_meter.supply_mv {self.supply_mv:g} is outside what a PPK2 supplies ({lo}-{hi} mV)"
+            )
         self.port: MeterPort | None = None
         self.meta: dict[str, str] = {}
         self.cal: dict[str, np.ndarray] = {}
@@ -114,8 +122,9 @@ class Ppk2Meter(Meter):
             text = port.read_until(b"END\n", timeout=10.0).decode("ascii", errors="replace")
             self.meta = parse_metadata(text)
             if "vdd" not in self.meta and "r0" not in self.meta:
-                raise InfraError(f"{self.who}: {self.where.port} answered the PPK2 metadata request with "
-                                 f"{text[:60]!r}: not a PPK2?")
+                raise InfraError(
+                    f"{self.who}: {self.where.port} answered the PPK2 metadata request with {text[:60]!r}: not a PPK2?"
+                )
             self.cal = calibration(self.meta)
             port.write(voltage_bytes(self.supply_mv))
             port.write(bytes([SET_POWER_MODE, POWER_MODE_SOURCE]))
@@ -150,14 +159,24 @@ class Ppk2Meter(Meter):
         raw = np.frombuffer(data[: len(data) // 4 * 4], dtype="<u4")
         amps = current_a(raw, self.cal, self.supply_mv)
         logic = (raw >> 24).astype(np.uint8)
-        return Capture(power_w=amps * (self.supply_mv / 1000.0), rate_hz=RATE_HZ,
-                       edges=falling_edges(logic, self.marker_input),
-                       lost_samples=lost_samples((raw >> 18) & 0x3F), meter=self.provenance())
+        return Capture(
+            power_w=amps * (self.supply_mv / 1000.0),
+            rate_hz=RATE_HZ,
+            edges=falling_edges(logic, self.marker_input),
+            lost_samples=lost_samples((raw >> 18) & 0x3F),
+            meter=self.provenance(),
+        )
 
     def provenance(self) -> dict:
-        return {"meter": "ppk2", "port": self.where.port, "sample_rate_hz": RATE_HZ, "supply_mv": self.supply_mv,
-                "hardware": self.meta.get("hw"), "calibrated": self.meta.get("calibrated"),
-                "marker": f"D{self.marker_input}"}
+        return {
+            "meter": "ppk2",
+            "port": self.where.port,
+            "sample_rate_hz": RATE_HZ,
+            "supply_mv": self.supply_mv,
+            "hardware": self.meta.get("hw"),
+            "calibrated": self.meta.get("calibrated"),
+            "marker": f"D{self.marker_input}",
+        }
 
     def close(self) -> None:
         if self.port is not None:

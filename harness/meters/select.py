@@ -20,9 +20,11 @@ def meter_for(profile: DeviceProfile, device: Device | None = None) -> Meter:
     who = f"device '{device.id}'" if device is not None else f"profile '{profile.name}'"
     if spec.type in EXTERNAL_METERS:
         if device is None or device.meter is None:
-            raise ConfigError(f"{who}: profile '{profile.name}' measures energy with a {spec.type}, but the "
-                              f"inventory does not say where it is attached (devices: - id: ... meter: "
-                              f"{{port: /dev/ttyACM1}})")
+            raise ConfigError(
+                f"{who}: profile '{profile.name}' measures energy with a {spec.type}, but the "
+                f"inventory does not say where it is attached (devices: - id: ... meter: "
+                f"{{port: /dev/ttyACM1}})"
+            )
         if spec.type == "ppk2":
             from harness.meters.ppk2 import Ppk2Meter
 

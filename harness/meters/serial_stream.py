@@ -45,8 +45,10 @@ class MeterPort:
         while marker not in buf:
             if time.monotonic() > deadline:
                 tail = bytes(buf[-60:]).decode("ascii", errors="replace")
-                raise InfraError(f"{self.who}: no {marker.decode(errors='replace')!r} from the meter on "
-                                 f"{self.port} within {timeout:.1f} s (last bytes {tail!r})")
+                raise InfraError(
+                    f"{self.who}: no {marker.decode(errors='replace')!r} from the meter on "
+                    f"{self.port} within {timeout:.1f} s (last bytes {tail!r})"
+                )
             try:
                 buf += self.ser.read(max(1, self.ser.in_waiting))
             except Exception as exc:
@@ -121,8 +123,9 @@ class MeterPort:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._error is not None:
-            raise InfraError(f"{self.who}: the meter's port {self.port} failed during the capture: "
-                             f"{self._error}") from None
+            raise InfraError(
+                f"{self.who}: the meter's port {self.port} failed during the capture: {self._error}"
+            ) from None
         with self._lock:
             return bytes(self._buf)
 

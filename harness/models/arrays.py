@@ -24,8 +24,10 @@ def _member(path: Path, loaded, key: str) -> np.ndarray:
         return loaded[key]
     except ValueError as exc:
         if "allow_pickle" in str(exc):
-            raise ConfigError(f"{path}: array '{key}' holds Python objects (dtype object), which hilbench "
-                              "does not load (that would need pickle); save numeric arrays") from None
+            raise ConfigError(
+                f"{path}: array '{key}' holds Python objects (dtype object), which hilbench "
+                "does not load (that would need pickle); save numeric arrays"
+            ) from None
         raise ConfigError(f"{path}: array '{key}' cannot be read ({exc})") from None
     except Exception as exc:  # zlib/zip errors of a damaged member
         raise ConfigError(f"{path}: array '{key}' cannot be read ({exc.__class__.__name__}: {exc})") from None
@@ -37,8 +39,10 @@ def load_array(path: Path, key: str) -> np.ndarray:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
         if "allow_pickle" in str(exc):
-            raise ConfigError(f"{path}: the array holds Python objects (dtype object), which hilbench does "
-                              "not load (that would need pickle); save numeric arrays") from None
+            raise ConfigError(
+                f"{path}: the array holds Python objects (dtype object), which hilbench does "
+                "not load (that would need pickle); save numeric arrays"
+            ) from None
         raise ConfigError(f"{path}: cannot read numpy data (ValueError: {exc})") from None
     except Exception as exc:  # numpy raises several types for corrupt files
         raise ConfigError(f"{path}: cannot read numpy data ({exc.__class__.__name__}: {exc})") from None
@@ -74,8 +78,10 @@ def input_samples(path: Path, key: str, arr: np.ndarray) -> np.ndarray:
     bad = ~np.isfinite(x)
     if bad.any():
         first = int(np.argwhere(bad.reshape(x.shape[0], -1).any(axis=1))[0][0])
-        raise ConfigError(f"{path}: array '{key}' holds {int(bad.sum())} NaN/inf value(s) (first in sample "
-                          f"{first}); inputs must be finite numbers")
+        raise ConfigError(
+            f"{path}: array '{key}' holds {int(bad.sum())} NaN/inf value(s) (first in sample "
+            f"{first}); inputs must be finite numbers"
+        )
     return x
 
 
@@ -92,12 +98,15 @@ def class_labels(path: Path, key: str, arr: np.ndarray, n: int, classes: int | N
     if arr.ndim == 2:
         onehot = arr.shape[0] > 0 and bool(np.isin(arr, (0, 1)).all()) and bool((arr.sum(axis=1) == 1).all())
         if not onehot:
-            raise ConfigError(f"{where} has shape {arr.shape} but its rows are not one-hot (exactly one 1, "
-                              "zeros elsewhere); soft or multi-label targets are ambiguous: store class "
-                              "indices (N,) instead")
+            raise ConfigError(
+                f"{where} has shape {arr.shape} but its rows are not one-hot (exactly one 1, "
+                "zeros elsewhere); soft or multi-label targets are ambiguous: store class "
+                "indices (N,) instead"
+            )
         if classes is not None and arr.shape[1] != classes:
-            raise ConfigError(f"{where} is one-hot with {arr.shape[1]} columns, but the model has {classes} "
-                              "output classes")
+            raise ConfigError(
+                f"{where} is one-hot with {arr.shape[1]} columns, but the model has {classes} output classes"
+            )
         _log.info(f"{path}: '{key}' is one-hot; its argmax is used as the class index")
         arr = np.argmax(arr, axis=1)
     if arr.ndim != 1:
@@ -108,8 +117,10 @@ def class_labels(path: Path, key: str, arr: np.ndarray, n: int, classes: int | N
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
             i = int(np.argmax(bad))
-            raise ConfigError(f"{where} holds non-integer labels (first at index {i}: {float(arr[i]):g}); labels "
-                              "must be class indices")
+            raise ConfigError(
+                f"{where} holds non-integer labels (first at index {i}: {float(arr[i]):g}); labels "
+                "must be class indices"
+            )
     outside = arr < 0
     if classes is not None:
         outside |= arr >= classes

@@ -61,13 +61,15 @@ class ModelSource:
         elif suffix == ".tflite":
             kind = "tflite"
         else:
-            raise ModelError(f"{p}: unsupported model type '{suffix}' (expected .keras, .tflite "
-                             "or a SavedModel directory)")
+            raise ModelError(
+                f"{p}: unsupported model type '{suffix}' (expected .keras, .tflite or a SavedModel directory)"
+            )
         if p.stat().st_size == 0:
             raise ModelError(f"{p}: model file is empty")
         if kind == "keras" and not zipfile.is_zipfile(p):
-            raise ModelError(f"{p}: not a Keras 3 model archive (a .keras file is a zip archive); "
-                             "corrupt or truncated?")
+            raise ModelError(
+                f"{p}: not a Keras 3 model archive (a .keras file is a zip archive); corrupt or truncated?"
+            )
         if kind == "tflite":
             # the whole flatbuffer is checked here, so a truncated or corrupt file stops the command
             # before a run exists, named as the user gave it (not as its copy in the cache)
@@ -102,22 +104,27 @@ class Calibration:
         """List of samples, each a list of one batch-1 array per model input."""
         if self.source == "random":
             rng = np.random.default_rng(0)
-            return [[rng.random((1, *(1 if d is None else d for d in s[1:])), dtype=np.float32) for s in input_shapes]
-                    for _ in range(self.samples)]
+            return [
+                [rng.random((1, *(1 if d is None else d for d in s[1:])), dtype=np.float32) for s in input_shapes]
+                for _ in range(self.samples)
+            ]
         data = input_samples(Path(self.source), "x", load_array(Path(self.source), key="x"))
         data = data[: self.samples]
         if len(input_shapes) != 1:
             raise ConfigError(f"{self.source}: multi-input models need random calibration for now")
         # dims the model leaves open (None) take the data's size
-        want = tuple(d if d is not None else (data.shape[i + 1] if i + 1 < data.ndim else 1)
-                     for i, d in enumerate(input_shapes[0][1:]))
+        want = tuple(
+            d if d is not None else (data.shape[i + 1] if i + 1 < data.ndim else 1)
+            for i, d in enumerate(input_shapes[0][1:])
+        )
         if tuple(data.shape[1:]) != want:
             try:
                 data = data.reshape((data.shape[0], *want))
             except ValueError:
-                raise ConfigError(f"{self.source}: calibration samples have shape {data.shape[1:]}, "
-                                  f"model input needs {want}") from None
-        return [[data[i: i + 1]] for i in range(data.shape[0])]
+                raise ConfigError(
+                    f"{self.source}: calibration samples have shape {data.shape[1:]}, model input needs {want}"
+                ) from None
+        return [[data[i : i + 1]] for i in range(data.shape[0])]
 
 
 def check_variant_names(requested: list[str] | None) -> None:
@@ -187,8 +194,10 @@ class Converter:
         if src.kind == "tflite":
             bad = [v for v in requested or [] if v != ASIS]
             if bad:
-                raise ConfigError(f"{src.path}: a .tflite model is benchmarked as-is; variant(s) "
-                                  f"{', '.join(bad)} need the .keras or SavedModel source")
+                raise ConfigError(
+                    f"{src.path}: a .tflite model is benchmarked as-is; variant(s) "
+                    f"{', '.join(bad)} need the .keras or SavedModel source"
+                )
             return [ASIS]
         if requested is None:
             return ["fp32"]
@@ -206,13 +215,16 @@ class Converter:
             return None
         return mv if mv.artifact.exists() else None
 
-    def convert(self, src: ModelSource, variant: str, calib: Calibration | None = None,
-                quiet: bool = False) -> ModelVariant:
+    def convert(
+        self, src: ModelSource, variant: str, calib: Calibration | None = None, quiet: bool = False
+    ) -> ModelVariant:
         """Return the variant's artifact, converting only on a cache miss (`quiet`: no hit count/log)."""
         if variant in NEEDS_CALIBRATION and calib is None:
-            raise ConfigError(f"variant '{variant}' of {src.path} needs representative data: pass "
-                              "--calibration FILE.npy|.npz, or --calibration random to accept a "
-                              "calibration on random data (accuracy will suffer)")
+            raise ConfigError(
+                f"variant '{variant}' of {src.path} needs representative data: pass "
+                "--calibration FILE.npy|.npz, or --calibration random to accept a "
+                "calibration on random data (accuracy will suffer)"
+            )
         key = self.cache_key(src, variant, calib)
         entry = self.cache_dir / key[:2] / key
         meta_path = entry / "variant.json"
@@ -228,8 +240,7 @@ class Converter:
                 if quiet:
                     return mv
                 self.hits += 1
-                self.log(f"cache hit: {src.name} {variant} (key {key[:12]}, "
-                         f"{mv.convert_seconds * 1000:.1f} ms)")
+                self.log(f"cache hit: {src.name} {variant} (key {key[:12]}, {mv.convert_seconds * 1000:.1f} ms)")
                 return mv
             self.log(f"cache entry {key[:12]} is damaged; converting again")
         self.misses += 1
@@ -244,9 +255,14 @@ class Converter:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
         (tmp / "model.tflite").write_bytes(blob)
         mv = ModelVariant(
-            model_name=src.name, source_sha256=src.sha256, variant=variant,
-            converter_version=converter_version(), cache_key=key, artifact=entry / "model.tflite",
-            artifact_sha256=hashlib.sha256(blob).hexdigest(), size_bytes=len(blob),
+            model_name=src.name,
+            source_sha256=src.sha256,
+            variant=variant,
+            converter_version=converter_version(),
+            cache_key=key,
+            artifact=entry / "model.tflite",
+            artifact_sha256=hashlib.sha256(blob).hexdigest(),
+            size_bytes=len(blob),
             calibration=(asdict(calib) if calib and variant in NEEDS_CALIBRATION else None),
         )
         meta = mv.to_json()
@@ -276,8 +292,10 @@ def _load_tf_model(src: ModelSource):
             return keras.models.load_model(src.path, compile=False)
         return None
     except Exception as exc:
-        raise ModelError(f"{src.path}: cannot load Keras model ({exc.__class__.__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ModelError(
+            f"{src.path}: cannot load Keras model ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
 
 
 def _run_tf_conversion(src: ModelSource, variant: str, calib: Calibration | None) -> bytes:
@@ -293,8 +311,7 @@ def _run_tf_conversion(src: ModelSource, variant: str, calib: Calibration | None
             conv = tf.lite.TFLiteConverter.from_saved_model(str(src.path))
             loaded = tf.saved_model.load(str(src.path))
             sig = loaded.signatures[next(iter(loaded.signatures))]
-            input_shapes = [tuple(spec.shape)
-                            for spec in sig.structured_input_signature[1].values()]
+            input_shapes = [tuple(spec.shape) for spec in sig.structured_input_signature[1].values()]
     except Exception as exc:
         raise ModelError(f"{src.path}: cannot load model for conversion ({exc.__class__.__name__})") from None
 
@@ -313,7 +330,8 @@ def _run_tf_conversion(src: ModelSource, variant: str, calib: Calibration | None
             conv.inference_output_type = tf.int8
         else:
             conv.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
     try:
         # TF prints export chatter ("Saved artifact at ...") on stdout; hil's stdout is for results
         # (e.g. the run id a nightly script captures), so it goes to stderr with the other logs

@@ -59,12 +59,15 @@ def _model_io(eval_path: Path, model_path: Path, input_shape: tuple[int, ...] | 
 
     a = analyze(model_path)
     if len(a.inputs) != 1:
-        raise ConfigError(f"{eval_path}: accuracy evaluation supports single-input models; the model "
-                          f"has {len(a.inputs)} inputs")
+        raise ConfigError(
+            f"{eval_path}: accuracy evaluation supports single-input models; the model has {len(a.inputs)} inputs"
+        )
     shape = tuple(int(d) for d in (input_shape or [max(1, d) for d in a.inputs[0].shape]))
     if shape and shape[0] != 1:
-        raise ConfigError(f"{eval_path}: accuracy evaluation runs one sample at a time, but the input shape "
-                          f"{list(shape)} has batch {shape[0]}")
+        raise ConfigError(
+            f"{eval_path}: accuracy evaluation runs one sample at a time, but the input shape "
+            f"{list(shape)} has batch {shape[0]}"
+        )
     out = a.outputs[0] if a.outputs else None
     classes = None
     if out is not None and not any(d < 0 for d in (out.shape_signature or [])[1:]):
@@ -81,8 +84,7 @@ def load_eval(eval_path: Path, sample_shape: tuple[int, ...], classes: int | Non
     got = tuple(x.shape[1:])
     if got != sample_shape:
         if int(np.prod(got)) != int(np.prod(sample_shape)):
-            raise ConfigError(f"{eval_path}: x holds samples of shape {got}, the model's input needs "
-                              f"{sample_shape}")
+            raise ConfigError(f"{eval_path}: x holds samples of shape {got}, the model's input needs {sample_shape}")
         x = x.reshape((x.shape[0], *sample_shape))  # flattened samples, same element count
     arrays = {"x": x}
     for key in ("y", "ref"):
@@ -92,8 +94,9 @@ def load_eval(eval_path: Path, sample_shape: tuple[int, ...], classes: int | Non
     return arrays
 
 
-def prepare_eval(eval_path: Path, model_path: Path, cache_root: Path, *, reference: bool,
-                 input_shape: tuple[int, ...] | None = None) -> Path:
+def prepare_eval(
+    eval_path: Path, model_path: Path, cache_root: Path, *, reference: bool, input_shape: tuple[int, ...] | None = None
+) -> Path:
     """Validated npz (x, y if given, ref) -> cached path handed to the runner.
 
     `model_path` is the .tflite the data is checked against (input shape, output classes); with

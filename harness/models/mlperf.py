@@ -58,13 +58,24 @@ class Convention:
         return 1 if self.name == "float32-mse" else output_elements
 
 
-CONVENTIONS: dict[str, Convention] = {c.name: c for c in (
-    Convention("tensor", 0, "the input tensor's bytes; output 0 dequantised", "top1"),
-    Convention("uint8-minus-128", 1, "uint8 image bytes, the device subtracts 128 (int8 input); output 0 "
-                                     "dequantised", "top1"),
-    Convention("float32-mse", 2, "float32 inputs quantised on the device; one value: the mean squared "
-                                 "error of output 0 against the input", "auc"),
-)}
+CONVENTIONS: dict[str, Convention] = {
+    c.name: c
+    for c in (
+        Convention("tensor", 0, "the input tensor's bytes; output 0 dequantised", "top1"),
+        Convention(
+            "uint8-minus-128",
+            1,
+            "uint8 image bytes, the device subtracts 128 (int8 input); output 0 dequantised",
+            "top1",
+        ),
+        Convention(
+            "float32-mse",
+            2,
+            "float32 inputs quantised on the device; one value: the mean squared error of output 0 against the input",
+            "auc",
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -75,12 +86,15 @@ class Benchmark:
     classes: int | None  # None: a score, not a class (anomaly detection)
 
 
-BENCHMARKS: dict[str, Benchmark] = {b.model_id: b for b in (
-    Benchmark("kws01", "keyword spotting", "tensor", 12),
-    Benchmark("vww01", "visual wake words", "uint8-minus-128", 2),
-    Benchmark("ic01", "image classification", "uint8-minus-128", 10),
-    Benchmark("ad01", "anomaly detection", "float32-mse", None),
-)}
+BENCHMARKS: dict[str, Benchmark] = {
+    b.model_id: b
+    for b in (
+        Benchmark("kws01", "keyword spotting", "tensor", 12),
+        Benchmark("vww01", "visual wake words", "uint8-minus-128", 2),
+        Benchmark("ic01", "image classification", "uint8-minus-128", 10),
+        Benchmark("ad01", "anomaly detection", "float32-mse", None),
+    )
+}
 
 
 def convention(name: str) -> Convention:
@@ -107,16 +121,21 @@ def check_model(conv: Convention, inputs: list[dict], outputs: list[dict], where
         raise ConfigError(f"{where}: I/O convention {conv.name} needs a model with one input (it has {len(inputs)})")
     inp = inputs[0]
     if inp["dtype"] != "int8":
-        raise ConfigError(f"{where}: I/O convention {conv.name} needs an int8 input tensor (the model's is "
-                          f"{inp['dtype']})")
+        raise ConfigError(
+            f"{where}: I/O convention {conv.name} needs an int8 input tensor (the model's is {inp['dtype']})"
+        )
     if conv.name == "float32-mse":
         if not inp.get("scale"):
-            raise ConfigError(f"{where}: I/O convention float32-mse quantises on the device and needs the "
-                              f"input's scale (the model's input has none)")
+            raise ConfigError(
+                f"{where}: I/O convention float32-mse quantises on the device and needs the "
+                f"input's scale (the model's input has none)"
+            )
         if not outputs or outputs[0]["elements"] != inp["elements"]:
             got = outputs[0]["elements"] if outputs else 0
-            raise ConfigError(f"{where}: I/O convention float32-mse compares output 0 with the input, element "
-                              f"by element: the input has {inp['elements']} elements, output 0 has {got}")
+            raise ConfigError(
+                f"{where}: I/O convention float32-mse compares output 0 with the input, element "
+                f"by element: the input has {inp['elements']} elements, output 0 has {got}"
+            )
 
 
 # ------------------------------------------------------------------ the device side (for the simulator)
@@ -198,10 +217,12 @@ class Dataset:
         if entry.bytes_to_send is None:
             return [data]
         size, stride = entry.bytes_to_send, entry.stride or entry.bytes_to_send
-        out = [data[start:start + size] for start in range(0, len(data) - size + 1, stride)]
+        out = [data[start : start + size] for start in range(0, len(data) - size + 1, stride)]
         if not out:
-            raise ConfigError(f"{path}: {len(data)} bytes, shorter than one window of {size} bytes "
-                              f"({self.labels_path} line {entry.line}, bytes_to_send)")
+            raise ConfigError(
+                f"{path}: {len(data)} bytes, shorter than one window of {size} bytes "
+                f"({self.labels_path} line {entry.line}, bytes_to_send)"
+            )
         return out
 
 
@@ -216,8 +237,10 @@ def read_dataset(path: Path | str) -> Dataset:
     if not root.is_dir():
         raise ConfigError(f"{root}: MLPerf Tiny dataset directory not found")
     if not labels.is_file():
-        raise ConfigError(f"{root}: not an MLPerf Tiny dataset (no {LABELS_FILE}: one row per .bin file, "
-                          f"'file, classes, class[, bytes_to_send, stride]')")
+        raise ConfigError(
+            f"{root}: not an MLPerf Tiny dataset (no {LABELS_FILE}: one row per .bin file, "
+            f"'file, classes, class[, bytes_to_send, stride]')"
+        )
     entries: list[Entry] = []
     names = ("classes", "class", "bytes_to_send", "stride")
     with open(labels, newline="") as fh:
@@ -227,8 +250,10 @@ def read_dataset(path: Path | str) -> Dataset:
                 continue
             where = f"{labels} line {lineno}"
             if len(row) not in (3, 5):
-                raise ConfigError(f"{where}: expected 'file, classes, class' or 'file, classes, class, "
-                                  f"bytes_to_send, stride', got {len(row)} fields")
+                raise ConfigError(
+                    f"{where}: expected 'file, classes, class' or 'file, classes, class, "
+                    f"bytes_to_send, stride', got {len(row)} fields"
+                )
             values: list[int] = []
             for name, text in zip(names, row[1:]):
                 try:
@@ -273,7 +298,7 @@ def roc_auc(labels, scores) -> float | None:
         j = i
         while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 

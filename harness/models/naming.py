@@ -45,20 +45,20 @@ def unique_model_names(paths: Sequence[str | os.PathLike]) -> list[str]:
                 for i in members:
                     parents = list(resolved[i].parent.parts[1:])  # without the root '/'
                     leaf = stem + (_stem_and_suffix(resolved[i])[1] if with_suffix else "")
-                    cand.append("/".join([*parents[max(0, len(parents) - k):], leaf] if k else [leaf]))
+                    cand.append("/".join([*parents[max(0, len(parents) - k) :], leaf] if k else [leaf]))
                 if len(set(cand)) == len(cand):
                     chosen = cand
                     break
             if chosen:
                 break
         if chosen is None:  # unreachable for distinct paths; refuse rather than mix results up
-            raise ConfigError(f"models {', '.join(str(paths[i]) for i in members)} cannot be told apart by "
-                              "name; rename one of them")
+            raise ConfigError(
+                f"models {', '.join(str(paths[i]) for i in members)} cannot be told apart by name; rename one of them"
+            )
         for i, n in zip(members, chosen):
             names[i] = n
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:  # a disambiguated name met another model's plain name (e.g. 'a/net' vs a file 'a/net'...)
         clash = [str(paths[i]) for i, n in enumerate(names) if n == dup[0]]
-        raise ConfigError(f"models {', '.join(clash)} would share the name '{dup[0]}' in results; rename one "
-                          "of them")
+        raise ConfigError(f"models {', '.join(clash)} would share the name '{dup[0]}' in results; rename one of them")
     return names

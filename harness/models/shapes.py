@@ -31,8 +31,9 @@ def parse_input_shapes(values: list[str] | None) -> InputShapes | None:
             out.append(("", tokens))
             continue
         if ":" not in tokens[0]:
-            raise ConfigError(f"--input-shape {value!r}: expected NAME:D1,D2,... (dimensions before the first "
-                              "input name)")
+            raise ConfigError(
+                f"--input-shape {value!r}: expected NAME:D1,D2,... (dimensions before the first input name)"
+            )
         for token in tokens:
             if ":" in token:
                 name, _, first = token.rpartition(":")
@@ -46,16 +47,20 @@ def parse_input_shapes(values: list[str] | None) -> InputShapes | None:
         try:
             parsed = tuple(int(d) for d in dims)
         except ValueError:
-            raise ConfigError(f"--input-shape {name + ':' if name else ''}{','.join(dims)}: dimensions must be "
-                              "whole numbers (e.g. NAME:1,224,224,3)") from None
+            raise ConfigError(
+                f"--input-shape {name + ':' if name else ''}{','.join(dims)}: dimensions must be "
+                "whole numbers (e.g. NAME:1,224,224,3)"
+            ) from None
         if not parsed or min(parsed) < 1:
-            raise ConfigError(f"--input-shape {name + ':' if name else ''}{','.join(dims)}: every dimension "
-                              "must be at least 1")
+            raise ConfigError(
+                f"--input-shape {name + ':' if name else ''}{','.join(dims)}: every dimension must be at least 1"
+            )
         shapes.append((name, parsed))
     names = [n for n, _ in shapes]
     if "" in names and len(names) > 1:
-        raise ConfigError("--input-shape without an input name applies to a single-input model only; name "
-                          "each input (NAME:D1,D2,...)")
+        raise ConfigError(
+            "--input-shape without an input name applies to a single-input model only; name each input (NAME:D1,D2,...)"
+        )
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"--input-shape gives input '{dup[0]}' more than once")
@@ -83,14 +88,15 @@ def resolve_input_shapes(model_path: Path, given: InputShapes | None, shown: Pat
     for name, dims in given or ():
         if name == "":
             if len(inputs) != 1:
-                raise ConfigError(f"{shown}: --input-shape {format_input_shape(name, dims)} has no input name, "
-                                  f"but the model has {len(inputs)} inputs ({names})")
+                raise ConfigError(
+                    f"{shown}: --input-shape {format_input_shape(name, dims)} has no input name, "
+                    f"but the model has {len(inputs)} inputs ({names})"
+                )
             pos = 0
         else:
             pos = next((i for i, t in enumerate(inputs) if t.name == name), -1)
             if pos < 0:
-                raise ConfigError(f"{shown}: --input-shape names input '{name}', but the model's inputs are "
-                                  f"{names}")
+                raise ConfigError(f"{shown}: --input-shape names input '{name}', but the model's inputs are {names}")
         by_name[pos] = dims
     out: list[tuple[int, ...]] = []
     for i, t in enumerate(inputs):
@@ -98,18 +104,24 @@ def resolve_input_shapes(model_path: Path, given: InputShapes | None, shown: Pat
         if i in by_name:
             dims = by_name[i]
             if len(dims) != len(sig):
-                raise ConfigError(f"{shown}: --input-shape {format_input_shape(t.name, dims)} has {len(dims)} "
-                                  f"dimensions, input '{t.name}' has {len(sig)} (shape signature {_sig(sig)})")
+                raise ConfigError(
+                    f"{shown}: --input-shape {format_input_shape(t.name, dims)} has {len(dims)} "
+                    f"dimensions, input '{t.name}' has {len(sig)} (shape signature {_sig(sig)})"
+                )
             for k, (want, got) in enumerate(zip(sig, dims)):
                 if want >= 0 and want != got:
-                    raise ConfigError(f"{shown}: --input-shape {format_input_shape(t.name, dims)}: dimension {k} "
-                                      f"of input '{t.name}' is fixed at {want} (shape signature {_sig(sig)})")
+                    raise ConfigError(
+                        f"{shown}: --input-shape {format_input_shape(t.name, dims)}: dimension {k} "
+                        f"of input '{t.name}' is fixed at {want} (shape signature {_sig(sig)})"
+                    )
             out.append(dims)
             continue
         unknown = [k for k, d in enumerate(sig) if d < 0]
         if any(k > 0 for k in unknown):
             hint = ",".join("1" if (k == 0 and d < 0) else ("?" if d < 0 else str(d)) for k, d in enumerate(sig))
-            raise ConfigError(f"{shown}: input '{t.name}' has unknown dimensions (shape signature {_sig(sig)}); "
-                              f"give the shape to measure with --input-shape {t.name}:{hint} (each ? a size)")
+            raise ConfigError(
+                f"{shown}: input '{t.name}' has unknown dimensions (shape signature {_sig(sig)}); "
+                f"give the shape to measure with --input-shape {t.name}:{hint} (each ? a size)"
+            )
         out.append(tuple(max(1, int(d)) for d in t.shape))
     return out

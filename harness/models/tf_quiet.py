@@ -35,14 +35,29 @@ ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "GRPC_VERBOSITY": "ERROR"}
 TAIL_LINES = 25
 
 # lines that never explain a failure: export listings, absl preamble, CUDA probing, quantiser settings
-NOISE = re.compile("|".join([
-    r"^\s*$", r"TensorSpec\(", r"^Captures:", r"^Output Type:", r"^\* Endpoint", r"^Saved artifact at",
-    r"The following endpoints are available", r"All log messages before absl::InitializeLog",
-    r"cuInit|cuda_(platform|diagnostics|executor)|CUDA", r"Ignored (output_format|drop_control_dependency)",
-    r"MLIR V1 optimization pass is not enabled", r"^fully_quantize: ", r"oneDNN custom operations",
-    r"Created TensorFlow Lite XNNPACK delegate", r"This TensorFlow binary is optimized",
-    r"^\s*warnings\.warn\(", r"To enable the following instructions",
-]))
+NOISE = re.compile(
+    "|".join(
+        [
+            r"^\s*$",
+            r"TensorSpec\(",
+            r"^Captures:",
+            r"^Output Type:",
+            r"^\* Endpoint",
+            r"^Saved artifact at",
+            r"The following endpoints are available",
+            r"All log messages before absl::InitializeLog",
+            r"cuInit|cuda_(platform|diagnostics|executor)|CUDA",
+            r"Ignored (output_format|drop_control_dependency)",
+            r"MLIR V1 optimization pass is not enabled",
+            r"^fully_quantize: ",
+            r"oneDNN custom operations",
+            r"Created TensorFlow Lite XNNPACK delegate",
+            r"This TensorFlow binary is optimized",
+            r"^\s*warnings\.warn\(",
+            r"To enable the following instructions",
+        ]
+    )
+)
 
 _lock = threading.RLock()
 _depth = 0
@@ -100,8 +115,9 @@ def captured(what: str) -> Iterator[Captured]:
         with tempfile.TemporaryFile() as buf:
             os.dup2(buf.fileno(), 1)
             os.dup2(buf.fileno(), 2)
-            text_out = io.TextIOWrapper(os.fdopen(os.dup(2), "wb"), encoding="utf-8", errors="replace",
-                                        line_buffering=True)
+            text_out = io.TextIOWrapper(
+                os.fdopen(os.dup(2), "wb"), encoding="utf-8", errors="replace", line_buffering=True
+            )
             sys.stdout = sys.stderr = text_out
             failed = True
             try:
@@ -123,8 +139,12 @@ def captured(what: str) -> Iterator[Captured]:
                 if failed:
                     tail = relevant_tail(result.text)
                     if tail:
-                        _log.warning("%s failed; TensorFlow said (last %d relevant lines, all with --verbose):\n%s",
-                                     what, len(tail), "\n".join("  | " + ln for ln in tail))
+                        _log.warning(
+                            "%s failed; TensorFlow said (last %d relevant lines, all with --verbose):\n%s",
+                            what,
+                            len(tail),
+                            "\n".join("  | " + ln for ln in tail),
+                        )
 
 
 def _flush(stream) -> None:

@@ -16,8 +16,9 @@ from harness.report.run_markdown import fmt_us, markdown_table, variant_rank
 COLUMNS = ["latency_p50_us", "latency_p90_us", "peak_rss_kb", "energy_per_inference_uj"]
 
 
-def comparison(wide: pd.DataFrame, devices: list[str] | None = None,
-               reference: str | None = None, where: str = "") -> tuple[pd.DataFrame, str]:
+def comparison(
+    wide: pd.DataFrame, devices: list[str] | None = None, reference: str | None = None, where: str = ""
+) -> tuple[pd.DataFrame, str]:
     """Long table: one row per model x variant x device with ratios against ``reference``."""
     if wide.empty or "status" not in wide:
         raise ConfigError(f"{where}: no results to compare")
@@ -28,16 +29,16 @@ def comparison(wide: pd.DataFrame, devices: list[str] | None = None,
     if devices:
         unknown = [d for d in devices if d not in present]
         if unknown:
-            raise ConfigError(f"{where}: no results for device(s) {', '.join(unknown)} "
-                              f"(measured: {', '.join(present)})")
+            raise ConfigError(
+                f"{where}: no results for device(s) {', '.join(unknown)} (measured: {', '.join(present)})"
+            )
         ok = ok[ok["device_id"].isin(devices)]
         order = list(devices)
     else:
         order = present
     reference = reference or order[0]
     if reference not in order:
-        raise ConfigError(f"{where}: reference device '{reference}' has no results here "
-                          f"(measured: {', '.join(order)})")
+        raise ConfigError(f"{where}: reference device '{reference}' has no results here (measured: {', '.join(order)})")
     for col in COLUMNS:
         if col not in ok:
             ok[col] = float("nan")
@@ -48,13 +49,23 @@ def comparison(wide: pd.DataFrame, devices: list[str] | None = None,
         key = (r["model"], r["variant"])
         base = ref.loc[key] if key in ref.index else None
         ratio = lambda col, inverse=False: (
-            float("nan") if base is None or not base[col] or not r[col] or pd.isna(base[col]) or pd.isna(r[col])
-            else (base[col] / r[col] if inverse else r[col] / base[col]))
-        rows.append({"model": r["model"], "variant": r["variant"], "label": f"{r['model']}/{r['variant']}",
-                     "device_id": r["device_id"], "profile": r["profile"],
-                     **{c: r[c] for c in COLUMNS},
-                     "speedup": ratio("latency_p50_us", inverse=True), "rss_ratio": ratio("peak_rss_kb"),
-                     "energy_ratio": ratio("energy_per_inference_uj")})
+            float("nan")
+            if base is None or not base[col] or not r[col] or pd.isna(base[col]) or pd.isna(r[col])
+            else (base[col] / r[col] if inverse else r[col] / base[col])
+        )
+        rows.append(
+            {
+                "model": r["model"],
+                "variant": r["variant"],
+                "label": f"{r['model']}/{r['variant']}",
+                "device_id": r["device_id"],
+                "profile": r["profile"],
+                **{c: r[c] for c in COLUMNS},
+                "speedup": ratio("latency_p50_us", inverse=True),
+                "rss_ratio": ratio("peak_rss_kb"),
+                "energy_ratio": ratio("energy_per_inference_uj"),
+            }
+        )
     table = pd.DataFrame(rows)
     table["device_id"] = pd.Categorical(table["device_id"], categories=order, ordered=True)
     table["_rank"] = [variant_rank(v) for v in table["variant"]]  # fp32, fp16, dynamic, int8, int16x8, others
@@ -84,8 +95,11 @@ def render_markdown(table: pd.DataFrame, reference: str, run_id: str = "", label
         for d in devices:
             if d in g.index:
                 r = g.loc[d]
-                row += [fmt_us(r["latency_p50_us"]), _num(r["peak_rss_kb"] / 1024, ".1f"),
-                        _num(r["energy_per_inference_uj"], ".3g")]
+                row += [
+                    fmt_us(r["latency_p50_us"]),
+                    _num(r["peak_rss_kb"] / 1024, ".1f"),
+                    _num(r["energy_per_inference_uj"], ".3g"),
+                ]
                 if d != reference:
                     row.append(_num(r["speedup"], ".2f"))
             else:
@@ -94,7 +108,11 @@ def render_markdown(table: pd.DataFrame, reference: str, run_id: str = "", label
     lines = ["# hilbench device comparison", ""]
     if run_id:
         lines += [f"- run: `{run_id}`" + (f", label {label}" if label else "")]
-    lines += [f"- reference: **{reference}** ({profiles[reference]}); speed-up = reference p50 / device p50",
-              "- devices: " + ", ".join(f"{d} ({profiles[d]})" for d in devices), "",
-              markdown_table(headers, rows), ""]
+    lines += [
+        f"- reference: **{reference}** ({profiles[reference]}); speed-up = reference p50 / device p50",
+        "- devices: " + ", ".join(f"{d} ({profiles[d]})" for d in devices),
+        "",
+        markdown_table(headers, rows),
+        "",
+    ]
     return "\n".join(lines)

@@ -73,9 +73,12 @@ def check_message(c: Check) -> str:
     label = RULES[c.metric].label or c.metric
     if c.regression or c.verdict == "improvement":
         word = "regressed" if c.regression else "improved"
-        bits.append(f"{label} {word}: {fmt_value(c.metric, c.baseline)} -> {fmt_value(c.metric, c.current)} "
-                    f"({fmt_change(c)}, threshold {fmt_threshold(c)}"
-                    + (f", p={fmt_p(c.p_value)}" if c.p_value is not None else "") + ")")
+        bits.append(
+            f"{label} {word}: {fmt_value(c.metric, c.baseline)} -> {fmt_value(c.metric, c.current)} "
+            f"({fmt_change(c)}, threshold {fmt_threshold(c)}"
+            + (f", p={fmt_p(c.p_value)}" if c.p_value is not None else "")
+            + ")"
+        )
     if c.budget is not None and c.budget.status != "ok":
         bits.append(c.budget.describe())
     if c.note:
@@ -83,8 +86,22 @@ def check_message(c: Check) -> str:
     return "; ".join(bits) or check_outcome(c)
 
 
-CHECK_HEADERS = ["model", "variant", "device", "metric", "baseline", "current", "change", "threshold",
-                 "sigma_run", "critical change", "p", "confirmation", "budget", "verdict"]
+CHECK_HEADERS = [
+    "model",
+    "variant",
+    "device",
+    "metric",
+    "baseline",
+    "current",
+    "change",
+    "threshold",
+    "sigma_run",
+    "critical change",
+    "p",
+    "confirmation",
+    "budget",
+    "verdict",
+]
 
 
 def fmt_rel(x: float | None) -> str:
@@ -109,9 +126,22 @@ def check_row(k, c: Check) -> list[str]:
     if c.budget is not None:
         budget = f"{c.budget.status} ({fmt_value(c.metric, c.budget.limit)})"
     sigma = fmt_rel(c.sigma_run) + (" (prior)" if c.sigma_source == "prior" else "")
-    return [k.model, k.variant, k.device_id, c.metric, fmt_value(c.metric, c.baseline),
-            fmt_value(c.metric, c.current), fmt_change(c), fmt_threshold(c), sigma if c.sigma_run else "-",
-            fmt_rel(c.critical_change), fmt_p(c.p_value), fmt_confirmation(c), budget, check_outcome(c)]
+    return [
+        k.model,
+        k.variant,
+        k.device_id,
+        c.metric,
+        fmt_value(c.metric, c.baseline),
+        fmt_value(c.metric, c.current),
+        fmt_change(c),
+        fmt_threshold(c),
+        sigma if c.sigma_run else "-",
+        fmt_rel(c.critical_change),
+        fmt_p(c.p_value),
+        fmt_confirmation(c),
+        budget,
+        check_outcome(c),
+    ]
 
 
 def ordered(keys: list) -> list:
@@ -123,21 +153,28 @@ def render_gate_markdown(res: GateResult) -> str:
     n = res.counts()
     run = res.run
     out = [f"# hilbench gate: {res.verdict} (exit {res.exit_code})", ""]
-    out += [f"- run: `{res.run_id}` ({run.get('status')}, label {run_label(run) or '-'}, "
-            f"host {run.get('host') or '-'}, models commit {run.get('git_commit') or '-'})",
-            f"- baseline: `{res.spec}`; significance: process levels against the reference, Holm over the "
-            f"whole gate at family-wise alpha {res.alpha:g}",
-            f"- {n['keys']} result(s): {n['passed']} passed, {n['failed']} failed, "
-            f"{n['infra']} infrastructure failure(s); {n['checks']} checks: {n['regressions']} regression(s), "
-            f"{n['over_budget']} over budget, {n['improvements']} improvement(s), "
-            f"{n['inconclusive']} inconclusive", ""]
+    out += [
+        f"- run: `{res.run_id}` ({run.get('status')}, label {run_label(run) or '-'}, "
+        f"host {run.get('host') or '-'}, models commit {run.get('git_commit') or '-'})",
+        f"- baseline: `{res.spec}`; significance: process levels against the reference, Holm over the "
+        f"whole gate at family-wise alpha {res.alpha:g}",
+        f"- {n['keys']} result(s): {n['passed']} passed, {n['failed']} failed, "
+        f"{n['infra']} infrastructure failure(s); {n['checks']} checks: {n['regressions']} regression(s), "
+        f"{n['over_budget']} over budget, {n['improvements']} improvement(s), "
+        f"{n['inconclusive']} inconclusive",
+        "",
+    ]
     for w in res.warnings:
         out.append(f"> warning: {w}")
     if res.warnings:
         out.append("")
     if res.infra_failures:
-        out += ["## Infrastructure failures", "",
-                "These jobs produced no usable measurement; the verdict below is incomplete.", ""]
+        out += [
+            "## Infrastructure failures",
+            "",
+            "These jobs produced no usable measurement; the verdict below is incomplete.",
+            "",
+        ]
         for k in res.infra_failures:
             out.append(f"- **{k.model}/{k.variant} on {k.device_id}** ({k.status}): {k.error}")
         out.append("")
@@ -151,26 +188,41 @@ def render_gate_markdown(res: GateResult) -> str:
     else:
         out += ["None.", ""]
     if res.inconclusive_checks:
-        out += ["## Inconclusive", "", "Not enough trustworthy data to decide; counted like an infrastructure "
-                "failure (exit 2), never as a pass.", ""]
+        out += [
+            "## Inconclusive",
+            "",
+            "Not enough trustworthy data to decide; counted like an infrastructure failure (exit 2), never as a pass.",
+            "",
+        ]
         for k, c in res.inconclusive_checks:
             out.append(f"- **{k.key}** {c.metric}: {c.note}")
         out.append("")
     if res.improvements:
-        out += ["## Improvements", "", markdown_table(CHECK_HEADERS, [check_row(k, c) for k, c in res.improvements]),
-                ""]
+        out += [
+            "## Improvements",
+            "",
+            markdown_table(CHECK_HEADERS, [check_row(k, c) for k, c in res.improvements]),
+            "",
+        ]
     ok_keys = ordered([k for k in res.keys if not k.infra])
     if ok_keys:
         out += ["<details><summary>All checks</summary>", ""]
         rows = [check_row(k, c) for k in ok_keys for c in k.checks]
         out += [markdown_table(CHECK_HEADERS, rows), ""]
-        out += ["Baselines: " + "; ".join(f"{k.key}: {k.baseline.describe() if k.baseline else 'none'}"
-                                          for k in ok_keys), "", "</details>", ""]
-    out += ["Each runner process gives one level per metric; the run's levels are compared with the median of "
-            "the reference runs' levels. `sigma_run` is the noise of one process level (from the series' "
-            "history, or the profile's prior); the critical change is the smallest change that would have "
-            "failed (threshold and Holm's family-wise bound, whichever is larger). A tripped comparison is "
-            "re-measured interleaved (reference, candidate, ...) before it fails. Accuracy changes are in "
-            "percentage points. Exit codes: 0 pass, 1 regression/budget, 2 infrastructure or inconclusive, "
-            "3 usage.", ""]
+        out += [
+            "Baselines: " + "; ".join(f"{k.key}: {k.baseline.describe() if k.baseline else 'none'}" for k in ok_keys),
+            "",
+            "</details>",
+            "",
+        ]
+    out += [
+        "Each runner process gives one level per metric; the run's levels are compared with the median of "
+        "the reference runs' levels. `sigma_run` is the noise of one process level (from the series' "
+        "history, or the profile's prior); the critical change is the smallest change that would have "
+        "failed (threshold and Holm's family-wise bound, whichever is larger). A tripped comparison is "
+        "re-measured interleaved (reference, candidate, ...) before it fails. Accuracy changes are in "
+        "percentage points. Exit codes: 0 pass, 1 regression/budget, 2 infrastructure or inconclusive, "
+        "3 usage.",
+        "",
+    ]
     return "\n".join(out)

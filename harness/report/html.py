@@ -45,16 +45,21 @@ def _table(headers: list[str], rows: list[list[str]], classes: list[str] | None 
     out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>"]
     for i, r in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
-        cells = "".join(f'<td class="num">{html.escape(str(c))}</td>' if j >= 4 else f"<td>{html.escape(str(c))}</td>"
-                        for j, c in enumerate(r))
+        cells = "".join(
+            f'<td class="num">{html.escape(str(c))}</td>' if j >= 4 else f"<td>{html.escape(str(c))}</td>"
+            for j, c in enumerate(r)
+        )
         out.append(f"<tr{cls}>{cells}</tr>")
     return "\n".join(out + ["</table>"])
 
 
 def _page(title: str, body: list[str]) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 # --------------------------------------------------------------------------- data for the figures
@@ -81,10 +86,21 @@ def _trend_series(res: GateResult, store: ResultStore, runs: int) -> list[dict]:
             base = check.baseline
             band = (base * (1 - check.threshold), base * (1 + check.threshold))
         cur = hist.index[hist["run_id"] == res.run_id]
-        failed = [(v == "fail") if rid != res.run_id else (k.status == "fail")
-                  for rid, v in zip(hist["run_id"], hist["verdict"])]
-        out.append({"label": k.key, "x": list(hist["started_at"]), "y": list(hist["p50"]), "failed": failed,
-                    "current": int(cur[0]) if len(cur) else None, "band": band, "baseline": base})
+        failed = [
+            (v == "fail") if rid != res.run_id else (k.status == "fail")
+            for rid, v in zip(hist["run_id"], hist["verdict"])
+        ]
+        out.append(
+            {
+                "label": k.key,
+                "x": list(hist["started_at"]),
+                "y": list(hist["p50"]),
+                "failed": failed,
+                "current": int(cur[0]) if len(cur) else None,
+                "band": band,
+                "baseline": base,
+            }
+        )
     return out
 
 
@@ -107,10 +123,16 @@ def _pareto_points(wide: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     for metric, label in (("accuracy_top1", "top-1 accuracy (%)"), ("agreement", "agreement with float (%)")):
         if metric in table and table[metric].notna().any():
             pts = table.dropna(subset=[metric, "latency_p50_us"])
-            return pd.DataFrame({"model": pts["model"], "variant": pts["variant"], "device_id": pts["device_id"],
-                                 "latency": pts["latency_p50_us"].astype(float),
-                                 "quality": pts[metric].astype(float) * 100,
-                                 "size": pts["model_size_bytes"].astype(float).fillna(0)}), label
+            return pd.DataFrame(
+                {
+                    "model": pts["model"],
+                    "variant": pts["variant"],
+                    "device_id": pts["device_id"],
+                    "latency": pts["latency_p50_us"].astype(float),
+                    "quality": pts[metric].astype(float) * 100,
+                    "size": pts["model_size_bytes"].astype(float).fillna(0),
+                }
+            ), label
     return pd.DataFrame(), ""
 
 
@@ -120,27 +142,37 @@ def _pareto_points(wide: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) -> str:
     n = res.counts()
     badge = {"PASS": "PASS", "FAIL": "FAIL"}.get(res.verdict, "INFRA")
-    body = [f"<h1>hilbench gate <span class=\"badge {badge}\">{html.escape(res.verdict)}</span> "
-            f"<small>exit {res.exit_code}</small></h1>",
-            f"<p>run <code>{html.escape(res.run_id)}</code> ({html.escape(str(res.run.get('status')))}), "
-            f"label <b>{html.escape(run_label(res.run) or '-')}</b>, "
-            f"host {html.escape(str(res.run.get('host') or '-'))}, baseline <code>{html.escape(str(res.spec))}</code>, "
-            f"alpha {res.alpha:g}. {n['keys']} result(s): {n['passed']} passed, {n['failed']} failed, "
-            f"{n['infra']} infrastructure failure(s); {n['regressions']} regression(s), {n['over_budget']} over "
-            f"budget, {n['improvements']} improvement(s).</p>"]
+    body = [
+        f'<h1>hilbench gate <span class="badge {badge}">{html.escape(res.verdict)}</span> '
+        f"<small>exit {res.exit_code}</small></h1>",
+        f"<p>run <code>{html.escape(res.run_id)}</code> ({html.escape(str(res.run.get('status')))}), "
+        f"label <b>{html.escape(run_label(res.run) or '-')}</b>, "
+        f"host {html.escape(str(res.run.get('host') or '-'))}, baseline <code>{html.escape(str(res.spec))}</code>, "
+        f"alpha {res.alpha:g}. {n['keys']} result(s): {n['passed']} passed, {n['failed']} failed, "
+        f"{n['infra']} infrastructure failure(s); {n['regressions']} regression(s), {n['over_budget']} over "
+        f"budget, {n['improvements']} improvement(s).</p>",
+    ]
     for w in res.warnings:
-        body.append(f"<p class=\"note\">warning: {html.escape(w)}</p>")
+        body.append(f'<p class="note">warning: {html.escape(w)}</p>')
     if res.infra_failures:
         body.append("<h2>Infrastructure failures</h2><ul>")
-        body += [f"<li><b>{html.escape(k.key)}</b> ({html.escape(k.status)}): {html.escape(k.error or '')}</li>"
-                 for k in res.infra_failures]
+        body += [
+            f"<li><b>{html.escape(k.key)}</b> ({html.escape(k.status)}): {html.escape(k.error or '')}</li>"
+            for k in res.infra_failures
+        ]
         body.append("</ul>")
     body.append("<h2>Regressions and budget violations</h2>")
     if res.failed_checks:
-        body.append(_table(CHECK_HEADERS, [check_row(k, c) for k, c in res.failed_checks],
-                           ["fail"] * len(res.failed_checks)))
-        body.append("<ul>" + "".join(f"<li><b>{html.escape(k.key)}</b>: {html.escape(check_message(c))}</li>"
-                                     for k, c in res.failed_checks) + "</ul>")
+        body.append(
+            _table(CHECK_HEADERS, [check_row(k, c) for k, c in res.failed_checks], ["fail"] * len(res.failed_checks))
+        )
+        body.append(
+            "<ul>"
+            + "".join(
+                f"<li><b>{html.escape(k.key)}</b>: {html.escape(check_message(c))}</li>" for k, c in res.failed_checks
+            )
+            + "</ul>"
+        )
     else:
         body.append("<p>None.</p>")
     body.append("<h2>All checks</h2>")
@@ -148,11 +180,20 @@ def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) 
     for k in ordered(res.keys):
         for c in k.checks:
             rows.append(check_row(k, c))
-            classes.append("fail" if c.failed else "improvement" if c.verdict == "improvement"
-                           else "skip" if c.skipped or c.verdict == "new" else "")
+            classes.append(
+                "fail"
+                if c.failed
+                else "improvement"
+                if c.verdict == "improvement"
+                else "skip"
+                if c.skipped or c.verdict == "new"
+                else ""
+            )
     body.append(_table(CHECK_HEADERS, rows, classes) if rows else "<p>No checks.</p>")
-    body.append('<p class="note">Latency: robust level (median of each run\'s undisturbed blocks); a change '
-                "counts only when significant (block Mann-Whitney U) and beyond the threshold.</p>")
+    body.append(
+        '<p class="note">Latency: robust level (median of each run\'s undisturbed blocks); a change '
+        "counts only when significant (block Mann-Whitney U) and beyond the threshold.</p>"
+    )
 
     wide = store.wide(res.run_id)
     headers, rows = results_table(wide)
@@ -160,38 +201,71 @@ def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) 
         body += ["<h2>Results</h2>", _table(headers, rows)]
     groups = _distribution_groups(res, store)
     if groups:
-        body += ["<h2>Latency distribution per device</h2>",
-                 _img("fig-latency", plots.latency_distribution(groups), "latency distribution per device")]
+        body += [
+            "<h2>Latency distribution per device</h2>",
+            _img("fig-latency", plots.latency_distribution(groups), "latency distribution per device"),
+        ]
     series = _trend_series(res, store, trend_runs)
     if series:
-        body += [f"<h2>Trend over the last {trend_runs} runs</h2>",
-                 _img("fig-trend", plots.trend(series), "latency p50 trend with baseline band")]
+        body += [
+            f"<h2>Trend over the last {trend_runs} runs</h2>",
+            _img("fig-trend", plots.trend(series), "latency p50 trend with baseline band"),
+        ]
     if not wide.empty and (wide["status"] == "ok").any():
         table, ref = comparison(wide, where=str(store.path))
-        body += ["<h2>Device profiles</h2>",
-                 _img("fig-devices", plots.device_comparison(table, ref), "device profile comparison")]
+        body += [
+            "<h2>Device profiles</h2>",
+            _img("fig-devices", plots.device_comparison(table, ref), "device profile comparison"),
+        ]
     points, label = _pareto_points(wide)
     if not points.empty:
-        body += ["<h2>Accuracy vs latency vs size</h2>",
-                 _img("fig-pareto", plots.pareto(points, label), "accuracy latency size Pareto front")]
+        body += [
+            "<h2>Accuracy vs latency vs size</h2>",
+            _img("fig-pareto", plots.pareto(points, label), "accuracy latency size Pareto front"),
+        ]
     return _page(f"hilbench gate {res.run_id}", body)
 
 
 def render_compare_html(table: pd.DataFrame, reference: str, run_id: str = "", label: str = "") -> str:
     devices = list(dict.fromkeys(table["device_id"]))
-    headers = ["model", "variant", "device", "profile", "p50 (us)", "p90 (us)", "peak RSS (MB)",
-               "energy (uJ)", "speed-up", "RSS ratio"]
+    headers = [
+        "model",
+        "variant",
+        "device",
+        "profile",
+        "p50 (us)",
+        "p90 (us)",
+        "peak RSS (MB)",
+        "energy (uJ)",
+        "speed-up",
+        "RSS ratio",
+    ]
     rows = []
     for _, r in table.iterrows():
         f = lambda v, spec: "-" if pd.isna(v) else format(v, spec)
-        rows.append([r["model"], r["variant"], r["device_id"], r["profile"], f(r["latency_p50_us"], ".1f"),
-                     f(r["latency_p90_us"], ".1f"), f(r["peak_rss_kb"] / 1024, ".1f"),
-                     f(r["energy_per_inference_uj"], ".3g"), f(r["speedup"], ".2f"), f(r["rss_ratio"], ".2f")])
+        rows.append(
+            [
+                r["model"],
+                r["variant"],
+                r["device_id"],
+                r["profile"],
+                f(r["latency_p50_us"], ".1f"),
+                f(r["latency_p90_us"], ".1f"),
+                f(r["peak_rss_kb"] / 1024, ".1f"),
+                f(r["energy_per_inference_uj"], ".3g"),
+                f(r["speedup"], ".2f"),
+                f(r["rss_ratio"], ".2f"),
+            ]
+        )
     shown = f" (label <b>{html.escape(label)}</b>)" if label else ""
-    body = [f"<h1>hilbench device comparison</h1><p>run <code>{html.escape(run_id)}</code>{shown}; reference "
-            f"<b>{html.escape(reference)}</b>; devices {html.escape(', '.join(devices))}. Speed-up = reference "
-            "p50 / device p50.</p>", _table(headers, rows),
-            _img("fig-devices", plots.device_comparison(table, reference), "device profile comparison"),
-            "<details><summary>Markdown</summary><pre>" + html.escape(render_markdown(table, reference, run_id, label))
-            + "</pre></details>"]  # the Markdown source, escaped like everything else on the page
+    body = [
+        f"<h1>hilbench device comparison</h1><p>run <code>{html.escape(run_id)}</code>{shown}; reference "
+        f"<b>{html.escape(reference)}</b>; devices {html.escape(', '.join(devices))}. Speed-up = reference "
+        "p50 / device p50.</p>",
+        _table(headers, rows),
+        _img("fig-devices", plots.device_comparison(table, reference), "device profile comparison"),
+        "<details><summary>Markdown</summary><pre>"
+        + html.escape(render_markdown(table, reference, run_id, label))
+        + "</pre></details>",
+    ]  # the Markdown source, escaped like everything else on the page
     return _page(f"hilbench compare {run_id}", body)

@@ -33,11 +33,20 @@ def render_junit(res: GateResult) -> str:
 
     def suite(device: str) -> tuple[ET.Element, dict]:
         if device not in suites:
-            s = ET.SubElement(root, "testsuite", name=f"hilbench.{_seg(device)}", timestamp=stamp,
-                              hostname=str(res.run.get("host") or socket.gethostname()))
+            s = ET.SubElement(
+                root,
+                "testsuite",
+                name=f"hilbench.{_seg(device)}",
+                timestamp=stamp,
+                hostname=str(res.run.get("host") or socket.gethostname()),
+            )
             props = ET.SubElement(s, "properties")
-            for name, value in (("run_id", res.run_id), ("baseline", str(res.spec)), ("alpha", f"{res.alpha:g}"),
-                                ("device", device)):
+            for name, value in (
+                ("run_id", res.run_id),
+                ("baseline", str(res.spec)),
+                ("alpha", f"{res.alpha:g}"),
+                ("device", device),
+            ):
                 ET.SubElement(props, "property", name=name, value=value)
             suites[device] = s
             counts[device] = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "time": 0.0}

@@ -70,8 +70,9 @@ def latency_distribution(groups: dict[str, list[tuple[str, Sequence[float], Sequ
             if cur_x.size:
                 _style(ax.violinplot([cur_x], positions=[i + 0.18], widths=0.34, showmedians=True), "#1f77b4")
             if base is not None and len(base):
-                _style(ax.violinplot([_clip(_thin(base))], positions=[i - 0.18], widths=0.34, showmedians=True),
-                       "#7f7f7f")
+                _style(
+                    ax.violinplot([_clip(_thin(base))], positions=[i - 0.18], widths=0.34, showmedians=True), "#7f7f7f"
+                )
         ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
         ax.set_ylabel("latency (us)")
         ax.set_title(f"{device}: this run (blue) vs baseline (grey), top 0.5 % clipped", fontsize=10)
@@ -107,8 +108,15 @@ def trend(series: list[dict]):
         if s.get("current") is not None:
             c = s["current"]
             bad = bool(s.get("failed") and s["failed"][c])
-            ax.plot([c], [s["y"][c]], "D", color="#d62728" if bad else "black", markeredgecolor="black",
-                    markersize=7, label="this run")
+            ax.plot(
+                [c],
+                [s["y"][c]],
+                "D",
+                color="#d62728" if bad else "black",
+                markeredgecolor="black",
+                markersize=7,
+                label="this run",
+            )
         ax.set_title(s["label"], fontsize=9)
         ax.set_xticks(x, [d.strftime("%m-%d\n%H:%M") for d in s["x"]], fontsize=6)
         ax.set_ylabel("p50 (us)", fontsize=8)
@@ -161,8 +169,10 @@ def pareto_front(latency: Sequence[float], quality: Sequence[float]) -> list[boo
 # label offsets tried in turn (points from the marker): beside, above, below, then further out on rings of
 # 12 directions, so that even a crowd of five variants within 5 % of each other finds free places
 _OFFSETS = [(7, 5), (7, -13), (-7, 5), (-7, -13), (0, 14), (0, -22)] + [
-    (round(r * np.cos(a), 1), round(r * np.sin(a), 1)) for r in (22, 34, 48, 64, 82, 104, 130)
-    for a in np.deg2rad([60, -60, 120, -120, 90, -90, 30, -30, 150, -150, 0, 180])]
+    (round(r * np.cos(a), 1), round(r * np.sin(a), 1))
+    for r in (22, 34, 48, 64, 82, 104, 130)
+    for a in np.deg2rad([60, -60, 120, -120, 90, -90, 30, -30, 150, -150, 0, 180])
+]
 
 
 def _overlaps(box, others) -> bool:
@@ -194,10 +204,16 @@ def place_labels(fig, ax, items: list[tuple[float, float, str, float]]) -> list:
         for avoid in (labels + markers + fixed, labels + fixed):
             for dx, dy in _OFFSETS:
                 far = abs(dx) > 10 or abs(dy) > 14
-                ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7,
-                                  ha="left" if dx > 0 else "right" if dx < 0 else "center",
-                                  va="bottom" if dy >= 0 else "top",
-                                  arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#555"} if far else None)
+                ann = ax.annotate(
+                    text,
+                    (x, y),
+                    xytext=(dx, dy),
+                    textcoords="offset points",
+                    fontsize=7,
+                    ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                    va="bottom" if dy >= 0 else "top",
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#555"} if far else None,
+                )
                 box = ann.get_window_extent(renderer).padded(1)
                 if frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) and not _overlaps(box, avoid):
                     chosen = ann
@@ -236,8 +252,15 @@ def pareto(points, quality_label: str):
         front = np.array(pareto_front(g["latency"], g["quality"]))
         size = g["size"].to_numpy(dtype=float)
         area = 40 + 400 * size / max(size.max(), 1.0)
-        ax.scatter(g["latency"], g["quality"], s=area, c=np.where(front, "#d62728", "#7f7f7f"), alpha=0.7,
-                   edgecolors="black", zorder=3)
+        ax.scatter(
+            g["latency"],
+            g["quality"],
+            s=area,
+            c=np.where(front, "#d62728", "#7f7f7f"),
+            alpha=0.7,
+            edgecolors="black",
+            zorder=3,
+        )
         fr = g[front]
         ax.step(fr["latency"], fr["quality"], where="post", color="#d62728", lw=1.2, label="Pareto front")
         ax.set_xscale("log")  # variants of one model can differ by 10x in latency
@@ -252,8 +275,20 @@ def pareto(points, quality_label: str):
         ax.set_title(f"{model} on {dev}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower right")
-        pending.append((ax, [(float(r["latency"]), float(r["quality"]), f"{r['variant']} ({r['size'] / 1024:.0f} KiB)",
-                              float(np.sqrt(a))) for (_, r), a in zip(g.iterrows(), area)]))
+        pending.append(
+            (
+                ax,
+                [
+                    (
+                        float(r["latency"]),
+                        float(r["quality"]),
+                        f"{r['variant']} ({r['size'] / 1024:.0f} KiB)",
+                        float(np.sqrt(a)),
+                    )
+                    for (_, r), a in zip(g.iterrows(), area)
+                ],
+            )
+        )
     for ax in axes[n:]:
         ax.set_visible(False)
     fig.suptitle("marker area ~ model size; red = Pareto-optimal variants", fontsize=10)

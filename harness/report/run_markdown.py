@@ -99,16 +99,33 @@ def summarize(wide: pd.DataFrame) -> pd.DataFrame:
     process count, and ratios against fp32 of the same model on the same device (speed-up = fp32 p50 /
     p50, size ratio = size / fp32 size). Rows in VARIANT_ORDER."""
     ok = wide[wide["status"] == "ok"] if not wide.empty else wide
-    metrics = ["latency_p50_us", "latency_p90_us", "latency_p99_us", "peak_rss_kb", "model_size_bytes",
-               "model_macs", "model_params", "arena_bytes", "flash_bytes", "accuracy_top1", "agreement",
-               "energy_per_inference_uj", "energy_estimate_per_inference_uj"]
+    metrics = [
+        "latency_p50_us",
+        "latency_p90_us",
+        "latency_p99_us",
+        "peak_rss_kb",
+        "model_size_bytes",
+        "model_macs",
+        "model_params",
+        "arena_bytes",
+        "flash_bytes",
+        "accuracy_top1",
+        "agreement",
+        "energy_per_inference_uj",
+        "energy_estimate_per_inference_uj",
+    ]
     rows = []
     for (model, variant, device), g in ok.groupby(["model", "variant", "device_id"], sort=False):
         counts = g["inferences"] if "inferences" in g else g.get("latency_count")
-        row = {"model": model, "variant": variant, "device_id": device, "profile": g["profile"].iloc[0],
-               "processes": len(g), "runs": float(counts.sum()) if counts is not None and counts.notna().any()
-               else None,
-               "runtime": f"{g['runtime'].iloc[0] or '-'} {g['runtime_version'].iloc[0] or ''}".strip()}
+        row = {
+            "model": model,
+            "variant": variant,
+            "device_id": device,
+            "profile": g["profile"].iloc[0],
+            "processes": len(g),
+            "runs": float(counts.sum()) if counts is not None and counts.notna().any() else None,
+            "runtime": f"{g['runtime'].iloc[0] or '-'} {g['runtime_version'].iloc[0] or ''}".strip(),
+        }
         row.update({m: _median(g, m) for m in metrics})
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -138,25 +155,51 @@ def results_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         return [], []
     mcu = any(c in table and table[c].notna().any() for c in ("arena_bytes", "flash_bytes"))
     repeats = bool((table["processes"] > 1).any())
-    headers = ["model", "variant", "device", "profile", "p50", "p90", "p99", "inf/s", "speed-up vs fp32",
-               "size (KiB)", "size vs fp32", "MACs", "params"]
+    headers = [
+        "model",
+        "variant",
+        "device",
+        "profile",
+        "p50",
+        "p90",
+        "p99",
+        "inf/s",
+        "speed-up vs fp32",
+        "size (KiB)",
+        "size vs fp32",
+        "MACs",
+        "params",
+    ]
     headers += ["arena (KiB)", "flash (KiB)"] if mcu else []
     headers += ["peak RSS (MB)", "top-1 (%)", "agreement (%)", "energy/inf (uJ)", "runs"]
     headers += ["processes"] if repeats else []
     headers.append("runtime")
     rows = []
     for _, r in table.iterrows():
-        row = [str(r["model"]), str(r["variant"]), str(r["device_id"]), str(r["profile"]),
-               fmt_us(r["latency_p50_us"]), fmt_us(r["latency_p90_us"]), fmt_us(r["latency_p99_us"]),
-               fmt_num(per_second(r["latency_p50_us"]), ".1f"), fmt_ratio(r["speedup"]),
-               fmt_num(r["model_size_bytes"], ".1f", 1024), fmt_ratio(r["size_ratio"]),
-               fmt_count(r["model_macs"]), fmt_count(r["model_params"])]
+        row = [
+            str(r["model"]),
+            str(r["variant"]),
+            str(r["device_id"]),
+            str(r["profile"]),
+            fmt_us(r["latency_p50_us"]),
+            fmt_us(r["latency_p90_us"]),
+            fmt_us(r["latency_p99_us"]),
+            fmt_num(per_second(r["latency_p50_us"]), ".1f"),
+            fmt_ratio(r["speedup"]),
+            fmt_num(r["model_size_bytes"], ".1f", 1024),
+            fmt_ratio(r["size_ratio"]),
+            fmt_count(r["model_macs"]),
+            fmt_count(r["model_params"]),
+        ]
         if mcu:
             row += [fmt_num(r["arena_bytes"], ".1f", 1024), fmt_num(r["flash_bytes"], ".1f", 1024)]
-        row += [fmt_num(r["peak_rss_kb"], ".1f", 1024), fmt_num(r["accuracy_top1"], ".2f", 0.01),
-                fmt_num(r["agreement"], ".2f", 0.01),
-                _energy(r["energy_per_inference_uj"], r["energy_estimate_per_inference_uj"]),
-                fmt_num(r["runs"], ".0f")]
+        row += [
+            fmt_num(r["peak_rss_kb"], ".1f", 1024),
+            fmt_num(r["accuracy_top1"], ".2f", 0.01),
+            fmt_num(r["agreement"], ".2f", 0.01),
+            _energy(r["energy_per_inference_uj"], r["energy_estimate_per_inference_uj"]),
+            fmt_num(r["runs"], ".0f"),
+        ]
         if repeats:
             row.append(str(int(r["processes"])))
         row.append(str(r["runtime"]))
@@ -169,10 +212,13 @@ def render_run(wide: pd.DataFrame, run: dict | None = None) -> str:
     complexity, memory, accuracy, energy."""
     out = ["# hilbench report", ""]
     if run:
-        out += [f"- run: `{run['run_id']}` ({run.get('status', '?')})",
-                f"- label: {run_label(run) or '-'}",
-                f"- host: {run.get('host') or '-'}, hilbench {run.get('harness_version') or '-'}",
-                f"- models repo commit: {run.get('git_commit') or '-'}", ""]
+        out += [
+            f"- run: `{run['run_id']}` ({run.get('status', '?')})",
+            f"- label: {run_label(run) or '-'}",
+            f"- host: {run.get('host') or '-'}, hilbench {run.get('harness_version') or '-'}",
+            f"- models repo commit: {run.get('git_commit') or '-'}",
+            "",
+        ]
     if wide.empty:
         return "\n".join(out + ["No results recorded."]) + "\n"
     headers, rows = results_table(wide)
@@ -184,9 +230,12 @@ def render_run(wide: pd.DataFrame, run: dict | None = None) -> str:
             kind = "infrastructure" if r["status"] == "infra_error" else "error"
             out.append(f"- **{r['model']}/{r['variant']} on {r['device_id']}** ({kind}): {r['error']}")
         out.append("")
-    out += ["Latency is the steady-state distribution of `invoke()` after warmup (the median over a job's "
-            "runner processes); inf/s is 1 s / p50 (one stream, back to back); speed-up is fp32's p50 / the "
-            "variant's p50 and size ratio the variant's size / fp32's, on the same device; MACs and params "
-            "come from the model file; peak RSS is the runner process high-water mark (VmHWM); energy comes "
-            "from the meter named in the result (an estimate is labelled as such).", ""]
+    out += [
+        "Latency is the steady-state distribution of `invoke()` after warmup (the median over a job's "
+        "runner processes); inf/s is 1 s / p50 (one stream, back to back); speed-up is fp32's p50 / the "
+        "variant's p50 and size ratio the variant's size / fp32's, on the same device; MACs and params "
+        "come from the model file; peak RSS is the runner process high-water mark (VmHWM); energy comes "
+        "from the meter named in the result (an estimate is labelled as such).",
+        "",
+    ]
     return "\n".join(out)

@@ -86,8 +86,9 @@ class DeviceLock:
     """The cross-process lock of one device (all of its names). Not re-entrant: one holder at a time,
     also within one process."""
 
-    def __init__(self, device: Device, run_id: str | None = None, command: str | None = None,
-                 directory: Path | None = None):
+    def __init__(
+        self, device: Device, run_id: str | None = None, command: str | None = None, directory: Path | None = None
+    ):
         self.device = device
         self.directory = directory or lock_dir()
         self.run_id = run_id
@@ -113,8 +114,9 @@ class DeviceLock:
                 return info
         return None
 
-    def acquire(self, wait: bool = True, log: Callable[[str], None] = _log.info,
-                stop: threading.Event | None = None) -> bool:
+    def acquire(
+        self, wait: bool = True, log: Callable[[str], None] = _log.info, stop: threading.Event | None = None
+    ) -> bool:
         """Take every name of the device. Busy: with `wait`, say who holds it and wait until it is free
         (False when `stop` is set meanwhile, nothing held); without, raise InfraError."""
         if self.held:
@@ -122,8 +124,9 @@ class DeviceLock:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"{self.directory}: cannot create the device lock directory ({exc.strerror}); "
-                              f"set {LOCK_DIR_ENV}") from None
+            raise ConfigError(
+                f"{self.directory}: cannot create the device lock directory ({exc.strerror}); set {LOCK_DIR_ENV}"
+            ) from None
         stop = stop or threading.Event()
         self._since = time.time()
         try:
@@ -142,8 +145,9 @@ class DeviceLock:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
-            raise ConfigError(f"{path}: cannot open the lock file of device '{self.device.id}' "
-                              f"({exc.strerror}); set {LOCK_DIR_ENV}") from None
+            raise ConfigError(
+                f"{path}: cannot open the lock file of device '{self.device.id}' ({exc.strerror}); set {LOCK_DIR_ENV}"
+            ) from None
         told: object = None
         try:
             while True:
@@ -156,12 +160,13 @@ class DeviceLock:
                 holder = self.holder(name)
                 who = describe_holder(holder)
                 if not wait:
-                    raise InfraError(f"device '{self.device.id}' is busy: in use by {who} (lock {path}); "
-                                     "try again later, or leave out --no-wait to wait for it")
+                    raise InfraError(
+                        f"device '{self.device.id}' is busy: in use by {who} (lock {path}); "
+                        "try again later, or leave out --no-wait to wait for it"
+                    )
                 key = (holder or {}).get("pid"), (holder or {}).get("run_id")
                 if key != told:
-                    log(f"device '{self.device.id}' is in use by {who}; waiting for it "
-                        f"(--no-wait fails instead)")
+                    log(f"device '{self.device.id}' is in use by {who}; waiting for it (--no-wait fails instead)")
                     told = key
                 if stop.wait(POLL_SECONDS):
                     os.close(fd)
@@ -181,8 +186,16 @@ class DeviceLock:
             self._write_holder()
 
     def _write_holder(self) -> None:
-        info = json.dumps({"pid": os.getpid(), "host": platform.node(), "run_id": self.run_id,
-                           "command": self.command, "since": self._since, "device": self.device.id}).encode()
+        info = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": platform.node(),
+                "run_id": self.run_id,
+                "command": self.command,
+                "since": self._since,
+                "device": self.device.id,
+            }
+        ).encode()
         for fd in self._fds.values():
             os.ftruncate(fd, 0)
             os.pwrite(fd, info, 0)

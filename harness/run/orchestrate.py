@@ -43,8 +43,7 @@ class ModelSpec:
     eval_file: Path | None = None
 
     @classmethod
-    def from_args(cls, path: str, calibration: str | None, eval_file: str | None,
-                  name: str | None = None) -> ModelSpec:
+    def from_args(cls, path: str, calibration: str | None, eval_file: str | None, name: str | None = None) -> ModelSpec:
         """`name`: the model's name in results (harness.models.naming.unique_model_names), default its stem."""
         src = ModelSource.open(path)
         if name is not None:
@@ -100,12 +99,17 @@ def git_commit_of(path: Path) -> str | None:
     """Commit of the repository holding the model (with +dirty), for provenance."""
     directory = path if path.is_dir() else path.parent
     try:
-        head = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--", str(path)],
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(directory), "status", "--porcelain", "--", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -123,8 +127,9 @@ def hardware_lane(device: Device) -> str:
 
 
 class Orchestrator:
-    def __init__(self, inventory: Inventory, store: ResultStore, converter: Converter,
-                 log: Callable[[str], None] = _log.info):
+    def __init__(
+        self, inventory: Inventory, store: ResultStore, converter: Converter, log: Callable[[str], None] = _log.info
+    ):
         self.inventory = inventory
         self.store = store
         self.converter = converter
@@ -150,8 +155,9 @@ class Orchestrator:
                 out.append((spec, mv))
         return out
 
-    def plan(self, specs: list[ModelSpec], variants: list[str] | None, devices: list[Device],
-             options: RunOptions) -> list[Job]:
+    def plan(
+        self, specs: list[ModelSpec], variants: list[str] | None, devices: list[Device], options: RunOptions
+    ) -> list[Job]:
         """Convert every model; with several models, one that cannot be converted becomes `error`
         rows of the run (see `broken`) instead of stopping the others from being measured."""
         check_variant_names(variants)  # a typo is the whole command's fault, not one model's
@@ -162,8 +168,10 @@ class Orchestrator:
         if options.input_shapes:
             mcu = [d.id for d in devices if d.transport.type == "serial"]
             if mcu:
-                raise ConfigError(f"--input-shape applies to Linux devices (local, ssh); TFLM on {', '.join(mcu)} "
-                                  "cannot resize a model's inputs")
+                raise ConfigError(
+                    f"--input-shape applies to Linux devices (local, ssh); TFLM on {', '.join(mcu)} "
+                    "cannot resize a model's inputs"
+                )
         jobs: list[Job] = []
         with progress.task("converting", len(specs) * len(variants or ["fp32"])) as self._convert_bar:
             for spec in specs:
@@ -177,8 +185,7 @@ class Orchestrator:
             raise ModelError("no model could be prepared: " + "; ".join(sorted({b.error for b in self.broken})))
         return self.with_repeats(jobs)
 
-    def add_broken(self, name: str, sha256: str, variants: list[str] | None, devices: list[Device],
-                   error: str) -> None:
+    def add_broken(self, name: str, sha256: str, variants: list[str] | None, devices: list[Device], error: str) -> None:
         """Jobs that cannot run because their model could not be opened or converted."""
         self.broken_sources.append(name)
         for v in variants or ["fp32"]:
@@ -186,8 +193,9 @@ class Orchestrator:
                 self.broken.append(BrokenJob(name, sha256, v, dev, self.inventory.profile_of(dev).name, error))
         self._say(f"SKIPPED {name}: {error}")
 
-    def _plan_model(self, spec: ModelSpec, variants: list[str] | None, devices: list[Device],
-                    options: RunOptions) -> list[Job]:
+    def _plan_model(
+        self, spec: ModelSpec, variants: list[str] | None, devices: list[Device], options: RunOptions
+    ) -> list[Job]:
         """Jobs of one model. A variant that cannot be built (int8 without calibration data, a failed
         conversion, input shapes that do not fit it) becomes `error` rows of its own and the model's
         other variants are measured; a failure shared by every variant is the model's (raised)."""
@@ -200,13 +208,20 @@ class Orchestrator:
                 ref_path = self.converter.convert(src, "fp32", spec.calibration, quiet=True).artifact
                 reference = True
             shapes = resolve_input_shapes(ref_path, options.input_shapes, src.path)
-            eval_file = prepare_eval(spec.eval_file, ref_path, self.converter.cache_dir.parent, reference=reference,
-                                     input_shape=shapes[0] if len(shapes) == 1 else None)
+            eval_file = prepare_eval(
+                spec.eval_file,
+                ref_path,
+                self.converter.cache_dir.parent,
+                reference=reference,
+                input_shape=shapes[0] if len(shapes) == 1 else None,
+            )
             not_serial = [d.id for d in devices if d.transport.type != "serial"]
             if eval_file.is_dir() and not_serial:
-                raise ConfigError(f"{spec.eval_file}: an MLPerf Tiny dataset (y_labels.csv + .bin files) is sent "
-                                  f"as raw bytes to MCU firmware over serial; device(s) {', '.join(not_serial)} "
-                                  f"need an .npz (x, y)")
+                raise ConfigError(
+                    f"{spec.eval_file}: an MLPerf Tiny dataset (y_labels.csv + .bin files) is sent "
+                    f"as raw bytes to MCU firmware over serial; device(s) {', '.join(not_serial)} "
+                    f"need an .npz (x, y)"
+                )
         jobs: list[Job] = []
         failed: list[tuple[str, HilError]] = []
         for v in self.converter.variants_for(src, variants):
@@ -227,8 +242,9 @@ class Orchestrator:
         for v, exc in failed:
             self._say(f"SKIPPED {src.name}/{v}: {exc}")
             for dev in devices:
-                self.broken.append(BrokenJob(src.name, src.sha256, v, dev, self.inventory.profile_of(dev).name,
-                                             str(exc)))
+                self.broken.append(
+                    BrokenJob(src.name, src.sha256, v, dev, self.inventory.profile_of(dev).name, str(exc))
+                )
         return jobs
 
     @staticmethod
@@ -238,8 +254,9 @@ class Orchestrator:
         rounds = max((j.options.repeats or 1) for j in jobs) if jobs else 1
         return [replace(j, repeat=r) for r in range(rounds) for j in jobs if r < (j.options.repeats or 1)]
 
-    def run(self, jobs: list[Job], argv: list[str], resume: bool = False,
-            label: str | None = None, wait: bool = True) -> RunSummary:
+    def run(
+        self, jobs: list[Job], argv: list[str], resume: bool = False, label: str | None = None, wait: bool = True
+    ) -> RunSummary:
         """Measure `jobs` as a new run, or (`resume`) the missing jobs of the newest unfinished run of
         the same plan. Each device is measured under its cross-process lock (busy: wait with a
         message, or with `wait=False` fail before anything is written); each job is claimed in the
@@ -272,8 +289,18 @@ class Orchestrator:
             dev_lock.release()
         self._device_locks.clear()
 
-    def _run(self, jobs: list[Job], todo: list[Job], keys: list[str], plan_hash: str, run_id: str | None,
-             done: set[str], argv: list[str], resume: bool, label: str | None) -> RunSummary:
+    def _run(
+        self,
+        jobs: list[Job],
+        todo: list[Job],
+        keys: list[str],
+        plan_hash: str,
+        run_id: str | None,
+        done: set[str],
+        argv: list[str],
+        resume: bool,
+        label: str | None,
+    ) -> RunSummary:
         if run_id:
             self.store.reopen_run(run_id)
             self._say(f"resuming run {run_id}: {len(done)} of {len(jobs)} jobs already measured")
@@ -285,8 +312,7 @@ class Orchestrator:
             commits[j.key] = git_commit_of(src_path) if src_path else None
         if run_id is None:
             first_commit = next((c for c in commits.values() if c), None)
-            run_id = self.store.start_run(keys, plan_hash, argv, __version__, platform.node(),
-                                          first_commit, label)
+            run_id = self.store.start_run(keys, plan_hash, argv, __version__, platform.node(), first_commit, label)
         for dev_lock in self._device_locks.values():
             dev_lock.set_run(run_id)
         summary = RunSummary(run_id)
@@ -321,11 +347,24 @@ class Orchestrator:
                 if why is not None:
                     summary.skipped += 1
                     continue
-                self.store.record(ResultRecord(
-                    run_id=run_id, job_key=b.key, model=b.model, model_sha256=b.sha256, variant=b.variant,
-                    device_id=b.device.id, profile=b.profile, status="error",
-                    transport=b.device.transport.type, harness_version=__version__, host=platform.node(),
-                    error=b.error), [], {})
+                self.store.record(
+                    ResultRecord(
+                        run_id=run_id,
+                        job_key=b.key,
+                        model=b.model,
+                        model_sha256=b.sha256,
+                        variant=b.variant,
+                        device_id=b.device.id,
+                        profile=b.profile,
+                        status="error",
+                        transport=b.device.transport.type,
+                        harness_version=__version__,
+                        host=platform.node(),
+                        error=b.error,
+                    ),
+                    [],
+                    {},
+                )
                 summary.errors += 1
                 summary.failures.append(f"{b.model}/{b.variant}@{b.device.id}: {b.error}")
             with progress.task("measuring", len(todo)) as self._measure_bar:
@@ -342,8 +381,9 @@ class Orchestrator:
             self.store.finish_run(run_id, status, planned=keys)
         return summary
 
-    def _device_worker(self, run_id: str, jobs: list[Job], summary: RunSummary, lock: threading.Lock,
-                       commits: dict) -> None:
+    def _device_worker(
+        self, run_id: str, jobs: list[Job], summary: RunSummary, lock: threading.Lock, commits: dict
+    ) -> None:
         dev, prof = jobs[0].device, jobs[0].profile
         backend = transport_for(dev, prof, self._say)
         backend.cache_root = self.converter.cache_dir.parent  # MCU bundles live next to the artifacts
@@ -377,8 +417,9 @@ class Orchestrator:
                 if doc.get("status") != "ok":
                     if self._stop.is_set() or doc.get("error_kind") == "interrupted":
                         break
-                    raise _RunnerError(doc.get("error") or "runner reported failure without a message",
-                                       doc.get("error_kind"))
+                    raise _RunnerError(
+                        doc.get("error") or "runner reported failure without a message", doc.get("error_kind")
+                    )
                 self._record(run_id, job, "ok", doc, None, commits)
                 p50 = (doc.get("latency_us") or {}).get("p50")
                 self._say(f"done {job.label}: p50 {p50:.1f} us" if p50 is not None else f"done {job.label}")
@@ -399,16 +440,18 @@ class Orchestrator:
             except HilError as exc:
                 self._fail(run_id, job, "error", str(exc), commits, summary, lock)
             except Exception as exc:
-                self._fail(run_id, job, "infra_error", f"unexpected {type(exc).__name__}: {exc}", commits,
-                           summary, lock)
+                self._fail(
+                    run_id, job, "infra_error", f"unexpected {type(exc).__name__}: {exc}", commits, summary, lock
+                )
                 if opened:
                     backend.close()
                     opened = False
         if opened:
             backend.close()
 
-    def _fail(self, run_id: str, job: Job, status: str, msg: str, commits: dict, summary: RunSummary,
-              lock: threading.Lock) -> None:
+    def _fail(
+        self, run_id: str, job: Job, status: str, msg: str, commits: dict, summary: RunSummary, lock: threading.Lock
+    ) -> None:
         self._record(run_id, job, status, None, msg, commits)
         kind = " (infrastructure)" if status == "infra_error" else ""
         self._say(f"FAILED {job.label}{kind}: {msg}")
@@ -420,17 +463,29 @@ class Orchestrator:
             summary.failures.append(f"{job.label}: {msg}")
         self._measure_bar.advance()
 
-    def _record(self, run_id: str, job: Job, status: str, doc: dict | None, error: str | None,
-                commits: dict) -> None:
+    def _record(self, run_id: str, job: Job, status: str, doc: dict | None, error: str | None, commits: dict) -> None:
         mv = job.variant
         runtime = (doc or {}).get("runtime") or {}
         rec = ResultRecord(
-            run_id=run_id, job_key=job.key, model=mv.model_name, model_sha256=mv.source_sha256,
-            variant=mv.variant, device_id=job.device.id, profile=job.profile.name, status=status,
-            converter_version=mv.converter_version, artifact_sha256=mv.artifact_sha256,
-            transport=job.device.transport.type, runtime=runtime.get("name"),
-            runtime_version=runtime.get("version"), harness_version=__version__,
-            git_commit=commits.get(job.key), host=platform.node(), error=error, raw=doc)
+            run_id=run_id,
+            job_key=job.key,
+            model=mv.model_name,
+            model_sha256=mv.source_sha256,
+            variant=mv.variant,
+            device_id=job.device.id,
+            profile=job.profile.name,
+            status=status,
+            converter_version=mv.converter_version,
+            artifact_sha256=mv.artifact_sha256,
+            transport=job.device.transport.type,
+            runtime=runtime.get("name"),
+            runtime_version=runtime.get("version"),
+            harness_version=__version__,
+            git_commit=commits.get(job.key),
+            host=platform.node(),
+            error=error,
+            raw=doc,
+        )
         if doc and not doc.get("energy"):
             doc["energy"] = on_device(job.profile).from_runner(doc)
         measurements, samples = flatten(doc) if doc else ([], {})

@@ -13,13 +13,29 @@ from typing import Any
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 
 UNITS = {
-    "latency_count": "count", "init_us": "us", "first_inference_us": "us", "peak_rss_kb": "kB",
-    "peak_rss_delta_kb": "kB", "model_memory_kb": "kB", "disturbed": "bool", "rss_before_load_kb": "kB",
-    "model_size_bytes": "B", "model_macs": "MAC", "model_params": "count",
-    "accuracy_top1": "fraction", "agreement": "fraction", "accuracy_n": "count",
-    "energy_per_inference_uj": "uJ", "arena_bytes": "B", "flash_bytes": "B", "ram_bytes": "B", "cpu_temp_c": "C",
+    "latency_count": "count",
+    "init_us": "us",
+    "first_inference_us": "us",
+    "peak_rss_kb": "kB",
+    "peak_rss_delta_kb": "kB",
+    "model_memory_kb": "kB",
+    "disturbed": "bool",
+    "rss_before_load_kb": "kB",
+    "model_size_bytes": "B",
+    "model_macs": "MAC",
+    "model_params": "count",
+    "accuracy_top1": "fraction",
+    "agreement": "fraction",
+    "accuracy_n": "count",
+    "energy_per_inference_uj": "uJ",
+    "arena_bytes": "B",
+    "flash_bytes": "B",
+    "ram_bytes": "B",
+    "cpu_temp_c": "C",
     "accuracy_auc": "fraction",
-    "throttled": "bool", "latency_median_ci_low_us": "us", "latency_median_ci_high_us": "us",
+    "throttled": "bool",
+    "latency_median_ci_low_us": "us",
+    "latency_median_ci_high_us": "us",
 }
 
 

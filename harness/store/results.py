@@ -32,9 +32,24 @@ from harness.store import schema
 DEFAULT_DB = Path("reports") / "results.sqlite"
 
 PROVENANCE_COLUMNS = [
-    "run_id", "result_id", "timestamp", "model", "model_sha256", "variant", "converter_version",
-    "artifact_sha256", "device_id", "profile", "transport", "runtime", "runtime_version",
-    "harness_version", "git_commit", "host", "status", "error",
+    "run_id",
+    "result_id",
+    "timestamp",
+    "model",
+    "model_sha256",
+    "variant",
+    "converter_version",
+    "artifact_sha256",
+    "device_id",
+    "profile",
+    "transport",
+    "runtime",
+    "runtime_version",
+    "harness_version",
+    "git_commit",
+    "host",
+    "status",
+    "error",
 ]
 
 
@@ -105,8 +120,13 @@ class ResultStore:
         db = None
         try:
             if read_only:  # mode=ro: SQLite itself refuses any write to the file
-                db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30,
-                                     check_same_thread=False, isolation_level=None)
+                db = sqlite3.connect(
+                    self.path.resolve().as_uri() + "?mode=ro",
+                    uri=True,
+                    timeout=30,
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
                 self.schema_version = schema.prepare(db, self.path, writable=False)
             else:
                 db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
@@ -142,13 +162,34 @@ class ResultStore:
 
     # ------------------------------------------------------------------ runs
 
-    def start_run(self, plan: list[str], plan_hash: str, argv: list[str], harness_version: str,
-                  host: str, git_commit: str | None, label: str | None = None) -> str:
+    def start_run(
+        self,
+        plan: list[str],
+        plan_hash: str,
+        argv: list[str],
+        harness_version: str,
+        host: str,
+        git_commit: str | None,
+        label: str | None = None,
+    ) -> str:
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         with self._tx() as db:
-            db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                       (run_id, time.time(), None, "running", plan_hash, json.dumps(plan),
-                        json.dumps(argv), harness_version, host, git_commit, label))
+            db.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    time.time(),
+                    None,
+                    "running",
+                    plan_hash,
+                    json.dumps(plan),
+                    json.dumps(argv),
+                    harness_version,
+                    host,
+                    git_commit,
+                    label,
+                ),
+            )
         return run_id
 
     def finish_run(self, run_id: str, status: str = "complete", planned: list[str] | None = None) -> str:
@@ -157,8 +198,9 @@ class ResultStore:
         session resuming the same run may have measured some of them, or may still be measuring)."""
         with self._tx() as db:
             if planned is not None:
-                done = {r[0] for r in db.execute(
-                    "SELECT job_key FROM results WHERE run_id=? AND status='ok'", (run_id,))}
+                done = {
+                    r[0] for r in db.execute("SELECT job_key FROM results WHERE run_id=? AND status='ok'", (run_id,))
+                }
                 if set(planned) <= done:
                     status = "complete"
                 elif status == "complete":
@@ -168,8 +210,10 @@ class ResultStore:
 
     def resumable_run(self, plan_hash: str) -> str | None:
         """The newest unfinished run with the same plan, if any."""
-        rows = self._query("SELECT run_id FROM runs WHERE plan_hash=? AND status!='complete' "
-                          "ORDER BY started_at DESC LIMIT 1", (plan_hash,))
+        rows = self._query(
+            "SELECT run_id FROM runs WHERE plan_hash=? AND status!='complete' ORDER BY started_at DESC LIMIT 1",
+            (plan_hash,),
+        )
         return rows[0][0] if rows else None
 
     def reopen_run(self, run_id: str) -> None:
@@ -185,15 +229,19 @@ class ResultStore:
         not (measured already, or claimed by a live session). A dead owner's claim is taken over;
         `record` of the job's result ends the claim."""
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM results WHERE run_id=? AND job_key=? AND status='ok' LIMIT 1",
-                          (run_id, job_key)).fetchone():
+            if db.execute(
+                "SELECT 1 FROM results WHERE run_id=? AND job_key=? AND status='ok' LIMIT 1", (run_id, job_key)
+            ).fetchone():
                 return "measured already by another session of this run"
-            row = db.execute("SELECT owner, host, pid, pid_started FROM job_claims WHERE run_id=? AND job_key=?",
-                             (run_id, job_key)).fetchone()
+            row = db.execute(
+                "SELECT owner, host, pid, pid_started FROM job_claims WHERE run_id=? AND job_key=?", (run_id, job_key)
+            ).fetchone()
             if row is not None and row[0] != owner.token and _owner_alive(row[1], row[2], row[3]):
                 return f"being measured by another session of this run (pid {row[2]} on {row[1]})"
-            db.execute("INSERT OR REPLACE INTO job_claims VALUES (?,?,?,?,?,?,?)",
-                       (run_id, job_key, owner.token, owner.host, owner.pid, owner.pid_started, time.time()))
+            db.execute(
+                "INSERT OR REPLACE INTO job_claims VALUES (?,?,?,?,?,?,?)",
+                (run_id, job_key, owner.token, owner.host, owner.pid, owner.pid_started, time.time()),
+            )
         return None
 
     def release_claims(self, owner: ClaimOwner) -> int:
@@ -226,8 +274,9 @@ class ResultStore:
 
     # ------------------------------------------------------------------ results
 
-    def record(self, rec: ResultRecord, measurements: list[tuple[str, float | None, str]],
-               samples: dict[str, list[float]]) -> int:
+    def record(
+        self, rec: ResultRecord, measurements: list[tuple[str, float | None, str]], samples: dict[str, list[float]]
+    ) -> int:
         """Write one job's outcome in a single transaction (all of it or nothing)."""
         with self._tx() as db:
             cur = db.execute(
@@ -235,27 +284,51 @@ class ResultStore:
                 "converter_version, artifact_sha256, device_id, profile, transport, runtime, "
                 "runtime_version, harness_version, git_commit, host, status, error, raw) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (rec.run_id, rec.job_key, time.time(), rec.model, rec.model_sha256, rec.variant,
-                 rec.converter_version, rec.artifact_sha256, rec.device_id, rec.profile, rec.transport,
-                 rec.runtime, rec.runtime_version, rec.harness_version, rec.git_commit, rec.host,
-                 rec.status, rec.error, json.dumps(rec.raw) if rec.raw is not None else None))
+                (
+                    rec.run_id,
+                    rec.job_key,
+                    time.time(),
+                    rec.model,
+                    rec.model_sha256,
+                    rec.variant,
+                    rec.converter_version,
+                    rec.artifact_sha256,
+                    rec.device_id,
+                    rec.profile,
+                    rec.transport,
+                    rec.runtime,
+                    rec.runtime_version,
+                    rec.harness_version,
+                    rec.git_commit,
+                    rec.host,
+                    rec.status,
+                    rec.error,
+                    json.dumps(rec.raw) if rec.raw is not None else None,
+                ),
+            )
             rid = cur.lastrowid
             assert rid is not None  # set by the INSERT above
             # the outcome is recorded: the job's claim has done its work (same transaction, no gap)
             db.execute("DELETE FROM job_claims WHERE run_id=? AND job_key=?", (rec.run_id, rec.job_key))
-            db.executemany("INSERT INTO measurements VALUES (?,?,?,?)",
-                           [(rid, m, None if v is None else float(v), u) for m, v, u in measurements])
+            db.executemany(
+                "INSERT INTO measurements VALUES (?,?,?,?)",
+                [(rid, m, None if v is None else float(v), u) for m, v, u in measurements],
+            )
             for phase, vals in samples.items():
-                db.executemany("INSERT INTO samples VALUES (?,?,?,?)",
-                               [(rid, phase, i, float(v)) for i, v in enumerate(vals)])
+                db.executemany(
+                    "INSERT INTO samples VALUES (?,?,?,?)", [(rid, phase, i, float(v)) for i, v in enumerate(vals)]
+                )
         return rid
 
-    def dataframe(self, run_id: str | None = None, include_failed: bool = True,
-                  artifact_sha256: str | None = None) -> pd.DataFrame:
+    def dataframe(
+        self, run_id: str | None = None, include_failed: bool = True, artifact_sha256: str | None = None
+    ) -> pd.DataFrame:
         """Long format: one row per (result, metric); failed jobs appear with metric NaN."""
         cols = ", ".join(f"r.{c}" for c in PROVENANCE_COLUMNS)
-        sql = (f"SELECT {cols}, m.metric, m.value, m.unit FROM results r "
-               "LEFT JOIN measurements m ON m.result_id = r.result_id")
+        sql = (
+            f"SELECT {cols}, m.metric, m.value, m.unit FROM results r "
+            "LEFT JOIN measurements m ON m.result_id = r.result_id"
+        )
         where, args = [], []
         if run_id:
             where.append("r.run_id = ?")
@@ -316,8 +389,7 @@ class ResultStore:
         return {rid for rid, _ in best.values()}
 
     def samples(self, result_id: int, phase: str = "steady") -> list[float]:
-        rows = self._query("SELECT value FROM samples WHERE result_id=? AND phase=? ORDER BY idx",
-                                (result_id, phase))
+        rows = self._query("SELECT value FROM samples WHERE result_id=? AND phase=? ORDER BY idx", (result_id, phase))
         return [r[0] for r in rows]
 
     def raw(self, result_id: int) -> dict[str, Any] | None:
@@ -326,21 +398,43 @@ class ResultStore:
 
     # ------------------------------------------------------------------ lineage (hil sweep / hil lineage)
 
-    LINEAGE_COLUMNS = ("node_id", "parent_id", "root_id", "step", "params", "data_hash", "seed", "versions",
-                       "kind", "sha256", "recipe", "model_name", "created_at", "metrics")
+    LINEAGE_COLUMNS = (
+        "node_id",
+        "parent_id",
+        "root_id",
+        "step",
+        "params",
+        "data_hash",
+        "seed",
+        "versions",
+        "kind",
+        "sha256",
+        "recipe",
+        "model_name",
+        "created_at",
+        "metrics",
+    )
     _LINEAGE_JSON = ("params", "versions", "metrics")
 
     def record_lineage(self, nodes: list[dict[str, Any]]) -> None:
         """Insert or update lineage nodes (dicts with LINEAGE_COLUMNS; JSON columns as Python values);
         a node's model_name, once known, is kept when a later record has none."""
-        rows = [tuple(json.dumps(n.get(c), sort_keys=True) if c in self._LINEAGE_JSON else n.get(c)
-                      for c in self.LINEAGE_COLUMNS) for n in nodes]
+        rows = [
+            tuple(
+                json.dumps(n.get(c), sort_keys=True) if c in self._LINEAGE_JSON else n.get(c)
+                for c in self.LINEAGE_COLUMNS
+            )
+            for n in nodes
+        ]
         cols = ", ".join(self.LINEAGE_COLUMNS)
         updates = ", ".join(f"{c}=excluded.{c}" for c in self.LINEAGE_COLUMNS if c not in ("node_id", "model_name"))
         with self._tx() as db:
-            db.executemany(f"INSERT INTO lineage ({cols}) VALUES ({', '.join('?' * len(self.LINEAGE_COLUMNS))}) "
-                           f"ON CONFLICT(node_id) DO UPDATE SET {updates}, "
-                           "model_name=COALESCE(excluded.model_name, lineage.model_name)", rows)
+            db.executemany(
+                f"INSERT INTO lineage ({cols}) VALUES ({', '.join('?' * len(self.LINEAGE_COLUMNS))}) "
+                f"ON CONFLICT(node_id) DO UPDATE SET {updates}, "
+                "model_name=COALESCE(excluded.model_name, lineage.model_name)",
+                rows,
+            )
 
     def lineage(self, root_id: str | None = None) -> list[dict[str, Any]]:
         """Lineage nodes (of one root model), oldest first; none in a database older than schema 4."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from harness.errors import ConfigError
 
 SCHEMA_VERSION = 4
-READABLE_FROM = 2   # read-only opens accept these older versions as they are (v3 added job_claims, v4 lineage)
+READABLE_FROM = 2  # read-only opens accept these older versions as they are (v3 added job_claims, v4 lineage)
 MARKER = ("application", "hilbench")
 
 CLAIMS = """
@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS lineage (
 CREATE INDEX IF NOT EXISTS lineage_root ON lineage(root_id);
 """
 
-TABLES = """
+TABLES = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -130,7 +131,10 @@ CREATE TABLE IF NOT EXISTS gate_verdicts (
     PRIMARY KEY (run_id, key)
 );
 CREATE INDEX IF NOT EXISTS gate_verdicts_key ON gate_verdicts(key, verdict);
-""" + CLAIMS + LINEAGE
+"""
+    + CLAIMS
+    + LINEAGE
+)
 
 # version -> script that upgrades a database of that version to version + 1
 MIGRATIONS: dict[int, str] = {
@@ -167,8 +171,7 @@ def version_of(db: sqlite3.Connection, path: Path) -> int | None:
     app = meta.get(MARKER[0])
     legacy = app is None and meta.get("schema_version") in ("1", "2")
     if (app != MARKER[1] and not legacy) or "schema_version" not in meta or not {"runs", "results"} <= tables:
-        raise ConfigError(f"{path}: not a hilbench results database (no hilbench schema marker); "
-                          "pass another --db")
+        raise ConfigError(f"{path}: not a hilbench results database (no hilbench schema marker); pass another --db")
     try:
         return int(meta["schema_version"])
     except ValueError:
@@ -180,8 +183,10 @@ def prepare(db: sqlite3.Connection, path: Path, writable: bool) -> int:
     Returns the schema version the database has afterwards."""
     version = version_of(db, path)
     if version is not None and version > SCHEMA_VERSION:
-        raise ConfigError(f"{path}: written by a newer hilbench (schema {version}, this one knows up to "
-                          f"{SCHEMA_VERSION}); upgrade hilbench")
+        raise ConfigError(
+            f"{path}: written by a newer hilbench (schema {version}, this one knows up to "
+            f"{SCHEMA_VERSION}); upgrade hilbench"
+        )
     if version == SCHEMA_VERSION:
         return version
     if not writable:
@@ -189,8 +194,10 @@ def prepare(db: sqlite3.Connection, path: Path, writable: bool) -> int:
             raise ConfigError(f"{path}: empty database, no runs recorded yet (run `hil run` first)")
         if version >= READABLE_FROM:
             return version
-        raise ConfigError(f"{path}: schema {version} is older than {SCHEMA_VERSION}; run any writing command "
-                          "(e.g. `hil gate`) once to migrate it")
+        raise ConfigError(
+            f"{path}: schema {version} is older than {SCHEMA_VERSION}; run any writing command "
+            "(e.g. `hil gate`) once to migrate it"
+        )
     db.execute("BEGIN IMMEDIATE")
     try:
         version = version_of(db, path)  # another process may have created or migrated it meanwhile

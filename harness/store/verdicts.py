@@ -26,19 +26,22 @@ def run_exists(store: ResultStore, run_id: str) -> bool:
 
 
 def pinned_result(store: ResultStore, model: str, variant: str, scope: str) -> tuple[str, int] | None:
-    rows = store._query("SELECT run_id, result_id FROM baselines WHERE model=? AND variant=? AND scope=?",
-                        (model, variant, scope))
+    rows = store._query(
+        "SELECT run_id, result_id FROM baselines WHERE model=? AND variant=? AND scope=?", (model, variant, scope)
+    )
     return (rows[0][0], rows[0][1]) if rows else None
 
 
-def earlier_ok_results(store: ResultStore, model: str, variant: str, device_id: str, run_id: str,
-                       before: float) -> list[tuple[int, str]]:
+def earlier_ok_results(
+    store: ResultStore, model: str, variant: str, device_id: str, run_id: str, before: float
+) -> list[tuple[int, str]]:
     """(result_id, run_id) of every successful earlier result of a key, newest run first."""
     return store._query(
         "SELECT r.result_id, r.run_id FROM results r JOIN runs u ON u.run_id = r.run_id "
         "WHERE r.model=? AND r.variant=? AND r.device_id=? AND r.status='ok' AND r.run_id != ? "
         "AND u.started_at < ? ORDER BY u.started_at DESC, r.result_id DESC",
-        (model, variant, device_id, run_id, before))
+        (model, variant, device_id, run_id, before),
+    )
 
 
 def ok_results_of_run(store: ResultStore, run_id: str, filters: dict[str, str | None]) -> list[tuple]:
@@ -55,13 +58,16 @@ def ok_results_of_run(store: ResultStore, run_id: str, filters: dict[str, str | 
 def write_pins(store: ResultStore, run_id: str, pins: list[tuple[str, str, str, int]]) -> None:
     now = time.time()
     with store._tx() as db:
-        db.executemany("INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?)",
-                       [(m, v, scope, run_id, rid, now) for m, v, scope, rid in pins])
+        db.executemany(
+            "INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?)",
+            [(m, v, scope, run_id, rid, now) for m, v, scope, rid in pins],
+        )
 
 
 def pin_rows(store: ResultStore) -> list[tuple]:
-    return store._query("SELECT model, variant, scope, run_id, result_id, pinned_at FROM baselines "
-                        "ORDER BY model, variant, scope")
+    return store._query(
+        "SELECT model, variant, scope, run_id, result_id, pinned_at FROM baselines ORDER BY model, variant, scope"
+    )
 
 
 def delete_pins(store: ResultStore, model: str | None, variant: str | None, scopes: list[str]) -> int:
@@ -85,22 +91,39 @@ def replace_verdicts(store: ResultStore, run_id: str, rows: list[dict]) -> None:
     now = time.time()
     with store._tx() as db:
         db.execute("DELETE FROM gate_verdicts WHERE run_id=?", (run_id,))
-        db.executemany("INSERT OR REPLACE INTO gate_verdicts VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                       [(run_id, r["key"], r["verdict"], r.get("model"), r.get("variant"), r.get("device_id"),
-                         r.get("profile"), r.get("result_id"), r.get("baseline"), now,
-                         json.dumps(r.get("detail") or {})) for r in rows])
+        db.executemany(
+            "INSERT OR REPLACE INTO gate_verdicts VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    run_id,
+                    r["key"],
+                    r["verdict"],
+                    r.get("model"),
+                    r.get("variant"),
+                    r.get("device_id"),
+                    r.get("profile"),
+                    r.get("result_id"),
+                    r.get("baseline"),
+                    now,
+                    json.dumps(r.get("detail") or {}),
+                )
+                for r in rows
+            ],
+        )
 
 
 def verdict_rows(store: ResultStore, run_id: str | None = None) -> list[tuple]:
     sql = "SELECT run_id, key, verdict, result_id, baseline, gated_at FROM gate_verdicts"
-    return store._query(sql + (" WHERE run_id=?" if run_id else "") + " ORDER BY gated_at, key",
-                        (run_id,) if run_id else ())
+    return store._query(
+        sql + (" WHERE run_id=?" if run_id else "") + " ORDER BY gated_at, key", (run_id,) if run_id else ()
+    )
 
 
 def last_passing_rows(store: ResultStore) -> list[tuple]:
     rows = store._query(
         "SELECT g.key, g.run_id, g.result_id, MAX(u.started_at) FROM gate_verdicts g "
-        "JOIN runs u ON u.run_id = g.run_id WHERE g.verdict='pass' GROUP BY g.key ORDER BY g.key")
+        "JOIN runs u ON u.run_id = g.run_id WHERE g.verdict='pass' GROUP BY g.key ORDER BY g.key"
+    )
     return [r[:3] for r in rows]
 
 
@@ -114,7 +137,8 @@ def metric_values(store: ResultStore, result_ids: list[int]) -> dict[int, dict[s
         return out
     marks = ",".join("?" * len(result_ids))
     for rid, metric, value in store._query(
-            f"SELECT result_id, metric, value FROM measurements WHERE result_id IN ({marks})", tuple(result_ids)):
+        f"SELECT result_id, metric, value FROM measurements WHERE result_id IN ({marks})", tuple(result_ids)
+    ):
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             out[rid][metric] = value
     return out
@@ -123,25 +147,38 @@ def metric_values(store: ResultStore, result_ids: list[int]) -> dict[int, dict[s
 def results_of_run(store: ResultStore, run_id: str) -> list[tuple]:
     return store._query(
         "SELECT result_id, job_key, model, variant, device_id, profile, status, error, transport FROM results "
-        "WHERE run_id=? ORDER BY result_id", (run_id,))
+        "WHERE run_id=? ORDER BY result_id",
+        (run_id,),
+    )
 
 
 def job_identity(store: ResultStore, job_key: str) -> tuple[str, str, str, str] | None:
     """(model, variant, device_id, profile) of a job from any run that measured it."""
-    rows = store._query("SELECT model, variant, device_id, profile FROM results WHERE job_key=? "
-                        "ORDER BY result_id DESC LIMIT 1", (job_key,))
+    rows = store._query(
+        "SELECT model, variant, device_id, profile FROM results WHERE job_key=? ORDER BY result_id DESC LIMIT 1",
+        (job_key,),
+    )
     return rows[0] if rows else None
 
 
-def metric_history(store: ResultStore, key: str, model: str, variant: str, device_id: str, before: float,
-                   metric: str = "latency_p50_us") -> list[tuple]:
+def metric_history(
+    store: ResultStore,
+    key: str,
+    model: str,
+    variant: str,
+    device_id: str,
+    before: float,
+    metric: str = "latency_p50_us",
+) -> list[tuple]:
     """(run_id, started_at, value, verdict) of a series up to `before`, newest first."""
     return store._query(
         "SELECT u.run_id, u.started_at, m.value, g.verdict FROM results r JOIN runs u ON u.run_id = r.run_id "
         "JOIN measurements m ON m.result_id = r.result_id AND m.metric = ? "
         "LEFT JOIN gate_verdicts g ON g.run_id = r.run_id AND g.key = ? "
         "WHERE r.model=? AND r.variant=? AND r.device_id=? AND r.status='ok' AND u.started_at <= ? "
-        "ORDER BY u.started_at DESC, r.result_id DESC", (metric, key, model, variant, device_id, before))
+        "ORDER BY u.started_at DESC, r.result_id DESC",
+        (metric, key, model, variant, device_id, before),
+    )
 
 
 def accepted_run_ids(store: ResultStore, key: str, run_id: str, before: float, k: int) -> list[str]:
@@ -150,23 +187,36 @@ def accepted_run_ids(store: ResultStore, key: str, run_id: str, before: float, k
     rows = store._query(
         "SELECT g.run_id FROM gate_verdicts g JOIN runs u ON u.run_id = g.run_id "
         "WHERE g.key=? AND g.verdict='pass' AND g.run_id != ? AND u.started_at < ? "
-        "ORDER BY u.started_at DESC LIMIT ?", (key, run_id, before, k))
+        "ORDER BY u.started_at DESC LIMIT ?",
+        (key, run_id, before, k),
+    )
     return [r[0] for r in rows]
 
 
-def ok_results_in_runs(store: ResultStore, run_ids: list[str], model: str, variant: str,
-                       device_id: str) -> list[tuple[int, str]]:
+def ok_results_in_runs(
+    store: ResultStore, run_ids: list[str], model: str, variant: str, device_id: str
+) -> list[tuple[int, str]]:
     """(result_id, run_id) of every successful process of a key in the given runs."""
     if not run_ids:
         return []
     marks = ",".join("?" * len(run_ids))
     return store._query(
         f"SELECT result_id, run_id FROM results WHERE run_id IN ({marks}) AND model=? AND variant=? "
-        "AND device_id=? AND status='ok' ORDER BY result_id", (*run_ids, model, variant, device_id))
+        "AND device_id=? AND status='ok' ORDER BY result_id",
+        (*run_ids, model, variant, device_id),
+    )
 
 
-def series_values(store: ResultStore, model: str, variant: str, device_id: str, metric: str, before: float,
-                  runs: int, exclude_run: str | None = None) -> list[tuple[str, list[float], list[bool]]]:
+def series_values(
+    store: ResultStore,
+    model: str,
+    variant: str,
+    device_id: str,
+    metric: str,
+    before: float,
+    runs: int,
+    exclude_run: str | None = None,
+) -> list[tuple[str, list[float], list[bool]]]:
     """Per earlier run of a series (oldest first, at most `runs`): its process levels of `metric`
     and whether each process was disturbed. Confirmation runs are not part of a series' history."""
     rows = store._query(
@@ -175,7 +225,9 @@ def series_values(store: ResultStore, model: str, variant: str, device_id: str, 
         "LEFT JOIN measurements d ON d.result_id = r.result_id AND d.metric = 'disturbed' "
         "WHERE r.model=? AND r.variant=? AND r.device_id=? AND r.status='ok' AND u.started_at < ? "
         "AND u.run_id != ? AND COALESCE(u.label, '') NOT LIKE 'confirm:%' "
-        "ORDER BY u.started_at, r.result_id", (metric, model, variant, device_id, before, exclude_run or ""))
+        "ORDER BY u.started_at, r.result_id",
+        (metric, model, variant, device_id, before, exclude_run or ""),
+    )
     by_run: dict[str, tuple[list[float], list[bool]]] = {}
     for run, _, value, disturbed in rows:
         if value is None:
@@ -206,5 +258,4 @@ def runs_of(store: ResultStore, result_ids: list[int]) -> dict[int, str]:
     if not result_ids:
         return {}
     marks = ",".join("?" * len(result_ids))
-    return dict(store._query(f"SELECT result_id, run_id FROM results WHERE result_id IN ({marks})",
-                             tuple(result_ids)))
+    return dict(store._query(f"SELECT result_id, run_id FROM results WHERE result_id IN ({marks})", tuple(result_ids)))

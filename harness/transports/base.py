@@ -21,6 +21,7 @@ class Transport:
     """One open connection to one device; the orchestrator runs one job at a time on it."""
 
     cache_root: Path | None = None  # hilbench cache (artifacts, MCU bundles); None = default
+
     def __init__(self, device: Device, profile: DeviceProfile, log: Callable[[str], None]):
         self.device = device
         self.profile = profile
@@ -57,9 +58,20 @@ class Transport:
 def runner_args(job: Job, model_path: str, eval_path: str | None, paired_path: str | None = None) -> list[str]:
     """Command-line arguments for runners/linux_runner.py (not yet shell-quoted)."""
     o = job.options
-    args = ["--model", model_path, "--min-runs", str(o.min_runs), "--min-seconds", str(o.min_seconds),
-            "--max-seconds", str(o.max_seconds), "--warmup-runs", str(o.warmup_runs),
-            "--warmup-seconds", str(o.warmup_seconds)]
+    args = [
+        "--model",
+        model_path,
+        "--min-runs",
+        str(o.min_runs),
+        "--min-seconds",
+        str(o.min_seconds),
+        "--max-seconds",
+        str(o.max_seconds),
+        "--warmup-runs",
+        str(o.warmup_runs),
+        "--warmup-seconds",
+        str(o.warmup_seconds),
+    ]
     if o.num_threads:
         args += ["--num-threads", str(o.num_threads)]
     if o.xnnpack is False:
@@ -77,17 +89,22 @@ def parse_runner_output(stdout: str, device_id: str, returncode: int, stderr_tai
     """Find the runner's JSON document; anything else is a crashed runner (infrastructure)."""
     text = stdout.strip()
     start = text.rfind("\n{")
-    candidate = text[start + 1:] if start >= 0 else text
+    candidate = text[start + 1 :] if start >= 0 else text
     try:
         doc = json.loads(candidate)
     except json.JSONDecodeError:
         hint = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else "no output"
-        raise InfraError(f"device '{device_id}': runner exited with code {returncode} without a "
-                         f"result ({hint})") from None
+        raise InfraError(
+            f"device '{device_id}': runner exited with code {returncode} without a result ({hint})"
+        ) from None
     if not isinstance(doc, dict):
-        raise InfraError(f"device '{device_id}': runner printed {type(doc).__name__} JSON, not a result "
-                         f"document (is `python` of the device really a Python interpreter?)")
+        raise InfraError(
+            f"device '{device_id}': runner printed {type(doc).__name__} JSON, not a result "
+            f"document (is `python` of the device really a Python interpreter?)"
+        )
     if doc.get("schema") != RUNNER_SCHEMA:
-        raise InfraError(f"device '{device_id}': runner spoke schema {doc.get('schema')!r}, "
-                         f"expected {RUNNER_SCHEMA!r} (update the runner on the device)")
+        raise InfraError(
+            f"device '{device_id}': runner spoke schema {doc.get('schema')!r}, "
+            f"expected {RUNNER_SCHEMA!r} (update the runner on the device)"
+        )
     return doc

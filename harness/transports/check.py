@@ -26,8 +26,22 @@ from harness.meters.ondevice import HwmonMeter
 PROBE_SCHEMA = "hilbench.probe/1"
 MIN_FREE_BYTES = 100 * 1024 * 1024
 PACKAGES = "numpy ai-edge-litert"
-HEADERS = ["device", "transport", "reach", "host key", "python", "runtime", "numpy", "disk free",
-           "RAM free", "governor", "temp", "throttled", "energy", "verdict"]
+HEADERS = [
+    "device",
+    "transport",
+    "reach",
+    "host key",
+    "python",
+    "runtime",
+    "numpy",
+    "disk free",
+    "RAM free",
+    "governor",
+    "temp",
+    "throttled",
+    "energy",
+    "verdict",
+]
 
 
 @dataclass
@@ -71,11 +85,22 @@ class CheckResult:
         else:
             runtime = numpy = python = "-"
         temp = p.get("cpu_temp_c")
-        return [self.device, self.transport, self.reach, self.host_key, python, runtime, numpy,
-                _size((p.get("disk") or {}).get("free_bytes")),
-                _size(((p.get("memory") or {}).get("available_kb") or 0) * 1024 or None),
-                p.get("governor") or "-", f"{temp:.1f} C" if isinstance(temp, (int, float)) else "-",
-                throttled, self.energy, self.verdict]
+        return [
+            self.device,
+            self.transport,
+            self.reach,
+            self.host_key,
+            python,
+            runtime,
+            numpy,
+            _size((p.get("disk") or {}).get("free_bytes")),
+            _size(((p.get("memory") or {}).get("available_kb") or 0) * 1024 or None),
+            p.get("governor") or "-",
+            f"{temp:.1f} C" if isinstance(temp, (int, float)) else "-",
+            throttled,
+            self.energy,
+            self.verdict,
+        ]
 
 
 def _size(n: float | None) -> str:
@@ -125,10 +150,12 @@ def assess(res: CheckResult, remote: bool) -> None:
     if missing:
         res.problems.append(f"not importable by {exe}: " + ", ".join(missing))
         where = "into the device's Python" if remote else "into this Python"
-        res.hints.append(f"install {where}: `{exe} -m pip install {PACKAGES}` (tflite-runtime on older "
-                         f"systems); or make a venv: `python3 -m venv ~/hilbench-venv && "
-                         f"~/hilbench-venv/bin/pip install {PACKAGES}` and set `python: "
-                         f"~/hilbench-venv/bin/python` in the device's transport")
+        res.hints.append(
+            f"install {where}: `{exe} -m pip install {PACKAGES}` (tflite-runtime on older "
+            f"systems); or make a venv: `python3 -m venv ~/hilbench-venv && "
+            f"~/hilbench-venv/bin/pip install {PACKAGES}` and set `python: "
+            f"~/hilbench-venv/bin/python` in the device's transport"
+        )
     disk = p.get("disk") or {}
     free = disk.get("free_bytes")
     if free is not None and free < MIN_FREE_BYTES:
@@ -136,8 +163,10 @@ def assess(res: CheckResult, remote: bool) -> None:
         res.hints.append("free some space or point the transport's workdir at a larger file system")
     thr = p.get("throttle") or {}
     if thr.get("now"):
-        res.notes.append(f"throttling now ({', '.join(thr['now'])}, raw {thr.get('raw')}): results will be "
-                         "flagged; check the power supply and cooling")
+        res.notes.append(
+            f"throttling now ({', '.join(thr['now'])}, raw {thr.get('raw')}): results will be "
+            "flagged; check the power supply and cooling"
+        )
     if p.get("governor") and p["governor"] != "performance":
         res.notes.append(f"CPU governor is '{p['governor']}'; 'performance' gives steadier latencies")
 
@@ -163,9 +192,11 @@ def assess_energy(res: CheckResult, prof: DeviceProfile) -> None:
             res.energy = "rapl ok"
         else:
             res.energy = "rapl MISSING"
-            res.notes.append(f"energy meter rapl: {rapl.get('path')} is not readable here (no RAPL, or readable "
-                             f"by root only), so results have no energy; profile '{prof.name}' can say "
-                             f"energy_meter: {{type: none}}")
+            res.notes.append(
+                f"energy meter rapl: {rapl.get('path')} is not readable here (no RAPL, or readable "
+                f"by root only), so results have no energy; profile '{prof.name}' can say "
+                f"energy_meter: {{type: none}}"
+            )
         return
     want = HwmonMeter(meter, f"profile '{prof.name}'").power_file()
     folder, name = posixpath.split(want)
@@ -177,28 +208,41 @@ def assess_energy(res: CheckResult, prof: DeviceProfile) -> None:
         return
     if sensor is None and not folder.startswith("/sys/class/hwmon/"):
         res.energy = "hwmon ?"
-        res.notes.append(f"energy meter: cannot check {want} (not a /sys/class/hwmon path); a missing meter "
-                         "gives results without energy")
+        res.notes.append(
+            f"energy meter: cannot check {want} (not a /sys/class/hwmon path); a missing meter "
+            "gives results without energy"
+        )
         return
     res.energy = "hwmon MISSING"
     if sensor is None:
         why = "does not exist on the device"
     elif name not in power:
-        why = (f"does not exist ({folder} is sensor '{sensor.get('name') or '?'}' with "
-               f"{', '.join(power) or 'no power inputs'})")
+        why = (
+            f"does not exist ({folder} is sensor '{sensor.get('name') or '?'}' with "
+            f"{', '.join(power) or 'no power inputs'})"
+        )
     else:
         why = f"is not usable ({power[name]})"
-    res.problems.append(f"energy meter {want} (profile '{prof.name}', energy_meter.path) {why}; results "
-                        f"would have no energy")
-    candidates = [f"{s.get('path')}/{p} ('{s.get('name') or '?'}')" for s in sensors
-                  for p, err in (s.get("power") or {}).items() if err is None]
+    res.problems.append(
+        f"energy meter {want} (profile '{prof.name}', energy_meter.path) {why}; results would have no energy"
+    )
+    candidates = [
+        f"{s.get('path')}/{p} ('{s.get('name') or '?'}')"
+        for s in sensors
+        for p, err in (s.get("power") or {}).items()
+        if err is None
+    ]
     where = f"set energy_meter.path in {prof.source or 'profile ' + repr(prof.name)}"
     if candidates:
-        res.hints.append(f"power sensors on the device: {', '.join(candidates)}; {where} to one of them "
-                         "(hwmon numbers can change between boots)")
+        res.hints.append(
+            f"power sensors on the device: {', '.join(candidates)}; {where} to one of them "
+            "(hwmon numbers can change between boots)"
+        )
     else:
-        res.hints.append(f"the device has no readable hwmon power sensor: {where}, or use energy_meter: "
-                         "{type: none} (or type: estimate with datasheet powers, reported as an estimate)")
+        res.hints.append(
+            f"the device has no readable hwmon power sensor: {where}, or use energy_meter: "
+            "{type: none} (or type: estimate with datasheet powers, reported as an estimate)"
+        )
 
 
 def _check_local(dev: Device, prof: DeviceProfile) -> CheckResult:
@@ -206,8 +250,12 @@ def _check_local(dev: Device, prof: DeviceProfile) -> CheckResult:
     res.python = getattr(dev.transport, "python", None) or sys.executable
     workdir = os.environ.get("HILBENCH_CACHE") or os.path.join("~", ".cache", "hilbench")
     try:
-        proc = subprocess.run([res.python, str(runner_file()), "--probe", "--workdir", workdir], capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [res.python, str(runner_file()), "--probe", "--workdir", workdir],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         res.problems.append(f"python '{res.python}' cannot run: {exc}")
         res.hints.append("set `python:` in the device's transport to an existing interpreter")
@@ -238,28 +286,38 @@ def _check_ssh(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> 
             res.reach, res.host_key = "ok", exc.status.upper()
             res.problems.append(str(exc).removeprefix(prefix))
             if exc.status == "unknown":
-                res.hints.append(f"compare {exc.fingerprint} with `ssh-keygen -lf /etc/ssh/ssh_host_"
-                                 f"{_keyfile(exc.key)}_key.pub` on the device, then `hil devices trust "
-                                 f"{dev.id}` (or set trust_on_first_use: true)")
+                res.hints.append(
+                    f"compare {exc.fingerprint} with `ssh-keygen -lf /etc/ssh/ssh_host_"
+                    f"{_keyfile(exc.key)}_key.pub` on the device, then `hil devices trust "
+                    f"{dev.id}` (or set trust_on_first_use: true)"
+                )
             elif exc.status == "revoked":
-                res.hints.append("a revoked key is never accepted: give the device new host keys (and find out "
-                                 f"why the old one was revoked), then `hil devices trust {dev.id}`")
+                res.hints.append(
+                    "a revoked key is never accepted: give the device new host keys (and find out "
+                    f"why the old one was revoked), then `hil devices trust {dev.id}`"
+                )
             else:
-                res.hints.append("find out why the key changed before trusting anything; if the device was "
-                                 f"reinstalled remove the old entry and run `hil devices trust {dev.id}`")
+                res.hints.append(
+                    "find out why the key changed before trusting anything; if the device was "
+                    f"reinstalled remove the old entry and run `hil devices trust {dev.id}`"
+                )
             return res
         except SshAuthError as exc:
             res.reach, res.host_key = "auth FAIL", "known"
             res.problems.append(str(exc).removeprefix(prefix))
             user = t.user or "USER"
-            res.hints.append(f"authorize your public key on the device: `ssh-copy-id -i KEY.pub -p {t.port} "
-                             f"{user}@{t.host}`, or set key_file / use_agent in the inventory")
+            res.hints.append(
+                f"authorize your public key on the device: `ssh-copy-id -i KEY.pub -p {t.port} "
+                f"{user}@{t.host}`, or set key_file / use_agent in the inventory"
+            )
             return res
         except SshUnreachable as exc:
             res.reach = "FAIL"
             res.problems.append(str(exc).removeprefix(prefix))
-            res.hints.append(f"is {t.host}:{t.port} powered, on the network and running sshd? "
-                             f"(`ssh -p {t.port} {t.user + '@' if t.user else ''}{t.host}`)")
+            res.hints.append(
+                f"is {t.host}:{t.port} powered, on the network and running sshd? "
+                f"(`ssh -p {t.port} {t.user + '@' if t.user else ''}{t.host}`)"
+            )
             return res
         except InfraError as exc:  # connected, but e.g. the work dir cannot be created
             res.reach = "ok"
@@ -281,8 +339,10 @@ def _check_ssh(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> 
         res.probe = parse_probe(out.decode("utf-8", "replace"), rc, tail)
         if res.probe is None:
             _python_missing(res, rc, tail, "on the device")
-            res.hints.append(f"set `python:` in the device's transport (or the profile '{prof.name}') to the "
-                             f"device venv's interpreter, e.g. ~/hilbench-venv/bin/python")
+            res.hints.append(
+                f"set `python:` in the device's transport (or the profile '{prof.name}') to the "
+                f"device venv's interpreter, e.g. ~/hilbench-venv/bin/python"
+            )
             return res
         assess(res, remote=True)
         assess_energy(res, prof)
@@ -330,8 +390,10 @@ def _open_external_meter(dev: Device, prof: DeviceProfile, res: CheckResult):
         return None
     if dev.meter is None:  # the board may be powered otherwise: measurable, just without energy
         res.energy = f"{kind} (not attached)"
-        res.notes.append(f"profile '{prof.name}' measures energy with a {kind}, but the inventory does not say "
-                         f"where it is attached (meter: {{port: ...}}): results of this device have no energy")
+        res.notes.append(
+            f"profile '{prof.name}' measures energy with a {kind}, but the inventory does not say "
+            f"where it is attached (meter: {{port: ...}}): results of this device have no energy"
+        )
         return None
     try:
         meter = meter_for(prof, dev)
@@ -343,8 +405,10 @@ def _open_external_meter(dev: Device, prof: DeviceProfile, res: CheckResult):
     p = meter.provenance()
     ident = ", ".join(f"{k} {p[k]}" for k in ("hardware", "board_id", "firmware", "device") if p.get(k))
     res.energy = f"{kind} ok"
-    res.notes.append(f"energy meter {kind} on {p.get('port') or p.get('device')}: {ident or 'answered'}; supplies "
-                     f"{prof.energy_meter.supply_mv:g} mV; the firmware's timestamp pin goes to {meter.marker_name()}")
+    res.notes.append(
+        f"energy meter {kind} on {p.get('port') or p.get('device')}: {ident or 'answered'}; supplies "
+        f"{prof.energy_meter.supply_mv:g} mV; the firmware's timestamp pin goes to {meter.marker_name()}"
+    )
     return meter
 
 
@@ -357,8 +421,10 @@ def _check_board(dev: Device, t: SerialSettings, res: CheckResult, metered: bool
     except HilError as exc:
         res.reach = "no"
         res.problems.append(str(exc))
-        res.hints.append(f"check the cable/port {t.port} and baudrate {t.baudrate}; is the board flashed "
-                         f"(`hil build` + `hil deploy --device {dev.id}`) and not held by another program?")
+        res.hints.append(
+            f"check the cable/port {t.port} and baudrate {t.baudrate}; is the board flashed "
+            f"(`hil build` + `hil deploy --device {dev.id}`) and not held by another program?"
+        )
         return
     try:
         info = client.info
@@ -372,21 +438,33 @@ def _check_board(dev: Device, t: SerialSettings, res: CheckResult, metered: bool
         client.link.close()
     res.reach = "yes"
     fw = f"{info.name or '?'} ({info.model_id or 'no model id'})"
-    res.probe = {"runtime": {"name": "firmware", "version": fw}, "numpy": {"version": "-"},
-                 "python": {"version": "-", "ok": True}}
+    res.probe = {
+        "runtime": {"name": "firmware", "version": fw},
+        "numpy": {"version": "-"},
+        "python": {"version": "-", "ok": True},
+    }
     caps = ", ".join(sorted(info.caps)) or "none (stock MLPerf Tiny firmware)"
-    res.notes.append(f"firmware '{info.name}', profile {info.profile or '-'}, model {info.model_id or '-'}, "
-                     f"extensions: {caps}" + (f", arena used {arena['used']} B" if arena else ""))
+    res.notes.append(
+        f"firmware '{info.name}', profile {info.profile or '-'}, model {info.model_id or '-'}, "
+        f"extensions: {caps}" + (f", arena used {arena['used']} B" if arena else "")
+    )
     if metered:
-        res.notes.append("firmware in energy mode: latency and energy come from the meter" if mode == "energy" else
-                         "firmware in performance mode: latency from its laps, no energy (build it in energy mode "
-                         "to measure energy)")
+        res.notes.append(
+            "firmware in energy mode: latency and energy come from the meter"
+            if mode == "energy"
+            else "firmware in performance mode: latency from its laps, no energy (build it in energy mode "
+            "to measure energy)"
+        )
 
 
-def check_all(devices: list[tuple[Device, DeviceProfile]], log: Callable[[str], None],
-              guard: Callable[[Device], AbstractContextManager] | None = None) -> list[CheckResult]:
+def check_all(
+    devices: list[tuple[Device, DeviceProfile]],
+    log: Callable[[str], None],
+    guard: Callable[[Device], AbstractContextManager] | None = None,
+) -> list[CheckResult]:
     """Check every device (concurrently). `guard(device)` is entered around a device's check (the CLI
     passes the device lock: a board being measured is not touched; InfraError from it = skipped)."""
+
     def one(dp: tuple[Device, DeviceProfile]) -> CheckResult:
         dev, prof = dp
         if guard is None:

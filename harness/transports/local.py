@@ -39,8 +39,10 @@ class LocalTransport(Transport):
                 self.runner_line(line)
 
         out: list[str] = []
-        threads = [threading.Thread(target=pump, daemon=True),
-                   threading.Thread(target=lambda: out.append(stdout.read()), daemon=True)]
+        threads = [
+            threading.Thread(target=pump, daemon=True),
+            threading.Thread(target=lambda: out.append(stdout.read()), daemon=True),
+        ]
         for t in threads:
             t.start()
         budget = (job.options.max_seconds or 150) * 2 + 120

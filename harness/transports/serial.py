@@ -53,12 +53,12 @@ class SerialTransport(Transport):
 
     def open(self) -> None:
         t = self.settings
-        if (self.profile.energy_meter.type in EXTERNAL_METERS and self.device.meter is not None
-                and self.meter is None):
+        if self.profile.energy_meter.type in EXTERNAL_METERS and self.device.meter is not None and self.meter is None:
             self._meter()  # the meter powers the board: open it before the board is reached
         try:
-            self.client = client = session.connect(self.device.id, t, self._say,
-                                                   timer_wrap_us=session.timer_wrap_us(self.profile))
+            self.client = client = session.connect(
+                self.device.id, t, self._say, timer_wrap_us=session.timer_wrap_us(self.profile)
+            )
         except BaseException:
             if self.meter is not None:
                 self.meter.close()
@@ -66,17 +66,21 @@ class SerialTransport(Transport):
             raise
         info = client.info
         caps = ",".join(sorted(info.caps)) or "none (stock firmware)"
-        self._say(f"connected on {t.port}: {info.name or '?'}, firmware {info.profile or '?'}, "
-                  f"model {info.model_id or '?'}, extensions {caps}")
+        self._say(
+            f"connected on {t.port}: {info.name or '?'}, firmware {info.profile or '?'}, "
+            f"model {info.model_id or '?'}, extensions {caps}"
+        )
 
     def _meter(self) -> Meter:
         if self.meter is None:
             meter = meter_for(self.profile, self.device)
             if not meter.external:
-                raise ConfigError(f"device '{self.device.id}': the firmware runs in energy mode (no laps; its "
-                                  f"timestamp pin marks the inferences), but profile '{self.profile.name}' has no "
-                                  f"external energy meter (energy_meter: type ppk2, lpm01a or joulescope) to "
-                                  f"time them; flash a performance-mode firmware or configure the meter")
+                raise ConfigError(
+                    f"device '{self.device.id}': the firmware runs in energy mode (no laps; its "
+                    f"timestamp pin marks the inferences), but profile '{self.profile.name}' has no "
+                    f"external energy meter (energy_meter: type ppk2, lpm01a or joulescope) to "
+                    f"time them; flash a performance-mode firmware or configure the meter"
+                )
             meter.open()
             self.meter = meter
         return self.meter
@@ -96,8 +100,7 @@ class SerialTransport(Transport):
         artifact = job.variant.artifact
         a = analyze(artifact)
         if len(a.inputs) != 1:
-            raise InfraError(f"{artifact}: the serial protocol feeds one input tensor, the model has "
-                             f"{len(a.inputs)}")
+            raise InfraError(f"{artifact}: the serial protocol feeds one input tensor, the model has {len(a.inputs)}")
         spec = session.tensor_spec(a.inputs[0])
         out_elements = session.tensor_spec(a.outputs[0]).elements if a.outputs else None
         flash = self._ensure_model(job, a)
@@ -119,19 +122,24 @@ class SerialTransport(Transport):
         else:
             perf_input = session.random_input(conv, spec)
         if len(perf_input) != session.wire_bytes(conv, spec):  # pragma: no cover - the encoders guarantee it
-            raise InfraError(f"{artifact}: input encoding produced {len(perf_input)} bytes, expected "
-                             f"{session.wire_bytes(conv, spec)}")
+            raise InfraError(
+                f"{artifact}: input encoding produced {len(perf_input)} bytes, expected "
+                f"{session.wire_bytes(conv, spec)}"
+            )
         plan = session.PerfPlan.from_options(job.options, job.profile)
         external = self.profile.energy_meter.type in EXTERNAL_METERS
         if (client.probe_timestamp_mode() if external else client.info.timestamp_mode) == "energy":
-            perf = energy_mode.performance(client, self._meter(), self.profile.energy_meter, perf_input, plan,
-                                           n_outputs, self._say)
+            perf = energy_mode.performance(
+                client, self._meter(), self.profile.energy_meter, perf_input, plan, n_outputs, self._say
+            )
         else:
             perf = session.performance(client, perf_input, plan, n_outputs, self._say)
             if external and not self._said_no_energy:
                 self._said_no_energy = True
-                self._say(f"warning: the firmware runs in performance mode, so the {self.profile.energy_meter.type} "
-                          f"cannot tell its inferences apart: no energy (build the firmware in energy mode)")
+                self._say(
+                    f"warning: the firmware runs in performance mode, so the {self.profile.energy_meter.type} "
+                    f"cannot tell its inferences apart: no energy (build the firmware in energy mode)"
+                )
         arena = client.arena()
         acc = None
         if job.eval_file and t.accuracy_samples > 0:
@@ -142,26 +150,36 @@ class SerialTransport(Transport):
                     auc = acc.get("auc")
                     self._say(f"accuracy on {acc['n']} samples: AUC {'-' if auc is None else f'{auc:.4f}'}")
                 else:
-                    self._say(f"accuracy on {acc['n']} samples: top-1 {pct(acc['top1'])}, "
-                              f"agreement {pct(acc['agreement'])}")
+                    self._say(
+                        f"accuracy on {acc['n']} samples: top-1 {pct(acc['top1'])}, agreement {pct(acc['agreement'])}"
+                    )
         info = client.info
         fp = flash.get("footprint") or {}
-        memory = {"arena_bytes": arena.get("used") if arena else None,
-                  "arena_size_bytes": arena.get("size") if arena else None,
-                  # measured from the firmware ELF the profile's build_cmd wrote (never an estimate)
-                  "flash_bytes": fp.get("flash_bytes"), "ram_bytes": fp.get("ram_bytes")}
+        memory = {
+            "arena_bytes": arena.get("used") if arena else None,
+            "arena_size_bytes": arena.get("size") if arena else None,
+            # measured from the firmware ELF the profile's build_cmd wrote (never an estimate)
+            "flash_bytes": fp.get("flash_bytes"),
+            "ram_bytes": fp.get("ram_bytes"),
+        }
         return {
             "schema": RUNNER_SCHEMA,
             "status": "ok",
             "runtime": {"name": RUNTIME_NAME, "version": info.profile or info.name or "unknown"},
             "python": None,
-            "platform": {"machine": self.profile.arch, "system": "mcu", "release": info.profile,
-                         "node": info.name},
+            "platform": {"machine": self.profile.arch, "system": "mcu", "release": info.profile, "node": info.name},
             "host": {"node": platform.node(), "port": t.port, "baudrate": t.baudrate},
-            "device": {"name": info.name, "role": info.role, "firmware": info.profile,
-                       "model_id": info.model_id, "model_verified": verified, "model_check": note,
-                       "extensions": sorted(info.caps), "timestamp_mode": info.timestamp_mode,
-                       "io_convention": conv.name},
+            "device": {
+                "name": info.name,
+                "role": info.role,
+                "firmware": info.profile,
+                "model_id": info.model_id,
+                "model_verified": verified,
+                "model_check": note,
+                "extensions": sorted(info.caps),
+                "timestamp_mode": info.timestamp_mode,
+                "io_convention": conv.name,
+            },
             "model": {"path": str(artifact), "size_bytes": a.size_bytes, "sha256": a.sha256},
             "config": perf["config"],
             "init_us": None,
@@ -174,9 +192,17 @@ class SerialTransport(Transport):
             "energy": perf.get("energy"),
             "accuracy": acc,
             "flash": flash,
-            "link": dict(zip(("resyncs", "retries", "noise_lines", "dbbin_fallbacks"),
-                             (now - then for now, then in zip((client.resyncs, client.retried, client.noise,
-                                                               client.dbbin_fallbacks), before)))),
+            "link": dict(
+                zip(
+                    ("resyncs", "retries", "noise_lines", "dbbin_fallbacks"),
+                    (
+                        now - then
+                        for now, then in zip(
+                            (client.resyncs, client.retried, client.noise, client.dbbin_fallbacks), before
+                        )
+                    ),
+                )
+            ),
         }
 
     def _convention(self, client: ProtocolClient, a: ModelAnalysis) -> mlperf.Convention:
@@ -192,8 +218,10 @@ class SerialTransport(Transport):
             try:
                 mlperf.check_model(conv, ios, outs, f"{a.path}")
             except ConfigError as exc:
-                raise InfraError(f"device '{self.device.id}' on {t.port}: {exc} (the firmware runs another "
-                                 f"model, or set the device's transport io_convention)") from None
+                raise InfraError(
+                    f"device '{self.device.id}' on {t.port}: {exc} (the firmware runs another "
+                    f"model, or set the device's transport io_convention)"
+                ) from None
         return conv
 
     # ------------------------------------------------------------------ automatic flashing
@@ -245,10 +273,14 @@ class SerialTransport(Transport):
         root = self.cache_root or default_cache_dir().parent
         if not (bundle_cache_dir(root, a.sha256, self.profile) / CACHE_STAMP).exists():
             self._say(f"flash: building bundle for {what}")
-        source = {"path": str((mv.extra or {}).get("source_path") or mv.artifact),
-                  "variant": mv.variant, "sha256": mv.source_sha256}
-        bundle, manifest, hit = cached_bundle(mv.artifact, a.sha256, self.profile, root,
-                                              model_name=mv.model_name, source=source, log=self._say)
+        source = {
+            "path": str((mv.extra or {}).get("source_path") or mv.artifact),
+            "variant": mv.variant,
+            "sha256": mv.source_sha256,
+        }
+        bundle, manifest, hit = cached_bundle(
+            mv.artifact, a.sha256, self.profile, root, model_name=mv.model_name, source=source, log=self._say
+        )
         if hit:
             self._say(f"flash: bundle for {what} cached in {bundle}, not rebuilding")
         self._say(f"flash: board runs {board or 'an unknown model'}, flashing {want}")
@@ -257,23 +289,37 @@ class SerialTransport(Transport):
         log_path = steps[-1].log if steps else bundle / "logs"
         t_reset = time.monotonic()
         try:
-            self.client = client = session.reconnect(self.device.id, t, self._say, after=f"flashing {want}",
-                                                     timer_wrap_us=session.timer_wrap_us(self.profile))
+            self.client = client = session.reconnect(
+                self.device.id,
+                t,
+                self._say,
+                after=f"flashing {want}",
+                timer_wrap_us=session.timer_wrap_us(self.profile),
+            )
         except InfraError as exc:
             raise InfraError(f"{exc} (see {log_path})") from None
         info = client.info
         try:
             verified, _ = session.verify_model(info, a.sha256)
         except InfraError:
-            raise InfraError(f"device '{self.device.id}' still reports model {info.model_id} after "
-                             f"flashing {want} (see {log_path})") from None
+            raise InfraError(
+                f"device '{self.device.id}' still reports model {info.model_id} after flashing {want} (see {log_path})"
+            ) from None
         seconds = time.monotonic() - t0
-        self._say(f"flash: {want} flashed in {seconds:.1f} s; board reports model {info.model_id or '?'}"
-                  f"{'' if verified else ' (cannot be verified)'}")
+        self._say(
+            f"flash: {want} flashed in {seconds:.1f} s; board reports model {info.model_id or '?'}"
+            f"{'' if verified else ' (cannot be verified)'}"
+        )
         fp = footprint.recorded(bundle)
-        return {"flashed": True, "seconds": round(seconds, 3), "bundle": str(bundle),
-                "footprint": fp.to_json() if fp else None, "footprint_source": "build" if fp else None,
-                "bundle_cached": hit, "log": str(log_path),
-                "steps": {s.step: round(s.seconds, 3) for s in steps},
-                "reconnect_seconds": round(time.monotonic() - t_reset, 3),
-                "previous_model_id": board}
+        return {
+            "flashed": True,
+            "seconds": round(seconds, 3),
+            "bundle": str(bundle),
+            "footprint": fp.to_json() if fp else None,
+            "footprint_source": "build" if fp else None,
+            "bundle_cached": hit,
+            "log": str(log_path),
+            "steps": {s.step: round(s.seconds, 3) for s in steps},
+            "reconnect_seconds": round(time.monotonic() - t_reset, 3),
+            "previous_model_id": board,
+        }

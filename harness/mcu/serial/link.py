@@ -48,8 +48,7 @@ def _clean(raw: bytes) -> str:
 
 
 class SerialLink:
-    def __init__(self, port: str, baudrate: int, device_id: str,
-                 trace: Callable[[str], None] | None = None):
+    def __init__(self, port: str, baudrate: int, device_id: str, trace: Callable[[str], None] | None = None):
         self.port_name = port
         self.baudrate = baudrate
         self.device_id = device_id
@@ -126,7 +125,7 @@ class SerialLink:
             nl = self._buf.find(b"\n")
             if nl >= 0:
                 raw = bytes(self._buf[:nl])
-                del self._buf[:nl + 1]
+                del self._buf[: nl + 1]
                 line = _clean(raw)
                 if not line:
                     continue
@@ -179,5 +178,6 @@ class SerialLink:
             time.sleep(hold_s)  # a reset pulse width, not synchronisation
             setattr(self.ser, line, False)
         except Exception as exc:
-            raise self._fail(f"pulsing {line.upper()} to reset the board (set reset: none if the port "
-                             f"has no modem lines)", exc) from None
+            raise self._fail(
+                f"pulsing {line.upper()} to reset the board (set reset: none if the port has no modem lines)", exc
+            ) from None

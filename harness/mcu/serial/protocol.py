@@ -66,8 +66,8 @@ def protocol_part(line: str) -> str | None:
     if line.startswith(("m-", "e-")):
         return line
     m = _PROTO_START.search(line)
-    if m and not any(c.isalnum() for c in line[:m.start()]):
-        return line[m.start():]
+    if m and not any(c.isalnum() for c in line[: m.start()]):
+        return line[m.start() :]
     return None
 
 
@@ -144,31 +144,38 @@ def lap_difference(t0: int, t1: int, wrap_us: int = TIMER_WRAP) -> int:
     return d
 
 
-def check_lap(t0: int, t1: int, n: int, warmup: int, host_s: float, wrap_us: int = TIMER_WRAP,
-              slack_s: float = LAP_SLACK_S) -> tuple[int | None, str | None]:
+def check_lap(
+    t0: int, t1: int, n: int, warmup: int, host_s: float, wrap_us: int = TIMER_WRAP, slack_s: float = LAP_SLACK_S
+) -> tuple[int | None, str | None]:
     """(elapsed microseconds, None) for a plausible lap, else (None, why). `host_s`: host time from
     sending `infer N W%` to its m-ready; `slack_s`: what the link may add (see LAP_SLACK_S)."""
     wrap_s = wrap_us / 1e6
     where = f"timestamps {t0} -> {t1}"
     d = lap_difference(t0, t1, wrap_us)
     if d < 0:
-        return None, (f"{where} run backwards on a timer wider than its wrap period (mcu.timer_wrap_s = "
-                      f"{wrap_s:g} s): negative lap")
+        return None, (
+            f"{where} run backwards on a timer wider than its wrap period (mcu.timer_wrap_s = "
+            f"{wrap_s:g} s): negative lap"
+        )
     if d < n:
         return None, f"{where} give {d} us for {n} inferences (less than 1 us each: implausible lap)"
     device_s = d / 1e6
     wrapped = " (one timer wrap added)" if t1 < t0 else ""
     if device_s > host_s * (1 + LAP_RATE_TOL) + LAP_AHEAD_S:
-        return None, (f"{where} claim {device_s:.3f} s{wrapped} but the answer came {host_s:.3f} s after the "
-                      f"command (corrupted timestamp, or a timer that wraps elsewhere than mcu.timer_wrap_s = "
-                      f"{wrap_s:g} s)")
+        return None, (
+            f"{where} claim {device_s:.3f} s{wrapped} but the answer came {host_s:.3f} s after the "
+            f"command (corrupted timestamp, or a timer that wraps elsewhere than mcu.timer_wrap_s = "
+            f"{wrap_s:g} s)"
+        )
     accounted = device_s * (1 + warmup / n)
     tolerance = min(slack_s + LAP_RATE_TOL * host_s + device_s / n, wrap_s / 2)
     if host_s - accounted > tolerance:
-        return None, (f"{where} claim {device_s:.3f} s{wrapped} (~{accounted:.3f} s with {warmup} warmups) but "
-                      f"the answer came {host_s:.3f} s after the command, {host_s - accounted:.3f} s more than "
-                      f"the link accounts for ({tolerance:.3f} s): the timer wrapped inside the window "
-                      f"(mcu.timer_wrap_s = {wrap_s:g} s?), or a corrupted timestamp")
+        return None, (
+            f"{where} claim {device_s:.3f} s{wrapped} (~{accounted:.3f} s with {warmup} warmups) but "
+            f"the answer came {host_s:.3f} s after the command, {host_s - accounted:.3f} s more than "
+            f"the link accounts for ({tolerance:.3f} s): the timer wrapped inside the window "
+            f"(mcu.timer_wrap_s = {wrap_s:g} s?), or a corrupted timestamp"
+        )
     return d, None
 
 
@@ -193,10 +200,19 @@ def parse_results(line: str) -> list[float] | None:
 class ProtocolClient:
     """One device under test on an open `SerialLink`."""
 
-    def __init__(self, link: SerialLink, device_id: str, *, timeout: float = 5.0,
-                 infer_timeout: float = 120.0, boot_timeout: float = 10.0, retries: int = 2,
-                 resync_attempts: int = 2, timer_wrap_us: int = TIMER_WRAP,
-                 log: Callable[[str], None] = lambda m: None):
+    def __init__(
+        self,
+        link: SerialLink,
+        device_id: str,
+        *,
+        timeout: float = 5.0,
+        infer_timeout: float = 120.0,
+        boot_timeout: float = 10.0,
+        retries: int = 2,
+        resync_attempts: int = 2,
+        timer_wrap_us: int = TIMER_WRAP,
+        log: Callable[[str], None] = lambda m: None,
+    ):
         self.link = link
         self.device_id = device_id
         self.timer_wrap_us = int(timer_wrap_us)
@@ -236,8 +252,9 @@ class ProtocolClient:
             line = protocol_part(raw)
             if line is not None and is_banner(line):
                 self.reboots += 1
-                raise DeviceRebooted(f"{self._who()} rebooted before '{command}%' on {self.where} "
-                                     f"(unsolicited boot banner {line!r})")
+                raise DeviceRebooted(
+                    f"{self._who()} rebooted before '{command}%' on {self.where} (unsolicited boot banner {line!r})"
+                )
 
     def _collect(self, command: str, timeout: float, t_send: float, last: str | None = None) -> Response:
         """Lines up to m-ready. Once a line starting with `last` (the answer's final line before
@@ -256,8 +273,9 @@ class ProtocolClient:
                 continue
             if is_banner(line):
                 self.reboots += 1
-                raise DeviceRebooted(f"{self._who()} rebooted during '{command}%' on {self.where} "
-                                     f"(boot banner {line!r} in the answer)")
+                raise DeviceRebooted(
+                    f"{self._who()} rebooted during '{command}%' on {self.where} (boot banner {line!r} in the answer)"
+                )
             if line == "m-ready":
                 self.noise += noise
                 return Response(command, lines, noise, time.monotonic() - t_send)
@@ -289,12 +307,19 @@ class ProtocolClient:
                     self._parse_name(line)
                 elif line == "m-ready" and saw_name:
                     return
-        raise DeviceSilent(f"{self._who()}: no answer to 'name%' on {self.where} within "
-                           f"{self.timeout:.1f} s ({self.resync_attempts} attempts; {self._last()})")
+        raise DeviceSilent(
+            f"{self._who()}: no answer to 'name%' on {self.where} within "
+            f"{self.timeout:.1f} s ({self.resync_attempts} attempts; {self._last()})"
+        )
 
-    def transact(self, command: str, timeout: float | None = None,
-                 check: Callable[[Response], str | None] | None = None,
-                 retries: int | None = None, last: str | None = None) -> Response:
+    def transact(
+        self,
+        command: str,
+        timeout: float | None = None,
+        check: Callable[[Response], str | None] | None = None,
+        retries: int | None = None,
+        last: str | None = None,
+    ) -> Response:
         """Send `command`, return its answer; retry (bounded) on timeouts and bad answers.
 
         `check(response)` returns None when the answer is usable, else a description of the problem.
@@ -318,11 +343,15 @@ class ProtocolClient:
                 try:
                     self.resync()
                 except DeviceSilent as silent:
-                    raise DeviceSilent(f"{exc}; afterwards no answer to 'name%' either "
-                                       f"({self.resync_attempts} attempts of {self.timeout:.1f} s)") from silent
+                    raise DeviceSilent(
+                        f"{exc}; afterwards no answer to 'name%' either "
+                        f"({self.resync_attempts} attempts of {self.timeout:.1f} s)"
+                    ) from silent
                 if self.reboots != reboots:
-                    raise DeviceRebooted(f"{self._who()} rebooted during '{command}%' on {self.where} "
-                                         f"(boot banner seen while resyncing after: {exc})") from None
+                    raise DeviceRebooted(
+                        f"{self._who()} rebooted during '{command}%' on {self.where} "
+                        f"(boot banner seen while resyncing after: {exc})"
+                    ) from None
                 if attempt + 1 < attempts:
                     self.log(f"{exc}; link resynced, retrying")
                 continue
@@ -346,8 +375,10 @@ class ProtocolClient:
             if previous is not None and resp.lines == previous:
                 return resp
             previous = resp.lines
-        raise BadResponse(f"{self._who()}: answers to '{command}%' on {self.where} differ from one "
-                          f"attempt to the next (noisy line?): last {'; '.join(previous or [])!r}")
+        raise BadResponse(
+            f"{self._who()}: answers to '{command}%' on {self.where} differ from one "
+            f"attempt to the next (noisy line?): last {'; '.join(previous or [])!r}"
+        )
 
     @property
     def link_latency_s(self) -> float:
@@ -367,13 +398,15 @@ class ProtocolClient:
         while True:
             raw = self.link.read_line(deadline)
             if raw is None:
-                raise DeviceSilent(f"{self._who()}: no boot banner (m-init-done, m-ready) within "
-                                   f"{self.boot_timeout:.1f} s after {after} on {self.where} ({self._last()})")
+                raise DeviceSilent(
+                    f"{self._who()}: no boot banner (m-init-done, m-ready) within "
+                    f"{self.boot_timeout:.1f} s after {after} on {self.where} ({self._last()})"
+                )
             line = protocol_part(raw)
             if line is None:
                 continue
             if line.startswith("m-timestamp-mode-"):
-                self.info.timestamp_mode = line[len("m-timestamp-mode-"):]
+                self.info.timestamp_mode = line[len("m-timestamp-mode-") :]
             elif line == "m-init-done":
                 init = True
             elif line == "m-ready" and init:
@@ -459,8 +492,7 @@ class ProtocolClient:
                 self.log(f"{exc}; falling back to hex db chunks")
                 if self.dbbin_failures >= 2:
                     self._dbbin = False
-                    self.log(f"{self._who()}: binary transfer failed twice in a row; using hex db "
-                             f"chunks from now on")
+                    self.log(f"{self._who()}: binary transfer failed twice in a row; using hex db chunks from now on")
         self._load_hex(data)
         return "hex"
 
@@ -475,8 +507,10 @@ class ProtocolClient:
         while True:  # wait for the go-ahead (or a refusal closed by m-ready)
             raw = self.link.read_line(deadline)
             if raw is None:
-                exc = SerialTimeout(f"{self._who()}: no m-hb-dbbin-go within {self.timeout:.1f} s after "
-                                    f"'{command}%' on {self.where} ({self._last()})")
+                exc = SerialTimeout(
+                    f"{self._who()}: no m-hb-dbbin-go within {self.timeout:.1f} s after "
+                    f"'{command}%' on {self.where} ({self._last()})"
+                )
                 self.resync()
                 raise exc
             line = protocol_part(raw)
@@ -488,8 +522,9 @@ class ProtocolClient:
             if line == "m-hb-dbbin-go":
                 break
             if line == "m-ready":
-                raise BadResponse(f"{self._who()}: '{command}%' refused on {self.where}: "
-                                  f"{'; '.join(lines) or 'no reason given'}")
+                raise BadResponse(
+                    f"{self._who()}: '{command}%' refused on {self.where}: {'; '.join(lines) or 'no reason given'}"
+                )
             lines.append(line)
         self.link.write_raw(data)
         transfer = n * 10 / max(1, self.link.baudrate) * 2
@@ -499,12 +534,14 @@ class ProtocolClient:
             self.resync()
             raise
         if not resp.first("m-hb-dbbin-ok"):
-            raise BadResponse(f"{self._who()}: binary transfer of {n} bytes failed on {self.where}: "
-                              f"{'; '.join(resp.lines) or 'no m-hb-dbbin-ok'}")
+            raise BadResponse(
+                f"{self._who()}: binary transfer of {n} bytes failed on {self.where}: "
+                f"{'; '.join(resp.lines) or 'no m-hb-dbbin-ok'}"
+            )
 
     def _load_hex(self, data: bytes) -> None:
         n = len(data)
-        chunks = [data[i:i + HEX_CHUNK] for i in range(0, n, HEX_CHUNK)]
+        chunks = [data[i : i + HEX_CHUNK] for i in range(0, n, HEX_CHUNK)]
         expect = f"m-[Expecting {n} bytes]"
         last_exc: InfraError | None = None
         for attempt in range(1 + self.retries):
@@ -512,8 +549,11 @@ class ProtocolClient:
                 self.retried += 1
                 self.log(f"{last_exc}; restarting the load")
             try:
-                self.transact(f"db load {n}", retries=0,
-                              check=lambda r: _no_errors(r) or (None if expect in r.lines else f"no {expect!r}"))
+                self.transact(
+                    f"db load {n}",
+                    retries=0,
+                    check=lambda r: _no_errors(r) or (None if expect in r.lines else f"no {expect!r}"),
+                )
                 for i, chunk in enumerate(chunks):
                     final = i == len(chunks) - 1
 
@@ -549,8 +589,7 @@ class ProtocolClient:
                 return err
             laps = [int(m.group(1)) for m in (_LAP.match(line) for line in r.lines) if m]
             if not laps:
-                return ("no m-lap-us-... timestamps (firmware built in energy mode? latency needs "
-                        "the performance mode)")
+                return "no m-lap-us-... timestamps (firmware built in energy mode? latency needs the performance mode)"
             if len(laps) != 2:
                 return f"expected 2 m-lap-us-... lines, got {len(laps)}"
             results, problem = _infer_results(r, n)
@@ -559,17 +598,24 @@ class ProtocolClient:
             # the lap against the host's time, both ways: a corrupted stamp, or a timer that wrapped
             # inside the window (reads short by a whole wrap period), is refused, never measured
             chars = sum(len(line) + 2 for line in r.lines) + len("m-ready\r\n")
-            elapsed, problem = check_lap(laps[0], laps[1], n, warmup, r.seconds, self.timer_wrap_us,
-                                         self.lap_slack_s(chars))
+            elapsed, problem = check_lap(
+                laps[0], laps[1], n, warmup, r.seconds, self.timer_wrap_us, self.lap_slack_s(chars)
+            )
             if problem is not None:
                 return problem
             parsed.update(t0=laps[0], t1=laps[1], elapsed=elapsed, results=results, seconds=r.seconds)
             return None
 
         self.transact(command, timeout=timeout, check=check, last="m-results-")
-        return InferResult(n=n, warmup=warmup, t0=parsed["t0"], t1=parsed["t1"],
-                           elapsed_us=parsed["elapsed"], results=parsed["results"],
-                           host_seconds=parsed["seconds"])
+        return InferResult(
+            n=n,
+            warmup=warmup,
+            t0=parsed["t0"],
+            t1=parsed["t1"],
+            elapsed_us=parsed["elapsed"],
+            results=parsed["results"],
+            host_seconds=parsed["seconds"],
+        )
 
     def infer_marked(self, n: int, warmup: int = 0, expected_s: float = 0.0) -> tuple[list[float], float]:
         """`infer N W%` on firmware in energy mode: no laps, the timing is on the meter's marker input.
@@ -583,16 +629,17 @@ class ProtocolClient:
             if err:
                 return err
             if any(_LAP.match(line) for line in r.lines):
-                return ("m-lap-us-... timestamps: the firmware runs in performance mode, so its timestamp pin "
-                        "does not mark the inferences for the energy meter (build it in energy mode)")
+                return (
+                    "m-lap-us-... timestamps: the firmware runs in performance mode, so its timestamp pin "
+                    "does not mark the inferences for the energy meter (build it in energy mode)"
+                )
             results, problem = _infer_results(r, n)
             if results is None:
                 return problem
             parsed.update(results=results, seconds=r.seconds)
             return None
 
-        self.transact(command, timeout=self.infer_timeout + 2.0 * expected_s, check=check, retries=0,
-                      last="m-results-")
+        self.transact(command, timeout=self.infer_timeout + 2.0 * expected_s, check=check, retries=0, last="m-results-")
         return parsed["results"], parsed["seconds"]
 
 

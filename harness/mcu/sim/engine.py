@@ -49,8 +49,9 @@ def tflm_version() -> str:
 class TflmModel:
     """One .tflite loaded into TFLM with a fixed arena, input buffer semantics of the firmware."""
 
-    def __init__(self, path: str | os.PathLike, arena_size: int | None = None,
-                 arena_margin: float = 0.10, arena_align: int = 16):
+    def __init__(
+        self, path: str | os.PathLike, arena_size: int | None = None, arena_margin: float = 0.10, arena_align: int = 16
+    ):
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError(f"{self.path}: model file not found")
@@ -65,8 +66,10 @@ class TflmModel:
         if arena_size is None:
             arena_size = report.size_bytes
         if arena_size < self.arena_min:
-            raise ConfigError(f"{self.path}: --arena-size {arena_size} is smaller than the "
-                              f"{self.arena_min} bytes TFLM needs for this model")
+            raise ConfigError(
+                f"{self.path}: --arena-size {arena_size} is smaller than the "
+                f"{self.arena_min} bytes TFLM needs for this model"
+            )
         self.arena_size = arena_size
         self.interp = self._make(arena_size)
         self.in_details = self.interp.get_input_details(0)
@@ -89,8 +92,9 @@ class TflmModel:
             except (RuntimeError, ValueError) as exc:
                 failure = exc
         detail = " ".join(line.strip() for line in "".join(err).splitlines() if line.strip())
-        raise ModelError(f"{self.path}: TFLM cannot run this model: {failure}"
-                         + (f" ({detail[:300]})" if detail else ""))
+        raise ModelError(
+            f"{self.path}: TFLM cannot run this model: {failure}" + (f" ({detail[:300]})" if detail else "")
+        )
 
     @staticmethod
     def _quant(details: dict) -> tuple[float, int]:

@@ -60,8 +60,10 @@ class Faults:
                 else:
                     raise ConfigError(f"--fault {spec}: unknown fault '{kind}' (known: {', '.join(KINDS)})")
             except ValueError:
-                raise ConfigError(f"--fault {spec}: bad argument '{arg}' (drop-bytes:P with 0<=P<1, "
-                                  f"garbage-every:K, stall-after:CMD, reboot-during-infer:K with K>=1)") from None
+                raise ConfigError(
+                    f"--fault {spec}: bad argument '{arg}' (drop-bytes:P with 0<=P<1, "
+                    f"garbage-every:K, stall-after:CMD, reboot-during-infer:K with K>=1)"
+                ) from None
         return f
 
     @property

@@ -52,11 +52,22 @@ def model_id_for(sha256: str) -> str:
 
 
 class Firmware:
-    def __init__(self, model: TflmModel, write: Callable[[bytes], None], *, name: str = "hilbench-sim",
-                 model_id: str | None = None, stock: bool = False, faults: Faults | None = None,
-                 clock_start_us: int = 0, timer_wrap_us: int = 1 << 32, inference_us: int | None = None,
-                 io: mlperf.Convention | None = None, trace: Callable[[str], None] | None = None,
-                 marker: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        model: TflmModel,
+        write: Callable[[bytes], None],
+        *,
+        name: str = "hilbench-sim",
+        model_id: str | None = None,
+        stock: bool = False,
+        faults: Faults | None = None,
+        clock_start_us: int = 0,
+        timer_wrap_us: int = 1 << 32,
+        inference_us: int | None = None,
+        io: mlperf.Convention | None = None,
+        trace: Callable[[str], None] | None = None,
+        marker: Callable[[int], None] | None = None,
+    ):
         self.model = model
         self.marker = marker  # energy mode: the timestamp pin's falling edge, stamped with now_us()
         self.timer_wrap_us = int(timer_wrap_us)
@@ -119,7 +130,7 @@ class Firmware:
                 time.sleep(remaining / 1e9)
 
     def boot(self) -> None:
-        for line in (ENERGY_BANNER if self.marker is not None else BANNER):
+        for line in ENERGY_BANNER if self.marker is not None else BANNER:
             self._line(line)
 
     # ------------------------------------------------------------------ output
@@ -201,16 +212,20 @@ class Firmware:
             self._line(f"m-profile-[{self.profile}]")
             self._line(f"m-model-[{self.model_id}]")
         elif tok == "help":
-            for text in (self.profile, "", "help         : Print this information",
-                         "name         : Print the name of the device",
-                         "timestsamp   : Generate a timetsamp",
-                         "db SUBCMD    : Manipulate a generic byte buffer",
-                         "  load N     : Allocate N bytes and set load counter",
-                         "  db HH[HH]* : Load 8-bit hex byte(s) until N bytes",
-                         "  print [N=16] [offset=0]",
-                         "             : Print N bytes at offset as hex",
-                         "infer N [W=0]: Load input, execute N inferences after W warmup loops",
-                         "results      : Return the result fp32 vector"):
+            for text in (
+                self.profile,
+                "",
+                "help         : Print this information",
+                "name         : Print the name of the device",
+                "timestsamp   : Generate a timetsamp",
+                "db SUBCMD    : Manipulate a generic byte buffer",
+                "  load N     : Allocate N bytes and set load counter",
+                "  db HH[HH]* : Load 8-bit hex byte(s) until N bytes",
+                "  print [N=16] [offset=0]",
+                "             : Print N bytes at offset as hex",
+                "infer N [W=0]: Load input, execute N inferences after W warmup loops",
+                "results      : Return the result fp32 vector",
+            ):
                 self._line(text)
         elif tok == "db":
             self._db(args[1:])
@@ -242,7 +257,7 @@ class Firmware:
         elif args[0] == "print":
             size = self.buf_size
             for start in range(0, size, 8):
-                chunk = self.buf[start:min(size, start + 8)]
+                chunk = self.buf[start : min(size, start + 8)]
                 self._line("m-buffer-" + "-".join(f"{b:02x}" for b in chunk))
             if size % 8:
                 self._line("")  # the reference firmware's trailing blank line
@@ -255,7 +270,7 @@ class Firmware:
                 self._line("e-[No 'db load' in progress]")
                 return
             for i in range(0, len(digits), 2):
-                pair = digits[i:i + 2]
+                pair = digits[i : i + 2]
                 if not all(c in "0123456789abcdefABCDEF" for c in pair):
                     self._line(f"e-[Invalid hex digit '{pair}']")
                     return
@@ -269,7 +284,7 @@ class Firmware:
         if self.buf_pos != self.wire_bytes:
             self._line(f"e-[Input db has {self.buf_pos} bytes, model expects {self.wire_bytes}]")
             return
-        wire = bytes(self.buf[:self.buf_pos])
+        wire = bytes(self.buf[: self.buf_pos])
         m = self.model
         q = m.in_details.get("quantization_parameters") or {}
         scale = float(q["scales"][0]) if len(q.get("scales", [])) else 0.0
@@ -396,7 +411,7 @@ class Firmware:
                 self.buf_size = self.buf_pos = 0
                 self._line("e-[hb-dbbin crc mismatch]")
             else:
-                self.buf[:len(data)] = data
+                self.buf[: len(data)] = data
                 self.buf_size = self.buf_pos = len(data)
                 self._line("m-hb-dbbin-ok")
             self._line("m-ready")

@@ -141,8 +141,7 @@ class TcpServer:
     def describe(self) -> str:
         return f"listening on {self.host}:{self.port}"
 
-    def serve(self, fw: Firmware, log: Callable[[str], None] = lambda m: None,
-              wake: SignalPipe | None = None) -> None:
+    def serve(self, fw: Firmware, log: Callable[[str], None] = lambda m: None, wake: SignalPipe | None = None) -> None:
         while True:
             watch = [self.sock] + ([self.client] if self.client else []) + ([wake.fd] if wake else [])
             ready, _, _ = select.select(watch, [], [], _select_timeout(fw))

@@ -14,8 +14,27 @@ import numpy as np
 
 from harness.meters.emulators.base import MeterEmulator, Waveform
 
-KNOWN = {"htc", "hrc", "lcd", "pwr", "acqtime", "trigdelay", "trigsrc", "eventsrc", "output", "format", "freq",
-         "volt", "funcmode", "acqmode", "pwrend", "targrst", "temp", "range", "status"}
+KNOWN = {
+    "htc",
+    "hrc",
+    "lcd",
+    "pwr",
+    "acqtime",
+    "trigdelay",
+    "trigsrc",
+    "eventsrc",
+    "output",
+    "format",
+    "freq",
+    "volt",
+    "funcmode",
+    "acqmode",
+    "pwrend",
+    "targrst",
+    "temp",
+    "range",
+    "status",
+}
 BOARD_ID = "540619864-1110659081-4784204"
 VERSION = "1.0.6"
 
@@ -25,10 +44,10 @@ def encode(value: float) -> str:
     if value <= 0:
         return "0000-00"
     exp = 3 - math.floor(math.log10(value))  # mantissa in 1000..9999
-    mant = round(value * 10.0 ** exp)
+    mant = round(value * 10.0**exp)
     if mant >= 10000:
         exp -= 1
-        mant = round(value * 10.0 ** exp)
+        mant = round(value * 10.0**exp)
     return f"{mant:04d}{'-' if exp >= 0 else '+'}{abs(exp):02d}"
 
 
@@ -94,8 +113,10 @@ class Lpm01aEmulator(MeterEmulator):
             if self.streaming:
                 self.stop_stream()
                 low = 0.0 if math.isinf(self._min) else self._min
-                self.send(f"end\r\nsummary beg\r\n{encode(low)}\r\n{encode(self._max)}\r\nsummary end\r\n"
-                          f"\r\nPowerShield > Acquisition completed\r\n".encode("ascii"))
+                self.send(
+                    f"end\r\nsummary beg\r\n{encode(low)}\r\n{encode(self._max)}\r\nsummary end\r\n"
+                    f"\r\nPowerShield > Acquisition completed\r\n".encode("ascii")
+                )
             else:
                 self._error(cmd, "no acquisition running")
         elif word == "hrc":
@@ -130,4 +151,3 @@ class Lpm01aEmulator(MeterEmulator):
                 t = self.samples / self.rate_hz
                 out.append(f"\r\nTimeStamp: {int(t) % 1000:03d}s {int(t * 1000) % 1000:03d}ms, buff 00%")
         self.send(("\r\n".join(out) + "\r\n").encode("ascii"))
-

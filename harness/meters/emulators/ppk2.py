@@ -15,8 +15,28 @@ from harness.meters.emulators.base import MeterEmulator, Waveform
 
 RATE_HZ = 100_000.0
 ADC_MULT = 1.8 / 163840
-ARG_BYTES = {0x01: 2, 0x02: 1, 0x03: 1, 0x04: 1, 0x05: 0, 0x06: 0, 0x07: 0, 0x08: 1, 0x0A: 0, 0x0C: 1,
-             0x0D: 2, 0x0E: 1, 0x0F: 1, 0x10: 0, 0x11: 1, 0x15: 0, 0x16: 0, 0x19: 0, 0x20: 0, 0x25: 5}
+ARG_BYTES = {
+    0x01: 2,
+    0x02: 1,
+    0x03: 1,
+    0x04: 1,
+    0x05: 0,
+    0x06: 0,
+    0x07: 0,
+    0x08: 1,
+    0x0A: 0,
+    0x0C: 1,
+    0x0D: 2,
+    0x0E: 1,
+    0x0F: 1,
+    0x10: 0,
+    0x11: 1,
+    0x15: 0,
+    0x16: 0,
+    0x19: 0,
+    0x20: 0,
+    0x25: 5,
+}
 CAL = {  # one real unit's calibration
     "R": [1003.3506, 101.5865, 10.3027, 0.9636, 0.0564],
     "GS": [0.0, 112.7890, 18.0115, 2.4217, 0.0729],
@@ -116,4 +136,3 @@ class Ppk2Emulator(MeterEmulator):
             if i < n:
                 logic[i] &= ~np.uint32(self.marker_bit)
         self.send(((logic << 24) | (counter << 18) | values).astype("<u4").tobytes())
-

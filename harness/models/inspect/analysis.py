@@ -191,12 +191,23 @@ _BIAS_SLOTS: dict[int, tuple[int, ...]] = {
     _OP["BIDIRECTIONAL_SEQUENCE_LSTM"]: (12, 13, 14, 15, 29, 30, 31, 32),
 }
 _ELEMENTWISE_OPS = {
-    _OP[n] for n in ("ADD", "SUB", "MUL", "DIV", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM",
-                     "POW", "FLOOR_DIV", "FLOOR_MOD", "ADD_N")
+    _OP[n]
+    for n in (
+        "ADD",
+        "SUB",
+        "MUL",
+        "DIV",
+        "SQUARED_DIFFERENCE",
+        "MAXIMUM",
+        "MINIMUM",
+        "POW",
+        "FLOOR_DIV",
+        "FLOOR_MOD",
+        "ADD_N",
+    )
 }
 _CONVERSION_OPS = {_OP["QUANTIZE"], _OP["DEQUANTIZE"], _OP["CAST"]}
-_PARAM_TYPES = {"float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int4",
-                "int2"}
+_PARAM_TYPES = {"float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int4", "int2"}
 _BIAS_TYPES = {"int32", "int64"}
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +343,7 @@ def _sha256(buf: Any) -> str:
     h = hashlib.sha256()
     view = memoryview(buf)
     for i in range(0, len(view), 1 << 24):
-        h.update(view[i:i + (1 << 24)])
+        h.update(view[i : i + (1 << 24)])
     return h.hexdigest()
 
 
@@ -438,21 +449,24 @@ def _check_tensor(t: Tensor, b: Buffer, where: str) -> str | None:
     bits = tensor_type_bits(t.type)
     elements = _num_elements(shape)
     if elements * max(bits, 8) > 8 * MAX_TENSOR_BYTES:
-        return (f"{where} has shape {shape} ({elements:.3g} elements), larger than any device's "
-                "memory")
+        return f"{where} has shape {shape} ({elements:.3g} elements), larger than any device's memory"
     name = tensor_type_name(t.type)
     if b.nbytes and bits and name != "string" and not t.sparse and not t.is_variable:
         need = (elements * bits + 7) // 8
         if b.nbytes < need:
-            return (f"{where} has shape {shape} ({name}), which needs {need:,} bytes of data, but "
-                    f"its buffer {t.buffer} holds {b.nbytes:,} bytes")
+            return (
+                f"{where} has shape {shape} ({name}), which needs {need:,} bytes of data, but "
+                f"its buffer {t.buffer} holds {b.nbytes:,} bytes"
+            )
     q = t.quantization
     if q is not None:
         if any(not math.isfinite(v) for v in q.scale):
             return f"{where} has a non-finite quantisation scale"
         if len(q.scale) > 1 and not 0 <= q.quantized_dimension < max(len(shape), 1):
-            return (f"{where} is quantised per channel along dimension {q.quantized_dimension}, "
-                    f"but its shape {shape} has {len(shape)} dimensions")
+            return (
+                f"{where} is quantised per channel along dimension {q.quantized_dimension}, "
+                f"but its shape {shape} has {len(shape)} dimensions"
+            )
     return None
 
 
@@ -463,8 +477,10 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
     buffers = model.buffers
     for bi, b in enumerate(buffers):
         if b.external and b.offset + b.size > file_size:
-            raise fail(f"buffer {bi} data at offset {b.offset} (+{b.size} bytes) lies past the "
-                       f"end of the {file_size}-byte file (truncated)")
+            raise fail(
+                f"buffer {bi} data at offset {b.offset} (+{b.size} bytes) lies past the "
+                f"end of the {file_size}-byte file (truncated)"
+            )
     if not model.subgraphs:
         raise fail("model has no subgraphs")
 
@@ -480,25 +496,38 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
         local: list[TensorInfo] = []
         for ti, t in enumerate(sg.tensors):
             if t.buffer >= len(buffers):
-                raise fail(f"subgraph {si} tensor {ti} ({t.name!r}) refers to buffer {t.buffer} "
-                           f"but the model has {len(buffers)} buffers")
+                raise fail(
+                    f"subgraph {si} tensor {ti} ({t.name!r}) refers to buffer {t.buffer} "
+                    f"but the model has {len(buffers)} buffers"
+                )
             b = buffers[t.buffer]
             bad = _check_tensor(t, b, f"subgraph {si} tensor {ti} ({t.name[:80]!r})")
             if bad:
                 raise fail(f"{bad} (corrupt file)")
             q = None
             if t.quantization is not None and (t.quantization.scale or t.quantization.min):
-                q = QuantParams(scale=list(t.quantization.scale),
-                                zero_point=list(t.quantization.zero_point),
-                                quantized_dimension=t.quantization.quantized_dimension,
-                                min=list(t.quantization.min), max=list(t.quantization.max))
+                q = QuantParams(
+                    scale=list(t.quantization.scale),
+                    zero_point=list(t.quantization.zero_point),
+                    quantized_dimension=t.quantization.quantized_dimension,
+                    min=list(t.quantization.min),
+                    max=list(t.quantization.max),
+                )
             bits = tensor_type_bits(t.type)
             tinfo = TensorInfo(
-                subgraph=si, index=ti, name=t.name, shape=list(t.shape),
+                subgraph=si,
+                index=ti,
+                name=t.name,
+                shape=list(t.shape),
                 shape_signature=list(t.shape_signature) if t.shape_signature is not None else None,
-                dtype=tensor_type_name(t.type), quantization=q, buffer=t.buffer,
-                buffer_bytes=b.nbytes, nbytes=(_num_elements(t.shape) * bits + 7) // 8,
-                is_constant=b.nbytes > 0, is_variable=t.is_variable, external=b.external,
+                dtype=tensor_type_name(t.type),
+                quantization=q,
+                buffer=t.buffer,
+                buffer_bytes=b.nbytes,
+                nbytes=(_num_elements(t.shape) * bits + 7) // 8,
+                is_constant=b.nbytes > 0,
+                is_variable=t.is_variable,
+                external=b.external,
                 sparse=t.sparse,
             )
             if tinfo.is_constant:
@@ -510,22 +539,27 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
             if idx == -1:
                 return None
             if not 0 <= idx < len(local):
-                raise fail(f"subgraph {si} operator {oi} {where} refers to tensor {idx} but the "
-                           f"subgraph has {len(local)} tensors")
+                raise fail(
+                    f"subgraph {si} operator {oi} {where} refers to tensor {idx} but the "
+                    f"subgraph has {len(local)} tensors"
+                )
             return local[idx]
 
         for where, idxs in (("input", sg.inputs), ("output", sg.outputs)):
             for idx in idxs:
                 if not 0 <= idx < len(local):
-                    raise fail(f"subgraph {si} {where} refers to tensor {idx} but the subgraph "
-                               f"has {len(local)} tensors")
+                    raise fail(
+                        f"subgraph {si} {where} refers to tensor {idx} but the subgraph has {len(local)} tensors"
+                    )
 
         producer: dict[int, int] = {}
         ops_codes: list[int] = []
         for oi, op in enumerate(sg.operators):
             if op.opcode_index >= len(model.operator_codes):
-                raise fail(f"subgraph {si} operator {oi} uses opcode {op.opcode_index} but the "
-                           f"model has {len(model.operator_codes)} operator codes")
+                raise fail(
+                    f"subgraph {si} operator {oi} uses opcode {op.opcode_index} but the "
+                    f"model has {len(model.operator_codes)} operator codes"
+                )
             for o in op.outputs:
                 if 0 <= o < len(local):
                     producer[o] = oi
@@ -537,9 +571,15 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
             ins = [get(i, "input", oi) for i in op.inputs]
             outs = [get(i, "output", oi) for i in op.outputs]
             opinfo = OperatorInfo(
-                subgraph=si, index=oi, name=oc.name, builtin_code=code,
-                custom_code=oc.custom_code if code == CUSTOM_CODE else None, version=oc.version,
-                inputs=list(op.inputs), outputs=list(op.outputs), macs=_macs(code, ins, outs),
+                subgraph=si,
+                index=oi,
+                name=oc.name,
+                builtin_code=code,
+                custom_code=oc.custom_code if code == CUSTOM_CODE else None,
+                version=oc.version,
+                inputs=list(op.inputs),
+                outputs=list(op.outputs),
+                macs=_macs(code, ins, outs),
             )
             if code in _ELEMENTWISE_OPS and outs and outs[0] is not None:
                 opinfo.elementwise = outs[0].elements
@@ -564,8 +604,7 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
                         weights[w.dtype] += 1
                     elif w.index in producer and ops_codes[producer[w.index]] == _OP["DEQUANTIZE"]:
                         src_op = sg.operators[producer[w.index]]
-                        src = (get(src_op.inputs[0], "input", producer[w.index])
-                               if src_op.inputs else None)
+                        src = get(src_op.inputs[0], "input", producer[w.index]) if src_op.inputs else None
                         if src is not None and src.is_constant:
                             weights[src.dtype] += 1
                             dequantized.add(src.dtype)
@@ -587,7 +626,7 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
                 weights[pt.dtype] += 1
 
     main = model.subgraphs[0]
-    main_tensors = tensors[:len(main.tensors)]
+    main_tensors = tensors[: len(main.tensors)]
 
     def io(idx: int) -> IOTensor:
         t = main_tensors[idx]
@@ -596,9 +635,15 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
         if q is not None and q.scale:
             scale = float(q.scale[0])
             zp = int(q.zero_point[0]) if q.zero_point else 0
-        return IOTensor(index=idx, name=t.name, shape=list(t.shape),
-                        shape_signature=t.shape_signature, dtype=t.dtype, scale=scale,
-                        zero_point=zp)
+        return IOTensor(
+            index=idx,
+            name=t.name,
+            shape=list(t.shape),
+            shape_signature=t.shape_signature,
+            dtype=t.dtype,
+            scale=scale,
+            zero_point=zp,
+        )
 
     op_counts = Counter(op.name for op in operators)
     metadata: dict[str, int] = {}
@@ -609,7 +654,7 @@ def _analyze_model(path: str, buf: Any, model: Model, file_size: int) -> ModelAn
         if m.name == "min_runtime_version" and m.buffer < len(buffers):
             b = buffers[m.buffer]
             if b.data_size and b.data_size <= 64:
-                raw = bytes(buf[b.data_pos:b.data_pos + b.data_size])
+                raw = bytes(buf[b.data_pos : b.data_pos + b.data_size])
                 min_runtime = raw.split(b"\0", 1)[0].decode("ascii", errors="replace") or None
 
     return ModelAnalysis(
@@ -647,8 +692,10 @@ def analyze(path: str | os.PathLike) -> ModelAnalysis:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{name}: model file not found")
-    convert_first = (f"; hil analyze reads .tflite files: convert it first (`hil convert {name}` prints "
-                     "the path of the .tflite to analyze)")
+    convert_first = (
+        f"; hil analyze reads .tflite files: convert it first (`hil convert {name}` prints "
+        "the path of the .tflite to analyze)"
+    )
     if p.is_dir() and (p / "saved_model.pb").exists():
         raise ModelError(f"{name}: a TensorFlow SavedModel directory{convert_first}")
     if not p.is_file():
@@ -702,8 +749,7 @@ def format_table(analysis: ModelAnalysis) -> str:
     a = analysis
     lines = [
         f"Model: {a.path}",
-        f"  size {a.size_bytes:,} bytes, sha256 {a.sha256[:16]}, schema v{a.schema_version}, "
-        f"{a.subgraphs} subgraph(s)",
+        f"  size {a.size_bytes:,} bytes, sha256 {a.sha256[:16]}, schema v{a.schema_version}, {a.subgraphs} subgraph(s)",
         f"  dtype {a.dtype}, {len(a.operators)} ops, {a.param_count:,} params "
         f"({a.param_bytes:,} bytes), {a.total_macs:,} MACs ({_human(a.total_macs)})",
     ]
@@ -727,22 +773,31 @@ def format_table(analysis: ModelAnalysis) -> str:
     for op in a.operators:
         ts = by_sg.get(op.subgraph, {})
         ins = [ts[i] for i in op.inputs if i in ts]
-        data = " ".join(_fmt_shape(t) for t in ins
-                        if (t.subgraph, t.index) not in weight_like) or "-"
+        data = " ".join(_fmt_shape(t) for t in ins if (t.subgraph, t.index) not in weight_like) or "-"
         wts = " ".join(_fmt_shape(t) for t in ins if (t.subgraph, t.index) in weight_like) or "-"
         outs = " ".join(_fmt_shape(ts[i]) for i in op.outputs if i in ts) or "-"
-        rows.append((str(op.subgraph) if a.subgraphs > 1 else "", str(op.index), op.name, data,
-                     wts, outs, f"{op.macs:,}" if op.macs else "-"))
+        rows.append(
+            (
+                str(op.subgraph) if a.subgraphs > 1 else "",
+                str(op.index),
+                op.name,
+                data,
+                wts,
+                outs,
+                f"{op.macs:,}" if op.macs else "-",
+            )
+        )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for i, r in enumerate(rows):
-        cells = [r[c].rjust(widths[c]) if c in (1, 6) else r[c].ljust(widths[c])
-                 for c in range(len(r)) if widths[c]]
+        cells = [r[c].rjust(widths[c]) if c in (1, 6) else r[c].ljust(widths[c]) for c in range(len(r)) if widths[c]]
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths if w))
     lines.append("")
-    lines.append(f"Total MACs: {a.total_macs:,}   elementwise ops: {a.total_elementwise:,}   "
-                 f"params: {a.param_count:,}   constant data: {a.constant_bytes:,} bytes")
+    lines.append(
+        f"Total MACs: {a.total_macs:,}   elementwise ops: {a.total_elementwise:,}   "
+        f"params: {a.param_count:,}   constant data: {a.constant_bytes:,} bytes"
+    )
     lines.append("Op counts: " + ", ".join(f"{k} x{v}" for k, v in a.op_counts.items()))
     lines.append("")
     for title, items in (("Inputs", a.inputs), ("Outputs", a.outputs)):

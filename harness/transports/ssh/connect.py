@@ -81,8 +81,14 @@ def describe(exc: BaseException) -> str:
 class SshConnection:
     """An authenticated client (and the jump client carrying it, if any)."""
 
-    def __init__(self, device: Device, client: paramiko.SSHClient, jump: paramiko.SSHClient | None,
-                 endpoint: Endpoint, trusted_now: bool):
+    def __init__(
+        self,
+        device: Device,
+        client: paramiko.SSHClient,
+        jump: paramiko.SSHClient | None,
+        endpoint: Endpoint,
+        trusted_now: bool,
+    ):
         self.device = device
         self.client = client
         self.jump = jump
@@ -139,28 +145,38 @@ def _auth_kwargs(device: Device) -> dict:
     if t.key_passphrase_env:
         value = os.environ.get(t.key_passphrase_env)
         if value is None:
-            raise ConfigError(f"device '{device.id}': transport.key_passphrase_env: environment variable "
-                              f"{t.key_passphrase_env} is not set")
+            raise ConfigError(
+                f"device '{device.id}': transport.key_passphrase_env: environment variable "
+                f"{t.key_passphrase_env} is not set"
+            )
         kw["passphrase"] = value
     return kw
 
 
-def _client(device: Device, ep: Endpoint, sock, trust: bool, log: Callable[[str], None], role: str,
-            expect: str | None, why: str) -> tuple[paramiko.SSHClient, bool]:
+def _client(
+    device: Device, ep: Endpoint, sock, trust: bool, log: Callable[[str], None], role: str, expect: str | None, why: str
+) -> tuple[paramiko.SSHClient, bool]:
     t = ssh_settings(device)
     client = paramiko.SSHClient()
     # known_hosts files are read by hostkeys (markers, patterns, revoked keys), not by paramiko; the
     # host's usable keys go into the client's in-memory set, which nothing writes back to a file
     known = hostkeys.lookup(device.id, t.known_hosts, ep.host, ep.port)
     known.install(client.get_host_keys())
-    policy = hostkeys.VerifyPolicy(device.id, ep.host, ep.port, t.known_hosts, trust, log, role, expect, why,
-                                   known)
+    policy = hostkeys.VerifyPolicy(device.id, ep.host, ep.port, t.known_hosts, trust, log, role, expect, why, known)
     client.set_missing_host_key_policy(policy)
     what = f"{role} {ep}" if role else str(ep)
     try:
-        client.connect(ep.host, port=ep.port, username=ep.user, timeout=t.connect_timeout,
-                       banner_timeout=t.connect_timeout, auth_timeout=t.connect_timeout,
-                       channel_timeout=t.connect_timeout, sock=sock, **_auth_kwargs(device))
+        client.connect(
+            ep.host,
+            port=ep.port,
+            username=ep.user,
+            timeout=t.connect_timeout,
+            banner_timeout=t.connect_timeout,
+            auth_timeout=t.connect_timeout,
+            channel_timeout=t.connect_timeout,
+            sock=sock,
+            **_auth_kwargs(device),
+        )
     except (hostkeys.HostKeyError, ConfigError):
         client.close()
         raise
@@ -170,8 +186,10 @@ def _client(device: Device, ep: Endpoint, sock, trust: bool, log: Callable[[str]
         if revoked is not None:
             raise revoked from None
         raise hostkeys.HostKeyError(
-            hostkeys.changed_message(device.id, ep.host, ep.port, exc.key, exc.expected_key, t.known_hosts,
-                                     role), "changed", exc.key) from None
+            hostkeys.changed_message(device.id, ep.host, ep.port, exc.key, exc.expected_key, t.known_hosts, role),
+            "changed",
+            exc.key,
+        ) from None
     except paramiko.AuthenticationException as exc:
         client.close()
         how = f"key_file {t.key_file}" if t.key_file else "the SSH agent / ~/.ssh default keys"
@@ -187,8 +205,9 @@ def _client(device: Device, ep: Endpoint, sock, trust: bool, log: Callable[[str]
     return client, policy.added is not None
 
 
-def connect(device: Device, log: Callable[[str], None], trust: bool | None = None,
-            expect: str | None = None) -> SshConnection:
+def connect(
+    device: Device, log: Callable[[str], None], trust: bool | None = None, expect: str | None = None
+) -> SshConnection:
     """Connect to the device; `trust=None` means the inventory's trust_on_first_use setting."""
     t = ssh_settings(device)
     why = "as asked (hil devices trust)" if trust else "on first use (trust_on_first_use: true)"
@@ -202,12 +221,14 @@ def connect(device: Device, log: Callable[[str], None], trust: bool | None = Non
         # a fingerprint pinned with --expect is the target's; it must not wave through an unknown jump host
         jump, _ = _client(device, jep, None, trust and expect is None, log, "jump host", None, why)
         try:
-            sock = _live_transport(jump).open_channel("direct-tcpip", (t.host, t.port), ("127.0.0.1", 0),
-                                                      timeout=t.connect_timeout)
+            sock = _live_transport(jump).open_channel(
+                "direct-tcpip", (t.host, t.port), ("127.0.0.1", 0), timeout=t.connect_timeout
+            )
         except (OSError, EOFError, paramiko.SSHException) as exc:
             jump.close()
-            raise SshUnreachable(f"device '{device.id}': jump host {jep} cannot reach {t.host}:{t.port}: "
-                                 f"{describe(exc)}") from None
+            raise SshUnreachable(
+                f"device '{device.id}': jump host {jep} cannot reach {t.host}:{t.port}: {describe(exc)}"
+            ) from None
     try:
         client, added = _client(device, target, sock, trust, log, "", expect, why)
     except BaseException:

@@ -151,7 +151,7 @@ def parse_line(path: Path, lineno: int, line: str) -> Entry | None:
     except (binascii.Error, ValueError):
         return None
     # the blob starts with its own key type (uint32 length + name); a line that disagrees is corrupt
-    if len(blob) < 4 or blob[4:4 + int.from_bytes(blob[:4], "big")] != keytype.encode("ascii", "replace"):
+    if len(blob) < 4 or blob[4 : 4 + int.from_bytes(blob[:4], "big")] != keytype.encode("ascii", "replace"):
         return None
     return Entry(path, lineno, marker, hosts, keytype, blob)
 
@@ -211,8 +211,9 @@ def lookup(device_id: str, known_hosts: str | None, host: str, port: int) -> Kno
         try:
             entries += parse_file(path)
         except OSError as exc:
-            raise InfraError(f"device '{device_id}': {path}: cannot read known_hosts file: "
-                             f"{exc.strerror or exc}") from None
+            raise InfraError(
+                f"device '{device_id}': {path}: cannot read known_hosts file: {exc.strerror or exc}"
+            ) from None
     return KnownHost.from_entries(entries, host, port)
 
 
@@ -243,46 +244,77 @@ def add_key(path: Path, name: str, key: paramiko.PKey) -> None:
             f.write(prefix + line)
 
 
-def unknown_message(device_id: str, host: str, port: int, key: paramiko.PKey, known_hosts: str | None,
-                    role: str = "", authorities: list[Entry] | None = None) -> str:
+def unknown_message(
+    device_id: str,
+    host: str,
+    port: int,
+    key: paramiko.PKey,
+    known_hosts: str | None,
+    role: str = "",
+    authorities: list[Entry] | None = None,
+) -> str:
     where = ", ".join(str(p) for p in [write_file(known_hosts)] + read_files(known_hosts)[1:])
     what = f"{role} {host}:{port}" if role else f"{host}:{port}"
     ca = ""
     if authorities:
-        ca = (f"; {authorities[0].where} names a @cert-authority for this host, but hilbench checks plain "
-              "host keys only (no host certificates)")
-    return (f"device '{device_id}': host key of {what} is not known ({key.get_name()} {fingerprint(key)}, "
-            f"not in {where}{ca}); refusing to connect. If that fingerprint is the device's, trust it with "
-            f"`hil devices trust {device_id}` or set `trust_on_first_use: true` in the device's transport "
-            f"in the inventory")
+        ca = (
+            f"; {authorities[0].where} names a @cert-authority for this host, but hilbench checks plain "
+            "host keys only (no host certificates)"
+        )
+    return (
+        f"device '{device_id}': host key of {what} is not known ({key.get_name()} {fingerprint(key)}, "
+        f"not in {where}{ca}); refusing to connect. If that fingerprint is the device's, trust it with "
+        f"`hil devices trust {device_id}` or set `trust_on_first_use: true` in the device's transport "
+        f"in the inventory"
+    )
 
 
-def revoked_message(device_id: str, host: str, port: int, key: paramiko.PKey, entry: Entry,
-                    role: str = "") -> str:
+def revoked_message(device_id: str, host: str, port: int, key: paramiko.PKey, entry: Entry, role: str = "") -> str:
     what = f"{role} {host}:{port}" if role else f"{host}:{port}"
-    return (f"device '{device_id}': host key of {what} is REVOKED: it presented {key.get_name()} "
-            f"{fingerprint(key)}, which {entry.where} marks @revoked; refusing to connect (a revoked key "
-            f"is never trusted, not even by `hil devices trust`)")
+    return (
+        f"device '{device_id}': host key of {what} is REVOKED: it presented {key.get_name()} "
+        f"{fingerprint(key)}, which {entry.where} marks @revoked; refusing to connect (a revoked key "
+        f"is never trusted, not even by `hil devices trust`)"
+    )
 
 
-def changed_message(device_id: str, host: str, port: int, got: paramiko.PKey, expected: paramiko.PKey,
-                    known_hosts: str | None, role: str = "") -> str:
+def changed_message(
+    device_id: str,
+    host: str,
+    port: int,
+    got: paramiko.PKey,
+    expected: paramiko.PKey,
+    known_hosts: str | None,
+    role: str = "",
+) -> str:
     name = entry_name(host, port)
     path = file_holding(known_hosts, name, expected) or write_file(known_hosts)
     what = f"{role} {host}:{port}" if role else f"{host}:{port}"
-    return (f"device '{device_id}': HOST KEY CHANGED for {what}: it presented {got.get_name()} "
-            f"{fingerprint(got)} but {path} has {expected.get_name()} {fingerprint(expected)}. Someone may "
-            f"be intercepting the connection (man-in-the-middle), or the device was reinstalled. Refusing "
-            f"to connect; the known key is not replaced automatically. If the change is expected, remove "
-            f"the old entry (`ssh-keygen -R '{name}' -f {path}`) and run `hil devices trust {device_id}`")
+    return (
+        f"device '{device_id}': HOST KEY CHANGED for {what}: it presented {got.get_name()} "
+        f"{fingerprint(got)} but {path} has {expected.get_name()} {fingerprint(expected)}. Someone may "
+        f"be intercepting the connection (man-in-the-middle), or the device was reinstalled. Refusing "
+        f"to connect; the known key is not replaced automatically. If the change is expected, remove "
+        f"the old entry (`ssh-keygen -R '{name}' -f {path}`) and run `hil devices trust {device_id}`"
+    )
 
 
 class VerifyPolicy(paramiko.MissingHostKeyPolicy):
     """Called by paramiko only for keys it found nowhere: refuse, or add when trust was asked for."""
 
-    def __init__(self, device_id: str, host: str, port: int, known_hosts: str | None, trust: bool,
-                 log: Callable[[str], None], role: str = "", expect: str | None = None,
-                 why: str = "on first use", keys: KnownHost | None = None):
+    def __init__(
+        self,
+        device_id: str,
+        host: str,
+        port: int,
+        known_hosts: str | None,
+        trust: bool,
+        log: Callable[[str], None],
+        role: str = "",
+        expect: str | None = None,
+        why: str = "on first use",
+        keys: KnownHost | None = None,
+    ):
         self.device_id, self.host, self.port = device_id, host, port
         self.known_hosts, self.trust, self.log, self.role = known_hosts, trust, log, role
         self.expect, self.why = expect, why
@@ -293,8 +325,9 @@ class VerifyPolicy(paramiko.MissingHostKeyPolicy):
         entry = self.keys.revoked_entry(key)
         if entry is None:
             return None
-        return HostKeyError(revoked_message(self.device_id, self.host, self.port, key, entry, self.role),
-                            "revoked", key)
+        return HostKeyError(
+            revoked_message(self.device_id, self.host, self.port, key, entry, self.role), "revoked", key
+        )
 
     def missing_host_key(self, client, hostname, key) -> None:
         revoked = self.revoked_error(key)
@@ -304,14 +337,21 @@ class VerifyPolicy(paramiko.MissingHostKeyPolicy):
         if self.expect and self.expect != fp:
             raise HostKeyError(
                 f"device '{self.device_id}': {self.host}:{self.port} presented {key.get_name()} {fp}, "
-                f"not the expected {self.expect}; not trusted", "mismatch", key)
+                f"not the expected {self.expect}; not trusted",
+                "mismatch",
+                key,
+            )
         if not self.trust:
-            raise HostKeyError(unknown_message(self.device_id, self.host, self.port, key, self.known_hosts,
-                                               self.role, self.keys.authorities), "unknown", key)
+            raise HostKeyError(
+                unknown_message(
+                    self.device_id, self.host, self.port, key, self.known_hosts, self.role, self.keys.authorities
+                ),
+                "unknown",
+                key,
+            )
         path = write_file(self.known_hosts)
         add_key(path, hostname, key)
         client.get_host_keys().add(hostname, key.get_name(), key)
         self.added = key
         what = f"{self.role} {hostname}" if self.role else hostname
-        self.log(f"  [{self.device_id}] trusted host key of {what} {self.why}: {key.get_name()} {fp} "
-                 f"(added to {path})")
+        self.log(f"  [{self.device_id}] trusted host key of {what} {self.why}: {key.get_name()} {fp} (added to {path})")

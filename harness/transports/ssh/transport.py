@@ -51,8 +51,16 @@ class _Corrupt(Exception):
     """An upload arrived with the wrong hash."""
 
 
-_RETRYABLE = (_Dropped, _Timeout, _Corrupt, SshUnreachable, EOFError, socket.timeout, ConnectionError,
-              paramiko.SSHException)
+_RETRYABLE = (
+    _Dropped,
+    _Timeout,
+    _Corrupt,
+    SshUnreachable,
+    EOFError,
+    socket.timeout,
+    ConnectionError,
+    paramiko.SSHException,
+)
 
 
 def quote_command(argv: list) -> str:
@@ -123,14 +131,18 @@ class SshTransport(Transport):
             rc, _, err = self._exec(
                 f"mkdir -p -- {quote_command([self.workdir + '/artifacts'])} && "
                 f"{{ find {quote_command([self.workdir])} -maxdepth 2 -name '*{TMP_MARK}*' -mmin +60 "
-                f"-exec rm -f -- {{}} + 2>/dev/null; true; }}", self._short)
+                f"-exec rm -f -- {{}} + 2>/dev/null; true; }}",
+                self._short,
+            )
             if rc != 0:
-                raise InfraError(f"device '{self.device.id}': cannot create work dir {self.workdir}: "
-                                 f"{err.strip() or f'exit {rc}'}")
+                raise InfraError(
+                    f"device '{self.device.id}': cannot create work dir {self.workdir}: {err.strip() or f'exit {rc}'}"
+                )
         except (_Dropped, _Timeout, EOFError, OSError, paramiko.SSHException) as exc:
             self._drop()
-            raise SshUnreachable(f"device '{self.device.id}': connection lost while preparing "
-                                 f"{self.t.workdir}: {self._cause(exc)}") from None
+            raise SshUnreachable(
+                f"device '{self.device.id}': connection lost while preparing {self.t.workdir}: {self._cause(exc)}"
+            ) from None
         except BaseException:
             self._drop()
             raise
@@ -155,7 +167,7 @@ class SshTransport(Transport):
     def _cause(self, exc: BaseException) -> str:
         text = describe(exc) if not isinstance(exc, (_Dropped, _Timeout, _Corrupt, InfraError)) else str(exc)
         prefix = f"device '{self.device.id}': "
-        return text[len(prefix):] if text.startswith(prefix) else text
+        return text[len(prefix) :] if text.startswith(prefix) else text
 
     # ------------------------------------------------------------------ benchmark
 
@@ -170,8 +182,7 @@ class SshTransport(Transport):
             except (hostkeys.HostKeyError, SshAuthError, ConfigError):
                 self._drop()
                 raise
-            except (_Dropped, _Timeout, _Corrupt, EOFError, OSError, paramiko.SSHException,
-                    SshUnreachable) as exc:
+            except (_Dropped, _Timeout, _Corrupt, EOFError, OSError, paramiko.SSHException, SshUnreachable) as exc:
                 retryable = isinstance(exc, _RETRYABLE) or not self._alive()
                 cause = self._cause(exc)
                 if not isinstance(exc, (SshUnreachable, _Corrupt)) and self._phase != "connect":
@@ -183,11 +194,14 @@ class SshTransport(Transport):
                 if attempt == attempts:
                     if cause != first_cause:
                         cause = f"{cause} (first failure: {first_cause})"
-                    raise InfraError(f"device '{self.device.id}' ({self.t.host}:{self.t.port}): {cause}; "
-                                     f"gave up after {attempts} attempt(s)") from None
+                    raise InfraError(
+                        f"device '{self.device.id}' ({self.t.host}:{self.t.port}): {cause}; "
+                        f"gave up after {attempts} attempt(s)"
+                    ) from None
                 delay = self.t.retry_backoff * 2 ** (attempt - 1)
-                self.log(f"  [{self.device.id}] {cause}; retrying in {delay:.1f} s "
-                         f"(attempt {attempt + 1} of {attempts})")
+                self.log(
+                    f"  [{self.device.id}] {cause}; retrying in {delay:.1f} s (attempt {attempt + 1} of {attempts})"
+                )
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -198,14 +212,17 @@ class SshTransport(Transport):
         argv = [self.python(), runner, *runner_args(job, model, eval_path, paired)]
         pid: list[str] = []  # the shell reports its pid, then exec's the runner under that same pid
         try:
-            rc, out, tail = self._exec(f"echo {PID_TAG}$$ >&2; exec {quote_command(argv)}",
-                                       self.t.command_timeout, stream=True, pid_sink=pid)
+            rc, out, tail = self._exec(
+                f"echo {PID_TAG}$$ >&2; exec {quote_command(argv)}", self.t.command_timeout, stream=True, pid_sink=pid
+            )
         except _Timeout:
             if not self._responsive():
                 raise _Dropped(f"no answer from the device for {self.t.command_timeout:g} s") from None
             self._kill_remote(pid)  # the link is fine: the runner itself hung; never leave it burning CPU
-            raise InfraError(f"device '{self.device.id}': runner did not finish within "
-                             f"{self.t.command_timeout:g} s (command_timeout); killed it") from None
+            raise InfraError(
+                f"device '{self.device.id}': runner did not finish within "
+                f"{self.t.command_timeout:g} s (command_timeout); killed it"
+            ) from None
         return parse_runner_output(out.decode("utf-8", "replace"), self.device.id, rc, tail)
 
     def _responsive(self) -> bool:
@@ -247,14 +264,22 @@ class SshTransport(Transport):
         if job.paired is not None:
             psha = self._sha(Path(job.paired.artifact))
             paired = f"{wd}/artifacts/{psha}.tflite"
-            items.append((f"{job.paired.model_name} {job.paired.variant} (paired)", Path(job.paired.artifact),
-                          paired, psha, True))
+            items.append(
+                (
+                    f"{job.paired.model_name} {job.paired.variant} (paired)",
+                    Path(job.paired.artifact),
+                    paired,
+                    psha,
+                    True,
+                )
+            )
         remote = self.remote_sha256([item[2] for item in items])
         for (what, local, dest, sha, is_model), have in zip(items, remote):
             if have == sha:
                 if is_model:
-                    self.log(f"  [{self.device.id}] deploy: {what} already on device (sha256 {sha[:12]}...), "
-                             f"0 bytes sent")
+                    self.log(
+                        f"  [{self.device.id}] deploy: {what} already on device (sha256 {sha[:12]}...), 0 bytes sent"
+                    )
                 continue
             sent = self._upload(local, dest, sha)
             self.log(f"  [{self.device.id}] deploy: {what} sent (sha256 {sha[:12]}...), {sent} bytes sent")
@@ -263,14 +288,18 @@ class SshTransport(Transport):
     def remote_sha256(self, paths: list[str]) -> list[str | None]:
         """sha256 of each remote file (None if missing), with `sha256sum` or else the device's python."""
         fallback = f"{quote_command([self.python()])} -c {shlex.quote(_PY_SHA256)}"
-        script = (f"for f in {quote_command(paths)}; do if [ -f \"$f\" ]; then "
-                  f"sha256sum < \"$f\" 2>/dev/null || {fallback} < \"$f\" 2>/dev/null || echo '?'; "
-                  f"else echo -; fi; done")
+        script = (
+            f'for f in {quote_command(paths)}; do if [ -f "$f" ]; then '
+            f'sha256sum < "$f" 2>/dev/null || {fallback} < "$f" 2>/dev/null || echo \'?\'; '
+            f"else echo -; fi; done"
+        )
         rc, out, err = self._exec(script, self._short)
         lines = out.decode("utf-8", "replace").splitlines()
         if len(lines) != len(paths):
-            raise InfraError(f"device '{self.device.id}': cannot hash files in {self.workdir} "
-                             f"(exit {rc}: {err.strip() or 'no output'})")
+            raise InfraError(
+                f"device '{self.device.id}': cannot hash files in {self.workdir} "
+                f"(exit {rc}: {err.strip() or 'no output'})"
+            )
         result: list[str | None] = []
         for line in lines:
             token = (line.split() or ["-"])[0].lower()
@@ -303,8 +332,7 @@ class SshTransport(Transport):
             except OSError:  # server without posix-rename@openssh.com
                 rc, _, err = self._exec(f"mv -f -- {quote_command([tmp, dest])}", self._short)
                 if rc != 0:
-                    raise InfraError(
-                        f"device '{self.device.id}': cannot move {tmp} to {dest}: {err.strip()}") from None
+                    raise InfraError(f"device '{self.device.id}': cannot move {tmp} to {dest}: {err.strip()}") from None
             placed = True
             return local.stat().st_size
         finally:
@@ -321,8 +349,14 @@ class SshTransport(Transport):
 
     # ------------------------------------------------------------------ remote commands
 
-    def _exec(self, command: str, timeout: float, stdin: bytes | None = None,
-              stream: bool = False, pid_sink: list | None = None) -> tuple[int, bytes, str]:
+    def _exec(
+        self,
+        command: str,
+        timeout: float,
+        stdin: bytes | None = None,
+        stream: bool = False,
+        pid_sink: list | None = None,
+    ) -> tuple[int, bytes, str]:
         """Run one command line; returns (exit code, stdout, stderr tail). stderr lines go to the log
         when `stream`. Raises _Dropped / _Timeout for transport problems."""
         tr = self._conn.transport if self._conn is not None else None
@@ -347,7 +381,7 @@ class SshTransport(Transport):
             for raw in lines:
                 line = raw.decode("utf-8", "replace").rstrip("\r")
                 if pid_sink is not None and not pid_sink and line.startswith(PID_TAG):
-                    pid_sink.append(line[len(PID_TAG):].strip())
+                    pid_sink.append(line[len(PID_TAG) :].strip())
                     continue
                 tail.append(line + "\n")
                 if stream:
@@ -389,5 +423,6 @@ class SshTransport(Transport):
     def probe(self, script: bytes) -> tuple[int, bytes, str]:
         """Run the runner's probe with the device's python, fed on stdin (`python - --probe --workdir DIR`):
         nothing is written to the board before it is known to be usable."""
-        return self._exec(quote_command([self.python(), "-", "--probe", "--workdir", self.workdir]), self._short,
-                          stdin=script)
+        return self._exec(
+            quote_command([self.python(), "-", "--probe", "--workdir", self.workdir]), self._short, stdin=script
+        )
