@@ -116,6 +116,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -549,9 +550,22 @@ def _text(x) -> str | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
 
 
-def copy_night(src: ResultStore, dst: ResultStore, run_id: str, factors: dict[str, float], label: str) -> str:
+def copy_night(
+    src: ResultStore,
+    dst: ResultStore,
+    run_id: str,
+    factors: dict[str, float],
+    label: str,
+    paired: dict[str, float] | None = None,
+    rng: np.random.Generator | None = None,
+) -> str:
     """A synthetic night in `dst`: every process of the real night `run_id`, with the latency levels
-    of the series in `factors` ("model/variant" -> factor) multiplied."""
+    of the series in `factors` ("model/variant" -> factor) multiplied.
+
+    ``paired`` (metric -> in-process sigma): the changed series are stored as `hil run` stores a
+    changed artifact: a new artifact hash, and the series' reference artifact timed in the same
+    process - the real night's unscaled level with the in-process noise measured on this host (the
+    spread of the real paired detection nights)."""
     long = src.dataframe(run_id)
     groups = list(long.groupby("result_id", sort=True))
     keys = [f"synthetic-{run_id}-{rid}" for rid, _ in groups]
@@ -560,15 +574,24 @@ def copy_night(src: ResultStore, dst: ResultStore, run_id: str, factors: dict[st
     )
     for (_, g), key in zip(groups, keys):
         first = g.iloc[0]
-        fac = factors.get(f"{first['model']}/{first['variant']}", 1.0)
+        series = f"{first['model']}/{first['variant']}"
+        fac = factors.get(series, 1.0)
+        changed = paired is not None and series in factors
         meas = []
         for m, v, u in zip(g["metric"], g["value"], g["unit"]):
-            if not isinstance(m, str):
+            if not isinstance(m, str) or m.startswith("paired_"):
                 continue
             val = None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
             if val is not None and m.startswith("latency_") and m.endswith("_us"):
+                if changed and m in paired and rng is not None:
+                    meas.append(("paired_" + m, val * math.exp(rng.normal(0.0, paired[m])), "us"))
                 val *= fac
             meas.append((m, val, _text(u) or ""))
+        artifact = _text(first["artifact_sha256"])
+        raw = None
+        if changed:
+            raw = {"paired": {"artifact_sha256": artifact}}
+            artifact = f"synthetic-{label}-{fac:.4f}-{series}"
         dst.record(
             ResultRecord(
                 run_id=new,
@@ -580,13 +603,14 @@ def copy_night(src: ResultStore, dst: ResultStore, run_id: str, factors: dict[st
                 profile=first["profile"],
                 status=first["status"],
                 converter_version=_text(first["converter_version"]),
-                artifact_sha256=_text(first["artifact_sha256"]),
+                artifact_sha256=artifact,
                 transport=_text(first["transport"]),
                 runtime=_text(first["runtime"]),
                 runtime_version=_text(first["runtime_version"]),
                 harness_version=_text(first["harness_version"]),
                 host=_text(first["host"]),
                 error=_text(first["error"]),
+                raw=raw,
             ),
             meas,
             {},
@@ -610,19 +634,62 @@ def key_checks(res, series: str) -> dict:
     return {}
 
 
+def inprocess_sigma(db: Path, run_ids: list[str]) -> dict[str, float]:
+    """Per latency metric: the spread of one process's log ratio to the reference artifact timed in
+    the same process (pooled within-night sd over the given real nights' paired series)."""
+    st = ResultStore(db, create=False)
+    out: dict[str, float] = {}
+    try:
+        wide = pd.concat([st.wide(r) for r in run_ids]) if run_ids else pd.DataFrame()
+    finally:
+        st.close()
+    for m in LATENCY_METRICS:
+        pm = "paired_" + m
+        if wide.empty or pm not in wide.columns:
+            continue
+        d = wide.dropna(subset=[m, pm])
+        d = d.assign(lr=np.log(d[m] / d[pm]))
+        ss, dof = 0.0, 0
+        for _, g in d.groupby(["run_id", "model", "variant"]):
+            if len(g) > 1:
+                ss += float(((g.lr - g.lr.mean()) ** 2).sum())
+                dof += len(g) - 1
+        if dof:
+            out[m] = math.sqrt(ss / dof)
+    return out
+
+
 def creep_sim(
-    main_db: Path, snap: Path, sources: list[str], targets: list[str], max_nights: int, profiles: dict, threshold: float
+    main_db: Path,
+    snap: Path,
+    sources: list[str],
+    targets: list[str],
+    max_nights: int,
+    profiles: dict,
+    threshold: float,
+    paired: dict[str, float] | None = None,
+    seed: int = 0,
 ) -> dict:
-    """Night n of the creep: real night sources[(n-1) % len] with the targets' latency x (1 + 0.01 n)."""
+    """Night n of the creep: real night sources[(n-1) % len] with the targets' latency x (1 + 0.01 n).
+    ``paired``: each night's targets are a new artifact timed beside the reference (see `copy_night`)."""
     from harness.store.verdicts import runs_of
 
     src, st = ResultStore(main_db, create=False), ResultStore(snap, create=False)
+    rng = np.random.default_rng(seed)
     factor_of: dict[str, float] = {}
     out: dict[str, dict] = {t: {"flagged_night": None} for t in targets}
     try:
         for n in range(1, max_nights + 1):
             fac = 1 + CREEP_RATE * n
-            run = copy_night(src, st, sources[(n - 1) % len(sources)], {t: fac for t in targets}, "synthetic:creep")
+            run = copy_night(
+                src,
+                st,
+                sources[(n - 1) % len(sources)],
+                {t: fac for t in targets},
+                "synthetic:creep",
+                paired=paired,
+                rng=rng,
+            )
             factor_of[run] = fac
             res = gate_offline(st, run, profiles)
             for t in targets:
@@ -640,7 +707,9 @@ def creep_sim(
                 out[t] = {
                     "flagged_night": n,
                     "metric": c.metric,
-                    "by": "creep" if c.creep_effect is not None else "nightly comparison",
+                    "by": "creep"
+                    if c.creep_effect is not None
+                    else ("in-process ratio" if c.paired_reference else "nightly comparison"),
                     "effect": c.effect,
                     "creep_effect": c.creep_effect,
                     "note": c.note,
@@ -834,6 +903,7 @@ def measure(a, lab: Lab, widths: list[int], t_start: float) -> dict:
         if i + 1 == REFERENCE_NIGHTS:
             snaps["after_reference"] = snapshot(lab.db, lab.work / "sim_sticky.sqlite")
     snaps["after_null"] = snapshot(lab.db, lab.work / "sim_creep.sqlite")
+    snaps["after_null_paired"] = snapshot(lab.db, lab.work / "sim_creep_paired.sqlite")
 
     log("cost: one night with --repeats 1 (today's single pass) into a scratch database")
     time.sleep(a.gap_seconds)
@@ -857,11 +927,21 @@ def measure(a, lab: Lab, widths: list[int], t_start: float) -> dict:
     real = [n.run_id for n in nights]
     log(f"offline creep (+{CREEP_RATE:.0%}/night) and fast night ({FAST_FACTOR - 1:+.0%}) on {', '.join(targets)}")
     creep = creep_sim(lab.db, snaps["after_null"], real, targets, a.creep_nights, profiles, thr)
+    det_runs = [n.run_id for n in nights if n.kind == "detect"]
+    inproc = inprocess_sigma(lab.db, det_runs)
+    log("in-process sigma of the paired detection nights: " + ", ".join(f"{m} {v:.4f}" for m, v in inproc.items()))
+    creep_paired = (
+        creep_sim(lab.db, snaps["after_null_paired"], real, targets, a.creep_nights, profiles, thr, inproc, a.seed)
+        if inproc
+        else {}
+    )
     after_ref = real[REFERENCE_NIGHTS:]
     following = a.sticky_nights or max(1, len(after_ref) - 1)
     sticky = sticky_sim(lab.db, snaps["after_reference"], after_ref, targets, following, profiles)
 
     out = summarise(a, lab, nights, single, calib, chosen, det, build_s, creep, sticky, targets, t_start)
+    out["creep_paired"] = creep_paired
+    out["inprocess_sigma"] = inproc
     out["calibration_levels_us"] = {
         ("base" if w == 0 else f"w{w}"): [round(x, 1) for x in v] for w, v in calib_levels.items()
     }
@@ -1170,6 +1250,20 @@ def print_summary(res: dict) -> None:
             f"artifact, which this night is {pct(v['true_change_vs_confirm_reference'])} slower than -> "
             f"{'would' if v['would_confirm_noise_free'] else 'would NOT'} confirm (noise-free)"
         )
+    if res.get("creep_paired"):
+        sig = ", ".join(f"{m} {100 * v:.2f} %" for m, v in res.get("inprocess_sigma", {}).items())
+        print(
+            "   as `hil run` measures a creep (a new artifact every night, timed beside the reference artifact in "
+            f"the same processes; in-process noise measured on the detection nights: {sig}):"
+        )
+        for t, v in res["creep_paired"].items():
+            if v["flagged_night"] is None:
+                print(f"   creep {t} (paired): not flagged within {c.get('creep_nights', 'the')} synthetic nights")
+                continue
+            print(
+                f"   creep {t} (paired): flagged on night {v['flagged_night']} by the {v['by']} ({v['metric']}, "
+                f"effect {pct(v['effect'])})"
+            )
     s = res["sticky"]
     fast = "; ".join(f"{t}: {', '.join(f'{m[8:11]} {v}' for m, v in d.items())}" for t, d in s["fast_night"].items())
     print(f"   fast night ({FAST_FACTOR - 1:+.0%}): {fast}")

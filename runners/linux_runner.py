@@ -555,6 +555,17 @@ def rapl_energy(before_uj, after_uj, count, window_s):
     }
 
 
+def apportion_paired(energy, samples_a, samples_b):
+    """With --paired-model the package energy of the window was spent on both models: give this
+    model its share of the busy time (the power of the two is taken as equal, which is what a
+    package counter can tell)."""
+    busy_a, busy_b = float(sum(samples_a)), float(sum(samples_b))
+    share = busy_a / (busy_a + busy_b) if busy_a + busy_b > 0 else 0.5
+    energy["energy_per_inference_uj"] *= share
+    energy["paired_share"] = share
+    energy["note"] += "; paired run: apportioned to this model by its share of the busy time"
+
+
 # -------------------------------------------------------------------- statistics
 
 
@@ -1260,6 +1271,8 @@ def run(args):
         log("warning: " + warning)
     else:
         result["energy"] = rapl_energy(e0, e1, len(samples), elapsed_ns / 1e9)
+        if result["energy"] is not None and paired is not None:
+            apportion_paired(result["energy"], samples, samples_b)
 
     # ---- accuracy
     if eval_plan is not None:

@@ -189,12 +189,14 @@ def fixed_lab(tmp_path, tiny_model, monkeypatch):
     return {"dir": tmp_path, "script": script, "sha": versions}
 
 
-def _night(lab, version: str, levels: dict, factor: float = 1.0) -> str:
+def _night(lab, version: str, levels: dict, factor: float = 1.0, pair: bool = True) -> str:
+    """One `hil run` of `version`; `pair=False`: without timing the reference artifact in-process."""
     lab["script"].write_text(
         json.dumps({"levels": {lab["sha"][k][:16]: v for k, v in levels.items()}, "factor": factor})
     )
     shutil.copy(lab["dir"] / version / "net.tflite", lab["dir"] / "net.tflite")
-    p = hil("run", "net.tflite", "--min-runs", "5", "--min-seconds", "0", check=True)
+    flags = [] if pair else ["--no-pair"]
+    p = hil("run", "net.tflite", "--min-runs", "5", "--min-seconds", "0", *flags, check=True)
     return p.stdout.strip().splitlines()[-1]
 
 
@@ -231,7 +233,9 @@ def test_a_slow_night_is_not_confirmed_and_passes(fixed_lab):
     for _ in range(3):
         _night(fixed_lab, "a", levels)
         hil("gate", "--quiet", check=True)
-    _night(fixed_lab, "b", levels, factor=1.10)  # the whole night was 10 % slow, not the model
+    # the whole night was 10 % slow, not the model; measured without the reference in-process, the
+    # nightly levels trip and the re-measurement clears it
+    _night(fixed_lab, "b", levels, factor=1.10, pair=False)
     fixed_lab["script"].write_text(
         json.dumps({"levels": {fixed_lab["sha"][k][:16]: v for k, v in levels.items()}, "factor": 1.0})
     )
@@ -240,6 +244,34 @@ def test_a_slow_night_is_not_confirmed_and_passes(fixed_lab):
     row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
     assert row.verdict == "pass" and not bool(row.confirmed) and "not confirmed" in row.note
     assert os.path.exists(fixed_lab["dir"] / "v.csv")
+
+
+def test_a_changed_model_is_judged_on_its_ratio_to_the_reference_timed_in_the_same_processes(fixed_lab):
+    """`hil run` times a changed artifact with its series' reference artifact (the oldest accepted
+    run's) in the same runner processes: a night that is 10 % slow for both passes without any
+    re-measurement, and a real 10 % slowdown fails on the nightly in-process ratio and is confirmed."""
+    levels = {"a": 100.0, "b": 100.0}
+    for _ in range(3):
+        _night(fixed_lab, "a", levels)
+        hil("gate", "--quiet", check=True)
+    counter = Path(str(fixed_lab["script"]) + ".count")
+    _night(fixed_lab, "b", levels, factor=1.10)
+    before = int(counter.read_text())
+    p = hil("gate", "--csv", "v.csv", "--no-record")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert int(counter.read_text()) == before  # nothing re-measured
+    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    assert row.verdict == "pass" and row.test == "in-process ratio + Holm"
+    assert row.paired_reference == fixed_lab["sha"]["a"] and abs(row.effect) < 0.01
+    assert f"in-process ratio to reference artifact {fixed_lab['sha']['a'][:12]}" in row.note
+
+    _night(fixed_lab, "b", {"a": 100.0, "b": 110.0}, factor=1.10)
+    p = hil("gate", "--csv", "v.csv")
+    assert p.returncode == 1, p.stdout + p.stderr
+    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    assert row.verdict == "regression" and row.test == "in-process ratio + Holm" and bool(row.confirmed)
+    assert 0.09 < row.effect < 0.11 and 0.09 < row.confirm_effect < 0.11
+    assert row.sigma_run > 0 and row.critical_change >= 0.03
 
 
 def test_calibrate_measures_the_noise_and_accepts_the_runs(fixed_lab):
@@ -285,7 +317,7 @@ def test_a_screened_slowdown_is_confirmed_and_fails_but_not_without_remeasuremen
     """Nights that wander by ~3 % hide an 8 % slowdown from the gate-wide Holm; the screen sends it
     to the interleaved re-measurement, which confirms it. With --no-confirm it stays a pass."""
     _noisy_history(fixed_lab, [1.0, 1.03, 0.98, 1.02, 0.99])
-    _night(fixed_lab, "b", {"a": 100.0, "b": 108.0})
+    _night(fixed_lab, "b", {"a": 100.0, "b": 108.0}, pair=False)  # nightly levels only
     p = hil("gate", "--no-confirm", "--no-record", "--csv", "plain.csv")
     assert p.returncode == 0, p.stdout
     rows = pd.read_csv(fixed_lab["dir"] / "plain.csv").set_index("metric")

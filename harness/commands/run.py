@@ -36,6 +36,13 @@ def register(sub) -> None:
         "or several comma-separated; the name may be left out for a single-input model). "
         "Needed when an input has unknown dimensions other than the batch (which is 1)",
     )
+    p.add_argument(
+        "--no-pair",
+        dest="pair",
+        action="store_false",
+        help="do not time changed artifacts together with their series' reference artifact in the same "
+        "runner processes (the gate then compares nightly process levels only)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the last unfinished run of this plan")
     common.add_lock_options(p)
     p.add_argument("--label", help="free-text label stored with the run (e.g. nightly)")
@@ -67,7 +74,7 @@ def cmd_run(args) -> int:
                 raise
             orch.add_broken(name, "", common.split_csv(args.variants), devices, str(exc))
     t0 = time.perf_counter()
-    jobs = orch.plan(specs, common.split_csv(args.variants), devices, options)
+    jobs = orch.plan(specs, common.split_csv(args.variants), devices, options, pair=args.pair)
     conv_s = time.perf_counter() - t0
     common.log(f"conversion: {conv.hits} cache hit(s), {conv.misses} conversion(s), {conv_s:.2f} s")
     summary = orch.run(jobs, sys.argv[1:], resume=args.resume, label=args.label, wait=args.wait)

@@ -17,6 +17,11 @@ if TYPE_CHECKING:  # types only: this module sits below the stages that define t
     from harness.models.convert import ModelVariant
 
 
+def series_key(model: str, variant: str, device_id: str) -> str:
+    """The name of one series (what the gate compares night after night) in verdicts and reports."""
+    return f"{model}/{variant}@{device_id}"
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """Measurement settings; None means "take the profile's default"."""
@@ -56,8 +61,9 @@ class Job:
     options: RunOptions
     eval_file: Path | None = None
     repeat: int = 0  # which of the run's fresh runner processes for this job
-    # the gate's confirmation on a Linux device: a second artifact timed in the same runner process,
-    # interleaved with this one (runner --paired-model); not part of the job's identity
+    # a second artifact timed in the same runner process, interleaved with this one (runner
+    # --paired-model): the series' reference artifact on nightly runs (harness.run.reference), the
+    # candidate in the gate's confirmation; not part of the job's identity
     paired: ModelVariant | None = None
 
     @property

@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from harness.core.jobs import series_key
 from harness.errors import ConfigError
 from harness.store import verdicts as db
 from harness.store.results import ResultStore
 
 
 def key_of(model: str, variant: str, device_id: str) -> str:
-    return f"{model}/{variant}@{device_id}"
+    return series_key(model, variant, device_id)
 
 
 DEFAULT_K = 5

@@ -40,6 +40,7 @@ from harness.gate import baselines as bl
 from harness.gate.budgets import BudgetCheck, check_budgets
 from harness.gate.family import holm
 from harness.gate.levels import INCONCLUSIVE
+from harness.gate.paired import PAIRED_METRICS, PairedInput, paired_comparison
 from harness.gate.process_checks import (
     CREEP_RUNS,
     DEFAULT_NOISE_PRIOR,
@@ -89,6 +90,7 @@ class Check:
     creep_effect: float | None = None
     confirmation: dict | None = None  # interleaved re-measurement (see harness.gate.remeasure)
     screened: bool = False  # passed the gate's Holm but suspicious: re-measure it (SCREEN_ALPHA)
+    paired_reference: str | None = None  # sha256 of the reference artifact timed in the same processes
 
     @property
     def regression(self) -> bool:
@@ -238,6 +240,7 @@ class GateResult:
                         "budget_status": c.budget.status if c.budget else "",
                         "sigma_run": c.sigma_run,
                         "critical_change": c.critical_change,
+                        "paired_reference": c.paired_reference or "",
                         "confirmed": (c.confirmation or {}).get("confirmed"),
                         "confirm_effect": (c.confirmation or {}).get("effect"),
                         "confirm_p": (c.confirmation or {}).get("p"),
@@ -438,6 +441,46 @@ def _process_series(
     return SeriesInput(metric, cur, disturbed, ref_levels, hist_levels, threshold, prior)
 
 
+def _paired_input(
+    store: ResultStore,
+    k: KeyResult,
+    metric: str,
+    values: dict[int, dict[str, float]],
+    base_ids: list[int],
+    before: float,
+    threshold: float,
+    min_samples: int,
+) -> PairedInput | None:
+    """The run's in-process ratios to a reference artifact, when its processes timed one of the
+    baseline's artifacts (`hil run` pairs changed artifacts; harness.run.reference); else None and
+    the series is judged on its nightly levels."""
+    paired_metric = PAIRED_METRICS.get(metric)
+    if paired_metric is None or not base_ids:
+        return None
+    base_artifacts = db.artifacts_of(store, base_ids)
+    cur, ref, disturbed, sha = [], [], [], ""
+    for rid in k.result_ids:
+        v = values[rid]
+        if metric not in v or paired_metric not in v:
+            continue
+        ref_sha = ((store.raw(rid) or {}).get("paired") or {}).get("artifact_sha256")
+        if ref_sha not in base_artifacts:
+            continue
+        sha = ref_sha
+        cur.append(v[metric])
+        ref.append(v[paired_metric])
+        disturbed.append(bool(v.get("disturbed")) or v.get("latency_count", min_samples) < min_samples)
+    if not cur:
+        return None
+    history = [
+        [math.log(a / b) for a, b in run if a > 0 and b > 0]
+        for run in db.paired_history(
+            store, k.model, k.variant, k.device_id, metric, paired_metric, before, HISTORY_RUNS
+        )
+    ]
+    return PairedInput(metric, cur, ref, disturbed, history, threshold, sha)
+
+
 def evaluate(
     store: ResultStore,
     run_id: str | None = None,
@@ -528,19 +571,24 @@ def evaluate(
                 )
             elif process_level:
                 c = Check(metric, "pending", current=cur[metric], threshold=thr, test="process levels + Holm")
-                s = _process_series(
-                    store,
-                    k,
-                    metric,
-                    k.result_ids,
-                    values,
-                    base_vals,
-                    before,
-                    thr,
-                    min_samples if not serial else 1,
-                    prior,
-                )
-                stats = series_comparison(s, f"{k.key} {metric}")
+                pair = None if serial else _paired_input(store, k, metric, values, base_ids, before, thr, min_samples)
+                if pair is not None:
+                    stats = paired_comparison(pair, f"{k.key} {metric}")
+                    c.test, c.paired_reference = "in-process ratio + Holm", pair.reference_sha256
+                else:
+                    s = _process_series(
+                        store,
+                        k,
+                        metric,
+                        k.result_ids,
+                        values,
+                        base_vals,
+                        before,
+                        thr,
+                        min_samples if not serial else 1,
+                        prior,
+                    )
+                    stats = series_comparison(s, f"{k.key} {metric}")
                 c.baseline, c.n_baseline, c.n_current = stats.reference, stats.n_reference, stats.comparison.r
                 c.sigma_run, c.sigma_source = stats.sigma, stats.sigma_source
                 if stats.comparison.verdict == INCONCLUSIVE:
@@ -596,6 +644,8 @@ def _decide_family(result: GateResult, pending: list[tuple[KeyResult, Check, Ser
         c.p_value = d.p_holm if d.verdict != "improvement" else d.p_holm_better
         c.critical_change = d.critical_change
         c.note = d.reason
+        if c.paired_reference:
+            c.note = f"in-process ratio to reference artifact {c.paired_reference[:12]}; {c.note}"
         below_floor = (
             bool(floor) and c.current is not None and c.baseline is not None and abs(c.current - c.baseline) < floor
         )
@@ -608,7 +658,7 @@ def _decide_family(result: GateResult, pending: list[tuple[KeyResult, Check, Ser
         elif (
             c.verdict == "pass"
             and not below_floor
-            and s.sigma_source == "history"
+            and s.sigma_source in ("history", "paired")
             and d.comparison.effect > d.comparison.threshold
             and d.comparison.p < SCREEN_ALPHA
         ):

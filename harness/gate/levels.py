@@ -158,7 +158,7 @@ def noise_sigma(
     """
     runs = [r for r in (log_levels(x) for x in history_levels) if r.size]
     n_levels, n_runs = sum(r.size for r in runs), len(runs)
-    s_w, dof_w = _within_sigma(runs)
+    s_w, dof_w = within_sigma(runs)
     s_b, dof_b, s_run = _between_sigma(runs, s_w)
     too_few = n_levels < min_levels or n_runs < min_runs
     if too_few and prior_sigma is not None:
@@ -167,7 +167,7 @@ def noise_sigma(
     return NoiseEstimate(sigma, _satterthwaite(s_w, dof_w, s_b, dof_b), n_levels, n_runs, too_few, "history", s_w, s_b)
 
 
-def _within_sigma(runs: list[np.ndarray]) -> tuple[float, int]:
+def within_sigma(runs: list[np.ndarray]) -> tuple[float, int]:
     """|x_j - x_k| of two processes of the same run is sqrt(2) sigma_w |Z|; its median is robust
     and, unlike deviations from the run median, not shrunk for runs of 2-3 processes."""
     diffs = [_pair_diffs(r) for r in runs if r.size > 1]

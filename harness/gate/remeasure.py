@@ -34,7 +34,7 @@ from harness.gate.family import holm_adjust
 from harness.gate.levels import fmt_pct
 from harness.gate.process_checks import direction_of
 from harness.lab.config import Inventory
-from harness.models.convert import Converter, ModelVariant
+from harness.models.convert import Converter
 from harness.run.device_lock import DeviceLock
 from harness.run.rows import flatten
 from harness.store.results import ResultRecord, ResultStore
@@ -62,14 +62,6 @@ class ConfirmationRun:
     run_id: str | None = None
     impossible: str | None = None  # why no confirmation could be made
     method: str = ""  # in-process (A and B in one runner process) or interleaved processes
-
-
-def _variant_for(converter: Converter, sha256: str) -> ModelVariant | None:
-    for meta in converter.cache_dir.glob("*/*/variant.json"):
-        mv = converter.load_entry(meta)
-        if mv is not None and mv.artifact_sha256 == sha256:
-            return mv
-    return None
 
 
 def confirm_key(
@@ -107,7 +99,7 @@ def confirm_key(
         return out
     variants = {}
     for role, sha in (("reference", baseline_sha256), ("candidate", candidate_sha256)):
-        mv = _variant_for(converter, sha)
+        mv = converter.find_artifact(sha)
         if mv is None:
             out.impossible = f"the {role} artifact sha256 {sha[:12]} is not in the conversion cache"
             return out
@@ -284,7 +276,9 @@ def confirm_regressions(
     device unreachable) the nightly verdict stands and the note says why."""
     measured: list[tuple[KeyResult, Check, Confirmation | None, ConfirmationRun]] = []
     for k in result.keys:
-        tripped = [c for c in k.checks if (c.regression or c.screened) and c.test.startswith("process levels")]
+        tripped = [
+            c for c in k.checks if (c.regression or c.screened) and c.test.startswith(("process levels", "in-process"))
+        ]
         if not tripped or k.baseline is None:
             continue
         metrics = {c.metric: (c.threshold or 0.0, direction_of(c.metric)) for c in tripped}

@@ -110,6 +110,9 @@ class BenchmarkDefaults(_Strict):
     repeats: int = Field(1, ge=1)
     # sigma of one process level (relative) assumed until a series has its own history
     noise_prior: float = Field(0.02, gt=0, le=1)
+    # Linux devices: time a changed artifact together with its series' reference artifact in the same
+    # runner processes, so that the gate decides on their in-process ratio (harness.run.reference)
+    pair_reference: bool = True
 
     @model_validator(mode="after")
     def _durations_consistent(self) -> BenchmarkDefaults:

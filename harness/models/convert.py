@@ -215,6 +215,15 @@ class Converter:
             return None
         return mv if mv.artifact.exists() else None
 
+    def find_artifact(self, sha256: str) -> ModelVariant | None:
+        """The cached variant whose artifact has this sha256 (references and confirmations are
+        recorded by artifact hash), or None once it left the cache."""
+        for meta in sorted(self.cache_dir.glob("*/*/variant.json")):
+            mv = self.load_entry(meta)
+            if mv is not None and mv.artifact_sha256 == sha256:
+                return mv
+        return None
+
     def convert(
         self, src: ModelSource, variant: str, calib: Calibration | None = None, quiet: bool = False
     ) -> ModelVariant:

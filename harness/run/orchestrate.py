@@ -27,6 +27,7 @@ from harness.models.convert import Calibration, Converter, ModelSource, ModelVar
 from harness.models.evaldata import prepare_eval
 from harness.models.shapes import resolve_input_shapes
 from harness.run.device_lock import DeviceLock
+from harness.run.reference import with_references
 from harness.run.rows import flatten, model_rows
 from harness.store.results import ClaimOwner, ResultRecord, ResultStore
 from harness.transports import transport_for
@@ -156,10 +157,17 @@ class Orchestrator:
         return out
 
     def plan(
-        self, specs: list[ModelSpec], variants: list[str] | None, devices: list[Device], options: RunOptions
+        self,
+        specs: list[ModelSpec],
+        variants: list[str] | None,
+        devices: list[Device],
+        options: RunOptions,
+        pair: bool = True,
     ) -> list[Job]:
         """Convert every model; with several models, one that cannot be converted becomes `error`
-        rows of the run (see `broken`) instead of stopping the others from being measured."""
+        rows of the run (see `broken`) instead of stopping the others from being measured. `pair`:
+        time each changed artifact with its series' reference in the same processes (see
+        `harness.run.reference`; profiles can turn it off with `benchmark.pair_reference`)."""
         check_variant_names(variants)  # a typo is the whole command's fault, not one model's
         names = [s.source.name for s in specs] + self.broken_sources
         shared = sorted({n for n in names if names.count(n) > 1})
@@ -183,7 +191,15 @@ class Orchestrator:
                     self.add_broken(spec.source.name, spec.source.sha256, variants, devices, str(exc))
         if not jobs and self.broken:
             raise ModelError("no model could be prepared: " + "; ".join(sorted({b.error for b in self.broken})))
-        return self.with_repeats(jobs)
+        jobs = self.with_repeats(jobs)
+        if pair:
+            jobs, notes = with_references(jobs, self.store, self.converter)
+            for note in notes:
+                self._say(note)
+            paired = {(j.variant.model_name, j.variant.variant, j.device.id) for j in jobs if j.paired is not None}
+            if paired:
+                self._say(f"{len(paired)} changed artifact(s) timed together with their reference artifact")
+        return jobs
 
     def add_broken(self, name: str, sha256: str, variants: list[str] | None, devices: list[Device], error: str) -> None:
         """Jobs that cannot run because their model could not be opened or converted."""
@@ -493,9 +509,13 @@ class Orchestrator:
             measurements.append(("model_size_bytes", float(mv.size_bytes), "B"))
         if doc:
             measurements += model_rows(mv.artifact)  # MACs and parameters, for the reports
+        if doc and job.paired is not None and isinstance(doc.get("paired"), dict):
+            ref = job.paired  # which artifact the in-process ratio is against (the gate checks it)
+            doc["paired"].update(artifact_sha256=ref.artifact_sha256, model=ref.model_name, variant=ref.variant)
         if doc:  # raw samples live in the samples table; keep the stored document small
             doc = json.loads(json.dumps(doc))
             doc.get("latency_us", {}).pop("samples", None)
+            ((doc.get("paired") or {}).get("latency_us") or {}).pop("samples", None)
             (doc.get("warmup") or {}).pop("samples_us", None)
             rec.raw = doc
         self.store.record(rec, measurements, samples)

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
+PAIRED_STATS = ("p50", "p90", "min")  # the gated latency levels
 
 UNITS = {
     "latency_count": "count",
@@ -61,6 +62,10 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, float | None, str]], d
     for stat in LATENCY_STATS:
         add(f"latency_{stat}_us", lat.get(stat), "us")
     add("latency_count", lat.get("count"))
+    # the series' reference artifact timed in the same process (harness.run.reference)
+    paired = _get(doc, "paired", "latency_us") or {}
+    for stat in PAIRED_STATS:
+        add(f"paired_latency_{stat}_us", paired.get(stat), "us")
     windows = [w for w in doc.get("windows") or [] if isinstance(w, dict) and w.get("n")]
     # inferences timed: on MCUs a latency sample is a whole window of n inferences
     add("inferences", sum(int(w["n"]) for w in windows) if windows else lat.get("count"), "count")
@@ -100,6 +105,8 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, float | None, str]], d
     samples: dict[str, list[float]] = {}
     if lat.get("samples"):
         samples["steady"] = [float(v) for v in lat["samples"]]
+    if paired.get("samples"):
+        samples["paired"] = [float(v) for v in paired["samples"]]
     warm = _get(doc, "warmup", "samples_us")
     if warm:
         samples["warmup"] = [float(v) for v in warm]

@@ -239,6 +239,43 @@ def series_values(
     return out[-runs:]
 
 
+def paired_history(
+    store: ResultStore,
+    model: str,
+    variant: str,
+    device_id: str,
+    metric: str,
+    paired_metric: str,
+    before: float,
+    runs: int,
+) -> list[list[tuple[float, float]]]:
+    """Per earlier run of a series that timed a reference artifact in its processes (oldest first, at
+    most `runs`): (level, reference level) of each undisturbed process. Confirmation runs excluded."""
+    rows = store._query(
+        "SELECT u.run_id, m.value, p.value FROM results r JOIN runs u ON u.run_id = r.run_id "
+        "JOIN measurements m ON m.result_id = r.result_id AND m.metric = ? "
+        "JOIN measurements p ON p.result_id = r.result_id AND p.metric = ? "
+        "LEFT JOIN measurements d ON d.result_id = r.result_id AND d.metric = 'disturbed' "
+        "WHERE r.model=? AND r.variant=? AND r.device_id=? AND r.status='ok' AND u.started_at < ? "
+        "AND COALESCE(d.value, 0) = 0 AND COALESCE(u.label, '') NOT LIKE 'confirm:%' "
+        "ORDER BY u.started_at, r.result_id",
+        (metric, paired_metric, model, variant, device_id, before),
+    )
+    by_run: dict[str, list[tuple[float, float]]] = {}
+    for run, value, ref in rows:
+        if value is not None and ref is not None:
+            by_run.setdefault(run, []).append((float(value), float(ref)))
+    return list(by_run.values())[-runs:]
+
+
+def artifacts_of(store: ResultStore, result_ids: list[int]) -> set[str]:
+    if not result_ids:
+        return set()
+    marks = ",".join("?" * len(result_ids))
+    rows = store._query(f"SELECT artifact_sha256 FROM results WHERE result_id IN ({marks})", tuple(result_ids))
+    return {r[0] for r in rows if r[0]}
+
+
 def accept_improvements(store: ResultStore, run_id: str, keys: list[str] | None = None) -> int:
     """`hil baseline accept`: a run's improved (or failed) keys become accepted references."""
     sql, args = "UPDATE gate_verdicts SET verdict='pass' WHERE run_id=? AND verdict IN ('improved', 'fail')", [run_id]
