@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from harness import __version__, log
 from harness.errors import EXIT_OK, EXIT_USAGE, HilError
@@ -33,7 +34,7 @@ COMMAND_MODULES = [
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2; usage errors are 3 here
+    def error(self, message: str) -> NoReturn:  # argparse exits 2; usage errors are 3 here
         self.print_usage(sys.stderr)
         print(f"hil: error: {message}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

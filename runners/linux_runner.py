@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import List, Optional
 
 SCHEMA = "hilbench.runner/1"
 PROBE_SCHEMA = "hilbench.probe/1"
@@ -284,11 +285,11 @@ def load_runtime():
     """Return (interpreter_module_like, name, version). Tries litert, tflite_runtime, TF."""
     errors = []
     try:
-        from ai_edge_litert import interpreter as mod  # type: ignore
+        from ai_edge_litert import interpreter as mod
 
         version = None
         try:
-            import ai_edge_litert  # type: ignore
+            import ai_edge_litert
 
             version = getattr(ai_edge_litert, "__version__", None)
         except Exception:  # pragma: no cover
@@ -299,15 +300,15 @@ def load_runtime():
     except Exception as exc:
         errors.append("ai_edge_litert: %s" % _one_line(exc))
     try:
-        import tflite_runtime  # type: ignore
-        from tflite_runtime import interpreter as mod  # type: ignore
+        import tflite_runtime
+        from tflite_runtime import interpreter as mod
 
         version = getattr(tflite_runtime, "__version__", None) or _dist_version("tflite-runtime")
         return mod, "tflite_runtime", str(version or "unknown")
     except Exception as exc:
         errors.append("tflite_runtime: %s" % _one_line(exc))
     try:
-        import tensorflow as tf  # type: ignore
+        import tensorflow as tf
 
         class _TFMod(object):
             Interpreter = tf.lite.Interpreter
@@ -375,7 +376,7 @@ def _read_text(path: str):
         return None
 
 
-_ZONE_CACHE = []
+_ZONE_CACHE: List[Optional[str]] = []  # the chosen zone's temp file (None: no zone), once known
 
 
 def _cpu_temp_zone():

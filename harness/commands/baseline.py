@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from harness.commands import common
 from harness.gate import baselines
 from harness.report.run_markdown import markdown_table
@@ -66,7 +68,7 @@ def cmd_show(args) -> int:
         print("none\n")
     else:
         rows = [
-            [r.model, r.variant, r.scope, r.run_id, str(r.result_id), r.pinned_at.strftime("%Y-%m-%d %H:%M")]
+            [str(r.model), str(r.variant), str(r.scope), str(r.run_id), str(r.result_id), _minute(r.pinned_at)]
             for r in pins.itertuples()
         ]
         print(markdown_table(["model", "variant", "scope", "run", "result", "pinned"], rows) + "\n")
@@ -75,9 +77,16 @@ def cmd_show(args) -> int:
     if last.empty:
         print("none (no run has passed the gate yet)")
     else:
-        rows = [[r.key, r.run_id, str(r.result_id)] for r in last.itertuples()]
+        rows = [[str(r.key), str(r.run_id), str(r.result_id)] for r in last.itertuples()]
         print(markdown_table(["key", "run", "result"], rows))
     return 0
+
+
+def _minute(stamp: object) -> str:
+    """A pin's time (a pandas Timestamp, which is a datetime) to the minute."""
+    if not isinstance(stamp, datetime):
+        raise TypeError(f"pinned_at {stamp!r} is not a timestamp")
+    return stamp.strftime("%Y-%m-%d %H:%M")
 
 
 def cmd_clear(args) -> int:

@@ -200,9 +200,9 @@ class GateResult:
             "insufficient": sum(c.verdict == "insufficient" for c in checks),
         }
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[dict[str, object]]:
         """Flat verdict table (one row per check, plus one per infrastructure failure): the CSV."""
-        out = []
+        out: list[dict[str, object]] = []
         for k in self.keys:
             base = {
                 "run_id": self.run_id,
@@ -365,17 +365,20 @@ def check_metric(
         if not cmp.sufficient:
             c.verdict, c.baseline = "insufficient", float(np.median(baseline_values))
             return c
-        c.baseline, c.current, c.effect, c.p_value = cmp.base, cmp.cur, cmp.effect, cmp.p_value
-        if cmp.ci_low is not None:
+        base_level, cur_level, effect = cmp.base, cmp.cur, cmp.effect
+        if base_level is None or cur_level is None or effect is None:  # compare_samples sets all three
+            raise RuntimeError(f"{metric}: a sufficient sample comparison without levels or effect: {cmp}")
+        c.baseline, c.current, c.effect, c.p_value = base_level, cur_level, effect, cmp.p_value
+        if cmp.ci_low is not None and cmp.ci_high is not None:  # set together by the bootstrap
             c.ci = (cmp.ci_low, cmp.ci_high)
-        c.verdict = _judge(sign * cmp.effect, threshold, cmp.significant(alpha))
-        if c.verdict in ("regression", "improvement") and abs(cmp.cur - cmp.base) < min_change_us:
+        c.verdict = _judge(sign * effect, threshold, cmp.significant(alpha))
+        if c.verdict in ("regression", "improvement") and abs(cur_level - base_level) < min_change_us:
             c.verdict = "pass"
             c.note = (c.note + "; " if c.note else "") + (
-                f"change of {abs(cmp.cur - cmp.base):.2f} us is below the {min_change_us:g} us floor "
+                f"change of {abs(cur_level - base_level):.2f} us is below the {min_change_us:g} us floor "
                 "(latency_min_change_us)"
             )
-        elif c.verdict == "pass" and abs(cmp.effect) > threshold:
+        elif c.verdict == "pass" and abs(effect) > threshold:
             c.note = (c.note + "; " if c.note else "") + f"change not significant (p={cmp.p_value:.2g})"
         return c
     base = float(np.median(baseline_values))
@@ -646,15 +649,11 @@ def _decide_family(result: GateResult, pending: list[tuple[KeyResult, Check, Ser
         c.note = d.reason
         if c.paired_reference:
             c.note = f"in-process ratio to reference artifact {c.paired_reference[:12]}; {c.note}"
-        below_floor = (
-            bool(floor) and c.current is not None and c.baseline is not None and abs(c.current - c.baseline) < floor
-        )
+        change = abs(c.current - c.baseline) if c.current is not None and c.baseline is not None else None
+        below_floor = bool(floor) and change is not None and change < floor
         if c.verdict in ("regression", "improvement") and below_floor:
             c.verdict = "pass"
-            c.note = (
-                f"change of {abs(c.current - c.baseline):.2f} us is below the {floor:g} us floor "
-                "(latency_min_change_us)"
-            )
+            c.note = f"change of {change:.2f} us is below the {floor:g} us floor (latency_min_change_us)"
         elif (
             c.verdict == "pass"
             and not below_floor

@@ -295,7 +295,7 @@ def confirm_regressions(
                 k.variant,
                 k.device_id,
                 artifact_of(store, k.baseline.result_ids[0]),
-                artifact_of(store, k.result_id),
+                artifact_of(store, k.result_id) if k.result_id is not None else None,
                 metrics,
                 pairs=pairs,
                 alpha=result.alpha,

@@ -94,7 +94,7 @@ class SampleComparison:
         return self.sufficient and self.p_value is not None and self.p_value < alpha
 
 
-def block_stats(samples: Sequence[float], q: float = 0.5, max_blocks: int = MAX_BLOCKS) -> np.ndarray:
+def block_stats(samples: Sequence[float] | np.ndarray, q: float = 0.5, max_blocks: int = MAX_BLOCKS) -> np.ndarray:
     """One statistic (quantile ``q``) per contiguous block; order of samples is preserved."""
     x = np.asarray(samples, dtype=float)
     if x.size == 0:

@@ -69,10 +69,10 @@ class StrictLoader(yaml.SafeLoader):
         node = self.get_single_node()
         if node is None:
             return None
-        self.check_node(node)
+        self._check_tree(node)
         return self.construct_document(node)
 
-    def check_node(self, root: Node) -> None:
+    def _check_tree(self, root: Node) -> None:
         seen: set[int] = set()  # an alias points at a node already walked (also stops cycles)
         stack: list[tuple[Node, str]] = [(root, "")]
         while stack:

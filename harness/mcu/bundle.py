@@ -37,7 +37,7 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import ConfigError, ModelError
-from harness.lab.config import DeviceProfile
+from harness.lab.config import DeviceProfile, McuSettings
 from harness.mcu import codegen
 from harness.mcu.arena import measure_arena
 from harness.mcu.fit import check_fit, require_fit
@@ -51,13 +51,15 @@ INTEGER_DTYPES = ("int8", "int16x8")
 PROTOCOL_CAPS = ["arena", "dbbin"]
 
 
-def require_mcu_profile(profile: DeviceProfile) -> None:
+def require_mcu_profile(profile: DeviceProfile) -> McuSettings:
+    """The profile's MCU settings; a ConfigError unless it is a TFLM profile with an mcu: section."""
     if profile.runtime != "tflm" or profile.mcu is None:
         raise ConfigError(
             f"{profile.source or profile.name}: profile '{profile.name}' has runtime "
             f"'{profile.runtime}'; `hil build` makes TFLM firmware bundles for MCU "
             "profiles (runtime: tflm with an mcu: section)"
         )
+    return profile.mcu
 
 
 def resolver_entries(a: ModelAnalysis) -> list[tuple[str, str]]:
@@ -124,8 +126,7 @@ def build_bundle(
     `model_id`: what the firmware reports in m-model-[...] instead of the sha256 prefix; an MLPerf Tiny
     benchmark ID (kws01, vww01, ic01, ad01) also selects that benchmark's I/O convention, so the
     reference runner of mlcommons/tiny can drive the firmware (harness/models/mlperf.py)."""
-    require_mcu_profile(profile)
-    mcu = profile.mcu
+    mcu = require_mcu_profile(profile)
     model_path = Path(model_path)
     a = analyze(model_path)
     name = model_name or model_path.stem
@@ -208,6 +209,8 @@ def build_bundle(
     if model_path.resolve() != (out_dir / "model.tflite").resolve():
         shutil.copyfile(model_path, out_dir / "model.tflite")
 
+    file_hashes = {f: _sha(text.encode()) for f, text in sorted(files.items())}
+    file_hashes["model.tflite"] = a.sha256
     manifest = {
         "schema": SCHEMA,
         "hilbench_version": __version__,
@@ -251,9 +254,8 @@ def build_bundle(
             "io_convention": conv.name,
             "mlperf_benchmark": bench.model_id if bench else None,
         },
-        "files": {f: _sha(text.encode()) for f, text in sorted(files.items())},
+        "files": file_hashes,
     }
-    manifest["files"]["model.tflite"] = a.sha256
     (out_dir / "bundle.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -324,13 +326,14 @@ def cached_bundle(
     with file_lock(out.parent / f".{out.name}.lock"):
         stamp = out / CACHE_STAMP
         if stamp.exists():
+            cached: dict | None = None
             try:
-                fresh = json.loads(stamp.read_text()) == key and _sha((out / "model.tflite").read_bytes()) == sha256
-                manifest = load_manifest(out) if fresh else None
+                if json.loads(stamp.read_text()) == key and _sha((out / "model.tflite").read_bytes()) == sha256:
+                    cached = load_manifest(out)
             except (OSError, ValueError, ConfigError):
-                fresh = False
-            if fresh:
-                return out, manifest, True
+                cached = None
+            if cached is not None:
+                return out, cached, True
             log(f"bundle cache entry {out} is stale or damaged; building it again")
         tmp = out.parent / f".tmp-{sha256[:12]}-{uuid.uuid4().hex[:12]}"
         tmp.mkdir()  # (not mkdtemp: the bundle gets the usual permissions)

@@ -330,6 +330,8 @@ def _run_tf_conversion(src: ModelSource, variant: str, calib: Calibration | None
     elif variant == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif variant in NEEDS_CALIBRATION:
+        if calib is None:  # Converter.convert refuses this before converting
+            raise ConfigError(f"variant '{variant}' of {src.path} needs representative data (--calibration)")
         samples = calib.arrays(input_shapes)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = lambda: iter(samples)

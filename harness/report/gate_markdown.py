@@ -13,13 +13,14 @@ from harness.gate.thresholds import RULES
 from harness.report.run_markdown import fmt_us, markdown_table, run_label, variant_rank
 
 
-def _missing(x) -> bool:
-    """None or NaN: shown as '-' (a summary never says 'nan')."""
-    return x is None or (isinstance(x, float) and math.isnan(x))
+def _known(x: float | None) -> float | None:
+    """`x`, or None for None and NaN: those are shown as '-' (a summary never says 'nan')."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
 def fmt_value(metric: str, value: float | None) -> str:
-    if _missing(value):
+    value = _known(value)
+    if value is None:
         return "-"
     if metric.endswith("_us"):
         return fmt_us(value)
@@ -35,23 +36,26 @@ def fmt_value(metric: str, value: float | None) -> str:
 
 
 def fmt_change(c: Check) -> str:
-    if _missing(c.effect):
+    effect = _known(c.effect)
+    if effect is None:
         return "-"
     if c.absolute:
-        return f"{c.effect * 100:+.2f} pt"
-    if math.isinf(c.effect):
+        return f"{effect * 100:+.2f} pt"
+    if math.isinf(effect):
         return "+inf"
-    return f"{c.effect * 100:+.2f} %"
+    return f"{effect * 100:+.2f} %"
 
 
 def fmt_threshold(c: Check) -> str:
-    if _missing(c.threshold):
+    threshold = _known(c.threshold)
+    if threshold is None:
         return "-"
-    return f"{c.threshold * 100:.2g} pt" if c.absolute else f"{c.threshold * 100:.3g} %"
+    return f"{threshold * 100:.2g} pt" if c.absolute else f"{threshold * 100:.3g} %"
 
 
 def fmt_p(p: float | None) -> str:
-    return "-" if _missing(p) else f"{p:.2g}"
+    p = _known(p)
+    return "-" if p is None else f"{p:.2g}"
 
 
 def check_outcome(c: Check) -> str:

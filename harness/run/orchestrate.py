@@ -255,11 +255,11 @@ class Orchestrator:
                 jobs.append(Job(mv, dev, prof, options.resolved(prof), eval_file))
         if failed and not jobs and len({str(e) for _, e in failed}) == 1:
             raise failed[0][1]
-        for v, exc in failed:
-            self._say(f"SKIPPED {src.name}/{v}: {exc}")
+        for v, err in failed:
+            self._say(f"SKIPPED {src.name}/{v}: {err}")
             for dev in devices:
                 self.broken.append(
-                    BrokenJob(src.name, src.sha256, v, dev, self.inventory.profile_of(dev).name, str(exc))
+                    BrokenJob(src.name, src.sha256, v, dev, self.inventory.profile_of(dev).name, str(err))
                 )
         return jobs
 
