@@ -85,7 +85,7 @@ class Check:
     budget: BudgetCheck | None = None
     note: str = ""
     sigma_run: float | None = None  # noise of one process level (relative), process-level checks
-    sigma_source: str = ""  # history | prior
+    sigma_source: str = ""  # history | prior | paired (in-process ratio, harness.gate.paired)
     critical_change: float | None = None  # the smallest change that would have failed here
     creep_effect: float | None = None
     confirmation: dict | None = None  # interleaved re-measurement (see harness.gate.remeasure)

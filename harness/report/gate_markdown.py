@@ -129,7 +129,7 @@ def check_row(k, c: Check) -> list[str]:
     budget = "-"
     if c.budget is not None:
         budget = f"{c.budget.status} ({fmt_value(c.metric, c.budget.limit)})"
-    sigma = fmt_rel(c.sigma_run) + (" (prior)" if c.sigma_source == "prior" else "")
+    sigma = fmt_rel(c.sigma_run) + {"prior": " (prior)", "paired": " (in-process)"}.get(c.sigma_source, "")
     return [
         k.model,
         k.variant,
@@ -223,7 +223,10 @@ def render_gate_markdown(res: GateResult) -> str:
         "Each runner process gives one level per metric; the run's levels are compared with the median of "
         "the reference runs' levels. `sigma_run` is the noise of one process level (from the series' "
         "history, or the profile's prior); the critical change is the smallest change that would have "
-        "failed (threshold and Holm's family-wise bound, whichever is larger). A tripped comparison is "
+        "failed (threshold and Holm's family-wise bound, whichever is larger). A changed artifact is "
+        "compared with its series' reference artifact timed in the same runner processes: its baseline is "
+        "the reference's level in those processes and its sigma_run (in-process) the spread of their ratio. "
+        "A tripped comparison is "
         "re-measured interleaved (reference, candidate, ...) before it fails. Accuracy changes are in "
         "percentage points. Exit codes: 0 pass, 1 regression/budget, 2 infrastructure or inconclusive, "
         "3 usage.",
