@@ -6,10 +6,10 @@ import argparse
 import importlib
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn, TextIO, cast
 
 from harness import __version__, log
-from harness.errors import EXIT_OK, EXIT_USAGE, HilError
+from harness.errors import EXIT_USAGE, HilError
 
 # Each module in harness/commands registers its own sub-command(s) with `register(subparsers)`.
 COMMAND_MODULES = [
@@ -61,17 +61,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ReaderMayLeave:
+    """sys.stdout while a command runs. When the reader of the pipe leaves (`hil gate | head -1`), the
+    rest of the output goes to /dev/null and the command runs on to its own exit code: aborting it at
+    the first print would turn a regression (1) into whatever the abort returns, and a nightly job
+    that pipes the summary still branches on the code."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_left()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_left()
+
+    def _reader_left(self) -> None:
+        # the buffer keeps what the pipe refused; flushed to /dev/null it can no longer fail, neither
+        # here nor in the interpreter's final flush of sys.stdout
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     log.setup(verbose=args.verbose, quiet=args.log_quiet)
+    stdout = sys.stdout
+    sys.stdout = cast(TextIO, _ReaderMayLeave(stdout))
     try:
         code = args.func(args)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # `hil results | head`: the reader left; the exit code must still be the command's own
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
     except HilError as exc:
         if args.debug:
             raise
@@ -80,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hil: interrupted; results measured so far are saved (use `hil run --resume`)", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout.flush()
+        sys.stdout = stdout
     return int(code or 0)
 
 

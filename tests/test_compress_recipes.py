@@ -73,7 +73,7 @@ def test_defaults_are_filled_and_the_implicit_last_step_is_fp32(tmp_path):
             "name: x\nsteps:\n  - {prune: {sparsity: 0.5}, qat: {}}\n",
             "steps: Value error, steps[0] must be one mapping",
         ),
-        ("name: [unclosed\n", "not valid YAML (line 2)"),
+        ("name: [unclosed\n", "line 2 column 1: malformed YAML"),
     ],
 )
 def test_bad_recipes_are_one_line_errors_naming_file_and_field(tmp_path, text, message):
@@ -120,3 +120,25 @@ def test_cli_reports_a_bad_recipe_on_one_line_with_exit_3(tmp_path):
     assert err == [f"hil: error: {bad}: steps[0].prune.shedule: unknown parameter"], p.stderr
     listed = hil("sweep", "--list-recipes", cwd=tmp_path)
     assert listed.returncode == 0 and "distill-half-int8" in listed.stdout and "qat-int8" in listed.stdout
+
+
+def test_duplicate_keys_and_bytes_that_are_not_utf8_are_one_line_errors(tmp_path):
+    """With two `steps:` keys the last one used to win silently (another candidate than the file
+    seems to say); bytes that are not UTF-8 used to end in a UnicodeDecodeError traceback."""
+    dup = write(tmp_path, "name: x\nsteps:\n  - prune: {sparsity: 0.5}\nsteps:\n  - quantize: {variant: int8}\n")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: x\ndescription: élagage\nsteps:\n  - quantize: {variant: int8}\n".encode("latin-1"))
+    nested = write(tmp_path, "name: x\nsteps:\n  - prune: {sparsity: 0.5, sparsity: 0.8}\n", "nested.yaml")
+    expected = {
+        dup: f"{dup}: line 4 column 1: duplicate key 'steps' at the top level (first on line 2)",
+        latin1: f"{latin1}: line 2 column 14: not UTF-8 text (byte 0xe9); save the file as UTF-8",
+        nested: f"{nested}: line 3 column 28: duplicate key 'sparsity' in steps[0].prune (first on line 3)",
+    }
+    for path, message in expected.items():
+        p = hil("sweep", "model.keras", "--recipes", str(path), cwd=tmp_path)
+        assert p.returncode == 3, p.stderr
+        assert "Traceback" not in p.stderr
+        err = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert len(err) == 1 and err[0].startswith(f"hil: error: {message}"), p.stderr
+    with pytest.raises(ConfigError, match="duplicate key 'steps'"):  # --grid reads the file a second time
+        recipes.expand([str(dup)], recipes.parse_grid(["seed=0,1"]))

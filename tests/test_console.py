@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, REPO, hil
+from gate_helpers import add_run
+
+from harness.store.results import ResultStore
 
 # what hilbench itself prints on stderr during `hil run` of a local device (everything else is chatter)
 OWN_LINES = re.compile(
@@ -172,6 +175,38 @@ def test_progress_bars_on_a_terminal_not_with_quiet(workspace, tiny_model, share
     code, out, term = _on_terminal(["--quiet", *args], workspace, env)
     assert code == 0, term[-3000:]
     assert "━" not in term and "measuring" not in term and "done tiny" not in term
+
+
+def test_a_reader_that_leaves_early_leaves_the_exit_code_alone(workspace):
+    """`hil gate | head -1`: the reader leaves while the gate prints its summary of a failing run; the
+    exit code is still the verdict's, with no traceback. The pipe is shrunk to one page, so the
+    summary (~40 KB) cannot fit in it: the gate is still writing when the reader leaves, however fast
+    either side runs."""
+    prof = workspace / "device_profiles" / "localhost.yaml"
+    prof.write_text(prof.read_text().replace("budgets: {}", "budgets: {min_accuracy_top1: 0.95}"))
+    store = ResultStore(workspace / "reports" / "results.sqlite")
+    add_run(store, [{"model": f"m{i:03d}"} for i in range(100)])  # top-1 0.90 each: over budget
+    store.close()
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "gate", "--no-confirm"],
+        cwd=workspace,
+        stdin=subprocess.DEVNULL,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+    )
+    os.close(write_end)
+    with os.fdopen(read_end, "rb", buffering=0) as reader:  # unbuffered: reads exactly the first line
+        first = reader.readline()
+    _, err = proc.communicate(timeout=600)
+    stderr = err.decode()
+    assert first == b"# hilbench gate: FAIL (exit 1)\n"
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert (
+        stderr.splitlines()[-1] == "gate FAIL: 0 regression(s), 100 over budget, 0 infrastructure failure(s) -> exit 1"
+    )
 
 
 def _actions(parser: argparse.ArgumentParser, path: str):

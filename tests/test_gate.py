@@ -2,6 +2,7 @@
 
 import shutil
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from harness.gate import baselines as bl
 from harness.gate import evaluate as gate
 from harness.lab.config import load_profiles
 from harness.store.results import ResultRecord, ResultStore
+from harness.store.verdicts import verdict_rows
 
 
 @pytest.fixture()
@@ -233,6 +235,32 @@ def test_resumed_job_supersedes_its_infra_failure(lab):
     store.record(rec, [("latency_p50_us", float(np.median(s)), "us")], {"steady": list(s)})
     g = judge(store, run_id, record=False)
     assert g.exit_code == 0 and len(g.keys) == 1 and g.keys[0].status == "pass"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write fails: disk full)")
+def test_an_output_that_cannot_be_written_after_the_verdict_keeps_the_verdict(lab):
+    """The path passes the up-front check but the write fails (a full disk): one line says so, the
+    other outputs are written, the verdict is recorded and a failing gate keeps its exit code."""
+    ws, store = lab
+    first = add_run(store, [res()])
+    p = hil("gate", "--junit", "/dev/full", "--csv", "v.csv")
+    assert p.returncode == 3, p.stderr  # a pass whose JUnit file is missing is no pass
+    assert "# hilbench gate: PASS (exit 0)" in p.stdout and "Traceback" not in p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("hil: error:")]
+    assert errors == [
+        "hil: error: /dev/full: cannot write the JUnit XML: No space left on device (gate verdict PASS, recorded)"
+    ]
+    assert pd.read_csv(ws / "v.csv").verdict.tolist() == ["new", "new", "new", "new"]
+    assert {row[2] for row in verdict_rows(store, first)} == {"pass"}
+    second = add_run(store, [res(drift=0.10)])
+    p = hil("gate", "--no-confirm", "--markdown", "/dev/full")
+    assert p.returncode == 1, p.stderr  # the regression (against the recorded pass) keeps its code
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("hil: error:")]
+    assert errors == [
+        "hil: error: /dev/full: cannot write the Markdown summary: No space left on device "
+        "(gate verdict FAIL, recorded)"
+    ]
+    assert {row[2] for row in verdict_rows(store, second)} == {"fail"}
 
 
 def test_junit_counts_are_consistent(lab):

@@ -22,6 +22,7 @@ from harness.errors import ConfigError
 from harness.lab.config import load_default_inventory
 from harness.models.convert import Calibration, Converter, ModelSource
 from harness.models.inspect.analysis import analyze, format_table
+from harness.models.mlperf import read_dataset
 from harness.models.naming import unique_model_names
 from harness.models.shapes import parse_input_shapes, resolve_input_shapes
 from harness.run.orchestrate import ModelSpec, Orchestrator
@@ -296,6 +297,25 @@ def test_eval_and_calibration_files_with_objects_are_one_line_errors(workspace, 
     np.save(nan, np.full((3, 8, 8, 1), np.nan, np.float32))
     with pytest.raises(ConfigError, match="nan.npy: array 'x' holds 192 NaN/inf"):
         Calibration.from_arg(str(nan)).arrays([(None, 8, 8, 1)])
+
+
+def test_mlperf_labels_that_are_not_utf8_are_one_line_errors(workspace, artifacts, hil):
+    """An MLPerf Tiny directory whose y_labels.csv was saved in another encoding: a UnicodeDecodeError
+    traceback before; now the file and line, exit 3, before a run exists."""
+    data = workspace / "dataset"
+    data.mkdir()
+    (data / "x.bin").write_bytes(bytes(64))
+    (data / "café.bin").write_bytes(bytes(64))
+    (data / "y_labels.csv").write_bytes("x.bin, 10, 1\ncafé.bin, 10, 7\n".encode("latin-1"))
+    p = hil("run", str(artifacts["fp32"]), "--eval", "dataset", *FAST)
+    assert p.returncode == 3 and "Traceback" not in p.stderr
+    assert _error_line(p) == (
+        "hil: error: dataset/y_labels.csv line 2: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+    )
+    assert _runs(workspace) == 0
+    # UTF-8 as a spreadsheet saves it, with a byte-order mark: the first file name is read as written
+    (data / "y_labels.csv").write_bytes("\ufeffcafé.bin, 10, 7\n".encode())
+    assert read_dataset(data).entries[0].file == "café.bin"
 
 
 # ------------------------------------------------------------------ 6. dynamic input shapes

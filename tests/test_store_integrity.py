@@ -160,6 +160,43 @@ def test_missing_zero_byte_and_empty_databases(tmp_path, capsys):
     assert snapshot(empty) == before
 
 
+def test_output_paths_that_cannot_be_written_are_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    """A directory (or a file where a folder should be) given as an output file is one line naming it,
+    exit 3, before the command's work: the gate neither judges nor records, `run`/`demo` measure nothing."""
+    db = tmp_path / "results.sqlite"
+    store = ResultStore(db)
+    add_run(store, [{"samples": list(np.random.default_rng(1).normal(100, 1, 50))}])
+    store.close()
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "device_profiles", tmp_path / "device_profiles")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "file").write_text("")
+    before = snapshot(db)
+    for args, what in [
+        (["results", "--csv", "{dir}/out"], "CSV export"),
+        (["results", "--parquet", "{dir}/out"], "parquet export"),
+        (["report", "-o", "{dir}/out"], "report"),
+        (["gate", "--junit", "{dir}/out"], "JUnit XML"),
+        (["gate", "--csv", "{dir}/out"], "verdict CSV"),
+        (["gate", "--markdown", "{dir}/out"], "Markdown summary"),
+        (["gate", "--html", "{dir}/out"], "HTML report"),
+        (["compare", "--csv", "{dir}/out"], "comparison CSV"),
+        (["run", "net.tflite", "--report", "{dir}/out"], "report"),
+        (["demo", "-o", "{dir}/out"], "report"),
+    ]:
+        code, out, err = cli(capsys, db, *args)
+        assert code == 3 and out == "", (args, err)
+        assert one_error_line(err) == f"hil: error: {tmp_path / 'out'}: is a directory; give a file name for the {what}"
+    code, _, err = cli(capsys, db, "report", "-o", "{dir}/file/report.md")
+    blocker = tmp_path / "file"
+    assert code == 3 and one_error_line(err) == (
+        f"hil: error: {blocker / 'report.md'}: cannot write the report: {blocker} is not a directory"
+    )
+    assert snapshot(db) == before  # no verdict recorded, no run started
+    code, _, _ = cli(capsys, db, "results", "--csv", "{dir}/new/r.csv")  # a missing folder is made
+    assert code == 0 and (tmp_path / "new" / "r.csv").read_text().startswith("result_id,run_id,")
+
+
 def test_schema_2_without_the_marker_is_migrated_and_marked(tmp_path):
     """Databases an older hilbench migrated from v1 carry no `application` row; they are ours."""
     db = tmp_path / "r.sqlite"

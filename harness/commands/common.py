@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.core.jobs import RunOptions
+from harness.errors import ConfigError
 from harness.lab.config import Inventory, load_default_inventory, load_inventory
 from harness.models.convert import Converter
 from harness.store.results import ResultStore
@@ -37,6 +40,33 @@ def store(args, create: bool = True, read_only: bool = False) -> ResultStore:
 
 def converter(args) -> Converter:
     return Converter(Path(args.cache) / "artifacts" if args.cache else None, log=log)
+
+
+def output_file(path: str, what: str) -> Path:
+    """An output path given on the command line, checked when the command starts: a directory, a
+    file standing where a folder should be, or a folder this user may not write into is a one-line
+    error now rather than a traceback after the work (a gate may re-measure for minutes first)."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a directory; give a file name for the {what}")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:  # write_output creates the missing part
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{out}: cannot write the {what}: {folder} is not a directory")
+    if not os.access(out if out.exists() else folder, os.W_OK):
+        raise ConfigError(f"{out}: cannot write the {what}: permission denied")
+    return out
+
+
+def write_output(out: Path, what: str, write: Callable[[Path], object]) -> None:
+    """`write(out)` after creating its folder; what output_file cannot foresee (a full disk, a folder
+    removed meanwhile) is a one-line error naming the file too."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write(out)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write the {what}: {exc.strerror or exc}") from None
 
 
 def split_csv(value: str | None) -> list[str] | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from harness.commands import common
 from harness.errors import ConfigError
 from harness.report.compare import comparison, render_markdown
@@ -21,6 +19,8 @@ def register(sub) -> None:
 
 
 def cmd_compare(args) -> int:
+    csv = common.output_file(args.csv, "comparison CSV") if args.csv else None
+    html = common.output_file(args.html, "comparison page") if args.html else None
     store = common.store(args, create=False, read_only=True)
     run_id = args.run or store.latest_run_id()
     if run_id is None:
@@ -34,14 +34,13 @@ def cmd_compare(args) -> int:
         common.log(f"note: run {run_id} has results from one device only ({ref}); nothing to compare with")
     label = run_label(store.run_row(run_id))
     print(render_markdown(table, ref, run_id, label))
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-        common.log(f"wrote {args.csv}")
-    if args.html:
+    if csv:
+        common.write_output(csv, "comparison CSV", lambda out: table.to_csv(out, index=False))
+        common.log(f"wrote {csv}")
+    if html:
         from harness.report.html import render_compare_html
 
-        out = Path(args.html)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render_compare_html(table, ref, run_id, label))
-        common.log(f"wrote {out}")
+        page = render_compare_html(table, ref, run_id, label)
+        common.write_output(html, "comparison page", lambda out: out.write_text(page))
+        common.log(f"wrote {html}")
     return 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from harness.commands import common
 from harness.commands.report import write_report
 from harness.core.resources import demo_model
@@ -19,6 +17,7 @@ def register(sub) -> None:
 
 
 def cmd_demo(args) -> int:
+    report = common.output_file(args.output, "report")  # before the measurements it would report
     example = demo_model()
     inv = common.inventory(args)
     store = common.store(args)
@@ -28,7 +27,6 @@ def cmd_demo(args) -> int:
     jobs = orch.plan([spec], ["fp32", "int8"], [inv.device(args.device)], common.options_from(args))
     common.log(f"conversion: {conv.hits} cache hit(s), {conv.misses} conversion(s)")
     summary = orch.run(jobs, ["demo"], label="demo")
-    out = write_report(store, summary.run_id, Path(args.output))
-    print(out.read_text())
-    common.log(f"report written to {out} (results in {store.path})")
+    print(write_report(store, summary.run_id, report))
+    common.log(f"report written to {report} (results in {store.path})")
     return summary.exit_code

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from harness.commands import common
+from harness.errors import EXIT_OK, EXIT_USAGE, ConfigError, HilError
 from harness.gate import baselines
 from harness.gate import evaluate as gate
 from harness.gate.stats import DEFAULT_ALPHA, MIN_SAMPLES
@@ -65,14 +68,17 @@ def profiles_dir(args) -> Path:
     return Path(args.profiles) if args.profiles else Path(args.inventory).parent / "device_profiles"
 
 
-def _write(path: str, text: str) -> None:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    common.log(f"wrote {out}")
-
-
 def cmd_gate(args) -> int:
+    # before the gate's work: a path that cannot be written must not cost a re-measurement
+    outputs = {
+        what: common.output_file(path, what) if path else None
+        for what, path in (
+            ("Markdown summary", args.markdown),
+            ("JUnit XML", args.junit),
+            ("verdict CSV", args.csv),
+            ("HTML report", args.html),
+        )
+    }
     spec = baselines.BaselineSpec.parse(args.baseline)
     overrides = load_threshold_file(args.thresholds)
     warnings: list[str] = []
@@ -82,7 +88,6 @@ def cmd_gate(args) -> int:
         store, args.run, spec, profiles, overrides, alpha=args.alpha, min_samples=args.min_samples, warnings=warnings
     )
     if args.confirm and (res.failed_checks or res.screened_checks):
-        from harness.errors import HilError
         from harness.gate.remeasure import confirm_regressions
 
         try:
@@ -98,21 +103,29 @@ def cmd_gate(args) -> int:
     from harness.report.gate_markdown import render_gate_markdown
 
     md = render_gate_markdown(res)
-    if args.markdown:
-        _write(args.markdown, md)
-    if args.junit:
+    unwritten: list[str] = []
+
+    def write(what: str, render: Callable[[], str]) -> None:
+        out = outputs[what]
+        if out is None:
+            return
+        try:
+            common.write_output(out, what, lambda path: path.write_text(render()))
+        except ConfigError as exc:  # the verdict is decided (and recorded): the other files are still written
+            unwritten.append(str(exc))
+            return
+        common.log(f"wrote {out}")
+
+    write("Markdown summary", lambda: md)
+    if outputs["JUnit XML"]:
         from harness.report.junit import render_junit
 
-        _write(args.junit, render_junit(res))
-    if args.csv:
-        out = Path(args.csv)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(res.rows()).to_csv(out, index=False)
-        common.log(f"wrote {out}")
-    if args.html:
+        write("JUnit XML", lambda: render_junit(res))
+    write("verdict CSV", lambda: pd.DataFrame(res.rows()).to_csv(index=False))
+    if outputs["HTML report"]:
         from harness.report.html import render_gate_html
 
-        _write(args.html, render_gate_html(res, store, args.trend_runs))
+        write("HTML report", lambda: render_gate_html(res, store, args.trend_runs))
     if not args.quiet:
         print(md)
     n = res.counts()
@@ -120,4 +133,8 @@ def cmd_gate(args) -> int:
         f"gate {res.verdict}: {n['regressions']} regression(s), {n['over_budget']} over budget, "
         f"{n['infra']} infrastructure failure(s) -> exit {res.exit_code}"
     )
-    return res.exit_code
+    kept = "recorded" if not args.no_record else "not recorded (--no-record)"
+    for msg in unwritten:
+        print(f"hil: error: {msg} (gate verdict {res.verdict}, {kept})", file=sys.stderr)
+    # a regression or an infrastructure failure keeps its own code; a pass with a missing file is no pass
+    return res.exit_code or (EXIT_USAGE if unwritten else EXIT_OK)

@@ -16,16 +16,15 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def write_report(store: ResultStore, run_id: str | None, output: Path) -> Path:
+def write_report(store: ResultStore, run_id: str | None, output: Path) -> str:
     run = store.run_row(run_id)
     text = render_run(store.wide(run["run_id"]), run)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    return output
+    common.write_output(output, "report", lambda out: out.write_text(text))
+    return text
 
 
 def cmd_report(args) -> int:
-    out = write_report(common.store(args, read_only=True), args.run, Path(args.output))
-    print(out.read_text())
+    out = common.output_file(args.output, "report")
+    print(write_report(common.store(args, read_only=True), args.run, out))
     common.log(f"report written to {out}")
     return 0

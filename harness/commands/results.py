@@ -21,19 +21,21 @@ def register(sub) -> None:
 
 
 def cmd_results(args) -> int:
+    csv = common.output_file(args.csv, "CSV export") if args.csv else None
+    parquet = common.output_file(args.parquet, "parquet export") if args.parquet else None
     store = common.store(args, read_only=True)
     run_id = store.latest_run_id() if args.latest else args.run
     store.run_row(run_id)  # no runs at all or an unknown run id: an error (as `report`/`gate`), not an empty table
     df = store.dataframe(run_id) if args.long else store.wide(run_id)
-    if args.csv:
-        df.to_csv(args.csv, index=False)
-        common.log(f"wrote {len(df)} rows to {args.csv}")
-    if args.parquet:
+    if csv:
+        common.write_output(csv, "CSV export", lambda out: df.to_csv(out, index=False))
+        common.log(f"wrote {len(df)} rows to {csv}")
+    if parquet:
         try:
-            df.to_parquet(args.parquet, index=False)
+            common.write_output(parquet, "parquet export", lambda out: df.to_parquet(out, index=False))
         except ImportError as exc:
-            raise ConfigError(f"{args.parquet}: parquet export needs pyarrow ({exc})") from None
-        common.log(f"wrote {len(df)} rows to {args.parquet}")
+            raise ConfigError(f"{parquet}: parquet export needs pyarrow ({exc})") from None
+        common.log(f"wrote {len(df)} rows to {parquet}")
     if not (args.csv or args.parquet):
         if df.empty:
             print("no results")

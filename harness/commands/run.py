@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from harness.commands import common
 from harness.errors import ConfigError, HilError
@@ -51,6 +50,7 @@ def register(sub) -> None:
 
 
 def cmd_run(args) -> int:
+    report = common.output_file(args.report, "report") if args.report else None  # before measuring
     inv = common.inventory(args)
     if len(args.models) > 1 and (args.calibration or args.eval_file):
         raise ConfigError(
@@ -82,10 +82,10 @@ def cmd_run(args) -> int:
         f"run {summary.run_id}: {summary.ok} ok, {summary.infra_errors} infrastructure failure(s), "
         f"{summary.errors} error(s), {summary.skipped} already measured"
     )
-    if args.report:
+    print(summary.run_id)  # first: a report that cannot be written must not hide the stored run
+    if report:
         from harness.commands.report import write_report
 
-        write_report(store, summary.run_id, Path(args.report))
-        common.log(f"report written to {args.report}")
-    print(summary.run_id)
+        write_report(store, summary.run_id, report)
+        common.log(f"report written to {report}")
     return summary.exit_code

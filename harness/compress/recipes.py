@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import ConfigError
+from harness.lab.yaml_load import read_yaml
 
 
 class _Strict(BaseModel):
@@ -278,17 +279,13 @@ def _apply_grid(data: dict, grid: dict[str, Any], path: Path) -> None:
 
 
 def load(path: Path, grid: dict[str, Any] | None = None) -> Recipe:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read recipe ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
-    return parse(data, path, grid)
+    return parse(read_recipe(path), path, grid)
+
+
+def read_recipe(path: Path) -> Any:
+    """The recipe's YAML, read strictly like the lab files: with two `steps:` keys the last would win
+    silently and build another candidate than the file seems to say, so a duplicate is an error."""
+    return read_yaml(path, "recipe").data
 
 
 def library_dir() -> Path:
@@ -334,8 +331,8 @@ def expand(refs: list[str], grid: dict[str, list[Any]]) -> list[Recipe]:
     used: set[str] = set()
     for ref in refs:
         path = resolve(ref)
-        base = load(path)
-        raw = yaml.safe_load(path.read_text())
+        raw = read_recipe(path)
+        base = parse(raw, path)
         keys = [k for k in grid if _grid_applies(base, k)]
         used.update(keys)
         if not keys:

@@ -28,6 +28,7 @@ the file scores for anomaly detection (label 1 = anomalous).
 from __future__ import annotations
 
 import csv
+import io
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +231,23 @@ def is_dataset(path: Path | str) -> bool:
     return Path(path).is_dir() and (Path(path) / LABELS_FILE).is_file()
 
 
+def _labels_text(labels: Path) -> str:
+    """The CSV as text whatever the host's locale: a file saved in another encoding is named with its
+    line, not a UnicodeDecodeError; a spreadsheet's byte-order mark is not part of the first file name."""
+    try:
+        raw = labels.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{labels}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        data = exc.object  # after the byte-order mark, if any: where exc.start counts from
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{labels} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
 def read_dataset(path: Path | str) -> Dataset:
     """Read and check ``y_labels.csv``; every listed file must exist. Errors name the file and line."""
     root = Path(path)
@@ -243,7 +261,7 @@ def read_dataset(path: Path | str) -> Dataset:
         )
     entries: list[Entry] = []
     names = ("classes", "class", "bytes_to_send", "stride")
-    with open(labels, newline="") as fh:
+    with io.StringIO(_labels_text(labels), newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             row = [c.strip() for c in row]
             if not row or not any(row):
