@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "calibrate",
     "sweep",
     "lineage",
+    "db",
 ]
 
 
