@@ -11,6 +11,8 @@ from typing import Any, NoReturn, TextIO, cast
 from harness import __version__, log
 from harness.errors import EXIT_USAGE, HilError
 
+DEFAULT_DB = "reports/results.sqlite"  # harness.store.results.DEFAULT_DB, without importing the store here
+
 # Each module in harness/commands registers its own sub-command(s) with `register(subparsers)`.
 COMMAND_MODULES = [
     "run",
@@ -30,6 +32,7 @@ COMMAND_MODULES = [
     "calibrate",
     "sweep",
     "lineage",
+    "db",
 ]
 
 
@@ -50,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--inventory", default="inventory.yaml", help="lab inventory (default: %(default)s)")
     parser.add_argument("--profiles", default=None, help="device profile directory (default: next to the inventory)")
-    parser.add_argument("--db", default="reports/results.sqlite", help="results database (default: %(default)s)")
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="results database: a file, or postgresql://user@host:port/dbname shared by several controllers "
+        f"(default: $HILBENCH_DB, else {DEFAULT_DB})",
+    )
     parser.add_argument(
         "--cache", default=None, help="artifact cache directory (default: $HILBENCH_CACHE or ~/.cache/hilbench)"
     )
@@ -98,6 +106,7 @@ class _ReaderMayLeave:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.db = args.db or os.environ.get("HILBENCH_DB") or DEFAULT_DB
     log.setup(verbose=args.verbose, quiet=args.log_quiet)
     stdout = sys.stdout
     sys.stdout = cast(TextIO, _ReaderMayLeave(stdout))

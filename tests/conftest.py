@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from postgres import bindir as postgres_bindir
+from postgres import start_postgres
 from sshd import start_sshd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,6 +36,7 @@ TOOLS = {
     ),
     "chromium": (lambda: _any("chromium", "/usr/bin/chromium"), "apt-get install chromium"),
     "ser2net": (lambda: _any("ser2net", "/usr/sbin/ser2net"), "apt-get install ser2net"),
+    "postgres": (lambda: postgres_bindir() is not None, "apt-get install postgresql"),
 }
 
 
@@ -61,6 +64,25 @@ def sshd_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on loopback for the whole session (each test makes its own database)."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_db(request, tmp_path) -> Path | str:
+    """Where a store test keeps its results: an SQLite file, or a new database on the test server.
+    The same test runs against both, because one code path serves both."""
+    if request.param == "sqlite":
+        return tmp_path / "r.sqlite"
+    return request.getfixturevalue("postgres_server").createdb()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,10 @@
 """Result store semantics that reports and gates rely on."""
 
+from pathlib import Path
+
 import pytest
+import sqlalchemy as sa
+from postgres import contents, direct
 
 from harness.errors import ConfigError
 from harness.store.results import ResultRecord, ResultStore
@@ -20,8 +24,8 @@ def rec(run_id, status, **kw):
     )
 
 
-def test_resumed_job_shows_its_newest_success_only(tmp_path):
-    store = ResultStore(tmp_path / "r.sqlite")
+def test_resumed_job_shows_its_newest_success_only(store_db):
+    store = ResultStore(store_db)
     run = store.start_run(["job1"], "h", [], "0", "host", None)
     store.record(rec(run, "infra_error", error="dropped"), [], {})
     store.record(rec(run, "ok"), [("latency_p50_us", 10.0, "us")], {"steady": [9.0, 10.0, 11.0]})
@@ -31,6 +35,7 @@ def test_resumed_job_shows_its_newest_success_only(tmp_path):
     assert len(store.wide(run, superseded=True)) == 3
     assert store.samples(int(wide["result_id"].iloc[0])) == [9.0, 10.0, 11.0]
     assert store.run_row()["run_id"] == run
+    store.close()
 
 
 def test_read_only_open_of_a_missing_database_is_a_config_error(tmp_path):
@@ -42,29 +47,35 @@ def test_read_only_open_of_a_missing_database_is_a_config_error(tmp_path):
         ResultStore(tmp_path / "junk.sqlite")
 
 
-def test_foreign_newer_and_older_databases(tmp_path):
-    """A file that is not ours is refused untouched; a newer schema is refused; v1 is migrated."""
+def test_foreign_newer_and_older_databases(store_db, tmp_path):
+    """A database that is not ours is refused untouched; a newer schema is refused; v1 is migrated."""
     import sqlite3
 
     from harness.errors import ConfigError
     from harness.store import schema
 
-    foreign = tmp_path / "other.sqlite"
-    with sqlite3.connect(foreign) as db:
-        db.execute("CREATE TABLE customers (id INTEGER)")
-    with pytest.raises(ConfigError, match="other.sqlite: not a hilbench results database"):
-        ResultStore(foreign)
-    with sqlite3.connect(foreign) as db:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-    assert tables == {"customers"} and mode != "wal"
+    engine = direct(store_db)
+    with engine.begin() as db:
+        db.execute(sa.text("CREATE TABLE customers (id INTEGER)"))
+    before = contents(store_db)
+    with pytest.raises(ConfigError, match="not a hilbench results database"):
+        ResultStore(store_db)
+    assert contents(store_db) == before
+    if isinstance(store_db, Path):
+        with sqlite3.connect(store_db) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] != "wal"
+        db.close()
+    with engine.begin() as db:
+        db.execute(sa.text("DROP TABLE customers"))
 
-    newer = tmp_path / "newer.sqlite"
-    ResultStore(newer).close()
-    with sqlite3.connect(newer) as db:
-        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(schema.SCHEMA_VERSION + 1),))
+    ResultStore(store_db).close()
+    with engine.begin() as db:
+        db.execute(
+            sa.text("UPDATE meta SET value=:v WHERE key='schema_version'"), {"v": str(schema.SCHEMA_VERSION + 1)}
+        )
+    engine.dispose()
     with pytest.raises(ConfigError, match=f"newer hilbench \\(schema {schema.SCHEMA_VERSION + 1}"):
-        ResultStore(newer)
+        ResultStore(store_db)
 
     # a v1 database (results only, verdict tables made on first use by the gate) gains them on open
     old = tmp_path / "v1.sqlite"

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from conftest import hil
 from fixed_lab import FAST, make_lab, tflite_model, write_latency
 from gate_helpers import add_run
+from postgres import contents, direct
 
 from harness.cli import main
 from harness.errors import ConfigError
@@ -78,17 +80,17 @@ def test_every_command_refuses_a_foreign_sqlite_file_and_leaves_it_as_it_was(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == files  # no -wal/-shm/journal
 
 
-def test_a_database_of_another_application_is_refused_even_with_our_table_names(tmp_path):
-    db = tmp_path / "look-alike.sqlite"
-    ResultStore(db).close()
-    with sqlite3.connect(db) as c:
-        c.execute("UPDATE meta SET value='someone-else' WHERE key='application'")
-    c.close()
-    before = snapshot(db)
+def test_a_database_of_another_application_is_refused_even_with_our_table_names(store_db):
+    ResultStore(store_db).close()
+    engine = direct(store_db)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE meta SET value='someone-else' WHERE key='application'"))
+    engine.dispose()
+    before = contents(store_db)
     for read_only in (True, False):
-        with pytest.raises(ConfigError, match="look-alike.sqlite: not a hilbench results database"):
-            ResultStore(db, read_only=read_only)
-    assert snapshot(db) == before
+        with pytest.raises(ConfigError, match=f"^{store_db}: not a hilbench results database"):
+            ResultStore(store_db, read_only=read_only)
+    assert contents(store_db) == before
 
 
 def _v2_database(path: Path) -> str:
@@ -233,9 +235,9 @@ def rec(run_id: str, key: str, status: str) -> ResultRecord:
     )
 
 
-def test_a_job_is_claimed_by_one_session_until_its_result_is_recorded(tmp_path):
-    store = ResultStore(tmp_path / "r.sqlite")
-    other = ResultStore(tmp_path / "r.sqlite")  # a second connection, as a second process has
+def test_a_job_is_claimed_by_one_session_until_its_result_is_recorded(store_db):
+    store = ResultStore(store_db)
+    other = ResultStore(store_db)  # a second connection, as a second process has
     run = store.start_run(["j1", "j2"], "h", [], "0", "host", None)
     a, b = ClaimOwner.this_process(), ClaimOwner.this_process()
     assert store.claim_job(run, "j1", a) is None
@@ -257,8 +259,8 @@ def test_a_job_is_claimed_by_one_session_until_its_result_is_recorded(tmp_path):
     other.close()
 
 
-def test_the_claim_of_a_session_that_died_is_taken_over(tmp_path):
-    db = tmp_path / "r.sqlite"
+def test_the_claim_of_a_session_that_died_is_taken_over(store_db):
+    db = store_db
     store = ResultStore(db)
     run = store.start_run(["j1"], "h", [], "0", "host", None)
     code = (
@@ -279,9 +281,10 @@ def test_the_claim_of_a_session_that_died_is_taken_over(tmp_path):
             child.kill()
             child.wait()
     # a claim whose pid now belongs to another process (started at another time) is stale too
-    with sqlite3.connect(db) as c:
-        c.execute("UPDATE job_claims SET owner='ghost', pid_started=pid_started - 3600")
-    c.close()
+    engine = direct(db)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE job_claims SET owner='ghost', pid_started=pid_started - 3600"))
+    engine.dispose()
     assert store.claim_job(run, "j1", ClaimOwner.this_process()) is None
     store.close()
 

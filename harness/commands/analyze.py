@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 from harness.models.inspect.analysis import analyze, format_table, to_dict
 
@@ -25,9 +24,12 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_analyze)
 
 
-def measured(db: Path, sha256: str) -> list[dict]:
-    """Newest successful result of this artifact per device (empty without a database)."""
-    if not db.exists():
+def measured(db: str, sha256: str) -> list[dict]:
+    """Newest successful result of this artifact per device (empty without a database file)."""
+    from harness.store.location import locate
+
+    where = locate(db).path
+    if where is not None and not where.exists():
         return []
     from harness.report.run_markdown import per_second
     from harness.store.results import ResultStore
@@ -75,7 +77,7 @@ def format_measured(rows: list[dict]) -> str:
 
 def cmd_analyze(args) -> int:
     a = analyze(args.model)
-    rows = measured(Path(args.db), a.sha256)
+    rows = measured(args.db, a.sha256)
     if args.json:
         print(json.dumps({**to_dict(a), "measured": rows}, indent=1))
     else:

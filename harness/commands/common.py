@@ -34,8 +34,9 @@ def inventory(args) -> Inventory:
 
 def store(args, create: bool = True, read_only: bool = False) -> ResultStore:
     """The results database; commands that need an existing one pass create=False so a typo in --db is
-    an error, commands that only read pass read_only=True (SQLite mode=ro: they never write)."""
-    return ResultStore(Path(args.db), create=create, read_only=read_only)
+    an error, commands that only read pass read_only=True (they never write). `--db` is a file path or
+    a PostgreSQL URL."""
+    return ResultStore(args.db, create=create, read_only=read_only)
 
 
 def converter(args) -> Converter:

@@ -1,11 +1,13 @@
-"""SQLite result store: every measurement, with the provenance needed to trust it months later.
+"""The result store: every measurement, with the provenance needed to trust it months later.
 
-Each result is committed the moment it is measured (WAL mode, one transaction per result), so a
-killed `hil run` loses nothing, and `--resume` can tell exactly which jobs are still missing. A job is
-claimed (`claim_job`, one transaction) by the session that measures it, so two concurrent
-`hil run --resume` of one run never measure the same job; recording the result ends the claim, and
-the claim of a session that died is taken over. Read-only stores (`read_only=True`) open the file with
-SQLite's `mode=ro` and never write: no tables, no journal mode, no migration.
+An SQLite file (the default) or a PostgreSQL database shared by several controllers, through one
+SQLAlchemy Core code path. Each result is committed the moment it is measured (one transaction per
+result), so a killed `hil run` loses nothing, and `--resume` can tell exactly which jobs are still
+missing. A job is claimed (`claim_job`, one write transaction) by the session that measures it, so two
+concurrent `hil run --resume` of one run never measure the same job, on one controller or several;
+recording the result ends the claim, and the claim of a session that died is taken over. Read-only
+stores (`read_only=True`) never write: SQLite files are opened with `mode=ro` (no tables, no journal
+mode, no migration), PostgreSQL transactions are READ ONLY.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sqlite3
+import re
 import threading
 import time
 import uuid
@@ -25,9 +27,14 @@ from typing import Any
 
 import pandas as pd
 import psutil
+import sqlalchemy as sa
 
 from harness.errors import ConfigError
 from harness.store import schema
+from harness.store.engine import WRITE, enable_wal, failure, open_engine
+from harness.store.location import locate
+from harness.store.schema import job_claims, lineage, results, runs
+from harness.store.upsert import upsert
 
 DEFAULT_DB = Path("reports") / "results.sqlite"
 
@@ -104,61 +111,91 @@ def _owner_alive(host: str, pid: int, pid_started: float) -> bool:
         return True
 
 
+def _nan_to_none(v: float | None) -> float | None:
+    """SQLite stores NaN as NULL, PostgreSQL as NaN: both stores keep a missing value as NULL."""
+    return None if v is None or v != v else float(v)
+
+
+_QMARK = re.compile(r"\?")
+
+
+def _qmark(sql: str, args: tuple | list) -> tuple[sa.TextClause, dict[str, Any]]:
+    """A `?`-parameter SQL string as a portable textual statement (tests and tools read with it)."""
+    names = iter(range(len(args)))
+    text = _QMARK.sub(lambda _: f":p{next(names)}", sql)
+    return sa.text(text), {f"p{i}": a for i, a in enumerate(args)}
+
+
 class ResultStore:
-    """Thread-safe (one connection, one lock) access to the results database."""
+    """Thread-safe access to the results database (one lock around the process's statements).
+
+    `path` is an SQLite file path or a PostgreSQL URL; `self.path` is what messages name: the file,
+    or the URL with its password masked."""
 
     def __init__(self, path: Path | str = DEFAULT_DB, create: bool = True, read_only: bool = False):
-        self.path = Path(path)
+        self.location = locate(path)
+        self.path: Path | str = self.location.path if self.location.path is not None else self.location.display
         self.read_only = read_only
-        if (read_only or not create) and not self.path.is_file():
-            raise ConfigError(f"{self.path}: no results database here (run `hil run` first, or pass --db)")
-        if not read_only:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(f"{self.path}: cannot create the results directory ({exc.strerror})") from None
-        db = None
-        try:
-            if read_only:  # mode=ro: SQLite itself refuses any write to the file
-                db = sqlite3.connect(
-                    self.path.resolve().as_uri() + "?mode=ro",
-                    uri=True,
-                    timeout=30,
-                    check_same_thread=False,
-                    isolation_level=None,
-                )
-                self.schema_version = schema.prepare(db, self.path, writable=False)
-            else:
-                db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-                self.schema_version = schema.prepare(db, self.path, writable=True)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-        except (sqlite3.DatabaseError, sqlite3.OperationalError) as exc:
-            if db is not None:
-                db.close()
-            raise ConfigError(f"{self.path}: not a usable hilbench results database ({exc})") from None
-        except BaseException:
-            if db is not None:
-                db.close()
-            raise
-        self._db = db
+        if self.location.path is not None:
+            if (read_only or not create) and not self.location.path.is_file():
+                raise ConfigError(f"{self.path}: no results database here (run `hil run` first, or pass --db)")
+            if not read_only:
+                try:
+                    self.location.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ConfigError(f"{self.path}: cannot create the results directory ({exc.strerror})") from None
         self._lock = threading.Lock()
+        self._engine = open_engine(self.location, read_only)
+        try:
+            with self._engine.connect() as conn:
+                version = schema.check(conn, self.path, writable=not read_only)
+            if version is None:
+                with self._engine.connect() as conn:
+                    conn.execution_options(**{WRITE: True})
+                    with conn.begin():  # another process may have created or migrated it meanwhile
+                        version = schema.upgrade(conn, self.path)
+            if self.location.is_sqlite and not read_only:
+                enable_wal(self._engine)
+        except sa.exc.DBAPIError as exc:
+            self._engine.dispose()
+            raise failure(self.location, exc, opening=True) from None
+        except BaseException:
+            self._engine.dispose()
+            raise
+        self.schema_version = version
 
     def close(self) -> None:
-        self._db.close()
+        self._engine.dispose()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[sa.Connection]:
+        """The one write transaction helper: everything a write does commits together or not at all."""
         if self.read_only:
             raise ConfigError(f"{self.path}: opened read-only; this command must not write to it")
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+        with self._lock, self._errors(), self._engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            if self.location.is_sqlite:
                 raise
-            self._db.execute("COMMIT")
+            raise failure(self.location, exc, opening=False) from None
+
+    def _query(self, sql: str | sa.Executable, args: tuple | list = ()) -> list[tuple]:
+        """A locked read. Private to the store package: other stages ask the store for data, they do
+        not run SQL. `sql` is a Core statement, or a string with `?` parameters."""
+        stmt, params = _qmark(sql, args) if isinstance(sql, str) else (sql, {})
+        with self._lock, self._errors(), self._engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(stmt, params).all()]
+
+    def _frame(self, stmt: sa.Select) -> pd.DataFrame:
+        with self._lock, self._errors(), self._engine.connect() as conn:
+            return pd.read_sql_query(stmt, conn)
 
     # ------------------------------------------------------------------ runs
 
@@ -175,20 +212,19 @@ class ResultStore:
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         with self._tx() as db:
             db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    time.time(),
-                    None,
-                    "running",
-                    plan_hash,
-                    json.dumps(plan),
-                    json.dumps(argv),
-                    harness_version,
-                    host,
-                    git_commit,
-                    label,
-                ),
+                sa.insert(runs).values(
+                    run_id=run_id,
+                    started_at=time.time(),
+                    finished_at=None,
+                    status="running",
+                    plan_hash=plan_hash,
+                    plan=json.dumps(plan),
+                    argv=json.dumps(argv),
+                    harness_version=harness_version,
+                    host=host,
+                    git_commit=git_commit,
+                    label=label,
+                )
             )
         return run_id
 
@@ -198,78 +234,88 @@ class ResultStore:
         session resuming the same run may have measured some of them, or may still be measuring)."""
         with self._tx() as db:
             if planned is not None:
-                done = {
-                    r[0] for r in db.execute("SELECT job_key FROM results WHERE run_id=? AND status='ok'", (run_id,))
-                }
+                done = set(db.execute(_ok_jobs(run_id)).scalars())
                 if set(planned) <= done:
                     status = "complete"
                 elif status == "complete":
                     status = "incomplete"
-            db.execute("UPDATE runs SET finished_at=?, status=? WHERE run_id=?", (time.time(), status, run_id))
+            db.execute(sa.update(runs).where(runs.c.run_id == run_id).values(finished_at=time.time(), status=status))
         return status
 
     def resumable_run(self, plan_hash: str) -> str | None:
         """The newest unfinished run with the same plan, if any."""
         rows = self._query(
-            "SELECT run_id FROM runs WHERE plan_hash=? AND status!='complete' ORDER BY started_at DESC LIMIT 1",
-            (plan_hash,),
+            sa.select(runs.c.run_id)
+            .where(runs.c.plan_hash == plan_hash, runs.c.status != "complete")
+            .order_by(runs.c.started_at.desc())
+            .limit(1)
         )
         return rows[0][0] if rows else None
 
     def reopen_run(self, run_id: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE runs SET status='running', finished_at=NULL WHERE run_id=?", (run_id,))
+            db.execute(sa.update(runs).where(runs.c.run_id == run_id).values(status="running", finished_at=None))
 
     def done_jobs(self, run_id: str) -> set[str]:
-        rows = self._query("SELECT job_key FROM results WHERE run_id=? AND status='ok'", (run_id,))
-        return {r[0] for r in rows}
+        return {r[0] for r in self._query(_ok_jobs(run_id))}
 
     def claim_job(self, run_id: str, job_key: str, owner: ClaimOwner) -> str | None:
-        """Claim one job of a run for `owner`, atomically (BEGIN IMMEDIATE): None when claimed, else why
-        not (measured already, or claimed by a live session). A dead owner's claim is taken over;
-        `record` of the job's result ends the claim."""
+        """Claim one job of a run for `owner`, atomically (a write transaction, which holds the store's
+        write lock from its start): None when claimed, else why not (measured already, or claimed by
+        a live session). A dead owner's claim is taken over; `record` of the job's result ends the claim."""
         with self._tx() as db:
-            if db.execute(
-                "SELECT 1 FROM results WHERE run_id=? AND job_key=? AND status='ok' LIMIT 1", (run_id, job_key)
-            ).fetchone():
+            if db.execute(_ok_jobs(run_id).where(results.c.job_key == job_key).limit(1)).first():
                 return "measured already by another session of this run"
             row = db.execute(
-                "SELECT owner, host, pid, pid_started FROM job_claims WHERE run_id=? AND job_key=?", (run_id, job_key)
-            ).fetchone()
+                sa.select(job_claims.c.owner, job_claims.c.host, job_claims.c.pid, job_claims.c.pid_started).where(
+                    job_claims.c.run_id == run_id, job_claims.c.job_key == job_key
+                )
+            ).first()
             if row is not None and row[0] != owner.token and _owner_alive(row[1], row[2], row[3]):
                 return f"being measured by another session of this run (pid {row[2]} on {row[1]})"
-            db.execute(
-                "INSERT OR REPLACE INTO job_claims VALUES (?,?,?,?,?,?,?)",
-                (run_id, job_key, owner.token, owner.host, owner.pid, owner.pid_started, time.time()),
+            upsert(
+                db,
+                job_claims,
+                [
+                    {
+                        "run_id": run_id,
+                        "job_key": job_key,
+                        "owner": owner.token,
+                        "host": owner.host,
+                        "pid": owner.pid,
+                        "pid_started": owner.pid_started,
+                        "claimed_at": time.time(),
+                    }
+                ],
             )
         return None
 
     def release_claims(self, owner: ClaimOwner) -> int:
         """End every claim `owner` still holds (jobs it did not finish: a later --resume measures them)."""
         with self._tx() as db:
-            return db.execute("DELETE FROM job_claims WHERE owner=?", (owner.token,)).rowcount
+            return db.execute(sa.delete(job_claims).where(job_claims.c.owner == owner.token)).rowcount
 
     def claims(self, run_id: str) -> list[tuple[str, str, int]]:
         """(job_key, host, pid) of the open claims of a run."""
-        return self._query("SELECT job_key, host, pid FROM job_claims WHERE run_id=? ORDER BY job_key", (run_id,))
+        c = job_claims.c
+        return self._query(sa.select(c.job_key, c.host, c.pid).where(c.run_id == run_id).order_by(c.job_key))
 
     def runs(self) -> pd.DataFrame:
-        with self._lock:
-            return pd.read_sql_query("SELECT * FROM runs ORDER BY started_at", self._db)
+        return self._frame(sa.select(runs).order_by(runs.c.started_at))
 
     def run_row(self, run_id: str | None = None) -> dict:
         """One run's row (the latest by default); a clear error when there is none."""
         run_id = run_id or self.latest_run_id()
         if run_id is None:
             raise ConfigError(f"{self.path}: no runs recorded yet (run `hil run` first)")
-        runs = self.runs()
-        match = runs[runs["run_id"] == run_id]
+        rows = self.runs()
+        match = rows[rows["run_id"] == run_id]
         if match.empty:
             raise ConfigError(f"{self.path}: no run '{run_id}'")
         return match.iloc[0].to_dict()
 
     def latest_run_id(self) -> str | None:
-        rows = self._query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
+        rows = self._query(sa.select(runs.c.run_id).order_by(runs.c.started_at.desc()).limit(1))
         return rows[0][0] if rows else None
 
     # ------------------------------------------------------------------ results
@@ -279,70 +325,65 @@ class ResultStore:
     ) -> int:
         """Write one job's outcome in a single transaction (all of it or nothing)."""
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO results (run_id, job_key, timestamp, model, model_sha256, variant, "
-                "converter_version, artifact_sha256, device_id, profile, transport, runtime, "
-                "runtime_version, harness_version, git_commit, host, status, error, raw) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    rec.run_id,
-                    rec.job_key,
-                    time.time(),
-                    rec.model,
-                    rec.model_sha256,
-                    rec.variant,
-                    rec.converter_version,
-                    rec.artifact_sha256,
-                    rec.device_id,
-                    rec.profile,
-                    rec.transport,
-                    rec.runtime,
-                    rec.runtime_version,
-                    rec.harness_version,
-                    rec.git_commit,
-                    rec.host,
-                    rec.status,
-                    rec.error,
-                    json.dumps(rec.raw) if rec.raw is not None else None,
-                ),
-            )
-            rid = cur.lastrowid
-            assert rid is not None  # set by the INSERT above
-            # the outcome is recorded: the job's claim has done its work (same transaction, no gap)
-            db.execute("DELETE FROM job_claims WHERE run_id=? AND job_key=?", (rec.run_id, rec.job_key))
-            db.executemany(
-                "INSERT INTO measurements VALUES (?,?,?,?)",
-                [(rid, m, None if v is None else float(v), u) for m, v, u in measurements],
-            )
-            for phase, vals in samples.items():
-                db.executemany(
-                    "INSERT INTO samples VALUES (?,?,?,?)", [(rid, phase, i, float(v)) for i, v in enumerate(vals)]
+            inserted = db.execute(
+                sa.insert(results).values(
+                    run_id=rec.run_id,
+                    job_key=rec.job_key,
+                    timestamp=time.time(),
+                    model=rec.model,
+                    model_sha256=rec.model_sha256,
+                    variant=rec.variant,
+                    converter_version=rec.converter_version,
+                    artifact_sha256=rec.artifact_sha256,
+                    device_id=rec.device_id,
+                    profile=rec.profile,
+                    transport=rec.transport,
+                    runtime=rec.runtime,
+                    runtime_version=rec.runtime_version,
+                    harness_version=rec.harness_version,
+                    git_commit=rec.git_commit,
+                    host=rec.host,
+                    status=rec.status,
+                    error=rec.error,
+                    raw=json.dumps(rec.raw) if rec.raw is not None else None,
                 )
+            )
+            key = inserted.inserted_primary_key
+            assert key is not None  # set by the INSERT above
+            rid = int(key[0])
+            # the outcome is recorded: the job's claim has done its work (same transaction, no gap)
+            db.execute(
+                sa.delete(job_claims).where(job_claims.c.run_id == rec.run_id, job_claims.c.job_key == rec.job_key)
+            )
+            if measurements:
+                db.execute(
+                    sa.insert(schema.measurements),
+                    [{"result_id": rid, "metric": m, "value": _nan_to_none(v), "unit": u} for m, v, u in measurements],
+                )
+            rows = [
+                {"result_id": rid, "phase": phase, "idx": i, "value": float(v)}
+                for phase, vals in samples.items()
+                for i, v in enumerate(vals)
+            ]
+            if rows:
+                db.execute(sa.insert(schema.samples), rows)
         return rid
 
     def dataframe(
         self, run_id: str | None = None, include_failed: bool = True, artifact_sha256: str | None = None
     ) -> pd.DataFrame:
         """Long format: one row per (result, metric); failed jobs appear with metric NaN."""
-        cols = ", ".join(f"r.{c}" for c in PROVENANCE_COLUMNS)
-        sql = (
-            f"SELECT {cols}, m.metric, m.value, m.unit FROM results r "
-            "LEFT JOIN measurements m ON m.result_id = r.result_id"
+        r, m = results.c, schema.measurements.c
+        stmt = sa.select(*[r[c] for c in PROVENANCE_COLUMNS], m.metric, m.value, m.unit).select_from(
+            results.outerjoin(schema.measurements, m.result_id == r.result_id)
         )
-        where, args = [], []
         if run_id:
-            where.append("r.run_id = ?")
-            args.append(run_id)
+            stmt = stmt.where(r.run_id == run_id)
         if artifact_sha256:
-            where.append("r.artifact_sha256 = ?")
-            args.append(artifact_sha256)
+            stmt = stmt.where(r.artifact_sha256 == artifact_sha256)
         if not include_failed:
-            where.append("r.status = 'ok'")
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY r.result_id, m.metric"
-        with self._lock:
-            df = pd.read_sql_query(sql, self._db, params=args)
+            stmt = stmt.where(r.status == "ok")
+        df = self._frame(stmt.order_by(r.result_id, m.metric))
         df["timestamp"] = pd.to_datetime(df["timestamp"], unit="s", utc=True)
         return df
 
@@ -374,14 +415,12 @@ class ResultStore:
 
     def current_result_ids(self, run_id: str | None = None) -> set[int]:
         """Per (run, job): the newest ok result, else the newest result."""
-        sql = "SELECT result_id, run_id, job_key, status FROM results"
-        args: tuple = ()
+        r = results.c
+        stmt = sa.select(r.result_id, r.run_id, r.job_key, r.status).order_by(r.result_id)
         if run_id:
-            sql, args = sql + " WHERE run_id=?", (run_id,)
+            stmt = stmt.where(r.run_id == run_id)
         best: dict[tuple[str, str], tuple[int, str]] = {}
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY result_id", args).fetchall()
-        for rid, run, job, status in rows:
+        for rid, run, job, status in self._query(stmt):
             prev = best.get((run, job))
             if prev is not None and prev[1] == "ok" and status != "ok":
                 continue
@@ -389,11 +428,12 @@ class ResultStore:
         return {rid for rid, _ in best.values()}
 
     def samples(self, result_id: int, phase: str = "steady") -> list[float]:
-        rows = self._query("SELECT value FROM samples WHERE result_id=? AND phase=? ORDER BY idx", (result_id, phase))
+        s = schema.samples.c
+        rows = self._query(sa.select(s.value).where(s.result_id == result_id, s.phase == phase).order_by(s.idx))
         return [r[0] for r in rows]
 
     def raw(self, result_id: int) -> dict[str, Any] | None:
-        rows = self._query("SELECT raw FROM results WHERE result_id=?", (result_id,))
+        rows = self._query(sa.select(results.c.raw).where(results.c.result_id == result_id))
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
     # ------------------------------------------------------------------ lineage (hil sweep / hil lineage)
@@ -420,45 +460,38 @@ class ResultStore:
         """Insert or update lineage nodes (dicts with LINEAGE_COLUMNS; JSON columns as Python values);
         a node's model_name, once known, is kept when a later record has none."""
         rows = [
-            tuple(
-                json.dumps(n.get(c), sort_keys=True) if c in self._LINEAGE_JSON else n.get(c)
+            {
+                c: json.dumps(n.get(c), sort_keys=True) if c in self._LINEAGE_JSON else n.get(c)
                 for c in self.LINEAGE_COLUMNS
-            )
+            }
             for n in nodes
         ]
-        cols = ", ".join(self.LINEAGE_COLUMNS)
-        updates = ", ".join(f"{c}=excluded.{c}" for c in self.LINEAGE_COLUMNS if c not in ("node_id", "model_name"))
         with self._tx() as db:
-            db.executemany(
-                f"INSERT INTO lineage ({cols}) VALUES ({', '.join('?' * len(self.LINEAGE_COLUMNS))}) "
-                f"ON CONFLICT(node_id) DO UPDATE SET {updates}, "
-                "model_name=COALESCE(excluded.model_name, lineage.model_name)",
+            upsert(
+                db,
+                lineage,
                 rows,
+                keep=lambda new, t: {"model_name": sa.func.coalesce(new.model_name, t.c.model_name)},
             )
 
     def lineage(self, root_id: str | None = None) -> list[dict[str, Any]]:
         """Lineage nodes (of one root model), oldest first; none in a database older than schema 4."""
-        sql = f"SELECT {', '.join(self.LINEAGE_COLUMNS)} FROM lineage"
-        args: tuple = ()
-        if root_id is not None:
-            sql, args = sql + " WHERE root_id=?", (root_id,)
-        try:
-            rows = self._query(sql + " ORDER BY created_at, node_id", args)
-        except sqlite3.OperationalError:  # read-only open of an older schema: no lineage table yet
+        if self.schema_version < 4:  # read-only open of an older schema: no lineage table yet
             return []
+        stmt = sa.select(*[lineage.c[c] for c in self.LINEAGE_COLUMNS])
+        if root_id is not None:
+            stmt = stmt.where(lineage.c.root_id == root_id)
         out = []
-        for r in rows:
+        for r in self._query(stmt.order_by(lineage.c.created_at, lineage.c.node_id)):
             d = dict(zip(self.LINEAGE_COLUMNS, r))
             for c in self._LINEAGE_JSON:
                 d[c] = json.loads(d[c]) if d[c] else None
             out.append(d)
         return out
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        """A locked read (one connection is shared by the run's worker threads). Private to the store
-        package: other stages ask the store for data, they do not run SQL."""
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+
+def _ok_jobs(run_id: str) -> sa.Select:
+    return sa.select(results.c.job_key).where(results.c.run_id == run_id, results.c.status == "ok")
 
 
 def open_results(path: Path | str = DEFAULT_DB) -> pd.DataFrame:

@@ -1,223 +1,231 @@
 """The results database's schema, its version, and the migrations between versions.
 
-A database carries a marker and a version in its `meta` table. Opening checks both before anything is
-written: a file that is not a hilbench database is refused (never converted), one written by a newer
-hilbench is refused with the version it needs, and an older one is migrated in one transaction.
-Read-only opens (`hil results`, `report`, `gate --no-record`, `baseline show`) never write: they
-check the marker, accept the versions whose tables hold everything readers need (READABLE_FROM and
-up) unchanged, and refuse the rest with a hint.
+The tables are SQLAlchemy Core objects, so SQLite files and PostgreSQL databases get the same schema
+from one definition. A database carries a marker and a version in its `meta` table. Opening checks
+both before anything is written: a database that is not hilbench's is refused (never converted), one
+written by a newer hilbench is refused with the version it needs, and an older one is migrated in one
+transaction. Read-only opens (`hil results`, `report`, `gate --no-record`, `baseline show`) never
+write: they check the marker, accept the versions whose tables hold everything readers need
+(READABLE_FROM and up) unchanged, and refuse the rest with a hint.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from harness.errors import ConfigError
+from harness.store.upsert import upsert
 
 SCHEMA_VERSION = 4
 READABLE_FROM = 2  # read-only opens accept these older versions as they are (v3 added job_claims, v4 lineage)
 MARKER = ("application", "hilbench")
 
-CLAIMS = """
-CREATE TABLE IF NOT EXISTS job_claims (
-    run_id TEXT NOT NULL,
-    job_key TEXT NOT NULL,
-    owner TEXT NOT NULL,             -- the claiming `hil run` session
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    pid_started REAL NOT NULL,       -- the owner's process start time (a reused pid is not the owner)
-    claimed_at REAL NOT NULL,
-    PRIMARY KEY (run_id, job_key)
-);
-"""
+# PostgreSQL sorts text by the database's locale, SQLite byte-wise: "C" keeps ORDER BY on keys, job
+# keys and metric names identical on both, whatever locale the server was initialised with.
+TEXT = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
+REAL = sa.Float()  # SQLite REAL, PostgreSQL double precision
 
-LINEAGE = """
-CREATE TABLE IF NOT EXISTS lineage (
-    node_id TEXT PRIMARY KEY,        -- sha256 of the node's inputs (harness/compress/lineage.py)
-    parent_id TEXT NOT NULL,         -- the parent node, or file:<sha256> of the user's model
-    root_id TEXT NOT NULL,           -- file:<sha256> of the user's model the chain starts from
-    step TEXT NOT NULL,              -- quantize | qat | prune | structured_prune | distill
-    params TEXT NOT NULL,            -- JSON: every parameter, files by sha256
-    data_hash TEXT,
-    seed INTEGER NOT NULL,
-    versions TEXT NOT NULL,          -- JSON: library versions
-    kind TEXT NOT NULL,              -- keras | tflite
-    sha256 TEXT NOT NULL,            -- of the node's model file (results: artifact_sha256 / model_sha256)
-    recipe TEXT,
-    model_name TEXT,                 -- the candidate's name in results (leaf nodes)
-    created_at REAL,
-    metrics TEXT                     -- JSON: host accuracy, sparsity, ...
-);
-CREATE INDEX IF NOT EXISTS lineage_root ON lineage(root_id);
-"""
+metadata = sa.MetaData()
 
-TABLES = (
-    """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    status TEXT NOT NULL,            -- running | complete | interrupted
-    plan_hash TEXT NOT NULL,
-    plan TEXT NOT NULL,              -- JSON list of job keys
-    argv TEXT,
-    harness_version TEXT,
-    host TEXT,
-    git_commit TEXT,
-    label TEXT
-);
-CREATE TABLE IF NOT EXISTS results (
-    result_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
-    job_key TEXT NOT NULL,
-    timestamp REAL NOT NULL,
-    model TEXT NOT NULL,
-    model_sha256 TEXT NOT NULL,
-    variant TEXT NOT NULL,
-    converter_version TEXT,
-    artifact_sha256 TEXT,
-    device_id TEXT NOT NULL,
-    profile TEXT NOT NULL,
-    transport TEXT,
-    runtime TEXT,
-    runtime_version TEXT,
-    harness_version TEXT,
-    git_commit TEXT,
-    host TEXT,
-    status TEXT NOT NULL,            -- ok | infra_error | error
-    error TEXT,
-    raw TEXT                         -- the runner document, verbatim JSON
-);
-CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
-CREATE INDEX IF NOT EXISTS results_key ON results(model, variant, device_id);
-CREATE TABLE IF NOT EXISTS measurements (
-    result_id INTEGER NOT NULL REFERENCES results(result_id),
-    metric TEXT NOT NULL,
-    value REAL,
-    unit TEXT,
-    PRIMARY KEY (result_id, metric)
-);
-CREATE TABLE IF NOT EXISTS samples (
-    result_id INTEGER NOT NULL REFERENCES results(result_id),
-    phase TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    value REAL NOT NULL,
-    PRIMARY KEY (result_id, phase, idx)
-);
+meta = sa.Table("meta", metadata, sa.Column("key", TEXT, primary_key=True), sa.Column("value", TEXT, nullable=False))
 
-CREATE TABLE IF NOT EXISTS baselines (
-    model TEXT NOT NULL,
-    variant TEXT NOT NULL,
-    scope TEXT NOT NULL,             -- device:<id> | profile:<name>
-    run_id TEXT NOT NULL,
-    result_id INTEGER NOT NULL,
-    pinned_at REAL NOT NULL,
-    PRIMARY KEY (model, variant, scope)
-);
-CREATE TABLE IF NOT EXISTS gate_verdicts (
-    run_id TEXT NOT NULL,
-    key TEXT NOT NULL,               -- model/variant@device
-    verdict TEXT NOT NULL,           -- pass | fail | infra | error | nodata
-    model TEXT,
-    variant TEXT,
-    device_id TEXT,
-    profile TEXT,
-    result_id INTEGER,
-    baseline TEXT,                   -- how the baseline was chosen, and which runs
-    gated_at REAL NOT NULL,
-    detail TEXT,                     -- JSON: failing metrics
-    PRIMARY KEY (run_id, key)
-);
-CREATE INDEX IF NOT EXISTS gate_verdicts_key ON gate_verdicts(key, verdict);
-"""
-    + CLAIMS
-    + LINEAGE
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", TEXT, primary_key=True),
+    sa.Column("started_at", REAL, nullable=False),
+    sa.Column("finished_at", REAL),
+    sa.Column("status", TEXT, nullable=False),  # running | complete | interrupted | incomplete
+    sa.Column("plan_hash", TEXT, nullable=False),
+    sa.Column("plan", TEXT, nullable=False),  # JSON list of job keys
+    sa.Column("argv", TEXT),
+    sa.Column("harness_version", TEXT),
+    sa.Column("host", TEXT),
+    sa.Column("git_commit", TEXT),
+    sa.Column("label", TEXT),
 )
 
-# version -> script that upgrades a database of that version to version + 1
-MIGRATIONS: dict[int, str] = {
+results = sa.Table(
+    "results",
+    metadata,
+    sa.Column("result_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", TEXT, sa.ForeignKey("runs.run_id"), nullable=False),
+    sa.Column("job_key", TEXT, nullable=False),
+    sa.Column("timestamp", REAL, nullable=False),
+    sa.Column("model", TEXT, nullable=False),
+    sa.Column("model_sha256", TEXT, nullable=False),
+    sa.Column("variant", TEXT, nullable=False),
+    sa.Column("converter_version", TEXT),
+    sa.Column("artifact_sha256", TEXT),
+    sa.Column("device_id", TEXT, nullable=False),
+    sa.Column("profile", TEXT, nullable=False),
+    sa.Column("transport", TEXT),
+    sa.Column("runtime", TEXT),
+    sa.Column("runtime_version", TEXT),
+    sa.Column("harness_version", TEXT),
+    sa.Column("git_commit", TEXT),
+    sa.Column("host", TEXT),
+    sa.Column("status", TEXT, nullable=False),  # ok | infra_error | error
+    sa.Column("error", TEXT),
+    sa.Column("raw", TEXT),  # the runner document, verbatim JSON
+    sa.Index("results_run", "run_id"),
+    sa.Index("results_key", "model", "variant", "device_id"),
+    sqlite_autoincrement=True,  # result ids are never reused, also after a deleted last row
+)
+
+measurements = sa.Table(
+    "measurements",
+    metadata,
+    sa.Column("result_id", sa.Integer, sa.ForeignKey("results.result_id"), primary_key=True),
+    sa.Column("metric", TEXT, primary_key=True),
+    sa.Column("value", REAL),
+    sa.Column("unit", TEXT),
+)
+
+samples = sa.Table(
+    "samples",
+    metadata,
+    sa.Column("result_id", sa.Integer, sa.ForeignKey("results.result_id"), primary_key=True),
+    sa.Column("phase", TEXT, primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("value", REAL, nullable=False),
+)
+
+baselines = sa.Table(
+    "baselines",
+    metadata,
+    sa.Column("model", TEXT, primary_key=True),
+    sa.Column("variant", TEXT, primary_key=True),
+    sa.Column("scope", TEXT, primary_key=True),  # device:<id> | profile:<name>
+    sa.Column("run_id", TEXT, nullable=False),
+    sa.Column("result_id", sa.Integer, nullable=False),
+    sa.Column("pinned_at", REAL, nullable=False),
+)
+
+gate_verdicts = sa.Table(
+    "gate_verdicts",
+    metadata,
+    sa.Column("run_id", TEXT, primary_key=True),
+    sa.Column("key", TEXT, primary_key=True),  # model/variant@device
+    sa.Column("verdict", TEXT, nullable=False),  # pass | fail | improved | infra | error | nodata
+    sa.Column("model", TEXT),
+    sa.Column("variant", TEXT),
+    sa.Column("device_id", TEXT),
+    sa.Column("profile", TEXT),
+    sa.Column("result_id", sa.Integer),
+    sa.Column("baseline", TEXT),  # how the baseline was chosen, and which runs
+    sa.Column("gated_at", REAL, nullable=False),
+    sa.Column("detail", TEXT),  # JSON: failing metrics
+    sa.Index("gate_verdicts_key", "key", "verdict"),
+)
+
+job_claims = sa.Table(
+    "job_claims",
+    metadata,
+    sa.Column("run_id", TEXT, primary_key=True),
+    sa.Column("job_key", TEXT, primary_key=True),
+    sa.Column("owner", TEXT, nullable=False),  # the claiming `hil run` session
+    sa.Column("host", TEXT, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("pid_started", REAL, nullable=False),  # the owner's process start time (a reused pid is not the owner)
+    sa.Column("claimed_at", REAL, nullable=False),
+)
+
+lineage = sa.Table(
+    "lineage",
+    metadata,
+    sa.Column("node_id", TEXT, primary_key=True),  # sha256 of the node's inputs (harness/compress/lineage.py)
+    sa.Column("parent_id", TEXT, nullable=False),  # the parent node, or file:<sha256> of the user's model
+    sa.Column("root_id", TEXT, nullable=False),  # file:<sha256> of the user's model the chain starts from
+    sa.Column("step", TEXT, nullable=False),  # quantize | qat | prune | structured_prune | distill
+    sa.Column("params", TEXT, nullable=False),  # JSON: every parameter, files by sha256
+    sa.Column("data_hash", TEXT),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("versions", TEXT, nullable=False),  # JSON: library versions
+    sa.Column("kind", TEXT, nullable=False),  # keras | tflite
+    sa.Column("sha256", TEXT, nullable=False),  # of the node's model file (results: artifact_sha256 / model_sha256)
+    sa.Column("recipe", TEXT),
+    sa.Column("model_name", TEXT),  # the candidate's name in results (leaf nodes)
+    sa.Column("created_at", REAL),
+    sa.Column("metrics", TEXT),  # JSON: host accuracy, sparsity, ...
+    sa.Index("lineage_root", "root_id"),
+)
+
+TABLES = tuple(metadata.sorted_tables)  # parents before children: the order to create and to copy in
+
+# version -> tables that upgrade a database of that version to version + 1 (created when missing)
+MIGRATIONS: dict[int, tuple[sa.Table, ...]] = {
     # v1 kept baselines and verdicts in tables the gate created on first use
     1: TABLES,
     # v3: jobs of a run claimed by the `hil run` session measuring them (concurrent --resume)
-    2: CLAIMS,
+    2: (job_claims,),
     # v4: lineage of compressed models (`hil sweep`, `hil lineage`)
-    3: LINEAGE,
+    3: (lineage,),
 }
 
 
-def _meta(db: sqlite3.Connection) -> dict[str, str]:
-    try:
-        return dict(db.execute("SELECT key, value FROM meta").fetchall())
-    except sqlite3.OperationalError:
+def user_tables(db: sa.Connection) -> set[str]:
+    return set(sa.inspect(db).get_table_names())
+
+
+def _meta(db: sa.Connection, tables: set[str]) -> dict[str, str]:
+    if "meta" not in tables:
         return {}
+    return {k: v for k, v in db.execute(sa.select(meta.c.key, meta.c.value)).all()}
 
 
-def _user_tables(db: sqlite3.Connection) -> set[str]:
-    rows = db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")
-    return {r[0] for r in rows}
-
-
-def version_of(db: sqlite3.Connection, path: Path) -> int | None:
-    """The schema version of an existing database, None for an empty file; refuses foreign files.
+def version_of(db: sa.Connection, where: object) -> int | None:
+    """The schema version of an existing database, None for an empty one; refuses foreign databases.
 
     The marker is `application=hilbench` in `meta`; databases of versions 1 and 2 migrated by an
     older hilbench may lack it and are recognised by their version and their `runs`/`results`."""
-    tables = _user_tables(db)
+    tables = user_tables(db)
     if not tables:
         return None
-    meta = _meta(db)
-    app = meta.get(MARKER[0])
-    legacy = app is None and meta.get("schema_version") in ("1", "2")
-    if (app != MARKER[1] and not legacy) or "schema_version" not in meta or not {"runs", "results"} <= tables:
-        raise ConfigError(f"{path}: not a hilbench results database (no hilbench schema marker); pass another --db")
+    info = _meta(db, tables)
+    app = info.get(MARKER[0])
+    legacy = app is None and info.get("schema_version") in ("1", "2")
+    if (app != MARKER[1] and not legacy) or "schema_version" not in info or not {"runs", "results"} <= tables:
+        raise ConfigError(f"{where}: not a hilbench results database (no hilbench schema marker); pass another --db")
     try:
-        return int(meta["schema_version"])
+        return int(info["schema_version"])
     except ValueError:
-        raise ConfigError(f"{path}: unreadable schema version {meta['schema_version']!r}") from None
+        raise ConfigError(f"{where}: unreadable schema version {info['schema_version']!r}") from None
 
 
-def prepare(db: sqlite3.Connection, path: Path, writable: bool) -> int:
-    """Create, check or migrate the schema (in one transaction); read-only opens never write.
-    Returns the schema version the database has afterwards."""
-    version = version_of(db, path)
+def check(db: sa.Connection, where: object, writable: bool) -> int | None:
+    """The version found, after refusing what this hilbench must not open; None when the database
+    still needs its tables created or migrated (only for writable opens)."""
+    version = version_of(db, where)
     if version is not None and version > SCHEMA_VERSION:
         raise ConfigError(
-            f"{path}: written by a newer hilbench (schema {version}, this one knows up to "
+            f"{where}: written by a newer hilbench (schema {version}, this one knows up to "
             f"{SCHEMA_VERSION}); upgrade hilbench"
         )
     if version == SCHEMA_VERSION:
         return version
     if not writable:
         if version is None:
-            raise ConfigError(f"{path}: empty database, no runs recorded yet (run `hil run` first)")
+            raise ConfigError(f"{where}: empty database, no runs recorded yet (run `hil run` first)")
         if version >= READABLE_FROM:
             return version
         raise ConfigError(
-            f"{path}: schema {version} is older than {SCHEMA_VERSION}; run any writing command "
+            f"{where}: schema {version} is older than {SCHEMA_VERSION}; run any writing command "
             "(e.g. `hil gate`) once to migrate it"
         )
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        version = version_of(db, path)  # another process may have created or migrated it meanwhile
-        if version is None:
-            for stmt in _statements(TABLES):
-                db.execute(stmt)
-        else:
-            for v in range(version, SCHEMA_VERSION):
-                for stmt in _statements(MIGRATIONS[v]):
-                    db.execute(stmt)
-        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", MARKER)
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+    return None
+
+
+def upgrade(db: sa.Connection, where: object) -> int:
+    """Create or migrate the schema inside the caller's write transaction (which excludes other
+    writers, so a database another process created or migrated meanwhile is seen as it is now)."""
+    version = version_of(db, where)
+    if version is not None and version >= SCHEMA_VERSION:
+        return check(db, where, writable=True) or version
+    for table in TABLES if version is None else [t for v in range(version, SCHEMA_VERSION) for t in MIGRATIONS[v]]:
+        table.create(db, checkfirst=True)
+        for index in table.indexes:  # a table an older hilbench made may lack the indexes made since
+            index.create(db, checkfirst=True)
+    upsert(db, meta, [dict(zip(("key", "value"), MARKER)), {"key": "schema_version", "value": str(SCHEMA_VERSION)}])
     return SCHEMA_VERSION
-
-
-def _statements(script: str) -> list[str]:
-    """Split a DDL script into statements (executescript would commit the open transaction)."""
-    lines = [ln.split("--", 1)[0] for ln in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

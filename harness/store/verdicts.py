@@ -1,7 +1,7 @@
 """Queries and writes for the gate: baseline pins, the verdict history, and the history of a series.
 
 The gate decides; this module only knows where its inputs and outputs are kept, so that the store
-stays the one place that speaks SQL.
+stays the one place that speaks SQL (SQLAlchemy Core, the same statements on SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
@@ -10,26 +10,38 @@ import json
 import math
 import time
 
+import sqlalchemy as sa
+
 from harness.store.results import ResultStore
+from harness.store.schema import baselines, gate_verdicts, measurements, results, runs
+from harness.store.upsert import upsert
+
+r, u, g = results.c, runs.c, gate_verdicts.c
+_with_run = results.join(runs, runs.c.run_id == results.c.run_id)
 
 
 def run_started_at(store: ResultStore, run_id: str) -> float:
-    rows = store._query("SELECT started_at FROM runs WHERE run_id=?", (run_id,))
+    rows = store._query(sa.select(u.started_at).where(u.run_id == run_id))
     return rows[0][0] if rows else float("inf")
 
 
 def run_exists(store: ResultStore, run_id: str) -> bool:
-    return bool(store._query("SELECT 1 FROM runs WHERE run_id=?", (run_id,)))
+    return bool(store._query(sa.select(u.run_id).where(u.run_id == run_id)))
 
 
 # --------------------------------------------------------------------------- baselines
 
 
 def pinned_result(store: ResultStore, model: str, variant: str, scope: str) -> tuple[str, int] | None:
+    b = baselines.c
     rows = store._query(
-        "SELECT run_id, result_id FROM baselines WHERE model=? AND variant=? AND scope=?", (model, variant, scope)
+        sa.select(b.run_id, b.result_id).where(b.model == model, b.variant == variant, b.scope == scope)
     )
     return (rows[0][0], rows[0][1]) if rows else None
+
+
+def _key_ok(model: str, variant: str, device_id: str) -> list[sa.ColumnElement[bool]]:
+    return [r.model == model, r.variant == variant, r.device_id == device_id, r.status == "ok"]
 
 
 def earlier_ok_results(
@@ -37,50 +49,52 @@ def earlier_ok_results(
 ) -> list[tuple[int, str]]:
     """(result_id, run_id) of every successful earlier result of a key, newest run first."""
     return store._query(
-        "SELECT r.result_id, r.run_id FROM results r JOIN runs u ON u.run_id = r.run_id "
-        "WHERE r.model=? AND r.variant=? AND r.device_id=? AND r.status='ok' AND r.run_id != ? "
-        "AND u.started_at < ? ORDER BY u.started_at DESC, r.result_id DESC",
-        (model, variant, device_id, run_id, before),
+        sa.select(r.result_id, r.run_id)
+        .select_from(_with_run)
+        .where(*_key_ok(model, variant, device_id), r.run_id != run_id, u.started_at < before)
+        .order_by(u.started_at.desc(), r.result_id.desc())
     )
 
 
 def ok_results_of_run(store: ResultStore, run_id: str, filters: dict[str, str | None]) -> list[tuple]:
     """(result_id, model, variant, device_id, profile) of a run's successful results matching filters."""
-    sql = "SELECT result_id, model, variant, device_id, profile FROM results WHERE run_id=? AND status='ok'"
-    args: list = [run_id]
+    stmt = sa.select(r.result_id, r.model, r.variant, r.device_id, r.profile).where(
+        r.run_id == run_id, r.status == "ok"
+    )
     for col in ("model", "variant", "device_id", "profile"):
         if filters.get(col):
-            sql += f" AND {col}=?"
-            args.append(filters[col])
-    return store._query(sql + " ORDER BY result_id", tuple(args))
+            stmt = stmt.where(r[col] == filters[col])
+    return store._query(stmt.order_by(r.result_id))
 
 
 def write_pins(store: ResultStore, run_id: str, pins: list[tuple[str, str, str, int]]) -> None:
     now = time.time()
+    rows = [
+        {"model": m, "variant": v, "scope": scope, "run_id": run_id, "result_id": rid, "pinned_at": now}
+        for m, v, scope, rid in pins
+    ]
     with store._tx() as db:
-        db.executemany(
-            "INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?)",
-            [(m, v, scope, run_id, rid, now) for m, v, scope, rid in pins],
-        )
+        upsert(db, baselines, rows)
 
 
 def pin_rows(store: ResultStore) -> list[tuple]:
+    b = baselines.c
     return store._query(
-        "SELECT model, variant, scope, run_id, result_id, pinned_at FROM baselines ORDER BY model, variant, scope"
+        sa.select(b.model, b.variant, b.scope, b.run_id, b.result_id, b.pinned_at).order_by(b.model, b.variant, b.scope)
     )
 
 
 def delete_pins(store: ResultStore, model: str | None, variant: str | None, scopes: list[str]) -> int:
-    sql, args = "DELETE FROM baselines WHERE 1=1", []
-    for col, val in (("model", model), ("variant", variant)):
-        if val:
-            sql += f" AND {col}=?"
-            args.append(val)
+    b = baselines.c
+    stmt = sa.delete(baselines)
+    if model:
+        stmt = stmt.where(b.model == model)
+    if variant:
+        stmt = stmt.where(b.variant == variant)
     if scopes:
-        sql += " AND scope IN (" + ",".join("?" * len(scopes)) + ")"
-        args += scopes
+        stmt = stmt.where(b.scope.in_(scopes))
     with store._tx() as db:
-        return db.execute(sql, tuple(args)).rowcount
+        return db.execute(stmt).rowcount
 
 
 # --------------------------------------------------------------------------- verdict history
@@ -89,42 +103,46 @@ def delete_pins(store: ResultStore, model: str | None, variant: str | None, scop
 def replace_verdicts(store: ResultStore, run_id: str, rows: list[dict]) -> None:
     """Replace the gate verdicts of `run_id` (re-gating a run overwrites its verdicts)."""
     now = time.time()
+    values = [
+        {
+            "run_id": run_id,
+            "key": row["key"],
+            "verdict": row["verdict"],
+            "model": row.get("model"),
+            "variant": row.get("variant"),
+            "device_id": row.get("device_id"),
+            "profile": row.get("profile"),
+            "result_id": row.get("result_id"),
+            "baseline": row.get("baseline"),
+            "gated_at": now,
+            "detail": json.dumps(row.get("detail") or {}),
+        }
+        for row in rows
+    ]
     with store._tx() as db:
-        db.execute("DELETE FROM gate_verdicts WHERE run_id=?", (run_id,))
-        db.executemany(
-            "INSERT OR REPLACE INTO gate_verdicts VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    run_id,
-                    r["key"],
-                    r["verdict"],
-                    r.get("model"),
-                    r.get("variant"),
-                    r.get("device_id"),
-                    r.get("profile"),
-                    r.get("result_id"),
-                    r.get("baseline"),
-                    now,
-                    json.dumps(r.get("detail") or {}),
-                )
-                for r in rows
-            ],
-        )
+        db.execute(sa.delete(gate_verdicts).where(g.run_id == run_id))
+        upsert(db, gate_verdicts, values)
 
 
 def verdict_rows(store: ResultStore, run_id: str | None = None) -> list[tuple]:
-    sql = "SELECT run_id, key, verdict, result_id, baseline, gated_at FROM gate_verdicts"
-    return store._query(
-        sql + (" WHERE run_id=?" if run_id else "") + " ORDER BY gated_at, key", (run_id,) if run_id else ()
-    )
+    stmt = sa.select(g.run_id, g.key, g.verdict, g.result_id, g.baseline, g.gated_at)
+    if run_id:
+        stmt = stmt.where(g.run_id == run_id)
+    return store._query(stmt.order_by(g.gated_at, g.key))
 
 
 def last_passing_rows(store: ResultStore) -> list[tuple]:
-    rows = store._query(
-        "SELECT g.key, g.run_id, g.result_id, MAX(u.started_at) FROM gate_verdicts g "
-        "JOIN runs u ON u.run_id = g.run_id WHERE g.verdict='pass' GROUP BY g.key ORDER BY g.key"
+    """(key, run_id, result_id) of each key's passing verdict in the newest run."""
+    newest_first = sa.func.row_number().over(partition_by=g.key, order_by=u.started_at.desc())
+    ranked = (
+        sa.select(g.key, g.run_id, g.result_id, newest_first.label("rank"))
+        .select_from(gate_verdicts.join(runs, u.run_id == g.run_id))
+        .where(g.verdict == "pass")
+        .subquery()
     )
-    return [r[:3] for r in rows]
+    return store._query(
+        sa.select(ranked.c.key, ranked.c.run_id, ranked.c.result_id).where(ranked.c.rank == 1).order_by(ranked.c.key)
+    )
 
 
 # --------------------------------------------------------------------------- inputs of the gate
@@ -135,9 +153,9 @@ def metric_values(store: ResultStore, result_ids: list[int]) -> dict[int, dict[s
     out: dict[int, dict[str, float]] = {rid: {} for rid in result_ids}
     if not result_ids:
         return out
-    marks = ",".join("?" * len(result_ids))
+    m = measurements.c
     for rid, metric, value in store._query(
-        f"SELECT result_id, metric, value FROM measurements WHERE result_id IN ({marks})", tuple(result_ids)
+        sa.select(m.result_id, m.metric, m.value).where(m.result_id.in_(result_ids))
     ):
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             out[rid][metric] = value
@@ -146,19 +164,31 @@ def metric_values(store: ResultStore, result_ids: list[int]) -> dict[int, dict[s
 
 def results_of_run(store: ResultStore, run_id: str) -> list[tuple]:
     return store._query(
-        "SELECT result_id, job_key, model, variant, device_id, profile, status, error, transport FROM results "
-        "WHERE run_id=? ORDER BY result_id",
-        (run_id,),
+        sa.select(r.result_id, r.job_key, r.model, r.variant, r.device_id, r.profile, r.status, r.error, r.transport)
+        .where(r.run_id == run_id)
+        .order_by(r.result_id)
     )
 
 
 def job_identity(store: ResultStore, job_key: str) -> tuple[str, str, str, str] | None:
     """(model, variant, device_id, profile) of a job from any run that measured it."""
     rows = store._query(
-        "SELECT model, variant, device_id, profile FROM results WHERE job_key=? ORDER BY result_id DESC LIMIT 1",
-        (job_key,),
+        sa.select(r.model, r.variant, r.device_id, r.profile)
+        .where(r.job_key == job_key)
+        .order_by(r.result_id.desc())
+        .limit(1)
     )
     return rows[0] if rows else None
+
+
+def _metric(alias: str, metric: str) -> tuple[sa.FromClause, sa.ColumnElement[bool]]:
+    """One metric of a result as its own join (a series joins the measurements table several times)."""
+    a = measurements.alias(alias)
+    return a, (a.c.result_id == r.result_id) & (a.c.metric == metric)
+
+
+def _not_confirmation() -> sa.ColumnElement[bool]:
+    return sa.func.coalesce(u.label, "").not_like("confirm:%")
 
 
 def metric_history(
@@ -171,13 +201,12 @@ def metric_history(
     metric: str = "latency_p50_us",
 ) -> list[tuple]:
     """(run_id, started_at, value, verdict) of a series up to `before`, newest first."""
+    m, on_m = _metric("m", metric)
     return store._query(
-        "SELECT u.run_id, u.started_at, m.value, g.verdict FROM results r JOIN runs u ON u.run_id = r.run_id "
-        "JOIN measurements m ON m.result_id = r.result_id AND m.metric = ? "
-        "LEFT JOIN gate_verdicts g ON g.run_id = r.run_id AND g.key = ? "
-        "WHERE r.model=? AND r.variant=? AND r.device_id=? AND r.status='ok' AND u.started_at <= ? "
-        "ORDER BY u.started_at DESC, r.result_id DESC",
-        (metric, key, model, variant, device_id, before),
+        sa.select(u.run_id, u.started_at, m.c.value, g.verdict)
+        .select_from(_with_run.join(m, on_m).outerjoin(gate_verdicts, (g.run_id == r.run_id) & (g.key == key)))
+        .where(*_key_ok(model, variant, device_id), u.started_at <= before)
+        .order_by(u.started_at.desc(), r.result_id.desc())
     )
 
 
@@ -185,12 +214,13 @@ def accepted_run_ids(store: ResultStore, key: str, run_id: str, before: float, k
     """The newest `k` earlier runs whose verdict for `key` was pass (accepted), newest first.
     Verdicts `improved` are not accepted until `hil baseline accept`."""
     rows = store._query(
-        "SELECT g.run_id FROM gate_verdicts g JOIN runs u ON u.run_id = g.run_id "
-        "WHERE g.key=? AND g.verdict='pass' AND g.run_id != ? AND u.started_at < ? "
-        "ORDER BY u.started_at DESC LIMIT ?",
-        (key, run_id, before, k),
+        sa.select(g.run_id)
+        .select_from(gate_verdicts.join(runs, u.run_id == g.run_id))
+        .where(g.key == key, g.verdict == "pass", g.run_id != run_id, u.started_at < before)
+        .order_by(u.started_at.desc())
+        .limit(k)
     )
-    return [r[0] for r in rows]
+    return [row[0] for row in rows]
 
 
 def ok_results_in_runs(
@@ -199,11 +229,10 @@ def ok_results_in_runs(
     """(result_id, run_id) of every successful process of a key in the given runs."""
     if not run_ids:
         return []
-    marks = ",".join("?" * len(run_ids))
     return store._query(
-        f"SELECT result_id, run_id FROM results WHERE run_id IN ({marks}) AND model=? AND variant=? "
-        "AND device_id=? AND status='ok' ORDER BY result_id",
-        (*run_ids, model, variant, device_id),
+        sa.select(r.result_id, r.run_id)
+        .where(r.run_id.in_(run_ids), *_key_ok(model, variant, device_id))
+        .order_by(r.result_id)
     )
 
 
@@ -219,14 +248,18 @@ def series_values(
 ) -> list[tuple[str, list[float], list[bool]]]:
     """Per earlier run of a series (oldest first, at most `runs`): its process levels of `metric`
     and whether each process was disturbed. Confirmation runs are not part of a series' history."""
+    m, on_m = _metric("m", metric)
+    d, on_d = _metric("d", "disturbed")
     rows = store._query(
-        "SELECT u.run_id, u.started_at, m.value, d.value FROM results r JOIN runs u ON u.run_id = r.run_id "
-        "JOIN measurements m ON m.result_id = r.result_id AND m.metric = ? "
-        "LEFT JOIN measurements d ON d.result_id = r.result_id AND d.metric = 'disturbed' "
-        "WHERE r.model=? AND r.variant=? AND r.device_id=? AND r.status='ok' AND u.started_at < ? "
-        "AND u.run_id != ? AND COALESCE(u.label, '') NOT LIKE 'confirm:%' "
-        "ORDER BY u.started_at, r.result_id",
-        (metric, model, variant, device_id, before, exclude_run or ""),
+        sa.select(u.run_id, u.started_at, m.c.value, d.c.value)
+        .select_from(_with_run.join(m, on_m).outerjoin(d, on_d))
+        .where(
+            *_key_ok(model, variant, device_id),
+            u.started_at < before,
+            u.run_id != (exclude_run or ""),
+            _not_confirmation(),
+        )
+        .order_by(u.started_at, r.result_id)
     )
     by_run: dict[str, tuple[list[float], list[bool]]] = {}
     for run, _, value, disturbed in rows:
@@ -251,15 +284,19 @@ def paired_history(
 ) -> list[list[tuple[float, float]]]:
     """Per earlier run of a series that timed a reference artifact in its processes (oldest first, at
     most `runs`): (level, reference level) of each undisturbed process. Confirmation runs excluded."""
+    m, on_m = _metric("m", metric)
+    p, on_p = _metric("p", paired_metric)
+    d, on_d = _metric("d", "disturbed")
     rows = store._query(
-        "SELECT u.run_id, m.value, p.value FROM results r JOIN runs u ON u.run_id = r.run_id "
-        "JOIN measurements m ON m.result_id = r.result_id AND m.metric = ? "
-        "JOIN measurements p ON p.result_id = r.result_id AND p.metric = ? "
-        "LEFT JOIN measurements d ON d.result_id = r.result_id AND d.metric = 'disturbed' "
-        "WHERE r.model=? AND r.variant=? AND r.device_id=? AND r.status='ok' AND u.started_at < ? "
-        "AND COALESCE(d.value, 0) = 0 AND COALESCE(u.label, '') NOT LIKE 'confirm:%' "
-        "ORDER BY u.started_at, r.result_id",
-        (metric, paired_metric, model, variant, device_id, before),
+        sa.select(u.run_id, m.c.value, p.c.value)
+        .select_from(_with_run.join(m, on_m).join(p, on_p).outerjoin(d, on_d))
+        .where(
+            *_key_ok(model, variant, device_id),
+            u.started_at < before,
+            sa.func.coalesce(d.c.value, 0) == 0,
+            _not_confirmation(),
+        )
+        .order_by(u.started_at, r.result_id)
     )
     by_run: dict[str, list[tuple[float, float]]] = {}
     for run, value, ref in rows:
@@ -271,28 +308,27 @@ def paired_history(
 def artifacts_of(store: ResultStore, result_ids: list[int]) -> set[str]:
     if not result_ids:
         return set()
-    marks = ",".join("?" * len(result_ids))
-    rows = store._query(f"SELECT artifact_sha256 FROM results WHERE result_id IN ({marks})", tuple(result_ids))
-    return {r[0] for r in rows if r[0]}
+    rows = store._query(sa.select(r.artifact_sha256).where(r.result_id.in_(result_ids)))
+    return {row[0] for row in rows if row[0]}
 
 
 def accept_improvements(store: ResultStore, run_id: str, keys: list[str] | None = None) -> int:
     """`hil baseline accept`: a run's improved (or failed) keys become accepted references."""
-    sql, args = "UPDATE gate_verdicts SET verdict='pass' WHERE run_id=? AND verdict IN ('improved', 'fail')", [run_id]
+    stmt = (
+        sa.update(gate_verdicts).where(g.run_id == run_id, g.verdict.in_(["improved", "fail"])).values(verdict="pass")
+    )
     if keys:
-        sql += " AND key IN (" + ",".join("?" * len(keys)) + ")"
-        args += keys
+        stmt = stmt.where(g.key.in_(keys))
     with store._tx() as db:
-        return db.execute(sql, tuple(args)).rowcount
+        return db.execute(stmt).rowcount
 
 
 def artifact_of(store: ResultStore, result_id: int) -> str | None:
-    rows = store._query("SELECT artifact_sha256 FROM results WHERE result_id=?", (result_id,))
+    rows = store._query(sa.select(r.artifact_sha256).where(r.result_id == result_id))
     return rows[0][0] if rows else None
 
 
 def runs_of(store: ResultStore, result_ids: list[int]) -> dict[int, str]:
     if not result_ids:
         return {}
-    marks = ",".join("?" * len(result_ids))
-    return dict(store._query(f"SELECT result_id, run_id FROM results WHERE result_id IN ({marks})", tuple(result_ids)))
+    return dict(store._query(sa.select(r.result_id, r.run_id).where(r.result_id.in_(result_ids))))
