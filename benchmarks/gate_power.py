@@ -314,7 +314,8 @@ class Night:
 
     @property
     def comparisons(self) -> list[dict]:
-        return [r for r in self.rows if r.get("test", "").startswith("process levels")]
+        # nightly levels, or (a changed artifact) its in-process ratio to the reference artifact
+        return [r for r in self.rows if r.get("test", "").startswith(("process levels", "in-process"))]
 
     @property
     def false_failures(self) -> list[dict]:
