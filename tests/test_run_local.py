@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -11,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 from conftest import FAST, hil
+from fixed_lab import FAST as FIXED_FAST
+from fixed_lab import make_lab
 
 from harness.store.results import ResultStore
 
@@ -270,3 +273,39 @@ def test_stdout_of_run_is_only_the_run_id(workspace, tiny_model):
     p = hil("run", str(tiny_model["path"]), "--variants", "dynamic", *FAST, check=True)
     assert re.search(r"conversion: 0 cache hit\(s\), [12] conversion\(s\)", p.stderr)  # really converted
     assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{6}\n", p.stdout), p.stdout[:500]
+
+
+def test_every_result_carries_its_model_commit_and_git_is_asked_once_per_model_file(tmp_path):
+    """Provenance: the commit of the repository holding the model, on every result; found with one
+    `git rev-parse` and one `git status` per model file, not per job (a 50-board lab plans thousands
+    of jobs before its first measurement)."""
+    lab = make_lab(tmp_path)
+    repo = tmp_path / "models"
+    repo.mkdir()
+    model = repo / "net.tflite"
+    shutil.copy(lab["dir"] / "net.tflite", model)
+    real_git = shutil.which("git")
+    assert real_git is not None
+    git = [real_git, "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    for cmd in (["init", "-q"], ["add", "net.tflite"], ["commit", "-q", "-m", "model"]):
+        subprocess.run([*git, *cmd], check=True, capture_output=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    calls = tmp_path / "git-calls"
+    (tmp_path / "bin").mkdir()
+    wrapper = tmp_path / "bin" / "git"  # counts the controller's git processes
+    wrapper.write_text(f'#!/bin/sh\necho "$1 $2 $3" >> {calls}\nexec {real_git} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, **lab["env"], "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    p = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(model), "--repeats", "4", *FIXED_FAST],
+        cwd=lab["dir"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    db = sqlite3.connect(lab["db"])
+    assert db.execute("SELECT git_commit FROM results").fetchall() == [(head,)] * 4
+    assert db.execute("SELECT git_commit FROM runs").fetchall() == [(head,)]
+    assert len(calls.read_text().splitlines()) == 2, calls.read_text()

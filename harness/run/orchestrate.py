@@ -323,9 +323,12 @@ class Orchestrator:
         elif resume:
             self._say("nothing to resume for this plan; starting a new run")
         commits = {}
+        by_source: dict[Path, str | None] = {}  # two `git` processes per model file, not per job
         for j in jobs:
             src_path = Path(j.variant.extra.get("source_path", "")) if j.variant.extra else None
-            commits[j.key] = git_commit_of(src_path) if src_path else None
+            if src_path and src_path not in by_source:
+                by_source[src_path] = git_commit_of(src_path)
+            commits[j.key] = by_source[src_path] if src_path else None
         if run_id is None:
             first_commit = next((c for c in commits.values() if c), None)
             run_id = self.store.start_run(keys, plan_hash, argv, __version__, platform.node(), first_commit, label)

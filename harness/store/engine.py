@@ -57,6 +57,10 @@ def _sqlite(loc: Location, read_only: bool) -> sa.Engine:
 def _postgresql(loc: Location, read_only: bool) -> sa.Engine:
     assert loc.url is not None
     engine = sa.create_engine(loc.url, connect_args={"timeout": 60}, pool_pre_ping=True)
+    # a result's measurement and sample rows as multi-row INSERTs (SQLAlchemy's "insertmanyvalues"),
+    # as the psycopg2 dialect does: pg8000's executemany sends one statement, one round trip, per row
+    # (~40 per result), all inside the write transaction every other lane and controller waits for
+    engine.dialect.use_insertmanyvalues_wo_returning = True
     if read_only:
 
         @sa.event.listens_for(engine, "connect")
