@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from labgrid_lab import available as labgrid_available
 from postgres import bindir as postgres_bindir
 from postgres import start_postgres
 from sshd import start_sshd
@@ -37,6 +38,7 @@ TOOLS = {
     "chromium": (lambda: _any("chromium", "/usr/bin/chromium"), "apt-get install chromium"),
     "ser2net": (lambda: _any("ser2net", "/usr/sbin/ser2net"), "apt-get install ser2net"),
     "postgres": (lambda: postgres_bindir() is not None, "apt-get install postgresql"),
+    "labgrid": (labgrid_available, "pip install 'hilbench[labgrid]' in a venv of its own (.ci/run)"),
 }
 
 
