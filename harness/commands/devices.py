@@ -44,7 +44,10 @@ def cmd_list(args) -> int:
         prof = inv.profile_of(d)
         t = d.transport
         ssh_where = f"{getattr(t, 'user', None) or ''}@{getattr(t, 'host', '')}:{getattr(t, 'port', '')}"
-        where = {"local": "this host", "ssh": ssh_where, "serial": getattr(t, "port", "")}.get(t.type, "")
+        lg_where = f"place {getattr(t, 'place', '')} @ {getattr(t, 'coordinator', '')}"
+        where = {"local": "this host", "ssh": ssh_where, "serial": getattr(t, "port", ""), "labgrid": lg_where}.get(
+            t.type, ""
+        )
         rows.append([d.id, d.profile, prof.runtime, t.type, where, ",".join(d.tags), "yes" if d.enabled else "no"])
     print(markdown_table(["device", "profile", "runtime", "transport", "address", "tags", "enabled"], rows))
     return 0

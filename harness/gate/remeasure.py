@@ -33,7 +33,7 @@ from harness.gate.evaluate import Check, GateResult, KeyResult
 from harness.gate.family import holm_adjust
 from harness.gate.levels import fmt_pct
 from harness.gate.process_checks import direction_of
-from harness.lab.config import Inventory
+from harness.lab.config import Inventory, link_type
 from harness.models.convert import Converter
 from harness.run.device_lock import DeviceLock
 from harness.run.rows import flatten
@@ -91,7 +91,8 @@ def confirm_key(
         out.impossible = f"device not in the inventory ({exc})"
         return out
     profile = inventory.profile_of(device)
-    if device.transport.type == "serial" and getattr(device.transport, "flash", "auto") == "never":
+    flash = getattr(device.transport, "flash", None) or getattr(getattr(device.transport, "serial", None), "flash", "")
+    if link_type(device, profile) == "serial" and flash == "never":
         out.impossible = "the board is set to `flash: never`, so the reference model cannot be loaded"
         return out
     if not baseline_sha256 or not candidate_sha256:
@@ -124,7 +125,7 @@ def confirm_key(
     out.run_id = confirm_run
     status = "complete"
     dev_lock = DeviceLock(device, confirm_run or run_id)
-    in_process = device.transport.type in RUNNER_TRANSPORTS and set(metrics) <= set(PAIRED_METRICS)
+    in_process = link_type(device, profile) in RUNNER_TRANSPORTS and set(metrics) <= set(PAIRED_METRICS)
     out.method = "in-process" if in_process else "interleaved processes"
     try:
         dev_lock.acquire(wait=wait, log=log)  # nobody else measures on the device meanwhile
@@ -139,7 +140,7 @@ def confirm_key(
                 metrics,
                 pairs or IN_PROCESS_PAIRS,
                 confirm_run,
-                (model, variant, device_id, profile.name, device.transport.type),
+                (model, variant, device_id, profile.name, link_type(device, profile)),
                 log,
             )
         pairs = pairs or DEFAULT_PAIRS
@@ -167,7 +168,7 @@ def confirm_key(
                             profile=profile.name,
                             status="ok",
                             artifact_sha256=mv.artifact_sha256,
-                            transport=device.transport.type,
+                            transport=link_type(device, profile),
                             harness_version=__version__,
                             host=platform.node(),
                         ),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -206,10 +207,9 @@ class LocalSettings(_Strict):
     python: str | None = None
 
 
-class SshSettings(_Strict):
-    type: Literal["ssh"]
-    host: str
-    port: int = Field(22, ge=1, le=65535)
+class SshOptions(_Strict):
+    """How hilbench logs in over SSH, apart from where: a labgrid place supplies host and port."""
+
     user: str | None = None
     key_file: str | None = None
     key_passphrase_env: str | None = None  # name of an env var holding the key's passphrase
@@ -236,9 +236,15 @@ class SshSettings(_Strict):
         return value
 
 
-class SerialSettings(_Strict):
-    type: Literal["serial"]
-    port: str
+class SshSettings(SshOptions):
+    type: Literal["ssh"]
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+
+
+class SerialOptions(_Strict):
+    """How hilbench talks to an MCU board, apart from where: a labgrid place supplies the port."""
+
     baudrate: int = Field(115200, gt=0)
     timeout: float = Field(5.0, gt=0)
     boot_timeout: float = Field(10.0, gt=0)
@@ -256,7 +262,31 @@ class SerialSettings(_Strict):
     )
 
 
-TransportSettings = Annotated[LocalSettings | SshSettings | SerialSettings, Field(discriminator="type")]
+class SerialSettings(SerialOptions):
+    type: Literal["serial"]
+    port: str
+
+
+LG_COORDINATOR_ENV = "LG_COORDINATOR"
+
+
+class LabgridSettings(_Strict):
+    """A board behind a labgrid place: the place's exported resources say where it is (a
+    NetworkSerialPort for an MCU board, a NetworkService for a Linux board); `serial` and `ssh` hold
+    hilbench's own settings for the link it then opens."""
+
+    type: Literal["labgrid"]
+    place: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    coordinator: str | None = None  # HOST:PORT; unset: $LG_COORDINATOR when the inventory is loaded
+    acquire_timeout: float = Field(600.0, gt=0)  # how long to wait while someone else holds the place
+    resource_timeout: float = Field(30.0, gt=0)  # how long the place's resources may take to appear
+    serial: SerialOptions = SerialOptions()
+    ssh: SshOptions = SshOptions()
+
+
+TransportSettings = Annotated[
+    LocalSettings | SshSettings | SerialSettings | LabgridSettings, Field(discriminator="type")
+]
 
 
 class MeterConnection(_Strict):
@@ -281,12 +311,23 @@ class Device(_Strict):
     @classmethod
     def _transport_needs_type(cls, value: Any) -> Any:
         if isinstance(value, dict) and "type" not in value:
-            raise ValueError("type: required (one of local, ssh, serial)")
+            raise ValueError("type: required (one of local, ssh, serial, labgrid)")
         if isinstance(value, dict) and value.get("type") == "serial" and "port" not in value:
             raise ValueError("port: required for serial")
         if isinstance(value, dict) and value.get("type") == "ssh" and "host" not in value:
             raise ValueError("host: required for ssh")
+        if isinstance(value, dict) and value.get("type") == "labgrid" and "place" not in value:
+            raise ValueError("place: required for labgrid (the name of the labgrid place)")
         return value
+
+
+def link_type(device: Device, profile: DeviceProfile) -> str:
+    """The link a device's jobs run over: its transport type, except that a labgrid place reaches an
+    MCU board over serial and a Linux board over SSH. Results, pairing and the gate go by this, so a
+    board measured through a place compares with the same board wired directly."""
+    if device.transport.type == "labgrid":
+        return "serial" if profile.runtime == "tflm" else "ssh"
+    return device.transport.type
 
 
 class Inventory(_Strict):
@@ -331,7 +372,7 @@ def _format_loc(loc: tuple, data: Any, root: str) -> str:
                 parts.append(f"[{item}]")
             node = node[item] if isinstance(node, list) and item < len(node) else None
         else:
-            if isinstance(node, dict) and item not in node and item in ("local", "ssh", "serial"):
+            if isinstance(node, dict) and item not in node and item in ("local", "ssh", "serial", "labgrid"):
                 continue  # discriminator branch name, not a real key
             parts.append(str(item))
             node = node.get(item) if isinstance(node, dict) else None
@@ -425,12 +466,33 @@ def _name_device(message: str, devices: list) -> str:
 
 def _resolve_ssh_paths(dev: Device, base: Path) -> Device:
     t = dev.transport
+    opts = t.ssh if isinstance(t, LabgridSettings) else t
     update = {}
     for name in ("key_file", "known_hosts"):
-        value = getattr(t, name)
+        value = getattr(opts, name)
         if value and not value.startswith("~") and not Path(value).is_absolute():
             update[name] = str((base / value).resolve())
-    return dev.model_copy(update={"transport": t.model_copy(update=update)}) if update else dev
+    if not update:
+        return dev
+    if isinstance(t, LabgridSettings):
+        return dev.model_copy(update={"transport": t.model_copy(update={"ssh": t.ssh.model_copy(update=update)})})
+    return dev.model_copy(update={"transport": t.model_copy(update=update)})
+
+
+def _with_coordinator(dev: Device, where: str) -> Device:
+    """Fix the coordinator when the inventory is loaded, so that the device lock, the connection and the
+    result's provenance all name the same one even if the environment changes later."""
+    t = dev.transport
+    assert isinstance(t, LabgridSettings)
+    if t.coordinator:
+        return dev
+    env = os.environ.get(LG_COORDINATOR_ENV, "").strip()
+    if not env:
+        raise ConfigError(
+            f"{where}: device '{dev.id}' (labgrid place '{t.place}') names no coordinator: "
+            f"set transport.coordinator: HOST:PORT or the environment variable {LG_COORDINATOR_ENV}"
+        )
+    return dev.model_copy(update={"transport": t.model_copy(update={"coordinator": env})})
 
 
 DEFAULT_INVENTORY = {
@@ -496,12 +558,14 @@ def load_inventory(path: Path, profiles_dir: Path | None = None, data: Any = Non
                 f"'{dev.profile}' (known in {profiles_dir}: {known})"
             )
         prof = profiles[dev.profile]
-        if dev.transport.type == "ssh":  # relative key/known_hosts paths are relative to the inventory
+        if dev.transport.type in ("ssh", "labgrid"):  # relative key/known_hosts paths: to the inventory
             inv.devices[i] = dev = _resolve_ssh_paths(dev, path.parent)
-        if prof.runtime == "tflm" and dev.transport.type != "serial":
+        if dev.transport.type == "labgrid":
+            inv.devices[i] = dev = _with_coordinator(dev, f"{path}: devices[{i}].transport.coordinator")
+        if prof.runtime == "tflm" and dev.transport.type not in ("serial", "labgrid"):
             raise ConfigError(
                 f"{path}: devices[{i}].transport.type: device '{dev.id}' has MCU "
-                f"profile '{prof.name}' and needs a serial transport"
+                f"profile '{prof.name}' and needs a serial (or labgrid) transport"
             )
         if (
             dev.transport.type == "serial"

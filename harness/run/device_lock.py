@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import ConfigError, InfraError
-from harness.lab.config import Device, SerialSettings, SshSettings
+from harness.lab.config import Device, LabgridSettings, SerialSettings, SshSettings
 
 _log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ def hardware_name(device: Device) -> str:
     t = device.transport
     if isinstance(t, SshSettings):
         return f"ssh:{t.host}:{t.port}"
+    if isinstance(t, LabgridSettings):  # the place is the board, whichever link it exports
+        return f"labgrid:{t.coordinator}/{t.place}"
     if not isinstance(t, SerialSettings):
         return "host"
     port = str(t.port)

@@ -21,7 +21,7 @@ from pathlib import Path
 from harness import __version__, progress
 from harness.core.jobs import Job, RunOptions
 from harness.errors import ConfigError, HilError, InfraError, ModelError
-from harness.lab.config import Device, Inventory
+from harness.lab.config import Device, Inventory, link_type
 from harness.meters.select import on_device
 from harness.models.convert import Calibration, Converter, ModelSource, ModelVariant, check_variant_names
 from harness.models.evaldata import prepare_eval
@@ -124,6 +124,8 @@ def hardware_lane(device: Device) -> str:
         return "local"
     if t.type == "ssh":
         return f"ssh:{t.host}:{t.port}"
+    if t.type == "labgrid":  # a place is one board, whatever it exports
+        return f"labgrid:{t.coordinator}/{t.place}"
     return f"serial:{t.port}"
 
 
@@ -174,7 +176,7 @@ class Orchestrator:
         if shared:  # never mix two models up in results, reports and the gate
             raise ConfigError(f"two models would share the name '{shared[0]}' in results; rename one of the files")
         if options.input_shapes:
-            mcu = [d.id for d in devices if d.transport.type == "serial"]
+            mcu = [d.id for d in devices if link_type(d, self.inventory.profile_of(d)) == "serial"]
             if mcu:
                 raise ConfigError(
                     f"--input-shape applies to Linux devices (local, ssh); TFLM on {', '.join(mcu)} "
@@ -231,7 +233,7 @@ class Orchestrator:
                 reference=reference,
                 input_shape=shapes[0] if len(shapes) == 1 else None,
             )
-            not_serial = [d.id for d in devices if d.transport.type != "serial"]
+            not_serial = [d.id for d in devices if link_type(d, self.inventory.profile_of(d)) != "serial"]
             if eval_file.is_dir() and not_serial:
                 raise ConfigError(
                     f"{spec.eval_file}: an MLPerf Tiny dataset (y_labels.csv + .bin files) is sent "
@@ -376,7 +378,7 @@ class Orchestrator:
                         device_id=b.device.id,
                         profile=b.profile,
                         status="error",
-                        transport=b.device.transport.type,
+                        transport=link_type(b.device, self.inventory.profile_of(b.device)),
                         harness_version=__version__,
                         host=platform.node(),
                         error=b.error,
@@ -496,7 +498,7 @@ class Orchestrator:
             status=status,
             converter_version=mv.converter_version,
             artifact_sha256=mv.artifact_sha256,
-            transport=job.device.transport.type,
+            transport=link_type(job.device, job.profile),
             runtime=runtime.get("name"),
             runtime_version=runtime.get("version"),
             harness_version=__version__,

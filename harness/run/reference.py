@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from harness.core.jobs import Job, series_key
+from harness.lab.config import link_type
 from harness.models.convert import Converter, ModelVariant
 from harness.store import verdicts as db
 from harness.store.results import ResultStore
@@ -47,7 +48,7 @@ def with_references(jobs: list[Job], store: ResultStore, converter: Converter) -
     for job in jobs:
         mv = job.variant
         ident = (mv.model_name, mv.variant, job.device.id)
-        if job.device.transport.type not in PAIRED_TRANSPORTS or not job.profile.benchmark.pair_reference:
+        if link_type(job.device, job.profile) not in PAIRED_TRANSPORTS or not job.profile.benchmark.pair_reference:
             out.append(job)
             continue
         if ident not in found:

@@ -22,4 +22,8 @@ def transport_for(device: Device, profile: DeviceProfile, log: Callable[[str], N
         from harness.transports.serial import SerialTransport
 
         return SerialTransport(device, profile, log)
+    if kind == "labgrid":  # imports labgrid only here: it is an optional extra
+        from harness.transports.labgrid.transport import LabgridTransport
+
+        return LabgridTransport(device, profile, log)
     raise AssertionError(f"unhandled transport {kind}")

@@ -362,6 +362,9 @@ def check_device(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -
         return _check_local(dev, prof)
     if kind == "ssh":
         return _check_ssh(dev, prof, log)
+    if kind == "labgrid":  # acquiring a shared place just to look at it would block the lab's users
+        place = getattr(dev.transport, "place", "?")
+        return CheckResult(dev.id, kind, skipped=f"labgrid place '{place}': reached when a run acquires it")
     return _check_serial(dev, prof, log)
 
 

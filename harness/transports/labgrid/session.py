@@ -1,0 +1,205 @@
+"""The process's connection to labgrid coordinators.
+
+labgrid's client is asyncio code built around one `ClientSession` per process and event loop, while
+hilbench measures devices from a pool of threads. So one daemon thread runs one event loop for the
+whole process, holding one session per coordinator address, and every call from a lane thread is a
+coroutine submitted to that loop: the session's place and resource tables, which the loop's message
+pump updates, are only ever read on the loop's own thread.
+
+A place belongs to the identity `host/user` (labgrid's LG_HOSTNAME/LG_USERNAME), not to a process:
+if this process dies without releasing, the place stays acquired. Each acquisition is therefore
+remembered here and released by an `atexit` hook as a last resort (Ctrl-C during interpreter
+shutdown, an exception nobody caught); the transport's close() is the normal path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from harness.errors import ConfigError, InfraError
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+CALL_TIMEOUT = 30.0  # one gRPC round trip to the coordinator; it answers in milliseconds when alive
+INSTALL_HINT = "pip install 'hilbench[labgrid]'"
+
+
+def require_labgrid(device_id: str) -> None:
+    """Refuse a labgrid device in one line when labgrid is not installed."""
+    try:
+        import labgrid.remote.client  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"device '{device_id}': the labgrid transport needs the labgrid client library ({exc}); "
+            f"install it with {INSTALL_HINT}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource of an acquired place, as its exporter describes it."""
+
+    name: str
+    cls: str
+    params: dict
+    avail: bool
+
+
+class _Loop:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._serve, name="labgrid-client", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+_lock = threading.Lock()
+_loop: _Loop | None = None
+_sessions: dict[str, Coordinator] = {}
+_held: set[tuple[str, str]] = set()  # (coordinator, place) acquired by this process and not released
+
+
+class Coordinator:
+    """One coordinator as this process sees it (use `coordinator()`, never construct twice)."""
+
+    def __init__(self, address: str, loop: _Loop):
+        self.address = address
+        self._loop = loop
+        self._session: Any = None
+
+    def _connect(self) -> None:
+        from labgrid.remote.client import ClientSession
+        from labgrid.util.proxy import proxymanager
+
+        target = proxymanager.get_grpc_address(self.address, default_port=20408)
+
+        async def start() -> Any:
+            # the gRPC channel binds to the loop it is created on: build the session on our loop
+            session = ClientSession(target, self._loop.loop)
+            await session.start()
+            return session
+
+        try:
+            self._session = self._loop.call(start())
+        except Exception as exc:
+            raise InfraError(f"labgrid coordinator {self.address}: cannot connect ({_why(exc)})") from None
+
+    @property
+    def identity(self) -> str:
+        """Who the coordinator sees acquiring places: `host/user`."""
+        return f"{self._session.gethostname()}/{self._session.getuser()}"
+
+    def holder(self, place: str) -> str | None:
+        """Who holds the place now (None: nobody); raises InfraError when there is no such place."""
+
+        async def read() -> str | None:
+            await self._session.sync_with_coordinator()
+            p = self._session.places.get(place)
+            if p is None:
+                known = ", ".join(sorted(self._session.places)) or "none"
+                raise InfraError(f"labgrid coordinator {self.address} has no place '{place}' (places: {known})")
+            return p.acquired or None
+
+        return self._loop.call(read())
+
+    def try_acquire(self, place: str) -> str | None:
+        """Acquire the place: None when it is ours now, else who holds it."""
+        import grpc
+        from labgrid.remote.generated import labgrid_coordinator_pb2
+
+        async def acquire() -> str | None:
+            try:
+                await self._session.stub.AcquirePlace(labgrid_coordinator_pb2.AcquirePlaceRequest(placename=place))
+            except grpc.aio.AioRpcError as exc:
+                await self._session.sync_with_coordinator()
+                p = self._session.places.get(place)
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and p is not None and p.acquired:
+                    return str(p.acquired)
+                raise InfraError(f"labgrid place '{place}' on {self.address}: {exc.details()}") from None
+            await self._session.sync_with_coordinator()
+            return None
+
+        holder = self._loop.call(acquire())
+        if holder is None:
+            with _lock:
+                _held.add((self.address, place))
+        return holder
+
+    def release(self, place: str) -> None:
+        """Release the place if this identity still holds it (someone who kicked us keeps it)."""
+        from labgrid.remote.generated import labgrid_coordinator_pb2
+
+        async def release() -> None:
+            request = labgrid_coordinator_pb2.ReleasePlaceRequest(placename=place, fromuser=self.identity)
+            await self._session.stub.ReleasePlace(request)
+            await self._session.sync_with_coordinator()
+
+        try:
+            self._loop.call(release())
+        finally:
+            with _lock:
+                _held.discard((self.address, place))
+
+    def resources(self, place: str) -> list[Resource]:
+        """The resources of a place this identity has acquired, as their exporters publish them now."""
+
+        async def read() -> list[Resource]:
+            await self._session.sync_with_coordinator()
+            p = self._session.places[place]
+            found = []
+            for (name, cls), entry in self._session.get_target_resources(p).items():
+                found.append(Resource(name, cls, dict(entry.params), bool(entry.avail)))
+            return found
+
+        try:
+            return self._loop.call(read())
+        except InfraError:
+            raise
+        except Exception as exc:
+            raise InfraError(f"labgrid place '{place}' on {self.address}: {_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def coordinator(address: str) -> Coordinator:
+    """The process's session with a coordinator, connected on first use."""
+    global _loop
+    with _lock:
+        if _loop is None:
+            _loop = _Loop()
+            atexit.register(_release_all)
+        c = _sessions.get(address)
+        if c is None:
+            c = _sessions[address] = Coordinator(address, _loop)
+    if c._session is None:
+        with _lock:
+            if c._session is None:
+                c._connect()
+    return c
+
+
+def _release_all() -> None:
+    """Last resort at interpreter exit: whatever this process still holds goes back to the lab."""
+    with _lock:
+        held = sorted(_held)
+    for address, place in held:
+        try:
+            _sessions[address].release(place)
+            _log.warning("released labgrid place '%s' on %s at exit", place, address)
+        except Exception as exc:  # pragma: no cover - the coordinator went away first
+            _log.warning("could not release labgrid place '%s' on %s: %s", place, address, _why(exc))

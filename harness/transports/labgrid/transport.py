@@ -1,0 +1,201 @@
+"""A board behind a labgrid place: acquire the place, find the board through the resources it
+exports, measure with the serial or SSH transport hilbench already has, and give the place back.
+
+Which link is used follows from what the place exports: a `NetworkSerialPort` (ser2net RFC 2217 in
+front of an MCU's UART) goes to the serial transport as `rfc2217://host:port?ign_set_control` (ser2net
+cannot set modem lines on a pty, and the MLPerf Tiny protocol needs none), a `NetworkService` goes to
+the SSH transport with the device's `ssh` settings, host keys verified exactly as for an `ssh` device.
+The device's profile must agree (an MCU profile needs the serial port).
+
+The place is held only between open() and close(); close() releases it whatever happened in between
+(the orchestrator closes on errors and on Ctrl-C), and the session keeps an exit hook for the
+interpreter going down some other way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from harness.core.jobs import Job
+from harness.errors import ConfigError, InfraError
+from harness.lab.config import Device, DeviceProfile, LabgridSettings, SerialSettings, SshSettings
+from harness.transports.base import Transport
+
+POLL_SECONDS = 0.2
+WAIT_NOTE_SECONDS = 30.0  # while waiting for the place, say so again this often
+SERIAL_CLASSES = ("NetworkSerialPort",)
+SSH_CLASSES = ("NetworkService",)
+
+
+class LabgridTransport(Transport):
+    inner: Transport | None = None
+    acquired = False
+    provenance: dict | None = None
+
+    def __init__(self, device: Device, profile: DeviceProfile, log: Callable[[str], None]):
+        super().__init__(device, profile, log)
+        from harness.transports.labgrid.session import require_labgrid
+
+        require_labgrid(device.id)
+
+    @property
+    def settings(self) -> LabgridSettings:
+        t = self.device.transport
+        if not isinstance(t, LabgridSettings):
+            raise TypeError(f"device '{self.device.id}' uses the {t.type} transport, not labgrid")
+        return t
+
+    def _say(self, msg: str) -> None:
+        self.log(f"  [{self.device.id}] {msg}")
+
+    def open(self) -> None:
+        from harness.transports.labgrid.session import coordinator
+
+        t = self.settings
+        assert t.coordinator, "load_inventory fills the coordinator from LG_COORDINATOR"
+        lg = coordinator(t.coordinator)
+        try:
+            self._acquire(lg, t)
+            inner_device, via = self._board(lg, t)
+            self.inner = self._inner(inner_device)
+            self.inner.cache_root = self.cache_root
+            self.inner.open()
+        except BaseException:
+            self.close()  # Ctrl-C or an error half-way: the place goes back to the lab all the same
+            raise
+        self.provenance = {
+            "place": t.place,
+            "coordinator": t.coordinator,
+            "identity": lg.identity,
+            "via": via,
+        }
+
+    def _acquire(self, lg, t: LabgridSettings) -> None:
+        deadline = time.monotonic() + t.acquire_timeout
+        said = 0.0
+        while True:
+            holder = lg.try_acquire(t.place)
+            if holder is None:
+                self.acquired = True
+                self._say(f"acquired labgrid place '{t.place}' on {t.coordinator} as {lg.identity}")
+                return
+            if holder == lg.identity:
+                raise InfraError(
+                    f"device '{self.device.id}': labgrid place '{t.place}' on {t.coordinator} is already "
+                    f"acquired by this host and user ({holder}), not by this hilbench process; if no one "
+                    f"here uses it (a run killed hard), free it with `labgrid-client -p {t.place} release`"
+                )
+            now = time.monotonic()
+            if now >= deadline:
+                raise InfraError(
+                    f"device '{self.device.id}': labgrid place '{t.place}' on {t.coordinator} is still "
+                    f"acquired by {holder} after waiting {t.acquire_timeout:g} s (transport.acquire_timeout)"
+                )
+            if now - said >= WAIT_NOTE_SECONDS:
+                said = now
+                left = deadline - now
+                self._say(f"waiting for labgrid place '{t.place}': acquired by {holder} (giving up in {left:.0f} s)")
+            time.sleep(POLL_SECONDS)  # polling the coordinator; Ctrl-C interrupts it
+
+    def _board(self, lg, t: LabgridSettings) -> tuple[Device, str]:
+        """The device as the serial or SSH transport sees it, once the place's resource has an address
+        (an exporter starts ser2net, and so publishes the port, only after the place is acquired)."""
+        want = SERIAL_CLASSES if self.profile.runtime == "tflm" else SSH_CLASSES
+        deadline = time.monotonic() + t.resource_timeout
+        while True:
+            resources = lg.resources(t.place)
+            match = [r for r in resources if r.cls in want]
+            ready = [r for r in match if _usable(r)]
+            if len(match) > 1:
+                names = ", ".join(f"{r.name} ({r.cls})" for r in match)
+                raise ConfigError(
+                    f"device '{self.device.id}': labgrid place '{t.place}' exports several {want[0]} "
+                    f"resources ({names}); hilbench needs exactly one"
+                )
+            if ready:
+                return self._device_for(ready[0], t)
+            if time.monotonic() >= deadline:
+                exported = ", ".join(f"{r.name} ({r.cls})" for r in resources) or "nothing"
+                kind = "MCU profile" if want == SERIAL_CLASSES else "Linux profile"
+                raise InfraError(
+                    f"device '{self.device.id}': labgrid place '{t.place}' has no available {want[0]} "
+                    f"after {t.resource_timeout:g} s (its {kind} '{self.profile.name}' needs one; "
+                    f"the place exports {exported})"
+                )
+            time.sleep(POLL_SECONDS)
+
+    def _device_for(self, r, t: LabgridSettings) -> tuple[Device, str]:
+        if r.cls in SERIAL_CLASSES:
+            opts = t.serial.model_dump()
+            if "baudrate" not in t.serial.model_fields_set and self.profile.mcu is not None:
+                opts["baudrate"] = self.profile.mcu.baudrate
+            host, port = r.params["host"], int(r.params["port"])
+            if r.params.get("protocol", "rfc2217") == "rfc2217":
+                url = f"rfc2217://{_netloc(host, port)}?ign_set_control"
+            else:
+                url = f"socket://{_netloc(host, port)}"
+            inner: SerialSettings | SshSettings = SerialSettings(type="serial", port=url, **opts)
+            via = f"{r.cls} {r.name} {url}"
+        else:
+            host = r.params["address"]
+            port = int(r.params.get("port") or 22)
+            opts = t.ssh.model_dump()
+            if opts.get("user") is None:
+                opts["user"] = r.params.get("username")  # never the password: keys only, as for ssh
+            inner = SshSettings(type="ssh", host=host, port=port, **opts)
+            via = f"{r.cls} {r.name} {opts['user']}@{_netloc(host, port)}"
+        self._say(f"labgrid place '{t.place}': {via}")
+        return self.device.model_copy(update={"transport": inner}), via
+
+    def _inner(self, device: Device) -> Transport:
+        if isinstance(device.transport, SerialSettings):
+            from harness.transports.serial import SerialTransport
+
+            return SerialTransport(device, self.profile, self.log)
+        from harness.transports.ssh.transport import SshTransport
+
+        return SshTransport(device, self.profile, self.log)
+
+    def benchmark(self, job: Job) -> dict:
+        if self.inner is None:
+            self.open()
+        assert self.inner is not None
+        doc = self.inner.benchmark(job)
+        doc["labgrid"] = dict(self.provenance or {})
+        return doc
+
+    def close(self) -> None:
+        from harness.transports.labgrid.session import coordinator
+
+        try:
+            if self.inner is not None:
+                inner, self.inner = self.inner, None
+                inner.close()
+        finally:
+            if self.acquired:
+                self.acquired = False
+                t = self.settings
+                assert t.coordinator
+                try:
+                    coordinator(t.coordinator).release(t.place)
+                    self._say(f"released labgrid place '{t.place}'")
+                except Exception as exc:
+                    raise InfraError(
+                        f"device '{self.device.id}': could not release labgrid place '{t.place}' on "
+                        f"{t.coordinator} ({type(exc).__name__}: {exc}); free it with "
+                        f"`labgrid-client -p {t.place} release`"
+                    ) from None
+
+
+def _usable(r) -> bool:
+    """Published with an address: a serial port's TCP port exists only while ser2net runs."""
+    if not r.avail:
+        return False
+    if r.cls in SERIAL_CLASSES:
+        return bool(r.params.get("host") and r.params.get("port"))
+    return bool(r.params.get("address"))
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,146 @@
+"""A real labgrid lab on loopback for the labgrid transport tests: a `labgrid-coordinator`, a
+`labgrid-exporter` exporting the pty of a `hil mcu-sim` as a RawSerialPort (the exporter runs ser2net
+in front of it once a place is acquired), and a place matching that port, made with `labgrid-client`.
+
+The exporter starts ser2net with an accepter on all interfaces and no way to change it; a `ser2net`
+wrapper early in the exporter's PATH rewrites the accepter to 127.0.0.1, so nothing a test starts is
+reachable from the network. Readiness is polled (a port that accepts, a resource the coordinator
+lists), never slept for.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BIN = Path(sys.executable).parent  # labgrid's scripts live next to the interpreter running the tests
+START_TIMEOUT = 60.0
+
+SER2NET_WRAPPER = """\
+#!{python}
+# labgrid's exporter gives ser2net `accepter: ...,tcp,PORT` (all interfaces): keep it on loopback
+import os, re, sys
+real = {real!r}
+args = [re.sub(r",tcp,(\\d+)$", r",tcp,127.0.0.1,\\1", a) if "accepter:" in a else a for a in sys.argv[1:]]
+os.execv(real, [real, *args])
+"""
+
+
+def available() -> bool:
+    try:
+        import labgrid  # noqa: F401
+    except ImportError:
+        return False
+    ser2net = shutil.which("ser2net") or os.path.exists("/usr/sbin/ser2net")
+    return (BIN / "labgrid-coordinator").exists() and bool(ser2net)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Lab:
+    address: str
+    dir: Path
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def client(self, *args: str, user: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        """`labgrid-client`, as this host's user or as someone else (`user`: `host/name`)."""
+        env = {**os.environ, "LG_COORDINATOR": self.address}
+        if user:
+            env["LG_HOSTNAME"], env["LG_USERNAME"] = user.split("/")
+        p = subprocess.run([str(BIN / "labgrid-client"), *args], env=env, capture_output=True, text=True, timeout=60)
+        if check and p.returncode != 0:
+            raise AssertionError(f"labgrid-client {' '.join(args)} -> {p.returncode}: {p.stdout}{p.stderr}")
+        return p
+
+    def holder(self, place: str) -> str | None:
+        """Who holds the place, from `labgrid-client show` (its `acquired:` line)."""
+        out = self.client("-p", place, "show").stdout
+        for line in out.splitlines():
+            if line.strip().startswith("acquired:"):
+                value = line.split(":", 1)[1].strip()
+                return None if value in ("", "None") else value
+        raise AssertionError(f"no acquired: line in {out}")
+
+    def export_serial(self, name: str, pty: str) -> str:
+        """An exporter `name` with the pty as a RawSerialPort; returns the match for a place once the
+        coordinator lists the resource."""
+        bindir = self.dir / "bin"
+        bindir.mkdir(exist_ok=True)
+        wrapper = bindir / "ser2net"
+        real = shutil.which("ser2net") or "/usr/sbin/ser2net"
+        wrapper.write_text(SER2NET_WRAPPER.format(python=sys.executable, real=real))
+        wrapper.chmod(0o755)
+        config = self.dir / f"{name}.yaml"
+        config.write_text(f"board:\n  RawSerialPort:\n    port: {pty}\n    speed: 115200\n")
+        env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        log = open(self.dir / f"{name}.log", "w")
+        self.procs.append(
+            subprocess.Popen(
+                [str(BIN / "labgrid-exporter"), "-c", self.address, "-n", name, "--hostname", "127.0.0.1", str(config)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+            )
+        )
+        match = f"{name}/board/NetworkSerialPort"
+        deadline = time.monotonic() + START_TIMEOUT
+        while match not in self.client("resources").stdout:
+            assert self.procs[-1].poll() is None, (self.dir / f"{name}.log").read_text()
+            assert time.monotonic() < deadline, f"exporter {name} did not register its port"
+            time.sleep(0.1)  # polling the coordinator's resource list
+        return match
+
+    def place(self, name: str, match: str) -> None:
+        self.client("-p", name, "create")
+        self.client("-p", name, "add-match", match)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def start_lab(directory: Path) -> Lab:
+    """A coordinator on a free loopback port, its state files in `directory`."""
+    port = free_port()
+    lab = Lab(f"127.0.0.1:{port}", directory)
+    log = open(directory / "coordinator.log", "w")
+    lab.procs.append(
+        subprocess.Popen(
+            [str(BIN / "labgrid-coordinator"), "-l", lab.address],
+            cwd=directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    while not _accepts(port):
+        if lab.procs[0].poll() is not None or time.monotonic() > deadline:
+            lab.stop()
+            raise AssertionError(f"labgrid-coordinator did not start: {(directory / 'coordinator.log').read_text()}")
+        time.sleep(0.05)  # polling the port
+    return lab
