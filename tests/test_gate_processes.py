@@ -261,17 +261,19 @@ def test_a_changed_model_is_judged_on_its_ratio_to_the_reference_timed_in_the_sa
     assert p.returncode == 0, p.stdout + p.stderr
     assert int(counter.read_text()) == before  # nothing re-measured
     row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
-    assert row.verdict == "pass" and row.test == "in-process ratio + Holm"
+    assert row.verdict == "pass" and row.test == "in-process ratio + Holm" and row.threshold == 0.02
     assert row.paired_reference == fixed_lab["sha"]["a"] and abs(row.effect) < 0.01
     assert f"in-process ratio to reference artifact {fixed_lab['sha']['a'][:12]}" in row.note
 
-    _night(fixed_lab, "b", {"a": 100.0, "b": 110.0}, factor=1.10)
+    # 3 % slower: at the nightly p50 threshold (3 %), but an in-process ratio is judged against
+    # latency_paired_threshold (2 %), so it fails and is confirmed
+    _night(fixed_lab, "b", {"a": 100.0, "b": 103.0}, factor=1.10)
     p = hil("gate", "--csv", "v.csv")
     assert p.returncode == 1, p.stdout + p.stderr
     row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
     assert row.verdict == "regression" and row.test == "in-process ratio + Holm" and bool(row.confirmed)
-    assert 0.09 < row.effect < 0.11 and 0.09 < row.confirm_effect < 0.11
-    assert row.sigma_run > 0 and row.critical_change >= 0.03
+    assert row.threshold == 0.02 and 0.025 < row.effect < 0.035 and 0.025 < row.confirm_effect < 0.035
+    assert row.sigma_run > 0 and row.critical_change >= 0.02
 
 
 def test_calibrate_measures_the_noise_and_accepts_the_runs(fixed_lab):

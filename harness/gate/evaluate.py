@@ -574,10 +574,18 @@ def evaluate(
                 )
             elif process_level:
                 c = Check(metric, "pending", current=cur[metric], threshold=thr, test="process levels + Holm")
-                pair = None if serial else _paired_input(store, k, metric, values, base_ids, before, thr, min_samples)
+                paired_thr = min(
+                    thr, resolve("latency_paired_threshold", k.model, prof.thresholds if prof else None, overrides)
+                )
+                pair = (
+                    None
+                    if serial
+                    else _paired_input(store, k, metric, values, base_ids, before, paired_thr, min_samples)
+                )
                 if pair is not None:
                     stats = paired_comparison(pair, f"{k.key} {metric}")
                     c.test, c.paired_reference = "in-process ratio + Holm", pair.reference_sha256
+                    c.threshold = paired_thr
                 else:
                     s = _process_series(
                         store,
