@@ -83,6 +83,7 @@ def add_run(
             profile=r.get("profile", "localhost"),
             status=status,
             error=r.get("error"),
+            artifact_sha256=r.get("artifact"),
             transport=r.get("transport", "local"),
         )
         store.record(rec, measurements, {"steady": list(samples)} if status == "ok" and samples is not None else {})

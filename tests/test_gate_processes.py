@@ -215,7 +215,7 @@ def test_a_real_slowdown_is_confirmed_by_interleaved_remeasurement(fixed_lab):
     assert "reference and candidate in one process 8/8" in p.stderr
     row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
     assert row.verdict == "regression" and bool(row.confirmed) and 0.08 < row.confirm_effect < 0.12
-    assert row.sigma_run > 0 and row.critical_change >= 0.03
+    assert row.sigma_run > 0 and row.critical_change >= row.threshold == 0.02  # in-process: latency_paired_threshold
     md = (fixed_lab["dir"] / "s.md").read_text()
     assert re.search(r"confirmed: \+(9\.9\d|10\.\d\d) % \(p=[^,]+, 8 processes timing both\)", md), md
     assert "sigma_run" in md and "critical change" in md
@@ -331,3 +331,60 @@ def test_a_screened_slowdown_is_confirmed_and_fails_but_not_without_remeasuremen
         row = rows.loc[metric]
         assert row.verdict == "regression" and bool(row.confirmed), (metric, row.note)
         assert 0.06 < row.confirm_effect < 0.10 and "screened" in row.note
+
+
+def test_an_unchanged_artifact_is_never_re_measured_against_itself(fixed_lab):
+    """The artifact is the reference's own: a slow night passes without re-measuring the file against
+    itself (which could only say "no change"), and is recorded as level-off, so that the next night
+    is still compared with the accepted nights before it."""
+    levels = {"a": 100.0, "b": 100.0}
+    for _ in range(3):
+        _night(fixed_lab, "a", levels)
+        hil("gate", "--quiet", check=True)
+    counter = Path(str(fixed_lab["script"]) + ".count")
+    slow = _night(fixed_lab, "a", levels, factor=1.10)
+    before = int(counter.read_text())
+    p = hil("gate", "--csv", "v.csv")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert int(counter.read_text()) == before  # nothing re-measured
+    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    assert row.verdict == "pass" and 0.08 < row.effect < 0.12
+    assert "on an unchanged artifact" in row.note and "recorded as level-off" in row.note, row.note
+    _night(fixed_lab, "a", levels)
+    hil("gate", "--csv", "v.csv", check=True)
+    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    assert len(row.baseline_runs.split()) == 3 and slow not in row.baseline_runs
+
+
+def test_a_lasting_level_change_of_an_unchanged_artifact_fails_on_step_detection(store):
+    """The device or runtime got 10 % slower, the model did not change: the first nights pass as
+    level-off (a slow night is not a change, and re-measuring the file against itself proves
+    nothing), the reference does not follow them, and step detection fails the key once the level
+    has stayed off; a flat history never fails. Unchanged keys are never sent to a device."""
+    from harness.gate.remeasure import confirm_regressions
+
+    rng = np.random.default_rng(1)
+    sha = "ab" * 32
+    flagged_at = None
+    for n in range(18):
+        shift = {0: 0.10} if n >= 8 else {}
+        rows = night(rng, 1, [100.0], night_sd=0.002, proc_sd=0.001, shift=shift)
+        for r in rows:
+            r["artifact"] = sha
+        g = gate.evaluate(
+            store, add_run(store, rows), bl.BaselineSpec.parse("last-pass"), load_profiles(REPO / "device_profiles")
+        )
+        confirm_regressions(store, g, None, None)  # no inventory: an unchanged key must not need one
+        gate.record(store, g)
+        c = next(c for c in g.keys[0].checks if c.metric == P50)
+        if n < 8:
+            assert g.exit_code == 0 and not c.level_off, (n, c.note)
+        elif g.exit_code:
+            flagged_at = n - 8 + 1
+            assert "lasting level change of an unchanged artifact" in c.note and c.creep_effect, c.note
+            break
+        else:
+            assert 0.08 < c.effect < 0.12, (n, c.effect)  # still against the accepted level
+            if c.regression or c.level_off:
+                assert "recorded as level-off" in c.note
+    assert flagged_at is not None and flagged_at <= 8, flagged_at

@@ -22,7 +22,7 @@ def register(sub) -> None:
     )
     _filters(s)
     s.set_defaults(func=cmd_set)
-    a = bsub.add_parser("accept", help="make RUN's improved (or failed) results the new reference of last-pass")
+    a = bsub.add_parser("accept", help="make RUN's improved, level-off (or failed) keys the reference of last-pass")
     a.add_argument("run", help="run id ('latest' for the newest run)")
     a.add_argument("--model", help="only this model's results")
     a.add_argument("--variant", help="only this variant's results")

@@ -6,7 +6,8 @@ Three ways to pick the baseline of a (model, variant, device):
   ``pass`` (accepted). The reference is the median of all their process levels, so one lucky or
   unlucky night cannot move it. A regression stays red night after night until it is fixed (or a
   new baseline is pinned); it never becomes its own reference, and neither does an improvement
-  until `hil baseline accept` says so (its verdict is stored as ``improved``). The first run of a
+  until `hil baseline accept` says so (its verdict is stored as ``improved``), nor a night whose
+  unchanged artifact's level was off (``level-off``, `harness.gate.remeasure`). The first run of a
   key has no baseline: its metrics are ``new`` and it passes (budgets still apply), so it becomes
   the reference of the next.
 - ``pinned``: a result chosen with ``hil baseline set`` (per device, or per profile so that one
@@ -180,7 +181,7 @@ def last_passing(store: ResultStore) -> pd.DataFrame:
 def accept(
     store: ResultStore, run_id: str, model: str | None = None, variant: str | None = None, device: str | None = None
 ) -> int:
-    """`hil baseline accept`: the run's improved (or failed) keys become accepted references."""
+    """`hil baseline accept`: the run's improved, level-off or failed keys become accepted references."""
     if not db.run_exists(store, run_id):
         raise ConfigError(f"{store.path}: no run '{run_id}'")
     keys = None

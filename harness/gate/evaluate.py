@@ -91,6 +91,7 @@ class Check:
     confirmation: dict | None = None  # interleaved re-measurement (see harness.gate.remeasure)
     screened: bool = False  # passed the gate's Holm but suspicious: re-measure it (SCREEN_ALPHA)
     paired_reference: str | None = None  # sha256 of the reference artifact timed in the same processes
+    level_off: bool = False  # an unchanged artifact's level tripped: passes, not accepted (remeasure.py)
 
     @property
     def regression(self) -> bool:
@@ -708,10 +709,12 @@ def _creep_check(
     overrides: Mapping[str, Mapping[str, float]],
 ) -> None:
     """Slow creep: step detection over the run levels of the series, this run last. On the latency
-    floor first (the least noisy level, so the earliest to show a creep), then on the p50."""
+    floor first (the least noisy level, so the earliest to show a creep), then on the p50. A nightly
+    regression is looked at too: whether the level has stayed off for nights is what tells a lasting
+    device or runtime change of an unchanged artifact from one slow night (harness.gate.remeasure)."""
     for metric in CREEP_METRICS:
         c = next((c for c in k.checks if c.metric == metric), None)
-        if c is None or c.verdict in ("regression", "inconclusive", "new") or c.current is None:
+        if c is None or c.verdict in ("inconclusive", "new") or c.current is None:
             continue
         thr = resolve(metric, k.model, prof.thresholds if prof else None, overrides)
         if c.effect is None or c.effect < 0.5 * thr:
@@ -736,6 +739,9 @@ def _creep_check(
         )
 
 
+LEVEL_OFF = "level-off"  # recorded verdict: passed, but an unchanged artifact's level was off
+
+
 def record(store: ResultStore, result: GateResult) -> None:
     """Store one verdict per key: `pass` keys are accepted as references for later runs; `improved`
     keys are not (an improvement never moves the reference silently: `hil baseline accept`)."""
@@ -746,6 +752,8 @@ def record(store: ResultStore, result: GateResult) -> None:
             verdict = "improved"
         if verdict == "pass" and any(c.verdict == "inconclusive" for c in k.checks):
             verdict = "inconclusive"
+        if verdict == "pass" and any(c.level_off for c in k.checks):
+            verdict = LEVEL_OFF  # not a reference for later nights until it settles or is accepted
         rows.append(
             {
                 "key": k.key,

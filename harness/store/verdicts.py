@@ -315,7 +315,9 @@ def artifacts_of(store: ResultStore, result_ids: list[int]) -> set[str]:
 def accept_improvements(store: ResultStore, run_id: str, keys: list[str] | None = None) -> int:
     """`hil baseline accept`: a run's improved (or failed) keys become accepted references."""
     stmt = (
-        sa.update(gate_verdicts).where(g.run_id == run_id, g.verdict.in_(["improved", "fail"])).values(verdict="pass")
+        sa.update(gate_verdicts)
+        .where(g.run_id == run_id, g.verdict.in_(["improved", "fail", "level-off"]))
+        .values(verdict="pass")
     )
     if keys:
         stmt = stmt.where(g.key.in_(keys))
