@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from harness.core.jobs import Job
 from harness.errors import InfraError
@@ -15,6 +16,16 @@ from harness.meters.select import on_device
 RUNNER_SCHEMA = "hilbench.runner/1"
 RUNNER_TAG = "[linux_runner]"  # prefix of the runner's own stderr lines
 _log = logging.getLogger(__name__)
+S = TypeVar("S")
+
+
+def transport_settings(device: Device, kind: type[S], name: str) -> S:
+    """The device's transport settings as `kind`; a device on another transport is a caller bug, not
+    an inventory error (the inventory decided the transport class)."""
+    t = device.transport
+    if not isinstance(t, kind):
+        raise TypeError(f"device '{device.id}' uses the {t.type} transport, not {name}")
+    return t
 
 
 class Transport:
@@ -26,6 +37,9 @@ class Transport:
         self.device = device
         self.profile = profile
         self.log = log
+
+    def _say(self, msg: str) -> None:
+        self.log(f"  [{self.device.id}] {msg}")
 
     def open(self) -> None:
         """Connect; raise InfraError when the device cannot be reached."""

@@ -22,6 +22,7 @@ from harness.core.resources import runner_file
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import EXTERNAL_METERS, Device, DeviceProfile, SerialSettings
 from harness.meters.ondevice import HwmonMeter
+from harness.transports.base import transport_settings
 
 PROBE_SCHEMA = "hilbench.probe/1"
 MIN_FREE_BYTES = 100 * 1024 * 1024
@@ -369,9 +370,7 @@ def check_device(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -
 
 
 def _check_serial(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> CheckResult:
-    t = dev.transport
-    if not isinstance(t, SerialSettings):
-        raise TypeError(f"device '{dev.id}' uses the {t.type} transport, not serial")
+    t = transport_settings(dev, SerialSettings, "serial")
     res = CheckResult(dev.id, "serial", reach="-")
     meter = _open_external_meter(dev, prof, res)  # it powers the board: before the board is reached
     try:

@@ -27,7 +27,7 @@ from harness.meters.base import Meter
 from harness.meters.select import meter_for
 from harness.models import mlperf
 from harness.models.inspect.analysis import ModelAnalysis, analyze
-from harness.transports.base import RUNNER_SCHEMA, Transport
+from harness.transports.base import RUNNER_SCHEMA, Transport, transport_settings
 
 RUNTIME_NAME = "tflm-serial"
 
@@ -37,15 +37,9 @@ class SerialTransport(Transport):
     meter: Meter | None = None  # opened on the first job that needs it, closed with the transport
     _said_no_energy = False
 
-    def _say(self, msg: str) -> None:
-        self.log(f"  [{self.device.id}] {msg}")
-
     @property
     def settings(self) -> SerialSettings:
-        t = self.device.transport
-        if not isinstance(t, SerialSettings):
-            raise TypeError(f"device '{self.device.id}' uses the {t.type} transport, not serial")
-        return t
+        return transport_settings(self.device, SerialSettings, "serial")
 
     def _connected(self) -> ProtocolClient:
         assert self.client is not None, "open() (or the reconnect after flashing) sets the client"

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from harness.core.jobs import Job
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import Device, DeviceProfile, LabgridSettings, SerialSettings, SshSettings
-from harness.transports.base import Transport
+from harness.transports.base import Transport, transport_settings
 
 POLL_SECONDS = 0.2
 WAIT_NOTE_SECONDS = 30.0  # while waiting for the place, say so again this often
@@ -41,13 +41,7 @@ class LabgridTransport(Transport):
 
     @property
     def settings(self) -> LabgridSettings:
-        t = self.device.transport
-        if not isinstance(t, LabgridSettings):
-            raise TypeError(f"device '{self.device.id}' uses the {t.type} transport, not labgrid")
-        return t
-
-    def _say(self, msg: str) -> None:
-        self.log(f"  [{self.device.id}] {msg}")
+        return transport_settings(self.device, LabgridSettings, "labgrid")
 
     def open(self) -> None:
         from harness.transports.labgrid.session import coordinator

@@ -18,6 +18,7 @@ import paramiko
 
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import Device, SshSettings
+from harness.transports.base import transport_settings
 from harness.transports.ssh import hostkeys
 
 # paramiko logs transport-thread failures (e.g. "Error reading SSH protocol banner") to stderr through
@@ -121,10 +122,7 @@ class SshConnection:
 
 def ssh_settings(device: Device) -> SshSettings:
     """The device's SSH settings; a device on another transport is a caller bug, not an inventory error."""
-    t = device.transport
-    if not isinstance(t, SshSettings):
-        raise TypeError(f"device '{device.id}' uses the {t.type} transport, not ssh")
-    return t
+    return transport_settings(device, SshSettings, "ssh")
 
 
 def _live_transport(client: paramiko.SSHClient) -> paramiko.Transport:
