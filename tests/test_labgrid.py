@@ -1,6 +1,7 @@
-"""`hil run` through labgrid places, against a real coordinator and exporter on loopback
-(tests/labgrid_lab.py) in front of `hil mcu-sim`: results name the place, and the place is always
-given back, after a run, after a timeout and after Ctrl-C."""
+"""`hil run` through labgrid places, against a real coordinator and exporters on loopback
+(tests/labgrid_lab.py) in front of `hil mcu-sim` and of the test sshd: results name the place, the
+place is always given back (after a run, a refused host key, a timeout and Ctrl-C), and two
+controllers sharing one place and one PostgreSQL store take turns on the board."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import test_serial_device
+import test_ssh
 from conftest import hil
 from labgrid_lab import start_lab
 from test_serial_device import RUN_FAST, check_ok_row, raw_docs, results, simulator
 
 mcu_model = test_serial_device.mcu_model  # the tiny int8 model, converted once per module
+converted = test_ssh.converted  # tiny fp32 in an artifact cache, for the SSH board
+dev_python = test_ssh.dev_python  # the device venv the SSH board runs the runner with
 
 PLACE = "sim-h7"
+SSH_PLACE = "pi-lab"
 
 
 @pytest.fixture()
@@ -129,3 +135,97 @@ def test_coordinator_comes_from_the_inventory_or_lg_coordinator(tmp_path, monkey
     inv = load_inventory(path)
     dev = inv.device("h7")
     assert dev.transport.coordinator == env and link_type(dev, inv.profile_of(dev)) == "serial"
+
+
+@pytest.fixture()
+def ssh_lab(tmp_path_factory, sshd_server):
+    """Coordinator + an exporter publishing the test sshd as a NetworkService + a place for it."""
+    lab = start_lab(tmp_path_factory.mktemp("labgrid-ssh"))
+    try:
+        lab.place(SSH_PLACE, lab.export_service("pi1", sshd_server.port, sshd_server.user))
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.mark.labgrid
+@pytest.mark.sshd
+def test_ssh_board_behind_a_place_verifies_its_host_key_and_stores_the_rows_of_a_direct_ssh_device(
+    workspace, tiny_model, converted, dev_python, sshd_server, ssh_lab
+):
+    """The same sshd as a plain `ssh` device and behind a labgrid place: the place only says where the
+    board is, so the host key is checked against the same known_hosts entry and the rows agree."""
+    known = workspace / "known_hosts"
+    via_place = {
+        "id": "pi-lab",
+        "profile": "sshbox",
+        "transport": {
+            "type": "labgrid",
+            "place": SSH_PLACE,
+            "coordinator": ssh_lab.address,
+            "ssh": {
+                "user": sshd_server.user,
+                "key_file": str(sshd_server.client_key),
+                "known_hosts": str(known),
+                "use_agent": False,
+                "python": dev_python,
+                "workdir": str(workspace / "dev-lab"),
+                "connect_timeout": 5,
+                "retries": 1,
+                "retry_backoff": 0.2,
+            },
+        },
+    }
+    test_ssh.write_lab(
+        workspace, sshd_server, dev_python, workdir=workspace / "dev", known_hosts=known, extra=[via_place]
+    )
+    env = {"HILBENCH_CACHE": str(converted), "LG_HOSTNAME": "ctl", "LG_USERNAME": "nightly"}
+    run = ["run", str(tiny_model["path"]), "--variants", "fp32", *test_ssh.FAST]
+
+    # an unknown host key is refused exactly as for the ssh device, and the place goes back
+    p = hil(*run, "--devices", "pi-lab", env=env)
+    assert p.returncode == 2, p.stderr
+    assert f"device 'pi-lab': host key of 127.0.0.1:{sshd_server.port} is not known" in p.stderr
+    assert sshd_server.fingerprint() in p.stderr and "Traceback" not in p.stderr
+    assert not known.exists() and not (workspace / "dev-lab").exists()  # nothing trusted, nothing sent
+    assert f"released labgrid place '{SSH_PLACE}'" in p.stderr and ssh_lab.holder(SSH_PLACE) is None
+
+    known.write_text(sshd_server.known_hosts_line())  # the entry a direct ssh device needs, nothing more
+    p = hil(*run, env=env)
+    assert p.returncode == 0, p.stderr
+    run_id = p.stdout.strip().splitlines()[-1]
+    from harness.store.results import ResultStore
+
+    store = ResultStore(workspace / "reports" / "results.sqlite")
+    wide = store.wide(run_id).set_index("device_id")
+    assert sorted(wide.index) == ["pi", "pi-lab"]
+    direct, placed = wide.loc["pi"], wide.loc["pi-lab"]
+    filled = {d: {k for k, v in wide.loc[d].items() if not pd.isna(v)} for d in ("pi", "pi-lab")}
+    assert filled["pi"] == filled["pi-lab"]
+    for column in (
+        "status",
+        "transport",
+        "runtime",
+        "runtime_version",
+        "profile",
+        "model",
+        "variant",
+        "artifact_sha256",
+    ):
+        assert direct[column] == placed[column], column
+    assert placed["status"] == "ok" and placed["transport"] == "ssh" and placed["latency_count"] >= 5
+    long = store.dataframe(run_id)
+    assert set(long[long["device_id"] == "pi"]["metric"]) == set(long[long["device_id"] == "pi-lab"]["metric"])
+    doc_direct, doc_placed = (store.raw(int(wide.loc[d, "result_id"])) for d in ("pi", "pi-lab"))
+    assert set(doc_placed) - set(doc_direct) == {"labgrid"}
+    lg = doc_placed["labgrid"]
+    assert {k: lg[k] for k in ("place", "coordinator", "identity", "via")} == {
+        "place": SSH_PLACE,
+        "coordinator": ssh_lab.address,
+        "identity": "ctl/nightly",
+        "via": f"NetworkService NetworkService {sshd_server.user}@127.0.0.1:{sshd_server.port}",
+    }
+    assert lg["acquired_at"] <= wide.loc["pi-lab", "timestamp"].timestamp()  # acquired, then measured
+    assert f"acquired labgrid place '{SSH_PLACE}'" in p.stderr and f"released labgrid place '{SSH_PLACE}'" in p.stderr
+    assert ssh_lab.holder(SSH_PLACE) is None
+    assert known.read_text() == sshd_server.known_hosts_line()  # verified, never rewritten

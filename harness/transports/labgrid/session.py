@@ -114,6 +114,16 @@ class Coordinator:
 
         return self._loop.call(read())
 
+    def changed_at(self, place: str) -> float:
+        """When the coordinator last changed the place (epoch seconds, its clock): read right after
+        acquiring, the moment the place became ours, which orders controllers sharing a board."""
+
+        async def read() -> float:
+            await self._session.sync_with_coordinator()
+            return float(self._session.places[place].changed)
+
+        return self._loop.call(read())
+
     def try_acquire(self, place: str) -> str | None:
         """Acquire the place: None when it is ours now, else who holds it."""
         import grpc

@@ -31,6 +31,7 @@ SSH_CLASSES = ("NetworkService",)
 class LabgridTransport(Transport):
     inner: Transport | None = None
     acquired = False
+    acquired_at: float | None = None  # the coordinator's time of our acquisition (provenance)
     provenance: dict | None = None
 
     def __init__(self, device: Device, profile: DeviceProfile, log: Callable[[str], None]):
@@ -69,6 +70,7 @@ class LabgridTransport(Transport):
             "coordinator": t.coordinator,
             "identity": lg.identity,
             "via": via,
+            "acquired_at": self.acquired_at,
         }
 
     def _acquire(self, lg, t: LabgridSettings) -> None:
@@ -78,6 +80,7 @@ class LabgridTransport(Transport):
             holder = lg.try_acquire(t.place)
             if holder is None:
                 self.acquired = True
+                self.acquired_at = lg.changed_at(t.place)
                 self._say(f"acquired labgrid place '{t.place}' on {t.coordinator} as {lg.identity}")
                 return
             if holder == lg.identity:
