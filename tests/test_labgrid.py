@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -229,3 +230,103 @@ def test_ssh_board_behind_a_place_verifies_its_host_key_and_stores_the_rows_of_a
     assert f"acquired labgrid place '{SSH_PLACE}'" in p.stderr and f"released labgrid place '{SSH_PLACE}'" in p.stderr
     assert ssh_lab.holder(SSH_PLACE) is None
     assert known.read_text() == sshd_server.known_hosts_line()  # verified, never rewritten
+
+
+def _watch(proc: subprocess.Popen, lines: list, needle: str) -> threading.Event:
+    """Collect a process's stderr (so its pipe never fills); signal when `needle` appears or the
+    process closed its stderr (exited) without it."""
+    seen = threading.Event()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if needle in line:
+                seen.set()
+        seen.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    return seen
+
+
+@pytest.mark.labgrid
+@pytest.mark.postgres
+def test_two_controllers_share_one_place_and_one_postgresql_store_taking_turns_on_the_board(
+    workspace, mcu_model, lab, postgres_server
+):
+    """Two controllers (two `hil run` processes with their own labgrid identity and their own
+    device-lock directory, as on two hosts) queue for one place and write one PostgreSQL store. Both
+    queue behind a third holder first, so they really contend once it lets go: one measures, the other
+    waits for it, both finish, and the coordinator's acquisition times against the stored results show
+    they were never on the board at the same time."""
+    db = postgres_server.createdb()
+    inventory(workspace, lab, acquire_timeout=300)
+    lab.client("-p", PLACE, "acquire", user="gatehost/alice")
+    hosts = ("ctl-a", "ctl-b")
+    procs: dict[str, subprocess.Popen] = {}
+    logs: dict[str, list] = {h: [] for h in hosts}
+    queued: dict[str, threading.Event] = {}
+    gate = f"waiting for labgrid place '{PLACE}': acquired by gatehost/alice"
+    args = [sys.executable, "-m", "harness", "--db", db, "run", mcu_model["keras"], "--variants", "int8", *RUN_FAST]
+    try:
+        for host in hosts:
+            env = {
+                **os.environ,
+                **mcu_model["env"],
+                "LG_HOSTNAME": host,
+                "LG_USERNAME": "ci",
+                "HILBENCH_LOCK_DIR": str(workspace / f"locks-{host}"),  # two hosts: two device locks
+            }
+            out = open(workspace / f"{host}.out", "w")
+            procs[host] = subprocess.Popen(
+                [*args, "--repeats", "3"], stdout=out, stderr=subprocess.PIPE, text=True, env=env
+            )
+            out.close()
+            queued[host] = _watch(procs[host], logs[host], gate)
+        for host in hosts:  # event-driven: both are polling the coordinator for the place
+            assert queued[host].wait(timeout=300) and any(gate in line for line in logs[host]), "".join(logs[host])
+        lab.client("-p", PLACE, "release", user="gatehost/alice")
+        for host in hosts:
+            procs[host].wait(timeout=600)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for host in hosts:
+        assert procs[host].returncode == 0, "".join(logs[host])
+    assert lab.holder(PLACE) is None
+
+    import sqlalchemy as sa
+    from postgres import direct
+
+    from harness.store.results import ResultStore
+
+    store = ResultStore(db)
+    runs = store.runs()
+    assert len(runs) == 2 and set(runs["status"]) == {"complete"}
+    run_of = {h: (workspace / f"{h}.out").read_text().strip().splitlines()[-1] for h in hosts}
+    engine = direct(db)
+    with engine.connect() as conn:  # the rows as stored, not a view that folds duplicates
+        stored = conn.execute(sa.text("SELECT run_id, job_key, timestamp FROM results")).all()
+    engine.dispose()
+    acquired, stamps = {}, {}
+    for host in hosts:
+        plan = json.loads(store.run_row(run_of[host])["plan"])
+        mine = [row for row in stored if row.run_id == run_of[host]]
+        assert sorted(row.job_key for row in mine) == sorted(plan) and len(plan) == 3  # each job exactly once
+        wide = store.wide(run_of[host])
+        for _, row in wide.iterrows():
+            check_ok_row(store, row)
+        docs = [store.raw(int(r)) for r in wide["result_id"]]
+        assert {d["labgrid"]["identity"] for d in docs} == {f"{host}/ci"}
+        (acquired[host],) = {d["labgrid"]["acquired_at"] for d in docs}  # one acquisition per run
+        stamps[host] = sorted(row.timestamp for row in mine)
+        assert acquired[host] <= stamps[host][0]
+    assert len(stored) == 6
+    first, second = sorted(hosts, key=lambda h: acquired[h])
+    # the second got the board only after the first's last result was stored: never both at once
+    assert stamps[first][-1] < acquired[second], (stamps, acquired)
+    waited = f"waiting for labgrid place '{PLACE}': acquired by {first}/ci"
+    assert any(waited in line for line in logs[second]), "".join(logs[second])  # it waited, and said for whom
+    assert not any(waited.replace(first, second) in line for line in logs[first])

@@ -75,7 +75,7 @@ class LabgridTransport(Transport):
 
     def _acquire(self, lg, t: LabgridSettings) -> None:
         deadline = time.monotonic() + t.acquire_timeout
-        said = 0.0
+        said, said_holder = 0.0, None
         while True:
             holder = lg.try_acquire(t.place)
             if holder is None:
@@ -95,8 +95,8 @@ class LabgridTransport(Transport):
                     f"device '{self.device.id}': labgrid place '{t.place}' on {t.coordinator} is still "
                     f"acquired by {holder} after waiting {t.acquire_timeout:g} s (transport.acquire_timeout)"
                 )
-            if now - said >= WAIT_NOTE_SECONDS:
-                said = now
+            if now - said >= WAIT_NOTE_SECONDS or holder != said_holder:  # and whenever it changes hands
+                said, said_holder = now, holder
                 left = deadline - now
                 self._say(f"waiting for labgrid place '{t.place}': acquired by {holder} (giving up in {left:.0f} s)")
             time.sleep(POLL_SECONDS)  # polling the coordinator; Ctrl-C interrupts it
