@@ -187,11 +187,17 @@ def test_ssh_board_behind_a_place_verifies_its_host_key_and_stores_the_rows_of_a
     p = hil(*run, "--devices", "pi-lab", env=env)
     assert p.returncode == 2, p.stderr
     assert f"device 'pi-lab': host key of 127.0.0.1:{sshd_server.port} is not known" in p.stderr
-    assert sshd_server.fingerprint() in p.stderr and "Traceback" not in p.stderr
+    assert sshd_server.fingerprint() in p.stderr and "hil devices trust pi-lab" in p.stderr
+    assert "Traceback" not in p.stderr
     assert not known.exists() and not (workspace / "dev-lab").exists()  # nothing trusted, nothing sent
     assert f"released labgrid place '{SSH_PLACE}'" in p.stderr and ssh_lab.holder(SSH_PLACE) is None
 
-    known.write_text(sshd_server.known_hosts_line())  # the entry a direct ssh device needs, nothing more
+    # trusting it holds the place just for the key exchange, and writes the entry a direct ssh device uses
+    fp = sshd_server.fingerprint()
+    t = hil("devices", "trust", "pi-lab", "--expect", fp, env=env)
+    assert t.returncode == 0, t.stderr
+    assert f"pi-lab: trusted [127.0.0.1]:{sshd_server.port} ssh-ed25519 {fp} (added to {known})" in t.stdout
+    assert known.read_text() == sshd_server.known_hosts_line() and ssh_lab.holder(SSH_PLACE) is None
     p = hil(*run, env=env)
     assert p.returncode == 0, p.stderr
     run_id = p.stdout.strip().splitlines()[-1]

@@ -15,7 +15,8 @@ interpreter going down some other way.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from harness.core.jobs import Job
 from harness.errors import ConfigError, InfraError
@@ -202,3 +203,22 @@ def _usable(r) -> bool:
 
 def _netloc(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@contextmanager
+def place_link(device: Device, profile: DeviceProfile, log: Callable[[str], None]) -> Iterator[Device]:
+    """The device as a plain `serial`/`ssh` device while its place is held for the caller, released
+    afterwards: for commands that need the board's address but measure nothing (`hil devices trust`
+    learns a host key that way, checked later exactly as for an ssh device)."""
+    from harness.transports.labgrid.session import coordinator
+
+    lt = LabgridTransport(device, profile, log)
+    t = lt.settings
+    assert t.coordinator, "load_inventory fills the coordinator from LG_COORDINATOR"
+    try:
+        lg = coordinator(t.coordinator)
+        lt._acquire(lg, t)
+        linked, _ = lt._board(lg, t)
+        yield linked
+    finally:
+        lt.close()
