@@ -1,6 +1,7 @@
 """A real labgrid lab on loopback for the labgrid transport tests: a `labgrid-coordinator`, a
 `labgrid-exporter` exporting the pty of a `hil mcu-sim` as a RawSerialPort (the exporter runs ser2net
-in front of it once a place is acquired), and a place matching that port, made with `labgrid-client`.
+in front of it once a place is acquired) or the test sshd as a NetworkService, and a place matching
+that resource, made with `labgrid-client`.
 
 The exporter starts ser2net with an accepter on all interfaces and no way to change it; a `ser2net`
 wrapper early in the exporter's PATH rewrites the accepter to 127.0.0.1, so nothing a test starts is
@@ -89,24 +90,33 @@ class Lab:
         real = shutil.which("ser2net") or "/usr/sbin/ser2net"
         wrapper.write_text(SER2NET_WRAPPER.format(python=sys.executable, real=real))
         wrapper.chmod(0o755)
-        config = self.dir / f"{name}.yaml"
-        config.write_text(f"board:\n  RawSerialPort:\n    port: {pty}\n    speed: 115200\n")
-        env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        config = f"board:\n  RawSerialPort:\n    port: {pty}\n    speed: 115200\n"
+        env = {"PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        return self._exporter(name, config, f"{name}/board/NetworkSerialPort", env)
+
+    def export_service(self, name: str, port: int, username: str) -> str:
+        """An exporter `name` with an SSH service on 127.0.0.1:port as a NetworkService (the exporter
+        only publishes it: clients connect to the address themselves); returns the match for a place."""
+        config = f"board:\n  NetworkService:\n    address: 127.0.0.1\n    port: {port}\n    username: {username}\n"
+        return self._exporter(name, config, f"{name}/board/NetworkService")
+
+    def _exporter(self, name: str, config: str, match: str, env: dict | None = None) -> str:
+        path = self.dir / f"{name}.yaml"
+        path.write_text(config)
         log = open(self.dir / f"{name}.log", "w")
         self.procs.append(
             subprocess.Popen(
-                [str(BIN / "labgrid-exporter"), "-c", self.address, "-n", name, "--hostname", "127.0.0.1", str(config)],
-                env=env,
+                [str(BIN / "labgrid-exporter"), "-c", self.address, "-n", name, "--hostname", "127.0.0.1", str(path)],
+                env={**os.environ, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
             )
         )
-        match = f"{name}/board/NetworkSerialPort"
         deadline = time.monotonic() + START_TIMEOUT
         while match not in self.client("resources").stdout:
             assert self.procs[-1].poll() is None, (self.dir / f"{name}.log").read_text()
-            assert time.monotonic() < deadline, f"exporter {name} did not register its port"
+            assert time.monotonic() < deadline, f"exporter {name} did not register {match}"
             time.sleep(0.1)  # polling the coordinator's resource list
         return match
 

@@ -1,6 +1,7 @@
-"""`hil run` through labgrid places, against a real coordinator and exporter on loopback
-(tests/labgrid_lab.py) in front of `hil mcu-sim`: results name the place, and the place is always
-given back, after a run, after a timeout and after Ctrl-C."""
+"""`hil run` through labgrid places, against a real coordinator and exporters on loopback
+(tests/labgrid_lab.py) in front of `hil mcu-sim` and of the test sshd: results name the place, the
+place is always given back (after a run, a refused host key, a timeout and Ctrl-C), and two
+controllers sharing one place and one PostgreSQL store take turns on the board."""
 
 from __future__ import annotations
 
@@ -9,17 +10,23 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import test_serial_device
+import test_ssh
 from conftest import hil
 from labgrid_lab import start_lab
 from test_serial_device import RUN_FAST, check_ok_row, raw_docs, results, simulator
 
 mcu_model = test_serial_device.mcu_model  # the tiny int8 model, converted once per module
+converted = test_ssh.converted  # tiny fp32 in an artifact cache, for the SSH board
+dev_python = test_ssh.dev_python  # the device venv the SSH board runs the runner with
 
 PLACE = "sim-h7"
+SSH_PLACE = "pi-lab"
 
 
 @pytest.fixture()
@@ -129,3 +136,203 @@ def test_coordinator_comes_from_the_inventory_or_lg_coordinator(tmp_path, monkey
     inv = load_inventory(path)
     dev = inv.device("h7")
     assert dev.transport.coordinator == env and link_type(dev, inv.profile_of(dev)) == "serial"
+
+
+@pytest.fixture()
+def ssh_lab(tmp_path_factory, sshd_server):
+    """Coordinator + an exporter publishing the test sshd as a NetworkService + a place for it."""
+    lab = start_lab(tmp_path_factory.mktemp("labgrid-ssh"))
+    try:
+        lab.place(SSH_PLACE, lab.export_service("pi1", sshd_server.port, sshd_server.user))
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.mark.labgrid
+@pytest.mark.sshd
+def test_ssh_board_behind_a_place_verifies_its_host_key_and_stores_the_rows_of_a_direct_ssh_device(
+    workspace, tiny_model, converted, dev_python, sshd_server, ssh_lab
+):
+    """The same sshd as a plain `ssh` device and behind a labgrid place: the place only says where the
+    board is, so the host key is checked against the same known_hosts entry and the rows agree."""
+    known = workspace / "known_hosts"
+    via_place = {
+        "id": "pi-lab",
+        "profile": "sshbox",
+        "transport": {
+            "type": "labgrid",
+            "place": SSH_PLACE,
+            "coordinator": ssh_lab.address,
+            "ssh": {
+                "user": sshd_server.user,
+                "key_file": str(sshd_server.client_key),
+                "known_hosts": str(known),
+                "use_agent": False,
+                "python": dev_python,
+                "workdir": str(workspace / "dev-lab"),
+                "connect_timeout": 5,
+                "retries": 1,
+                "retry_backoff": 0.2,
+            },
+        },
+    }
+    test_ssh.write_lab(
+        workspace, sshd_server, dev_python, workdir=workspace / "dev", known_hosts=known, extra=[via_place]
+    )
+    env = {"HILBENCH_CACHE": str(converted), "LG_HOSTNAME": "ctl", "LG_USERNAME": "nightly"}
+    run = ["run", str(tiny_model["path"]), "--variants", "fp32", *test_ssh.FAST]
+
+    # an unknown host key is refused exactly as for the ssh device, and the place goes back
+    p = hil(*run, "--devices", "pi-lab", env=env)
+    assert p.returncode == 2, p.stderr
+    assert f"device 'pi-lab': host key of 127.0.0.1:{sshd_server.port} is not known" in p.stderr
+    assert sshd_server.fingerprint() in p.stderr and "hil devices trust pi-lab" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not known.exists() and not (workspace / "dev-lab").exists()  # nothing trusted, nothing sent
+    assert f"released labgrid place '{SSH_PLACE}'" in p.stderr and ssh_lab.holder(SSH_PLACE) is None
+
+    # trusting it holds the place just for the key exchange, and writes the entry a direct ssh device uses
+    fp = sshd_server.fingerprint()
+    t = hil("devices", "trust", "pi-lab", "--expect", fp, env=env)
+    assert t.returncode == 0, t.stderr
+    assert f"pi-lab: trusted [127.0.0.1]:{sshd_server.port} ssh-ed25519 {fp} (added to {known})" in t.stdout
+    assert known.read_text() == sshd_server.known_hosts_line() and ssh_lab.holder(SSH_PLACE) is None
+    p = hil(*run, env=env)
+    assert p.returncode == 0, p.stderr
+    run_id = p.stdout.strip().splitlines()[-1]
+    from harness.store.results import ResultStore
+
+    store = ResultStore(workspace / "reports" / "results.sqlite")
+    wide = store.wide(run_id).set_index("device_id")
+    assert sorted(wide.index) == ["pi", "pi-lab"]
+    direct, placed = wide.loc["pi"], wide.loc["pi-lab"]
+    filled = {d: {k for k, v in wide.loc[d].items() if not pd.isna(v)} for d in ("pi", "pi-lab")}
+    assert filled["pi"] == filled["pi-lab"]
+    for column in (
+        "status",
+        "transport",
+        "runtime",
+        "runtime_version",
+        "profile",
+        "model",
+        "variant",
+        "artifact_sha256",
+    ):
+        assert direct[column] == placed[column], column
+    assert placed["status"] == "ok" and placed["transport"] == "ssh" and placed["latency_count"] >= 5
+    long = store.dataframe(run_id)
+    assert set(long[long["device_id"] == "pi"]["metric"]) == set(long[long["device_id"] == "pi-lab"]["metric"])
+    doc_direct, doc_placed = (store.raw(int(wide.loc[d, "result_id"])) for d in ("pi", "pi-lab"))
+    assert set(doc_placed) - set(doc_direct) == {"labgrid"}
+    lg = doc_placed["labgrid"]
+    assert {k: lg[k] for k in ("place", "coordinator", "identity", "via")} == {
+        "place": SSH_PLACE,
+        "coordinator": ssh_lab.address,
+        "identity": "ctl/nightly",
+        "via": f"NetworkService NetworkService {sshd_server.user}@127.0.0.1:{sshd_server.port}",
+    }
+    assert lg["acquired_at"] <= wide.loc["pi-lab", "timestamp"].timestamp()  # acquired, then measured
+    assert f"acquired labgrid place '{SSH_PLACE}'" in p.stderr and f"released labgrid place '{SSH_PLACE}'" in p.stderr
+    assert ssh_lab.holder(SSH_PLACE) is None
+    assert known.read_text() == sshd_server.known_hosts_line()  # verified, never rewritten
+
+
+def _watch(proc: subprocess.Popen, lines: list, needle: str) -> threading.Event:
+    """Collect a process's stderr (so its pipe never fills); signal when `needle` appears or the
+    process closed its stderr (exited) without it."""
+    seen = threading.Event()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if needle in line:
+                seen.set()
+        seen.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    return seen
+
+
+@pytest.mark.labgrid
+@pytest.mark.postgres
+def test_two_controllers_share_one_place_and_one_postgresql_store_taking_turns_on_the_board(
+    workspace, mcu_model, lab, postgres_server
+):
+    """Two controllers (two `hil run` processes with their own labgrid identity and their own
+    device-lock directory, as on two hosts) queue for one place and write one PostgreSQL store. Both
+    queue behind a third holder first, so they really contend once it lets go: one measures, the other
+    waits for it, both finish, and the coordinator's acquisition times against the stored results show
+    they were never on the board at the same time."""
+    db = postgres_server.createdb()
+    inventory(workspace, lab, acquire_timeout=300)
+    lab.client("-p", PLACE, "acquire", user="gatehost/alice")
+    hosts = ("ctl-a", "ctl-b")
+    procs: dict[str, subprocess.Popen] = {}
+    logs: dict[str, list] = {h: [] for h in hosts}
+    queued: dict[str, threading.Event] = {}
+    gate = f"waiting for labgrid place '{PLACE}': acquired by gatehost/alice"
+    args = [sys.executable, "-m", "harness", "--db", db, "run", mcu_model["keras"], "--variants", "int8", *RUN_FAST]
+    try:
+        for host in hosts:
+            env = {
+                **os.environ,
+                **mcu_model["env"],
+                "LG_HOSTNAME": host,
+                "LG_USERNAME": "ci",
+                "HILBENCH_LOCK_DIR": str(workspace / f"locks-{host}"),  # two hosts: two device locks
+            }
+            out = open(workspace / f"{host}.out", "w")
+            procs[host] = subprocess.Popen(
+                [*args, "--repeats", "3"], stdout=out, stderr=subprocess.PIPE, text=True, env=env
+            )
+            out.close()
+            queued[host] = _watch(procs[host], logs[host], gate)
+        for host in hosts:  # event-driven: both are polling the coordinator for the place
+            assert queued[host].wait(timeout=300) and any(gate in line for line in logs[host]), "".join(logs[host])
+        lab.client("-p", PLACE, "release", user="gatehost/alice")
+        for host in hosts:
+            procs[host].wait(timeout=600)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for host in hosts:
+        assert procs[host].returncode == 0, "".join(logs[host])
+    assert lab.holder(PLACE) is None
+
+    import sqlalchemy as sa
+    from postgres import direct
+
+    from harness.store.results import ResultStore
+
+    store = ResultStore(db)
+    runs = store.runs()
+    assert len(runs) == 2 and set(runs["status"]) == {"complete"}
+    run_of = {h: (workspace / f"{h}.out").read_text().strip().splitlines()[-1] for h in hosts}
+    engine = direct(db)
+    with engine.connect() as conn:  # the rows as stored, not a view that folds duplicates
+        stored = conn.execute(sa.text("SELECT run_id, job_key, timestamp FROM results")).all()
+    engine.dispose()
+    acquired, stamps = {}, {}
+    for host in hosts:
+        plan = json.loads(store.run_row(run_of[host])["plan"])
+        mine = [row for row in stored if row.run_id == run_of[host]]
+        assert sorted(row.job_key for row in mine) == sorted(plan) and len(plan) == 3  # each job exactly once
+        wide = store.wide(run_of[host])
+        for _, row in wide.iterrows():
+            check_ok_row(store, row)
+        docs = [store.raw(int(r)) for r in wide["result_id"]]
+        assert {d["labgrid"]["identity"] for d in docs} == {f"{host}/ci"}
+        (acquired[host],) = {d["labgrid"]["acquired_at"] for d in docs}  # one acquisition per run
+        stamps[host] = sorted(row.timestamp for row in mine)
+        assert acquired[host] <= stamps[host][0]
+    assert len(stored) == 6
+    first, second = sorted(hosts, key=lambda h: acquired[h])
+    # the second got the board only after the first's last result was stored: never both at once
+    assert stamps[first][-1] < acquired[second], (stamps, acquired)
+    waited = f"waiting for labgrid place '{PLACE}': acquired by {first}/ci"
+    assert any(waited in line for line in logs[second]), "".join(logs[second])  # it waited, and said for whom
+    assert not any(waited.replace(first, second) in line for line in logs[first])

@@ -27,7 +27,7 @@ def register(sub) -> None:
         help="fetch an SSH device's host key, show its fingerprint and add it to "
         "known_hosts (the inventory's known_hosts file, else ~/.ssh/known_hosts)",
     )
-    tp.add_argument("device", metavar="DEVICE", help="id of an ssh device in the inventory")
+    tp.add_argument("device", metavar="DEVICE", help="id of an ssh device (or of a labgrid device reached over ssh)")
     tp.add_argument(
         "--expect",
         metavar="SHA256:...",
@@ -103,17 +103,36 @@ def cmd_check(args) -> int:
 
 
 def cmd_trust(args) -> int:
-    from harness.transports.ssh import hostkeys
-    from harness.transports.ssh.connect import SshAuthError, connect
+    from harness.lab.config import link_type
 
     inv = common.inventory(args)
     dev = inv.device(args.device)
     t = dev.transport
+    if t.type == "labgrid" and link_type(dev, inv.profile_of(dev)) == "ssh":
+        return _trust_at_place(dev, inv.profile_of(dev), args.expect)
     if t.type != "ssh":
         raise ConfigError(
-            f"{inv.path}: device '{dev.id}' uses the {t.type} transport; only ssh devices have host keys to trust"
+            f"{inv.path}: device '{dev.id}' uses the {t.type} transport; only ssh devices (and labgrid "
+            "places exporting a NetworkService) have host keys to trust"
         )
-    expect = args.expect
+    return _trust(dev, args.expect)
+
+
+def _trust_at_place(dev, profile, expect: str | None) -> int:
+    """A board behind a labgrid place has an address only while its place is held: hold it (and the
+    device's own lock, so no run of this controller is disturbed) just for the key exchange."""
+    from harness.run.device_lock import DeviceLock
+    from harness.transports.labgrid.transport import place_link
+
+    with DeviceLock(dev, command="hil devices trust"), place_link(dev, profile, common.log) as linked:
+        return _trust(linked, expect)
+
+
+def _trust(dev, expect: str | None) -> int:
+    from harness.transports.ssh import hostkeys
+    from harness.transports.ssh.connect import SshAuthError, connect
+
+    t = dev.transport
     if expect and not expect.startswith("SHA256:"):
         expect = "SHA256:" + expect
     path = hostkeys.write_file(t.known_hosts)

@@ -26,6 +26,7 @@ from harness.errors import ConfigError, InfraError
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+FREED_RETRIES = 3  # a place released while we asked for it: ask again at once this often
 CALL_TIMEOUT = 30.0  # one gRPC round trip to the coordinator; it answers in milliseconds when alive
 INSTALL_HINT = "pip install 'hilbench[labgrid]'"
 
@@ -114,22 +115,38 @@ class Coordinator:
 
         return self._loop.call(read())
 
+    def changed_at(self, place: str) -> float:
+        """When the coordinator last changed the place (epoch seconds, its clock): read right after
+        acquiring, the moment the place became ours, which orders controllers sharing a board."""
+
+        async def read() -> float:
+            await self._session.sync_with_coordinator()
+            return float(self._session.places[place].changed)
+
+        return self._loop.call(read())
+
     def try_acquire(self, place: str) -> str | None:
         """Acquire the place: None when it is ours now, else who holds it."""
         import grpc
         from labgrid.remote.generated import labgrid_coordinator_pb2
 
         async def acquire() -> str | None:
-            try:
-                await self._session.stub.AcquirePlace(labgrid_coordinator_pb2.AcquirePlaceRequest(placename=place))
-            except grpc.aio.AioRpcError as exc:
+            for attempt in range(FREED_RETRIES + 1):
+                try:
+                    request = labgrid_coordinator_pb2.AcquirePlaceRequest(placename=place)
+                    await self._session.stub.AcquirePlace(request)
+                except grpc.aio.AioRpcError as exc:
+                    await self._session.sync_with_coordinator()
+                    p = self._session.places.get(place)
+                    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and p is not None:
+                        if p.acquired:
+                            return str(p.acquired)
+                        if attempt < FREED_RETRIES and "already acquired" in (exc.details() or ""):
+                            continue  # its holder released it between our request and our look: ask again
+                    raise InfraError(f"labgrid place '{place}' on {self.address}: {exc.details()}") from None
                 await self._session.sync_with_coordinator()
-                p = self._session.places.get(place)
-                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and p is not None and p.acquired:
-                    return str(p.acquired)
-                raise InfraError(f"labgrid place '{place}' on {self.address}: {exc.details()}") from None
-            await self._session.sync_with_coordinator()
-            return None
+                return None
+            raise AssertionError("unreachable")
 
         holder = self._loop.call(acquire())
         if holder is None:

@@ -15,7 +15,8 @@ interpreter going down some other way.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from harness.core.jobs import Job
 from harness.errors import ConfigError, InfraError
@@ -31,6 +32,7 @@ SSH_CLASSES = ("NetworkService",)
 class LabgridTransport(Transport):
     inner: Transport | None = None
     acquired = False
+    acquired_at: float | None = None  # the coordinator's time of our acquisition (provenance)
     provenance: dict | None = None
 
     def __init__(self, device: Device, profile: DeviceProfile, log: Callable[[str], None]):
@@ -63,15 +65,17 @@ class LabgridTransport(Transport):
             "coordinator": t.coordinator,
             "identity": lg.identity,
             "via": via,
+            "acquired_at": self.acquired_at,
         }
 
     def _acquire(self, lg, t: LabgridSettings) -> None:
         deadline = time.monotonic() + t.acquire_timeout
-        said = 0.0
+        said, said_holder = 0.0, None
         while True:
             holder = lg.try_acquire(t.place)
             if holder is None:
                 self.acquired = True
+                self.acquired_at = lg.changed_at(t.place)
                 self._say(f"acquired labgrid place '{t.place}' on {t.coordinator} as {lg.identity}")
                 return
             if holder == lg.identity:
@@ -86,8 +90,8 @@ class LabgridTransport(Transport):
                     f"device '{self.device.id}': labgrid place '{t.place}' on {t.coordinator} is still "
                     f"acquired by {holder} after waiting {t.acquire_timeout:g} s (transport.acquire_timeout)"
                 )
-            if now - said >= WAIT_NOTE_SECONDS:
-                said = now
+            if now - said >= WAIT_NOTE_SECONDS or holder != said_holder:  # and whenever it changes hands
+                said, said_holder = now, holder
                 left = deadline - now
                 self._say(f"waiting for labgrid place '{t.place}': acquired by {holder} (giving up in {left:.0f} s)")
             time.sleep(POLL_SECONDS)  # polling the coordinator; Ctrl-C interrupts it
@@ -193,3 +197,22 @@ def _usable(r) -> bool:
 
 def _netloc(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@contextmanager
+def place_link(device: Device, profile: DeviceProfile, log: Callable[[str], None]) -> Iterator[Device]:
+    """The device as a plain `serial`/`ssh` device while its place is held for the caller, released
+    afterwards: for commands that need the board's address but measure nothing (`hil devices trust`
+    learns a host key that way, checked later exactly as for an ssh device)."""
+    from harness.transports.labgrid.session import coordinator
+
+    lt = LabgridTransport(device, profile, log)
+    t = lt.settings
+    assert t.coordinator, "load_inventory fills the coordinator from LG_COORDINATOR"
+    try:
+        lg = coordinator(t.coordinator)
+        lt._acquire(lg, t)
+        linked, _ = lt._board(lg, t)
+        yield linked
+    finally:
+        lt.close()
