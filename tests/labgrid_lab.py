@@ -11,13 +11,17 @@ lists), never slept for.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 BIN = Path(sys.executable).parent  # labgrid's scripts live next to the interpreter running the tests
@@ -81,9 +85,10 @@ class Lab:
                 return None if value in ("", "None") else value
         raise AssertionError(f"no acquired: line in {out}")
 
-    def export_serial(self, name: str, pty: str) -> str:
-        """An exporter `name` with the pty as a RawSerialPort; returns the match for a place once the
-        coordinator lists the resource."""
+    def export_serial(self, name: str, pty: str, power: dict | None = None) -> str:
+        """An exporter `name` with the pty as a RawSerialPort (and, given `power`, the parameters of a
+        NetworkPowerPort, in the same group); returns the match for a place once the coordinator lists
+        the resources (the power port's match: the same with NetworkPowerPort)."""
         bindir = self.dir / "bin"
         bindir.mkdir(exist_ok=True)
         wrapper = bindir / "ser2net"
@@ -91,8 +96,11 @@ class Lab:
         wrapper.write_text(SER2NET_WRAPPER.format(python=sys.executable, real=real))
         wrapper.chmod(0o755)
         config = f"board:\n  RawSerialPort:\n    port: {pty}\n    speed: 115200\n"
+        if power:
+            config += "  NetworkPowerPort:\n" + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in power.items())
         env = {"PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
-        return self._exporter(name, config, f"{name}/board/NetworkSerialPort", env)
+        also = [f"{name}/board/NetworkPowerPort"] if power else []
+        return self._exporter(name, config, f"{name}/board/NetworkSerialPort", env, also)
 
     def export_service(self, name: str, port: int, username: str) -> str:
         """An exporter `name` with an SSH service on 127.0.0.1:port as a NetworkService (the exporter
@@ -100,7 +108,9 @@ class Lab:
         config = f"board:\n  NetworkService:\n    address: 127.0.0.1\n    port: {port}\n    username: {username}\n"
         return self._exporter(name, config, f"{name}/board/NetworkService")
 
-    def _exporter(self, name: str, config: str, match: str, env: dict | None = None) -> str:
+    def _exporter(
+        self, name: str, config: str, match: str, env: dict | None = None, also: list[str] | None = None
+    ) -> str:
         path = self.dir / f"{name}.yaml"
         path.write_text(config)
         log = open(self.dir / f"{name}.log", "w")
@@ -113,16 +123,20 @@ class Lab:
                 cwd=self.dir,
             )
         )
+        wanted = [match, *(also or [])]
         deadline = time.monotonic() + START_TIMEOUT
-        while match not in self.client("resources").stdout:
+        while not all(m in self.client("resources").stdout for m in wanted):
             assert self.procs[-1].poll() is None, (self.dir / f"{name}.log").read_text()
-            assert time.monotonic() < deadline, f"exporter {name} did not register {match}"
+            assert time.monotonic() < deadline, f"exporter {name} did not register {', '.join(wanted)}"
             time.sleep(0.1)  # polling the coordinator's resource list
         return match
 
-    def place(self, name: str, match: str) -> None:
+    def place(self, name: str, *matches: str, tags: dict[str, str] | None = None) -> None:
         self.client("-p", name, "create")
-        self.client("-p", name, "add-match", match)
+        for match in matches:
+            self.client("-p", name, "add-match", match)
+        if tags:
+            self.client("-p", name, "set-tags", *(f"{k}={v}" for k, v in tags.items()))
 
     def stop(self) -> None:
         for p in reversed(self.procs):
@@ -154,3 +168,79 @@ def start_lab(directory: Path) -> Lab:
             raise AssertionError(f"labgrid-coordinator did not start: {(directory / 'coordinator.log').read_text()}")
         time.sleep(0.05)  # polling the port
     return lab
+
+
+class PowerSwitch:
+    """A network power switch on loopback, for a board that cannot have a real one here: it speaks the
+    HTTP protocols of labgrid's `rest` power backend (GET/PUT `.../relay/INDEX/value`, body `0`/`1`)
+    and `simplerest` (GET `.../relay/INDEX/0|1` switches, GET `.../relay/INDEX` reads), records every
+    request, and calls `switched(index, on)` before it answers, as a relay has switched when the switch
+    says so (the tests wire that to the simulated board's supply)."""
+
+    def __init__(self, switched: Callable[[int, bool], None]):
+        self.requests: list[tuple[str, str, str]] = []  # (method, path, body)
+        self.state: dict[int, bool] = {}
+        switch = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, code: int, body: str = "") -> None:
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode() if length else ""
+                switch.requests.append((method, self.path, body))
+                parts = self.path.strip("/").split("/")
+                if len(parts) < 2 or parts[0] != "relay" or not parts[1].isdigit():
+                    return self._answer(404)
+                index = int(parts[1])
+                rest = parts[2] if len(parts) > 2 else ""
+                if method == "PUT" and rest == "value" and body in ("0", "1"):
+                    return self._switch(index, body == "1")
+                if method == "GET" and rest in ("0", "1"):
+                    return self._switch(index, rest == "1")
+                if method == "GET" and rest in ("", "value"):
+                    return self._answer(200, "1" if switch.state.get(index, True) else "0")
+                return self._answer(400)
+
+            def _switch(self, index: int, on: bool) -> None:
+                switch.state[index] = on
+                switched(index, on)
+                self._answer(200)
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_PUT(self) -> None:
+                self._handle("PUT")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def host(self, model: str) -> str:
+        """The `host` parameter of a NetworkPowerPort of that model pointing here."""
+        last = "value" if model == "rest" else "{value}"
+        return f"http://127.0.0.1:{self.port}/relay/{{index}}/{last}"
+
+    def switching(self) -> list[str]:
+        """The switching requests in order: 'off'/'on'."""
+        out = []
+        for method, path, body in self.requests:
+            if method == "PUT" and body in ("0", "1"):
+                out.append("on" if body == "1" else "off")
+            elif method == "GET" and path.rstrip("/").split("/")[-1] in ("0", "1") and path.count("/") >= 3:
+                out.append("on" if path.endswith("1") else "off")
+        return out
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -336,3 +336,76 @@ def test_two_controllers_share_one_place_and_one_postgresql_store_taking_turns_o
     waited = f"waiting for labgrid place '{PLACE}': acquired by {first}/ci"
     assert any(waited in line for line in logs[second]), "".join(logs[second])  # it waited, and said for whom
     assert not any(waited.replace(first, second) in line for line in logs[first])
+
+
+@pytest.mark.labgrid
+def test_devices_import_writes_entries_for_tagged_places_and_keeps_existing_ones(workspace, lab):
+    """Against the real coordinator: places selected by tag, profile from the place's tag, appended to
+    the inventory as text (its comments kept), an id already there left alone and said so."""
+    lab.client("-p", PLACE, "set-tags", "hilbench-profile=stm32h7", "hilbench-tags=nightly,mcu", "lab=here")
+    match = "bench1/board/NetworkSerialPort"
+    lab.place("untagged", match, tags={"lab": "here"})  # no profile tag: skipped, saying how to tag it
+    lab.place("elsewhere", match, tags={"lab": "there", "hilbench-profile": "stm32h7"})  # not selected
+    lab.place("local", match, tags={"lab": "here", "hilbench-profile": "stm32h7"})  # id the inventory has
+    before = (workspace / "inventory.yaml").read_text()
+
+    env = {"LG_COORDINATOR": lab.address}
+    printed = hil("devices", "import", "--labgrid", "--match", "lab=here", env=env)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == (
+        "devices:\n"
+        f"  - id: {PLACE}\n    profile: stm32h7\n"
+        f"    transport:\n      type: labgrid\n      place: {PLACE}\n      coordinator: {lab.address}\n"
+        "    tags:\n    - nightly\n    - mcu\n"
+    )
+    assert (workspace / "inventory.yaml").read_text() == before  # printing writes nothing
+    skipped = "place 'untagged': skipped: no tag hilbench-profile (set it with `labgrid-client -p untagged"
+    assert skipped in printed.stderr
+    assert "place 'local': skipped: inventory.yaml already has a device 'local'" in printed.stderr
+    assert "elsewhere" not in printed.stderr
+
+    p = hil("devices", "import", "--labgrid", "--coordinator", lab.address, "--match", "lab=h*", "-o", "inventory.yaml")
+    assert p.returncode == 0, p.stderr
+    after = (workspace / "inventory.yaml").read_text()
+    assert after.startswith(before) and after[len(before) :] == printed.stdout[len("devices:\n") :]
+    assert f"inventory.yaml: added 1 device(s): {PLACE}" in p.stderr
+    listed = hil("devices", "list", check=True).stdout
+    assert f"place {PLACE} @ {lab.address}" in listed
+
+    again = hil("devices", "import", "--labgrid", "--match", "lab=here", "-o", "inventory.yaml", env=env)
+    assert again.returncode == 0 and (workspace / "inventory.yaml").read_text() == after  # nothing twice
+    assert f"place '{PLACE}': skipped: inventory.yaml already has it as device '{PLACE}' (left as is)" in again.stderr
+
+    none = hil("devices", "import", "--labgrid", "--coordinator", "127.0.0.1:1", "-o", "inventory.yaml")
+    assert none.returncode == 2 and "labgrid coordinator 127.0.0.1:1" in none.stderr
+    assert "Traceback" not in none.stderr and (workspace / "inventory.yaml").read_text() == after
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "devices:\n  - id: a\n    profile: localhost\n    transport: {type: local}\n# a comment\n",
+        "# lab\ndevices:\n- id: a\n  profile: localhost\n  transport: {type: local}",  # indentless, no newline
+        "devices:\n    -   id: a\n        profile: localhost\n        transport: {type: local}\n",
+        "devices: [{id: a, profile: localhost, transport: {type: local}}]\n",
+    ],
+)
+def test_import_appends_to_the_inventory_as_it_is_written(tmp_path, text):
+    """Whatever the indentation of the lab's list, the appended entries join it, and the text before
+    them is untouched; a flow-style list is refused in one line rather than rewritten."""
+    import yaml
+
+    from harness.errors import ConfigError
+    from harness.lab.labgrid_import import append_to
+
+    new = [{"id": "b", "profile": "stm32h7", "transport": {"type": "labgrid", "place": "b", "coordinator": "h:1"}}]
+    path = tmp_path / "inventory.yaml"
+    if text.startswith("devices: ["):
+        with pytest.raises(ConfigError) as err:
+            append_to(text, new, path)
+        assert str(err.value).startswith(f"{path}: devices: is not a block list of `- id: ...` entries")
+        return
+    merged = append_to(text, new, path)
+    assert merged.startswith(text)
+    assert [d["id"] for d in yaml.safe_load(merged)["devices"]] == ["a", "b"]
+    assert yaml.safe_load(merged)["devices"][1] == new[0]

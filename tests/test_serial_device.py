@@ -40,6 +40,13 @@ def mcu_model(tiny_model, tmp_path_factory) -> dict:
 
 @contextmanager
 def simulator(model: str, *args: str):
+    with simulator_process(model, *args) as (where, banner, _):
+        yield where, banner
+
+
+@contextmanager
+def simulator_process(model: str, *args: str):
+    """As `simulator`, also yielding the process (to signal it)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "mcu-sim", model, *args],
         stdout=subprocess.PIPE,
@@ -55,7 +62,7 @@ def simulator(model: str, *args: str):
         else:
             raise AssertionError(f"mcu-sim exited early: {''.join(out)}{proc.stderr.read()}")
         where = out[-1].split()[2]
-        yield where, "".join(out)
+        yield where, "".join(out), proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)

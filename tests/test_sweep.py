@@ -173,9 +173,13 @@ def test_float_candidates_are_not_sent_to_mcu_boards(tmp_path):
     (lab["dir"] / "inventory.yaml").write_text(
         "devices:\n  - {id: host, profile: localhost, transport: {type: local}}\n"
         "  - {id: board, profile: stm32h7, transport: {type: serial, port: /dev/null}}\n"
+        # behind labgrid places: the MCU board is reached over serial too, the Linux board over SSH
+        "  - {id: lg-board, profile: stm32h7, transport: {type: labgrid, place: h7, coordinator: 127.0.0.1:1}}\n"
+        "  - {id: lg-pi, profile: raspberry-pi-4, transport: {type: labgrid, place: pi, coordinator: 127.0.0.1:1}}\n"
     )
     inv = load_inventory(lab["dir"] / "inventory.yaml")
     model = tflite_model()
     cand = Candidate("sine", "", None, [], model, "asis", model, "0" * 64)
-    skips = mcu_skips([cand], inv.select(None, None))
-    assert skips == {("board", "sine"): "not measured: an MCU runs full-integer models, this one is float32"}
+    skips = mcu_skips([cand], inv.select(None, None), inv)
+    why = "not measured: an MCU runs full-integer models, this one is float32"
+    assert skips == {("board", "sine"): why, ("lg-board", "sine"): why}

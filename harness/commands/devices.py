@@ -34,6 +34,9 @@ def register(sub) -> None:
         help="only trust the key if it has this fingerprint (from `ssh-keygen -lf` on the device)",
     )
     tp.set_defaults(func=cmd_trust)
+    from harness.commands.devices_import import register as register_import
+
+    register_import(dsub)
     p.set_defaults(func=cmd_list)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 
 
 def register(sub) -> None:
@@ -29,7 +30,8 @@ def register(sub) -> None:
         action="append",
         default=[],
         metavar="SPEC",
-        help="misbehave: drop-bytes:P, garbage-every:K, stall-after:CMD, reboot-during-infer:K (repeatable)",
+        help="misbehave: drop-bytes:P, garbage-every:K, stall-after:CMD, reboot-during-infer:K, "
+        "stall-from-infer:K (repeatable)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed for faults (default: %(default)s)")
     p.add_argument("--arena-size", type=int, help="tensor arena bytes (default: measured usage + 10%%, 16-aligned)")
@@ -76,6 +78,13 @@ def register(sub) -> None:
         metavar="WIRE",
         help="play firmware built in energy mode: no laps, every timestamp pulls the marker pin "
         "low, i.e. sends an edge to the meter emulator listening on the UNIX socket WIRE",
+    )
+    p.add_argument(
+        "--power-signals",
+        action="store_true",
+        help="SIGUSR1 cuts the board's power (silent, deaf, its state lost), SIGUSR2 restores it (cold "
+        "boot, boot banner), as a relay in its supply would; a power switch in front of a "
+        "labgrid place can send them",
     )
     p.add_argument("--check", action="store_true", help="load and run the model once, print arena usage, exit")
     p.add_argument("--verbose", "-v", action="store_true", help="trace commands on stderr")
@@ -166,7 +175,18 @@ def cmd_mcu_sim(args) -> int:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    wake = None
+    actions: dict[int, Callable[[], None]] = {}
+    if args.power_signals:
+
+        def power_off() -> None:
+            out("power off")
+            fw.power_off()
+
+        def power_on() -> None:
+            out("power on")
+            fw.power_on()
+
+        actions.update({signal.SIGUSR1: power_off, signal.SIGUSR2: power_on})
     if args.flash_file:
 
         def reflash() -> None:
@@ -180,7 +200,8 @@ def cmd_mcu_sim(args) -> int:
                 out(f"flashing {args.flash_file} failed ({exc}); resetting with the previous model")
             fw.flashed(new)
 
-        wake = SignalPipe({signal.SIGHUP: reflash})
+        actions[signal.SIGHUP] = reflash
+    wake = SignalPipe(actions) if actions else None
     try:
         fw.boot()
         extras = ", stock firmware (no extensions)" if args.stock else ", extensions hb-caps/hb-arena/hb-dbbin"
@@ -188,6 +209,8 @@ def cmd_mcu_sim(args) -> int:
             extras += ", faults " + " ".join(faults.active)
         if args.flash_file:
             extras += f", SIGHUP reloads {args.flash_file}"
+        if args.power_signals:
+            extras += ", SIGUSR1/SIGUSR2 cut/restore power"
         if io.name != "tensor":
             extras += f", I/O convention {io.name} ({fw.wire_bytes} input bytes)"
         if args.timer_wrap_us != 1 << 32:

@@ -42,6 +42,9 @@ def cmd_results(args) -> int:
             return 0
         if not args.long:
             cols = ["run_id", "model", "variant", "device_id", "status"] + [m for m in DEFAULT_METRICS if m in df]
+            if "power_cycles" in df:  # a board hung and was measured again after a power cycle
+                cols.append("power_cycles")
+                df = df.assign(power_cycles=df["power_cycles"].astype("Int64"))
             df = df[cols]
         with pd.option_context("display.max_rows", 200, "display.width", 200, "display.max_columns", 30):
             print(df.to_string(index=False, na_rep="-"))  # a failed job has no numbers: "-", never NaN

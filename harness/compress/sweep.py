@@ -26,7 +26,7 @@ import pandas as pd
 from harness.compress.pareto import DeviceChoice, Point, choose
 from harness.compress.pipeline import Candidate, Compressor
 from harness.core.jobs import Job, RunOptions
-from harness.lab.config import Device, Inventory
+from harness.lab.config import Device, Inventory, link_type
 from harness.models.convert import NEEDS_CALIBRATION, ModelSource
 from harness.run.orchestrate import ModelSpec, Orchestrator, RunSummary
 from harness.store.results import ResultStore
@@ -61,8 +61,9 @@ class SweepResult:
         return 1 if any(c.choice is None for c in self.choices) else 0
 
 
-def mcu_skips(candidates: list[Candidate], devices: list[Device]) -> dict[tuple[str, str], str]:
-    """(device, candidate) pairs left out: MCU boards (serial) run full-integer models only."""
+def mcu_skips(candidates: list[Candidate], devices: list[Device], inventory: Inventory) -> dict[tuple[str, str], str]:
+    """(device, candidate) pairs left out: MCU boards run full-integer models only, wired directly or
+    behind a labgrid place (both reach the board over serial)."""
     from harness.mcu.bundle import INTEGER_DTYPES
     from harness.models.inspect.analysis import analyze
 
@@ -72,7 +73,7 @@ def mcu_skips(candidates: list[Candidate], devices: list[Device]) -> dict[tuple[
         if dtype in INTEGER_DTYPES:
             continue
         for d in devices:
-            if d.transport.type == "serial":
+            if link_type(d, inventory.profile_of(d)) == "serial":
                 out[(d.id, c.name)] = f"not measured: an MCU runs full-integer models, this one is {dtype}"
     return out
 
@@ -181,7 +182,7 @@ def run_sweep(
     label: str | None = None,
     wait: bool = True,
 ) -> SweepResult:
-    skips = mcu_skips(candidates, devices)
+    skips = mcu_skips(candidates, devices, orch.inventory)
     summary = measure(orch, compressor, candidates, devices, options, argv, eval_file, skips, resume, label, wait)
     points, sources, failures = collect(orch.store, summary.run_id, candidates, orch.inventory, devices)
     failures.update(skips)

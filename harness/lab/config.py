@@ -280,6 +280,9 @@ class LabgridSettings(_Strict):
     coordinator: str | None = None  # HOST:PORT; unset: $LG_COORDINATOR when the inventory is loaded
     acquire_timeout: float = Field(600.0, gt=0)  # how long to wait while someone else holds the place
     resource_timeout: float = Field(30.0, gt=0)  # how long the place's resources may take to appear
+    # a board that hangs: power-cycle it through the place's NetworkPowerPort and try the job once more
+    power_cycle: bool = True
+    power_off_seconds: float = Field(2.0, ge=0)  # how long the supply stays cut (labgrid's default delay)
     serial: SerialOptions = SerialOptions()
     ssh: SshOptions = SshOptions()
 

@@ -35,6 +35,7 @@ UNITS = {
     "cpu_temp_c": "C",
     "accuracy_auc": "fraction",
     "throttled": "bool",
+    "power_cycles": "count",
     "latency_median_ci_low_us": "us",
     "latency_median_ci_high_us": "us",
 }
@@ -101,6 +102,8 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, float | None, str]], d
     throttled = _get(doc, "telemetry", "throttled")
     if throttled is not None:
         add("throttled", 1.0 if throttled else 0.0)
+    if _get(doc, "labgrid", "power_cycled"):  # the board hung and was measured after a power cycle
+        add("power_cycles", 1)
 
     samples: dict[str, list[float]] = {}
     if lat.get("samples"):

@@ -9,6 +9,12 @@ Specs (``hil mcu-sim --fault SPEC``, repeatable):
                             the device sends the first line of its answer and then hangs for good.
 - ``reboot-during-infer:K`` on the K-th ``infer`` command (counted from start) the device reboots
                             mid-response: boot banner, and the loaded input is forgotten.
+- ``stall-from-infer:K``    from the K-th ``infer`` command on (counted from start, across resets
+                            and power cycles) every ``infer`` sends the first line of its answer and
+                            hangs: a board that hangs again after a power cycle.
+
+``stall-after`` and ``stall-from-infer`` hang until the board is reset: with ``--power-signals`` a
+power cycle (SIGUSR1, SIGUSR2) does that.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from harness.errors import ConfigError
 # can corrupt a line but never forge one.
 NOISE = bytes(b for b in b"#@!~^&*?<>{}|;:=+_$" + bytes(range(0x80, 0xFF)))
 
-KINDS = ("drop-bytes", "garbage-every", "stall-after", "reboot-during-infer")
+KINDS = ("drop-bytes", "garbage-every", "stall-after", "reboot-during-infer", "stall-from-infer")
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Faults:
     garbage_every: int = 0
     stall_after: str | None = None
     reboot_on_infer: int = 0
+    stall_from_infer: int = 0
     seed: int = 0
     rng: random.Random = field(default_factory=random.Random, repr=False)
     _lines: int = 0
@@ -57,12 +64,16 @@ class Faults:
                     f.reboot_on_infer = int(arg)
                     if f.reboot_on_infer < 1:
                         raise ValueError
+                elif kind == "stall-from-infer":
+                    f.stall_from_infer = int(arg)
+                    if f.stall_from_infer < 1:
+                        raise ValueError
                 else:
                     raise ConfigError(f"--fault {spec}: unknown fault '{kind}' (known: {', '.join(KINDS)})")
             except ValueError:
                 raise ConfigError(
                     f"--fault {spec}: bad argument '{arg}' (drop-bytes:P with 0<=P<1, "
-                    f"garbage-every:K, stall-after:CMD, reboot-during-infer:K with K>=1)"
+                    f"garbage-every:K, stall-after:CMD, reboot-during-infer:K and stall-from-infer:K with K>=1)"
                 ) from None
         return f
 
@@ -77,6 +88,8 @@ class Faults:
             out.append(f"stall-after:{self.stall_after}")
         if self.reboot_on_infer:
             out.append(f"reboot-during-infer:{self.reboot_on_infer}")
+        if self.stall_from_infer:
+            out.append(f"stall-from-infer:{self.stall_from_infer}")
         return out
 
     def _noise(self) -> bytes:

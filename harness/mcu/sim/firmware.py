@@ -85,7 +85,9 @@ class Firmware:
         self._t0_ns = time.perf_counter_ns()
         self._trace = trace or (lambda msg: None)
         self.stalled = False
+        self.powered = True  # --power-signals: a relay in the supply (the test's power switch) cuts it
         self.infers = 0
+        self._infer_commands = 0  # since start, across resets: stall-from-infer counts these
         self._cmd = bytearray()
         self._overflow = False
         self._reset_state()
@@ -138,7 +140,7 @@ class Firmware:
     _stall_pending = False
 
     def _line(self, text: str) -> None:
-        if self.stalled:
+        if self.stalled or not self.powered:
             raise _Stalled()
         self._write(self.faults.line(text.encode("ascii", errors="replace")))
         if self._stall_pending:  # fault stall-after: the first line of the answer, then nothing
@@ -150,7 +152,7 @@ class Firmware:
 
     def feed(self, data: bytes) -> None:
         for i, b in enumerate(data):
-            if self.stalled:
+            if self.stalled or not self.powered:
                 return
             if self._bin_left:
                 self._bin_byte(b)
@@ -192,6 +194,10 @@ class Firmware:
         if self.faults.stall_after and tok == self.faults.stall_after:
             self.faults.stall_after = None
             self._stall_pending = True
+        if tok == "infer":
+            self._infer_commands += 1
+            if self.faults.stall_from_infer and self._infer_commands >= self.faults.stall_from_infer:
+                self._stall_pending = True
         try:
             if overflow:
                 self._line(f"e-[Command too long (max {CMD_SIZE} chars)]")
@@ -348,6 +354,25 @@ class Firmware:
         loaded input forgotten, and the boot banner."""
         self.model = model
         self.model_id = self._fixed_model_id or model_id_for(model.sha256)
+        self._restart()
+
+    def power_off(self) -> None:
+        """The supply is cut: the board says nothing and hears nothing (bytes sent to it are lost)
+        until power_on(); whatever it was doing, and a hang, end here."""
+        self._trace("power off")
+        self.powered = False
+        self.stalled = self._stall_pending = False
+        self._cmd.clear()
+        self._overflow = False
+        self._reset_state()
+
+    def power_on(self) -> None:
+        """Power is back: a cold boot with the model in flash, the timer from zero, the boot banner."""
+        self._trace("power on")
+        self.powered = True
+        self._restart()
+
+    def _restart(self) -> None:
         self.stalled = self._stall_pending = False
         self._cmd.clear()
         self._overflow = False

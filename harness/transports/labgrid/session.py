@@ -52,6 +52,17 @@ class Resource:
     avail: bool
 
 
+@dataclass(frozen=True)
+class PlaceInfo:
+    """A place as the coordinator describes it to anyone, acquired or not."""
+
+    name: str
+    tags: dict[str, str]
+    matches: list[str]
+    resources: list[Resource]  # what its matches find among the published resources now
+    acquired: str | None
+
+
 class _Loop:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -186,6 +197,31 @@ class Coordinator:
             raise
         except Exception as exc:
             raise InfraError(f"labgrid place '{place}' on {self.address}: {_why(exc)}") from None
+
+    def places(self) -> list[PlaceInfo]:
+        """Every place with its tags, matches and the resources its matches find (no acquisition
+        needed: a serial port's address may be missing until someone acquires the place)."""
+
+        async def read() -> list[PlaceInfo]:
+            await self._session.sync_with_coordinator()
+            out = []
+            for name, p in sorted(self._session.places.items()):
+                found = []
+                for exporter, groups in sorted(self._session.resources.items()):
+                    for group, entries in sorted(groups.items()):
+                        for rname, entry in sorted(entries.items()):
+                            match = p.getmatch((exporter, group, entry.cls, rname))
+                            if match is not None:
+                                shown = match.rename or rname
+                                found.append(Resource(shown, entry.cls, dict(entry.params), bool(entry.avail)))
+                matches = [str(m) for m in p.matches]
+                out.append(PlaceInfo(name, dict(p.tags), matches, found, p.acquired or None))
+            return out
+
+        try:
+            return self._loop.call(read())
+        except Exception as exc:
+            raise InfraError(f"labgrid coordinator {self.address}: cannot list places ({_why(exc)})") from None
 
 
 def _why(exc: BaseException) -> str:

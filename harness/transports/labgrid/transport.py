@@ -9,7 +9,8 @@ The device's profile must agree (an MCU profile needs the serial port).
 
 The place is held only between open() and close(); close() releases it whatever happened in between
 (the orchestrator closes on errors and on Ctrl-C), and the session keeps an exit hook for the
-interpreter going down some other way.
+interpreter going down some other way. A board that hangs is power-cycled through the place's power
+port and tried once more (`power.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from harness.core.jobs import Job
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import Device, DeviceProfile, LabgridSettings, SerialSettings, SshSettings
 from harness.transports.base import Transport, transport_settings
+from harness.transports.labgrid import power
 
 POLL_SECONDS = 0.2
 WAIT_NOTE_SECONDS = 30.0  # while waiting for the place, say so again this often
@@ -37,6 +39,7 @@ class LabgridTransport(Transport):
 
     def __init__(self, device: Device, profile: DeviceProfile, log: Callable[[str], None]):
         super().__init__(device, profile, log)
+        self.power_cycles: list[dict] = []  # done for the job being measured, not yet in its result
         from harness.transports.labgrid.session import require_labgrid
 
         require_labgrid(device.id)
@@ -53,13 +56,17 @@ class LabgridTransport(Transport):
         lg = coordinator(t.coordinator)
         try:
             self._acquire(lg, t)
-            inner_device, via = self._board(lg, t)
-            self.inner = self._inner(inner_device)
-            self.inner.cache_root = self.cache_root
-            self.inner.open()
+            power.on_hang(self, "connecting", lambda: self._connect(lg, t), lambda: self._connect(lg, t))
         except BaseException:
             self.close()  # Ctrl-C or an error half-way: the place goes back to the lab all the same
             raise
+
+    def _connect(self, lg, t: LabgridSettings) -> None:
+        """Reach the board through the place's resource (again after a power cycle: a USB-UART powered
+        by the board can come back as another port)."""
+        inner_device, via = self._board(lg, t)
+        self.inner = self._inner(inner_device)
+        self.inner.cache_root = self.cache_root
         self.provenance = {
             "place": t.place,
             "coordinator": t.coordinator,
@@ -67,6 +74,23 @@ class LabgridTransport(Transport):
             "via": via,
             "acquired_at": self.acquired_at,
         }
+        self.inner.open()
+
+    # for harness.transports.labgrid.power
+    def say(self, msg: str) -> None:
+        self._say(msg)
+
+    def coordinator(self):
+        from harness.transports.labgrid.session import coordinator
+
+        assert self.settings.coordinator
+        return coordinator(self.settings.coordinator)
+
+    def drop_link(self) -> None:
+        """Close the link to the board, keeping the place."""
+        if self.inner is not None:
+            inner, self.inner = self.inner, None
+            inner.close()
 
     def _acquire(self, lg, t: LabgridSettings) -> None:
         deadline = time.monotonic() + t.acquire_timeout
@@ -158,14 +182,26 @@ class LabgridTransport(Transport):
     def benchmark(self, job: Job) -> dict:
         if self.inner is None:
             self.open()
-        assert self.inner is not None
-        doc = self.inner.benchmark(job)
+        inner = self.inner
+        assert inner is not None
+        t = self.settings
+
+        def again() -> dict:
+            self._connect(self.coordinator(), t)
+            assert self.inner is not None
+            return self.inner.benchmark(job)
+
+        doc = power.on_hang(self, "measuring", lambda: inner.benchmark(job), again)
         doc["labgrid"] = dict(self.provenance or {})
+        if self.power_cycles:  # this job's: the one that reached the board for it, or its retry
+            doc["labgrid"]["power_cycled"] = self.power_cycles[-1]
+            self.power_cycles = []
         return doc
 
     def close(self) -> None:
         from harness.transports.labgrid.session import coordinator
 
+        self.power_cycles = []
         try:
             if self.inner is not None:
                 inner, self.inner = self.inner, None

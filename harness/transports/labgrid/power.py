@@ -1,0 +1,171 @@
+"""Power-cycling a hung board through the power switch its labgrid place exports, then trying once more.
+
+A board that stops answering (a firmware hang, a wedged UART) comes back when its supply is cut, and a
+lab exports the switch in front of each board with it, so that whoever holds the place can do that
+without walking to the rack. hilbench does it once per job and says so in the result: a measurement
+that needed a power cycle is still a measurement, but the nightly's reader should see that the board
+hung. A board that hangs again after the cycle is broken, not unlucky: the job fails, naming the
+device and the place.
+
+The switch is driven by labgrid's own `NetworkPowerDriver` on a `NetworkPowerPort` built from the
+parameters the exporter publishes, so every switch model labgrid knows works (rest, simplerest,
+netio, gude...) with labgrid's request format. Its backends make their requests without a timeout, so
+each switching call runs in a worker thread that hilbench stops waiting for after SWITCH_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from harness.errors import ConfigError, InfraError
+from harness.mcu.serial.protocol import DeviceSilent
+
+if TYPE_CHECKING:
+    from harness.transports.labgrid.session import Resource
+    from harness.transports.labgrid.transport import LabgridTransport
+
+T = TypeVar("T")
+POWER_CLASSES = ("NetworkPowerPort",)
+SWITCH_TIMEOUT = 30.0  # one switching request; a network switch answers in well under a second
+
+
+def redact(host: str) -> str:
+    """A switch address fit for logs and result documents: a URL's `user:password@` is left out."""
+    parts = urlsplit(host)
+    if parts.scheme and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return host
+
+
+@dataclass(frozen=True)
+class PowerSwitch:
+    """The power port of one place, as its exporter publishes it."""
+
+    resource: Resource
+
+    def describe(self) -> str:
+        p = self.resource.params
+        return (
+            f"{self.resource.cls} '{self.resource.name}' "
+            f"({p.get('model', '?')} {redact(str(p.get('host', '?')))} index {p.get('index', '?')})"
+        )
+
+    def cycle(self, off_seconds: float) -> None:
+        """Off, `off_seconds` without power (a board's capacitors have to drain for a cold boot), on."""
+        from labgrid import Target
+        from labgrid.driver import NetworkPowerDriver
+        from labgrid.resource import NetworkPowerPort
+
+        p = self.resource.params
+        target = Target(f"hilbench-power-{self.resource.name}")
+        try:
+            NetworkPowerPort(target, name=None, model=str(p["model"]), host=str(p["host"]), index=str(p["index"]))
+            driver = NetworkPowerDriver(target, name=None)
+            _bounded("activate", lambda: target.activate(driver))
+            _bounded("switch off", driver.off)
+            time.sleep(off_seconds)  # the switch's off time (transport.power_off_seconds), not a wait for an event
+            _bounded("switch on", driver.on)
+        finally:
+            target.cleanup()
+
+
+def _bounded(what: str, call: Callable[[], Any]) -> None:
+    """Run one switching call, giving up after SWITCH_TIMEOUT (the thread is a daemon: a switch that
+    never answers cannot keep the process alive)."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="labgrid-power", daemon=True)
+    worker.start()
+    worker.join(SWITCH_TIMEOUT)
+    if worker.is_alive():
+        raise InfraError(f"no answer within {SWITCH_TIMEOUT:g} s to {what}")
+    if failure:
+        exc = failure[0]
+        text = str(exc).strip().splitlines()
+        raise InfraError(f"{what} failed ({type(exc).__name__}{': ' + text[0] if text else ''})")
+
+
+def find_switch(device_id: str, place: str, resources: list[Resource]) -> PowerSwitch | None:
+    """The place's one power port; None when it exports none (the hang then fails the job as before)."""
+    ports = [r for r in resources if r.cls in POWER_CLASSES]
+    if len(ports) > 1:
+        names = ", ".join(f"{r.name} ({r.cls})" for r in ports)
+        raise ConfigError(
+            f"device '{device_id}': labgrid place '{place}' exports several power ports ({names}); "
+            f"hilbench power-cycles through exactly one"
+        )
+    if not ports:
+        return None
+    if not ports[0].avail:
+        raise InfraError(
+            f"device '{device_id}': labgrid place '{place}': its power port {ports[0].name} is not "
+            f"available (exporter offline?)"
+        )
+    return PowerSwitch(ports[0])
+
+
+def on_hang(lt: LabgridTransport, stage: str, attempt: Callable[[], T], again: Callable[[], T]) -> T:
+    """`attempt()`; if the board hangs, power-cycle it and return `again()` (which reconnects first).
+
+    A job gets one power cycle: one already spent on reaching the board for it (`lt.power_cycles`
+    not yet handed to a result) means a second hang is final."""
+    try:
+        return attempt()
+    except DeviceSilent as exc:
+        first = exc
+    t = lt.settings
+    if lt.power_cycles:
+        raise _hung_again(lt, lt.power_cycles[-1]["switch"], first) from None
+    if not t.power_cycle:
+        raise InfraError(f"{first} (transport.power_cycle is off)") from None
+    lg = lt.coordinator()
+    switch = find_switch(lt.device.id, t.place, lg.resources(t.place))
+    if switch is None:
+        raise InfraError(
+            f"{first}; labgrid place '{t.place}' exports no power port ({', '.join(POWER_CLASSES)}) to power-cycle it"
+        ) from None
+    lt.say(f"the board hung ({first}); power-cycling it through {switch.describe()} and trying once more")
+    lt.drop_link()
+    try:
+        switch.cycle(t.power_off_seconds)
+    except InfraError as exc:
+        raise InfraError(
+            f"device '{lt.device.id}': hung, and power-cycling it through {switch.describe()} of labgrid "
+            f"place '{t.place}' failed: {exc}"
+        ) from None
+    described = switch.describe()
+    record = {
+        "switch": described,
+        "stage": stage,
+        "reason": str(first),
+        "off_seconds": t.power_off_seconds,
+        "at": time.time(),
+    }
+    lt.power_cycles.append(record)
+    try:
+        return again()
+    except DeviceSilent as exc:
+        raise _hung_again(lt, described, exc) from None
+
+
+def _hung_again(lt: LabgridTransport, switch: str, exc: BaseException) -> InfraError:
+    t = lt.settings
+    why = str(exc)
+    prefix = f"device '{lt.device.id}': "
+    if why.startswith(prefix):
+        why = why[len(prefix) :]
+    return InfraError(
+        f"device '{lt.device.id}' hung again after a power cycle through {switch} of labgrid place "
+        f"'{t.place}' on {t.coordinator}: {why}"
+    )

@@ -1,0 +1,130 @@
+"""A board behind a labgrid place that hangs: hilbench power-cycles it through the place's power port
+and tries once more, against a real coordinator and exporter on loopback (tests/labgrid_lab.py) in
+front of `hil mcu-sim`.
+
+The power switch is the one fake part (no relay exists here): a loopback HTTP server speaking the
+protocol of labgrid's `rest`/`simplerest` power backends, which labgrid's NetworkPowerDriver in the
+hil process calls; switching off and on sends the simulator SIGUSR1/SIGUSR2 (`--power-signals`), which
+cut and restore its supply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import test_serial_device
+from conftest import hil
+from labgrid_lab import PowerSwitch, start_lab
+from test_serial_device import RUN_FAST, check_ok_row, raw_docs, results, simulator_process
+
+mcu_model = test_serial_device.mcu_model  # the tiny int8 model, converted once per module
+
+PLACE = "sim-h7"
+INDEX = 3
+
+
+@contextmanager
+def powered_lab(tmp_path_factory, model: str, *sim_args: str, power_model: str = "rest"):
+    """Coordinator + exporter (serial port and power port) + place, for a simulator run with `sim_args`."""
+    d = tmp_path_factory.mktemp("labgrid")
+    with simulator_process(model, "--power-signals", *sim_args) as (pty, _, proc):
+
+        def switched(index: int, on: bool) -> None:
+            assert index == INDEX
+            os.kill(proc.pid, signal.SIGUSR2 if on else signal.SIGUSR1)
+
+        switch = PowerSwitch(switched)
+        lab = start_lab(d)
+        try:
+            power = {"model": power_model, "host": switch.host(power_model), "index": INDEX}
+            match = lab.export_serial("bench1", pty, power=power)
+            lab.place(PLACE, match, match.replace("NetworkSerialPort", "NetworkPowerPort"))
+            yield lab, switch
+        finally:
+            lab.stop()
+            switch.stop()
+
+
+def inventory(workspace: Path, lab, **transport) -> None:
+    t = {
+        "type": "labgrid",
+        "place": PLACE,
+        "coordinator": lab.address,
+        "power_off_seconds": 0.2,
+        # a hang is noticed after infer_timeout plus the resync attempts of `timeout` each
+        "serial": {"timeout": 0.5, "infer_timeout": 1.0, "accuracy_samples": 20},
+        **transport,
+    }
+    (workspace / "inventory.yaml").write_text(
+        "devices:\n  - id: h7\n    profile: stm32h7\n    transport: " + json.dumps(t) + "\n"
+    )
+
+
+@pytest.mark.labgrid
+@pytest.mark.parametrize("power_model", ["rest", "simplerest"])
+def test_hung_board_is_power_cycled_and_measured_again(workspace, mcu_model, tmp_path_factory, power_model):
+    sim = ("--fault", "stall-after:infer")  # the first infer hangs, until the board is reset
+    with powered_lab(tmp_path_factory, mcu_model["int8"], *sim, power_model=power_model) as (lab, switch):
+        inventory(workspace, lab)
+        p = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"])
+        assert p.returncode == 0, p.stderr
+        assert switch.switching() == ["off", "on"]  # through labgrid's driver, in its wire format
+        if power_model == "rest":
+            assert [(m, path, body) for m, path, body in switch.requests] == [
+                ("PUT", f"/relay/{INDEX}/value", "0"),
+                ("PUT", f"/relay/{INDEX}/value", "1"),
+            ]
+        assert lab.holder(PLACE) is None
+    run_id = p.stdout.strip().splitlines()[-1]
+    store, wide = results(workspace, run_id)
+    assert len(wide) == 1
+    check_ok_row(store, wide.iloc[0])
+    assert wide.iloc[0]["power_cycles"] == 1
+    doc = raw_docs(workspace, run_id)[0]
+    cycled = doc["labgrid"]["power_cycled"]
+    assert cycled["stage"] == "measuring" and cycled["off_seconds"] == 0.2
+    assert cycled["switch"] == (
+        f"NetworkPowerPort 'NetworkPowerPort' ({power_model} {switch.host(power_model)} index {INDEX})"
+    )
+    assert "no m-ready within 1.0 s after 'infer" in cycled["reason"]
+    assert "the board hung (device 'h7': no m-ready" in p.stderr
+    assert "power-cycling it through NetworkPowerPort" in p.stderr
+    shown = hil("results", "--run", run_id, env=mcu_model["env"], check=True).stdout
+    header, row = shown.splitlines()[:2]
+    assert header.split()[-1] == "power_cycles" and row.split()[-1] == "1", shown
+
+
+@pytest.mark.labgrid
+def test_board_that_hangs_again_after_the_cycle_fails_naming_device_and_place(workspace, mcu_model, tmp_path_factory):
+    # Two models on one board; the firmware reports a stock-style model ID, so the host runs both (as in
+    # test_reboot_mid_infer_fails_that_job_only). Job a takes infers 1-7 (first inference, probe, five
+    # windows); from the 8th infer on, every infer hangs, also after a power cycle.
+    data = Path(mcu_model["int8"]).read_bytes()
+    for name, pad in (("a", b""), ("b", b"pad1pad1")):
+        (workspace / f"{name}.tflite").write_bytes(data + pad)
+    sim = ("--model-id", "ic01", "--fault", "stall-from-infer:8")
+    with powered_lab(tmp_path_factory, mcu_model["int8"], *sim) as (lab, switch):
+        inventory(workspace, lab)
+        p = hil("run", "a.tflite", "b.tflite", "--min-seconds", "0", "--min-runs", "5", "--warmup-seconds", "0")
+        assert switch.switching() == ["off", "on"]  # one power cycle, then the job fails
+        assert lab.holder(PLACE) is None
+    assert p.returncode == 2, p.stderr
+    failure = (
+        f"device 'h7' hung again after a power cycle through NetworkPowerPort 'NetworkPowerPort' "
+        f"(rest {switch.host('rest')} index {INDEX}) of labgrid place '{PLACE}' on {lab.address}: "
+        f"no m-ready within 1.0 s after 'infer"
+    )
+    lines = [line for line in p.stderr.splitlines() if failure in line]
+    assert lines, p.stderr
+    assert "Traceback" not in p.stderr
+    run_id = p.stdout.strip().splitlines()[-1]
+    store, wide = results(workspace, run_id)
+    status = dict(zip(wide["model"], wide["status"]))
+    assert status == {"a": "ok", "b": "infra_error"}  # the result measured before the hang is kept
+    error = wide[wide["model"] == "b"].iloc[0]["error"]
+    assert failure in error and "\n" not in error
