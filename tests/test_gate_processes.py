@@ -164,8 +164,15 @@ def _tflite(tiny_model, bump: float) -> bytes:
         model.set_weights(weights)
 
 
+@pytest.fixture(scope="module")
+def model_versions(tiny_model) -> dict[str, bytes]:
+    """The two model versions, converted once for the module: the tests only write these bytes into
+    their own labs, and each TFLite conversion costs seconds."""
+    return {name: _tflite(tiny_model, bump) for name, bump in (("a", 0.0), ("b", 0.01))}
+
+
 @pytest.fixture()
-def fixed_lab(tmp_path, tiny_model, monkeypatch):
+def fixed_lab(tmp_path, model_versions, monkeypatch):
     """A lab whose only device runs the fixed-clock runner double; two versions of one model."""
     shutil.copytree(REPO / "device_profiles", tmp_path / "device_profiles")
     py = tmp_path / "fixed-python"
@@ -175,9 +182,8 @@ def fixed_lab(tmp_path, tiny_model, monkeypatch):
         f"devices:\n  - {{id: dut, profile: localhost, transport: {{type: local, python: {py}}}}}\n"
     )
     versions = {}
-    for name, bump in (("a", 0.0), ("b", 0.01)):
+    for name, blob in model_versions.items():
         (tmp_path / name).mkdir()
-        blob = _tflite(tiny_model, bump)
         (tmp_path / name / "net.tflite").write_bytes(blob)
         import hashlib
 
