@@ -66,8 +66,10 @@ cache) so that every night is a pure cache-hit measurement night.
    slowdown is printed next to the rate for that reason.
 
 3. Creep and sticky red, offline, on copies of the database (`sqlite3` backup) through
-   `harness.gate.evaluate.evaluate` + `record`, the functions `hil gate` calls (without the
-   re-measurement: synthetic nights have no distinct artifacts to re-measure). Synthetic nights
+   `harness.gate.evaluate.evaluate`, `remeasure.confirm_regressions` and `record`, the functions
+   `hil gate` calls, without a lab: an unchanged artifact's tripped level passes as level-off and is
+   not accepted, as in `hil gate`; a changed artifact (the paired creep) keeps its nightly verdict,
+   as when no re-measurement is possible (synthetic nights have no distinct artifacts). Synthetic nights
    are copies of the real recorded nights (all 34 series, all processes, so Holm sees the real
    family) with the latency levels of a few target series multiplied:
    - creep: starting after the null nights, night n of the creep = a real night (cycled) x
@@ -623,9 +625,14 @@ def copy_night(
 
 
 def gate_offline(store: ResultStore, run_id: str, profiles: dict):
+    """What `hil gate` decides on a synthetic night, short of re-measuring: an unchanged artifact's
+    tripped level passes as level-off and is not accepted (`remeasure`, which needs no lab for it);
+    a changed artifact keeps its nightly verdict, as when confirmation is not possible."""
     from harness.gate.evaluate import evaluate, record
+    from harness.gate.remeasure import confirm_regressions
 
     res = evaluate(store, run_id, profiles=profiles)
+    confirm_regressions(store, res, None, None)  # type: ignore[arg-type]  # no converter: nothing is measured
     record(store, res)
     return res
 

@@ -102,11 +102,15 @@ class Lab:
         also = [f"{name}/board/NetworkPowerPort"] if power else []
         return self._exporter(name, config, f"{name}/board/NetworkSerialPort", env, also)
 
-    def export_service(self, name: str, port: int, username: str) -> str:
+    def export_service(self, name: str, port: int, username: str, power: dict | None = None) -> str:
         """An exporter `name` with an SSH service on 127.0.0.1:port as a NetworkService (the exporter
-        only publishes it: clients connect to the address themselves); returns the match for a place."""
+        only publishes it: clients connect to the address themselves), and given `power` a
+        NetworkPowerPort as in export_serial; returns the match for a place."""
         config = f"board:\n  NetworkService:\n    address: 127.0.0.1\n    port: {port}\n    username: {username}\n"
-        return self._exporter(name, config, f"{name}/board/NetworkService")
+        if power:
+            config += "  NetworkPowerPort:\n" + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in power.items())
+        also = [f"{name}/board/NetworkPowerPort"] if power else []
+        return self._exporter(name, config, f"{name}/board/NetworkService", also=also)
 
     def _exporter(
         self, name: str, config: str, match: str, env: dict | None = None, also: list[str] | None = None
@@ -244,3 +248,71 @@ class PowerSwitch:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class BoardLink:
+    """The network link of a Linux board that can hang, in front of the test sshd: a loopback TCP
+    forwarder whose state the fake power switch sets. `up` forwards; `hung` accepts connections and
+    answers nothing (a frozen kernel: SSH sees no banner); `off` closes every connection at once (no
+    power); after power-on the board refuses `boot_refusals` connections (sshd not up yet), then is
+    `up` again, or `hung` again with `hangs_after_boot`. Counted connections, not time, so that a
+    test does not depend on how fast the host is."""
+
+    def __init__(self, target: int, state: str = "up", boot_refusals: int = 2, hangs_after_boot: bool = False):
+        self.target, self.state = target, state
+        self.boot_refusals, self.hangs_after_boot = boot_refusals, hangs_after_boot
+        self.refused = 0
+        self.lock = threading.Lock()
+        self.open: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def power(self, on: bool) -> None:
+        with self.lock:
+            self.state = "booting" if on else "off"
+            self.refused = 0
+            dropped, self.open = self.open, []
+        for c in dropped:
+            c.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed by stop()
+            with self.lock:
+                if self.state == "booting" and self.refused >= self.boot_refusals:
+                    self.state = "hung" if self.hangs_after_boot else "up"
+                state = self.state
+                if state in ("off", "booting"):
+                    self.refused += 1
+                else:
+                    self.open.append(conn)
+            if state in ("off", "booting"):
+                conn.close()
+            elif state == "up":
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+                with self.lock:
+                    self.open.append(upstream)
+                for a, b in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def stop(self) -> None:
+        self.listener.close()
+        self.power(False)
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

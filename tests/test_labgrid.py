@@ -84,6 +84,62 @@ def test_place_held_by_someone_else_waits_then_fails_naming_the_holder(workspace
     ) in p.stderr
     assert "Traceback" not in p.stderr
     assert lab.holder(PLACE) == "otherhost/alice"  # never taken from its holder
+    assert reservations(lab) == []  # it left the coordinator's queue when it gave up
+
+
+def reservations(lab) -> list[dict]:
+    """The coordinator's reservations as `labgrid-client reservations` shows them: owner, state."""
+    found: list[dict] = []
+    for line in lab.client("reservations").stdout.splitlines():
+        if line.startswith("Reservation '"):
+            found.append({"token": line.split("'")[1]})
+        elif line.strip().startswith(("owner:", "state:")) and found:
+            key, value = line.strip().split(":", 1)
+            found[-1][key] = value.strip()
+    return found
+
+
+@pytest.mark.labgrid
+def test_a_reservation_of_someone_else_is_waited_for_in_the_coordinators_queue(workspace, mcu_model, lab):
+    """hilbench queues behind a reservation (labgrid's own, made by a person with `labgrid-client
+    reserve`) instead of failing or polling for a free moment: its own reservation waits in the
+    coordinator's queue, it measures once the other one is cancelled, and leaves no reservation."""
+    alice = "otherhost/alice"
+    line = lab.client("reserve", "--shell", f"name={PLACE}", user=alice).stdout.strip()
+    token = line.removeprefix("export LG_TOKEN=")
+    assert reservations(lab) == [{"token": token, "owner": alice, "state": "allocated"}]
+    inventory(workspace, lab, acquire_timeout=300)
+    args = [sys.executable, "-m", "harness", "run", mcu_model["keras"], "--variants", "int8", *RUN_FAST]
+    out = open(workspace / "run.out", "w")
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE, text=True, env={**os.environ, **mcu_model["env"]})
+    out.close()
+    lines: list[str] = []
+    wait = f"waiting for labgrid place '{PLACE}': reserved for {alice}"
+    try:
+        assert _watch(proc, lines, wait).wait(timeout=300) and any(wait in x for x in lines), "".join(lines)
+        queue = reservations(lab)
+        assert [(r["owner"], r["state"]) for r in queue] == [(alice, "allocated"), (queue[1]["owner"], "waiting")]
+        assert queue[1]["owner"] != alice and lab.holder(PLACE) is None  # queued, not holding
+        lab.client("cancel-reservation", token, user=alice)
+        assert proc.wait(timeout=600) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_id = (workspace / "run.out").read_text().strip().splitlines()[-1]
+    store, wide = results(workspace, run_id)
+    assert len(wide) == 1
+    check_ok_row(store, wide.iloc[0])
+    assert reservations(lab) == [] and lab.holder(PLACE) is None
+
+
+@pytest.mark.labgrid
+def test_a_place_the_coordinator_does_not_have_fails_at_once_naming_the_places_it_has(workspace, mcu_model, lab):
+    """A reservation for a place that does not exist would wait forever: refused in one line instead."""
+    inventory(workspace, lab, place="sim-h8")
+    p = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"])
+    assert p.returncode == 2, p.stderr
+    assert f"labgrid coordinator {lab.address} has no place 'sim-h8' (places: {PLACE})" in p.stderr
+    assert "Traceback" not in p.stderr and reservations(lab) == []
 
 
 @pytest.mark.labgrid

@@ -1,6 +1,6 @@
 """Power-cycling a hung board through the power switch its labgrid place exports, then trying once more.
 
-A board that stops answering (a firmware hang, a wedged UART) comes back when its supply is cut, and a
+A board that stops answering (a firmware hang, a wedged UART, a frozen kernel) comes back when its supply is cut, and a
 lab exports the switch in front of each board with it, so that whoever holds the place can do that
 without walking to the rack. hilbench does it once per job and says so in the result: a measurement
 that needed a power cycle is still a measurement, but the nightly's reader should see that the board
@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from harness.errors import ConfigError, InfraError
 from harness.mcu.serial.protocol import DeviceSilent
+from harness.transports.ssh.connect import SshUnreachable
 
 if TYPE_CHECKING:
     from harness.transports.labgrid.session import Resource
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 POWER_CLASSES = ("NetworkPowerPort",)
 SWITCH_TIMEOUT = 30.0  # one switching request; a network switch answers in well under a second
+BOOT_POLL_SECONDS = 1.0  # between SSH connection attempts while a Linux board boots
+# A hung board: an MCU that answers no command and no resync (DeviceSilent); a Linux board that takes
+# no SSH connection, or drops it and takes none again within the transport's retries (SshUnreachable).
+# A runner that hangs on a board that still answers is not the board's fault: no power cycle for it.
+HUNG = (DeviceSilent, SshUnreachable)
 
 
 def redact(host: str) -> str:
@@ -122,7 +128,7 @@ def on_hang(lt: LabgridTransport, stage: str, attempt: Callable[[], T], again: C
     not yet handed to a result) means a second hang is final."""
     try:
         return attempt()
-    except DeviceSilent as exc:
+    except HUNG as exc:
         first = exc
     t = lt.settings
     if lt.power_cycles:
@@ -154,17 +160,32 @@ def on_hang(lt: LabgridTransport, stage: str, attempt: Callable[[], T], again: C
     }
     lt.power_cycles.append(record)
     try:
-        return again()
-    except DeviceSilent as exc:
+        return _after_boot(lt, again)
+    except HUNG as exc:
         raise _hung_again(lt, described, exc) from None
+
+
+def _after_boot(lt: LabgridTransport, again: Callable[[], T]) -> T:
+    """`again()` once the board has booted. The serial host waits for an MCU's boot itself
+    (serial.boot_timeout); a Linux board's sshd is up only some seconds to minutes after power-on, so
+    a refused or unanswered connection is tried again until transport.boot_timeout."""
+    deadline = time.monotonic() + lt.settings.boot_timeout
+    while True:
+        try:
+            return again()
+        except SshUnreachable as exc:
+            if time.monotonic() >= deadline:
+                raise SshUnreachable(f"{exc} (not up {lt.settings.boot_timeout:g} s after power-on)") from None
+            lt.drop_link()
+            time.sleep(BOOT_POLL_SECONDS)  # polling a booting board's sshd; nothing to wait on instead
 
 
 def _hung_again(lt: LabgridTransport, switch: str, exc: BaseException) -> InfraError:
     t = lt.settings
     why = str(exc)
-    prefix = f"device '{lt.device.id}': "
-    if why.startswith(prefix):
-        why = why[len(prefix) :]
+    prefix = f"device '{lt.device.id}'"
+    if why.startswith(prefix):  # said once: "device 'X': ..." or "device 'X' (host:port): ..."
+        why = why[len(prefix) :].removeprefix(": ").lstrip()
     return InfraError(
         f"device '{lt.device.id}' hung again after a power cycle through {switch} of labgrid place "
         f"'{t.place}' on {t.coordinator}: {why}"

@@ -81,6 +81,7 @@ _lock = threading.Lock()
 _loop: _Loop | None = None
 _sessions: dict[str, Coordinator] = {}
 _held: set[tuple[str, str]] = set()  # (coordinator, place) acquired by this process and not released
+_reserved: set[tuple[str, str]] = set()  # (coordinator, token) of reservations not yet cancelled
 
 
 class Coordinator:
@@ -112,19 +113,6 @@ class Coordinator:
     def identity(self) -> str:
         """Who the coordinator sees acquiring places: `host/user`."""
         return f"{self._session.gethostname()}/{self._session.getuser()}"
-
-    def holder(self, place: str) -> str | None:
-        """Who holds the place now (None: nobody); raises InfraError when there is no such place."""
-
-        async def read() -> str | None:
-            await self._session.sync_with_coordinator()
-            p = self._session.places.get(place)
-            if p is None:
-                known = ", ".join(sorted(self._session.places)) or "none"
-                raise InfraError(f"labgrid coordinator {self.address} has no place '{place}' (places: {known})")
-            return p.acquired or None
-
-        return self._loop.call(read())
 
     def changed_at(self, place: str) -> float:
         """When the coordinator last changed the place (epoch seconds, its clock): read right after
@@ -164,6 +152,88 @@ class Coordinator:
             with _lock:
                 _held.add((self.address, place))
         return holder
+
+    def reserve(self, place: str, priority: float) -> str:
+        """Queue for the place at the coordinator, which serves reservations by priority, then age,
+        and allocates the place to the first one once nobody holds it: waiting in line, not polling
+        for a free moment that someone else may take first. Returns the reservation's token."""
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+
+        async def create() -> str:
+            main = pb.Reservation.Filter(filter={"name": place})
+            request = pb.CreateReservationRequest(filters={"main": main}, prio=priority)
+            response = await self._session.stub.CreateReservation(request)
+            return str(response.reservation.token)
+
+        token = self._rpc(create(), f"cannot reserve place '{place}'")
+        with _lock:
+            _reserved.add((self.address, token))
+        return token
+
+    def reservation(self, token: str) -> tuple[str, list[str]]:
+        """The reservation's state (waiting, allocated, acquired, expired, invalid) and the places
+        allocated to it. Polling also keeps it alive: the coordinator expires one 60 s after its last poll."""
+        from labgrid.remote.common import Reservation
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+
+        async def poll() -> tuple[str, list[str]]:
+            response = await self._session.stub.PollReservation(pb.PollReservationRequest(token=token))
+            res = Reservation.from_pb2(response.reservation)
+            return res.state.name, [name for group in res.allocations.values() for name in group]
+
+        return self._rpc(poll(), f"reservation {token}")
+
+    def cancel(self, token: str) -> None:
+        """Leave the queue (a reservation the coordinator already dropped is gone all the same)."""
+        import grpc
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+
+        async def cancel() -> None:
+            try:
+                await self._session.stub.CancelReservation(pb.CancelReservationRequest(token=token))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:  # "does not exist"
+                    raise
+
+        try:
+            self._rpc(cancel(), f"cannot cancel reservation {token}")
+        finally:
+            with _lock:
+                _reserved.discard((self.address, token))
+
+    def blocker(self, place: str, token: str) -> str | None:
+        """Who keeps the place from us now: `acquired by HOLDER`, `reserved for OWNER` (someone
+        else's reservation has it), or None."""
+        from labgrid.remote.common import Reservation
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+
+        async def read() -> str | None:
+            await self._session.sync_with_coordinator()
+            p = self._session.places.get(place)
+            if p is None:  # a reservation for it would wait forever
+                known = ", ".join(sorted(self._session.places)) or "none"
+                raise InfraError(f"labgrid coordinator {self.address} has no place '{place}' (places: {known})")
+            if p.acquired:
+                return f"acquired by {p.acquired}"
+            if p.reservation and p.reservation != token:
+                response = await self._session.stub.GetReservations(pb.GetReservationsRequest())
+                for r in response.reservations:
+                    res = Reservation.from_pb2(r)
+                    if res.token == p.reservation:
+                        return f"reserved for {res.owner}"
+            return None
+
+        return self._rpc(read(), f"place '{place}'")
+
+    def _rpc(self, coro: Coroutine[Any, Any, T], what: str) -> T:
+        try:
+            return self._loop.call(coro)
+        except InfraError:
+            raise
+        except Exception as exc:
+            details = getattr(exc, "details", None)
+            why = details() if callable(details) else _why(exc)
+            raise InfraError(f"labgrid coordinator {self.address}: {what} ({why})") from None
 
     def release(self, place: str) -> None:
         """Release the place if this identity still holds it (someone who kicked us keeps it)."""
@@ -247,9 +317,16 @@ def coordinator(address: str) -> Coordinator:
 
 
 def _release_all() -> None:
-    """Last resort at interpreter exit: whatever this process still holds goes back to the lab."""
+    """Last resort at interpreter exit: whatever this process still holds goes back to the lab, and
+    its places in the coordinator's queue are given up (they would expire within a minute anyway)."""
     with _lock:
         held = sorted(_held)
+        reserved = sorted(_reserved)
+    for address, token in reserved:
+        try:
+            _sessions[address].cancel(token)
+        except Exception as exc:  # pragma: no cover - the coordinator went away first
+            _log.warning("could not cancel labgrid reservation %s on %s: %s", token, address, _why(exc))
     for address, place in held:
         try:
             _sessions[address].release(place)

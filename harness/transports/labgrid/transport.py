@@ -1,4 +1,4 @@
-"""A board behind a labgrid place: acquire the place, find the board through the resources it
+"""A board behind a labgrid place: reserve and acquire the place, find the board through the resources it
 exports, measure with the serial or SSH transport hilbench already has, and give the place back.
 
 Which link is used follows from what the place exports: a `NetworkSerialPort` (ser2net RFC 2217 in
@@ -93,32 +93,46 @@ class LabgridTransport(Transport):
             inner.close()
 
     def _acquire(self, lg, t: LabgridSettings) -> None:
+        """Reserve the place, wait in the coordinator's queue until it is allocated to us, acquire it,
+        and leave the queue: holding the place is what keeps others out from then on, and a
+        reservation left behind would keep the place from the next in line after we release it."""
         deadline = time.monotonic() + t.acquire_timeout
-        said, said_holder = 0.0, None
-        while True:
-            holder = lg.try_acquire(t.place)
-            if holder is None:
-                self.acquired = True
-                self.acquired_at = lg.changed_at(t.place)
-                self._say(f"acquired labgrid place '{t.place}' on {t.coordinator} as {lg.identity}")
-                return
-            if holder == lg.identity:
-                raise InfraError(
-                    f"device '{self.device.id}': labgrid place '{t.place}' on {t.coordinator} is already "
-                    f"acquired by this host and user ({holder}), not by this hilbench process; if no one "
-                    f"here uses it (a run killed hard), free it with `labgrid-client -p {t.place} release`"
-                )
-            now = time.monotonic()
-            if now >= deadline:
-                raise InfraError(
-                    f"device '{self.device.id}': labgrid place '{t.place}' on {t.coordinator} is still "
-                    f"acquired by {holder} after waiting {t.acquire_timeout:g} s (transport.acquire_timeout)"
-                )
-            if now - said >= WAIT_NOTE_SECONDS or holder != said_holder:  # and whenever it changes hands
-                said, said_holder = now, holder
-                left = deadline - now
-                self._say(f"waiting for labgrid place '{t.place}': acquired by {holder} (giving up in {left:.0f} s)")
-            time.sleep(POLL_SECONDS)  # polling the coordinator; Ctrl-C interrupts it
+        said, said_blocker = 0.0, None
+        token = lg.reserve(t.place, t.priority)
+        try:
+            while True:
+                state, allocated = lg.reservation(token)
+                if state in ("expired", "invalid"):  # the coordinator dropped it (a stall; the place was deleted)
+                    lg.cancel(token)
+                    token = lg.reserve(t.place, t.priority)
+                elif state == "allocated" and t.place in allocated:
+                    holder = lg.try_acquire(t.place)
+                    if holder is None:
+                        self.acquired = True
+                        self.acquired_at = lg.changed_at(t.place)
+                        self._say(f"acquired labgrid place '{t.place}' on {t.coordinator} as {lg.identity}")
+                        return
+                blocker = lg.blocker(t.place, token)
+                if blocker == f"acquired by {lg.identity}":
+                    raise InfraError(
+                        f"device '{self.device.id}': labgrid place '{t.place}' on {t.coordinator} is already "
+                        f"acquired by this host and user ({lg.identity}), not by this hilbench process; if no "
+                        f"one here uses it (a run killed hard), free it with `labgrid-client -p {t.place} release`"
+                    )
+                now = time.monotonic()
+                if now >= deadline:
+                    raise InfraError(
+                        f"device '{self.device.id}': labgrid place '{t.place}' on {t.coordinator} is still "
+                        f"{blocker or 'not allocated to us'} after waiting {t.acquire_timeout:g} s "
+                        f"(transport.acquire_timeout)"
+                    )
+                if blocker and (now - said >= WAIT_NOTE_SECONDS or blocker != said_blocker):  # and when it changes
+                    said, said_blocker = now, blocker
+                    left = deadline - now
+                    self._say(f"waiting for labgrid place '{t.place}': {blocker} (giving up in {left:.0f} s)")
+                time.sleep(POLL_SECONDS)  # polling the coordinator; Ctrl-C interrupts it
+        finally:
+            lg.cancel(token)
 
     def _board(self, lg, t: LabgridSettings) -> tuple[Device, str]:
         """The device as the serial or SSH transport sees it, once the place's resource has an address

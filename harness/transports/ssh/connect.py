@@ -21,9 +21,12 @@ from harness.lab.config import Device, SshSettings
 from harness.transports.base import transport_settings
 from harness.transports.ssh import hostkeys
 
-# paramiko logs transport-thread failures (e.g. "Error reading SSH protocol banner") to stderr through
-# logging's last-resort handler; our errors already carry the cause, in one line.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
+# paramiko logs transport-thread failures (e.g. "Error reading SSH protocol banner", with a traceback)
+# to stderr through logging's last-resort handler, or through the root logger once anything configured
+# it (a module-level `logging.warning()` in a library does): our errors already carry the cause, in one line.
+_paramiko_log = logging.getLogger("paramiko")
+_paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False
 
 
 class SshUnreachable(InfraError):

@@ -194,7 +194,7 @@ class SshTransport(Transport):
                 if attempt == attempts:
                     if cause != first_cause:
                         cause = f"{cause} (first failure: {first_cause})"
-                    raise InfraError(
+                    raise SshUnreachable(  # the board, not the runner: a labgrid place may power-cycle it
                         f"device '{self.device.id}' ({self.t.host}:{self.t.port}): {cause}; "
                         f"gave up after {attempts} attempt(s)"
                     ) from None
