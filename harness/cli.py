@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from typing import Any, NoReturn, TextIO, cast
 
 from harness import __version__, log
@@ -103,7 +105,27 @@ class _ReaderMayLeave:
         return getattr(self._stream, name)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job, a service being stopped) unwinds like Ctrl-C: links are closed,
+    labgrid places released and remote temporaries removed by the code that holds them, and the
+    results measured so far are kept. Python's default for SIGTERM is to die on the spot."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+    try:
+        return _main(argv)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.db = args.db or os.environ.get("HILBENCH_DB") or DEFAULT_DB
@@ -117,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hil: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("hil: interrupted; results measured so far are saved (use `hil run --resume`)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        why = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"hil: {why}; results measured so far are saved (use `hil run --resume`)", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     finally:
         sys.stdout.flush()
         sys.stdout = stdout

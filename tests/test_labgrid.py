@@ -142,9 +142,8 @@ def test_a_place_the_coordinator_does_not_have_fails_at_once_naming_the_places_i
     assert "Traceback" not in p.stderr and reservations(lab) == []
 
 
-@pytest.mark.labgrid
-def test_ctrl_c_while_measuring_releases_the_place(workspace, mcu_model, lab):
-    inventory(workspace, lab)
+def _stop_while_measuring(workspace, mcu_model, lab, sig: int) -> tuple[int, str]:
+    """Start `hil run` through the place and send `sig` to it once it measures the board."""
     args = [sys.executable, "-m", "harness", "run", mcu_model["keras"], "--variants", "int8"]
     args += ["--min-seconds", "30", "--min-runs", "5", "--warmup-seconds", "0"]
     proc = subprocess.Popen(
@@ -162,12 +161,53 @@ def test_ctrl_c_while_measuring_releases_the_place(workspace, mcu_model, lab):
         seen.append(line)
         if "measuring " in line:
             assert lab.holder(PLACE) is not None
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, sig)
             break
     seen += proc.stderr.readlines()
     proc.wait(timeout=120)
-    assert proc.returncode == 130, "".join(seen)
-    assert lab.holder(PLACE) is None, "".join(seen)
+    return proc.returncode, "".join(seen)
+
+
+@pytest.mark.labgrid
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_while_measuring_releases_the_place(workspace, mcu_model, lab, sig):
+    """Ctrl-C, or SIGTERM as from a cancelled CI job (Python's default would die on the spot)."""
+    inventory(workspace, lab)
+    rc, err = _stop_while_measuring(workspace, mcu_model, lab, sig)
+    assert rc == (130 if sig == signal.SIGINT else 143), err
+    assert ("interrupted" if sig == signal.SIGINT else "terminated") in err.splitlines()[-1]
+    assert lab.holder(PLACE) is None, err
+    assert f"released labgrid place '{PLACE}'" in err
+
+
+@pytest.mark.labgrid
+def test_a_place_left_acquired_by_a_killed_run_is_taken_back_by_the_next_but_a_persons_is_not(
+    workspace, mcu_model, lab
+):
+    """kill -9 leaves the place acquired by this host/user (labgrid gives it to the identity, not the
+    process). The next run, under the same identity, finds hilbench's claim naming a process that is
+    gone and takes the place back; a place acquired by a person under the same identity (no claim)
+    is refused with the hint to release it."""
+    inventory(workspace, lab)
+    me = {"LG_HOSTNAME": "ctl", "LG_USERNAME": "nightly"}
+    env = {**mcu_model["env"], **me}
+    os.environ.update(me)  # the killed run below inherits it
+    try:
+        rc, err = _stop_while_measuring(workspace, mcu_model, lab, signal.SIGKILL)
+    finally:
+        for k in me:
+            os.environ.pop(k)
+    assert rc == -signal.SIGKILL and lab.holder(PLACE) == "ctl/nightly", err  # nothing could release it
+    p = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=env)
+    assert p.returncode == 0, p.stderr
+    assert f"released labgrid place '{PLACE}', left acquired by hilbench pid " in p.stderr
+    assert lab.holder(PLACE) is None
+    # the same identity acquiring by hand is a person: never taken
+    lab.client("-p", PLACE, "acquire", user="ctl/nightly")
+    p = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=env)
+    assert p.returncode == 2
+    assert "is already acquired by this host and user (ctl/nightly), not by this hilbench process" in p.stderr
+    assert lab.holder(PLACE) == "ctl/nightly"
 
 
 @pytest.mark.parametrize("env", [None, "127.0.0.1:1"])

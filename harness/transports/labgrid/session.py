@@ -9,7 +9,8 @@ pump updates, are only ever read on the loop's own thread.
 A place belongs to the identity `host/user` (labgrid's LG_HOSTNAME/LG_USERNAME), not to a process:
 if this process dies without releasing, the place stays acquired. Each acquisition is therefore
 remembered here and released by an `atexit` hook as a last resort (Ctrl-C during interpreter
-shutdown, an exception nobody caught); the transport's close() is the normal path.
+shutdown, an exception nobody caught); the transport's close() is the normal path, and a place left
+behind by a process that died without either is taken back by the next run (`claims`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from harness.errors import ConfigError, InfraError
+from harness.transports.labgrid import claims
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -330,6 +332,7 @@ def _release_all() -> None:
     for address, place in held:
         try:
             _sessions[address].release(place)
+            claims.remove(address, place)
             _log.warning("released labgrid place '%s' on %s at exit", place, address)
         except Exception as exc:  # pragma: no cover - the coordinator went away first
             _log.warning("could not release labgrid place '%s' on %s: %s", place, address, _why(exc))

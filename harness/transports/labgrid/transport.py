@@ -23,7 +23,7 @@ from harness.core.jobs import Job
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import Device, DeviceProfile, LabgridSettings, SerialSettings, SshSettings
 from harness.transports.base import Transport, transport_settings
-from harness.transports.labgrid import power
+from harness.transports.labgrid import claims, power
 
 POLL_SECONDS = 0.2
 WAIT_NOTE_SECONDS = 30.0  # while waiting for the place, say so again this often
@@ -96,6 +96,7 @@ class LabgridTransport(Transport):
         """Reserve the place, wait in the coordinator's queue until it is allocated to us, acquire it,
         and leave the queue: holding the place is what keeps others out from then on, and a
         reservation left behind would keep the place from the next in line after we release it."""
+        assert t.coordinator, "load_inventory fills the coordinator from LG_COORDINATOR"
         deadline = time.monotonic() + t.acquire_timeout
         said, said_blocker = 0.0, None
         token = lg.reserve(t.place, t.priority)
@@ -109,10 +110,13 @@ class LabgridTransport(Transport):
                     holder = lg.try_acquire(t.place)
                     if holder is None:
                         self.acquired = True
+                        claims.write(t.coordinator, t.place, lg.identity)
                         self.acquired_at = lg.changed_at(t.place)
                         self._say(f"acquired labgrid place '{t.place}' on {t.coordinator} as {lg.identity}")
                         return
                 blocker = lg.blocker(t.place, token)
+                if blocker == f"acquired by {lg.identity}" and self._take_back(lg, t):
+                    continue
                 if blocker == f"acquired by {lg.identity}":
                     raise InfraError(
                         f"device '{self.device.id}': labgrid place '{t.place}' on {t.coordinator} is already "
@@ -133,6 +137,20 @@ class LabgridTransport(Transport):
                 time.sleep(POLL_SECONDS)  # polling the coordinator; Ctrl-C interrupts it
         finally:
             lg.cancel(token)
+
+    def _take_back(self, lg, t: LabgridSettings) -> bool:
+        """Release a place that a hilbench of this controller left acquired when it died (claims.py)."""
+        assert t.coordinator
+        dead = claims.dead_claim(t.coordinator, t.place, lg.identity)
+        if dead is None:
+            return False
+        lg.release(t.place)
+        claims.remove(t.coordinator, t.place)
+        self._say(
+            f"released labgrid place '{t.place}', left acquired by hilbench pid {dead['pid']} of this "
+            f"controller, which is gone (killed or crashed while holding it)"
+        )
+        return True
 
     def _board(self, lg, t: LabgridSettings) -> tuple[Device, str]:
         """The device as the serial or SSH transport sees it, once the place's resource has an address
@@ -227,6 +245,7 @@ class LabgridTransport(Transport):
                 assert t.coordinator
                 try:
                     coordinator(t.coordinator).release(t.place)
+                    claims.remove(t.coordinator, t.place)
                     self._say(f"released labgrid place '{t.place}'")
                 except Exception as exc:
                     raise InfraError(
