@@ -316,3 +316,19 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def ssh_options(sshd_server, known_hosts: Path, python: str, workdir: Path, **over) -> dict:
+    """The `ssh` block of a labgrid device whose place exports the test sshd (keys only, no agent)."""
+    return {
+        "user": sshd_server.user,
+        "key_file": str(sshd_server.client_key),
+        "known_hosts": str(known_hosts),
+        "use_agent": False,
+        "python": python,
+        "workdir": str(workdir),
+        "connect_timeout": 5,
+        "retries": 1,
+        "retry_backoff": 0.2,
+        **over,
+    }

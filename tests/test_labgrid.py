@@ -18,7 +18,7 @@ import pytest
 import test_serial_device
 import test_ssh
 from conftest import hil
-from labgrid_lab import start_lab
+from labgrid_lab import ssh_options, start_lab
 from test_serial_device import RUN_FAST, check_ok_row, raw_docs, results, simulator
 
 mcu_model = test_serial_device.mcu_model  # the tiny int8 model, converted once per module
@@ -260,17 +260,7 @@ def test_ssh_board_behind_a_place_verifies_its_host_key_and_stores_the_rows_of_a
             "type": "labgrid",
             "place": SSH_PLACE,
             "coordinator": ssh_lab.address,
-            "ssh": {
-                "user": sshd_server.user,
-                "key_file": str(sshd_server.client_key),
-                "known_hosts": str(known),
-                "use_agent": False,
-                "python": dev_python,
-                "workdir": str(workspace / "dev-lab"),
-                "connect_timeout": 5,
-                "retries": 1,
-                "retry_backoff": 0.2,
-            },
+            "ssh": ssh_options(sshd_server, known, dev_python, workspace / "dev-lab"),
         },
     }
     test_ssh.write_lab(

@@ -21,7 +21,7 @@ import pytest
 import test_serial_device
 import test_ssh
 from conftest import hil
-from labgrid_lab import BoardLink, PowerSwitch, start_lab
+from labgrid_lab import BoardLink, PowerSwitch, ssh_options, start_lab
 from test_serial_device import RUN_FAST, check_ok_row, raw_docs, results, simulator_process
 
 mcu_model = test_serial_device.mcu_model  # the tiny int8 model, converted once per module
@@ -166,16 +166,8 @@ def linux_inventory(workspace: Path, lab, sshd_server, board, dev_python, **tran
         "place": SSH_PLACE,
         "coordinator": lab.address,
         "power_off_seconds": 0.2,
-        "ssh": {
-            "user": sshd_server.user,
-            "key_file": str(sshd_server.client_key),
-            "known_hosts": str(known),
-            "use_agent": False,
-            "python": dev_python,
-            "workdir": str(workspace / "dev"),
-            "connect_timeout": 1,  # a hung board shows no SSH banner within it
-            "retries": 0,
-        },
+        # a hung board shows no SSH banner within connect_timeout
+        "ssh": ssh_options(sshd_server, known, dev_python, workspace / "dev", connect_timeout=1, retries=0),
         **transport,
     }
     device = {"id": "pi-lab", "profile": "sshbox", "transport": t}

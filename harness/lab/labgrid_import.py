@@ -23,12 +23,10 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
+from harness.transports.labgrid.transport import SERIAL_CLASSES, SSH_CLASSES
 
 PROFILE_TAG = "hilbench-profile"
 TAGS_TAG = "hilbench-tags"
-SERIAL_CLASSES = ("NetworkSerialPort",)
-SSH_CLASSES = ("NetworkService",)
-POWER_CLASSES = ("NetworkPowerPort",)
 _ID_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 
 
