@@ -394,3 +394,30 @@ def test_a_lasting_level_change_of_an_unchanged_artifact_fails_on_step_detection
             if c.regression or c.level_off:
                 assert "recorded as level-off" in c.note
     assert flagged_at is not None and flagged_at <= 8, flagged_at
+
+
+def test_intermittently_disturbed_nights_of_an_unchanged_artifact_never_fail(store):
+    """Two of every three nights +30 % (a CPU burner sharing the host), the third at the reference: a
+    window's median is off, and step detection flags it, but the level is not off on each of the
+    latest nights, so it is the nights' conditions and not a lasting change: never a failure (the gate
+    benchmark's one false alarm in 21 gates before this rule)."""
+    from harness.gate.remeasure import confirm_regressions
+
+    rng = np.random.default_rng(2)
+    sha = "cd" * 32
+    notes = []
+    for n in range(20):
+        disturbed = n >= 8 and n % 3 != 0
+        rows = night(rng, 1, [100.0], night_sd=0.002, proc_sd=0.001, shift={0: 0.30} if disturbed else {})
+        for r in rows:
+            r["artifact"] = sha
+        g = gate.evaluate(
+            store, add_run(store, rows), bl.BaselineSpec.parse("last-pass"), load_profiles(REPO / "device_profiles")
+        )
+        confirm_regressions(store, g, None, None)
+        gate.record(store, g)
+        c = next(c for c in g.keys[0].checks if c.metric == P50)
+        assert g.exit_code == 0, (n, c.note)
+        assert c.level_off == disturbed or n < 8, (n, c.note)  # a disturbed night is never a reference
+        notes.append(c.note)
+    assert any("not off on each of the last 3 nights" in note for note in notes), notes  # the rule was needed

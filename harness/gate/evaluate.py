@@ -88,6 +88,7 @@ class Check:
     sigma_source: str = ""  # history | prior | paired (in-process ratio, harness.gate.paired)
     critical_change: float | None = None  # the smallest change that would have failed here
     creep_effect: float | None = None
+    creep_sustained: bool = False  # the creep shows on each of the latest nights (steps.Creep.sustained)
     confirmation: dict | None = None  # interleaved re-measurement (see harness.gate.remeasure)
     screened: bool = False  # passed the gate's Holm but suspicious: re-measure it (SCREEN_ALPHA)
     paired_reference: str | None = None  # sha256 of the reference artifact timed in the same processes
@@ -734,6 +735,7 @@ def _creep_check(
         c.verdict = "regression"
         c.screened = False
         c.creep_effect = found.effect
+        c.creep_sustained = found.sustained
         c.note = f"creep: {found.effect:+.1%} against the best earlier level, beginning at run {start_run}" + (
             f"; {c.note}" if c.note else ""
         )

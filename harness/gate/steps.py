@@ -48,6 +48,8 @@ STEP_PENALTY_SIGMAS = 6.0
 CREEP_PENALTY_SIGMAS = 4.0
 # A creep must also clear this many standard errors of the segment medians (see creep_regression).
 CREEP_NOISE_Z = 3.0
+# A lasting change of an unchanged artifact must show on each of this many latest runs (Creep.sustained).
+SUSTAIN_RUNS = 3
 
 
 def detect_steps(levels: Sequence[float], min_size: int = 2, penalty: float | None = None) -> list[Step]:
@@ -138,6 +140,14 @@ class Creep:
     current_level: float
     reason: str
     steps: tuple[Step, ...]
+    critical: float = math.nan  # the effect a flag needs (threshold and noise bar)
+    # the least-off of the last SUSTAIN_RUNS runs against the reference: a level that is off on
+    # every one of them, not a window whose median a run of disturbed nights pulled up
+    sustained_effect: float = math.nan
+
+    @property
+    def sustained(self) -> bool:
+        return self.flagged and self.sustained_effect > self.critical
 
 
 def creep_regression(
@@ -202,7 +212,9 @@ def creep_regression(
         f"{word}: runs {cur_start}- are {fmt_pct(effect)} vs best segment runs {ref.start}-{ref.end - 1} "
         f"(critical {fmt_pct(critical)})"
     )
-    return Creep(flagged, effect, start, cur_start, ref.level, current, reason, steps)
+    least = float(np.exp(min(y[-SUSTAIN_RUNS:], key=lambda v: direction * v)))
+    sustained = relative_effect(math.log(least / ref.level), direction)
+    return Creep(flagged, effect, start, cur_start, ref.level, current, reason, steps, critical, sustained)
 
 
 def _current_start(steps: tuple[Step, ...], min_segment: int) -> int:
