@@ -1,8 +1,8 @@
 """Power-cycling a hung board through the power switch its labgrid place exports, then trying once more.
 
-A board that stops answering (a firmware hang, a wedged UART, a frozen kernel) comes back when its supply is cut, and a
-lab exports the switch in front of each board with it, so that whoever holds the place can do that
-without walking to the rack. hilbench does it once per job and says so in the result: a measurement
+A board that stops answering (a firmware hang, a wedged UART, a frozen kernel) comes back when its
+supply is cut, and a lab exports the switch in front of each board with it, so that whoever holds the
+place can do that without walking to the rack. hilbench does it once per job and says so in the result: a measurement
 that needed a power cycle is still a measurement, but the nightly's reader should see that the board
 hung. A board that hangs again after the cycle is broken, not unlucky: the job fails, naming the
 device and the place.
