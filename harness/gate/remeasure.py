@@ -128,6 +128,7 @@ def confirm_key(
     dev_lock = DeviceLock(device, confirm_run or run_id)
     in_process = link_type(device, profile) in RUNNER_TRANSPORTS and set(metrics) <= set(PAIRED_METRICS)
     out.method = "in-process" if in_process else "interleaved processes"
+    where = (model, variant, device_id, profile.name, link_type(device, profile))
     try:
         dev_lock.acquire(wait=wait, log=log)  # nobody else measures on the device meanwhile
         transport.open()
@@ -141,7 +142,7 @@ def confirm_key(
                 metrics,
                 pairs or IN_PROCESS_PAIRS,
                 confirm_run,
-                (model, variant, device_id, profile.name, link_type(device, profile)),
+                where,
                 log,
             )
         pairs = pairs or DEFAULT_PAIRS
@@ -151,31 +152,7 @@ def confirm_key(
                 doc = transport.benchmark(jobs[role])
                 if doc.get("status") != "ok":
                     raise HilError(doc.get("error") or "runner failed")
-                measurements, samples = flatten(doc)
-                values = {m: v for m, v, _ in measurements if v is not None}
-                for metric in metrics:
-                    if metric in values:
-                        levels.setdefault(metric, []).append(values[metric])
-                mv = variants[role]
-                if confirm_run is not None:
-                    store.record(
-                        ResultRecord(
-                            run_id=confirm_run,
-                            job_key=f"confirm-{role}-{i}",
-                            model=model,
-                            model_sha256=mv.source_sha256,
-                            variant=variant,
-                            device_id=device_id,
-                            profile=profile.name,
-                            status="ok",
-                            artifact_sha256=mv.artifact_sha256,
-                            transport=link_type(device, profile),
-                            harness_version=__version__,
-                            host=platform.node(),
-                        ),
-                        measurements,
-                        samples,
-                    )
+                _keep(store, doc, levels, metrics, variants[role], f"confirm-{role}-{i}", confirm_run, where)
     except HilError as exc:
         out.impossible = f"re-measurement failed: {exc}"
         status = "incomplete"
@@ -209,7 +186,6 @@ def _paired_in_process(
     of a few milliseconds (runner --paired-model): each process gives one pair of levels measured under
     the same conditions. Between processes started back to back the speed of a shared or virtual CPU
     differs by several per cent; within one process, A and B a few milliseconds apart do not."""
-    model, variant, device_id, profile_name, transport_type = where
     job = dataclasses.replace(jobs["reference"], paired=variants["candidate"])
     for i in range(processes):
         log(f"confirming {out.key}: reference and candidate in one process {i + 1}/{processes}")
@@ -221,31 +197,45 @@ def _paired_in_process(
             raise HilError("the device runner did not time the paired model (an older runner on the device?)")
         docs = {"reference": doc, "candidate": {"latency_us": lat_b, "model": doc.get("paired")}}
         for role, levels in (("reference", out.levels_a), ("candidate", out.levels_b)):
-            measurements, samples = flatten(docs[role])
-            values = {m: v for m, v, _ in measurements if v is not None}
-            for metric in metrics:
-                if metric in values:
-                    levels.setdefault(metric, []).append(values[metric])
-            if confirm_run is not None:
-                mv = variants[role]
-                store.record(
-                    ResultRecord(
-                        run_id=confirm_run,
-                        job_key=f"confirm-{role}-{i}",
-                        model=model,
-                        model_sha256=mv.source_sha256,
-                        variant=variant,
-                        device_id=device_id,
-                        profile=profile_name,
-                        status="ok",
-                        artifact_sha256=mv.artifact_sha256,
-                        transport=transport_type,
-                        harness_version=__version__,
-                        host=platform.node(),
-                    ),
-                    measurements,
-                    samples,
-                )
+            _keep(store, docs[role], levels, metrics, variants[role], f"confirm-{role}-{i}", confirm_run, where)
+
+
+def _keep(
+    store: ResultStore,
+    doc: dict,
+    levels: dict[str, list[float]],
+    metrics: dict,
+    mv,
+    job_key: str,
+    confirm_run: str | None,
+    where: tuple,
+) -> None:
+    """One re-measured process of one artifact: its levels of the metrics being decided, and (unless
+    `gate --no-record`) the process stored as a result of the confirmation run, so that the evidence
+    behind the verdict can be inspected like any other result."""
+    measurements, samples = flatten(doc)
+    values = {m: v for m, v, _ in measurements if v is not None}
+    for metric in metrics:
+        if metric in values:
+            levels.setdefault(metric, []).append(values[metric])
+    if confirm_run is None:
+        return
+    model, variant, device_id, profile_name, transport_type = where
+    record = ResultRecord(
+        run_id=confirm_run,
+        job_key=job_key,
+        model=model,
+        model_sha256=mv.source_sha256,
+        variant=variant,
+        device_id=device_id,
+        profile=profile_name,
+        status="ok",
+        artifact_sha256=mv.artifact_sha256,
+        transport=transport_type,
+        harness_version=__version__,
+        host=platform.node(),
+    )
+    store.record(record, measurements, samples)
 
 
 def measured_input_shapes(store: ResultStore, result_id: int | None) -> tuple[tuple[str, tuple[int, ...]], ...] | None:
