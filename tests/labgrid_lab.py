@@ -65,6 +65,7 @@ class Lab:
     address: str
     dir: Path
     procs: list[subprocess.Popen] = field(default_factory=list)
+    exporters: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def client(self, *args: str, user: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         """`labgrid-client`, as this host's user or as someone else (`user`: `host/name`)."""
@@ -127,6 +128,7 @@ class Lab:
                 cwd=self.dir,
             )
         )
+        self.exporters[name] = self.procs[-1]
         wanted = [match, *(also or [])]
         deadline = time.monotonic() + START_TIMEOUT
         while not all(m in self.client("resources").stdout for m in wanted):
@@ -134,6 +136,17 @@ class Lab:
             assert time.monotonic() < deadline, f"exporter {name} did not register {', '.join(wanted)}"
             time.sleep(0.1)  # polling the coordinator's resource list
         return match
+
+    def stop_exporter(self, name: str) -> None:
+        """The exporter host goes down: stopped, and waited for until the coordinator no longer lists
+        its resources as available."""
+        proc = self.exporters.pop(name)
+        proc.terminate()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + START_TIMEOUT
+        while f"{name}/" in self.client("resources").stdout:
+            assert time.monotonic() < deadline, f"the coordinator still lists the resources of exporter {name}"
+            time.sleep(0.1)  # polling the coordinator's resource list
 
     def place(self, name: str, *matches: str, tags: dict[str, str] | None = None) -> None:
         self.client("-p", name, "create")

@@ -5,6 +5,7 @@ controllers sharing one place and one PostgreSQL store take turns on the board."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -142,6 +143,49 @@ def test_a_place_the_coordinator_does_not_have_fails_at_once_naming_the_places_i
     assert "Traceback" not in p.stderr and reservations(lab) == []
 
 
+def _check_row(stdout: str) -> str:
+    return [line for line in stdout.splitlines() if line.startswith("| h7 ")][0]
+
+
+@pytest.mark.labgrid
+def test_devices_check_looks_at_the_place_and_with_acquire_probes_the_board_through_it(workspace, mcu_model, lab):
+    """Without --acquire the check only asks the coordinator (it never waits for or takes a shared
+    place); with it, the board is probed through the place as a directly wired board is, and the place
+    goes back."""
+    inventory(workspace, lab)
+    lab.client("-p", PLACE, "acquire", user="otherhost/alice")
+    p = hil("devices", "check")
+    assert p.returncode == 0, p.stdout + p.stderr
+    row = _check_row(p.stdout)
+    assert "| labgrid |" in row and "held by otherhost/alice" in row and "| OK |" in row
+    assert f"place '{PLACE}' is acquired by otherhost/alice: a run waits for it" in p.stdout
+    assert "exports no power port" in p.stdout  # a hang would fail the job: said before the night
+    assert lab.holder(PLACE) == "otherhost/alice"
+    lab.client("-p", PLACE, "release", user="otherhost/alice")
+
+    p = hil("devices", "check", "--acquire")
+    assert p.returncode == 0, p.stdout + p.stderr
+    row = _check_row(p.stdout)
+    assert "| labgrid |" in row and "| OK |" in row and "sha256:" in row  # the firmware answered its probe
+    assert "extensions: arena, dbbin" in p.stdout and f"through labgrid place '{PLACE}'" in p.stdout
+    assert f"acquired labgrid place '{PLACE}'" in p.stderr and f"released labgrid place '{PLACE}'" in p.stderr
+    assert lab.holder(PLACE) is None
+
+    inventory(workspace, lab, place="sim-h8")
+    p = hil("devices", "check")
+    assert p.returncode == 2 and "| FAIL |" in _check_row(p.stdout)
+    assert f"labgrid coordinator {lab.address} has no place 'sim-h8' (places: {PLACE})" in p.stdout
+
+    inventory(workspace, lab)
+    lab.stop_exporter("bench1")  # the exporter host went down: its port is gone from the place
+    p = hil("devices", "check", "--acquire")
+    assert p.returncode == 2 and "| FAIL |" in _check_row(p.stdout)
+    assert f"labgrid place '{PLACE}' exports no NetworkSerialPort" in p.stdout
+    assert "its matches bench1/board/NetworkSerialPort find: is that exporter running?" in p.stdout
+    assert lab.holder(PLACE) is None  # a place that cannot serve the profile is not taken
+    assert "Traceback" not in p.stderr
+
+
 def _stop_while_measuring(workspace, mcu_model, lab, sig: int) -> tuple[int, str]:
     """Start `hil run` through the place and send `sig` to it once it measures the board."""
     args = [sys.executable, "-m", "harness", "run", mcu_model["keras"], "--variants", "int8"]
@@ -232,6 +276,26 @@ def test_coordinator_comes_from_the_inventory_or_lg_coordinator(tmp_path, monkey
     inv = load_inventory(path)
     dev = inv.device("h7")
     assert dev.transport.coordinator == env and link_type(dev, inv.profile_of(dev)) == "serial"
+
+
+def test_devices_check_of_a_place_it_cannot_ask_about_fails_in_one_line(workspace):
+    """Runs in both venvs: without labgrid the line says how to install it; with it, that the
+    coordinator does not answer (a free loopback port: nothing listens)."""
+    from labgrid_lab import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    t = {"type": "labgrid", "place": PLACE, "coordinator": address}
+    (workspace / "inventory.yaml").write_text(
+        "devices:\n  - id: h7\n    profile: stm32h7\n    transport: " + json.dumps(t) + "\n"
+    )
+    p = hil("devices", "check")
+    assert p.returncode == 2 and "| h7 | labgrid | no |" in p.stdout and "| FAIL |" in p.stdout
+    [line] = [x for x in p.stdout.splitlines() if x.startswith("h7: FAIL: ")]
+    if importlib.util.find_spec("labgrid") is not None:
+        assert f"labgrid coordinator {address}: cannot connect" in line
+    else:
+        assert line.endswith("install it with pip install 'hilbench[labgrid]'")
+    assert "Traceback" not in p.stderr
 
 
 @pytest.fixture()

@@ -21,6 +21,12 @@ def register(sub) -> None:
         "numpy, disk, RAM, governor, temperature, throttling",
     )
     cp.add_argument("devices", nargs="*", metavar="DEVICE", help="device ids (default: all enabled devices)")
+    cp.add_argument(
+        "--acquire",
+        action="store_true",
+        help="labgrid devices: hold the place (waiting like a run) and probe the board through it; "
+        "default: ask the coordinator about the place only",
+    )
     cp.set_defaults(func=cmd_check)
     tp = dsub.add_parser(
         "trust",
@@ -88,7 +94,8 @@ def cmd_check(args) -> int:
     devices = [inv.device(i) for i in args.devices] if args.devices else [d for d in inv.devices if d.enabled]
     if not devices:
         raise ConfigError(f"{inv.path}: no enabled devices")
-    results = check_all([(d, inv.profile_of(d)) for d in devices], common.log, guard=_device_lock)
+    pairs = [(d, inv.profile_of(d)) for d in devices]
+    results = check_all(pairs, common.log, guard=_device_lock, acquire_places=args.acquire)
     print(markdown_table(HEADERS, [r.row() for r in results]))
     print()
     for r in results:

@@ -357,15 +357,20 @@ def _keyfile(key) -> str:
     return {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa"}.get(name, "ecdsa" if "ecdsa" in name else name)
 
 
-def check_device(dev: Device, prof: DeviceProfile, log: Callable[[str], None]) -> CheckResult:
+def check_device(
+    dev: Device, prof: DeviceProfile, log: Callable[[str], None], acquire_places: bool = False
+) -> CheckResult:
+    """`acquire_places`: hold a labgrid device's place and probe its board (default: look at the place
+    through the coordinator only)."""
     kind = dev.transport.type
     if kind == "local":
         return _check_local(dev, prof)
     if kind == "ssh":
         return _check_ssh(dev, prof, log)
-    if kind == "labgrid":  # acquiring a shared place just to look at it would block the lab's users
-        place = getattr(dev.transport, "place", "?")
-        return CheckResult(dev.id, kind, skipped=f"labgrid place '{place}': reached when a run acquires it")
+    if kind == "labgrid":
+        from harness.transports.labgrid.check import check_place
+
+        return check_place(dev, prof, log, acquire=acquire_places)
     return _check_serial(dev, prof, log)
 
 
@@ -463,6 +468,7 @@ def check_all(
     devices: list[tuple[Device, DeviceProfile]],
     log: Callable[[str], None],
     guard: Callable[[Device], AbstractContextManager] | None = None,
+    acquire_places: bool = False,
 ) -> list[CheckResult]:
     """Check every device (concurrently). `guard(device)` is entered around a device's check (the CLI
     passes the device lock: a board being measured is not touched; InfraError from it = skipped)."""
@@ -470,14 +476,14 @@ def check_all(
     def one(dp: tuple[Device, DeviceProfile]) -> CheckResult:
         dev, prof = dp
         if guard is None:
-            return check_device(dev, prof, log)
+            return check_device(dev, prof, log, acquire_places)
         try:
             ctx = guard(dev)
             ctx.__enter__()
         except InfraError as exc:
             return CheckResult(dev.id, dev.transport.type, skipped=str(exc))
         try:
-            return check_device(dev, prof, log)
+            return check_device(dev, prof, log, acquire_places)
         finally:
             ctx.__exit__(None, None, None)
 
