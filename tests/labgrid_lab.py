@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 BIN = Path(sys.executable).parent  # labgrid's scripts live next to the interpreter running the tests
 START_TIMEOUT = 60.0
@@ -88,8 +89,9 @@ class Lab:
 
     def export_serial(self, name: str, pty: str, power: dict | None = None) -> str:
         """An exporter `name` with the pty as a RawSerialPort (and, given `power`, the parameters of a
-        NetworkPowerPort, in the same group); returns the match for a place once the coordinator lists
-        the resources (the power port's match: the same with NetworkPowerPort)."""
+        power port, in the same group: a NetworkPowerPort, or the class its `cls` key names); returns
+        the match for a place once the coordinator lists the resources (the power port's match: the
+        same with the power port's class)."""
         bindir = self.dir / "bin"
         bindir.mkdir(exist_ok=True)
         wrapper = bindir / "ser2net"
@@ -97,10 +99,8 @@ class Lab:
         wrapper.write_text(SER2NET_WRAPPER.format(python=sys.executable, real=real))
         wrapper.chmod(0o755)
         config = f"board:\n  RawSerialPort:\n    port: {pty}\n    speed: 115200\n"
-        if power:
-            config += "  NetworkPowerPort:\n" + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in power.items())
+        config, also = _with_power(name, config, power)
         env = {"PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
-        also = [f"{name}/board/NetworkPowerPort"] if power else []
         return self._exporter(name, config, f"{name}/board/NetworkSerialPort", env, also)
 
     def export_service(self, name: str, port: int, username: str, power: dict | None = None) -> str:
@@ -108,9 +108,7 @@ class Lab:
         only publishes it: clients connect to the address themselves), and given `power` a
         NetworkPowerPort as in export_serial; returns the match for a place."""
         config = f"board:\n  NetworkService:\n    address: 127.0.0.1\n    port: {port}\n    username: {username}\n"
-        if power:
-            config += "  NetworkPowerPort:\n" + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in power.items())
-        also = [f"{name}/board/NetworkPowerPort"] if power else []
+        config, also = _with_power(name, config, power)
         return self._exporter(name, config, f"{name}/board/NetworkService", also=also)
 
     def _exporter(
@@ -165,6 +163,16 @@ class Lab:
                 p.wait()
 
 
+def _with_power(exporter: str, config: str, power: dict | None) -> tuple[str, list[str]]:
+    """The exporter config with the power port added to the board's group, and its match."""
+    if not power:
+        return config, []
+    params = dict(power)
+    cls = params.pop("cls", "NetworkPowerPort")
+    config += f"  {cls}:\n" + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in params.items())
+    return config, [f"{exporter}/board/{cls}"]
+
+
 def start_lab(directory: Path) -> Lab:
     """A coordinator on a free loopback port, its state files in `directory`."""
     port = free_port()
@@ -190,9 +198,13 @@ def start_lab(directory: Path) -> Lab:
 class PowerSwitch:
     """A network power switch on loopback, for a board that cannot have a real one here: it speaks the
     HTTP protocols of labgrid's `rest` power backend (GET/PUT `.../relay/INDEX/value`, body `0`/`1`)
-    and `simplerest` (GET `.../relay/INDEX/0|1` switches, GET `.../relay/INDEX` reads), records every
+    and `simplerest` (GET `.../relay/INDEX/0|1` switches, GET `.../relay/INDEX` reads), and that of
+    pdudaemon's HTTP listener (GET `/power/control/on|off|reboot?hostname=PDU&port=INDEX`, answered
+    `OK - accepted request` or 500 `Invalid request: ...`; its one PDU is `PDU`), records every
     request, and calls `switched(index, on)` before it answers, as a relay has switched when the switch
     says so (the tests wire that to the simulated board's supply)."""
+
+    PDU = "rack1-pdu"
 
     def __init__(self, switched: Callable[[int, bool], None]):
         self.requests: list[tuple[str, str, str]] = []  # (method, path, body)
@@ -211,6 +223,8 @@ class PowerSwitch:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
                 switch.requests.append((method, self.path, body))
+                if self.path.startswith("/power/control/"):
+                    return self._pdudaemon(method)
                 parts = self.path.strip("/").split("/")
                 if len(parts) < 2 or parts[0] != "relay" or not parts[1].isdigit():
                     return self._answer(404)
@@ -223,6 +237,22 @@ class PowerSwitch:
                 if method == "GET" and rest in ("", "value"):
                     return self._answer(200, "1" if switch.state.get(index, True) else "0")
                 return self._answer(400)
+
+            def _pdudaemon(self, method: str) -> None:
+                url = urlsplit(self.path)
+                command = url.path.rsplit("/", 1)[-1]
+                query = parse_qs(url.query)
+                pdu, port = query.get("hostname", [""])[0], query.get("port", [""])[0]
+                if method != "GET" or command not in ("on", "off", "reboot"):
+                    return self._answer(404)
+                if pdu != switch.PDU or not port.isdigit():
+                    return self._answer(500, f"Invalid request: unknown PDU {pdu} or port {port}\n")
+                if command == "reboot":
+                    switched(int(port), False)
+                    switched(int(port), True)
+                else:
+                    switched(int(port), command == "on")
+                return self._answer(200, "OK - accepted request\n")
 
             def _switch(self, index: int, on: bool) -> None:
                 switch.state[index] = on
@@ -244,7 +274,10 @@ class PowerSwitch:
         self.thread.start()
 
     def host(self, model: str) -> str:
-        """The `host` parameter of a NetworkPowerPort of that model pointing here."""
+        """The `host` parameter of a NetworkPowerPort of that model pointing here (of a PDUDaemonPort
+        for model `pdudaemon`)."""
+        if model == "pdudaemon":
+            return f"127.0.0.1:{self.port}"
         last = "value" if model == "rest" else "{value}"
         return f"http://127.0.0.1:{self.port}/relay/{{index}}/{last}"
 
@@ -252,7 +285,9 @@ class PowerSwitch:
         """The switching requests in order: 'off'/'on'."""
         out = []
         for method, path, body in self.requests:
-            if method == "PUT" and body in ("0", "1"):
+            if path.startswith("/power/control/"):
+                out.append(urlsplit(path).path.rsplit("/", 1)[-1])
+            elif method == "PUT" and body in ("0", "1"):
                 out.append("on" if body == "1" else "off")
             elif method == "GET" and path.rstrip("/").split("/")[-1] in ("0", "1") and path.count("/") >= 3:
                 out.append("on" if path.endswith("1") else "off")

@@ -45,13 +45,21 @@ def powered_lab(tmp_path_factory, model: str, *sim_args: str, power_model: str =
         switch = PowerSwitch(switched)
         lab = start_lab(d)
         try:
-            power = {"model": power_model, "host": switch.host(power_model), "index": INDEX}
+            power = power_port(switch, power_model)
             match = lab.export_serial("bench1", pty, power=power)
-            lab.place(PLACE, match, match.replace("NetworkSerialPort", "NetworkPowerPort"))
+            lab.place(PLACE, match, match.replace("NetworkSerialPort", power.get("cls", "NetworkPowerPort")))
             yield lab, switch
         finally:
             lab.stop()
             switch.stop()
+
+
+def power_port(switch: PowerSwitch, model: str) -> dict:
+    """The exporter's parameters of a power port on `switch`: a NetworkPowerPort of that labgrid
+    model, or for `pdudaemon` a PDUDaemonPort (pdudaemon's host:port, the PDU's name, the port)."""
+    if model == "pdudaemon":
+        return {"cls": "PDUDaemonPort", "host": switch.host(model), "pdu": switch.PDU, "index": INDEX}
+    return {"model": model, "host": switch.host(model), "index": INDEX}
 
 
 def inventory(workspace: Path, lab, **transport) -> None:
@@ -70,7 +78,7 @@ def inventory(workspace: Path, lab, **transport) -> None:
 
 
 @pytest.mark.labgrid
-@pytest.mark.parametrize("power_model", ["rest", "simplerest"])
+@pytest.mark.parametrize("power_model", ["rest", "simplerest", "pdudaemon"])
 def test_hung_board_is_power_cycled_and_measured_again(workspace, mcu_model, tmp_path_factory, power_model):
     sim = ("--fault", "stall-after:infer")  # the first infer hangs, until the board is reset
     with powered_lab(tmp_path_factory, mcu_model["int8"], *sim, power_model=power_model) as (lab, switch):
@@ -83,6 +91,10 @@ def test_hung_board_is_power_cycled_and_measured_again(workspace, mcu_model, tmp
                 ("PUT", f"/relay/{INDEX}/value", "0"),
                 ("PUT", f"/relay/{INDEX}/value", "1"),
             ]
+        if power_model == "pdudaemon":  # off and on, not pdudaemon's reboot: the off time is ours
+            assert [path for _, path, _ in switch.requests] == [
+                f"/power/control/{cmd}?hostname={switch.PDU}&port={INDEX}" for cmd in ("off", "on")
+            ]
         assert lab.holder(PLACE) is None
     run_id = p.stdout.strip().splitlines()[-1]
     store, wide = results(workspace, run_id)
@@ -92,12 +104,14 @@ def test_hung_board_is_power_cycled_and_measured_again(workspace, mcu_model, tmp
     doc = raw_docs(workspace, run_id)[0]
     cycled = doc["labgrid"]["power_cycled"]
     assert cycled["stage"] == "measuring" and cycled["off_seconds"] == 0.2
-    assert cycled["switch"] == (
-        f"NetworkPowerPort 'NetworkPowerPort' ({power_model} {switch.host(power_model)} index {INDEX})"
-    )
+    if power_model == "pdudaemon":
+        port = f"PDUDaemonPort 'PDUDaemonPort' (pdudaemon {switch.host(power_model)} pdu {switch.PDU} index {INDEX})"
+    else:
+        port = f"NetworkPowerPort 'NetworkPowerPort' ({power_model} {switch.host(power_model)} index {INDEX})"
+    assert cycled["switch"] == port
     assert "no m-ready within 1.0 s after 'infer" in cycled["reason"]
     assert "the board hung (device 'h7': no m-ready" in p.stderr
-    assert "power-cycling it through NetworkPowerPort" in p.stderr
+    assert f"power-cycling it through {port}" in p.stderr
     shown = hil("results", "--run", run_id, env=mcu_model["env"], check=True).stdout
     header, row = shown.splitlines()[:2]
     assert header.split()[-1] == "power_cycles" and row.split()[-1] == "1", shown

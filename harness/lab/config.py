@@ -281,7 +281,7 @@ class LabgridSettings(_Strict):
     acquire_timeout: float = Field(600.0, gt=0)  # how long to wait while someone else holds the place
     priority: float = 0.0  # in the coordinator's queue for the place: higher first, then first come
     resource_timeout: float = Field(30.0, gt=0)  # how long the place's resources may take to appear
-    # a board that hangs: power-cycle it through the place's NetworkPowerPort and try the job once more
+    # a board that hangs: power-cycle it through the place's power port and try the job once more
     power_cycle: bool = True
     power_off_seconds: float = Field(2.0, ge=0)  # how long the supply stays cut (labgrid's default delay)
     # a Linux board after a power cycle: how long its sshd may take to come up (MCU: serial.boot_timeout)

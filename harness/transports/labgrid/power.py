@@ -7,10 +7,13 @@ that needed a power cycle is still a measurement, but the nightly's reader shoul
 hung. A board that hangs again after the cycle is broken, not unlucky: the job fails, naming the
 device and the place.
 
-The switch is driven by labgrid's own `NetworkPowerDriver` on a `NetworkPowerPort` built from the
-parameters the exporter publishes, so every switch model labgrid knows works (rest, simplerest,
-netio, gude...) with labgrid's request format. Its backends make their requests without a timeout, so
-each switching call runs in a worker thread that hilbench stops waiting for after SWITCH_TIMEOUT.
+The switch is driven by labgrid's own driver for the resource the exporter publishes, built from its
+parameters: `NetworkPowerDriver` on a `NetworkPowerPort`, so every switch model labgrid knows works
+(rest, simplerest, netio, gude...), and `PDUDaemonDriver` on a `PDUDaemonPort`, for labs that put
+their PDUs behind pdudaemon (LAVA labs do). Both are driven by the client over the network; power
+resources that need a driver on the exporter host (USBPowerPort, SysfsGPIO, ...) are not supported.
+The drivers make their requests without a timeout, so each switching call runs in a worker thread
+that hilbench stops waiting for after SWITCH_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
     from harness.transports.labgrid.transport import LabgridTransport
 
 T = TypeVar("T")
-POWER_CLASSES = ("NetworkPowerPort",)
+POWER_CLASSES = ("NetworkPowerPort", "PDUDaemonPort")
 SWITCH_TIMEOUT = 30.0  # one switching request; a network switch answers in well under a second
 BOOT_POLL_SECONDS = 1.0  # between SSH connection attempts while a Linux board boots
 # A hung board: an MCU that answers no command and no resync (DeviceSilent); a Linux board that takes
@@ -56,28 +59,41 @@ class PowerSwitch:
 
     def describe(self) -> str:
         p = self.resource.params
-        return (
-            f"{self.resource.cls} '{self.resource.name}' "
-            f"({p.get('model', '?')} {redact(str(p.get('host', '?')))} index {p.get('index', '?')})"
-        )
+        host = redact(str(p.get("host", "?")))
+        if self.resource.cls == "PDUDaemonPort":
+            what = f"pdudaemon {host} pdu {p.get('pdu', '?')} index {p.get('index', '?')}"
+        else:
+            what = f"{p.get('model', '?')} {host} index {p.get('index', '?')}"
+        return f"{self.resource.cls} '{self.resource.name}' ({what})"
 
     def cycle(self, off_seconds: float) -> None:
-        """Off, `off_seconds` without power (a board's capacitors have to drain for a cold boot), on."""
+        """Off, `off_seconds` without power (a board's capacitors have to drain for a cold boot), on.
+        Off and on rather than pdudaemon's `reboot`: the off time is the transport's, whatever the
+        switch's own default delay is."""
         from labgrid import Target
-        from labgrid.driver import NetworkPowerDriver
-        from labgrid.resource import NetworkPowerPort
 
-        p = self.resource.params
         target = Target(f"hilbench-power-{self.resource.name}")
         try:
-            NetworkPowerPort(target, name=None, model=str(p["model"]), host=str(p["host"]), index=str(p["index"]))
-            driver = NetworkPowerDriver(target, name=None)
+            driver = self._driver(target)
             _bounded("activate", lambda: target.activate(driver))
             _bounded("switch off", driver.off)
             time.sleep(off_seconds)  # the switch's off time (transport.power_off_seconds), not a wait for an event
             _bounded("switch on", driver.on)
         finally:
             target.cleanup()
+
+    def _driver(self, target):
+        """labgrid's resource for this port on a private target (only what the driver reads: the
+        exporter's `extra` proxy settings stay out) and its driver bound to it."""
+        from labgrid.driver import NetworkPowerDriver, PDUDaemonDriver
+        from labgrid.resource import NetworkPowerPort, PDUDaemonPort
+
+        p = self.resource.params
+        if self.resource.cls == "PDUDaemonPort":
+            PDUDaemonPort(target, name=None, host=str(p["host"]), pdu=str(p["pdu"]), index=int(p["index"]))
+            return PDUDaemonDriver(target, name=None)
+        NetworkPowerPort(target, name=None, model=str(p["model"]), host=str(p["host"]), index=str(p["index"]))
+        return NetworkPowerDriver(target, name=None)
 
 
 def _bounded(what: str, call: Callable[[], Any]) -> None:
