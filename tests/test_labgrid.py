@@ -295,7 +295,7 @@ def test_devices_check_of_a_place_it_cannot_ask_about_fails_in_one_line(workspac
         assert f"labgrid coordinator {address}: cannot connect" in line
     else:
         assert line.endswith("install it with pip install 'hilbench[labgrid]'")
-    assert "Traceback" not in p.stderr
+    assert "Traceback" not in p.stderr and "ERROR:root:" not in p.stderr  # labgrid's own report of it: once is enough
 
 
 @pytest.fixture()

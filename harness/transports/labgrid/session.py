@@ -301,11 +301,27 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _keep_root_logging() -> None:
+    """labgrid's client reports an unreachable coordinator with the module-level `logging.error()`,
+    which configures the root logger on the spot when it has no handler: a stray `ERROR:root:...`
+    line before hilbench's own one-line error, and every later root record in that format. A handler
+    that does what Python's last-resort handler does (WARNING and up, to stderr, message only) keeps
+    the root logger configured, without those records of labgrid's that hilbench reports itself."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(lambda r: not (r.name == "root" and "labgrid" in r.pathname))
+    root.addHandler(handler)
+
+
 def coordinator(address: str) -> Coordinator:
     """The process's session with a coordinator, connected on first use."""
     global _loop
     with _lock:
         if _loop is None:
+            _keep_root_logging()
             _loop = _Loop()
             atexit.register(_release_all)
         c = _sessions.get(address)
