@@ -33,6 +33,7 @@ from harness.models import mlperf
 CMD_SIZE = 80
 MAX_DB_INPUT_SIZE = 96 * 96 * 3  # the reference firmware's buffer
 DBBIN_IDLE_TIMEOUT_S = 1.0
+HOST_CLOCK_MIN_US = 2  # host-clock mode: the least time one simulated inference takes (see _spend_until)
 BANNER = ("m-timestamp-mode-performance", "m-init-done", "m-ready")
 ENERGY_BANNER = ("m-timestamp-mode-energy", "m-init-done", "m-ready")
 CAPS = ("arena", "dbbin")
@@ -124,12 +125,16 @@ class Firmware:
             self._virtual_us += self.inference_us
 
     def _spend_until(self, start_ns: int, inferences: int) -> None:
-        """inference_us mode: take as long on the host's clock as the device clock says it took (the
-        simulated computation; nothing waits for anyone)."""
-        if self.inference_us is not None:
-            remaining = start_ns + inferences * self.inference_us * 1000 - time.perf_counter_ns()
-            if remaining > 0:
-                time.sleep(remaining / 1e9)
+        """Take as long on the host's clock as the device clock says the inferences took (the
+        simulated computation; nothing waits for anyone): `inference_us` each, or on the host's clock
+        at least HOST_CLOCK_MIN_US each. A tiny model runs in under a microsecond on a fast host,
+        faster than any MCU interpreter can (one invoke is thousands of cycles), and the host rightly
+        rejects a lap of less than 1 us per inference: the simulated board must not depend on how
+        fast the host is."""
+        per_us = self.inference_us if self.inference_us is not None else HOST_CLOCK_MIN_US
+        remaining = start_ns + inferences * per_us * 1000 - time.perf_counter_ns()
+        if remaining > 0:
+            time.sleep(remaining / 1e9)
 
     def boot(self) -> None:
         for line in ENERGY_BANNER if self.marker is not None else BANNER:
@@ -321,13 +326,17 @@ class Firmware:
         self._line("m-warmup-done")
         self._line(f"m-infer-start-{n}")
         invoke = self._invoke
+        lap_ns = time.perf_counter_ns()
         self._timestamp()
         if reboot:
             invoke()
             self._reboot()
         for _ in range(n):
             invoke()
-        self._spend_until(start_ns, w + n)
+        if self.inference_us is not None:  # the virtual clock counts from the warmup's start
+            self._spend_until(start_ns, w + n)
+        else:  # the host's clock times the lap itself
+            self._spend_until(lap_ns, n)
         self._timestamp()
         self._line("m-infer-done")
         self._results()
