@@ -279,6 +279,19 @@ class PerfPlan:
     timer_wrap_s: float = TIMER_WRAP / 1e6
     split_for_timer: bool = False  # --min-seconds asked for windows longer than the timer allows
 
+    def config_doc(self, iterations: int, capped: bool) -> dict:
+        """The plan as the result document's `config` records it (both timing modes)."""
+        return {
+            "windows": self.windows,
+            "window_seconds": self.window_s,
+            "iterations_per_window": iterations,
+            "warmup_runs": self.warmup_runs,
+            "warmup_seconds": self.warmup_seconds,
+            "min_runs_per_window": self.min_per_window,
+            "max_seconds": self.max_seconds,
+            "capped_by_max_seconds": capped,
+        }
+
     @property
     def max_window_s(self) -> float:
         """The longest window the firmware's timer measures without ambiguity (lab.config.TIMER_WINDOW_SHARE)."""
@@ -414,14 +427,7 @@ def performance(
         "latency_us": stats,
         "windows": windows,
         "config": {
-            "windows": plan.windows,
-            "window_seconds": plan.window_s,
-            "iterations_per_window": n,
-            "warmup_runs": plan.warmup_runs,
-            "warmup_seconds": plan.warmup_seconds,
-            "min_runs_per_window": plan.min_per_window,
-            "max_seconds": plan.max_seconds,
-            "capped_by_max_seconds": capped,
+            **plan.config_doc(n, capped),
             "timer_wrap_s": plan.timer_wrap_s,
             "windows_split_for_timer": plan.split_for_timer,
             "recalibrations": recalibrations,
