@@ -421,3 +421,33 @@ def test_intermittently_disturbed_nights_of_an_unchanged_artifact_never_fail(sto
         assert c.level_off == disturbed or n < 8, (n, c.note)  # a disturbed night is never a reference
         notes.append(c.note)
     assert any("not off on each of the last 3 nights" in note for note in notes), notes  # the rule was needed
+
+
+def test_many_series_of_one_device_off_together_are_reported_as_the_device_moving(store):
+    """Four of five unchanged models read 10 % slower on the same night: each passes as level-off, and
+    the gate says once that the device moved; one series off alone is not a pattern."""
+    from harness.gate.drift import note_device_drift
+    from harness.gate.remeasure import confirm_regressions
+    from harness.report.gate_markdown import render_gate_markdown
+
+    rng = np.random.default_rng(3)
+    profiles = load_profiles(REPO / "device_profiles")
+    warnings = {}
+    for n in range(6):
+        shift = {0: 0.10} if n == 4 else {i: 0.10 for i in range(4)} if n == 5 else {}
+        rows = night(rng, 5, [100.0] * 5, night_sd=0.002, proc_sd=0.001, shift=shift)
+        for r in rows:
+            r["artifact"] = f"{int(r['model'][1:]):064x}"  # each model its own, unchanged artifact
+        g = gate.evaluate(store, add_run(store, rows), bl.BaselineSpec.parse("last-pass"), profiles)
+        confirm_regressions(store, g, None, None)
+        gate.record(store, g)
+        assert g.exit_code == 0, n
+        logged: list[str] = []
+        note_device_drift(g, logged.append)
+        warnings[n] = g.warnings
+        assert logged == [f"warning: {w}" for w in g.warnings]
+    assert warnings[0] == warnings[3] == warnings[4] == []  # a flat night; one series off alone
+    [line] = [w for w in warnings[5] if P50 in w]
+    assert line.startswith(f"device 'local': 4 of 5 series read {P50} slower (median +")
+    assert "with unchanged models" in line
+    assert f"> warning: {line}" in render_gate_markdown(g)  # the gate's summary says it once

@@ -98,6 +98,9 @@ def cmd_gate(args) -> int:
         confirm_regressions(
             store, res, inventory, common.converter(args), pairs=args.confirm_pairs, log=common.log, wait=args.wait
         )
+        from harness.gate.drift import note_device_drift
+
+        note_device_drift(res, common.log)
     if not args.no_record:
         gate.record(store, res)
     from harness.report.gate_markdown import render_gate_markdown

@@ -93,6 +93,7 @@ class Check:
     screened: bool = False  # passed the gate's Holm but suspicious: re-measure it (SCREEN_ALPHA)
     paired_reference: str | None = None  # sha256 of the reference artifact timed in the same processes
     level_off: bool = False  # an unchanged artifact's level tripped: passes, not accepted (remeasure.py)
+    same_artifact: bool = False  # tripped with the reference's own artifact: the device moved (drift.py)
 
     @property
     def regression(self) -> bool:

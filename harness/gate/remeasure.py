@@ -265,7 +265,7 @@ def _unchanged_artifact(tripped: list[Check], sha: str) -> None:
     at the reference), and with no re-measurement to tell, such a window is the night's, not a change."""
     for c in tripped:
         c.confirmation = {"impossible": f"artifact {sha[:12]} unchanged since the reference", "run_id": None}
-        c.screened = False
+        c.screened, c.same_artifact = False, True
         if c.creep_effect is not None and c.regression and c.creep_sustained:
             c.note = (
                 f"lasting level change of an unchanged artifact ({sha[:12]}): the device or runtime changed, "
