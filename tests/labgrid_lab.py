@@ -106,7 +106,7 @@ class Lab:
     def export_service(self, name: str, port: int, username: str, power: dict | None = None) -> str:
         """An exporter `name` with an SSH service on 127.0.0.1:port as a NetworkService (the exporter
         only publishes it: clients connect to the address themselves), and given `power` a
-        NetworkPowerPort as in export_serial; returns the match for a place."""
+        power port as in export_serial; returns the match for a place."""
         config = f"board:\n  NetworkService:\n    address: 127.0.0.1\n    port: {port}\n    username: {username}\n"
         config, also = _with_power(name, config, power)
         return self._exporter(name, config, f"{name}/board/NetworkService", also=also)

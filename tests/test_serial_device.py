@@ -299,6 +299,29 @@ def test_mcu_sim_check_and_wrong_model_is_refused(workspace, mcu_model, tiny_mod
     assert "does not match the artifact" in p.stderr and "flash the firmware built for this model" in p.stderr
 
 
+def test_simulated_board_on_the_host_clock_is_never_faster_than_a_board_can_be(mcu_model):
+    """An instant model (invoke does nothing, faster than on any host): the simulated board still
+    spends HOST_CLOCK_MIN_US per inference, so its laps pass the host's plausibility check however
+    fast the machine running the tests is (a tiny model ran < 1 us per inference on a fast host)."""
+    from harness.mcu.serial.protocol import check_lap
+    from harness.mcu.sim.engine import TflmModel
+    from harness.mcu.sim.firmware import HOST_CLOCK_MIN_US, Firmware
+
+    model = TflmModel(mcu_model["int8"])
+    model.invoke = lambda: None  # type: ignore[method-assign]
+    out = bytearray()
+    fw = Firmware(model, out.extend)
+    fw.boot()
+    n = 2000
+    out.clear()
+    sent = time.monotonic()
+    fw.feed(f"infer {n} 0%".encode())  # answered synchronously, as a single-core MCU does
+    host_s = time.monotonic() - sent
+    t0, t1 = (int(line[len("m-lap-us-") :]) for line in out.decode().split("\r\n") if line.startswith("m-lap-us-"))
+    assert t1 - t0 >= n * HOST_CLOCK_MIN_US
+    assert check_lap(t0, t1, n, 0, host_s) == (t1 - t0, None)
+
+
 def test_simulated_firmware_bytes(mcu_model):
     """The simulator's firmware logic in-process: exact bytes for the reference's corner cases."""
     import zlib
