@@ -451,3 +451,37 @@ def test_many_series_of_one_device_off_together_are_reported_as_the_device_movin
     assert line.startswith(f"device 'local': 4 of 5 series read {P50} slower (median +")
     assert "with unchanged models" in line
     assert f"> warning: {line}" in render_gate_markdown(g)  # the gate's summary says it once
+
+
+def test_a_lasting_median_change_without_the_floor_is_contention_not_a_slower_device(store):
+    """Night after night of a busy host lifts the median of an unchanged model, not its fastest
+    inference: that passes (level-off, the note says why). A device that really got slower is slower
+    on every inference, floor included: that fails as a lasting change."""
+    from harness.gate.remeasure import confirm_regressions
+
+    rng = np.random.default_rng(4)
+    profiles = load_profiles(REPO / "device_profiles")
+    outcome: dict[str, list[tuple[int, gate.Check]]] = {"m00": [], "m01": []}
+    for n in range(16):
+        rows = []
+        for i, model in enumerate(outcome):
+            night_effect = rng.normal(0, 0.002)
+            for r in range(3):
+                level = 100.0 * np.exp(night_effect + rng.normal(0, 0.001))
+                p50 = level * (1.12 if n >= 8 else 1.0)  # both series: the median +12 % from night 8 on
+                floor = 0.95 * level * (1.12 if n >= 8 and model == "m01" else 1.0)  # m01's floor too
+                metrics = {"latency_min_us": floor, P50: p50, "latency_p90_us": p50 * 1.1, "latency_count": 500.0}
+                rows.append({"model": model, "repeat": r, "artifact": f"{i + 1:064x}", "metrics": metrics})
+        g = gate.evaluate(store, add_run(store, rows), bl.BaselineSpec.parse("last-pass"), profiles)
+        confirm_regressions(store, g, None, None)
+        gate.record(store, g)
+        for k in g.keys:
+            outcome[k.model].append((n, next(c for c in k.checks if c.metric == P50)))
+    contention = [c for n, c in outcome["m00"] if n >= 8]
+    assert not any(c.failed for c in contention), [c.note for c in contention]
+    assert all(c.level_off for c in contention)
+    assert any("less than half of it: contention, not a slower device, so not lasting" in c.note for c in contention)
+    slower = [n for n, c in outcome["m01"] if c.failed]
+    assert slower and 8 < slower[0] <= 12, [c.note for _, c in outcome["m01"]]
+    failed = next(c for n, c in outcome["m01"] if n == slower[0])
+    assert "lasting level change of an unchanged artifact" in failed.note
