@@ -186,10 +186,11 @@ def test_devices_check_looks_at_the_place_and_with_acquire_probes_the_board_thro
     assert "Traceback" not in p.stderr
 
 
-def _stop_while_measuring(workspace, mcu_model, lab, sig: int) -> tuple[int, str]:
-    """Start `hil run` through the place and send `sig` to it once it measures the board."""
+def _stop_while_measuring(workspace, mcu_model, lab, sig: int, min_seconds: str = "30") -> tuple[int, str]:
+    """Start `hil run` through the place and send `sig` to it once it measures the board (in 5
+    windows of `min_seconds` / 5 each: a killed run leaves the board finishing the window in flight)."""
     args = [sys.executable, "-m", "harness", "run", mcu_model["keras"], "--variants", "int8"]
-    args += ["--min-seconds", "30", "--min-runs", "5", "--warmup-seconds", "0"]
+    args += ["--min-seconds", min_seconds, "--min-runs", "5", "--warmup-seconds", "0"]
     proc = subprocess.Popen(
         args,
         stdout=subprocess.PIPE,
@@ -237,11 +238,14 @@ def test_a_place_left_acquired_by_a_killed_run_is_taken_back_by_the_next_but_a_p
     env = {**mcu_model["env"], **me}
     os.environ.update(me)  # the killed run below inherits it
     try:
-        rc, err = _stop_while_measuring(workspace, mcu_model, lab, signal.SIGKILL)
+        rc, err = _stop_while_measuring(workspace, mcu_model, lab, signal.SIGKILL, min_seconds="5")
     finally:
         for k in me:
             os.environ.pop(k)
     assert rc == -signal.SIGKILL and lab.holder(PLACE) == "ctl/nightly", err  # nothing could release it
+    # the board may still be busy with the killed run's window (~1 s; an MCU answers nothing meanwhile):
+    # the next run's first command waits longer than that, as a lab's serial timeout would
+    inventory(workspace, lab, serial={"timeout": 3.0, "infer_timeout": 5.0, "accuracy_samples": 20})
     p = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=env)
     assert p.returncode == 0, p.stderr
     assert f"released labgrid place '{PLACE}', left acquired by hilbench pid " in p.stderr
