@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
-from harness.transports.labgrid.transport import SERIAL_CLASSES, SSH_CLASSES
+from harness.transports.labgrid.transport import link_classes
 
 PROFILE_TAG = "hilbench-profile"
 TAGS_TAG = "hilbench-tags"
@@ -105,13 +105,13 @@ def entries(
         o.entry = entry
         if entry["id"] != place.name:
             o.notes.append(f"device id '{entry['id']}' (a device id cannot hold the place name's characters)")
-        want = SERIAL_CLASSES if profiles[profile] == "tflm" else SSH_CLASSES
-        kind = "an MCU" if profiles[profile] == "tflm" else "a Linux"
+        want, kind = link_classes(profiles[profile])
         if not place.resource_classes:
             o.notes.append("no exporter publishes its resources now: check that they are what the profile needs")
         elif not set(want) & set(place.resource_classes):
             o.notes.append(
-                f"profile '{profile}' is {kind} profile and needs a {want[0]}, the place has "
+                f"profile '{profile}' is {'an' if kind == 'MCU' else 'a'} {kind} profile and needs a {want[0]}, "
+                f"the place has "
                 f"{', '.join(sorted(set(place.resource_classes)))}"
             )
     return out

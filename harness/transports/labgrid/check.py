@@ -42,7 +42,7 @@ def check_place(dev: Device, prof: DeviceProfile, log: Callable[[str], None], ac
         res.hints.append("`hil devices import --labgrid` lists the coordinator's places as inventory entries")
         return res
     res.reach = f"held by {place.acquired}" if place.acquired else "place free"
-    _assess_resources(res, prof, t, place.resources, place.matches)
+    _assess_resources(res, dev.id, prof, t, place.resources, place.matches)
     if res.problems or not acquire:
         if place.acquired and not res.problems:
             res.notes.append(f"place '{t.place}' is acquired by {place.acquired}: a run waits for it")
@@ -50,20 +50,22 @@ def check_place(dev: Device, prof: DeviceProfile, log: Callable[[str], None], ac
     return _probe_board(dev, prof, log, res)
 
 
-def _assess_resources(res, prof: DeviceProfile, t: LabgridSettings, resources: list, matches: list[str]) -> None:
-    """The one link the profile needs (present, exported by a live exporter) and the power port."""
-    from harness.transports.labgrid.power import POWER_CLASSES
-    from harness.transports.labgrid.transport import SERIAL_CLASSES, SSH_CLASSES
+def _assess_resources(
+    res, device_id: str, prof: DeviceProfile, t: LabgridSettings, resources: list, matches: list[str]
+) -> None:
+    """The one link the profile needs (present, exported by a live exporter) and the power port, judged
+    as a run judges them (`power.find_switch`)."""
+    from harness.transports.labgrid.power import POWER_CLASSES, find_switch
+    from harness.transports.labgrid.transport import link_classes
 
-    want = SERIAL_CLASSES if prof.runtime == "tflm" else SSH_CLASSES
-    kind = "MCU profile" if want == SERIAL_CLASSES else "Linux profile"
+    want, kind = link_classes(prof.runtime)
     links = [r for r in resources if r.cls in want]
     exported = ", ".join(f"{r.name} ({r.cls})" for r in resources) or (
         f"nothing its matches {', '.join(matches)} find: is that exporter running?" if matches else "nothing"
     )
     if not links:
         res.problems.append(
-            f"labgrid place '{t.place}' exports no {want[0]} (its {kind} '{prof.name}' needs one; "
+            f"labgrid place '{t.place}' exports no {want[0]} (its {kind} profile '{prof.name}' needs one; "
             f"the place exports {exported})"
         )
     elif len(links) > 1:
@@ -72,19 +74,19 @@ def _assess_resources(res, prof: DeviceProfile, t: LabgridSettings, resources: l
         res.problems.append(
             f"labgrid place '{t.place}': its {links[0].cls} {links[0].name} is not available (exporter offline?)"
         )
-    power = [r for r in resources if r.cls in POWER_CLASSES]
-    if not power:
+    try:
+        switch = find_switch(device_id, t.place, resources)
+    except (ConfigError, InfraError) as exc:  # several power ports, or one whose exporter is offline
+        res.problems.append(str(exc))
+        return
+    if switch is None:
         if t.power_cycle:
             res.notes.append(
                 f"place '{t.place}' exports no power port ({', '.join(POWER_CLASSES)}): a hung board fails its job "
                 "instead of being power-cycled"
             )
-    elif len(power) > 1:
-        res.problems.append(f"labgrid place '{t.place}' exports several power ports; hilbench uses exactly one")
-    elif not power[0].avail:
-        res.problems.append(f"labgrid place '{t.place}': its power port {power[0].name} is not available")
     else:
-        res.notes.append(f"power: {power[0].cls} {power[0].name}")
+        res.notes.append(f"power: {switch.describe()}")
 
 
 def _probe_board(dev: Device, prof: DeviceProfile, log: Callable[[str], None], res):

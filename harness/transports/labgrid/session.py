@@ -290,10 +290,7 @@ class Coordinator:
                 out.append(PlaceInfo(name, dict(p.tags), matches, found, p.acquired or None))
             return out
 
-        try:
-            return self._loop.call(read())
-        except Exception as exc:
-            raise InfraError(f"labgrid coordinator {self.address}: cannot list places ({_why(exc)})") from None
+        return self._rpc(read(), "cannot list places")
 
 
 def _why(exc: BaseException) -> str:

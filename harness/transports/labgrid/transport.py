@@ -31,6 +31,12 @@ SERIAL_CLASSES = ("NetworkSerialPort",)
 SSH_CLASSES = ("NetworkService",)
 
 
+def link_classes(runtime: str) -> tuple[tuple[str, ...], str]:
+    """The resource classes a place must export for a profile of this runtime, and the kind of board
+    (`MCU` or `Linux`): the rule `harness.lab.config.link_type` applies to pick the serial or SSH link."""
+    return (SERIAL_CLASSES, "MCU") if runtime == "tflm" else (SSH_CLASSES, "Linux")
+
+
 class LabgridTransport(Transport):
     inner: Transport | None = None
     acquired = False
@@ -155,7 +161,7 @@ class LabgridTransport(Transport):
     def _board(self, lg, t: LabgridSettings) -> tuple[Device, str]:
         """The device as the serial or SSH transport sees it, once the place's resource has an address
         (an exporter starts ser2net, and so publishes the port, only after the place is acquired)."""
-        want = SERIAL_CLASSES if self.profile.runtime == "tflm" else SSH_CLASSES
+        want, kind = link_classes(self.profile.runtime)
         deadline = time.monotonic() + t.resource_timeout
         while True:
             resources = lg.resources(t.place)
@@ -171,10 +177,9 @@ class LabgridTransport(Transport):
                 return self._device_for(ready[0], t)
             if time.monotonic() >= deadline:
                 exported = ", ".join(f"{r.name} ({r.cls})" for r in resources) or "nothing"
-                kind = "MCU profile" if want == SERIAL_CLASSES else "Linux profile"
                 raise InfraError(
                     f"device '{self.device.id}': labgrid place '{t.place}' has no available {want[0]} "
-                    f"after {t.resource_timeout:g} s (its {kind} '{self.profile.name}' needs one; "
+                    f"after {t.resource_timeout:g} s (its {kind} profile '{self.profile.name}' needs one; "
                     f"the place exports {exported})"
                 )
             time.sleep(POLL_SECONDS)
