@@ -158,6 +158,64 @@ def rebuild_chain(model, make: Callable[[Any, Any], Any], input_shape: tuple | N
     return keras.Model(inp, h, name=model.name)
 
 
+def graph_nodes(model) -> list:
+    """The call nodes of a functional or Sequential model in an order where every node comes after the
+    nodes that produce its inputs (input layers excluded). Keras keeps this order per depth; a shared
+    layer appears once per call."""
+    functional = getattr(model, "_functional", None) if type(model).__name__ == "Sequential" else model
+    if functional is None or not hasattr(functional, "_nodes_by_depth"):
+        raise ModelError(f"model '{model.name}': not a functional or built Sequential Keras model")
+    by_depth = functional._nodes_by_depth
+    return [
+        node
+        for depth in sorted(by_depth, reverse=True)
+        for node in by_depth[depth]
+        if type(node.operation).__name__ != "InputLayer"
+    ]
+
+
+def graph_inputs(model) -> list:
+    functional = getattr(model, "_functional", None) if type(model).__name__ == "Sequential" else model
+    return list(functional.inputs)
+
+
+def graph_outputs(model) -> list:
+    functional = getattr(model, "_functional", None) if type(model).__name__ == "Sequential" else model
+    return list(functional.outputs)
+
+
+def rebuild_graph(model, make: Callable[[Any, tuple, dict], Any] | None = None, name: str | None = None):
+    """A functional model with the same topology as `model` (any DAG: branches, Add, Concatenate,
+    shared layers), each call node replaced by `make(layer, args, kwargs) -> output tensor(s)`, where
+    args/kwargs are the node's call arguments with its input tensors replaced by the new ones.
+
+    The default `make` calls the original layer (weights shared). The structural steps pass a `make`
+    that builds a narrower or fake-quantized twin and copies weights; the topology always follows the
+    original, so nothing is limited to chains.
+    """
+    keras = keras_module()
+    from keras import tree
+
+    make = make or (lambda layer, args, kwargs: layer(*args, **kwargs))
+    new: dict[int, Any] = {}
+    inputs = []
+    for old in graph_inputs(model):
+        inp = keras.Input(
+            tuple(old.shape[1:]), batch_size=None, dtype=old.dtype, name=getattr(old, "name", None) or None
+        )
+        new[id(old)] = inp
+        inputs.append(inp)
+    for node in graph_nodes(model):
+        args, kwargs = node.arguments.fill_in(new)
+        out = make(node.operation, tuple(args), dict(kwargs))
+        for o_old, o_new in zip(tree.flatten(node.outputs), tree.flatten(out)):
+            new[id(o_old)] = o_new
+    outputs = [new[id(t)] for t in graph_outputs(model)]
+    return keras.Model(
+        inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name=name or model.name
+    )
+
+
 def clone_layer(layer, **overrides):
     """A fresh layer of the same class and configuration (weights not copied)."""
     cfg = layer.get_config()
