@@ -158,14 +158,19 @@ def rebuild_chain(model, make: Callable[[Any, Any], Any], input_shape: tuple | N
     return keras.Model(inp, h, name=model.name)
 
 
+def _functional(model) -> Any:
+    """The functional graph of a model (a built Sequential keeps one inside)."""
+    functional = getattr(model, "_functional", None) if type(model).__name__ == "Sequential" else model
+    if functional is None or not hasattr(functional, "_nodes_by_depth"):
+        raise ModelError(f"model '{model.name}': not a functional or built Sequential Keras model")
+    return functional
+
+
 def graph_nodes(model) -> list:
     """The call nodes of a functional or Sequential model in an order where every node comes after the
     nodes that produce its inputs (input layers excluded). Keras keeps this order per depth; a shared
     layer appears once per call."""
-    functional = getattr(model, "_functional", None) if type(model).__name__ == "Sequential" else model
-    if functional is None or not hasattr(functional, "_nodes_by_depth"):
-        raise ModelError(f"model '{model.name}': not a functional or built Sequential Keras model")
-    by_depth = functional._nodes_by_depth
+    by_depth = _functional(model)._nodes_by_depth
     return [
         node
         for depth in sorted(by_depth, reverse=True)
@@ -175,13 +180,11 @@ def graph_nodes(model) -> list:
 
 
 def graph_inputs(model) -> list:
-    functional = getattr(model, "_functional", None) if type(model).__name__ == "Sequential" else model
-    return list(functional.inputs)
+    return list(_functional(model).inputs)
 
 
 def graph_outputs(model) -> list:
-    functional = getattr(model, "_functional", None) if type(model).__name__ == "Sequential" else model
-    return list(functional.outputs)
+    return list(_functional(model).outputs)
 
 
 def rebuild_graph(model, make: Callable[[Any, tuple, dict], Any] | None = None, name: str | None = None):
