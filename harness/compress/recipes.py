@@ -101,7 +101,7 @@ class StructuredPruneStep(_TrainStep):
 
     reduction: float = Field(gt=0, lt=1)  # fraction of MACs (or parameters) to remove
     target: Literal["macs", "params"] = "macs"
-    criterion: Literal["l1", "l2"] = "l1"
+    criterion: Literal["l1", "l2", "bn_gamma"] = "l1"
 
 
 class TeacherRef(_Strict):

@@ -1,27 +1,33 @@
 """Structured (filter/unit) pruning: a narrower dense model, smaller and faster on TFLite and TFLM.
 
 No maintained library removes filters from Keras 3 models (tfmot has no filter pruning and rejects
-Keras 3; kerassurgeon fails on Keras 3), so this module rebuilds the model: each Conv2D / Dense layer
-except the last keeps its `keep` highest-norm filters (L1 or L2 of the filter's weights), and every
-layer after it is sliced to match: the next Conv2D/Dense keeps the matching input channels, a
-DepthwiseConv2D and BatchNormalization keep the matching channels, and a Dense after Flatten keeps the
-rows of the kept channels at every spatial position. The network's input and output stay as they were.
+Keras 3; kerassurgeon fails on Keras 3), so the model is rebuilt with fewer channels. Which channels
+must go together (through Add, Concatenate, BatchNormalization, depthwise convs, Flatten -> Dense...)
+is the channel dependency graph's business (channels.py); the rebuild with the surviving weights is
+narrow.py's. This step picks the channels: each prunable group keeps its strongest channels (L1 or
+L2 of the coupled filters summed over the group's layers, or BatchNormalization gamma), one keep ratio
+for every group, the largest whose MACs (or parameters) fall by at least the requested `reduction`,
+found by bisection on counts computed from the graph the same way `hil analyze` counts the converted
+model. The network's inputs and outputs stay as they were; groups the graph froze are logged.
 
-One keep ratio applies to every pruned layer; it is the largest ratio whose MACs (or parameters)
-fall by at least the requested `reduction`, found by bisection on counts computed from the layer shapes
-the same way `hil analyze` counts the converted model (conv: output pixels x kernel x in x out, depthwise:
-output pixels x kernel x channels, dense: in x out). Models with branches are refused.
+`depth_multiplied` (students with fewer blocks) still works on chains of layers (`_layers`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from harness.compress.channels import PRODUCER_ROLES, ChannelGraph
+from harness.compress.narrow import narrowed
 from harness.compress.train import chain_layers, clone_layer, io_shapes, keras_module
 from harness.errors import ConfigError
+
+_log = logging.getLogger(__name__)
 
 PRODUCERS = ("Conv2D", "Dense")
 PASSTHROUGH = (
@@ -63,80 +69,116 @@ def _layers(model, where: str) -> list[_Layer]:
     return out
 
 
-def _prunable(layers: list[_Layer]) -> list[int]:
-    """Indices of the producers whose outputs may shrink: every Conv2D/Dense but the last weighted layer."""
-    weighted = [i for i, ly in enumerate(layers) if ly.kind in PRODUCERS + ("DepthwiseConv2D",)]
-    last = weighted[-1] if weighted else -1
-    return [i for i in weighted if layers[i].kind in PRODUCERS and i != last]
+def importance(graph: ChannelGraph, criterion: str) -> np.ndarray:
+    """A score per channel (indexed by its root element), summed over every layer the channel touches:
+    the L1/L2 norm of each producer's filter (and of a depthwise kernel's channel), each layer's norms
+    divided by their mean so that layers of different sizes weigh alike; with `bn_gamma`, the summed
+    |gamma| of the BatchNormalization layers on the channel (groups without one fall back to L1)."""
+    norms = np.zeros(len(graph.root))
+    gammas = np.zeros(len(graph.root))
+    order = 1 if criterion in ("l1", "bn_gamma") else 2
+
+    def add(into: np.ndarray, arr: np.ndarray, values: np.ndarray) -> None:
+        mean = float(values.mean()) if values.size else 0.0
+        np.add.at(into, graph.root[arr], values / mean if mean > 0 else values)
+
+    def norm(k: np.ndarray, axis: int) -> np.ndarray:
+        flat = np.moveaxis(k, axis, -1).reshape(-1, k.shape[axis])
+        return np.abs(flat).sum(axis=0) if order == 1 else np.sqrt((flat**2).sum(axis=0))
+
+    for key, call in graph.first.items():
+        w = call.layer.get_weights() if call.role != "frozen" else []
+        if call.role in ("conv", "dense"):
+            add(norms, call.outputs[0], norm(w[0], -1))
+        elif call.role == "transpose":
+            add(norms, call.outputs[0], norm(w[0], -2))
+        elif call.role == "separable":
+            add(norms, call.outputs[0], norm(w[1], -1))
+        elif call.role == "depthwise" and int(call.layer.depth_multiplier) == 1:
+            add(norms, call.inputs[0], norm(w[0][..., 0], -1))
+        elif call.role == "norm" and type(call.layer).__name__ == "BatchNormalization" and call.layer.scale:
+            add(gammas, call.outputs[0], np.abs(w[0]))
+    if criterion != "bn_gamma":
+        return norms
+    with_bn = np.zeros(len(graph.root), dtype=bool)
+    for g in graph.groups:
+        if (gammas[g.channels] > 0).any():
+            with_bn[g.channels] = True
+    return np.where(with_bn, gammas, norms)
 
 
-def _width(ly: _Layer) -> int:
-    return int(ly.out_shape[-1])
+class _Planner:
+    """Which channels survive at a keep ratio: each prunable group keeps its round(ratio x size)
+    strongest channels (at least one), and every producer at least one of its filters."""
+
+    def __init__(self, graph: ChannelGraph, criterion: str):
+        self.graph = graph
+        score = importance(graph, criterion)
+        self.ranked = [np.array(sorted(g.channels, key=lambda c: -score[c])) for g in graph.prunable()]
+        self.producers = [np.unique(graph.root[c.outputs[0]]) for c in graph.first.values() if c.role in PRODUCER_ROLES]
+        self.score = score
+
+    def sizes(self, ratio: float) -> list[int]:
+        return [max(1, int(round(len(chans) * ratio))) for chans in self.ranked]
+
+    def keep(self, ratio: float, sizes: list[int] | None = None) -> np.ndarray:
+        keep = self.graph.all_kept()
+        for chans, n in zip(self.ranked, sizes or self.sizes(ratio)):
+            keep[chans[n:]] = False
+        for chans in self.producers:
+            if len(chans) and not keep[chans].any():
+                keep[chans[np.argmax(self.score[chans])]] = True
+        return keep
 
 
-def plan_counts(layers: list[_Layer], keep: dict[int, int]) -> tuple[int, int]:
-    """(MACs, parameters) of the chain when producer i keeps keep[i] outputs (others: all)."""
-    macs = params = 0
-    frac = 1.0  # kept fraction of the current tensor's channels
-    for i, ly in enumerate(layers):
-        w = ly.layer.get_weights() if ly.kind in PRODUCERS + ("DepthwiseConv2D", "BatchNormalization") else []
-        if ly.kind in PRODUCERS:
-            k = w[0]
-            cin = k.shape[-2] if ly.kind == "Conv2D" else k.shape[0]
-            cout = k.shape[-1]
-            out_frac = keep.get(i, cout) / cout
-            cin_new = round(cin * frac)
-            cout_new = keep.get(i, cout)
-            pixels = int(np.prod(ly.out_shape[1:-1])) if ly.kind == "Conv2D" else 1
-            kernel = int(np.prod(k.shape[:-2])) if ly.kind == "Conv2D" else 1
-            macs += pixels * kernel * cin_new * cout_new
-            params += kernel * cin_new * cout_new + (cout_new if len(w) > 1 else 0)
-            frac = out_frac
-        elif ly.kind == "DepthwiseConv2D":
-            k = w[0]
-            c_new = round(k.shape[2] * frac)
-            pixels = int(np.prod(ly.out_shape[1:-1]))
-            kernel = int(np.prod(k.shape[:2]))
-            macs += pixels * kernel * c_new * k.shape[3]
-            params += kernel * c_new * k.shape[3] + (c_new * k.shape[3] if len(w) > 1 else 0)
-        elif ly.kind == "BatchNormalization":
-            params += 4 * round(w[0].shape[0] * frac)
-    return macs, params
+def _graph(model, where: str, log: Callable[[str], None]) -> ChannelGraph:
+    graph = ChannelGraph(model)
+    for line in graph.frozen_report():
+        log(f"{where}: left unpruned: {line}")
+    if not graph.prunable():
+        raise ConfigError(f"{where}: model '{model.name}' has no channel group that can be pruned")
+    return graph
 
 
-def _filter_order(ly: _Layer, criterion: str) -> np.ndarray:
-    k = ly.layer.get_weights()[0]
-    flat = k.reshape(-1, k.shape[-1])
-    norms = np.abs(flat).sum(axis=0) if criterion == "l1" else np.sqrt((flat**2).sum(axis=0))
-    return np.argsort(-norms, kind="stable")  # strongest first
-
-
-def choose_keep(layers: list[_Layer], reduction: float, target: str) -> tuple[dict[int, int], float]:
-    """Keep counts per prunable producer and the achieved reduction (>= `reduction`)."""
-    prunable = _prunable(layers)
-    if not prunable:
-        raise ValueError("no prunable Conv2D/Dense layer before the output layer")
-    base = plan_counts(layers, {})[0 if target == "macs" else 1]
-
-    def keep_at(r: float) -> dict[int, int]:
-        return {i: max(1, int(round(_width(layers[i]) * r))) for i in prunable}
+def choose_keep(graph: ChannelGraph, reduction: float, target: str, criterion: str) -> tuple[np.ndarray, float]:
+    """The channels kept at the largest keep ratio whose MACs (or parameters) fall by at least
+    `reduction`, and the reduction achieved (bisection on counts from the graph)."""
+    planner = _Planner(graph, criterion)
+    which = 0 if target == "macs" else 1
+    base = graph.counts(graph.all_kept())[which]
 
     def reduction_at(r: float) -> float:
-        return 1.0 - plan_counts(layers, keep_at(r))[0 if target == "macs" else 1] / base
+        return 1.0 - graph.counts(planner.keep(r))[which] / base
 
     if reduction_at(0.0) < reduction:
         raise ValueError(
             f"cannot remove {reduction:.0%} of the {target}: at most "
-            f"{reduction_at(0.0):.0%} with one filter left per layer"
+            f"{reduction_at(0.0):.0%} with one channel left per group"
         )
     lo, hi = 0.0, 1.0  # reduction_at(lo) >= reduction > reduction_at(hi)
-    for _ in range(40):
+    for _ in range(30):
         mid = (lo + hi) / 2
         if reduction_at(mid) >= reduction:
             lo = mid
         else:
             hi = mid
-    return keep_at(lo), reduction_at(lo)
+    # small groups make the ratio coarse (a U-Net's 8-channel groups): give channels back one group at a
+    # time while the target still holds, largest groups first
+    sizes = planner.sizes(lo)
+    order = sorted(range(len(sizes)), key=lambda i: -len(planner.ranked[i]))
+    for _ in range(8):
+        grown = False
+        for i in order:
+            if sizes[i] < len(planner.ranked[i]):
+                sizes[i] += 1
+                if 1.0 - graph.counts(planner.keep(lo, sizes))[which] / base >= reduction:
+                    grown = True
+                else:
+                    sizes[i] -= 1
+        if not grown:
+            break
+    keep = planner.keep(lo, sizes)
+    return keep, 1.0 - graph.counts(keep)[which] / base
 
 
 def prune_filters(
@@ -146,23 +188,23 @@ def prune_filters(
     criterion: str = "l1",
     where: str = "structured_prune",
     keep_weights: bool = True,
+    log: Callable[[str], None] = _log.info,
 ):
-    """The narrower model (kept filters' weights copied, or fresh weights with keep_weights=False: a
-    width-multiplied student for distillation) and the achieved reduction."""
-    layers = _layers(model, where)
+    """The narrower model (kept channels' weights copied, or fresh weights with keep_weights=False)
+    and the achieved reduction. Any functional or Sequential model: coupled channels go together
+    (channels.py); what the graph cannot reason about stays whole and is logged."""
+    graph = _graph(model, where, log)
     try:
-        keep, achieved = choose_keep(layers, reduction, target)
+        keep, achieved = choose_keep(graph, reduction, target, criterion)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return rebuild(model, layers, keep, criterion, keep_weights), achieved
+    return narrowed(graph, keep, keep_weights), achieved
 
 
 def width_multiplied(model, width: float, where: str):
-    """The teacher's architecture with every prunable layer `width` times as wide, fresh weights."""
-    layers = _layers(model, where)
-    prunable = _prunable(layers)
-    keep = {i: max(1, int(round(_width(layers[i]) * width))) for i in prunable}
-    return rebuild(model, layers, keep, "l1", keep_weights=False)
+    """The teacher's architecture with every channel group `width` times as wide, fresh weights."""
+    graph = _graph(model, where, _log.info)
+    return narrowed(graph, _Planner(graph, "l1").keep(width), keep_weights=False)
 
 
 SHAPE_KEEPERS = (
@@ -214,60 +256,3 @@ def depth_multiplied(model, depth: float, where: str):
         if i not in dropped and ly.kind != "InputLayer":
             h = clone_layer(ly.layer)(h)
     return keras.Model(inp, h, name=f"{model.name}_depth{depth:g}")
-
-
-def rebuild(model, layers: list[_Layer], keep: dict[int, int], criterion: str, keep_weights: bool):
-    keras = keras_module()
-    in_shape, _ = io_shapes(model)
-    inp = keras.Input(in_shape[1:], name=model.inputs[0].name.split(":")[0])
-    h = inp
-    kept: np.ndarray | None = None  # channel indices of the current tensor kept (None: all)
-    copies: list[tuple[Any, list[np.ndarray]]] = []
-    for i, ly in enumerate(layers):
-        layer = ly.layer
-        if ly.kind in PRODUCERS:
-            w = layer.get_weights()
-            k = w[0]
-            n_out = k.shape[-1]
-            out_idx = np.sort(_filter_order(ly, criterion)[: keep[i]]) if i in keep else np.arange(n_out)
-            if ly.kind == "Conv2D":
-                k = k if kept is None else k[:, :, kept, :]
-                new = clone_layer(layer, filters=len(out_idx))
-            else:
-                k = k if kept is None else k[kept, :]
-                new = clone_layer(layer, units=len(out_idx))
-            nw = [k[..., out_idx]] + ([w[1][out_idx]] if len(w) > 1 else [])
-            h = new(h)
-            copies.append((new, nw))
-            kept = out_idx if i in keep else None
-        elif ly.kind == "DepthwiseConv2D":
-            w = layer.get_weights()
-            mult = w[0].shape[3]
-            new = clone_layer(layer)
-            if kept is not None:
-                nw = [w[0][:, :, kept, :]] + ([w[1].reshape(-1, mult)[kept].reshape(-1)] if len(w) > 1 else [])
-                kept = (kept[:, None] * mult + np.arange(mult)[None, :]).reshape(-1) if mult > 1 else kept
-            else:
-                nw = w
-            h = new(h)
-            copies.append((new, nw))
-        elif ly.kind == "BatchNormalization":
-            w = layer.get_weights()
-            new = clone_layer(layer)
-            h = new(h)
-            copies.append((new, [a[kept] for a in w] if kept is not None else w))
-        elif ly.kind == "Flatten":
-            if kept is not None:
-                c = int(ly.in_shape[-1])
-                positions = int(np.prod(ly.in_shape[1:-1]))
-                kept = (np.arange(positions)[:, None] * c + kept[None, :]).reshape(-1)
-            h = clone_layer(layer)(h)
-        else:
-            if ly.kind == "Reshape" and kept is not None:
-                raise ConfigError(f"structured_prune: a Reshape ('{layer.name}') after a pruned layer is not supported")
-            h = clone_layer(layer)(h)
-    out = keras.Model(inp, h, name=model.name)
-    if keep_weights:
-        for new, nw in copies:
-            new.set_weights(nw)
-    return out
