@@ -98,10 +98,10 @@ class Group:
 class ChannelGraph:
     """The channel elements of every tensor of a model, their unions (channels) and groups."""
 
-    def __init__(self, model):
+    def __init__(self, model) -> None:
         self.model = model
         self._parent: list[int] = []
-        self._reasons: dict[int, str] = {}
+        self._reasons: dict[int, list[str]] = {}
         self.calls: list[Call] = []
         self.first: dict[int, Call] = {}  # id(layer) -> its first call (whose weights are sliced)
         self._tensors: dict[int, np.ndarray] = {}
@@ -132,7 +132,9 @@ class ChannelGraph:
     def _freeze(self, arrs: Iterable[np.ndarray], reason: str) -> None:
         for a in arrs:
             for e in a.tolist():
-                self._reasons.setdefault(e, reason)
+                why = self._reasons.setdefault(e, [])
+                if reason not in why:
+                    why.append(reason)
 
     # ------------------------------------------------------------------ tracing
     @staticmethod
@@ -182,6 +184,12 @@ class ChannelGraph:
         shared = self.first.get(id(layer))
         if shared is not None and role in ("conv", "dense", "transpose", "separable", "depthwise", "norm"):
             self._unite(shared.inputs[0], ins[0])  # one set of weights: every call prunes alike
+        if role in PRODUCER_ROLES or (role == "pass" and kind == "Activation"):
+            if cfg.get("activation") in ("softmax", "log_softmax"):  # each output depends on all channels
+                reason = f"layer '{layer.name}' ({kind}, {cfg['activation']} over the channels)"
+                out = self._produced.setdefault(id(layer), self._fresh(n_out[0]))
+                self._freeze([out] if role in PRODUCER_ROLES else [ins[0], out], reason)
+                return "frozen" if role == "pass" else role, [out]
         if role in PRODUCER_ROLES:
             if role == "separable" and int(cfg.get("depth_multiplier", 1)) != 1:
                 self._freeze(ins, f"layer '{layer.name}' ({kind}, depth_multiplier {cfg['depth_multiplier']})")
@@ -247,10 +255,11 @@ class ChannelGraph:
         for c, ns in producers.items():
             names.setdefault(find(c), []).extend(ns)
         reasons: dict[int, list[str]] = {}
-        for e, why in self._reasons.items():
+        for e, whys in self._reasons.items():
             g = find(int(self.root[e]))
-            if why not in reasons.setdefault(g, []):
-                reasons[g].append(why)
+            for why in whys:
+                if why not in reasons.setdefault(g, []):
+                    reasons[g].append(why)
         out = []
         for g, chans in sorted(members.items()):
             frozen = reasons.get(g, [])
@@ -263,11 +272,12 @@ class ChannelGraph:
         return [g for g in self.groups if not g.frozen and len(g.channels) > 1]
 
     def frozen_report(self) -> list[str]:
-        """One line per frozen group that a producer makes (the inputs and outputs are always frozen)."""
+        """One line per frozen group that a producer makes, with why (the model's outputs are frozen
+        anyway: not reported)."""
         lines = []
         for g in self.groups:
-            if g.frozen and g.producers:
-                why = [r for r in g.frozen if r not in ("model input", "model output")]
+            if g.frozen and g.producers and "model output" not in g.frozen:
+                why = [r for r in g.frozen if r != "model input"]
                 if why:
                     lines.append(f"{', '.join(g.producers)} ({len(g.channels)} channels): {'; '.join(why)}")
         return lines
