@@ -82,11 +82,15 @@ def test_structured_pruning_removes_the_requested_share_of_macs_and_parameters(d
     macs_cut = 1 - a.total_macs / base.total_macs
     assert 0.5 <= macs_cut < 0.6 and macs_cut == pytest.approx(achieved, abs=0.005), (macs_cut, achieved)
     assert a.param_count < base.param_count and a.size_bytes < base.size_bytes
-    # the kept filters are the strongest ones, with their weights copied
+    # the kept filters are the strongest ones, with their weights copied: L1 of the filter plus L1 of the
+    # depthwise channel it feeds (coupled: pruned together), each layer's norms over their mean
     k0 = model.get_layer("conv2d").get_weights()[0]
+    d0 = model.get_layer("depthwise_conv2d").get_weights()[0][..., 0]
     first = narrow.get_layer("conv2d")
     assert first.filters < 16
-    kept = np.sort(np.argsort(-np.abs(k0).reshape(-1, k0.shape[-1]).sum(axis=0), kind="stable")[: first.filters])
+    l1 = [np.abs(k).reshape(-1, k.shape[-1]).sum(axis=0) for k in (k0, d0)]
+    score = sum(v / v.mean() for v in l1)
+    kept = np.sort(np.argsort(-score, kind="stable")[: first.filters])
     np.testing.assert_array_equal(first.get_weights()[0], k0[..., kept])
     x = digits["xe"][:50]
     assert narrow.predict(x, verbose=0).shape == model.predict(x, verbose=0).shape
