@@ -183,7 +183,7 @@ def test_every_supported_layer_kind_couples_its_channels():
     """Concatenate offsets joined to an Add, SeparableConv, DepthwiseConv, a squeeze-excite Multiply (a
     Dense -> Reshape scale), Conv2DTranspose, Cropping, a Reshape that keeps the channel axis, a Dense on
     a 3-D tensor, Subtract, Conv1D, UpSampling, padding and Flatten -> Dense: the pruned model computes
-    the original with the pruned channels zeroed; a Sequential model too."""
+    the original with the pruned channels zeroed; a Sequential model and a layer called twice too."""
     import keras
 
     from harness.compress.channels import ChannelGraph
@@ -208,8 +208,12 @@ def test_every_supported_layer_kind_couples_its_channels():
     seq = keras.Sequential(
         [keras.Input((8, 8, 1)), L.Conv2D(6, 3), L.BatchNormalization(), L.ReLU(), L.Flatten(), L.Dense(3)]
     )
+    shared = L.Conv2D(6, 3, padding="same", name="shared")  # one set of filters called twice
+    inp2 = keras.Input((8, 8, 2))
+    y2 = L.Add()([shared(L.Conv2D(4, 1)(inp2)), shared(L.Conv2D(4, 1)(inp2))])
+    twice = keras.Model(inp2, L.Dense(3)(L.Flatten()(y2)))
     x = np.random.default_rng(0).normal(size=(8, 12, 12, 3)).astype(np.float32)
-    for m, xs in ((model, x), (seq, x[:, :8, :8, :1])):
+    for m, xs in ((model, x), (seq, x[:, :8, :8, :1]), (twice, x[:, :8, :8, :2])):
         _randomize_norms(m)
         graph = ChannelGraph(m)
         assert not graph.frozen_report()

@@ -142,6 +142,12 @@ class ChannelGraph:
         shape = tuple(t.shape)
         return int(shape[-1]) if len(shape) >= 2 and shape[-1] is not None else 0
 
+    def _produce(self, layer, n: int) -> np.ndarray:
+        """A layer's output elements, the same for every call of a shared layer (one set of filters)."""
+        if id(layer) not in self._produced:
+            self._produced[id(layer)] = self._fresh(n)
+        return self._produced[id(layer)]
+
     def _elements(self, t) -> np.ndarray:
         if id(t) not in self._tensors:  # a tensor the graph did not produce (a constant): frozen
             arr = self._fresh(self._channels(t))
@@ -187,22 +193,20 @@ class ChannelGraph:
         if role in PRODUCER_ROLES or (role == "pass" and kind == "Activation"):
             if cfg.get("activation") in ("softmax", "log_softmax"):  # each output depends on all channels
                 reason = f"layer '{layer.name}' ({kind}, {cfg['activation']} over the channels)"
-                out = self._produced.setdefault(id(layer), self._fresh(n_out[0]))
+                out = self._produce(layer, n_out[0])
                 self._freeze([out] if role in PRODUCER_ROLES else [ins[0], out], reason)
                 return "frozen" if role == "pass" else role, [out]
         if role in PRODUCER_ROLES:
             if role == "separable" and int(cfg.get("depth_multiplier", 1)) != 1:
                 self._freeze(ins, f"layer '{layer.name}' ({kind}, depth_multiplier {cfg['depth_multiplier']})")
-            if id(layer) not in self._produced:
-                self._produced[id(layer)] = self._fresh(n_out[0])
-            return role, [self._produced[id(layer)]]
+            return role, [self._produce(layer, n_out[0])]
         if role in ("pass", "norm"):
             return role, [ins[0]]
         if role == "depthwise":
             if int(cfg.get("depth_multiplier", 1)) == 1:
                 return role, [ins[0]]
             reason = f"layer '{layer.name}' ({kind}, depth_multiplier {cfg['depth_multiplier']})"
-            out = self._produced.setdefault(id(layer), self._fresh(n_out[0]))
+            out = self._produce(layer, n_out[0])
             self._freeze([ins[0], out], reason)
             return role, [out]
         if role == "merge":
