@@ -111,9 +111,12 @@ def test_filters_50_removes_real_channels_on_each_architecture(name):
     model, (x, y, xe, ye) = model_and_task(name)
     graph = ChannelGraph(model)
     assert graph.prunable() and not graph.frozen_report()
-    keep, achieved = choose_keep(graph, 0.5, "macs", "l1")
+    keep, achieved = choose_keep(graph, 0.5, "macs", "l1", align=8)  # as the recipe does
     pruned = narrowed(graph, keep)
     assert_same_function(graph, keep, pruned, xe[:32])
+    for g in graph.prunable():  # groups of a multiple of 8 channels keep a multiple of 8 (int8 kernels' blocks)
+        n = int(keep[g.channels].sum())
+        assert n % 8 == 0 if len(g.channels) % 8 == 0 and len(g.channels) >= 16 else n >= 1, (g.producers, n)
 
     if name != "mobilenet_v2":  # fine-tunes (the slowest to train is left as pruned)
         target, loss = (x, "mse") if name == "fc_autoencoder" else (y, "sparse_categorical_crossentropy")
@@ -129,7 +132,7 @@ def test_filters_50_removes_real_channels_on_each_architecture(name):
     assert a.total_macs == after.counts(after.all_kept())[0]  # the graph counts as `hil analyze` does
     ratio = a.total_macs / base_macs
     assert 0.45 <= ratio <= 0.5 and ratio == pytest.approx(1 - achieved), (name, ratio)
-    assert pruned.count_params() < 0.6 * model.count_params()
+    assert pruned.count_params() < 0.8 * model.count_params()
 
 
 def test_a_group_that_spans_an_add_is_pruned_identically_on_both_sides():

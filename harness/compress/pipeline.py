@@ -303,7 +303,9 @@ class Compressor:
                 from harness.compress.structured import prune_filters
                 from harness.compress.train import compile_classifier, fit
 
-                result, achieved = prune_filters(model, p.reduction, p.target, p.criterion, where, log=self.log)
+                result, achieved = prune_filters(
+                    model, p.reduction, p.target, p.criterion, where, log=self.log, align=p.align
+                )
                 metrics["reduction"] = {"target": p.target, "achieved": achieved}
                 compile_classifier(result, lr)
                 logs = fit(result, x, y, label=label, epochs=epochs, batch_size=batch, seed=recipe.seed, validation=val)

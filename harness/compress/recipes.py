@@ -102,6 +102,7 @@ class StructuredPruneStep(_TrainStep):
     reduction: float = Field(gt=0, lt=1)  # fraction of MACs (or parameters) to remove
     target: Literal["macs", "params"] = "macs"
     criterion: Literal["l1", "l2", "bn_gamma"] = "l1"
+    align: int = Field(8, ge=1)  # groups of a multiple of `align` channels keep a multiple of it
 
 
 class TeacherRef(_Strict):

@@ -109,17 +109,21 @@ def importance(graph: ChannelGraph, criterion: str) -> np.ndarray:
 
 class _Planner:
     """Which channels survive at a keep ratio: each prunable group keeps its round(ratio x size)
-    strongest channels (at least one), and every producer at least one of its filters."""
+    strongest channels (at least one), and every producer at least one of its filters. Groups whose
+    size is a multiple of `align` (and at least twice it) keep a multiple of `align`: int8 kernels on
+    CPUs (XNNPACK, CMSIS-NN) run whole blocks of 4-16 channels, so 23 channels cost what 24 do (ResNet-8
+    at 32x32 pruned to (11, 23, 45) filters: 0.50x MACs, 0.85x p50; to (8, 24, 48): 0.42x, 0.51x)."""
 
-    def __init__(self, graph: ChannelGraph, criterion: str):
+    def __init__(self, graph: ChannelGraph, criterion: str, align: int = 1):
         self.graph = graph
         score = importance(graph, criterion)
         self.ranked = [np.array(sorted(g.channels, key=lambda c: -score[c])) for g in graph.prunable()]
+        self.step = [align if len(c) % align == 0 and len(c) >= 2 * align else 1 for c in self.ranked]
         self.producers = [np.unique(graph.root[c.outputs[0]]) for c in graph.first.values() if c.role in PRODUCER_ROLES]
         self.score = score
 
     def sizes(self, ratio: float) -> list[int]:
-        return [max(1, int(round(len(chans) * ratio))) for chans in self.ranked]
+        return [max(s, s * int(round(len(chans) * ratio / s))) for chans, s in zip(self.ranked, self.step)]
 
     def keep(self, ratio: float, sizes: list[int] | None = None) -> np.ndarray:
         keep = self.graph.all_kept()
@@ -140,10 +144,12 @@ def _graph(model, where: str, log: Callable[[str], None]) -> ChannelGraph:
     return graph
 
 
-def choose_keep(graph: ChannelGraph, reduction: float, target: str, criterion: str) -> tuple[np.ndarray, float]:
+def choose_keep(
+    graph: ChannelGraph, reduction: float, target: str, criterion: str, align: int = 1
+) -> tuple[np.ndarray, float]:
     """The channels kept at the largest keep ratio whose MACs (or parameters) fall by at least
     `reduction`, and the reduction achieved (bisection on counts from the graph)."""
-    planner = _Planner(graph, criterion)
+    planner = _Planner(graph, criterion, align)
     which = 0 if target == "macs" else 1
     base = graph.counts(graph.all_kept())[which]
 
@@ -162,21 +168,20 @@ def choose_keep(graph: ChannelGraph, reduction: float, target: str, criterion: s
             lo = mid
         else:
             hi = mid
-    # small groups make the ratio coarse (a U-Net's 8-channel groups): give channels back one group at a
-    # time while the target still holds, largest groups first
+    # small groups and `align` make the ratio coarse: give channels back one step at a time while the
+    # target holds, to the group that keeps the smallest share of its channels first (evenly)
     sizes = planner.sizes(lo)
-    order = sorted(range(len(sizes)), key=lambda i: -len(planner.ranked[i]))
-    for _ in range(8):
-        grown = False
-        for i in order:
-            if sizes[i] < len(planner.ranked[i]):
-                sizes[i] += 1
-                if 1.0 - graph.counts(planner.keep(lo, sizes))[which] / base >= reduction:
-                    grown = True
-                else:
-                    sizes[i] -= 1
-        if not grown:
+    full = [len(c) for c in planner.ranked]
+    tried: set[int] = set()
+    for _ in range(4 * len(sizes) + 8):
+        open_ = [i for i in range(len(sizes)) if i not in tried and sizes[i] + planner.step[i] <= full[i]]
+        if not open_:
             break
+        i = min(open_, key=lambda j: (sizes[j] / full[j], -full[j]))
+        sizes[i] += planner.step[i]
+        if 1.0 - graph.counts(planner.keep(lo, sizes))[which] / base < reduction:
+            sizes[i] -= planner.step[i]
+            tried.add(i)  # too costly now: never cheaper later
     keep = planner.keep(lo, sizes)
     return keep, 1.0 - graph.counts(keep)[which] / base
 
@@ -189,13 +194,15 @@ def prune_filters(
     where: str = "structured_prune",
     keep_weights: bool = True,
     log: Callable[[str], None] = _log.info,
+    align: int = 8,
 ):
     """The narrower model (kept channels' weights copied, or fresh weights with keep_weights=False)
     and the achieved reduction. Any functional or Sequential model: coupled channels go together
-    (channels.py); what the graph cannot reason about stays whole and is logged."""
+    (channels.py); what the graph cannot reason about stays whole and is logged. Groups of a multiple
+    of `align` channels keep a multiple of `align` (1: any count)."""
     graph = _graph(model, where, log)
     try:
-        keep, achieved = choose_keep(graph, reduction, target, criterion)
+        keep, achieved = choose_keep(graph, reduction, target, criterion, align)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return narrowed(graph, keep, keep_weights), achieved
