@@ -225,6 +225,20 @@ def test_every_supported_layer_kind_couples_its_channels():
         assert_same_function(graph, keep, pruned, xs)
         after = ChannelGraph(pruned)
         assert 1 - after.counts(after.all_kept())[0] / graph.counts(graph.all_kept())[0] == pytest.approx(achieved)
+    # bn_gamma ranks a group's channels by |gamma| of its BatchNorm (L1 would not pick these two)
+    bn = next(ly for ly in seq.layers if type(ly).__name__ == "BatchNormalization")
+    w = bn.get_weights()
+    w[0] = np.where(np.isin(np.arange(6), [2, 5]), 3.0, 0.01).astype(np.float32)
+    bn.set_weights(w)
+    conv = seq.layers[0]
+    k = conv.get_weights()
+    k[0][..., [2, 5]] *= 1e-3  # the weakest filters by norm
+    conv.set_weights(k)
+    sg = ChannelGraph(seq)
+    keep, _ = choose_keep(sg, 0.5, "macs", "bn_gamma")
+    assert {2, 5} <= set(sg.kept(sg.first[id(conv)].outputs[0], keep).tolist())
+    keep, _ = choose_keep(sg, 0.5, "macs", "l1")
+    assert not {2, 5} & set(sg.kept(sg.first[id(conv)].outputs[0], keep).tolist())
     # the concatenation's two halves are pruned as the 1x1 conv's matching channels
     g0 = ChannelGraph(model)
     add = next(c for c in g0.calls if type(c.layer).__name__ == "Add")
