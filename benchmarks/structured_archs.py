@@ -6,7 +6,7 @@ DS-CNN 49x10 MFCCs as KWS, MobileNetV1/V2 96x96x3 as VWW; the others at their te
 as initialised (latency and MACs do not depend on them): structured pruning of half the MACs through
 the channel graph, both models converted to int8 TFLite, MACs as `hil analyze` counts them and the
 median latency of LiteRT's interpreter on this host (one thread, interleaved rounds so that both
-models see the same host load). Usage: python benchmarks/compress_archs.py [NAME ...]
+models see the same host load). Usage: python benchmarks/structured_archs.py [NAME ...]
 """
 
 from __future__ import annotations
