@@ -102,6 +102,8 @@ def _v2_database(path: Path) -> str:
     store.close()
     with sqlite3.connect(path) as c:
         c.execute("DROP TABLE job_claims")
+        c.execute("DROP TABLE run_sessions")
+        c.execute("ALTER TABLE runs DROP COLUMN kind")
         c.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
     c.execute("PRAGMA journal_mode=DELETE")
     c.close()

@@ -43,7 +43,7 @@ def cmd_calibrate(args) -> int:
     for i in range(args.runs):
         orch = Orchestrator(inv, store, conv, common.log)
         jobs = orch.plan(specs, common.split_csv(args.variants), [device], common.options_from(args))
-        summary = orch.run(jobs, sys.argv[1:], label="calibration", wait=args.wait)
+        summary = orch.run(jobs, sys.argv[1:], label="calibration", wait=args.wait, kind="calibrate")
         if summary.infra_errors or summary.errors:
             raise ConfigError(
                 f"calibration run {summary.run_id} on '{device.id}' had failures: " + "; ".join(summary.failures[:3])

@@ -16,6 +16,9 @@ from harness.store.results import ResultStore
 
 DEFAULT_INVENTORY_PATH = "inventory.yaml"
 
+# what "latest" means to every command (ResultStore.latest_run_id)
+LATEST = "the newest run started by `hil run` or `hil sweep`, never a gate confirmation or `hil calibrate` run"
+
 
 _log = logging.getLogger("harness.commands")
 

@@ -18,7 +18,7 @@ from harness.gate.thresholds import load_threshold_file
 
 def register(sub) -> None:
     p = sub.add_parser("gate", help="regression gate: compare a run with its baseline and budgets")
-    p.add_argument("--run", help="run id (default: latest)")
+    p.add_argument("--run", help=f"run id (default: {common.LATEST})")
     p.add_argument(
         "--baseline",
         default="last-pass",

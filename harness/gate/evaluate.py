@@ -497,7 +497,8 @@ def evaluate(
     min_samples: int = MIN_SAMPLES,
     warnings: list[str] | None = None,
 ) -> GateResult:
-    """Judge one run (the latest by default). Does not record anything; see `record`."""
+    """Judge one run (by default the latest a user started, `ResultStore.latest_run_id`). Does not
+    record anything; see `record`."""
     if not 0 < alpha < 1:
         raise ConfigError(f"--alpha {alpha}: must be between 0 and 1")
     if min_samples < 2:
@@ -506,7 +507,19 @@ def evaluate(
     profiles = profiles or {}
     overrides = overrides or {}
     run = store.run_row(run_id)
+    if run.get("kind") == "confirm":  # the reference's and the candidate's processes under one key
+        raise ConfigError(
+            f"run {run['run_id']}: a confirmation run (the gate's re-measurement for "
+            f"{str(run.get('label') or '')[len('confirm:') :] or 'another run'}), not a measurement to gate"
+        )
     result = GateResult(run["run_id"], run, spec, alpha, warnings=list(warnings or []))
+    if run.get("status") == "abandoned":
+        who = store.abandoned_runs([result.run_id]).get(result.run_id, "its session")
+        result.warnings.append(
+            f"run {result.run_id} was abandoned: the hilbench session measuring it ({who}) is gone and never "
+            "finished it; jobs without a result are listed as failures, and the same `hil run` command with "
+            "--resume measures them"
+        )
     before = float(run["started_at"])
     rows = _results_of_run(store, result.run_id)
     values = _values(store, [r["result_id"] for r in rows if r["status"] == "ok"])

@@ -12,8 +12,9 @@ is what pairing should compare (measured on the 2-core CI VM: the +5 % twin of t
 read +7.3 to +9.4 % in separate processes that differed by up to 10 % among themselves; within one
 process the ratio spread was under 1 %). MCU boards alternate flashed processes (A B A B ...).
 Artifacts are content-addressed, so the reference's artifact is found in the conversion cache by
-its sha256. Every confirmation process is stored as a result of its own run (label
-`confirm:<run id>`), so the evidence behind a verdict stays inspectable.
+its sha256. Every confirmation process is stored as a result of its own run (kind `confirm`, label
+`confirm:<run id>`), so the evidence behind a verdict stays inspectable; such a run is never the
+latest run, a reference or part of a series' history.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from harness.lab.config import Inventory, link_type
 from harness.models.convert import Converter
 from harness.run.device_lock import DeviceLock
 from harness.run.rows import flatten
-from harness.store.results import ResultRecord, ResultStore
+from harness.store.results import ClaimOwner, ResultRecord, ResultStore
 from harness.store.verdicts import artifact_of
 from harness.transports import transport_for
 
@@ -110,6 +111,7 @@ def confirm_key(
     jobs = {role: Job(mv, device, profile, options) for role, mv in variants.items()}
     transport = transport_for(device, profile, log)
     transport.cache_root = converter.cache_dir.parent
+    owner = ClaimOwner.this_process()
     confirm_run = (
         None
         if store.read_only
@@ -121,6 +123,8 @@ def confirm_key(
             platform.node(),
             None,
             f"confirm:{run_id}",
+            kind="confirm",  # never a "latest" run, a reference or a series' history
+            owner=owner,
         )
     )
     out.run_id = confirm_run
@@ -160,7 +164,7 @@ def confirm_key(
         transport.close()
         dev_lock.release()
         if confirm_run is not None:
-            store.finish_run(confirm_run, status)
+            store.finish_run(confirm_run, status, owner=owner)
     if out.impossible:
         return out
     for metric, (threshold, direction) in metrics.items():

@@ -31,6 +31,17 @@ def per_second(latency_us) -> float | None:
     return 1e6 / latency_us
 
 
+# runs that are not a user's measurement say so where they are shown (schema.RUN_KINDS)
+RUN_KINDS = {"confirm": "a confirmation run of `hil gate`", "calibrate": "an A/A run of `hil calibrate`"}
+
+
+# what a run whose status reads `abandoned` means (ResultStore.abandoned_runs)
+ABANDONED = (
+    "the hilbench session measuring it is gone (killed) and never finished it; "
+    "the same `hil run` command with --resume measures its missing jobs"
+)
+
+
 def run_label(run: dict | None) -> str:
     """A run's free-text label ('' when none: the store gives None, a pandas row NaN)."""
     label = (run or {}).get("label")
@@ -212,8 +223,10 @@ def render_run(wide: pd.DataFrame, run: dict | None = None) -> str:
     complexity, memory, accuracy, energy."""
     out = ["# hilbench report", ""]
     if run:
+        kind = RUN_KINDS.get(str(run.get("kind")))
         out += [
-            f"- run: `{run['run_id']}` ({run.get('status', '?')})",
+            f"- run: `{run['run_id']}` ({run.get('status', '?')}{', ' + kind if kind else ''})",
+            *([f"- abandoned: {ABANDONED}"] if run.get("status") == "abandoned" else []),
             f"- label: {run_label(run) or '-'}",
             f"- host: {run.get('host') or '-'}, hilbench {run.get('harness_version') or '-'}",
             f"- models repo commit: {run.get('git_commit') or '-'}",

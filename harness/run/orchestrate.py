@@ -30,6 +30,7 @@ from harness.run.device_lock import DeviceLock
 from harness.run.reference import with_references
 from harness.run.rows import flatten, model_rows
 from harness.store.results import ClaimOwner, ResultRecord, ResultStore
+from harness.store.schema import USER_RUN
 from harness.transports import transport_for
 
 _log = logging.getLogger(__name__)
@@ -273,17 +274,24 @@ class Orchestrator:
         return [replace(j, repeat=r) for r in range(rounds) for j in jobs if r < (j.options.repeats or 1)]
 
     def run(
-        self, jobs: list[Job], argv: list[str], resume: bool = False, label: str | None = None, wait: bool = True
+        self,
+        jobs: list[Job],
+        argv: list[str],
+        resume: bool = False,
+        label: str | None = None,
+        wait: bool = True,
+        kind: str = USER_RUN,
     ) -> RunSummary:
-        """Measure `jobs` as a new run, or (`resume`) the missing jobs of the newest unfinished run of
-        the same plan. Each device is measured under its cross-process lock (busy: wait with a
-        message, or with `wait=False` fail before anything is written); each job is claimed in the
-        store before it is measured, so concurrent sessions of one run never measure a job twice."""
+        """Measure `jobs` as a new run of `kind` (`hil calibrate`: calibrate), or (`resume`) the missing
+        jobs of the newest unfinished run of the same plan and kind. Each device is measured under its
+        cross-process lock (busy: wait with a message, or with `wait=False` fail before anything is
+        written); each job is claimed in the store before it is measured, so concurrent sessions of
+        one run never measure a job twice."""
         keys = [j.key for j in jobs] + [b.key for b in self.broken]
         plan_hash = hashlib.sha256(json.dumps(sorted(keys)).encode()).hexdigest()[:16]
         run_id, done = None, set()
         if resume:
-            run_id = self.store.resumable_run(plan_hash)
+            run_id = self.store.resumable_run(plan_hash, kind)
             if run_id:
                 done = self.store.done_jobs(run_id)
         todo = [j for j in jobs if j.key not in done]
@@ -298,7 +306,7 @@ class Orchestrator:
                 self._release_locks()
                 raise
         try:
-            return self._run(jobs, todo, keys, plan_hash, run_id, done, argv, resume, label)
+            return self._run(jobs, todo, keys, plan_hash, run_id, done, argv, resume, label, kind)
         finally:
             self._release_locks()
 
@@ -318,9 +326,10 @@ class Orchestrator:
         argv: list[str],
         resume: bool,
         label: str | None,
+        kind: str,
     ) -> RunSummary:
         if run_id:
-            self.store.reopen_run(run_id)
+            self.store.reopen_run(run_id, self.owner)
             self._say(f"resuming run {run_id}: {len(done)} of {len(jobs)} jobs already measured")
         elif resume:
             self._say("nothing to resume for this plan; starting a new run")
@@ -333,7 +342,9 @@ class Orchestrator:
             commits[j.key] = by_source[src_path] if src_path else None
         if run_id is None:
             first_commit = next((c for c in commits.values() if c), None)
-            run_id = self.store.start_run(keys, plan_hash, argv, __version__, platform.node(), first_commit, label)
+            run_id = self.store.start_run(
+                keys, plan_hash, argv, __version__, platform.node(), first_commit, label, kind, self.owner
+            )
         for dev_lock in self._device_locks.values():
             dev_lock.set_run(run_id)
         summary = RunSummary(run_id)
@@ -398,8 +409,10 @@ class Orchestrator:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            self.store.release_claims(self.owner)  # jobs not finished here stay missing for --resume
-            self.store.finish_run(run_id, status, planned=keys)
+            # the session ends with the status it leaves (never a `running` run without a session),
+            # then its claims: jobs not finished here stay missing for --resume
+            self.store.finish_run(run_id, status, planned=keys, owner=self.owner)
+            self.store.release_claims(self.owner)
         return summary
 
     def _device_worker(

@@ -33,7 +33,7 @@ from harness.errors import ConfigError
 from harness.store import schema
 from harness.store.engine import WRITE, enable_wal, failure, open_engine
 from harness.store.location import locate
-from harness.store.schema import job_claims, lineage, results, runs
+from harness.store.schema import job_claims, lineage, results, run_sessions, runs
 from harness.store.upsert import upsert
 
 DEFAULT_DB = Path("reports") / "results.sqlite"
@@ -208,7 +208,13 @@ class ResultStore:
         host: str,
         git_commit: str | None,
         label: str | None = None,
+        kind: str = schema.USER_RUN,
+        owner: ClaimOwner | None = None,
     ) -> str:
+        """A new run of `kind` (schema.RUN_KINDS); `owner`, the session measuring it, is recorded in the
+        same transaction, so that a run whose session dies at any point is known to be abandoned."""
+        if kind not in schema.RUN_KINDS:
+            raise ValueError(f"run kind {kind!r}")
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         with self._tx() as db:
             db.execute(
@@ -224,14 +230,19 @@ class ResultStore:
                     host=host,
                     git_commit=git_commit,
                     label=label,
+                    kind=kind,
                 )
             )
+            _join(db, run_id, owner)
         return run_id
 
-    def finish_run(self, run_id: str, status: str = "complete", planned: list[str] | None = None) -> str:
+    def finish_run(
+        self, run_id: str, status: str = "complete", planned: list[str] | None = None, owner: ClaimOwner | None = None
+    ) -> str:
         """Close a run. With `planned` (its job keys) the status follows what the database holds, not
         only this session: `complete` exactly when every planned job has a successful result (another
-        session resuming the same run may have measured some of them, or may still be measuring)."""
+        session resuming the same run may have measured some of them, or may still be measuring).
+        `owner`'s session of the run ends with it, in the same transaction."""
         with self._tx() as db:
             if planned is not None:
                 done = set(db.execute(_ok_jobs(run_id)).scalars())
@@ -240,21 +251,24 @@ class ResultStore:
                 elif status == "complete":
                     status = "incomplete"
             db.execute(sa.update(runs).where(runs.c.run_id == run_id).values(finished_at=time.time(), status=status))
+            if owner is not None:
+                db.execute(sa.delete(run_sessions).where(run_sessions.c.owner == owner.token))
         return status
 
-    def resumable_run(self, plan_hash: str) -> str | None:
-        """The newest unfinished run with the same plan, if any."""
+    def resumable_run(self, plan_hash: str, kind: str = schema.USER_RUN) -> str | None:
+        """The newest unfinished run of `kind` with the same plan, if any."""
         rows = self._query(
             sa.select(runs.c.run_id)
-            .where(runs.c.plan_hash == plan_hash, runs.c.status != "complete")
+            .where(runs.c.plan_hash == plan_hash, runs.c.status != "complete", self.run_kind() == kind)
             .order_by(runs.c.started_at.desc())
             .limit(1)
         )
         return rows[0][0] if rows else None
 
-    def reopen_run(self, run_id: str) -> None:
+    def reopen_run(self, run_id: str, owner: ClaimOwner | None = None) -> None:
         with self._tx() as db:
             db.execute(sa.update(runs).where(runs.c.run_id == run_id).values(status="running", finished_at=None))
+            _join(db, run_id, owner)
 
     def done_jobs(self, run_id: str) -> set[str]:
         return {r[0] for r in self._query(_ok_jobs(run_id))}
@@ -291,8 +305,10 @@ class ResultStore:
         return None
 
     def release_claims(self, owner: ClaimOwner) -> int:
-        """End every claim `owner` still holds (jobs it did not finish: a later --resume measures them)."""
+        """End every claim `owner` still holds (jobs it did not finish: a later --resume measures them)
+        and its sessions of runs."""
         with self._tx() as db:
+            db.execute(sa.delete(run_sessions).where(run_sessions.c.owner == owner.token))
             return db.execute(sa.delete(job_claims).where(job_claims.c.owner == owner.token)).rowcount
 
     def claims(self, run_id: str) -> list[tuple[str, str, int]]:
@@ -300,13 +316,53 @@ class ResultStore:
         c = job_claims.c
         return self._query(sa.select(c.job_key, c.host, c.pid).where(c.run_id == run_id).order_by(c.job_key))
 
+    def run_kind(self) -> sa.ColumnElement[str]:
+        """The kind of a run as this database holds it (inferred from its label before schema 5)."""
+        return schema.run_kind(self.schema_version)
+
     def runs(self) -> pd.DataFrame:
-        return self._frame(sa.select(runs).order_by(runs.c.started_at))
+        """Every run, oldest first, with its kind; a run left `running` by a session that is gone
+        (killed, never resumed) has the status `abandoned` (`abandoned_runs`)."""
+        cols = [c for c in runs.c if c.name != "kind"] + [self.run_kind().label("kind")]
+        df = self._frame(sa.select(*cols).order_by(runs.c.started_at))
+        gone = self.abandoned_runs(df.loc[df["status"] == "running", "run_id"].tolist())
+        if gone:
+            df.loc[df["run_id"].isin(list(gone)), "status"] = "abandoned"
+        return df
+
+    def abandoned_runs(self, run_ids: list[str]) -> dict[str, str]:
+        """Of these runs, those left `running` whose every session and job claim belongs to a process
+        that is gone, with the sessions that left them ("pid 123 on host"). A run with neither
+        (recorded by a hilbench older than schema 5, between its jobs) cannot be told from a running
+        one, and a session of another controller is trusted to be alive (`_owner_alive`)."""
+        tables = [t for t, since in ((job_claims, 3), (run_sessions, 5)) if self.schema_version >= since]
+        if not run_ids or not tables:
+            return {}
+        running = sa.select(runs.c.run_id).where(runs.c.run_id.in_(run_ids), runs.c.status == "running")
+        owners: dict[str, set[tuple[str, int, float]]] = {}
+        for table in tables:
+            c = table.c
+            for run, host, pid, started in self._query(
+                sa.select(c.run_id, c.host, c.pid, c.pid_started).where(c.run_id.in_(running))
+            ):
+                owners.setdefault(run, set()).add((host, pid, started))
+        return {
+            run: ", ".join(f"pid {pid} on {host}" for host, pid, _ in sorted(held))
+            for run, held in owners.items()
+            if not any(_owner_alive(*o) for o in held)
+        }
 
     def run_row(self, run_id: str | None = None) -> dict:
-        """One run's row (the latest by default); a clear error when there is none."""
+        """One run's row (the latest started by a user, `latest_run_id`, by default); a clear error
+        when there is none."""
         run_id = run_id or self.latest_run_id()
         if run_id is None:
+            others = self._query(sa.select(sa.func.count()).select_from(runs))[0][0]
+            if others:
+                raise ConfigError(
+                    f"{self.path}: no run started by `hil run` or `hil sweep` yet, only {others} "
+                    "confirmation/calibration run(s); pass --run RUN to pick one"
+                )
             raise ConfigError(f"{self.path}: no runs recorded yet (run `hil run` first)")
         rows = self.runs()
         match = rows[rows["run_id"] == run_id]
@@ -315,7 +371,15 @@ class ResultStore:
         return match.iloc[0].to_dict()
 
     def latest_run_id(self) -> str | None:
-        rows = self._query(sa.select(runs.c.run_id).order_by(runs.c.started_at.desc()).limit(1))
+        """The newest run a user started (`hil run`, `hil sweep`, `hil demo`): what "latest" means to
+        every command. The gate's confirmation runs and `hil calibrate`'s A/A runs are recorded later
+        than the run they serve, and must never become the run that is reported, gated or pinned."""
+        rows = self._query(
+            sa.select(runs.c.run_id)
+            .where(self.run_kind() == schema.USER_RUN)
+            .order_by(runs.c.started_at.desc())
+            .limit(1)
+        )
         return rows[0][0] if rows else None
 
     # ------------------------------------------------------------------ results
@@ -405,6 +469,9 @@ class ResultStore:
         """The newest successful result of one artifact on each device (wide: one column per metric):
         what `hil analyze` adds to a model's static numbers."""
         df = self.dataframe(include_failed=False, artifact_sha256=sha256)
+        # a confirmation process timed the artifact beside another one: not the artifact's own figures
+        confirmations = self._query(sa.select(runs.c.run_id).where(self.run_kind() == "confirm"))
+        df = df[~df["run_id"].isin([r[0] for r in confirmations])]
         if df.empty:
             return df
         newest = df.groupby("device_id")["result_id"].max()
@@ -488,6 +555,26 @@ class ResultStore:
                 d[c] = json.loads(d[c]) if d[c] else None
             out.append(d)
         return out
+
+
+def _join(db: sa.Connection, run_id: str, owner: ClaimOwner | None) -> None:
+    """Record `owner` as a session working on `run_id` (ended by `finish_run` or `release_claims`)."""
+    if owner is None:
+        return
+    upsert(
+        db,
+        run_sessions,
+        [
+            {
+                "run_id": run_id,
+                "owner": owner.token,
+                "host": owner.host,
+                "pid": owner.pid,
+                "pid_started": owner.pid_started,
+                "joined_at": time.time(),
+            }
+        ],
+    )
 
 
 def _ok_jobs(run_id: str) -> sa.Select:
