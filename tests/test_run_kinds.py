@@ -20,10 +20,12 @@ from gate_helpers import add_run
 from postgres import direct
 
 from harness.cli import main
+from harness.gate import baselines as bl
 from harness.lab.config import Device
 from harness.run.device_lock import DeviceLock
+from harness.store import verdicts
 from harness.store.copy import copy_history
-from harness.store.results import ClaimOwner, ResultStore
+from harness.store.results import ClaimOwner, ResultRecord, ResultStore
 
 P50 = "latency_p50_us"
 
@@ -196,3 +198,28 @@ def test_a_schema_4_database_keeps_confirmation_and_calibration_runs_out_of_late
     assert migrated.schema_version == 5 and migrated.latest_run_id() == users[-1]
     assert dict(zip(migrated.runs().run_id, migrated.runs().kind)) == kinds
     migrated.close()
+
+
+def test_confirmation_runs_are_never_a_reference_a_history_or_an_artifacts_figures(tmp_path):
+    """A confirmation run holds the reference's and the candidate's processes under one key, and it is
+    recorded after the run it confirms: no baseline, history or measured artifact may take it up, even
+    with a verdict it got from an accidental gate."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    art = "a" * 64
+    night = add_run(store, [{"samples": [100.0] * 50, "artifact": art}])
+    key = bl.key_of("m", "fp32", "local")
+    conf = store.start_run([f"confirm:{key}"], "confirm", [], "0", "host", None, f"confirm:{night}", kind="confirm")
+    for role in ("reference", "candidate"):
+        rec = ResultRecord(conf, f"confirm-{role}-0", "m", "0" * 64, "fp32", "local", "localhost", "ok")
+        rec.artifact_sha256 = art
+        store.record(rec, [(P50, 999.0, "us")], {})
+    store.finish_run(conf)
+    verdicts.replace_verdicts(store, conf, [{"key": key, "verdict": "pass", "model": "m", "variant": "fp32"}])
+    later = add_run(store, [{"samples": [100.0] * 50}])
+    rolling = bl.select(store, bl.BaselineSpec.parse("rolling:5"), "m", "fp32", "local", "localhost", later)
+    assert rolling is not None and rolling.run_ids == [night]
+    assert bl.select(store, bl.BaselineSpec.parse("last-pass"), "m", "fp32", "local", "localhost", later) is None
+    assert bl.last_passing(store).empty
+    assert {r[0] for r in verdicts.metric_history(store, key, "m", "fp32", "local", float("inf"))} == {night, later}
+    assert set(store.measured_artifact(art).run_id) == {night}
+    store.close()
