@@ -12,6 +12,7 @@ error a full disk gives, in the real write path."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -42,10 +43,27 @@ def without_dac_override() -> list[str]:
 
 
 _DRIVER = """
-import contextlib, io, json, sys, traceback
+import contextlib, io, json, os, sys, traceback
 from harness.cli import main
 out = []
 for args in json.loads(sys.argv[1]):
+    if args[0] == "!fill":  # fill the disk holding args[1]: the last write gets ENOSPC
+        fd = os.open(args[1], os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"x" * 4096)
+        except OSError as exc:
+            out.append((exc.errno, "", ""))
+        os.close(fd)
+        continue
+    if args[0] == "!touch":
+        open(args[1], "w").close()
+        out.append((0, "", ""))
+        continue
+    if args[0] == "!free":
+        os.remove(args[1])
+        out.append((0, "", ""))
+        continue
     o, e = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
         try:
@@ -178,6 +196,53 @@ def test_read_only_commands_work_on_a_read_only_mount(measured, tmp_path):
         prefix=["unshare", "-m", "sh", "-c", script, "sh"],
     ):
         assert code == 0, err
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare")
+def test_a_disk_that_fills_up_during_a_run_loses_nothing(tmp_path):
+    """A real full disk: the database on a small tmpfs of its own (a mount namespace), the spool in the
+    cache on another disk. The device's python fills the tmpfs before it measures (once the run is
+    open), so each result meets ENOSPC when it is stored. Everything happens in one process inside the
+    namespace (the tmpfs goes with it)."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespace here (unshare -m not permitted)")
+    lab = make_lab(tmp_path)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    flag, filler = tmp_path / "fill-the-disk", reports / "filler"
+    python = tmp_path / "filling-python"
+    python.write_text(
+        f"#!/bin/sh\n[ -e {flag} ] && dd if=/dev/zero of={filler} bs=4k 2>/dev/null\n"
+        f'exec {tmp_path / "fixed-python"} "$@"\n'
+    )
+    python.chmod(0o755)
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(inventory.read_text().replace(str(tmp_path / "fixed-python"), str(python)))
+    script = f'mount -t tmpfs -o size=4m tmpfs {reports} && exec "$@"'
+    first, filled, before_run, _, _, during_run, _, _, recover, results = hil_as_user(
+        lab,
+        RUN,
+        ["!fill", str(filler)],
+        RUN,  # full before the run: nothing can be measured and kept, so nothing starts
+        ["!free", str(filler)],
+        ["!touch", str(flag)],
+        RUN,  # full once the run is open: every result goes to the spool
+        ["!free", str(filler)],
+        ["!free", str(flag)],
+        ["db", "recover"],
+        ["results", "--latest"],
+        prefix=["unshare", "-m", "sh", "-c", script, "sh"],
+    )
+    assert first[0] == 0 and filled[0] == errno.ENOSPC, first
+    assert before_run[0] == 2 and before_run[1] == ""
+    assert "the disk holding the results database is full" in one_line(before_run[2].splitlines()[-1])
+    code, out, err = during_run
+    assert code == 2 and "Traceback" not in err, err
+    assert err.count("the disk holding the results database is full") >= 2 and err.count("kept in") == 2, err
+    assert recover[0] == 0 and "recovered 2 spooled result(s)" in recover[2], recover
+    run_id = out.strip()
+    assert results[0] == 0 and run_id in results[1] and results[1].count(" ok ") == 2, results
+    assert not list((Path(lab["env"]["HILBENCH_CACHE"]) / "spool").glob("*.json"))
 
 
 @pytest.mark.parametrize("setting", ["HILBENCH_CACHE", "HILBENCH_LOCK_DIR"])
