@@ -25,8 +25,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fixed_lab import FAST, make_lab
+from postgres import _as_postgres, start_postgres
 
 from harness.cli import main
+from harness.store.location import locate
+from harness.store.results import ResultRecord, ResultStore
+from harness.store.spool import Spool
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = ["run", "net.tflite", *FAST, "--repeats", "2"]
@@ -45,6 +49,9 @@ def without_dac_override() -> list[str]:
 _DRIVER = """
 import contextlib, io, json, os, sys, traceback
 from harness.cli import main
+from harness.store.location import locate
+from harness.store.results import ResultRecord, ResultStore
+from harness.store.spool import Spool
 out = []
 for args in json.loads(sys.argv[1]):
     if args[0] == "!fill":  # fill the disk holding args[1]: the last write gets ENOSPC
@@ -377,3 +384,78 @@ def test_a_spool_that_cannot_be_written_either_stops_the_run_and_says_what_is_lo
     assert err.count("LOST net/asis@dut") == 1, err  # the run stopped at the first: the next would be lost too
     assert "could be neither stored nor kept in" in err.splitlines()[-1] and "hil run --resume" in err
     assert stat.S_ISREG((Path(lab["env"]["HILBENCH_CACHE"]) / "spool").stat().st_mode)
+
+
+def test_a_spooled_result_is_stored_once_in_either_store(store_db, tmp_path):
+    """The replay itself on SQLite and PostgreSQL: every measurement and sample, the measurement time
+    kept, a file replayed twice stored once, another database's files left alone."""
+    store = ResultStore(store_db)
+    try:
+        run = store.start_run(["k"], "plan", ["test"], "0", "host", None)
+        spool = Spool(tmp_path / "spool", store.location)
+        rec = ResultRecord(run, "k", "m", "sha", "fp32", "dev", "localhost", "ok", raw={"latency_us": {"p50": 1.5}})
+        stamp = 1_700_000_000.123456789
+        path = spool.keep_result(
+            rec, [("latency_p50_us", 1.5, "us"), ("accuracy_top1", None, "")], {"steady": [1.0, 2.0]}, stamp
+        )
+        Spool(tmp_path / "spool", locate(tmp_path / "other.sqlite")).keep_result(rec, [], {}, stamp)
+        shutil.copy(path, tmp_path / "again.json")
+        done = spool.replay(store)
+        assert (done.stored, done.left, list(done.other_databases.values())) == (1, 0, [1])
+        shutil.copy(tmp_path / "again.json", path)
+        assert spool.replay(store).stored == 1  # recognised as stored already: no second row
+        df = store.dataframe(run)
+        assert df["result_id"].nunique() == 1 and df["timestamp"].iloc[0].timestamp() == pytest.approx(stamp, abs=1e-6)
+        assert dict(zip(df["metric"], df["value"])) == pytest.approx(
+            {"latency_p50_us": 1.5, "accuracy_top1": float("nan")}, nan_ok=True
+        )
+        assert store.samples(int(df["result_id"].iloc[0])) == [1.0, 2.0]
+        assert store.raw(int(df["result_id"].iloc[0])) == {"latency_us": {"p50": 1.5}}
+        assert len(spool.pending()) == 1  # the other database's file
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_postgresql_server_lost_during_a_run_loses_nothing(tmp_path, capsys, monkeypatch):
+    """Several controllers share one PostgreSQL store: when its server goes away in the middle of a
+    run (here: stopped by the device's python once the run is open), the results are spooled, and
+    the first command after its return stores them."""
+    server = start_postgres()  # its own server: this test stops it
+    try:
+        db = server.createdb()
+        lab = make_lab(tmp_path)
+        flag = tmp_path / "stop-the-server"
+        stop = [str(server.bin / "pg_ctl"), "-D", str(server.dir / "data"), "-m", "immediate", "-w", "stop"]
+        if os.geteuid() == 0:
+            stop = ["runuser", "-u", "postgres", "--", *stop]
+        python = tmp_path / "stopping-python"
+        python.write_text(
+            f"#!/bin/sh\n[ -e {flag} ] && rm {flag} && {' '.join(stop)} >/dev/null\n"
+            f'exec {tmp_path / "fixed-python"} "$@"\n'
+        )
+        python.chmod(0o755)
+        inventory = tmp_path / "inventory.yaml"
+        inventory.write_text(inventory.read_text().replace(str(tmp_path / "fixed-python"), str(python)))
+        for k, v in lab["env"].items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.chdir(tmp_path)
+        flag.touch()
+        code = main(["--db", db, *RUN])
+        out, err = capsys.readouterr()
+        assert code == 2 and "Traceback" not in err, err
+        assert "cannot reach the PostgreSQL server" in err and err.count("kept in") == 2, err
+        run_id = out.strip()
+        restart(server)
+        assert main(["--db", db, "db", "recover"]) == 0
+        assert "recovered 2 spooled result(s)" in capsys.readouterr().err
+        assert main(["--db", db, "results", "--run", run_id]) == 0
+        assert capsys.readouterr().out.count(" ok ") == 2
+    finally:
+        server.stop()
+
+
+def restart(server) -> None:
+    opts = f"-c listen_addresses=127.0.0.1 -p {server.port} -k {server.dir} -c fsync=off -c full_page_writes=off"
+    log = str(server.dir / "log")
+    _as_postgres([str(server.bin / "pg_ctl"), "-D", str(server.dir / "data"), "-l", log, "-o", opts, "-w", "start"])
