@@ -260,3 +260,21 @@ def test_summaries_never_print_nan(tmp_path):
     assert "infra_error" in p.stdout and "nan" not in p.stdout.lower()
     long = hil("--db", str(tmp_path / "r.sqlite"), "results", "--run", run, "--long")
     assert "infra_error" in long.stdout and "nan" not in long.stdout.lower()
+
+
+def test_a_run_without_a_commit_beside_runs_with_one_says_dash_not_nan(tmp_path):
+    from harness.store import ResultStore as Exported  # the README's `ResultStore(path).wide()`
+
+    store = Exported(tmp_path / "r.sqlite")
+    store.start_run(["k"], "plan", ["run"], "0", "host", "0123abcd", "with commit")
+    run = store.start_run(["k"], "plan", ["run"], "0", "host", None, None)
+    row = store.run_row(run)
+    assert row["git_commit"] is None and row["label"] is None
+    md = render_run(store.wide(run), row)
+    assert "- models repo commit: -" in md and "- label: -" in md and "nan" not in md.lower()
+    from harness.gate.baselines import BaselineSpec
+    from harness.gate.evaluate import GateResult
+    from harness.report.gate_markdown import render_gate_markdown
+
+    gate_md = render_gate_markdown(GateResult(run, row, BaselineSpec("last-pass", 5), 0.01))
+    assert "models commit -)" in gate_md and "nan" not in gate_md.lower()
