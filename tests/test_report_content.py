@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import FAST, REPO, hil
 
 from harness.report import plots
@@ -278,3 +279,31 @@ def test_a_run_without_a_commit_beside_runs_with_one_says_dash_not_nan(tmp_path)
 
     gate_md = render_gate_markdown(GateResult(run, row, BaselineSpec("last-pass", 5), 0.01))
     assert "models commit -)" in gate_md and "nan" not in gate_md.lower()
+
+
+def test_the_trend_plots_each_runs_level_as_the_gate_forms_it(tmp_path):
+    """Not the last process of a run (the demo's trend drew 5.96 us for a run whose level was 4.41 us)."""
+    from gate_helpers import add_run
+
+    from harness.gate import baselines as bl
+    from harness.gate import evaluate as gate
+    from harness.report.html import _trend_series
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    flat = lambda level: {"samples": np.full(200, level) + np.arange(200) * 1e-4}
+    add_run(store, [{**flat(v), "repeat": i} for i, v in enumerate((100.0, 101.0, 99.0))], started_at=1000.0)
+    gate.record(store, gate.evaluate(store, None, bl.BaselineSpec("last-pass", 5)))
+    # the last process of the run is 35 % off; another is marked disturbed
+    procs = [{**flat(100.5), "repeat": 0}, {**flat(60.0), "repeat": 1, "metrics": {"disturbed": 1.0}}]
+    run = add_run(store, [*procs, {**flat(99.5), "repeat": 2}, {**flat(135.0), "repeat": 3}], started_at=2000.0)
+    res = gate.evaluate(store, run, bl.BaselineSpec("last-pass", 5))
+    (series,) = _trend_series(res, store, 20)
+    check = next(c for c in res.keys[0].checks if c.metric == "latency_p50_us")
+    first, second = series["y"]
+    assert first == pytest.approx(100.0, abs=0.05) and second == pytest.approx(check.current)
+    assert second == pytest.approx(100.5, abs=0.05)  # median of 100.5, 99.5, 135 (the disturbed 60 left out)
+    assert sorted(series["processes"][1]) == pytest.approx([60.0, 99.5, 100.5, 135.0], abs=0.05)
+    fig = plots.trend(series=[series])
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert list(lines["run level (median of its processes)"].get_ydata()) == series["y"]
+    assert len(lines["processes"].get_ydata()) == 7

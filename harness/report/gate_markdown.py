@@ -30,6 +30,8 @@ def fmt_value(metric: str, value: float | None) -> str:
         return f"{value / 1024:.1f} KiB" if value >= 1024 else f"{value:.0f} B"
     if metric in ("accuracy_top1", "agreement"):
         return f"{value * 100:.2f} %"
+    if metric == "accuracy_auc":
+        return f"AUC {value:.4f}"
     if metric.endswith("_uj"):
         return f"{value:.3g} uJ"
     return f"{value:.4g}"
