@@ -307,3 +307,36 @@ def test_the_trend_plots_each_runs_level_as_the_gate_forms_it(tmp_path):
     lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
     assert list(lines["run level (median of its processes)"].get_ydata()) == series["y"]
     assert len(lines["processes"].get_ydata()) == 7
+
+
+def test_a_series_with_two_nights_of_history_says_how_many_runs_it_needs(tmp_path):
+    """Not "critical change 15307731213.15 %": the table cell, the note (Markdown, JUnit) and the HTML
+    say how many more runs the series needs, and how `hil calibrate` makes them."""
+    from gate_helpers import add_run
+
+    from harness.gate import baselines as bl
+    from harness.gate import evaluate as gate
+    from harness.report.gate_markdown import render_gate_markdown
+    from harness.report.html import render_gate_html
+    from harness.report.junit import render_junit
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    rng = np.random.default_rng(7)
+    for night, shift in enumerate((1.0, 1.02, 1.01)):  # nights 2 % apart, processes 0.2 % apart
+        levels = 100.0 * shift * np.exp(rng.normal(0, 0.002, 3))
+        procs = [{"samples": np.full(200, v) + np.arange(200) * 1e-4, "repeat": i} for i, v in enumerate(levels)]
+        run = add_run(store, procs, started_at=1000.0 * (night + 1))
+        res = gate.evaluate(store, run, bl.BaselineSpec("last-pass", 5))
+        gate.record(store, res)
+    check = next(c for c in res.keys[0].checks if c.metric == "latency_p50_us")
+    assert check.sigma_source == "history" and check.verdict == "pass" and check.runs_needed
+    want = f"needs {check.runs_needed} more run"
+    md = render_gate_markdown(res)
+    (row,) = [r for r in _table(md.split("<summary>All checks</summary>")[1]) if r["metric"] == "latency_p50_us"]
+    assert row["critical change"].startswith(want) and "`hil calibrate --device local" in row["critical change"]
+    assert not re.search(r"\d{4,}\.\d\d %", md)  # no absurd percentage anywhere
+    assert want in render_junit(res) and "the history is too short for a critical change" in render_junit(res)
+    page = render_gate_html(res, store)
+    assert want in page and not re.search(r"\d{4,}\.\d\d %", page)
+    (csv_row,) = [r for r in res.rows() if r["metric"] == "latency_p50_us"]
+    assert csv_row["runs_needed"] == check.runs_needed

@@ -240,7 +240,8 @@ def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) 
         "comparison of the run); a tripped comparison is re-measured, reference and candidate interleaved, "
         "before it fails. A changed model is compared with its reference model timed in the same "
         "processes; MCU latency with window means. The critical change is the smallest change that would "
-        "have failed.</p>"
+        "have failed; while a series' history is too short for it to mean anything, the table says how "
+        "many more runs the series needs.</p>"
     )
 
     wide = store.wide(res.run_id)
