@@ -338,5 +338,6 @@ def test_a_series_with_two_nights_of_history_says_how_many_runs_it_needs(tmp_pat
     assert want in render_junit(res) and "the history is too short for a critical change" in render_junit(res)
     page = render_gate_html(res, store)
     assert want in page and not re.search(r"\d{4,}\.\d\d %", page)
+    assert "Mann-Whitney" not in page and "significant across the whole gate (Holm" in page  # the caption
     (csv_row,) = [r for r in res.rows() if r["metric"] == "latency_p50_us"]
     assert csv_row["runs_needed"] == check.runs_needed
