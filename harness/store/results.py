@@ -13,6 +13,7 @@ mode, no migration), PostgreSQL transactions are READ ONLY.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -314,7 +315,9 @@ class ResultStore:
         match = rows[rows["run_id"] == run_id]
         if match.empty:
             raise ConfigError(f"{self.path}: no run '{run_id}'")
-        return match.iloc[0].to_dict()
+        # a column that holds text for some runs and NULL for others comes back as NaN from pandas:
+        # a missing value is None here, so that no report prints "nan" for a run without a commit
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in match.iloc[0].to_dict().items()}
 
     def latest_run_id(self) -> str | None:
         rows = self._query(sa.select(runs.c.run_id).order_by(runs.c.started_at.desc()).limit(1))
