@@ -183,6 +183,13 @@ def test_auc_and_file_scores_match_the_reference_runner():
     assert mlperf.roc_auc([1, 1], [0.1, 0.2]) is None
     assert mlperf.roc_auc([0, 1, 1], [0.5, 0.5, 0.9]) == 0.75
     assert mlperf.file_prediction([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]) == 1
+    # benchmark/runner main.py: each window's scores divided by their sum, averaged over the file's
+    # windows, argmax of the mean; not a majority vote (two of three windows say class 0 here)
+    assert mlperf.file_prediction([[0.55, 0.45], [0.55, 0.45], [0.0, 1.0]]) == 1
+    # windows weigh alike once normalised: the raw mean (1.47, 0.87) would say class 0
+    assert mlperf.file_prediction([[4.0, 1.0], [0.2, 0.8], [0.2, 0.8]]) == 1
+    # outputs that do not sum to a positive total (logits) are averaged as they are: no sign flip
+    assert mlperf.file_prediction([[-1.0, -3.0]]) == 0
     assert mlperf.file_score([[2.0], [4.0]]) == 3.0
     # the vww01 reference firmware prints a trailing comma ("%0.3f," for 3 slots, 2 values)
     assert parse_results("m-results-[0.125,0.875,]") == [0.125, 0.875]

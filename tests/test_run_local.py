@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,6 +123,25 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit(workspace, tiny_model, 
 def test_unknown_command_is_usage_error(workspace):
     p = hil("frobnicate")
     assert p.returncode == 3 and "invalid choice" in p.stderr
+
+
+def test_convert_writes_the_variants_where_asked(workspace, tiny_model):
+    calib = str(tiny_model["dir"] / "tiny.calibration.npz")
+    p = hil(
+        "convert", str(tiny_model["path"]), "--variants", "fp32,int8", "--calibration", calib, "-o", "out/m", check=True
+    )
+    rows = [ln.split("\t") for ln in p.stdout.strip().splitlines()]
+    assert [r[0] for r in rows] == ["fp32", "int8"]
+    for variant, size, path in rows:
+        written = workspace / "out" / "m" / f"tiny_{variant}.tflite"
+        assert Path(path) == Path("out/m") / written.name and written.stat().st_size == int(size)
+        assert written.read_bytes()[4:8] == b"TFL3"
+    (workspace / "taken").write_text("a file, not a folder")
+    p = hil("convert", str(tiny_model["path"]), "--output", "taken")
+    assert p.returncode == 3 and p.stderr.strip().endswith(
+        "taken: is not a directory; give a folder for the converted models"
+    )
+    assert "Traceback" not in p.stderr
 
 
 def test_tflite_input_runs_asis_and_analyze(workspace, tiny_model):

@@ -37,6 +37,7 @@ def register(sub) -> None:
 def cmd_calibrate(args) -> int:
     inv = common.inventory(args)
     device = inv.device(args.device)
+    common.work_dirs(args)
     store = common.store(args)
     conv = common.converter(args)
     specs = [ModelSpec.from_args(m, None, None) for m in (args.models or [str(demo_model())])]

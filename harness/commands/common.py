@@ -11,7 +11,7 @@ from pathlib import Path
 from harness.core.jobs import RunOptions
 from harness.errors import ConfigError
 from harness.lab.config import Inventory, load_default_inventory, load_inventory
-from harness.models.convert import Converter
+from harness.models.convert import Converter, default_cache_dir
 from harness.store.results import ResultStore
 
 DEFAULT_INVENTORY_PATH = "inventory.yaml"
@@ -35,15 +35,54 @@ def inventory(args) -> Inventory:
     return load_inventory(Path(args.inventory), Path(args.profiles) if args.profiles else None)
 
 
-def store(args, create: bool = True, read_only: bool = False) -> ResultStore:
+def store(args, create: bool = True, read_only: bool = False, replay: bool = True) -> ResultStore:
     """The results database; commands that need an existing one pass create=False so a typo in --db is
     an error, commands that only read pass read_only=True (they never write). `--db` is a file path or
-    a PostgreSQL URL."""
-    return ResultStore(args.db, create=create, read_only=read_only)
+    a PostgreSQL URL. A writable open first stores the results an earlier `hil run` had to spool
+    because this database could not take them (harness/store/spool.py)."""
+    opened = ResultStore(args.db, create=create, read_only=read_only)
+    if not read_only and replay:
+        from harness.store.spool import Spool, spool_dir
+
+        spool = Spool(spool_dir(cache_root(args)), opened.location)
+        if spool.pending():
+            done = spool.replay(opened)
+            if done.stored or done.finished:
+                log(f"recovered {done.stored} spooled result(s) from {spool.directory} into {opened.path}")
+            if done.left:
+                log(f"{done.left} spooled result(s) not stored yet: {done.problems[0]} (`hil db recover` retries)")
+    return opened
+
+
+def cache_root(args) -> Path:
+    """`--cache`, else $HILBENCH_CACHE, else ~/.cache/hilbench: artifacts, bundles, locks, spool."""
+    return Path(args.cache).expanduser() if args.cache else default_cache_dir().parent
 
 
 def converter(args) -> Converter:
     return Converter(Path(args.cache) / "artifacts" if args.cache else None, log=log)
+
+
+def work_dirs(args) -> None:
+    """The folders a measuring command writes besides the database (the artifact cache with its spool,
+    the device locks), checked before a run is created: a setting that points at a file or at a folder
+    this user cannot write is one line now, not a traceback or an `interrupted` run later."""
+    from harness.run.device_lock import LOCK_DIR_ENV, lock_dir
+
+    cache_setting = "--cache" if args.cache else "HILBENCH_CACHE"
+    lock_setting = LOCK_DIR_ENV if os.environ.get(LOCK_DIR_ENV) else cache_setting
+    for folder, what, setting in (
+        (cache_root(args), "artifact cache", cache_setting),
+        (lock_dir(), "device lock directory", lock_setting),
+    ):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder}: the {what} is a file, not a folder; point {setting} at a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{folder}: cannot create the {what} ({exc.strerror}); set {setting}") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"{folder}: cannot write in the {what} (permission denied); set {setting}")
 
 
 def output_file(path: str, what: str) -> Path:

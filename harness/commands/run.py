@@ -60,6 +60,7 @@ def cmd_run(args) -> int:
     devices = inv.select(common.split_csv(args.devices), common.split_csv(args.tags))
     if not devices:
         raise ConfigError(f"{inv.path}: no enabled devices")
+    common.work_dirs(args)  # before the store: a run must not be created that cannot go on
     store = common.store(args)
     conv = common.converter(args)
     orch = Orchestrator(inv, store, conv, common.log)

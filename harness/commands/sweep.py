@@ -102,6 +102,7 @@ def cmd_sweep(args) -> int:
     devices = inv.select(common.split_csv(args.devices), common.split_csv(args.tags))
     if not devices and not args.compress_only:
         raise ConfigError(f"{inv.path}: no enabled devices")
+    common.work_dirs(args)
     conv = common.converter(args)
     comp = Compressor(src, conv, Calibration.from_arg(calib_ref), eval_data, data_ref, log=common.log)
     t0 = time.perf_counter()

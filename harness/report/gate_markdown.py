@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from harness.gate.evaluate import Check, GateResult
+from harness.gate.short_history import needs_text
 from harness.gate.thresholds import RULES
 from harness.report.run_markdown import fmt_us, markdown_table, run_label, variant_rank
 
@@ -30,6 +31,8 @@ def fmt_value(metric: str, value: float | None) -> str:
         return f"{value / 1024:.1f} KiB" if value >= 1024 else f"{value:.0f} B"
     if metric in ("accuracy_top1", "agreement"):
         return f"{value * 100:.2f} %"
+    if metric == "accuracy_auc":
+        return f"AUC {value:.4f}"
     if metric.endswith("_uj"):
         return f"{value:.3g} uJ"
     return f"{value:.4g}"
@@ -125,6 +128,13 @@ def fmt_confirmation(c: Check) -> str:
     return f"{word}: {conf['effect'] * 100:+.2f} % (p={conf['p']:.2g}, {how})"
 
 
+def fmt_critical(k, c: Check) -> str:
+    """The critical change, or what a too-short history needs before it means anything."""
+    if c.runs_needed is not None:
+        return needs_text(c.runs_needed, k.device_id)
+    return fmt_rel(c.critical_change)
+
+
 def check_row(k, c: Check) -> list[str]:
     budget = "-"
     if c.budget is not None:
@@ -140,7 +150,7 @@ def check_row(k, c: Check) -> list[str]:
         fmt_change(c),
         fmt_threshold(c),
         sigma if c.sigma_run else "-",
-        fmt_rel(c.critical_change),
+        fmt_critical(k, c),
         fmt_p(c.p_value),
         fmt_confirmation(c),
         budget,
@@ -223,7 +233,9 @@ def render_gate_markdown(res: GateResult) -> str:
         "Each runner process gives one level per metric; the run's levels are compared with the median of "
         "the reference runs' levels. `sigma_run` is the noise of one process level (from the series' "
         "history, or the profile's prior); the critical change is the smallest change that would have "
-        "failed (threshold and Holm's family-wise bound, whichever is larger). A changed artifact is "
+        "failed (threshold and Holm's family-wise bound, whichever is larger); while a series' history is "
+        "too short for that bound to mean anything, it says how many more runs the series needs "
+        "(`hil calibrate` makes them at once). A changed artifact is "
         "compared with its series' reference artifact timed in the same runner processes: its baseline is "
         "the reference's level in those processes and its sigma_run (in-process) the spread of their ratio. "
         "A tripped comparison is "

@@ -56,7 +56,7 @@ def _energy(measured, estimated) -> str:
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    numeric = ("p50", "p90", "p95", "p99", "inf/s", "runs", ")", "MACs", "params", "processes", "fp32")
+    numeric = ("p50", "p90", "p95", "p99", "inf/s", "runs", ")", "MACs", "params", "processes", "fp32", "AUC")
     align = ["---:" if h.endswith(numeric) else "---" for h in headers]
     cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # a name never breaks the table
     lines = ["| " + " | ".join(map(cell, headers)) + " |", "| " + " | ".join(align) + " |"]
@@ -121,6 +121,7 @@ def summarize(wide: pd.DataFrame) -> pd.DataFrame:
         "arena_bytes",
         "flash_bytes",
         "accuracy_top1",
+        "accuracy_auc",
         "agreement",
         "energy_per_inference_uj",
         "energy_estimate_per_inference_uj",
@@ -160,12 +161,14 @@ def summarize(wide: pd.DataFrame) -> pd.DataFrame:
 
 def results_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """The results table of a run (headers, formatted rows), shared by the Markdown and HTML reports:
-    arena/flash columns only when an MCU result has them, a process count only with repeats."""
+    arena/flash columns only when an MCU result has them, an AUC column only when an anomaly detector's
+    result has one (its score instead of top-1), a process count only with repeats."""
     table = summarize(wide)
     if table.empty:
         return [], []
     mcu = any(c in table and table[c].notna().any() for c in ("arena_bytes", "flash_bytes"))
     repeats = bool((table["processes"] > 1).any())
+    auc = bool(table["accuracy_auc"].notna().any())
     headers = [
         "model",
         "variant",
@@ -182,7 +185,7 @@ def results_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         "params",
     ]
     headers += ["arena (KiB)", "flash (KiB)"] if mcu else []
-    headers += ["peak RSS (MB)", "top-1 (%)", "agreement (%)", "energy/inf (uJ)", "runs"]
+    headers += ["peak RSS (MB)", "top-1 (%)"] + (["AUC"] if auc else []) + ["agreement (%)", "energy/inf (uJ)", "runs"]
     headers += ["processes"] if repeats else []
     headers.append("runtime")
     rows = []
@@ -207,6 +210,7 @@ def results_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         row += [
             fmt_num(r["peak_rss_kb"], ".1f", 1024),
             fmt_num(r["accuracy_top1"], ".2f", 0.01),
+            *([fmt_num(r["accuracy_auc"], ".3f")] if auc else []),
             fmt_num(r["agreement"], ".2f", 0.01),
             _energy(r["energy_per_inference_uj"], r["energy_estimate_per_inference_uj"]),
             fmt_num(r["runs"], ".0f"),
@@ -247,8 +251,9 @@ def render_run(wide: pd.DataFrame, run: dict | None = None) -> str:
         "Latency is the steady-state distribution of `invoke()` after warmup (the median over a job's "
         "runner processes); inf/s is 1 s / p50 (one stream, back to back); speed-up is fp32's p50 / the "
         "variant's p50 and size ratio the variant's size / fp32's, on the same device; MACs and params "
-        "come from the model file; peak RSS is the runner process high-water mark (VmHWM); energy comes "
-        "from the meter named in the result (an estimate is labelled as such).",
+        "come from the model file; peak RSS is the runner process high-water mark (VmHWM); an anomaly "
+        "detector is scored by the area under the ROC curve (AUC, 0.5 = chance) instead of top-1; energy "
+        "comes from the meter named in the result (an estimate is labelled as such).",
         "",
     ]
     return "\n".join(out)

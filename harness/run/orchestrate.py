@@ -13,6 +13,7 @@ import logging
 import platform
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from harness import __version__, progress
 from harness.core.jobs import Job, RunOptions
-from harness.errors import ConfigError, HilError, InfraError, ModelError
+from harness.errors import ConfigError, HilError, InfraError, ModelError, StorageError
 from harness.lab.config import Device, Inventory, link_type
 from harness.meters.select import on_device
 from harness.models.convert import Calibration, Converter, ModelSource, ModelVariant, check_variant_names
@@ -31,6 +32,7 @@ from harness.run.reference import with_references
 from harness.run.rows import flatten, model_rows
 from harness.store.results import ClaimOwner, ResultRecord, ResultStore
 from harness.store.schema import USER_RUN
+from harness.store.spool import Spool, spool_dir
 from harness.transports import transport_for
 
 _log = logging.getLogger(__name__)
@@ -87,12 +89,14 @@ class RunSummary:
     infra_errors: int = 0
     errors: int = 0
     skipped: int = 0
+    spooled: int = 0  # results kept in the spool: the database could not take them
     failures: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """2 when the lab failed (the picture is incomplete), else 3 when inputs were bad, else 0."""
-        if self.infra_errors:
+        """2 when the lab failed (the picture is incomplete; a result only in the spool is not in the
+        database a gate reads), else 3 when inputs were bad, else 0."""
+        if self.infra_errors or self.spooled:
             return 2
         return 3 if self.errors else 0
 
@@ -145,6 +149,11 @@ class Orchestrator:
         self.broken_sources: list[str] = []
         self.owner = ClaimOwner.this_process()  # claims this session's jobs (concurrent --resume)
         self._device_locks: dict[str, DeviceLock] = {}
+        # results the store cannot take go here (next to the artifact cache), never into the void
+        self.spool = Spool(spool_dir(converter.cache_dir.parent), store.location)
+        self._spooled: list[str] = []  # labels of this session's spooled results
+        self._lost: list[str] = []  # neither stored nor spooled
+        self._store_down: str | None = None  # why claims are not possible (said once)
 
     def _say(self, msg: str) -> None:
         with self._log_lock:
@@ -375,11 +384,12 @@ class Orchestrator:
             for b in self.broken:
                 if b.key in done:
                     continue
-                why = self.store.claim_job(run_id, b.key, self.owner)
+                why = self._claim(run_id, b.key)
                 if why is not None:
                     summary.skipped += 1
                     continue
-                self.store.record(
+                self._keep(
+                    f"{b.model}/{b.variant}@{b.device.id}",
                     ResultRecord(
                         run_id=run_id,
                         job_key=b.key,
@@ -409,11 +419,81 @@ class Orchestrator:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            self._close_run(run_id, status, keys, summary)
+        if self._lost:
+            raise StorageError(
+                f"{len(self._lost)} measured result(s) could be neither stored nor kept in {self.spool.directory} "
+                f"({self._lost[0]}): free space, then measure them again with `hil run --resume`"
+            )
+        return summary
+
+    def _claim(self, run_id: str, key: str) -> str | None:
+        """claim_job, or None (measure it) when the store cannot be written: a claim only keeps two
+        sessions of a run from measuring one job twice, and the result will be spooled."""
+        try:
+            return self.store.claim_job(run_id, key, self.owner)
+        except StorageError as exc:
+            with self._log_lock:
+                if self._store_down is None:
+                    self._store_down = str(exc)
+                    self.log(f"{exc}: measuring on, results go to the spool {self.spool.directory}")
+            return None
+
+    def _keep(
+        self,
+        label: str,
+        rec: ResultRecord,
+        measurements: list[tuple[str, float | None, str]],
+        samples: dict[str, list[float]],
+    ) -> None:
+        """Store one result; when the store cannot take it, spool it (saying so); when the spool
+        cannot either, stop measuring (every further result would be lost too)."""
+        stamp = time.time()
+        try:
+            self.store.record(rec, measurements, samples, timestamp=stamp)
+            return
+        except StorageError as exc:
+            why = str(exc)
+        try:
+            path = self.spool.keep_result(rec, measurements, samples, stamp)
+        except OSError as exc:
+            self._stop.set()
+            with self._log_lock:
+                self._lost.append(f"{self.spool.directory}: {exc.strerror or exc}")
+                self.log(f"LOST {label}: {why}; the spool cannot be written either ({exc.strerror or exc}); stopping")
+            return
+        with self._log_lock:
+            self._spooled.append(label)
+            self.log(f"{why}: result of {label} kept in {path}; stored when the database can be written again")
+
+    def _close_run(self, run_id: str, status: str, keys: list[str], summary: RunSummary) -> None:
+        """End the run in the store. Spooled results first get another chance (the disk may have room
+        again); with results still spooled, or when the end cannot be written, the end is spooled after
+        them too, so that the run is judged again once they are stored."""
+        if self._spooled:
+            replayed = self.spool.replay(self.store)
+            if replayed.stored:
+                self._say(f"stored {replayed.stored} spooled result(s) into {self.store.path}")
+        summary.spooled = sum(1 for p in self.spool.pending() if _is_result(p, run_id))
+        try:
             # the session ends with the status it leaves (never a `running` run without a session),
             # then its claims: jobs not finished here stay missing for --resume
             self.store.finish_run(run_id, status, planned=keys, owner=self.owner)
             self.store.release_claims(self.owner)
-        return summary
+            stored = True
+        except StorageError as exc:
+            self._say(f"{exc}: the end of run {run_id} ({status}) will be stored with the spooled results")
+            stored = False
+        if summary.spooled or not stored:  # judged again once its spooled results are stored
+            try:
+                self.spool.keep_finish(run_id, status, keys)
+            except OSError:
+                pass  # the run stays as it is; `hil run --resume` measures what it misses all the same
+        if summary.spooled:
+            self._say(
+                f"{summary.spooled} result(s) of run {run_id} are in the spool {self.spool.directory}: they are "
+                "stored by the next command that can write the database, or by `hil db recover`"
+            )
 
     def _device_worker(
         self, run_id: str, jobs: list[Job], summary: RunSummary, lock: threading.Lock, commits: dict
@@ -426,7 +506,7 @@ class Orchestrator:
         for job in jobs:
             if self._stop.is_set():
                 break  # interrupted: the job stays missing and `hil run --resume` measures it
-            why_not = self.store.claim_job(run_id, job.key, self.owner)
+            why_not = self._claim(run_id, job.key)
             if why_not is not None:  # another session resuming this run has it (or had it)
                 self._say(f"skipped {job.label}: {why_not}")
                 with lock:
@@ -536,7 +616,7 @@ class Orchestrator:
             ((doc.get("paired") or {}).get("latency_us") or {}).pop("samples", None)
             (doc.get("warmup") or {}).pop("samples_us", None)
             rec.raw = doc
-        self.store.record(rec, measurements, samples)
+        self._keep(job.label, rec, measurements, samples)
 
 
 class _RunnerError(Exception):
@@ -548,3 +628,11 @@ class _RunnerError(Exception):
 
 
 USER_ERROR_KINDS = {"model", "usage", "eval"}  # runner error kinds caused by the input, not the lab
+
+
+def _is_result(path: Path, run_id: str) -> bool:
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return entry.get("kind") == "result" and (entry.get("record") or {}).get("run_id") == run_id

@@ -13,6 +13,7 @@ mode, no migration), PostgreSQL transactions are READ ONLY.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -31,7 +32,7 @@ import sqlalchemy as sa
 
 from harness.errors import ConfigError
 from harness.store import schema
-from harness.store.engine import WRITE, enable_wal, failure, open_engine
+from harness.store.engine import WRITE, enable_wal, failure, open_engine, probe_write
 from harness.store.location import locate
 from harness.store.schema import job_claims, lineage, results, run_sessions, runs
 from harness.store.upsert import upsert
@@ -116,6 +117,7 @@ def _nan_to_none(v: float | None) -> float | None:
     return None if v is None or v != v else float(v)
 
 
+_BUGS = (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.InterfaceError)
 _QMARK = re.compile(r"\?")
 
 
@@ -156,6 +158,7 @@ class ResultStore:
                         version = schema.upgrade(conn, self.path)
             if self.location.is_sqlite and not read_only:
                 enable_wal(self._engine)
+                probe_write(self._engine, schema.meta, schema.meta.c.value)
         except sa.exc.DBAPIError as exc:
             self._engine.dispose()
             raise failure(self.location, exc, opening=True) from None
@@ -182,8 +185,8 @@ class ResultStore:
         try:
             yield
         except sa.exc.DBAPIError as exc:
-            if self.location.is_sqlite:
-                raise
+            if self.location.is_sqlite and isinstance(exc, _BUGS):
+                raise  # a statement hilbench got wrong: its traceback, not a storage message
             raise failure(self.location, exc, opening=False) from None
 
     def _query(self, sql: str | sa.Executable, args: tuple | list = ()) -> list[tuple]:
@@ -368,7 +371,9 @@ class ResultStore:
         match = rows[rows["run_id"] == run_id]
         if match.empty:
             raise ConfigError(f"{self.path}: no run '{run_id}'")
-        return match.iloc[0].to_dict()
+        # a column that holds text for some runs and NULL for others comes back as NaN from pandas:
+        # a missing value is None here, so that no report prints "nan" for a run without a commit
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in match.iloc[0].to_dict().items()}
 
     def latest_run_id(self) -> str | None:
         """The newest run a user started (`hil run`, `hil sweep`, `hil demo`): what "latest" means to
@@ -385,15 +390,30 @@ class ResultStore:
     # ------------------------------------------------------------------ results
 
     def record(
-        self, rec: ResultRecord, measurements: list[tuple[str, float | None, str]], samples: dict[str, list[float]]
+        self,
+        rec: ResultRecord,
+        measurements: list[tuple[str, float | None, str]],
+        samples: dict[str, list[float]],
+        timestamp: float | None = None,
+        once: bool = False,
     ) -> int:
-        """Write one job's outcome in a single transaction (all of it or nothing)."""
+        """Write one job's outcome in a single transaction (all of it or nothing). `timestamp`: when it
+        was measured (default now); `once`: a result of this run and job with this very timestamp is
+        already stored (a spooled result replayed twice) and is kept instead of a second copy."""
+        stamp = time.time() if timestamp is None else timestamp
         with self._tx() as db:
+            if once:
+                r = results.c
+                same = db.execute(
+                    sa.select(r.result_id).where(r.run_id == rec.run_id, r.job_key == rec.job_key, r.timestamp == stamp)
+                ).first()
+                if same is not None:
+                    return int(same[0])
             inserted = db.execute(
                 sa.insert(results).values(
                     run_id=rec.run_id,
                     job_key=rec.job_key,
-                    timestamp=time.time(),
+                    timestamp=stamp,
                     model=rec.model,
                     model_sha256=rec.model_sha256,
                     variant=rec.variant,

@@ -203,11 +203,15 @@ def metric_history(
     before: float,
     metric: str = "latency_p50_us",
 ) -> list[tuple]:
-    """(run_id, started_at, value, verdict) of a series up to `before`, newest first."""
+    """(run_id, started_at, value, verdict, disturbed) of every process of a series up to `before`,
+    newest run first. Confirmation runs are not part of a series' history."""
     m, on_m = _metric("m", metric)
+    d, on_d = _metric("d", "disturbed")
     return store._query(
-        sa.select(u.run_id, u.started_at, m.c.value, g.verdict)
-        .select_from(_with_run.join(m, on_m).outerjoin(gate_verdicts, (g.run_id == r.run_id) & (g.key == key)))
+        sa.select(u.run_id, u.started_at, m.c.value, g.verdict, d.c.value)
+        .select_from(
+            _with_run.join(m, on_m).outerjoin(d, on_d).outerjoin(gate_verdicts, (g.run_id == r.run_id) & (g.key == key))
+        )
         .where(*_key_ok(model, variant, device_id), u.started_at <= before, _not_confirmation(store))
         .order_by(u.started_at.desc(), r.result_id.desc())
     )
