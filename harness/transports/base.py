@@ -16,6 +16,7 @@ from harness.meters.select import on_device
 
 RUNNER_SCHEMA = "hilbench.runner/1"
 RUNNER_TAG = "[linux_runner]"  # prefix of the runner's own stderr lines
+RUNNER_WARNING = RUNNER_TAG + " warning: "
 _log = logging.getLogger(__name__)
 S = TypeVar("S")
 
@@ -58,11 +59,14 @@ class Transport:
         """Release the connection and any remote temporary files."""
 
     def runner_line(self, line: str) -> None:
-        """One stderr line of the device runner: its own `[linux_runner]` progress with `-v`; native
-        chatter of the TFLite runtime ("INFO: Created TensorFlow Lite XNNPACK delegate ...", CUDA
-        probing) and tracebacks only with `-vv` (callers keep a tail of every line for error messages)."""
+        """One stderr line of the device runner: its warnings always (a missing energy meter); its own
+        `[linux_runner]` progress with `-v`; native chatter of the TFLite runtime ("INFO: Created
+        TensorFlow Lite XNNPACK delegate ...", CUDA probing) and tracebacks only with `-vv` (callers keep
+        a tail of every line for error messages)."""
         text = line.rstrip()
-        if line.startswith(RUNNER_TAG):
+        if text.startswith(RUNNER_WARNING):
+            self._say(text)
+        elif line.startswith(RUNNER_TAG):
             self._detail(text)
         else:
             _log.debug(f"  [{self.device.id}] {text}")

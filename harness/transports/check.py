@@ -114,6 +114,9 @@ def assess_energy(res: CheckResult, prof: DeviceProfile) -> None:
                 f"energy_meter: {{type: none}}"
             )
         return
+    if meter.type == "pmic":
+        _assess_pmic(res, prof, info.get("pmic"))
+        return
     want = HwmonMeter(meter, f"profile '{prof.name}'").power_file()
     folder, name = posixpath.split(want)
     sensors = [s for s in info.get("hwmon") or [] if isinstance(s, dict)]
@@ -159,6 +162,29 @@ def assess_energy(res: CheckResult, prof: DeviceProfile) -> None:
             f"the device has no readable hwmon power sensor: {where}, or use energy_meter: "
             "{type: none} (or type: estimate with datasheet powers, reported as an estimate)"
         )
+
+
+def _assess_pmic(res: CheckResult, prof: DeviceProfile, pmic: object) -> None:
+    """A Raspberry Pi 5's PMIC, read once by the probe: a board without it (any other board, or a Pi 5
+    whose firmware predates `pmic_read_adc`) would give results without energy."""
+    if not isinstance(pmic, dict):
+        res.energy = "pmic ?"
+        res.notes.append(
+            "the device runner did not report the PMIC (an older runner?); the profile's meter is unchecked"
+        )
+        return
+    if pmic.get("error") is None and isinstance(pmic.get("power_mw"), (int, float)):
+        res.energy = f"pmic ok ({pmic['power_mw']:.0f} mW)"
+        return
+    res.energy = "pmic MISSING"
+    res.problems.append(
+        f"energy meter pmic (profile '{prof.name}'): {pmic.get('error') or 'no reading'}; results would have no energy"
+    )
+    res.hints.append(
+        f"the pmic meter is a Raspberry Pi 5's own; for another board set energy_meter in "
+        f"{prof.source or 'profile ' + repr(prof.name)} to {{type: hwmon, path: ...}}, {{type: none}} or "
+        "{type: estimate, ...} (reported as an estimate)"
+    )
 
 
 def _check_local(dev: Device, prof: DeviceProfile) -> CheckResult:
