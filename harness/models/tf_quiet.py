@@ -79,6 +79,9 @@ class _Redirect(io.TextIOBase):
     def __init__(self, name: str) -> None:
         self._name = name
 
+    def __repr__(self) -> str:
+        return f"<tf_quiet redirect of sys.{self._name}>"
+
     def _target(self):
         if _active is not None and not _active.closed:
             return _active
