@@ -200,7 +200,7 @@ def test_hil_run_across_the_wrap_stores_the_exact_latency(workspace):
     # --min-seconds asking for windows longer than half the wrap: more, shorter windows
     _lab(workspace)
     with simulator(*args, link=workspace / "dut"):
-        p = hil("run", str(SINE), "--min-seconds", "1.8", "--min-runs", "3", "--warmup-seconds", "0", check=True)
+        p = hil("-v", "run", str(SINE), "--min-seconds", "1.8", "--min-runs", "3", "--warmup-seconds", "0", check=True)
     assert "--min-seconds: 4 windows of 0.450 s, each under half the firmware timer's wrap period" in p.stderr
     doc = _docs(workspace, p.stdout.strip().splitlines()[-1])[0]
     assert [w["latency_us"] for w in doc["windows"]] == [float(US)] * 4 and doc["config"]["windows_split_for_timer"]

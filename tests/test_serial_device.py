@@ -111,7 +111,7 @@ def test_run_on_simulated_mcu_over_pty(workspace, mcu_model):
         assert "TFLM runs this model, arena used" in banner
         arena_used = int(banner.split("arena used ")[1].split()[0])
         lab(workspace, str(workspace / "dut"))
-        p = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"], check=True)
+        p = hil("-v", "run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"], check=True)
     run_id = p.stdout.strip().splitlines()[-1]
     store, wide = results(workspace, run_id)
     assert len(wide) == 1

@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.core.jobs import RunOptions
 from harness.errors import ConfigError
 from harness.lab.config import Inventory, load_default_inventory, load_inventory
+from harness.log import DETAIL
 from harness.models.convert import Converter, default_cache_dir
 from harness.store.results import ResultStore
 
@@ -26,6 +27,11 @@ _log = logging.getLogger("harness.commands")
 def log(msg: str) -> None:
     """Progress for the user (stderr, through logging): commands hand this to the stages they drive."""
     _log.info(msg)
+
+
+def detail(msg: str) -> None:
+    """A step of the command that only `hil -v` shows (harness.log)."""
+    _log.log(DETAIL, msg)
 
 
 def inventory(args) -> Inventory:

@@ -77,7 +77,7 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     jobs = orch.plan(specs, common.split_csv(args.variants), devices, options, pair=args.pair)
     conv_s = time.perf_counter() - t0
-    common.log(f"conversion: {conv.hits} cache hit(s), {conv.misses} conversion(s), {conv_s:.2f} s")
+    common.detail(f"conversion: {conv.hits} cache hit(s), {conv.misses} conversion(s), {conv_s:.2f} s")
     summary = orch.run(jobs, sys.argv[1:], resume=args.resume, label=args.label, wait=args.wait)
     common.log(
         f"run {summary.run_id}: {summary.ok} ok, {summary.infra_errors} infrastructure failure(s), "

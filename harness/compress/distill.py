@@ -36,6 +36,7 @@ from harness.compress.train import (
     outputs_probabilities,
 )
 from harness.errors import ConfigError
+from harness.models import tf_quiet
 
 
 def check_student(student, teacher, where: str) -> None:
@@ -82,7 +83,8 @@ def soft_targets(teachers: list, weights: list[float], x: np.ndarray, temperatur
     total = None
     for teacher, w in zip(teachers, weights):
         with as_logits(teacher) as logits_model:
-            lp = log_probs(np.asarray(logits_model.predict(x, verbose=0, batch_size=256)), False)
+            with tf_quiet.captured("teacher predictions"):
+                lp = log_probs(np.asarray(logits_model.predict(x, verbose=0, batch_size=256)), False)
         z = lp / temperature
         z = z - z.max(axis=1, keepdims=True)
         p = np.exp(z)
@@ -239,7 +241,8 @@ def _feature_model(student, teacher, step: DistillStep, x: np.ndarray, where: st
             names = ", ".join(layer.name for layer in teacher.layers)
             raise ConfigError(f"{field}.teacher: no layer '{pair.teacher}' in the teacher (has: {names})") from None
         t_model = keras.Model(teacher.inputs, t_layer.output)
-        t_feat = np.asarray(t_model.predict(x, verbose=0, batch_size=256))
+        with tf_quiet.captured("teacher features"):
+            t_feat = np.asarray(t_model.predict(x, verbose=0, batch_size=256))
         s_shape, t_shape = tuple(s_feat.shape[1:]), tuple(t_feat.shape[1:])
         if s_shape[:-1] != t_shape[:-1]:
             raise ConfigError(

@@ -36,6 +36,7 @@ from harness.gate.levels import fmt_pct
 from harness.gate.process_checks import direction_of
 from harness.gate.steps import SUSTAIN_RUNS
 from harness.lab.config import Inventory, link_type
+from harness.log import DETAIL
 from harness.models.convert import Converter
 from harness.run.device_lock import DeviceLock
 from harness.run.rows import flatten
@@ -132,6 +133,9 @@ def confirm_key(
     dev_lock = DeviceLock(device, confirm_run or run_id)
     in_process = link_type(device, profile) in RUNNER_TRANSPORTS and set(metrics) <= set(PAIRED_METRICS)
     out.method = "in-process" if in_process else "interleaved processes"
+    processes = (pairs or IN_PROCESS_PAIRS) if in_process else 2 * (pairs or DEFAULT_PAIRS)
+    how = "reference and candidate in each" if in_process else "reference and candidate in turn"
+    log(f"confirming {key} on {device_id}: {processes} runner processes, {how}")
     where = (model, variant, device_id, profile.name, link_type(device, profile))
     try:
         dev_lock.acquire(wait=wait, log=log)  # nobody else measures on the device meanwhile
@@ -152,7 +156,7 @@ def confirm_key(
         pairs = pairs or DEFAULT_PAIRS
         for i in range(0 if in_process else pairs):
             for role, levels in (("reference", out.levels_a), ("candidate", out.levels_b)):
-                log(f"confirming {key}: {role} {i + 1}/{pairs}")
+                _log.log(DETAIL, f"confirming {key}: {role} {i + 1}/{pairs}")
                 doc = transport.benchmark(jobs[role])
                 if doc.get("status") != "ok":
                     raise HilError(doc.get("error") or "runner failed")
@@ -192,7 +196,7 @@ def _paired_in_process(
     differs by several per cent; within one process, A and B a few milliseconds apart do not."""
     job = dataclasses.replace(jobs["reference"], paired=variants["candidate"])
     for i in range(processes):
-        log(f"confirming {out.key}: reference and candidate in one process {i + 1}/{processes}")
+        _log.log(DETAIL, f"confirming {out.key}: reference and candidate in one process {i + 1}/{processes}")
         doc = transport.benchmark(job)
         if doc.get("status") != "ok":
             raise HilError(doc.get("error") or "runner failed")

@@ -56,7 +56,7 @@ EXTERNAL_METERS = ("ppk2", "lpm01a", "joulescope")  # powered + sampled by the h
 
 
 class EnergyMeter(_Strict):
-    type: Literal["none", "rapl", "hwmon", "ppk2", "lpm01a", "joulescope", "estimate"] = "none"
+    type: Literal["none", "rapl", "hwmon", "pmic", "ppk2", "lpm01a", "joulescope", "estimate"] = "none"
     path: str | None = None  # hwmon: the device's hwmon directory or its powerN_input file
     sample_rate_hz: float | None = Field(None, gt=0)
     idle_power_mw: float | None = Field(None, ge=0)

@@ -25,6 +25,7 @@ import numpy as np
 
 from harness.core.hashing import sha256_file, sha256_tree
 from harness.errors import ConfigError, ModelError
+from harness.log import DETAIL
 from harness.models import tf_quiet
 from harness.models.arrays import input_samples, load_array
 
@@ -174,9 +175,17 @@ def default_cache_dir() -> Path:
 class Converter:
     """Produces variants of a model; every artifact is stored under its cache key."""
 
-    def __init__(self, cache_dir: Path | None = None, log: Callable[[str], None] = _log.info):
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        log: Callable[[str], None] = _log.info,
+        detail: Callable[[str], None] | None = None,
+    ):
+        """`log`: what the user always sees (a damaged cache entry); `detail`: each conversion and cache
+        hit (default: this module's logger at DETAIL, shown with `hil -v`)."""
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.log = log
+        self.detail = detail or (lambda msg: _log.log(DETAIL, msg))
         self.hits = 0
         self.misses = 0
 
@@ -249,7 +258,7 @@ class Converter:
                 if quiet:
                     return mv
                 self.hits += 1
-                self.log(f"cache hit: {src.name} {variant} (key {key[:12]}, {mv.convert_seconds * 1000:.1f} ms)")
+                self.detail(f"cache hit: {src.name} {variant} (key {key[:12]}, {mv.convert_seconds * 1000:.1f} ms)")
                 return mv
             self.log(f"cache entry {key[:12]} is damaged; converting again")
         self.misses += 1
@@ -257,7 +266,7 @@ class Converter:
             blob = src.path.read_bytes()
             _check_tflite(src.path, blob)
         else:
-            self.log(f"converting: {src.name} -> {variant}")
+            self.detail(f"converting: {src.name} -> {variant}")
             with tf_quiet.captured(f"conversion of {src.name} to {variant}"):  # TF chatter: --verbose only
                 blob = _run_tf_conversion(src, variant, calib)
         entry.parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +291,7 @@ class Converter:
             shutil.rmtree(entry)
         os.replace(tmp, entry)  # atomic: a crash never leaves a half-written cache entry
         mv.convert_seconds = time.perf_counter() - t0
-        self.log(f"converted: {src.name} {variant} -> {len(blob)} bytes in {mv.convert_seconds:.2f} s")
+        self.detail(f"converted: {src.name} {variant} -> {len(blob)} bytes in {mv.convert_seconds:.2f} s")
         return mv
 
 

@@ -23,6 +23,7 @@ from harness import __version__, progress
 from harness.core.jobs import Job, RunOptions
 from harness.errors import ConfigError, HilError, InfraError, ModelError, StorageError
 from harness.lab.config import Device, Inventory, link_type
+from harness.log import DETAIL
 from harness.meters.select import on_device
 from harness.models.convert import Calibration, Converter, ModelSource, ModelVariant, check_variant_names
 from harness.models.evaldata import prepare_eval
@@ -159,6 +160,11 @@ class Orchestrator:
         with self._log_lock:
             self.log(msg)
 
+    def _detail(self, msg: str) -> None:
+        """A step of the run (shown with `hil -v`): by default a job is one `done`/`FAILED` line."""
+        with self._log_lock:
+            _log.log(DETAIL, msg)
+
     def convert_all(self, specs: list[ModelSpec], variants: list[str] | None) -> list[tuple[ModelSpec, ModelVariant]]:
         out = []
         for spec in specs:
@@ -210,7 +216,7 @@ class Orchestrator:
                 self._say(note)
             paired = {(j.variant.model_name, j.variant.variant, j.device.id) for j in jobs if j.paired is not None}
             if paired:
-                self._say(f"{len(paired)} changed artifact(s) timed together with their reference artifact")
+                self._detail(f"{len(paired)} changed artifact(s) timed together with their reference artifact")
         return jobs
 
     def add_broken(self, name: str, sha256: str, variants: list[str] | None, devices: list[Device], error: str) -> None:
@@ -526,7 +532,7 @@ class Orchestrator:
                         unreachable = exc
                         raise
                     opened = True
-                self._say(f"measuring {job.label} ...")
+                self._detail(f"measuring {job.label} ...")
                 doc = backend.benchmark(job)
                 if doc.get("status") != "ok":
                     if self._stop.is_set() or doc.get("error_kind") == "interrupted":
