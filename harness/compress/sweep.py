@@ -387,6 +387,7 @@ def format_table(res: SweepResult) -> str:
         notes.append("(n of N): accuracy on n evenly spread samples of the N-sample evaluation set")
     if any(r.get("accuracy") is not None for r in rows):
         notes.append(f"ties: {TIE_RULE}")
+    notes += [f"{r.name}: {r.describe()}" for r in res.refused]  # the whole reason, cut in the table
     for ch in res.choices:
         note = tie_note(ch, res.points.get(ch.device, []))
         if note:
@@ -395,10 +396,10 @@ def format_table(res: SweepResult) -> str:
         if ch.choice is None:
             notes.append(f"{ch.device}: no candidate meets the budgets")
         else:
-            notes.append(
-                f"{ch.device}: choose {ch.choice} (best {ch.prefer} within budgets; front over "
-                f"{', '.join(ch.objectives) or 'nothing'})"
-            )
+            how = f"best {ch.prefer} within budgets"
+            if ch.ties and ch.decided_by and ch.decided_by != "accuracy":
+                how += f" up to sampling error, then {ch.decided_by}"
+            notes.append(f"{ch.device}: choose {ch.choice} ({how}; front over {', '.join(ch.objectives) or 'nothing'})")
     return "\n".join(out + [""] + notes)
 
 
