@@ -235,10 +235,11 @@ def _feature_model(student, teacher, step: DistillStep, x: np.ndarray, where: st
         pairs = auto_pairs(student, teacher, f"{where}.features")
     else:
         pairs = list(step.features)
+    chosen = []
     for i, pair in enumerate(pairs):
         field = f"{where}.features[{i}]"
         try:
-            s_feat = student.get_layer(pair.student).output
+            s_out = student.get_layer(pair.student).output
         except ValueError:
             names = ", ".join(layer.name for layer in student.layers)
             raise ConfigError(f"{field}.student: no layer '{pair.student}' in the student (has: {names})") from None
@@ -247,8 +248,14 @@ def _feature_model(student, teacher, step: DistillStep, x: np.ndarray, where: st
         except ValueError:
             names = ", ".join(layer.name for layer in teacher.layers)
             raise ConfigError(f"{field}.teacher: no layer '{pair.teacher}' in the teacher (has: {names})") from None
-        t_model = keras.Model(teacher.inputs, t_layer.output)
-        t_feat = np.asarray(t_model.predict(x, verbose=0, batch_size=256))
+        chosen.append((s_out, t_layer.output))
+    # every teacher feature in one pass (one traced predict function, not one per layer)
+    t_model = keras.Model(teacher.inputs, [t for _, t in chosen])
+    t_feats = t_model.predict(x, verbose=0, batch_size=256)
+    t_feats = t_feats if isinstance(t_feats, list | tuple) else [t_feats]
+    for i, (pair, (s_feat, _), t_feat) in enumerate(zip(pairs, chosen, t_feats)):
+        field = f"{where}.features[{i}]"
+        t_feat = np.asarray(t_feat)
         s_shape, t_shape = tuple(s_feat.shape[1:]), tuple(t_feat.shape[1:])
         if s_shape[:-1] != t_shape[:-1]:
             raise ConfigError(
