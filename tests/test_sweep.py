@@ -116,9 +116,23 @@ def test_sweep_picks_what_a_hand_computation_picks_and_a_second_sweep_rebuilds_n
         return no_worse and (acc[a], latency[a], size[a]) != (acc[b], latency[b], size[b])
 
     hand_front = {b for b in names if not any(beats(a, b) for a in names if a != b)}
-    # ... and the most accurate candidate within both budgets (ties: faster, then smaller)
+    # ... and the most accurate candidate within both budgets, where accuracies within paired sampling
+    # error of the best one's (exact McNemar p >= 0.05 on the same eval samples) tie: faster, then smaller
+    from scipy.stats import binomtest
+
+    from harness.compress.ptq import tflite_correct
+
+    ev = np.load(lab["model"].parent / "tiny.eval.npz")
+    right = {n: tflite_correct(lab["dir"] / cands[n]["artifact"], ev["x"], ev["y"]) for n in names}
     feasible = [n for n in names if latency[n] <= 350 and size[n] <= size_budget]
-    hand_choice = min(feasible, key=lambda n: (-acc[n], latency[n], size[n], n))
+    best = min(feasible, key=lambda n: (-acc[n], n))
+
+    def tied(n):
+        only_best, only_n = int(np.sum(right[best] & ~right[n])), int(np.sum(~right[best] & right[n]))
+        return only_best + only_n == 0 or binomtest(min(only_best, only_n), only_best + only_n).pvalue >= 0.05
+
+    floor = min(acc[n] for n in feasible if tied(n))
+    hand_choice = min((n for n in feasible if acc[n] >= floor), key=lambda n: (latency[n], size[n], -acc[n], n))
     assert dev["objectives"] == ["accuracy", "latency", "size"]
     assert set(dev["front"]) == hand_front
     assert dev["choice"] == hand_choice and dev["artifact_sha256"] == cands[hand_choice]["artifact_sha256"]
