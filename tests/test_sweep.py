@@ -390,6 +390,10 @@ def test_a_recipe_that_cannot_apply_is_listed_and_the_others_are_measured_and_ch
     )
     assert only.returncode == 0, only.stderr[-2000:]
     assert "tiny+deep-half" in only.stdout and "not applicable: " in only.stdout
+    none = hil(
+        "sweep", str(lab["model"]), "--recipes", "deep-half.yaml", "--no-baseline", cwd=lab["dir"], env=lab["env"]
+    )
+    assert none.returncode == 3 and "no candidate to measure" in none.stderr and "not applicable: " in none.stdout
 
     (lab["dir"] / "student.yaml").write_text(
         "name: from-file\nsteps:\n  - distill: {student: nowhere.keras}\n  - quantize: {variant: int8}\n"

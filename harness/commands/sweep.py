@@ -131,6 +131,11 @@ def cmd_sweep(args) -> int:
         for x in refused:
             print(f"{x.name:40s} {'-':8s} {x.describe()}")
         return 3 if any(x.status == FAILED for x in refused) else 0
+    if not candidates:
+        for x in refused:
+            print(f"{x.name:40s} {x.describe()}")
+        common.log("sweep: no candidate to measure (every recipe gave none, and --no-baseline)")
+        return 3
     store = common.store(args)
     orch = Orchestrator(inv, store, conv, common.log)
     res = run_sweep(
