@@ -480,8 +480,9 @@ def render_html(res: SweepResult, model: Path) -> str:
             else "<b>no candidate meets the budgets</b>"
         )
         body.append(f"<p>{verdict}; front over {html.escape(', '.join(ch.objectives) or 'nothing')}</p>")
-        note = tie_note(ch, pts)
-        body.append(f'<p class="note">{html.escape(note or "no accuracy tie")}; {html.escape(TIE_RULE)}</p>')
+        if any(p.get("accuracy") is not None for p in pts):
+            note = tie_note(ch, pts) or "no accuracy tie"
+            body.append(f'<p class="note">{html.escape(note)}; {html.escape(TIE_RULE)}</p>')
         if pts and all(p.get("accuracy") is not None and p.get("latency_p50_us") is not None for p in pts):
             body.append(
                 report_html._img(f"fig-front-{ch.device}", front_figure(ch, pts), f"accuracy vs latency on {ch.device}")
