@@ -121,6 +121,9 @@ def test_run_on_simulated_mcu_over_pty(workspace, mcu_model):
     doc = raw_docs(workspace, run_id)[0]
     assert doc["device"]["model_verified"] is True and doc["device"]["extensions"] == ["arena", "dbbin"]
     assert doc["config"]["input_transfer"] == "dbbin" and doc["accuracy"]["of"] == 70
+    from harness.mcu.serial.session import sample_indices  # per sample, for hil sweep's paired ties
+
+    assert doc["accuracy"]["indices"] == sample_indices(70, 20).tolist() and len(doc["accuracy"]["predictions"]) == 20
     assert all(w["n"] == doc["config"]["iterations_per_window"] for w in doc["windows"])
     # --min-seconds 0.1 in total (the simulator on a shared CI host jitters; a board does not)
     assert sum(w["elapsed_us"] for w in doc["windows"]) >= 0.8 * 0.1e6

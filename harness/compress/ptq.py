@@ -104,13 +104,20 @@ def _signature_data(model: bytes, x: np.ndarray) -> dict[str, list[dict[str, np.
 
 
 def tflite_accuracy(model: Path | bytes, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy of a .tflite on the host's LiteRT interpreter ((de)quantising int inputs/outputs).
-    LiteRT announces its XNNPACK delegate on fd 2: captured like TensorFlow's output."""
+    """Top-1 accuracy of a .tflite on the host's LiteRT interpreter ((de)quantising int inputs/outputs)."""
+    correct = tflite_correct(model, x, y)
+    return float(correct.mean()) if len(correct) else float("nan")
+
+
+def tflite_correct(model: Path | bytes, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per sample, whether the top-1 class is the label: what a paired comparison of two candidates
+    on the same samples needs (the sweep's accuracy ties). LiteRT announces its XNNPACK delegate on
+    fd 2: captured like TensorFlow's output."""
     with tf_quiet.captured("host accuracy of a .tflite model"):
-        return _top1(model, x, y)
+        return _correct(model, x, y)
 
 
-def _top1(model: Path | bytes, x: np.ndarray, y: np.ndarray) -> float:
+def _correct(model: Path | bytes, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     it = _interpreter(model)
     inp = it.get_input_details()[0]
     want = [int(d) for d in inp["shape"]]
@@ -119,8 +126,8 @@ def _top1(model: Path | bytes, x: np.ndarray, y: np.ndarray) -> float:
     it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     x = x.reshape((len(x), *[int(d) for d in inp["shape"][1:]]))
-    correct = 0
-    for xi, yi in zip(x, y):
+    correct = np.zeros(len(y), dtype=bool)
+    for i, (xi, yi) in enumerate(zip(x, y)):
         v = xi[None].astype(np.float32)
         if np.issubdtype(inp["dtype"], np.integer):
             s, z = inp["quantization"]
@@ -132,5 +139,5 @@ def _top1(model: Path | bytes, x: np.ndarray, y: np.ndarray) -> float:
         if np.issubdtype(out["dtype"], np.integer):
             s, z = out["quantization"]
             o = (o - z) * s
-        correct += int(o.argmax() == yi)
-    return correct / len(y) if len(y) else float("nan")
+        correct[i] = o.argmax() == yi
+    return correct

@@ -165,57 +165,6 @@ def width_multiplied(model, width: float, where: str):
     return rebuild(model, layers, keep, "l1", keep_weights=False)
 
 
-SHAPE_KEEPERS = (
-    "BatchNormalization",
-    "Activation",
-    "ReLU",
-    "LeakyReLU",
-    "ELU",
-    "Dropout",
-    "SpatialDropout2D",
-    "GaussianNoise",
-    "Identity",
-)
-
-
-def removable_blocks(layers: list[_Layer]) -> list[tuple[int, int]]:
-    """(start, end) of the blocks a depth multiplier may drop: a Conv2D / DepthwiseConv2D / Dense with the
-    normalisation and activation layers after it, whose output has exactly the shape of its input (the
-    repeated middle blocks of a network; dropping one leaves every other layer's shapes unchanged).
-    Never the first or the last weighted layer."""
-    weighted = [i for i, ly in enumerate(layers) if ly.kind in PRODUCERS + ("DepthwiseConv2D",)]
-    out = []
-    for i in weighted[1:-1]:
-        j = i + 1
-        while j < len(layers) and layers[j].kind in SHAPE_KEEPERS:
-            j += 1
-        if layers[i].in_shape == layers[j - 1].out_shape:
-            out.append((i, j))
-    return out
-
-
-def depth_multiplied(model, depth: float, where: str):
-    """The teacher with only `depth` of its shape-keeping blocks (the first ones: the later, deeper
-    blocks are dropped, as depth multipliers of MobileNet-style families do), fresh weights."""
-    keras = keras_module()
-    layers = _layers(model, where)
-    blocks = removable_blocks(layers)
-    if not blocks:
-        raise ConfigError(
-            f"{where}: the model has no block whose output keeps its input's shape (e.g. a 'same' "
-            f"3x3 conv with as many filters as inputs), so there is nothing a depth multiplier "
-            f"can drop; use 'width' or a 'student' file"
-        )
-    keep = int(round(len(blocks) * depth))
-    dropped = {k for s, e in blocks[keep:] for k in range(s, e)}
-    in_shape, _ = io_shapes(model)
-    h = inp = keras.Input(in_shape[1:], name=model.inputs[0].name.split(":")[0])
-    for i, ly in enumerate(layers):
-        if i not in dropped and ly.kind != "InputLayer":
-            h = clone_layer(ly.layer)(h)
-    return keras.Model(inp, h, name=f"{model.name}_depth{depth:g}")
-
-
 def rebuild(model, layers: list[_Layer], keep: dict[int, int], criterion: str, keep_weights: bool):
     keras = keras_module()
     in_shape, _ = io_shapes(model)

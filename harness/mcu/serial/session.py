@@ -609,6 +609,9 @@ def accuracy(
         "agreement": float(np.mean(preds == refs)) if refs is not None else None,
         "correct": int(np.sum(preds == ys)) if ys is not None else None,
         "agree": int(np.sum(preds == refs)) if refs is not None else None,
+        # per sample, for paired comparisons of two models on the same samples (hil sweep's ties)
+        "indices": idx.tolist(),
+        "predictions": preds.tolist(),
         "path": str(eval_path),
         "seconds": round(time.monotonic() - t0, 3),
     }
