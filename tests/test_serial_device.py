@@ -328,6 +328,8 @@ def test_simulated_board_on_the_host_clock_is_never_faster_than_a_board_can_be(m
     out = bytearray()
     fw = Firmware(model, out.extend)
     fw.boot()
+    fw.feed(b"db load 64%" + b"db " + b"00" * 32 + b"%" + b"db " + b"00" * 32 + b"%")  # one input
+    assert out.endswith(b"m-load-done\r\nm-ready\r\n")
     n = 2000
     out.clear()
     sent = time.monotonic()
