@@ -7,10 +7,11 @@ import re
 
 import pandas as pd
 
-# CommonMark lets a backslash escape any ASCII punctuation; these would otherwise start emphasis, code,
-# links, raw HTML (`<b>`), entities or strike-through. `_` only matters at a word's edge (inside a
-# word it never emphasises), so `tiny_net` stays readable in the Markdown source.
-_MD_SPECIAL = re.compile(r"[\\`*\[\]<>~&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+# CommonMark lets a backslash escape any ASCII punctuation. Escaped: what starts emphasis, code, links
+# or strike-through anywhere, `<` where it could open raw HTML or an autolink (`<b>`, `</x`, `<!`),
+# `&` where it could start an entity. `_` only matters at a word's edge (inside a word it never
+# emphasises) and `<=`, `->` or `a & b` mean nothing, so `tiny_net` and messages stay readable.
+_MD_SPECIAL = re.compile(r"[\\`*\[\]~]|<(?=[A-Za-z/!?])|&(?=[A-Za-z0-9#])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 
 
 def md_text(value) -> str:
