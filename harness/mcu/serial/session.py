@@ -114,9 +114,11 @@ def reconnect(
     after: str,
     trace: Callable[[str], None] | None = None,
     timer_wrap_us: int = TIMER_WRAP,
+    flashed: bool = True,
 ) -> ProtocolClient:
     """Open the port again after the board was reset behind the host's back (flashed), let the
-    firmware boot and identify it, all within `boot_timeout`.
+    firmware boot and identify it, all within `boot_timeout`. `flashed`: a flash command ran (a
+    build_cmd alone resets nothing, and there is no banner to wait for).
 
     A flash command may return before the board has reset (a tool that resets as it exits, a
     simulated board that reloads on a signal): a command sent then is answered by the old firmware,
@@ -142,7 +144,7 @@ def reconnect(
     try:
         if transport.reset != "none":
             _pulse_reset(client, transport, f" after {after}")
-        elif not vanished:
+        elif flashed and not vanished:
             log(f"device '{device_id}': waiting up to {transport.boot_timeout:.1f} s for the boot banner after {after}")
             try:
                 client.wait_boot(after, deadline=deadline)
