@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # as given (stored with a run)
     args.db = args.db or os.environ.get("HILBENCH_DB") or DEFAULT_DB
     log.setup(verbose=args.verbose, quiet=args.log_quiet)
     stdout = sys.stdout

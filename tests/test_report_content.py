@@ -135,6 +135,25 @@ def test_run_report_orders_variants_with_ratios_complexity_and_mcu_columns(tmp_p
     assert "**net/fp16 on h7** (infrastructure): board hung" in md
 
 
+def test_markdown_shows_labels_names_and_errors_as_literal_text(tmp_path):
+    """A label with a newline injected a heading; a model name with <b> rendered bold (issue 20)."""
+    store, run = _store(tmp_path / "r.sqlite", "nightly\n# Injected heading", model="<b>net</b>_v2", device="pi*")
+    md = render_run(store.wide(run), store.run_row(run))
+    assert not any(line.startswith("# Injected") for line in md.splitlines())
+    assert "- label: nightly # Injected heading" in md
+    assert "| \\<b>net\\</b>\\_v2 | fp32 | pi\\* |" in md
+    assert "board hung \\<script>alert(1)\\</script>" in md
+    assert not re.search(r"(?<!\\)<[a-z/]", md)  # no raw HTML anywhere
+    assert "| net | fp32 |" not in md  # nothing else of the name got lost
+    # words keep their inner underscores readable; a cell's | never splits the table
+    from harness.report.run_markdown import markdown_table, md_rows, md_text
+
+    assert md_text("tiny_net_v2") == "tiny_net_v2" and md_text("_x_ [a](b) `c` ~d~ &amp; <= & ->") == (
+        "\\_x\\_ \\[a\\](b) \\`c\\` \\~d\\~ \\&amp; <= & ->"
+    )
+    assert markdown_table(["a"], md_rows([["x|y\nz"]])).splitlines()[-1] == "| x\\|y z |"
+
+
 def test_report_without_mcu_or_repeats_has_no_empty_columns(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     run = store.start_run(["k"], "plan", ["run"], "0", "host", None, None)
@@ -163,7 +182,7 @@ def test_compare_pages_keep_variant_order_show_label_and_escape(tmp_path):
     table, ref = comparison(store.wide(run), where="t")
     md = render_markdown(table, ref, run, f"night {EVIL}")
     assert [r["variant"] for r in _table(md)] == ["fp32", "fp16", "dynamic", "int8", "int16x8", "asis"]
-    assert f"label night {EVIL}" in md
+    assert "label night \\<script>alert(1)\\</script>" in md and not re.search(r"(?<!\\)<[a-z/]", md)
     page = render_compare_html(table, ref, run, f"night {EVIL}")
     assert "<script" not in page and html.escape(EVIL) in page
     assert f"label <b>night {html.escape(EVIL)}</b>" in page

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -127,27 +128,36 @@ def split_csv(value: str | None) -> list[str] | None:
 # ------------------------------------------------------------------ argparse types and shared options
 
 
-def at_least(cast, minimum, noun: str):
-    """argparse type: a `cast` number >= minimum (nonsense never reaches the device runner)."""
+def at_least(cast, minimum, noun: str, maximum=None):
+    """argparse type: a finite `cast` number >= minimum (and <= maximum): nonsense never reaches the
+    planner or the device runner (`inf` seconds, 10^20 repeats)."""
 
     def parse(text: str):
         try:
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not {noun}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
         if not value >= minimum:
-            raise argparse.ArgumentTypeError(f"{value:g} must be at least {minimum:g}")
+            raise argparse.ArgumentTypeError(f"{text.strip()} must be at least {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text.strip()} is more than {maximum:g}, the most allowed")
         return value
 
     return parse
 
 
-def count(minimum: int):
-    return at_least(int, minimum, "a whole number")
+def count(minimum: int, maximum: int | None = None):
+    return at_least(int, minimum, "a whole number", maximum)
 
 
 def seconds(minimum: float):
     return at_least(float, minimum, "a number of seconds")
+
+
+# `--repeats`: fresh runner processes per job (pyperf runs 20; 1000 is hours per job on any device)
+MAX_REPEATS = 1000
 
 
 def add_measurement_options(p) -> None:
@@ -187,7 +197,7 @@ def add_measurement_options(p) -> None:
     )
     p.add_argument(
         "--repeats",
-        type=count(1),
+        type=count(1, MAX_REPEATS),
         help="fresh runner processes per job, round-robin across jobs (default: the profile's)",
     )
 

@@ -101,6 +101,12 @@ class Calibration:
             raise ConfigError(f"{p}: calibration data must be .npy or .npz")
         return cls(str(p), sha256_file(p), samples)
 
+    def check(self) -> None:
+        """The file's samples, checked before any conversion (readable, numeric, finite, not empty);
+        their shape needs the model and is checked when the variant is converted (`arrays`)."""
+        if self.source != "random":
+            input_samples(Path(self.source), "x", load_array(Path(self.source), key="x"))
+
     def arrays(self, input_shapes: list[tuple[int | None, ...]]) -> list[list[np.ndarray]]:
         """List of samples, each a list of one batch-1 array per model input."""
         if self.source == "random":
@@ -129,6 +135,10 @@ class Calibration:
 
 
 def check_variant_names(requested: list[str] | None) -> None:
+    """None is the default variant; an empty list (`--variants ''`, `--variants ,`) asks for nothing,
+    which would be a run of 0 jobs that looks like a success."""
+    if requested is not None and not requested:
+        raise ConfigError(f"--variants: no variant given (choose from {', '.join(VARIANTS)}, {ASIS})")
     for v in requested or []:
         if v not in VARIANTS and v != ASIS:
             raise ConfigError(f"unknown variant '{v}' (choose from {', '.join(VARIANTS)}, {ASIS})")

@@ -11,7 +11,7 @@ import math
 from harness.gate.evaluate import Check, GateResult
 from harness.gate.short_history import needs_text
 from harness.gate.thresholds import RULES
-from harness.report.run_markdown import fmt_us, markdown_table, run_label, variant_rank
+from harness.report.run_markdown import fmt_us, markdown_table, md_rows, md_text, run_label, variant_rank
 
 
 def _known(x: float | None) -> float | None:
@@ -168,8 +168,8 @@ def render_gate_markdown(res: GateResult) -> str:
     run = res.run
     out = [f"# hilbench gate: {res.verdict} (exit {res.exit_code})", ""]
     out += [
-        f"- run: `{res.run_id}` ({run.get('status')}, label {run_label(run) or '-'}, "
-        f"host {run.get('host') or '-'}, models commit {run.get('git_commit') or '-'})",
+        f"- run: `{res.run_id}` ({run.get('status')}, label {md_text(run_label(run)) or '-'}, "
+        f"host {md_text(run.get('host') or '-')}, models commit {md_text(run.get('git_commit') or '-')})",
         f"- baseline: `{res.spec}`; significance: process levels against the reference, Holm over the "
         f"whole gate at family-wise alpha {res.alpha:g}",
         f"- {n['keys']} result(s): {n['passed']} passed, {n['failed']} failed, "
@@ -179,7 +179,7 @@ def render_gate_markdown(res: GateResult) -> str:
         "",
     ]
     for w in res.warnings:
-        out.append(f"> warning: {w}")
+        out.append(f"> warning: {md_text(w)}")
     if res.warnings:
         out.append("")
     if res.infra_failures:
@@ -190,14 +190,14 @@ def render_gate_markdown(res: GateResult) -> str:
             "",
         ]
         for k in res.infra_failures:
-            out.append(f"- **{k.model}/{k.variant} on {k.device_id}** ({k.status}): {k.error}")
+            out.append(f"- **{md_text(f'{k.model}/{k.variant} on {k.device_id}')}** ({k.status}): {md_text(k.error)}")
         out.append("")
     failed = res.failed_checks
     out += ["## Regressions and budget violations", ""]
     if failed:
-        out += [markdown_table(CHECK_HEADERS, [check_row(k, c) for k, c in failed]), ""]
+        out += [markdown_table(CHECK_HEADERS, md_rows([check_row(k, c) for k, c in failed])), ""]
         for k, c in failed:
-            out.append(f"- **{k.key}**: {check_message(c)}")
+            out.append(f"- **{md_text(k.key)}**: {md_text(check_message(c))}")
         out.append("")
     else:
         out += ["None.", ""]
@@ -209,22 +209,23 @@ def render_gate_markdown(res: GateResult) -> str:
             "",
         ]
         for k, c in res.inconclusive_checks:
-            out.append(f"- **{k.key}** {c.metric}: {c.note}")
+            out.append(f"- **{md_text(k.key)}** {c.metric}: {md_text(c.note)}")
         out.append("")
     if res.improvements:
         out += [
             "## Improvements",
             "",
-            markdown_table(CHECK_HEADERS, [check_row(k, c) for k, c in res.improvements]),
+            markdown_table(CHECK_HEADERS, md_rows([check_row(k, c) for k, c in res.improvements])),
             "",
         ]
     ok_keys = ordered([k for k in res.keys if not k.infra])
     if ok_keys:
         out += ["<details><summary>All checks</summary>", ""]
         rows = [check_row(k, c) for k in ok_keys for c in k.checks]
-        out += [markdown_table(CHECK_HEADERS, rows), ""]
+        out += [markdown_table(CHECK_HEADERS, md_rows(rows)), ""]
         out += [
-            "Baselines: " + "; ".join(f"{k.key}: {k.baseline.describe() if k.baseline else 'none'}" for k in ok_keys),
+            "Baselines: "
+            + "; ".join(md_text(f"{k.key}: {k.baseline.describe() if k.baseline else 'none'}") for k in ok_keys),
             "",
             "</details>",
             "",

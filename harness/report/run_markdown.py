@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
+
+# CommonMark lets a backslash escape any ASCII punctuation. Escaped: what starts emphasis, code, links
+# or strike-through anywhere, `<` where it could open raw HTML or an autolink (`<b>`, `</x`, `<!`),
+# `&` where it could start an entity. `_` only matters at a word's edge (inside a word it never
+# emphasises) and `<=`, `->` or `a & b` mean nothing, so `tiny_net` and messages stay readable.
+_MD_SPECIAL = re.compile(r"[\\`*\[\]~]|<(?=[A-Za-z/!?])|&(?=[A-Za-z0-9#])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md_text(value) -> str:
+    """User text (a label, model name, device id, error) as literal Markdown inline text: one line
+    (a newline could start a heading or a list), every character that Markdown would interpret
+    escaped. `|` is left to `markdown_table`, which escapes it in cells."""
+    text = " ".join(str(value).splitlines())
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
+def md_rows(rows: list[list[str]]) -> list[list[str]]:
+    """Table rows with every cell as literal text (`md_text`)."""
+    return [[md_text(c) for c in r] for r in rows]
 
 
 def fmt_num(value, spec: str, scale: float = 1.0, suffix: str = "") -> str:
@@ -58,7 +78,7 @@ def _energy(measured, estimated) -> str:
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     numeric = ("p50", "p90", "p95", "p99", "inf/s", "runs", ")", "MACs", "params", "processes", "fp32", "AUC")
     align = ["---:" if h.endswith(numeric) else "---" for h in headers]
-    cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # a name never breaks the table
+    cell = lambda text: " ".join(str(text).splitlines()).replace("|", "\\|")  # a name never breaks the table
     lines = ["| " + " | ".join(map(cell, headers)) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
     return "\n".join(lines)
@@ -231,21 +251,22 @@ def render_run(wide: pd.DataFrame, run: dict | None = None) -> str:
         out += [
             f"- run: `{run['run_id']}` ({run.get('status', '?')}{', ' + kind if kind else ''})",
             *([f"- abandoned: {ABANDONED}"] if run.get("status") == "abandoned" else []),
-            f"- label: {run_label(run) or '-'}",
-            f"- host: {run.get('host') or '-'}, hilbench {run.get('harness_version') or '-'}",
-            f"- models repo commit: {run.get('git_commit') or '-'}",
+            f"- label: {md_text(run_label(run)) or '-'}",
+            f"- host: {md_text(run.get('host') or '-')}, hilbench {run.get('harness_version') or '-'}",
+            f"- models repo commit: {md_text(run.get('git_commit') or '-')}",
             "",
         ]
     if wide.empty:
         return "\n".join(out + ["No results recorded."]) + "\n"
     headers, rows = results_table(wide)
-    out += ["## Results", "", markdown_table(headers, rows), ""] if rows else []
+    out += ["## Results", "", markdown_table(headers, md_rows(rows)), ""] if rows else []
     failed = wide[wide["status"] != "ok"]
     if not failed.empty:
         out += ["## Failures", ""]
         for _, r in sort_variants(failed, ["model", "device_id", "variant"]).iterrows():
             kind = "infrastructure" if r["status"] == "infra_error" else "error"
-            out.append(f"- **{r['model']}/{r['variant']} on {r['device_id']}** ({kind}): {r['error']}")
+            what = md_text(f"{r['model']}/{r['variant']} on {r['device_id']}")
+            out.append(f"- **{what}** ({kind}): {md_text(r['error'])}")
         out.append("")
     out += [
         "Latency is the steady-state distribution of `invoke()` after warmup (the median over a job's "

@@ -25,8 +25,15 @@ from harness.errors import ConfigError, HilError, InfraError, ModelError, Storag
 from harness.lab.config import Device, Inventory, link_type
 from harness.log import DETAIL
 from harness.meters.select import on_device
-from harness.models.convert import Calibration, Converter, ModelSource, ModelVariant, check_variant_names
-from harness.models.evaldata import prepare_eval
+from harness.models.convert import (
+    NEEDS_CALIBRATION,
+    Calibration,
+    Converter,
+    ModelSource,
+    ModelVariant,
+    check_variant_names,
+)
+from harness.models.evaldata import check_eval_file, prepare_eval
 from harness.models.shapes import resolve_input_shapes
 from harness.run.device_lock import DeviceLock
 from harness.run.reference import with_references
@@ -37,6 +44,10 @@ from harness.store.spool import Spool, spool_dir
 from harness.transports import transport_for
 
 _log = logging.getLogger(__name__)
+
+# Jobs one run may plan (models x variants x devices x repeats): every job is a row in the store and a
+# claim, and planning a bigger run would take minutes and gigabytes before the first measurement
+MAX_PLANNED_JOBS = 100_000
 
 
 @dataclass
@@ -155,6 +166,8 @@ class Orchestrator:
         self._spooled: list[str] = []  # labels of this session's spooled results
         self._lost: list[str] = []  # neither stored nor spooled
         self._store_down: str | None = None  # why claims are not possible (said once)
+        # --resume: an unfinished run started with this same command line (harness.commands.run_resume)
+        self.resume_candidate: str | None = None
 
     def _say(self, msg: str) -> None:
         with self._log_lock:
@@ -187,6 +200,7 @@ class Orchestrator:
         time each changed artifact with its series' reference in the same processes (see
         `harness.run.reference`; profiles can turn it off with `benchmark.pair_reference`)."""
         check_variant_names(variants)  # a typo is the whole command's fault, not one model's
+        self.check_plan_size(len(specs), variants, devices, options)
         names = [s.source.name for s in specs] + self.broken_sources
         shared = sorted({n for n in names if names.count(n) > 1})
         if shared:  # never mix two models up in results, reports and the gate
@@ -198,9 +212,18 @@ class Orchestrator:
                     f"--input-shape applies to Linux devices (local, ssh); TFLM on {', '.join(mcu)} "
                     "cannot resize a model's inputs"
                 )
+        ready = []
+        for spec in specs:  # every model's data before any conversion (TensorFlow takes seconds to load)
+            try:
+                self._check_data(spec, variants)
+                ready.append(spec)
+            except HilError as exc:
+                if len(specs) + len(self.broken_sources) == 1:
+                    raise
+                self.add_broken(spec.source.name, spec.source.sha256, variants, devices, str(exc))
         jobs: list[Job] = []
-        with progress.task("converting", len(specs) * len(variants or ["fp32"])) as self._convert_bar:
-            for spec in specs:
+        with progress.task("converting", len(ready) * len(variants or ["fp32"])) as self._convert_bar:
+            for spec in ready:
                 try:
                     jobs += self._plan_model(spec, variants, devices, options)
                 except HilError as exc:
@@ -218,6 +241,32 @@ class Orchestrator:
             if paired:
                 self._detail(f"{len(paired)} changed artifact(s) timed together with their reference artifact")
         return jobs
+
+    def check_plan_size(
+        self, models: int, variants: list[str] | None, devices: list[Device], options: RunOptions
+    ) -> None:
+        """Refuse a plan of more than MAX_PLANNED_JOBS jobs before anything is converted (an upper
+        bound: variants that turn out not to apply are counted)."""
+        per_model = len(variants or ["fp32"]) * sum(
+            options.resolved(self.inventory.profile_of(d)).repeats or 1 for d in devices
+        )
+        planned = models * per_model
+        if planned > MAX_PLANNED_JOBS:
+            repeats = sorted({options.resolved(self.inventory.profile_of(d)).repeats or 1 for d in devices})
+            raise ConfigError(
+                f"the run would plan {planned:,} jobs ({models} model(s) x {len(variants or ['fp32'])} "
+                f"variant(s) x {len(devices)} device(s) x {'/'.join(map(str, repeats))} repeat(s)); at "
+                f"most {MAX_PLANNED_JOBS:,} in one run: use fewer --repeats, or split it by --devices"
+            )
+
+    def _check_data(self, spec: ModelSpec, variants: list[str] | None) -> None:
+        """The model's calibration data (when a requested variant needs it) and eval data, as far as
+        they can be checked without the model."""
+        needs = NEEDS_CALIBRATION & set(self.converter.variants_for(spec.source, variants))
+        if spec.calibration is not None and needs:
+            spec.calibration.check()
+        if spec.eval_file is not None:
+            check_eval_file(spec.eval_file)
 
     def add_broken(self, name: str, sha256: str, variants: list[str] | None, devices: list[Device], error: str) -> None:
         """Jobs that cannot run because their model could not be opened or converted."""
@@ -347,7 +396,13 @@ class Orchestrator:
             self.store.reopen_run(run_id, self.owner)
             self._say(f"resuming run {run_id}: {len(done)} of {len(jobs)} jobs already measured")
         elif resume:
-            self._say("nothing to resume for this plan; starting a new run")
+            hint = ""
+            if self.resume_candidate:
+                hint = (
+                    f" (run {self.resume_candidate} had this command line but planned other jobs: a model "
+                    "file, its data, the inventory or a device profile changed since)"
+                )
+            self._say(f"nothing to resume for this plan; starting a new run{hint}")
         commits = {}
         by_source: dict[Path, str | None] = {}  # two `git` processes per model file, not per job
         for j in jobs:

@@ -294,6 +294,7 @@ class SerialTransport(Transport):
                 self._say,
                 after=f"flashing {want}",
                 timer_wrap_us=session.timer_wrap_us(self.profile),
+                flashed=any(s.step == "flash" for s in steps),
             )
         except InfraError as exc:
             raise InfraError(f"{exc} (see {log_path})") from None
