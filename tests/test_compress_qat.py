@@ -281,3 +281,28 @@ def test_the_sweep_pipeline_gives_a_dag_model_a_qat_candidate(tmp_path, trained_
     cand = comp.run(recipes.load(recipe))
     assert cand.name == "dag+qat-int8" and cand.variant == "asis" and cand.artifact.is_file()
     assert cand.metrics["host_accuracy"] > 0.5
+
+
+def test_a_layer_called_twice_keeps_one_set_of_weights():
+    """A shared Dense (called on the input's projection and on its own output) has one twin: the
+    twin's weights are the model's, BatchNormalization included, and it converts to int8 I/O."""
+    from harness.compress.qat import convert_int8, train_qat
+    from harness.compress.recipes import QatStep
+
+    keras = _keras()
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    x, y, xe, _ = digits_task((64,), n=256, seed=0)
+    inp = keras.Input((64,))
+    h = layers.Dense(16, activation="relu")(inp)
+    shared = layers.Dense(16, activation="relu", name="shared")
+    h2 = shared(shared(h))
+    out = layers.Dense(10, activation="softmax")(layers.BatchNormalization()(layers.Add()([h, h2])))
+    model = keras.Model(inp, out)
+    q, _ = train_qat(model, QatStep(), x, y, label="shared", epochs=1, batch_size=32, learning_rate=1e-4, seed=0)
+    assert Counter(type(lay).__name__ for lay in q.layers)["QuantizedLayer"] == 3
+    assert len(q.trainable_weights) == len(model.trainable_weights) - 2  # the frozen BN's gamma/beta
+    blob = convert_int8(q, x[:32], "shared")
+    assert op_counts(blob)["FULLY_CONNECTED"] == 4
+    keras_out, lite_out = np.asarray(q.predict(xe, verbose=0)), tflite_outputs(blob, xe)
+    assert float(np.abs(keras_out - lite_out).mean()) < 0.02

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,6 +299,14 @@ def qat_model(model, step: QatStep, where: str = "qat"):
             inputs_q[id(t)] = (t, ActivationQuant(step.ema_decay, name=name)(t))
         return inputs_q[id(t)][1]
 
+    twins: dict[tuple, Any] = {}  # a layer called more than once keeps one twin (weights shared)
+    calls: Counter = Counter()
+
+    def twin_of(key: tuple, build):
+        if key not in twins:
+            twins[key] = build()
+        return twins[key]
+
     def make(layer, args: tuple, kwargs: dict):
         node = next(order)
         if node.operation is not layer:  # pragma: no cover - rebuild_graph walks graph_nodes' order
@@ -306,25 +315,33 @@ def qat_model(model, step: QatStep, where: str = "qat"):
         args, kwargs = tree.map_structure(quantized_input, (args, kwargs))
         if plan.role == "folded":
             return args[0]
-        kind, name = type(layer).__name__, layer.name
+        kind = type(layer).__name__
+        calls[layer.name] += 1
+        name = layer.name if calls[layer.name] == 1 else f"{layer.name}_call{calls[layer.name]}"
         if plan.role == "kernel":
-            w = layer.get_weights()
-            kernel, bias = w[0], (w[1] if len(w) > 1 else None)
-            if plan.batchnorm is not None:
-                kernel, bias = _fold(layer, kernel, bias, plan.batchnorm)
             act = activation_name(layer) or "linear"
             cfg = layer.get_config()
             fused = act if act in FUSED else "linear"
-            y = QuantizedLayer(kind, cfg, kernel, bias, fused, name=f"qat_{name}")(args[0])
+
+            def build():
+                w = layer.get_weights()
+                kernel, bias = w[0], (w[1] if len(w) > 1 else None)
+                if plan.batchnorm is not None:
+                    kernel, bias = _fold(layer, kernel, bias, plan.batchnorm)
+                n = sum(1 for key in twins if key[0] == id(layer))  # folded with another BN elsewhere
+                return QuantizedLayer(kind, cfg, kernel, bias, fused, name=f"qat_{layer.name}" + (f"_{n}" if n else ""))
+
+            y = twin_of((id(layer), id(plan.batchnorm)), build)(args[0])
             if fused != act:  # the converter keeps this activation as an op of its own
                 y = ActivationQuant(step.ema_decay, name=f"qat_{name}_preact")(y)
                 y = keras.layers.Activation(cfg["activation"], name=f"qat_{name}_act")(y)
         elif getattr(layer, "weights", None):  # a kept BatchNormalization (frozen: MUL/ADD once converted), or unknown
-            twin = clone_layer(layer)
+            twin = twin_of((id(layer),), lambda: clone_layer(layer))
+            fresh = not twin.built
             y = twin(*args, **kwargs)
-            twin.set_weights(layer.get_weights())
-            if plan.role == "batchnorm":
-                twin.trainable = False
+            if fresh:
+                twin.set_weights(layer.get_weights())
+                twin.trainable = plan.role != "batchnorm"
         else:
             y = layer(*args, **kwargs)
         if plan.quantize_out:
