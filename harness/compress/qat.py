@@ -144,7 +144,7 @@ def _plan(model) -> tuple[list, dict[int, _Plan]]:
                 plan.quantize_out = True
             elif act == "linear":
                 plan.quantize_out = not fused_next(out)
-            else:  # quantized before the activation (in the layer) and after it unless fixed
+            else:  # an activation of its own: quantized before it (preact) and after it unless fixed
                 plan.quantize_out = act not in FIXED
             plans[id(node)] = plan
         elif kind == "BatchNormalization":
