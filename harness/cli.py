@@ -49,7 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hil", description="hilbench: hardware-in-the-loop benchmarks for compressed ML models")
     parser.add_argument("--version", action="version", version=f"hilbench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("-v", "--verbose", action="store_true", help="more progress detail on stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="each stage's detail on stderr (conversions, the device runner's lines); -vv: also the output "
+        "of TensorFlow and of the TFLite runtime",
+    )
     parser.add_argument(
         "-q", "--quiet", dest="log_quiet", action="store_true", help="only warnings and errors on stderr"
     )
@@ -128,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # as given (stored with a run)
     args.db = args.db or os.environ.get("HILBENCH_DB") or DEFAULT_DB
     log.setup(verbose=args.verbose, quiet=args.log_quiet)
     stdout = sys.stdout

@@ -29,6 +29,12 @@ class InfraError(HilError):
     exit_code = 2
 
 
+class StorageError(InfraError):
+    """The results store cannot be read or written (a full disk, a write-protected file or folder, a
+    lost database server): the lab's failure, not the user's input. `hil run` keeps a result it cannot
+    store in the spool (harness/store/spool.py) instead of losing it."""
+
+
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_INFRA = 2

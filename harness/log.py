@@ -2,7 +2,16 @@
 what a script captures (a run id, a report, a table).
 
 Library code logs through its module's logger and never configures handlers; the CLI installs one
-stderr handler on the `harness` logger: INFO by default, DEBUG with `--verbose`, WARNING with `--quiet`.
+stderr handler on the `harness` logger. Three levels of chatter:
+
+- default (INFO): what a person reading a CI log needs: one line per job (`done ...` / `FAILED ...`),
+  summaries, warnings. A nightly of 2 variants x 3 repeats is 7 lines, not 50;
+- `-v` (DETAIL): each stage's own steps: conversions and cache hits, `measuring ...`, the device
+  runner's lines (runtime, model path, phases, accuracy), files deployed, each confirmation process;
+- `-vv` (DEBUG): also what hilbench normally keeps off the console: TensorFlow's and the TFLite
+  runtime's own output (`harness.models.tf_quiet` stops capturing), tracebacks of runner crashes.
+
+`--quiet` (WARNING) keeps only warnings and errors.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ import logging
 import sys
 
 ROOT = "harness"
+DETAIL = 15  # between DEBUG and INFO: shown with -v
+logging.addLevelName(DETAIL, "DETAIL")
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -24,13 +35,21 @@ class _StderrHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def setup(verbose: bool = False, quiet: bool = False) -> None:
+def level_for(verbose: int = 0, quiet: bool = False) -> int:
+    if quiet:
+        return logging.WARNING
+    return logging.INFO if verbose <= 0 else DETAIL if verbose == 1 else logging.DEBUG
+
+
+def setup(verbose: int = 0, quiet: bool = False) -> None:
+    """`verbose`: how many -v (True counts as one)."""
+    level = level_for(int(verbose), quiet)
     logger = logging.getLogger(ROOT)
     for h in list(logger.handlers):
         if isinstance(h, _StderrHandler):
             logger.removeHandler(h)
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s" if not verbose else "%(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s" if level == logging.DEBUG else "%(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    logger.setLevel(level)
     logger.propagate = False

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -146,6 +147,12 @@ def parse_args(argv):
         metavar="PATH",
         help="power reading in microwatts (hwmon INA2xx power1_input) sampled during "
         "the steady window by a separate process",
+    )
+    p.add_argument(
+        "--power-pmic",
+        action="store_true",
+        help="sample the board's power from its PMIC (Raspberry Pi 5: `vcgencmd pmic_read_adc`, the sum of "
+        "voltage x current over its rails) during the steady window, by a separate process",
     )
     p.add_argument("--power-rate", type=float, default=1000.0, help="power samples per second")
     p.add_argument(
@@ -612,15 +619,20 @@ def read_power_uw(path):
 class PowerSampler(object):
     """Mean power over a window from a sysfs power file (hwmon INA2xx: microwatts)."""
 
+    meter = "hwmon"
+
     def __init__(self, path, rate_hz):
         read_power_uw(path)  # fails here, before the window, if the meter is missing
         self.path = path
         self.rate = rate_hz
         self.proc = None
 
+    def command(self):
+        return [sys.executable, "-c", _SAMPLER, sysfs_path(self.path), str(self.rate)]
+
     def start(self):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SAMPLER, sysfs_path(self.path), str(self.rate)],
+            self.command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -650,11 +662,99 @@ class PowerSampler(object):
         return int(n), int(total), float(elapsed)
 
 
-def sampled_energy(path, n, total_uw, elapsed_s, idle_mw, mean_latency_us):
+PMIC_SOURCE = "vcgencmd pmic_read_adc"
+# `   VDD_CORE_A current(7)=0.71880000A` / `VDD_CORE_V volt(15)=0.72030500V`
+_PMIC_LINE = re.compile(r"^(\S+)_([AV])\s+(?:current|volt)\(\d+\)=([-+0-9.eE]+)([AV])$")
+
+
+def parse_pmic_adc(text):
+    """`vcgencmd pmic_read_adc` of a Raspberry Pi 5 -> {rail: {"A": amps, "V": volts}} (a rail's
+    current line is NAME_A, its voltage line NAME_V; some rails report only one of them)."""
+    rails = {}
+    for line in text.splitlines():
+        m = _PMIC_LINE.match(line.strip())
+        if m is None or m.group(2) != m.group(4):
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        rails.setdefault(m.group(1), {})[m.group(2)] = value
+    return rails
+
+
+def pmic_power_uw(text):
+    """Sum over the rails that report both of voltage x current, in microwatts."""
+    rails = parse_pmic_adc(text)
+    both = [r["V"] * r["A"] for r in rails.values() if "V" in r and "A" in r]
+    if not both:
+        raise RunnerError("%s reported no rail with both a voltage and a current" % PMIC_SOURCE, "meter")
+    return int(round(sum(both) * 1e6))
+
+
+def read_pmic_uw():
+    """One PMIC reading in microwatts; RunnerError (kind "meter") when this board has no such PMIC."""
+    exe = shutil.which("vcgencmd")
+    if not exe:
+        raise RunnerError("vcgencmd not found: the pmic meter needs a Raspberry Pi 5 (Raspberry Pi OS)", "meter")
+    try:
+        out = subprocess.run(
+            [exe, "pmic_read_adc"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RunnerError("%s failed: %s" % (PMIC_SOURCE, _one_line(exc)), "meter")
+    text = out.stdout.decode("utf-8", "replace")
+    if out.returncode != 0:
+        said = (out.stderr.decode("utf-8", "replace") + text).strip().splitlines() or ["no output"]
+        raise RunnerError("%s failed (exit %d): %s" % (PMIC_SOURCE, out.returncode, said[-1]), "meter")
+    return pmic_power_uw(text)
+
+
+class PmicSampler(PowerSampler):
+    """Mean power over a window from the PMIC's rails, read by `vcgencmd` in a separate process (this
+    runner file run with --pmic-sampler), which paces itself like the hwmon sampler."""
+
+    meter = "pmic"
+
+    def __init__(self, rate_hz):
+        read_pmic_uw()  # fails here, before the window, if the board has no such PMIC
+        self.path = PMIC_SOURCE
+        self.rate = rate_hz
+        self.proc = None
+
+    def command(self):
+        return [sys.executable, os.path.abspath(__file__), "--pmic-sampler", str(self.rate)]
+
+
+def pmic_sampler_main(rate):
+    """The sampler process of PmicSampler: `ready`, then readings until a line on stdin, then
+    `N TOTAL_UW ELAPSED_S` (the hwmon sampler's protocol)."""
+    import select
+
+    period = 1.0 / rate
+    print("ready", flush=True)
+    n, total, t0 = 0, 0, time.monotonic()
+    nxt = t0
+    while True:
+        try:
+            total += read_pmic_uw()
+        except RunnerError as exc:
+            sys.stderr.write("%s\n" % exc)
+            return 1
+        n += 1
+        nxt += period
+        ready, _, _ = select.select([sys.stdin], [], [], max(0.0, nxt - time.monotonic()))
+        if ready:
+            break
+    print(n, total, time.monotonic() - t0, flush=True)
+    return 0
+
+
+def sampled_energy(path, n, total_uw, elapsed_s, idle_mw, mean_latency_us, meter="hwmon"):
     mean_mw = total_uw / 1000.0 / max(1, n)
     active_mw = mean_mw - (idle_mw or 0.0)
     return {
-        "meter": "hwmon",
+        "meter": meter,
         "path": path,
         "sample_rate_hz": n / elapsed_s if elapsed_s else None,
         "samples": n,
@@ -1188,9 +1288,12 @@ def run(args):
         # ---- steady state
         tel_before = telemetry_snapshot()
         sampler, meter_problem = None, None
-        if args.power_file:  # a missing meter costs the energy figure, never the measurement
+        if args.power_file or args.power_pmic:  # a missing meter costs the energy figure, never the measurement
             try:
-                sampler = PowerSampler(args.power_file, args.power_rate).start()
+                if args.power_pmic:
+                    sampler = PmicSampler(args.power_rate).start()
+                else:
+                    sampler = PowerSampler(args.power_file, args.power_rate).start()
             except (RunnerError, OSError) as exc:
                 meter_problem = _one_line(exc)
         e0 = rapl_read()
@@ -1262,10 +1365,16 @@ def run(args):
     if disturbed:
         log("window disturbed: %s" % "; ".join(disturbed))
     if power is not None:
+        assert sampler is not None
         result["energy"] = sampled_energy(
-            args.power_file, power[0], power[1], power[2], args.idle_power_mw, lat["mean"]
+            sampler.path, power[0], power[1], power[2], args.idle_power_mw, lat["mean"], sampler.meter
         )
-    elif args.power_file:  # the profile's meter, or none: never another meter's figure in its place
+        if args.power_pmic:
+            result["energy"]["note"] = (
+                "(mean power of the PMIC's rails during the steady window - idle power) x mean latency; the "
+                "rails feed the SoC, memory and I/O: the 5 V input's conversion losses and USB devices are not in it"
+            )
+    elif args.power_file or args.power_pmic:  # the profile's meter, or none: never another meter's figure
         result["energy"] = None
         warning = "energy meter: %s; this result has no energy" % (meter_problem or "no power samples")
         result["warnings"].append(warning)
@@ -1393,7 +1502,16 @@ def _energy_info():
     return {
         "rapl": {"path": RAPL_ENERGY[len(SYSFS) :], "readable": rapl is not None and rapl.isdigit()},
         "hwmon": sensors,
+        "pmic": _pmic_info(),
     }
+
+
+def _pmic_info():
+    """Whether `vcgencmd pmic_read_adc` reads power here (a Raspberry Pi 5), with one reading."""
+    try:
+        return {"source": PMIC_SOURCE, "power_mw": read_pmic_uw() / 1000.0, "error": None}
+    except RunnerError as exc:
+        return {"source": PMIC_SOURCE, "power_mw": None, "error": str(exc)}
 
 
 def probe_document(workdir):
@@ -1433,6 +1551,11 @@ def main(argv=None):
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--pmic-sampler"]:  # PmicSampler's process: its own stdout protocol, no JSON
+        os.dup2(out_fd, 1)
+        os.close(out_fd)
+        sys.stdout = sys.__stdout__
+        return pmic_sampler_main(float(argv[1]))
     try:
         if "--probe" in argv:
             doc = probe_document(_probe_workdir(argv))

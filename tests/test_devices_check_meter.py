@@ -168,3 +168,121 @@ def test_runner_never_puts_another_meters_figure_in_place_of_the_missing_one(tmp
     assert doc["status"] == "ok" and doc["latency_us"]["count"] >= 5
     assert doc["energy"] is None
     assert doc["warnings"] == [f"energy meter: power file {MISSING} {problem}; this result has no energy"]
+
+
+# ---- shipped Raspberry Pi profiles on stock boards (issue 20)
+
+PI5_RECORDING = REPO / "tests" / "data" / "pi5_pmic_read_adc.txt"  # `vcgencmd pmic_read_adc` on a Pi 5
+
+
+def _pmic_watts_by_hand(text: str) -> float:
+    """The recording read line by line the long way: rail -> current and voltage, then sum V x I."""
+    amps, volts = {}, {}
+    for line in text.splitlines():
+        name, _, value = line.strip().partition("=")
+        rail, kind = name.split()[0].rsplit("_", 1)
+        (amps if kind == "A" else volts)[rail] = float(value.rstrip("AV"))
+    return sum(volts[r] * amps[r] for r in amps if r in volts)
+
+
+def test_pmic_power_is_the_sum_of_v_times_i_over_rails_that_report_both():
+    text = PI5_RECORDING.read_text()
+    rails = runner.parse_pmic_adc(text)
+    assert len(rails) == 14 and rails["VDD_CORE"] == {"A": 0.7188, "V": 0.720305}
+    assert rails["EXT5V"] == {"V": 5.1242} and rails["BATT"] == {"V": 0.0}  # voltage only: not a rail's power
+    assert runner.pmic_power_uw(text) == round(_pmic_watts_by_hand(text) * 1e6)
+    small = "  VDD_CORE_A current(7)=0.50000000A\n3V3_SYS_A current(1)=0.1A\n  VDD_CORE_V volt(15)=0.72000000V\n"
+    small += "3V3_SYS_V volt(9)=3.3V\n EXT5V_V volt(24)=5.1V\nnot a reading\n"
+    assert runner.pmic_power_uw(small) == 690_000  # 0.72 V x 0.5 A + 3.3 V x 0.1 A
+    with pytest.raises(runner.RunnerError, match="no rail with both a voltage and a current"):
+        runner.pmic_power_uw(" EXT5V_V volt(24)=5.1V\n")
+
+
+@pytest.fixture()
+def pi_lab(tmp_path: Path, monkeypatch) -> Path:
+    """Local devices with the shipped Raspberry Pi profiles on a stock board's sysfs (a CPU thermal
+    sensor and the undervoltage monitor, no power sensor); `fake_vcgencmd` adds a Pi 5's vcgencmd."""
+    sysroot = tmp_path / "sysroot"
+    for i, name in enumerate(("cpu_thermal", "rpi_volt")):
+        d = sysroot / f"sys/class/hwmon/hwmon{i}"
+        d.mkdir(parents=True)
+        (d / "name").write_text(name + "\n")
+    (sysroot / "sys/class/hwmon/hwmon0/temp1_input").write_text("48000\n")
+    monkeypatch.setenv("HILBENCH_SYSFS_ROOT", str(sysroot))
+    monkeypatch.setenv("HILBENCH_CACHE", str(tmp_path / "cache"))
+    profiles = tmp_path / "device_profiles"
+    profiles.mkdir()
+    for name in ("raspberry-pi-4", "raspberry-pi-4-ina2xx", "raspberry-pi-5"):
+        (profiles / f"{name}.yaml").write_text((REPO / "device_profiles" / f"{name}.yaml").read_text())
+    (tmp_path / "inventory.yaml").write_text(
+        "devices:\n"
+        "  - {id: pi4, profile: raspberry-pi-4, transport: {type: local}}\n"
+        "  - {id: pi4-hat, profile: raspberry-pi-4-ina2xx, transport: {type: local}}\n"
+        "  - {id: pi5, profile: raspberry-pi-5, transport: {type: local}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def fake_vcgencmd(lab: Path, monkeypatch) -> None:
+    """vcgencmd of a Pi 5 answering from the recording (the PMIC cannot exist on this host)."""
+    bin_dir = lab / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "vcgencmd"
+    exe.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        f"  pmic_read_adc) cat '{PI5_RECORDING}' ;;\n"
+        "  get_throttled) echo throttled=0x0 ;;\n"
+        '  *) echo "error=2 error_msg=\\"Command not registered\\""; exit 2 ;;\n'
+        "esac\n"
+    )
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_shipped_pi_profiles_pass_the_meter_check_on_stock_boards(pi_lab, monkeypatch, capsys):
+    """A stock Pi 4 has no power sensor: its profile is a labelled estimate and passes; the INA2xx
+    HAT's profile is the one that needs the sensor. A Pi 5 reads its PMIC; without vcgencmd's
+    pmic_read_adc (not a Pi 5) the pmic profile fails, saying why."""
+    fake_vcgencmd(pi_lab, monkeypatch)
+    main(["--inventory", str(pi_lab / "inventory.yaml"), "devices", "check"])
+    out = capsys.readouterr().out
+    rows = table(out)
+    assert rows["pi4"]["energy"] == "estimate"  # labelled as such in every result
+    assert not [ln for ln in out.splitlines() if ln.startswith("pi4: FAIL")]
+    watts = _pmic_watts_by_hand(PI5_RECORDING.read_text())
+    assert rows["pi5"]["energy"] == f"pmic ok ({watts * 1000:.0f} mW)"
+    assert not [ln for ln in out.splitlines() if ln.startswith("pi5: FAIL")]
+    assert rows["pi4-hat"]["energy"] == "hwmon MISSING"  # the HAT profile on a board without the HAT
+    assert "pi4-hat: FAIL: energy meter /sys/class/hwmon/hwmon2/power1_input" in out
+
+    monkeypatch.setenv("PATH", os.environ["PATH"].split(os.pathsep, 1)[1])  # no vcgencmd: not a Pi 5
+    main(["--inventory", str(pi_lab / "inventory.yaml"), "devices", "check", "pi5"])
+    out = capsys.readouterr().out
+    assert table(out)["pi5"]["energy"] == "pmic MISSING" and table(out)["pi5"]["verdict"] == "FAIL"
+    assert (
+        "pi5: FAIL: energy meter pmic (profile 'raspberry-pi-5'): vcgencmd not found: the pmic meter needs a "
+        "Raspberry Pi 5 (Raspberry Pi OS); results would have no energy"
+    ) in out
+
+
+def test_pi5_measures_its_energy_from_the_pmic(pi_lab, monkeypatch, tflite_model):
+    fake_vcgencmd(pi_lab, monkeypatch)
+    p = hil("run", str(tflite_model), "--devices", "pi5", *FAST)
+    assert p.returncode == 0, p.stderr[-3000:]
+    store = ResultStore(pi_lab / "reports" / "results.sqlite")
+    row = store.wide(p.stdout.strip().splitlines()[-1]).iloc[0]
+    energy = store.raw(int(row["result_id"]))["energy"]
+    mean_mw = _pmic_watts_by_hand(PI5_RECORDING.read_text()) * 1000
+    assert energy["meter"] == "pmic" and energy["path"] == "vcgencmd pmic_read_adc" and energy["estimate"] is False
+    assert energy["samples"] >= 1 and energy["mean_power_mw"] == pytest.approx(mean_mw, abs=1e-3)
+    assert energy["includes_idle"] is True and "PMIC's rails" in energy["note"]  # the profile gives no idle power
+    expected = mean_mw * row["latency_mean_us"] / 1000.0
+    assert row["energy_per_inference_uj"] == pytest.approx(expected, rel=1e-6)
+
+    monkeypatch.setenv("PATH", os.environ["PATH"].split(os.pathsep, 1)[1])  # a board without the PMIC
+    p = hil("run", str(tflite_model), "--devices", "pi5", *FAST)
+    assert p.returncode == 0, p.stderr[-3000:]
+    warning = "energy meter: vcgencmd not found: the pmic meter needs a Raspberry Pi 5 (Raspberry Pi OS)"
+    assert f"warning: {warning}; this result has no energy" in p.stderr

@@ -218,6 +218,36 @@ def test_thresholds_file_deterministic_accuracy_new_missing(lab):
     assert verdict_of(judge(store, None, record=False), "model_size_bytes").verdict == "improvement"
 
 
+def test_an_anomaly_detectors_auc_is_shown_and_gated_like_top1(lab):
+    from harness.report.gate_markdown import render_gate_markdown
+    from harness.report.junit import render_junit
+    from harness.report.run_markdown import render_run
+
+    ws, store = lab
+    prof = ws / "device_profiles" / "localhost.yaml"
+    prof.write_text(prof.read_text().replace("budgets: {}", "budgets: {min_accuracy_auc: 0.88}"))
+    ad = {"accuracy_top1": None, "accuracy_auc": 0.90}  # MLPerf Tiny ad01: an AUC, no top-1
+    add_run(store, [res(model="ad", metrics=ad)])
+    judge(store, None)
+    run = add_run(store, [res(model="ad", metrics={**ad, "accuracy_auc": 0.87})])
+    g = judge(store, None, record=False)
+    assert g.exit_code == 1
+    auc = verdict_of(g, "accuracy_auc", model="ad")
+    assert auc.verdict == "regression" and auc.effect == pytest.approx(-0.03) and auc.budget.exceeded
+    md = render_gate_markdown(g)
+    assert "AUC (anomaly detection) regressed: AUC 0.9000 -> AUC 0.8700 (-3.00 pt, threshold 1 pt)" in md
+    fails = [
+        tc for tc in ET.fromstring(render_junit(g).split("\n", 1)[1]).iter("testcase") if tc.find("failure") is not None
+    ]
+    assert [(tc.get("name"), tc.find("failure").get("type")) for tc in fails] == [("accuracy_auc", "regression,budget")]
+    results = hil("results", "--latest", check=True).stdout
+    assert "accuracy_auc" in results.splitlines()[0] and "0.87" in results
+    table = [ln for ln in render_run(store.wide(run), store.run_row(run)).splitlines() if ln.startswith("| ")]
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    row = dict(zip(head, (c.strip() for c in table[2].strip("|").split("|"))))
+    assert row["AUC"] == "0.870" and row["top-1 (%)"] == "-"
+
+
 def test_resumed_job_supersedes_its_infra_failure(lab):
     _, store = lab
     run_id = add_run(store, [{"status": "infra_error", "error": "ssh: connection refused"}])

@@ -218,7 +218,11 @@ def test_a_real_slowdown_is_confirmed_by_interleaved_remeasurement(fixed_lab):
     assert p.returncode == 1, p.stdout + p.stderr
     # a Linux device times reference and candidate in the same runner process: 8 processes
     assert int(counter.read_text()) - before == 8
-    assert "reference and candidate in one process 8/8" in p.stderr
+    # one line for the key by default (each process and its runner lines only with -v)
+    assert "reference and candidate in one process" not in p.stderr and "[linux_runner]" not in p.stderr
+    assert [ln for ln in p.stderr.splitlines() if ln.startswith("confirming ")] == [
+        "confirming net/asis@dut on dut: 8 runner processes, reference and candidate in each"
+    ]
     row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
     assert row.verdict == "regression" and bool(row.confirmed) and 0.08 < row.confirm_effect < 0.12
     assert row.sigma_run > 0 and row.critical_change >= row.threshold == 0.02  # in-process: latency_paired_threshold

@@ -462,3 +462,37 @@ def test_a_t_quantile_beyond_float_range_gives_an_infinite_critical_change_not_a
     c = compare([105.0, 106.0, 104.0], 100.0, 10, 0.5, 0.03, 1, dof=0.05, name="tiny dof")
     (d,) = holm([c], alpha_family=0.01)
     assert d.verdict == "pass" and d.critical_change == float("inf")
+
+
+def test_a_short_history_says_how_many_more_runs_instead_of_an_absurd_critical_change():
+    """Two nights of three processes behind a series: its noise estimate has ~1 degree of freedom and the
+    Holm critical change over a 100-series gate came out as 15307731213 %. The gate counts the runs
+    after which the t quantile is at most twice the normal one (the count is exact for the projection)."""
+    from harness.gate.process_checks import SeriesInput, series_comparison
+    from harness.gate.short_history import SHORT_HISTORY_FACTOR, _dof, needs_text, runs_needed
+
+    def gate_of(history):
+        cur = [1.004, 1.0, 1.002]
+        s = series_comparison(SeriesInput("latency_p50_us", cur, [False] * 3, history, history, 0.03), "s")
+        d = holm([s.comparison] * 100)[0]  # one of a 100-series gate: Holm's level ~1e-4
+        return s, d
+
+    short = lognormal_history(3, runs=2, r=3, within=0.002, between=0.02).tolist()
+    s, d = gate_of(short)
+    assert s.sigma_source == "history" and d.critical_change > 1000  # the absurd number
+    more = runs_needed(s.noise, 3, d.z_crit, d.comparison.dof)
+    assert more is not None and 1 <= more <= 10
+    alpha = float(special.stdtr(d.comparison.dof, -d.z_crit))
+    ratio = lambda dof: special.stdtrit(dof, 1 - alpha) / special.ndtri(1 - alpha)
+    assert ratio(_dof(s.noise, more, 3)) <= SHORT_HISTORY_FACTOR < ratio(_dof(s.noise, more - 1, 3))
+    assert _dof(s.noise, 0, 3) == pytest.approx(d.comparison.dof)  # the projection starts where the gate is
+    assert needs_text(more, "pi4").startswith(f"needs {more} more runs (or `hil calibrate --device pi4")
+    assert needs_text(3, "pi4") == "needs 3 more runs (or `hil calibrate --device pi4`)"
+    assert needs_text(1, "pi4") == "needs 1 more run (or `hil calibrate --device pi4`)"
+    assert needs_text(8, "pi4") == "needs 8 more runs (or `hil calibrate --device pi4 --runs 8`)"
+    # a history of 20 nights: the number means something and is shown
+    s, d = gate_of(lognormal_history(3, runs=20, r=3, within=0.002, between=0.02).tolist())
+    assert runs_needed(s.noise, 3, d.z_crit, d.comparison.dof) is None and d.critical_change < 0.2
+    # a series still on the profile's prior: its critical change comes from the prior, not a t quantile
+    s, d = gate_of(short[:1])
+    assert s.sigma_source == "prior" and runs_needed(s.noise, 3, d.z_crit, d.comparison.dof) is None

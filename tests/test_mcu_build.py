@@ -38,6 +38,7 @@ def built(tiny_model, tmp_path_factory) -> dict:
     )
     out = d / "bundle"
     proc = hil(
+        "-v",
         "--inventory",
         str(REPO / "inventory.yaml"),
         "build",

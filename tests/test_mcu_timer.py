@@ -168,6 +168,19 @@ def test_profiles_keep_windows_below_the_wrap(tmp_path):
     assert session.timer_wrap_us(load_profile(REPO / "device_profiles" / "stm32h7.yaml")) == 2**32
 
 
+def test_min_seconds_is_taken_as_asked_on_serial_devices():
+    """`--min-seconds 1` equals the profile's (Linux) benchmark.min_seconds default and was taken for
+    "not given": stm32h7's 5 x 10 s windows ran (79 s instead of ~5 s) (issue 20)."""
+    from harness.core.jobs import RunOptions
+
+    prof = load_profile(REPO / "device_profiles" / "stm32h7.yaml")
+    assert prof.benchmark.min_seconds == 1.0 and (prof.benchmark.windows, prof.benchmark.window_seconds) == (5, 10.0)
+    p = session.PerfPlan.from_options(RunOptions(min_seconds=1.0).resolved(prof), prof)
+    assert (p.windows, p.window_s) == (5, 0.2)
+    p = session.PerfPlan.from_options(RunOptions().resolved(prof), prof)  # not given: the profile's windows
+    assert (p.windows, p.window_s) == (5, 10.0) and RunOptions().resolved(prof).min_seconds == 50.0
+
+
 def _lab(workspace: Path, **changes) -> None:
     prof = yaml.safe_load((REPO / "device_profiles" / "stm32h7.yaml").read_text())
     prof["mcu"]["timer_wrap_s"] = 1.0
@@ -200,7 +213,7 @@ def test_hil_run_across_the_wrap_stores_the_exact_latency(workspace):
     # --min-seconds asking for windows longer than half the wrap: more, shorter windows
     _lab(workspace)
     with simulator(*args, link=workspace / "dut"):
-        p = hil("run", str(SINE), "--min-seconds", "1.8", "--min-runs", "3", "--warmup-seconds", "0", check=True)
+        p = hil("-v", "run", str(SINE), "--min-seconds", "1.8", "--min-runs", "3", "--warmup-seconds", "0", check=True)
     assert "--min-seconds: 4 windows of 0.450 s, each under half the firmware timer's wrap period" in p.stderr
     doc = _docs(workspace, p.stdout.strip().splitlines()[-1])[0]
     assert [w["latency_us"] for w in doc["windows"]] == [float(US)] * 4 and doc["config"]["windows_split_for_timer"]

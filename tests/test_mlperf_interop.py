@@ -29,7 +29,7 @@ from sim_process import simulator
 
 from harness.errors import ConfigError
 from harness.mcu.serial import session
-from harness.mcu.serial.protocol import parse_results
+from harness.mcu.serial.protocol import InputRefused, parse_results
 from harness.models import mlperf
 
 AD_N = 32  # elements of one anomaly-detection window (ad01 has 640: 5 frames x 128 mels)
@@ -183,6 +183,13 @@ def test_auc_and_file_scores_match_the_reference_runner():
     assert mlperf.roc_auc([1, 1], [0.1, 0.2]) is None
     assert mlperf.roc_auc([0, 1, 1], [0.5, 0.5, 0.9]) == 0.75
     assert mlperf.file_prediction([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]) == 1
+    # benchmark/runner main.py: each window's scores divided by their sum, averaged over the file's
+    # windows, argmax of the mean; not a majority vote (two of three windows say class 0 here)
+    assert mlperf.file_prediction([[0.55, 0.45], [0.55, 0.45], [0.0, 1.0]]) == 1
+    # windows weigh alike once normalised: the raw mean (1.47, 0.87) would say class 0
+    assert mlperf.file_prediction([[4.0, 1.0], [0.2, 0.8], [0.2, 0.8]]) == 1
+    # outputs that do not sum to a positive total (logits) are averaged as they are: no sign flip
+    assert mlperf.file_prediction([[-1.0, -3.0]]) == 0
     assert mlperf.file_score([[2.0], [4.0]]) == 3.0
     # the vww01 reference firmware prints a trailing comma ("%0.3f," for 3 slots, 2 values)
     assert parse_results("m-results-[0.125,0.875,]") == [0.125, 0.875]
@@ -229,8 +236,16 @@ def test_simulated_stock_ad01_takes_float_windows_and_answers_one_value(models):
                 r = client.infer(1, 0)
                 assert r.results == [ad_score(models["ae"], window)]
             client.load(bytes(AD_N))  # the tensor's size is not what an ad01 device takes
-            with pytest.raises(Exception, match=rf"Input db has {AD_N} bytes, model expects {AD_N * 4}"):
+            retried = client.retried
+            # the reference prints a plain line and infers on its old input: the host refuses the answer
+            with pytest.raises(InputRefused) as exc:
                 client.infer(1, 0)
+            assert client.retried == retried  # not retried: the same bytes would be refused again
+            assert str(exc.value) == (
+                f"device 'sim' did not take the {AD_N}-byte input for 'infer 1 0%' on {port} ('Input db has "
+                f"{AD_N // 4} elemented, expected {AD_N}'): the firmware runs a model with another input size "
+                "than the job's (flash the firmware built for this model, or set the device's io_convention)"
+            )
 
 
 def test_simulated_ic01_subtracts_128_from_uint8_images(models):
@@ -244,6 +259,9 @@ def test_simulated_ic01_subtracts_128_from_uint8_images(models):
                 q = tflm_outputs(models["clf"], (u.astype(np.int16) - 128).astype(np.int8))
                 s, z = quant(models["clf"], "outputs")
                 assert r.results == [float(f"{(v - z) * s:0.3f}") for v in q.astype(np.int64)]
+            client.load(bytes(5))  # hilbench firmware (and the simulator playing it) refuses to infer
+            with pytest.raises(InputRefused, match=r"\('e-\[input incomplete: have 5 of 48 bytes; send db load"):
+                client.infer(1, 0)
     p = hil("mcu-sim", str(models["clf"]), "--io-convention", "float32-mse", "--check")
     assert p.returncode == 3 and "I/O convention float32-mse compares output 0 with the input" in p.stderr
 

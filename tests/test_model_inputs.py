@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -418,3 +419,87 @@ def test_runner_resizes_dynamic_inputs_and_refuses_unknown_dims(artifacts):
     assert doc["status"] == "error" and "does not fit input" in doc["error"] and doc["error_kind"] == "usage"
     doc = _runner("--model", str(artifacts["fp32"]))  # batch-only dynamic: batch 1, nothing resized
     assert doc["status"] == "ok" and doc["config"]["input_shapes"] is None
+
+
+# ------------------------------------------------------------------ 7. refused at once (issue 20)
+
+
+def _usage_error(capsys, *args: str) -> str:
+    """An argparse refusal: exit 3 and its one error line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    assert exc.value.code == 3
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hil: error:")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+def test_nonsense_numbers_and_empty_variants_are_refused_before_a_run(workspace, artifacts, hil, capsys):
+    model = str(artifacts["fp32"])
+    assert _usage_error(capsys, "run", model, "--repeats", "99999999999999999999") == (
+        "hil: error: argument --repeats: 99999999999999999999 is more than 1000, the most allowed"
+    )
+    assert _usage_error(capsys, "run", model, "--min-seconds", "inf").endswith("'inf' is not a finite number")
+    assert _usage_error(capsys, "run", model, "--max-seconds", "nan").endswith("'nan' is not a finite number")
+    for empty in ("", ","):  # a run of 0 jobs would print a run id and exit 0
+        p = hil("run", model, "--variants", empty, *FAST)
+        assert p.returncode == 3 and p.stdout == ""
+        assert _error_line(p).startswith("hil: error: --variants: no variant given")
+    assert _runs(workspace) == 0
+    # the planned job count is bounded too, before any model is converted
+    inv = load_default_inventory()
+    orch = Orchestrator(inv, ResultStore(workspace / "plan.sqlite"), Converter(workspace / "c", log=lambda m: None))
+    orch.check_plan_size(100, ["fp32"], [inv.device("local")], RunOptions(repeats=1000))  # 100,000: the most
+    with pytest.raises(ConfigError, match=r"the run would plan 101,000 jobs \(101 model\(s\) x 1 variant"):
+        orch.check_plan_size(101, ["fp32"], [inv.device("local")], RunOptions(repeats=1000))
+
+
+def test_data_files_are_checked_before_any_conversion(workspace, tiny_model, hil):
+    """Calibration data was checked after TensorFlow's import and the fp32 conversion (12-15 s), and a
+    text file named .npz read as "holds Python objects" (issue 20)."""
+    model = workspace / "fresh.keras"  # not converted yet in this cache
+    model.write_bytes(tiny_model["path"].read_bytes())
+    (workspace / "notes.npz").write_text("x = 1, 2, 3\n")
+    p = hil("run", str(model), "--variants", "fp32,int8", "--calibration", "notes.npz", *FAST)
+    assert p.returncode == 3, p.stderr
+    assert _error_line(p) == (
+        "hil: error: notes.npz: not an .npz or .npy file (starts with b'x = 1, 2'); save the arrays with "
+        "numpy.savez or numpy.save"
+    )
+    np.savez(workspace / "nan.npz", x=np.full((4, 8, 8, 1), np.nan, np.float32), y=np.zeros(4, np.int64))
+    p = hil("run", str(model), "--eval", "nan.npz", *FAST)
+    assert p.returncode == 3 and "nan.npz: array 'x' holds 256 NaN/inf value(s)" in _error_line(p)
+    np.savez(workspace / "short.npz", x=np.zeros((4, 8, 8, 1), np.float32), y=np.zeros(3, np.int64))
+    p = hil("run", str(model), "--eval", "short.npz", *FAST)
+    assert p.returncode == 3 and "short.npz: array 'y' has 3 labels for 4 samples in x" in _error_line(p)
+    assert not (workspace / "cache" / "artifacts").exists()  # nothing was converted
+    assert _runs(workspace) == 0
+    # a pickle is named as one; calibration that only int8 needs is not held against fp32
+    import pickle
+
+    (workspace / "pickled.npy").write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(ConfigError, match=r"pickled.npy: not an .npz or .npy file \(a Python pickle\)"):
+        Calibration.from_arg(str(workspace / "pickled.npy")).check()
+    p = hil("run", str(model), "--variants", "fp32", "--calibration", "notes.npz", *FAST)
+    assert p.returncode == 0, p.stderr
+
+
+def test_resume_with_a_changed_option_names_it(workspace, artifacts, hil):
+    """`--resume` with one option changed started a new full run without a word (issue 20)."""
+    shutil.copyfile(artifacts["fp32"], workspace / "net.tflite")
+    store = ResultStore(workspace / "reports" / "results.sqlite")
+    first = ["run", "net.tflite", *FAST, "--label", "nightly"]
+    old = store.start_run(["k1"], "an-older-plan", first, "0", "host", None, "nightly")
+    store.finish_run(old, "interrupted")
+    changed = [a if a != "5" else "7" for a in first]  # --min-runs 7
+    p = hil(*changed, "--resume", "--no-pair")
+    assert p.returncode == 3 and _runs(workspace) == 1
+    assert _error_line(p) == (
+        f"hil: error: --resume: unfinished run {old} of net.tflite was started with --min-runs 5, no "
+        "--no-pair; this command has --min-runs 7, --no-pair. Give the same options to resume it, or "
+        "leave out --resume to start a new run"
+    )
+    # the same options (another label): resumed if the plan matches; here the model changed since
+    p = hil(*first[:-1], "other-label", "--resume", check=True)
+    assert f"nothing to resume for this plan; starting a new run (run {old} had this command line" in p.stderr

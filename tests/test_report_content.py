@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import FAST, REPO, hil
 
 from harness.report import plots
@@ -134,6 +135,25 @@ def test_run_report_orders_variants_with_ratios_complexity_and_mcu_columns(tmp_p
     assert "**net/fp16 on h7** (infrastructure): board hung" in md
 
 
+def test_markdown_shows_labels_names_and_errors_as_literal_text(tmp_path):
+    """A label with a newline injected a heading; a model name with <b> rendered bold (issue 20)."""
+    store, run = _store(tmp_path / "r.sqlite", "nightly\n# Injected heading", model="<b>net</b>_v2", device="pi*")
+    md = render_run(store.wide(run), store.run_row(run))
+    assert not any(line.startswith("# Injected") for line in md.splitlines())
+    assert "- label: nightly # Injected heading" in md
+    assert "| \\<b>net\\</b>\\_v2 | fp32 | pi\\* |" in md
+    assert "board hung \\<script>alert(1)\\</script>" in md
+    assert not re.search(r"(?<!\\)<[a-z/]", md)  # no raw HTML anywhere
+    assert "| net | fp32 |" not in md  # nothing else of the name got lost
+    # words keep their inner underscores readable; a cell's | never splits the table
+    from harness.report.run_markdown import markdown_table, md_rows, md_text
+
+    assert md_text("tiny_net_v2") == "tiny_net_v2" and md_text("_x_ [a](b) `c` ~d~ &amp; <= & ->") == (
+        "\\_x\\_ \\[a\\](b) \\`c\\` \\~d\\~ \\&amp; <= & ->"
+    )
+    assert markdown_table(["a"], md_rows([["x|y\nz"]])).splitlines()[-1] == "| x\\|y z |"
+
+
 def test_report_without_mcu_or_repeats_has_no_empty_columns(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     run = store.start_run(["k"], "plan", ["run"], "0", "host", None, None)
@@ -162,7 +182,7 @@ def test_compare_pages_keep_variant_order_show_label_and_escape(tmp_path):
     table, ref = comparison(store.wide(run), where="t")
     md = render_markdown(table, ref, run, f"night {EVIL}")
     assert [r["variant"] for r in _table(md)] == ["fp32", "fp16", "dynamic", "int8", "int16x8", "asis"]
-    assert f"label night {EVIL}" in md
+    assert "label night \\<script>alert(1)\\</script>" in md and not re.search(r"(?<!\\)<[a-z/]", md)
     page = render_compare_html(table, ref, run, f"night {EVIL}")
     assert "<script" not in page and html.escape(EVIL) in page
     assert f"label <b>night {html.escape(EVIL)}</b>" in page
@@ -260,3 +280,83 @@ def test_summaries_never_print_nan(tmp_path):
     assert "infra_error" in p.stdout and "nan" not in p.stdout.lower()
     long = hil("--db", str(tmp_path / "r.sqlite"), "results", "--run", run, "--long")
     assert "infra_error" in long.stdout and "nan" not in long.stdout.lower()
+
+
+def test_a_run_without_a_commit_beside_runs_with_one_says_dash_not_nan(tmp_path):
+    from harness.store import ResultStore as Exported  # the README's `ResultStore(path).wide()`
+
+    store = Exported(tmp_path / "r.sqlite")
+    store.start_run(["k"], "plan", ["run"], "0", "host", "0123abcd", "with commit")
+    run = store.start_run(["k"], "plan", ["run"], "0", "host", None, None)
+    row = store.run_row(run)
+    assert row["git_commit"] is None and row["label"] is None
+    md = render_run(store.wide(run), row)
+    assert "- models repo commit: -" in md and "- label: -" in md and "nan" not in md.lower()
+    from harness.gate.baselines import BaselineSpec
+    from harness.gate.evaluate import GateResult
+    from harness.report.gate_markdown import render_gate_markdown
+
+    gate_md = render_gate_markdown(GateResult(run, row, BaselineSpec("last-pass", 5), 0.01))
+    assert "models commit -)" in gate_md and "nan" not in gate_md.lower()
+
+
+def test_the_trend_plots_each_runs_level_as_the_gate_forms_it(tmp_path):
+    """Not the last process of a run (the demo's trend drew 5.96 us for a run whose level was 4.41 us)."""
+    from gate_helpers import add_run
+
+    from harness.gate import baselines as bl
+    from harness.gate import evaluate as gate
+    from harness.report.html import _trend_series
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    flat = lambda level: {"samples": np.full(200, level) + np.arange(200) * 1e-4}
+    add_run(store, [{**flat(v), "repeat": i} for i, v in enumerate((100.0, 101.0, 99.0))], started_at=1000.0)
+    gate.record(store, gate.evaluate(store, None, bl.BaselineSpec("last-pass", 5)))
+    # the last process of the run is 35 % off; another is marked disturbed
+    procs = [{**flat(100.5), "repeat": 0}, {**flat(60.0), "repeat": 1, "metrics": {"disturbed": 1.0}}]
+    run = add_run(store, [*procs, {**flat(99.5), "repeat": 2}, {**flat(135.0), "repeat": 3}], started_at=2000.0)
+    res = gate.evaluate(store, run, bl.BaselineSpec("last-pass", 5))
+    (series,) = _trend_series(res, store, 20)
+    check = next(c for c in res.keys[0].checks if c.metric == "latency_p50_us")
+    first, second = series["y"]
+    assert first == pytest.approx(100.0, abs=0.05) and second == pytest.approx(check.current)
+    assert second == pytest.approx(100.5, abs=0.05)  # median of 100.5, 99.5, 135 (the disturbed 60 left out)
+    assert sorted(series["processes"][1]) == pytest.approx([60.0, 99.5, 100.5, 135.0], abs=0.05)
+    fig = plots.trend(series=[series])
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert list(lines["run level (median of its processes)"].get_ydata()) == series["y"]
+    assert len(lines["processes"].get_ydata()) == 7
+
+
+def test_a_series_with_two_nights_of_history_says_how_many_runs_it_needs(tmp_path):
+    """Not "critical change 15307731213.15 %": the table cell, the note (Markdown, JUnit) and the HTML
+    say how many more runs the series needs, and how `hil calibrate` makes them."""
+    from gate_helpers import add_run
+
+    from harness.gate import baselines as bl
+    from harness.gate import evaluate as gate
+    from harness.report.gate_markdown import render_gate_markdown
+    from harness.report.html import render_gate_html
+    from harness.report.junit import render_junit
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    rng = np.random.default_rng(7)
+    for night, shift in enumerate((1.0, 1.02, 1.01)):  # nights 2 % apart, processes 0.2 % apart
+        levels = 100.0 * shift * np.exp(rng.normal(0, 0.002, 3))
+        procs = [{"samples": np.full(200, v) + np.arange(200) * 1e-4, "repeat": i} for i, v in enumerate(levels)]
+        run = add_run(store, procs, started_at=1000.0 * (night + 1))
+        res = gate.evaluate(store, run, bl.BaselineSpec("last-pass", 5))
+        gate.record(store, res)
+    check = next(c for c in res.keys[0].checks if c.metric == "latency_p50_us")
+    assert check.sigma_source == "history" and check.verdict == "pass" and check.runs_needed
+    want = f"needs {check.runs_needed} more run"
+    md = render_gate_markdown(res)
+    (row,) = [r for r in _table(md.split("<summary>All checks</summary>")[1]) if r["metric"] == "latency_p50_us"]
+    assert row["critical change"].startswith(want) and "`hil calibrate --device local" in row["critical change"]
+    assert not re.search(r"\d{4,}\.\d\d %", md)  # no absurd percentage anywhere
+    assert want in render_junit(res) and "the history is too short for a critical change" in render_junit(res)
+    page = render_gate_html(res, store)
+    assert want in page and not re.search(r"\d{4,}\.\d\d %", page)
+    assert "Mann-Whitney" not in page and "significant across the whole gate (Holm" in page  # the caption
+    (csv_row,) = [r for r in res.rows() if r["metric"] == "latency_p50_us"]
+    assert csv_row["runs_needed"] == check.runs_needed

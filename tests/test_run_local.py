@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def test_run_stores_rows_with_provenance_and_report(workspace, tiny_model):
     report = (workspace / "reports" / "r.md").read_text()
     assert "| tiny | fp32 | local |" in report and "| tiny | int8 | local |" in report
     # second run: conversion comes from the cache only
-    p2 = hil("run", str(tiny_model["path"]), "--variants", "fp32,int8", *FAST, check=True)
+    p2 = hil("-v", "run", str(tiny_model["path"]), "--variants", "fp32,int8", *FAST, check=True)
     assert "conversion: 2 cache hit(s), 0 conversion(s)" in p2.stderr
     # export
     hil("results", "--csv", "out.csv", "--parquet", "out.parquet", check=True)
@@ -88,7 +89,7 @@ def test_interrupted_run_keeps_results_and_resume_runs_only_missing(workspace, t
     rows = db.execute("SELECT run_id, variant FROM results WHERE status='ok' ORDER BY result_id").fetchall()
     assert len(rows) == 3 and {r[0] for r in rows} == {first[0][1]}
     assert sorted(r[1] for r in rows) == ["dynamic", "fp16", "fp32"]
-    assert p.stderr.count("measuring tiny/") == 2
+    assert p.stderr.count("done tiny/") == 2
     assert db.execute("SELECT status FROM runs").fetchall() == [("complete",)]
 
 
@@ -124,6 +125,25 @@ def test_unknown_command_is_usage_error(workspace):
     assert p.returncode == 3 and "invalid choice" in p.stderr
 
 
+def test_convert_writes_the_variants_where_asked(workspace, tiny_model):
+    calib = str(tiny_model["dir"] / "tiny.calibration.npz")
+    p = hil(
+        "convert", str(tiny_model["path"]), "--variants", "fp32,int8", "--calibration", calib, "-o", "out/m", check=True
+    )
+    rows = [ln.split("\t") for ln in p.stdout.strip().splitlines()]
+    assert [r[0] for r in rows] == ["fp32", "int8"]
+    for variant, size, path in rows:
+        written = workspace / "out" / "m" / f"tiny_{variant}.tflite"
+        assert Path(path) == Path("out/m") / written.name and written.stat().st_size == int(size)
+        assert written.read_bytes()[4:8] == b"TFL3"
+    (workspace / "taken").write_text("a file, not a folder")
+    p = hil("convert", str(tiny_model["path"]), "--output", "taken")
+    assert p.returncode == 3 and p.stderr.strip().endswith(
+        "taken: is not a directory; give a folder for the converted models"
+    )
+    assert "Traceback" not in p.stderr
+
+
 def test_tflite_input_runs_asis_and_analyze(workspace, tiny_model):
     conv = hil(
         "convert",
@@ -156,7 +176,7 @@ def test_devices_sharing_this_host_are_measured_one_after_the_other(workspace, t
         "devices:\n  - {id: a, profile: localhost, transport: {type: local}}\n"
         "  - {id: b, profile: localhost, transport: {type: local}}\n"
     )
-    p = hil("run", str(tiny_model["path"]), *FAST, check=True)
+    p = hil("-v", "run", str(tiny_model["path"]), *FAST, check=True)
     events = [
         line.split()[0] + " " + line.split()[1].split("@")[1].rstrip(":")
         for line in p.stderr.splitlines()
@@ -171,7 +191,7 @@ def test_copied_model_is_stored_under_its_own_name(workspace, tiny_model):
     hil("run", str(tiny_model["path"]), *FAST, check=True)
     copy = workspace / "renamed.keras"
     copy.write_bytes(tiny_model["path"].read_bytes())
-    p = hil("run", str(copy), *FAST, check=True)
+    p = hil("-v", "run", str(copy), *FAST, check=True)
     assert "cache hit: renamed fp32" in p.stderr
     wide = ResultStore(workspace / "reports" / "results.sqlite").wide(p.stdout.strip().splitlines()[-1])
     assert wide["model"].tolist() == ["renamed"]
@@ -208,6 +228,7 @@ def test_ctrl_c_stops_the_run_without_blaming_the_lab_and_resume_finishes(worksp
         sys.executable,
         "-m",
         "harness",
+        "-v",  # the runner's lines: the test interrupts on its "init ... first inference" line
         "run",
         str(tiny_model["path"]),
         "--variants",
@@ -270,7 +291,7 @@ def test_bad_eval_shape_profile_typo_and_unknown_run_are_one_line_errors(workspa
 
 def test_stdout_of_run_is_only_the_run_id(workspace, tiny_model):
     """Nightly scripts do `run_id=$(hil run ...)`: TensorFlow's chatter must not end up in it."""
-    p = hil("run", str(tiny_model["path"]), "--variants", "dynamic", *FAST, check=True)
+    p = hil("-v", "run", str(tiny_model["path"]), "--variants", "dynamic", *FAST, check=True)
     assert re.search(r"conversion: 0 cache hit\(s\), [12] conversion\(s\)", p.stderr)  # really converted
     assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{6}\n", p.stdout), p.stdout[:500]
 

@@ -111,7 +111,7 @@ def test_run_on_simulated_mcu_over_pty(workspace, mcu_model):
         assert "TFLM runs this model, arena used" in banner
         arena_used = int(banner.split("arena used ")[1].split()[0])
         lab(workspace, str(workspace / "dut"))
-        p = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"], check=True)
+        p = hil("-v", "run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"], check=True)
     run_id = p.stdout.strip().splitlines()[-1]
     store, wide = results(workspace, run_id)
     assert len(wide) == 1
@@ -121,6 +121,9 @@ def test_run_on_simulated_mcu_over_pty(workspace, mcu_model):
     doc = raw_docs(workspace, run_id)[0]
     assert doc["device"]["model_verified"] is True and doc["device"]["extensions"] == ["arena", "dbbin"]
     assert doc["config"]["input_transfer"] == "dbbin" and doc["accuracy"]["of"] == 70
+    from harness.mcu.serial.session import sample_indices  # per sample, for hil sweep's paired ties
+
+    assert doc["accuracy"]["indices"] == sample_indices(70, 20).tolist() and len(doc["accuracy"]["predictions"]) == 20
     assert all(w["n"] == doc["config"]["iterations_per_window"] for w in doc["windows"])
     # --min-seconds 0.1 in total (the simulator on a shared CI host jitters; a board does not)
     assert sum(w["elapsed_us"] for w in doc["windows"]) >= 0.8 * 0.1e6
@@ -250,6 +253,22 @@ def test_stalled_device_gives_clear_timeout_error(workspace, mcu_model):
     assert wide["status"].tolist() == ["infra_error"]
 
 
+def test_stall_in_a_short_window_is_noticed_after_seconds(workspace, mcu_model):
+    """A board that hangs in a 1 s window was noticed after infer_timeout (121 s); the timeout of an
+    infer whose duration is known follows it: the command timeout plus twice the window (issue 20).
+    The simulated inferences take exactly 1 ms on the board's clock (--inference-us), so the windows
+    (and the timeout in the message) do not depend on the host: infer 1 0, a probe of 0.1 s
+    (infer 100 0), then window 1 of 1.05 s (infer 1050 0), which hangs."""
+    sim = [mcu_model["int8"], "--link", str(workspace / "dut"), "--inference-us", "1000"]
+    with simulator(*sim, "--fault", "stall-from-infer:3"):
+        lab(workspace, str(workspace / "dut"), timeout=1.0, infer_timeout=60.0)
+        args = ["--variants", "int8", "--min-seconds", "5", "--min-runs", "5", "--warmup-runs", "0"]
+        p = hil("run", mcu_model["keras"], *args, "--warmup-seconds", "0", env=mcu_model["env"])
+    assert p.returncode == 2, p.stderr
+    expect = f"device 'h7': no m-ready within 3.1 s after 'infer 1050 0%' on {workspace / 'dut'}"
+    assert expect in p.stderr and "afterwards no answer to 'name%' either" in p.stderr, p.stderr
+
+
 def test_reboot_mid_infer_fails_that_job_only(workspace, mcu_model):
     # Three models on one board. The firmware reports a stock-style model ID, so the host cannot tell
     # them apart and (with a warning) runs all three; it reboots during its 10th infer: job b's first
@@ -312,6 +331,8 @@ def test_simulated_board_on_the_host_clock_is_never_faster_than_a_board_can_be(m
     out = bytearray()
     fw = Firmware(model, out.extend)
     fw.boot()
+    fw.feed(b"db load 64%" + b"db " + b"00" * 32 + b"%" + b"db " + b"00" * 32 + b"%")  # one input
+    assert out.endswith(b"m-load-done\r\nm-ready\r\n")
     n = 2000
     out.clear()
     sent = time.monotonic()
@@ -351,7 +372,8 @@ def test_simulated_firmware_bytes(mcu_model):
     )
     assert ask(b"db print%") == b"m-buffer-0a-ff-10\r\n\r\nm-ready\r\n"
     assert ask(b"db 0g%") == b"e-[No 'db load' in progress]\r\nm-ready\r\n"
-    assert ask(b"infer 2 0%").startswith(b"e-[Input db has 3 bytes, model expects 64]\r\nm-warmup-start-0\r\n")
+    # an input of the wrong size: refused like the generated firmware does it (hb_protocol.c input_ready)
+    assert ask(b"infer 2 0%") == b"e-[input incomplete: have 3 of 64 bytes; send db load first]\r\nm-ready\r\n"
     data = bytes(range(64))
     reply = ask(f"hb-dbbin 64 {zlib.crc32(data):08x}%".encode())
     assert reply == b"m-hb-dbbin-go\r\n" and ask(data) == b"m-hb-dbbin-ok\r\nm-ready\r\n"
@@ -368,6 +390,11 @@ def test_simulated_firmware_bytes(mcu_model):
     assert bytes(out).endswith(b"m-hb-dbbin-go\r\ne-[hb-dbbin timeout]\r\nm-ready\r\n")
     fw = Firmware(model, out.extend, stock=True)
     assert ask(b"hb-caps%") == b"e-[Unknown command: hb-caps]\r\nm-ready\r\n"
+    # stock (the MLPerf Tiny reference's th_load_tensor): a plain line, then it infers on its old input
+    assert ask(b"db load 3%db 0aff10%infer 2 0%").startswith(
+        b"m-[Expecting 3 bytes]\r\nm-ready\r\nm-load-done\r\nm-ready\r\n"
+        b"Input db has 3 elemented, expected 64\r\nm-warmup-start-0\r\n"
+    )
     # faults: noise in front of a line, inside it (corrupting it), as a line of its own
     f = Faults.parse(["garbage-every:1"], seed=7)
     prefix, inside, extra = (f.line(b"m-ready") for _ in range(3))

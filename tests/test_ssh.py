@@ -115,7 +115,7 @@ def test_run_over_ssh_tofu_deploy_cache_and_injection_safety(workspace, tiny_mod
     write_lab(workspace, sshd_server, dev_python, workdir=workdir, known_hosts=known, tofu=True, local=True)
     env = {"HILBENCH_CACHE": str(converted)}
 
-    p = hil("run", str(tiny_model["path"]), "--variants", "fp32,dynamic", *FAST, env=env)
+    p = hil("-v", "run", str(tiny_model["path"]), "--variants", "fp32,dynamic", *FAST, env=env)
     assert p.returncode == 0, p.stderr
     assert "conversion: 2 cache hit(s), 0 conversion(s)" in p.stderr
     # trust on first use, because the inventory asked for it: key written to the inventory's file
@@ -156,7 +156,7 @@ def test_run_over_ssh_tofu_deploy_cache_and_injection_safety(workspace, tiny_mod
     assert no_tmp_files(workdir) == []
 
     # second run: the artifacts are already there, verified by hash, nothing sent again
-    p2 = hil("run", str(tiny_model["path"]), "--variants", "fp32,dynamic", *FAST, "--devices", "pi", env=env)
+    p2 = hil("-v", "run", str(tiny_model["path"]), "--variants", "fp32,dynamic", *FAST, "--devices", "pi", env=env)
     assert p2.returncode == 0, p2.stderr
     assert re.search(
         r"\[pi\] deploy: tiny fp32 already on device \(sha256 [0-9a-f]{12}\.\.\.\), 0 bytes sent", p2.stderr

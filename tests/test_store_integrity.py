@@ -102,6 +102,8 @@ def _v2_database(path: Path) -> str:
     store.close()
     with sqlite3.connect(path) as c:
         c.execute("DROP TABLE job_claims")
+        c.execute("DROP TABLE run_sessions")
+        c.execute("ALTER TABLE runs DROP COLUMN kind")
         c.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
     c.execute("PRAGMA journal_mode=DELETE")
     c.close()
@@ -318,8 +320,9 @@ def test_gate_no_record_remeasures_under_the_device_lock_and_writes_nothing(tmp_
     assert p.returncode == 1, p.stdout + p.stderr  # the nightly verdict stands, unconfirmed
     assert "device 'dut' is busy" in p.stdout and "run busy-run" in p.stdout
     assert snapshot(lab["db"]) == before
-    p = hil("gate", "--no-record")
+    p = hil("-v", "gate", "--no-record")
     assert p.returncode == 1, p.stdout + p.stderr
+    assert "confirming net/asis@dut on dut: 8 runner processes, reference and candidate in each" in p.stderr
     assert "confirming net/asis@dut: reference and candidate in one process 8/8" in p.stderr and "confirmed" in p.stdout
     assert snapshot(lab["db"]) == before  # no verdicts, no confirmation runs
 

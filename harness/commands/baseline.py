@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from harness.commands import common
+from harness.errors import ConfigError
 from harness.gate import baselines
-from harness.report.run_markdown import markdown_table
+from harness.report.run_markdown import markdown_table, run_label
 
 
 def register(sub) -> None:
     p = sub.add_parser("baseline", help="pin / show / clear gate baselines")
     bsub = p.add_subparsers(dest="baseline_command", metavar="ACTION", required=True)
     s = bsub.add_parser("set", help="pin the successful results of RUN as baselines")
-    s.add_argument("run", help="run id ('latest' for the newest run)")
+    s.add_argument("run", help=f"run id ('latest': {common.LATEST})")
     s.add_argument(
         "--scope",
         choices=["device", "profile"],
@@ -23,7 +24,7 @@ def register(sub) -> None:
     _filters(s)
     s.set_defaults(func=cmd_set)
     a = bsub.add_parser("accept", help="make RUN's improved, level-off (or failed) keys the reference of last-pass")
-    a.add_argument("run", help="run id ('latest' for the newest run)")
+    a.add_argument("run", help=f"run id ('latest': {common.LATEST})")
     a.add_argument("--model", help="only this model's results")
     a.add_argument("--variant", help="only this variant's results")
     a.add_argument("--device", help="only this device's results")
@@ -42,20 +43,33 @@ def _filters(p) -> None:
     p.add_argument("--profile", help="only pins of this device profile")
 
 
+def _run(store, arg: str) -> tuple[str, str]:
+    """The run named on the command line ('latest': `ResultStore.latest_run_id`, said in a line of its
+    own) and when it started. A confirmation run mixes the reference's and the candidate's processes
+    under one key: it can be no reference."""
+    run = store.run_row(None if arg == "latest" else arg)
+    started = datetime.fromtimestamp(float(run["started_at"]), UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if arg == "latest":
+        print(f"latest run: {run['run_id']} (started {started}, label {run_label(run) or '-'}, {run['status']})")
+    if run.get("kind") == "confirm":
+        raise ConfigError(f"run {run['run_id']}: a confirmation run of the gate, not a measurement to be a reference")
+    return str(run["run_id"]), started
+
+
 def cmd_set(args) -> int:
     store = common.store(args, create=False)
-    run = store.latest_run_id() if args.run == "latest" else args.run
-    pinned = baselines.pin(store, run or "", args.model, args.variant, args.device, args.profile, args.scope)
+    run, started = _run(store, args.run)
+    pinned = baselines.pin(store, run, args.model, args.variant, args.device, args.profile, args.scope)
     for model, variant, scope, rid in pinned:
-        print(f"pinned {model}/{variant} for {scope}: run {run}, result {rid}")
+        print(f"pinned {model}/{variant} for {scope}: run {run} (started {started}), result {rid}")
     return 0
 
 
 def cmd_accept(args) -> int:
     """An improvement never replaces the reference silently; this is the explicit step that does."""
     store = common.store(args, create=False)
-    run = store.latest_run_id() if args.run == "latest" else args.run
-    n = baselines.accept(store, run or "", args.model, args.variant, args.device)
+    run, _ = _run(store, args.run)
+    n = baselines.accept(store, run, args.model, args.variant, args.device)
     print(f"accepted {n} key(s) of run {run} as reference")
     return 0
 

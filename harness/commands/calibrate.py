@@ -37,13 +37,14 @@ def register(sub) -> None:
 def cmd_calibrate(args) -> int:
     inv = common.inventory(args)
     device = inv.device(args.device)
+    common.work_dirs(args)
     store = common.store(args)
     conv = common.converter(args)
     specs = [ModelSpec.from_args(m, None, None) for m in (args.models or [str(demo_model())])]
     for i in range(args.runs):
         orch = Orchestrator(inv, store, conv, common.log)
         jobs = orch.plan(specs, common.split_csv(args.variants), [device], common.options_from(args))
-        summary = orch.run(jobs, sys.argv[1:], label="calibration", wait=args.wait)
+        summary = orch.run(jobs, sys.argv[1:], label="calibration", wait=args.wait, kind="calibrate")
         if summary.infra_errors or summary.errors:
             raise ConfigError(
                 f"calibration run {summary.run_id} on '{device.id}' had failures: " + "; ".join(summary.failures[:3])

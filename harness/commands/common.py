@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -11,10 +12,14 @@ from pathlib import Path
 from harness.core.jobs import RunOptions
 from harness.errors import ConfigError
 from harness.lab.config import Inventory, load_default_inventory, load_inventory
-from harness.models.convert import Converter
+from harness.log import DETAIL
+from harness.models.convert import Converter, default_cache_dir
 from harness.store.results import ResultStore
 
 DEFAULT_INVENTORY_PATH = "inventory.yaml"
+
+# what "latest" means to every command (ResultStore.latest_run_id)
+LATEST = "the newest run started by `hil run` or `hil sweep`, never a gate confirmation or `hil calibrate` run"
 
 
 _log = logging.getLogger("harness.commands")
@@ -25,6 +30,11 @@ def log(msg: str) -> None:
     _log.info(msg)
 
 
+def detail(msg: str) -> None:
+    """A step of the command that only `hil -v` shows (harness.log)."""
+    _log.log(DETAIL, msg)
+
+
 def inventory(args) -> Inventory:
     """The lab's inventory; without one (the default path missing) this machine is the only device."""
     if args.inventory == DEFAULT_INVENTORY_PATH and not Path(args.inventory).exists() and not args.profiles:
@@ -32,15 +42,54 @@ def inventory(args) -> Inventory:
     return load_inventory(Path(args.inventory), Path(args.profiles) if args.profiles else None)
 
 
-def store(args, create: bool = True, read_only: bool = False) -> ResultStore:
+def store(args, create: bool = True, read_only: bool = False, replay: bool = True) -> ResultStore:
     """The results database; commands that need an existing one pass create=False so a typo in --db is
     an error, commands that only read pass read_only=True (they never write). `--db` is a file path or
-    a PostgreSQL URL."""
-    return ResultStore(args.db, create=create, read_only=read_only)
+    a PostgreSQL URL. A writable open first stores the results an earlier `hil run` had to spool
+    because this database could not take them (harness/store/spool.py)."""
+    opened = ResultStore(args.db, create=create, read_only=read_only)
+    if not read_only and replay:
+        from harness.store.spool import Spool, spool_dir
+
+        spool = Spool(spool_dir(cache_root(args)), opened.location)
+        if spool.pending():
+            done = spool.replay(opened)
+            if done.stored or done.finished:
+                log(f"recovered {done.stored} spooled result(s) from {spool.directory} into {opened.path}")
+            if done.left:
+                log(f"{done.left} spooled result(s) not stored yet: {done.problems[0]} (`hil db recover` retries)")
+    return opened
+
+
+def cache_root(args) -> Path:
+    """`--cache`, else $HILBENCH_CACHE, else ~/.cache/hilbench: artifacts, bundles, locks, spool."""
+    return Path(args.cache).expanduser() if args.cache else default_cache_dir().parent
 
 
 def converter(args) -> Converter:
     return Converter(Path(args.cache) / "artifacts" if args.cache else None, log=log)
+
+
+def work_dirs(args) -> None:
+    """The folders a measuring command writes besides the database (the artifact cache with its spool,
+    the device locks), checked before a run is created: a setting that points at a file or at a folder
+    this user cannot write is one line now, not a traceback or an `interrupted` run later."""
+    from harness.run.device_lock import LOCK_DIR_ENV, lock_dir
+
+    cache_setting = "--cache" if args.cache else "HILBENCH_CACHE"
+    lock_setting = LOCK_DIR_ENV if os.environ.get(LOCK_DIR_ENV) else cache_setting
+    for folder, what, setting in (
+        (cache_root(args), "artifact cache", cache_setting),
+        (lock_dir(), "device lock directory", lock_setting),
+    ):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder}: the {what} is a file, not a folder; point {setting} at a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{folder}: cannot create the {what} ({exc.strerror}); set {setting}") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"{folder}: cannot write in the {what} (permission denied); set {setting}")
 
 
 def output_file(path: str, what: str) -> Path:
@@ -79,27 +128,36 @@ def split_csv(value: str | None) -> list[str] | None:
 # ------------------------------------------------------------------ argparse types and shared options
 
 
-def at_least(cast, minimum, noun: str):
-    """argparse type: a `cast` number >= minimum (nonsense never reaches the device runner)."""
+def at_least(cast, minimum, noun: str, maximum=None):
+    """argparse type: a finite `cast` number >= minimum (and <= maximum): nonsense never reaches the
+    planner or the device runner (`inf` seconds, 10^20 repeats)."""
 
     def parse(text: str):
         try:
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not {noun}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
         if not value >= minimum:
-            raise argparse.ArgumentTypeError(f"{value:g} must be at least {minimum:g}")
+            raise argparse.ArgumentTypeError(f"{text.strip()} must be at least {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text.strip()} is more than {maximum:g}, the most allowed")
         return value
 
     return parse
 
 
-def count(minimum: int):
-    return at_least(int, minimum, "a whole number")
+def count(minimum: int, maximum: int | None = None):
+    return at_least(int, minimum, "a whole number", maximum)
 
 
 def seconds(minimum: float):
     return at_least(float, minimum, "a number of seconds")
+
+
+# `--repeats`: fresh runner processes per job (pyperf runs 20; 1000 is hours per job on any device)
+MAX_REPEATS = 1000
 
 
 def add_measurement_options(p) -> None:
@@ -139,7 +197,7 @@ def add_measurement_options(p) -> None:
     )
     p.add_argument(
         "--repeats",
-        type=count(1),
+        type=count(1, MAX_REPEATS),
         help="fresh runner processes per job, round-robin across jobs (default: the profile's)",
     )
 

@@ -10,7 +10,7 @@ from harness.report.run_markdown import run_label
 
 def register(sub) -> None:
     p = sub.add_parser("compare", help="compare device profiles on the same models")
-    p.add_argument("--run", help="run id (default: latest)")
+    p.add_argument("--run", help=f"run id (default: {common.LATEST})")
     p.add_argument("--reference", help="device the others are compared with (default: the first)")
     p.add_argument("--devices", help="comma list of device ids (default: all in the run)")
     p.add_argument("--html", help="also write a single-file HTML page with a chart")
@@ -22,9 +22,8 @@ def cmd_compare(args) -> int:
     csv = common.output_file(args.csv, "comparison CSV") if args.csv else None
     html = common.output_file(args.html, "comparison page") if args.html else None
     store = common.store(args, create=False, read_only=True)
-    run_id = args.run or store.latest_run_id()
-    if run_id is None:
-        raise ConfigError(f"{store.path}: no runs recorded yet (run `hil run` first)")
+    run = store.run_row(args.run)  # an unknown run, or no run to be the latest: one line
+    run_id = run["run_id"]
     wide = store.wide(run_id)
     if wide.empty:
         raise ConfigError(f"{store.path}: no results for run '{run_id}'")
@@ -32,7 +31,7 @@ def cmd_compare(args) -> int:
     table, ref = comparison(wide, devices, args.reference, where=f"{store.path}: run {run_id}")
     if table["device_id"].nunique() < 2:
         common.log(f"note: run {run_id} has results from one device only ({ref}); nothing to compare with")
-    label = run_label(store.run_row(run_id))
+    label = run_label(run)
     print(render_markdown(table, ref, run_id, label))
     if csv:
         common.write_output(csv, "comparison CSV", lambda out: table.to_csv(out, index=False))

@@ -20,6 +20,7 @@ def cmd_demo(args) -> int:
     report = common.output_file(args.output, "report")  # before the measurements it would report
     example = demo_model()
     inv = common.inventory(args)
+    common.work_dirs(args)
     store = common.store(args)
     conv = common.converter(args)
     orch = Orchestrator(inv, store, conv, common.log)

@@ -88,7 +88,8 @@ def _device_lock(device):
 
 
 def cmd_check(args) -> int:
-    from harness.transports.check import HEADERS, check_all
+    from harness.transports.check import check_all
+    from harness.transports.check_result import HEADERS
 
     inv = common.inventory(args)
     devices = [inv.device(i) for i in args.devices] if args.devices else [d for d in inv.devices if d.enabled]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.commands import common
-from harness.errors import EXIT_OK, EXIT_USAGE, ConfigError, HilError
+from harness.errors import EXIT_OK, EXIT_USAGE, ConfigError, HilError, StorageError
 from harness.gate import baselines
 from harness.gate import evaluate as gate
 from harness.gate.stats import DEFAULT_ALPHA, MIN_SAMPLES
@@ -18,7 +18,7 @@ from harness.gate.thresholds import load_threshold_file
 
 def register(sub) -> None:
     p = sub.add_parser("gate", help="regression gate: compare a run with its baseline and budgets")
-    p.add_argument("--run", help="run id (default: latest)")
+    p.add_argument("--run", help=f"run id (default: {common.LATEST})")
     p.add_argument(
         "--baseline",
         default="last-pass",
@@ -83,7 +83,12 @@ def cmd_gate(args) -> int:
     overrides = load_threshold_file(args.thresholds)
     warnings: list[str] = []
     profiles = gate.load_gate_profiles(profiles_dir(args), warnings)
-    store = common.store(args, create=False, read_only=args.no_record)  # --no-record never writes
+    try:
+        store = common.store(args, create=False, read_only=args.no_record)  # --no-record never writes
+    except StorageError as exc:
+        if args.no_record:
+            raise
+        raise StorageError(f"{exc}; or judge without recording the verdicts: hil gate --no-record") from None
     res = gate.evaluate(
         store, args.run, spec, profiles, overrides, alpha=args.alpha, min_samples=args.min_samples, warnings=warnings
     )

@@ -101,6 +101,7 @@ def _results(store, root_sha: str, nodes: list[dict]) -> dict[str, dict[str, dic
                     "energy_per_inference_uj",
                     "arena_bytes",
                     "accuracy_top1",
+                    "accuracy_auc",
                 )
             }
             label = r["device_id"] + (f" {r['variant']}" if key == "root" or r["variant"] != "asis" else "")
@@ -162,6 +163,8 @@ def _result_lines(results: dict[str, dict[str, Any]]) -> list[str]:
         parts = []
         if v.get("accuracy_top1") is not None:
             parts.append(f"acc {v['accuracy_top1'] * 100:.2f} %")
+        if v.get("accuracy_auc") is not None:  # an anomaly detector's score instead of top-1
+            parts.append(f"AUC {v['accuracy_auc']:.3f}")
         if v.get("latency_p50_us") is not None:
             parts.append(f"p50 {v['latency_p50_us']:.1f} us")
         if v.get("model_size_bytes") is not None:

@@ -1,4 +1,4 @@
-"""`hil report`: Markdown summary of a run (the latest by default)."""
+"""`hil report`: Markdown summary of a run (by default the latest a user started)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from harness.store.results import ResultStore
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="write a Markdown report of a run")
-    p.add_argument("--run", help="run id (default: latest)")
+    p.add_argument("--run", help=f"run id (default: {common.LATEST})")
     p.add_argument("-o", "--output", default="reports/report.md", help="output file (default: %(default)s)")
     p.set_defaults(func=cmd_report)
 

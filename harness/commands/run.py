@@ -7,7 +7,9 @@ import time
 from dataclasses import replace
 
 from harness.commands import common
+from harness.commands.run_resume import check_resume
 from harness.errors import ConfigError, HilError
+from harness.models.convert import check_variant_names
 from harness.models.naming import unique_model_names
 from harness.models.shapes import parse_input_shapes
 from harness.run.orchestrate import ModelSpec, Orchestrator
@@ -51,6 +53,9 @@ def register(sub) -> None:
 
 def cmd_run(args) -> int:
     report = common.output_file(args.report, "report") if args.report else None  # before measuring
+    variants = common.split_csv(args.variants)
+    check_variant_names(variants)  # before any model is opened
+    argv = getattr(args, "argv", None) or sys.argv[1:]
     inv = common.inventory(args)
     if len(args.models) > 1 and (args.calibration or args.eval_file):
         raise ConfigError(
@@ -60,9 +65,12 @@ def cmd_run(args) -> int:
     devices = inv.select(common.split_csv(args.devices), common.split_csv(args.tags))
     if not devices:
         raise ConfigError(f"{inv.path}: no enabled devices")
+    common.work_dirs(args)  # before the store: a run must not be created that cannot go on
     store = common.store(args)
+    same_command = check_resume(store, argv) if args.resume else None  # a differing option: refused now
     conv = common.converter(args)
     orch = Orchestrator(inv, store, conv, common.log)
+    orch.resume_candidate = same_command
     options = replace(common.options_from(args), input_shapes=parse_input_shapes(args.input_shape))
     specs = []
     names = unique_model_names(args.models)  # a/net.tflite b/net.tflite: 'a/net', 'b/net', never one name
@@ -72,12 +80,12 @@ def cmd_run(args) -> int:
         except HilError as exc:
             if len(args.models) == 1:
                 raise
-            orch.add_broken(name, "", common.split_csv(args.variants), devices, str(exc))
+            orch.add_broken(name, "", variants, devices, str(exc))
     t0 = time.perf_counter()
-    jobs = orch.plan(specs, common.split_csv(args.variants), devices, options, pair=args.pair)
+    jobs = orch.plan(specs, variants, devices, options, pair=args.pair)
     conv_s = time.perf_counter() - t0
-    common.log(f"conversion: {conv.hits} cache hit(s), {conv.misses} conversion(s), {conv_s:.2f} s")
-    summary = orch.run(jobs, sys.argv[1:], resume=args.resume, label=args.label, wait=args.wait)
+    common.detail(f"conversion: {conv.hits} cache hit(s), {conv.misses} conversion(s), {conv_s:.2f} s")
+    summary = orch.run(jobs, argv, resume=args.resume, label=args.label, wait=args.wait)
     common.log(
         f"run {summary.run_id}: {summary.ok} ok, {summary.infra_errors} infrastructure failure(s), "
         f"{summary.errors} error(s), {summary.skipped} already measured"

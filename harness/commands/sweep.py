@@ -80,7 +80,7 @@ def cmd_sweep(args) -> int:
     if not args.model or not args.recipes:
         raise ConfigError("hil sweep needs MODEL and --recipes R1,R2,... (see --list-recipes)")
     from harness.compress.pareto import parse_budgets
-    from harness.compress.pipeline import Compressor, EvalData
+    from harness.compress.pipeline import FAILED, Compressor, EvalData, Refused
     from harness.compress.sweep import format_table, run_sweep, write_outputs
     from harness.models.convert import Calibration, ModelSource
     from harness.run.orchestrate import Orchestrator
@@ -102,16 +102,24 @@ def cmd_sweep(args) -> int:
     devices = inv.select(common.split_csv(args.devices), common.split_csv(args.tags))
     if not devices and not args.compress_only:
         raise ConfigError(f"{inv.path}: no enabled devices")
+    common.work_dirs(args)
     conv = common.converter(args)
     comp = Compressor(src, conv, Calibration.from_arg(calib_ref), eval_data, data_ref, log=common.log)
+    for r in chosen:
+        comp.preflight(r)  # a missing input stops the sweep here, before anything trains
     t0 = time.perf_counter()
     candidates = [comp.baseline()] if args.baseline else []
+    refused: list[Refused] = []
     for r in chosen:
-        candidates.append(comp.run(r))
+        got = comp.try_run(r)
+        if isinstance(got, Refused):
+            refused.append(got)
+        else:
+            candidates.append(got)
     common.log(
         f"compression: {len(candidates)} candidate(s), {comp.cache.hits} cached step(s), "
         f"{comp.cache.misses} computed ({comp.trained} trained), {conv.misses} conversion(s), "
-        f"{time.perf_counter() - t0:.1f} s"
+        f"{time.perf_counter() - t0:.1f} s" + (f"; {len(refused)} recipe(s) gave none (listed)" if refused else "")
     )
     if args.compress_only:
         for c in candidates:
@@ -121,7 +129,14 @@ def cmd_sweep(args) -> int:
                 f"{c.name:40s} {c.variant:8s} acc {acc:>8s}  size {m['size_bytes']:>9,d} B  "
                 f"MACs {m['macs']:>11,d}  {c.artifact}"
             )
-        return 0
+        for x in refused:
+            print(f"{x.name:40s} {'-':8s} {x.describe()}")
+        return 3 if any(x.status == FAILED for x in refused) else 0
+    if not candidates:
+        for x in refused:
+            print(f"{x.name:40s} {x.describe()}")
+        common.log("sweep: no candidate to measure (every recipe gave none, and --no-baseline)")
+        return 3
     store = common.store(args)
     orch = Orchestrator(inv, store, conv, common.log)
     res = run_sweep(
@@ -137,6 +152,7 @@ def cmd_sweep(args) -> int:
         resume=args.resume,
         label=args.label,
         wait=args.wait,
+        refused=refused,
     )
     _record_lineage(store, candidates)
     print(format_table(res))

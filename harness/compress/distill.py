@@ -11,7 +11,9 @@
 - *Feature distillation* (FitNets, Romero et al. 2015): for each chosen (student layer, teacher layer)
   pair, an adapter (1x1 convolution for feature maps, a dense layer for vectors) maps the student's
   features to the teacher's width and a mean-squared error pulls them together; the adapters exist
-  only during training and are not part of the saved student.
+  only during training and are not part of the saved student. `features: auto` pairs the layers
+  itself: the last layer of each resolution stage (a run of layers with the same spatial size) of the
+  teacher with the student's stage of the same size, each pair weighing 1 / pairs (stages.py).
 
 Teacher outputs are computed once before training (the teachers are frozen and the data is not
 augmented), so training is an ordinary seeded `fit` of the student.
@@ -36,6 +38,7 @@ from harness.compress.train import (
     outputs_probabilities,
 )
 from harness.errors import ConfigError
+from harness.models import tf_quiet
 
 
 def check_student(student, teacher, where: str) -> None:
@@ -82,7 +85,8 @@ def soft_targets(teachers: list, weights: list[float], x: np.ndarray, temperatur
     total = None
     for teacher, w in zip(teachers, weights):
         with as_logits(teacher) as logits_model:
-            lp = log_probs(np.asarray(logits_model.predict(x, verbose=0, batch_size=256)), False)
+            with tf_quiet.captured("teacher predictions"):
+                lp = log_probs(np.asarray(logits_model.predict(x, verbose=0, batch_size=256)), False)
         z = lp / temperature
         z = z - z.max(axis=1, keepdims=True)
         p = np.exp(z)
@@ -122,7 +126,8 @@ def make_student(step: DistillStep, teacher, recipe_dir: Path, where: str):
         loaded = load_model(path, f"{where}.student")
         student = keras.models.clone_model(loaded)  # same architecture, freshly initialised weights
     else:
-        from harness.compress.structured import depth_multiplied, width_multiplied
+        from harness.compress.depth import depth_multiplied
+        from harness.compress.structured import width_multiplied
 
         student = teacher
         if step.depth is not None:
@@ -226,10 +231,17 @@ def _fit_features(
 def _feature_model(student, teacher, step: DistillStep, x: np.ndarray, where: str):
     keras = keras_module()
     outs, targets, weights = [student.outputs[0]], [], []
-    for i, pair in enumerate(step.features):
+    if step.features == "auto":
+        from harness.compress.stages import auto_pairs
+
+        pairs = auto_pairs(student, teacher, f"{where}.features")
+    else:
+        pairs = list(step.features)
+    chosen = []
+    for i, pair in enumerate(pairs):
         field = f"{where}.features[{i}]"
         try:
-            s_feat = student.get_layer(pair.student).output
+            s_out = student.get_layer(pair.student).output
         except ValueError:
             names = ", ".join(layer.name for layer in student.layers)
             raise ConfigError(f"{field}.student: no layer '{pair.student}' in the student (has: {names})") from None
@@ -238,8 +250,15 @@ def _feature_model(student, teacher, step: DistillStep, x: np.ndarray, where: st
         except ValueError:
             names = ", ".join(layer.name for layer in teacher.layers)
             raise ConfigError(f"{field}.teacher: no layer '{pair.teacher}' in the teacher (has: {names})") from None
-        t_model = keras.Model(teacher.inputs, t_layer.output)
-        t_feat = np.asarray(t_model.predict(x, verbose=0, batch_size=256))
+        chosen.append((s_out, t_layer.output))
+    # every teacher feature in one pass (one traced predict function, not one per layer)
+    t_model = keras.Model(teacher.inputs, [t for _, t in chosen])
+    with tf_quiet.captured("teacher features"):
+        t_feats = t_model.predict(x, verbose=0, batch_size=256)
+    t_feats = t_feats if isinstance(t_feats, list | tuple) else [t_feats]
+    for i, (pair, (s_feat, _), t_feat) in enumerate(zip(pairs, chosen, t_feats)):
+        field = f"{where}.features[{i}]"
+        t_feat = np.asarray(t_feat)
         s_shape, t_shape = tuple(s_feat.shape[1:]), tuple(t_feat.shape[1:])
         if s_shape[:-1] != t_shape[:-1]:
             raise ConfigError(

@@ -11,6 +11,14 @@ objectives in the order above, then by name; so the choice is always on the fron
 within budget. Every candidate ruled out is listed with the budgets that rule it out. A budget whose
 metric was not measured on the device rules the candidate out too ("no data"): a choice CI relies on is
 never one that was not checked.
+
+Accuracy ties: accuracy is measured on a finite evaluation set (on an MCU often a sample of it), so two
+candidates a few samples apart are not known to differ. When per-sample correctness of both candidates
+on the same samples is known (`Paired`), the most accurate candidate is compared with each other one by
+the exact McNemar test (a binomial test on the samples only one of the two gets right); a difference
+with p >= TIE_ALPHA is a tie. The tied candidates (and any more accurate than the least accurate of
+them, so that the choice stays on the front) go on to the next objective. Other objectives tie only
+when equal.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from harness.errors import ConfigError
 from harness.gate.budgets import BUDGET_METRICS, BudgetCheck, check_budgets
@@ -41,6 +51,40 @@ ALL_BUDGETS = {
     **{k: (("accuracy" if m == "accuracy_top1" else m), d) for k, (m, d) in BUDGET_METRICS.items()},
     **EXTRA_BUDGETS,
 }
+
+
+TIE_ALPHA = 0.05  # accuracy differences with a McNemar p-value at or above this are ties
+
+
+@dataclass
+class Paired:
+    """Which evaluation samples (indices into the evaluation set) a candidate got right."""
+
+    indices: np.ndarray
+    correct: np.ndarray
+
+
+def mcnemar(a: Paired, b: Paired) -> tuple[float, int] | None:
+    """(two-sided exact McNemar p-value, samples compared) on the samples both were scored on."""
+    from scipy.stats import binomtest
+
+    _, ia, ib = np.intersect1d(a.indices, b.indices, return_indices=True)
+    if len(ia) == 0:
+        return None
+    ca, cb = a.correct[ia].astype(bool), b.correct[ib].astype(bool)
+    only_a, only_b = int(np.sum(ca & ~cb)), int(np.sum(~ca & cb))
+    if only_a + only_b == 0:
+        return 1.0, len(ia)
+    return float(binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue), len(ia)
+
+
+@dataclass
+class Tie:
+    """A candidate whose accuracy is within sampling error of the most accurate one's."""
+
+    name: str
+    p_value: float
+    samples: int
 
 
 @dataclass
@@ -76,6 +120,9 @@ class DeviceChoice:
     prefer: str
     choice: str | None
     verdicts: dict[str, Verdict]
+    most_accurate: str | None = None  # within budgets
+    ties: list[Tie] = field(default_factory=list)  # accuracy ties with `most_accurate`
+    decided_by: str | None = None  # the objective that decided among the tied candidates
 
     @property
     def front(self) -> list[str]:
@@ -165,6 +212,21 @@ def _sort_key(p: Point, prefer: str, objectives: list[str]) -> tuple:
     return (*key, p.name)
 
 
+def _accuracy_ties(points: list[Point], paired: Mapping[str, Paired]) -> tuple[Point, list[Tie], list[Point]]:
+    """The most accurate point, the ties with it, and the points going on to the next objective."""
+    scored = [p for p in points if p.get("accuracy") is not None]
+    top = min(scored, key=lambda p: (-(p.get("accuracy") or 0.0), p.name))
+    ties = []
+    for p in scored:
+        if p is top or p.name not in paired or top.name not in paired:
+            continue
+        test = mcnemar(paired[top.name], paired[p.name])
+        if test is not None and test[0] >= TIE_ALPHA:
+            ties.append(Tie(p.name, test[0], test[1]))
+    floor = min([p.get("accuracy") or 0.0 for p in scored if p is top or p.name in {t.name for t in ties}])
+    return top, ties, [p for p in scored if (p.get("accuracy") or 0.0) >= floor]
+
+
 def choose(
     device: str,
     profile: str,
@@ -172,6 +234,7 @@ def choose(
     profile_budgets: Budgets | None,
     extra_budgets: Mapping[str, float],
     prefer: str = "accuracy",
+    paired: Mapping[str, Paired] | None = None,
 ) -> DeviceChoice:
     if prefer not in OBJECTIVES:
         raise ConfigError(f"--prefer {prefer}: choose from {', '.join(OBJECTIVES)}")
@@ -182,5 +245,23 @@ def choose(
         for p in points
     }
     feasible = [p for p in points if verdicts[p.name].meets]
-    best = min(feasible, key=lambda p: _sort_key(p, prefer, objectives)) if feasible else None
-    return DeviceChoice(device, profile, objectives, prefer, best.name if best else None, verdicts)
+    out = DeviceChoice(device, profile, objectives, prefer, None, verdicts)
+    if not feasible:
+        return out
+    remaining = feasible
+    for name in [prefer] + [o for o in OBJECTIVES if o != prefer and o in objectives]:
+        metric, direction = OBJECTIVES[name]
+        values = [p.get(metric) for p in remaining]
+        if all(v is None for v in values):
+            continue
+        if name == "accuracy" and paired:
+            top, out.ties, remaining = _accuracy_ties(remaining, paired)
+            out.most_accurate = top.name
+        else:
+            best = (max if direction == "max" else min)(v for v in values if v is not None)
+            remaining = [p for p in remaining if p.get(metric) == best]
+        if len(remaining) == 1:
+            out.decided_by = name
+            break
+    out.choice = min(remaining, key=lambda p: _sort_key(p, prefer, objectives)).name
+    return out

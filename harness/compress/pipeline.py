@@ -22,6 +22,7 @@ import numpy as np
 from harness.compress import data as training_data
 from harness.compress.lineage import Node, NodeCache, library_versions, node_id, root_id
 from harness.compress.recipes import (
+    TRAINING,
     DistillStep,
     PruneStep,
     QatStep,
@@ -31,7 +32,7 @@ from harness.compress.recipes import (
     StructuredPruneStep,
 )
 from harness.core.hashing import sha256_file
-from harness.errors import ConfigError
+from harness.errors import ConfigError, ModelError
 from harness.models.convert import Calibration, Converter, ModelSource, converter_version
 from harness.models.inspect.analysis import analyze
 
@@ -67,10 +68,31 @@ class Candidate:
     artifact: Path  # the .tflite measured
     artifact_sha256: str
     metrics: dict[str, Any] = field(default_factory=dict)  # host_accuracy, macs, params, size_bytes
+    host_correct: np.ndarray | None = None  # per evaluation sample: top-1 right on the host
 
     @property
     def leaf(self) -> str:
         return self.nodes[-1].id if self.nodes else ""
+
+
+NOT_APPLICABLE = "not applicable"
+FAILED = "failed"
+
+
+@dataclass
+class Refused:
+    """A recipe that gave no candidate: its steps refuse this model (NOT_APPLICABLE: a ConfigError or
+    ModelError while building, e.g. no block for a depth multiplier, an op the int8 converter cannot
+    take) or its training/conversion crashed (FAILED). The sweep lists it and goes on."""
+
+    name: str
+    label: str
+    recipe: Recipe
+    status: str  # NOT_APPLICABLE | FAILED
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.status}: {self.reason}"
 
 
 class Compressor:
@@ -145,7 +167,7 @@ class Compressor:
         variant = "asis" if self.base.kind == "tflite" else "fp32"
         mv = self.converter.convert(self.base, variant, self.calibration, quiet=True)
         cand = Candidate(self.base.name, "", None, [], self.base.path, variant, mv.artifact, mv.artifact_sha256)
-        cand.metrics = self._artifact_metrics(mv.artifact, None)
+        cand.metrics, cand.host_correct = self._artifact_metrics(mv.artifact, None)
         return cand
 
     def run(self, recipe: Recipe) -> Candidate:
@@ -209,12 +231,38 @@ class Compressor:
         cand = Candidate(
             f"{self.base.name}+{recipe.label}", recipe.label, recipe, nodes, spec_path, variant, leaf.path, leaf.sha256
         )
-        cand.metrics = self._artifact_metrics(leaf.path, leaf)
+        cand.metrics, cand.host_correct = self._artifact_metrics(leaf.path, leaf)
         for n in nodes:
             for k in ("sparsity", "reduction", "keras_accuracy"):
                 if k in n.metrics:
                     cand.metrics[k] = n.metrics[k]
         return cand
+
+    def preflight(self, recipe: Recipe) -> None:
+        """What the invocation must provide for the recipe (training data, calibration, student and
+        teacher files), checked before anything trains: a missing input is a usage error (exit 3) of the
+        whole sweep, not a refusal of one recipe."""
+        if self.data_ref is None:
+            for step in recipe.steps:
+                if step.type in TRAINING:
+                    self.training_data(recipe, step, None)  # raises: where the data should come from
+        self.chain_ids(recipe)
+
+    def try_run(self, recipe: Recipe) -> Candidate | Refused:
+        """`run`, with a refusal or a crash of this recipe turned into a `Refused` (the log keeps the
+        traceback at debug level)."""
+        name = f"{self.base.name}+{recipe.label}"
+        try:
+            return self.run(recipe)
+        except (ConfigError, ModelError) as exc:
+            self.log(f"{name}: {NOT_APPLICABLE}: {exc}")
+            return Refused(name, recipe.label, recipe, NOT_APPLICABLE, str(exc))
+        except Exception as exc:
+            _log.debug("%s failed", name, exc_info=True)
+            first = (str(exc).strip().splitlines() or [""])[0]
+            reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+            self.log(f"{name}: {FAILED}: {reason}")
+            return Refused(name, recipe.label, recipe, FAILED, reason)
 
     def chain_ids(self, recipe: Recipe) -> list[str]:
         """The lineage IDs the recipe's steps will have (IDs depend on inputs only: nothing is run)."""
@@ -383,19 +431,24 @@ class Compressor:
 
     # ------------------------------------------------------------------ host metrics
 
-    def _artifact_metrics(self, artifact: Path, node: Node | None) -> dict[str, Any]:
+    def _artifact_metrics(self, artifact: Path, node: Node | None) -> tuple[dict[str, Any], np.ndarray | None]:
+        """Host metrics, and per evaluation sample whether the host's top-1 is right (kept in the node's
+        metrics as packed bits, so a cached candidate needs no interpreter run)."""
         a = analyze(artifact)
         m: dict[str, Any] = {"macs": a.total_macs, "params": a.param_count, "size_bytes": artifact.stat().st_size}
-        if self.eval is not None:
-            cached = (node.metrics.get("host_accuracy") or {}) if node else {}
-            if cached.get("eval") == self.eval.sha256:
-                m["host_accuracy"] = cached["top1"]
-            else:
-                from harness.compress.ptq import tflite_accuracy
+        if self.eval is None:
+            return m, None
+        n = len(self.eval.y)
+        cached = (node.metrics.get("host_accuracy") or {}) if node else {}
+        if cached.get("eval") == self.eval.sha256 and "correct" in cached:
+            correct = np.unpackbits(np.frombuffer(bytes.fromhex(cached["correct"]), dtype=np.uint8))[:n].astype(bool)
+        else:
+            from harness.compress.ptq import tflite_correct
 
-                m["host_accuracy"] = tflite_accuracy(artifact, self.eval.x, self.eval.y)
-                if node is not None:
-                    self.cache.update_metrics(
-                        node, {"host_accuracy": {"eval": self.eval.sha256, "top1": m["host_accuracy"]}}
-                    )
-        return m
+            correct = tflite_correct(artifact, self.eval.x, self.eval.y)
+            if node is not None:
+                doc = {"eval": self.eval.sha256, "top1": float(correct.mean()) if n else None}
+                doc["correct"] = np.packbits(correct).tobytes().hex()
+                self.cache.update_metrics(node, {"host_accuracy": doc})
+        m["host_accuracy"] = float(correct.mean()) if n else None
+        return m, correct

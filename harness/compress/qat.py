@@ -3,44 +3,194 @@
 `tensorflow-model-optimization` only works through tf-keras and rejects Keras 3 models, so QAT is
 built here on `keras.quantizers.fake_quant_with_min_max_vars`, which on the TensorFlow backend is
 TensorFlow's FakeQuantWithMinMaxVars(PerChannel) op that the TFLite converter reads as quantization
-ranges:
+ranges. Any functional or Sequential model is rebuilt node by node (`train.rebuild_graph`), and the
+fake-quant ops sit where the int8 converter puts a quantized tensor of its own, so that what is
+trained is what the converted model computes:
 
 - weights: symmetric int8 with a narrow range (-127..127), min/max from the current kernel: per
-  output channel for Conv2D and DepthwiseConv2D, per tensor for Dense (TFLite's int8 FULLY_CONNECTED
-  kernel is per-tensor; a per-channel fake-quant on a Dense kernel fails to convert);
-- activations: after the input and after every Conv/Dense layer (activation included), a range kept
-  as a running (exponential moving average) min/max of the training batches, used as-is at inference.
+  output channel for Conv1D, Conv2D and DepthwiseConv2D, per tensor for Dense (TFLite's int8
+  FULLY_CONNECTED kernel is per-tensor; a per-channel fake-quant on a Dense kernel fails to convert);
+- BatchNormalization whose input comes only from a Conv/Dense without activation is folded into its
+  kernel and bias (as the converter folds it); any other BatchNormalization is kept, frozen (it
+  becomes MUL/ADD in the converted model), its output quantized;
+- activations: a range kept as a running (exponential moving average) min/max of the training
+  batches, used as-is at inference, on the input and on the output of every op that rescales (Conv,
+  Dense, Add, Concatenate, Multiply, global average pooling, a kept BatchNormalization, activations,
+  anything unknown). An op whose only consumer is a ReLU/ReLU6 is quantized after that activation,
+  which the converter fuses into it. Ops that keep their input's scale in int8 TFLite (max/average
+  pooling, padding, reshapes, upsampling, dropout) get no range of their own, nor do softmax,
+  sigmoid and tanh, whose int8 output range is fixed.
 
-Batch normalisation after a Conv/Dense layer is folded into it before training (the converter folds it
-the same way). After `epochs` of fine-tuning the model is converted with int8 inputs and outputs;
-the representative data only fills ranges the fake-quant ops do not give.
+After `epochs` of fine-tuning the model is converted with int8 inputs and outputs; the representative
+data only fills ranges the fake-quant ops do not give (a kept BatchNormalization's intermediate).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from harness.compress.recipes import QatStep
-from harness.compress.train import chain_layers, clone_layer, compile_classifier, fit, io_shapes, keras_module
-from harness.errors import ConfigError, ModelError
+from harness.compress.train import (
+    clone_layer,
+    compile_classifier,
+    fit,
+    graph_nodes,
+    graph_outputs,
+    io_shapes,
+    keras_module,
+    rebuild_graph,
+)
+from harness.errors import ModelError
 
-QUANTIZED = ("Conv2D", "DepthwiseConv2D", "Dense")
-PASSTHROUGH = (
+KERNEL = ("Conv1D", "Conv2D", "DepthwiseConv2D", "Dense")
+# int8 TFLite ops that keep their input's scale (no range of their own)
+SAME_SCALE = (
+    "MaxPooling1D",
     "MaxPooling2D",
+    "AveragePooling1D",
     "AveragePooling2D",
-    "GlobalAveragePooling2D",
+    "GlobalMaxPooling1D",
     "GlobalMaxPooling2D",
     "Flatten",
     "Reshape",
+    "Permute",
     "Dropout",
-    "ZeroPadding2D",
+    "SpatialDropout1D",
     "SpatialDropout2D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
+    "Cropping1D",
+    "Cropping2D",
+    "UpSampling1D",
+    "UpSampling2D",
     "Identity",
 )
+FUSED = ("relu", "relu6")  # activations the converter fuses into the op before them
+FIXED = ("softmax", "sigmoid", "tanh")  # int8 output range fixed by TFLite
+
+
+def activation_name(layer) -> str | None:
+    """The activation a layer applies ('linear' for none), or None when it is not an activation layer."""
+    kind = type(layer).__name__
+    if kind == "Softmax":
+        return "softmax"
+    if kind == "ReLU":
+        cfg = layer.get_config()
+        if cfg.get("negative_slope") or cfg.get("threshold"):
+            return "leaky"
+        mv = cfg.get("max_value")
+        return "relu" if mv is None else "relu6" if float(mv) == 6.0 else "relu_n"
+    if kind == "Activation" or kind in KERNEL:
+        act = getattr(layer, "activation", None)
+        return getattr(act, "__name__", "other") if act is not None else "linear"
+    return None
+
+
+@dataclass
+class _Plan:
+    """What the QAT twin does at one call node of the original graph."""
+
+    role: str  # kernel | folded | batchnorm | activation | same | other
+    quantize_out: bool = False
+    batchnorm: Any = None  # the BatchNormalization folded into this kernel node
+
+
+def _plan(model) -> tuple[list, dict[int, _Plan]]:
+    nodes = graph_nodes(model)
+    outputs = {id(t) for t in graph_outputs(model)}
+    consumers: dict[int, list] = {}
+    for node in nodes:
+        for t in {id(t): t for t in node.input_tensors}.values():
+            consumers.setdefault(id(t), []).append(node)
+
+    def sole_consumer(t):
+        users = consumers.get(id(t), [])
+        return users[0] if len(users) == 1 and id(t) not in outputs else None
+
+    def fused_next(t) -> bool:
+        """Whether the converter fuses the tensor's only consumer (a ReLU/ReLU6) into its producer."""
+        user = sole_consumer(t)
+        return (
+            user is not None
+            and type(user.operation).__name__ not in KERNEL
+            and activation_name(user.operation) in FUSED
+        )
+
+    plans: dict[int, _Plan] = {}
+    for node in nodes:
+        if id(node) in plans:
+            continue
+        layer = node.operation
+        kind = type(layer).__name__
+        outs = node.output_tensors
+        out = outs[0] if len(outs) == 1 else None
+        if kind in KERNEL and _kernel_supported(layer):
+            act = activation_name(layer)
+            plan = _Plan("kernel")
+            user = sole_consumer(out) if out is not None and act == "linear" else None
+            if user is not None and out is not None and _foldable(user.operation, len(out.shape)):
+                plan.batchnorm = user.operation
+                plans[id(user)] = _Plan("folded")
+                out = user.output_tensors[0]
+            if act in FUSED:
+                plan.quantize_out = True
+            elif act == "linear":
+                plan.quantize_out = not fused_next(out)
+            else:  # an activation of its own: quantized before it (preact) and after it unless fixed
+                plan.quantize_out = act not in FIXED
+            plans[id(node)] = plan
+        elif kind == "BatchNormalization":
+            plans[id(node)] = _Plan("batchnorm", quantize_out=out is not None and not fused_next(out))
+        elif activation_name(layer) is not None:
+            act = activation_name(layer)
+            plans[id(node)] = _Plan("activation", quantize_out=act not in FIXED and act != "linear")
+        elif kind in SAME_SCALE:
+            plans[id(node)] = _Plan("same")
+        else:  # Add, Concatenate, Multiply, pooling to a mean, Rescaling, anything unknown
+            plans[id(node)] = _Plan("other", quantize_out=out is not None and not fused_next(out))
+    return nodes, plans
+
+
+def _kernel_supported(layer) -> bool:
+    cfg = layer.get_config()
+    return cfg.get("data_format", "channels_last") == "channels_last" and int(cfg.get("groups", 1)) == 1
+
+
+def _foldable(bn, rank: int) -> bool:
+    if type(bn).__name__ != "BatchNormalization":
+        return False
+    axis = bn.get_config().get("axis", -1)
+    axis = axis[0] if isinstance(axis, list | tuple) and len(axis) == 1 else axis
+    return isinstance(axis, int) and axis in (-1, rank - 1)
+
+
+def _fold(layer, kernel: np.ndarray, bias: np.ndarray | None, bn) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel and bias of a Conv/Dense with the (inference-mode) BatchNormalization after it folded in,
+    the arithmetic the converter applies."""
+    gamma, beta, mean, var = _bn_weights(bn)
+    scale = gamma / np.sqrt(var + bn.get_config()["epsilon"])
+    if type(layer).__name__ == "DepthwiseConv2D":
+        kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])[None, None]
+    else:
+        kernel = kernel * scale
+    b = bias if bias is not None else np.zeros_like(beta)
+    return kernel, beta + (b - mean) * scale
+
+
+def _bn_weights(layer) -> list[np.ndarray]:
+    cfg, w = layer.get_config(), list(layer.get_weights())
+    gamma = w.pop(0) if cfg.get("scale", True) else None
+    beta = w.pop(0) if cfg.get("center", True) else None
+    mean, var = w
+    return [np.ones_like(mean) if gamma is None else gamma, np.zeros_like(mean) if beta is None else beta, mean, var]
 
 
 def _layer_classes():
@@ -62,7 +212,9 @@ def _layer_classes():
 
         def call(self, x, training=False):
             if training:
-                lo, hi = ops.minimum(ops.min(x), 0.0), ops.maximum(ops.max(x), 0.0)
+                # the range follows the data; no gradient flows through the batch's extremes
+                lo = ops.stop_gradient(ops.minimum(ops.min(x), 0.0))
+                hi = ops.stop_gradient(ops.maximum(ops.max(x), 0.0))
                 first = ops.equal(self.seen, 0.0)
                 lo = ops.where(first, lo, self.decay * self.range_min + (1.0 - self.decay) * lo)
                 hi = ops.where(first, hi, self.decay * self.range_max + (1.0 - self.decay) * hi)
@@ -73,13 +225,14 @@ def _layer_classes():
             return fq(x, self.range_min, self.range_max, num_bits=8)
 
     class QuantizedLayer(keras.layers.Layer):
-        """A Conv2D / DepthwiseConv2D / Dense whose kernel is fake-quantised on every call."""
+        """A Conv1D / Conv2D / DepthwiseConv2D / Dense whose kernel is fake-quantised on every call;
+        `activation` is none or one the converter fuses (relu, relu6)."""
 
-        def __init__(self, kind: str, config: dict, kernel: np.ndarray, bias: np.ndarray | None, **kwargs):
-            super().__init__(name=f"qat_{config['name']}", **kwargs)
+        def __init__(self, kind: str, config: dict, kernel: np.ndarray, bias: np.ndarray | None, activation, **kw):
+            super().__init__(**kw)
             self.kind, self.config_ = kind, config
             self.kernel0, self.bias0 = kernel, bias
-            self.act = keras.activations.get(config.get("activation") or "linear")
+            self.activation = keras.activations.get(activation)
 
         def build(self, input_shape):
             self.kernel = self.add_weight(shape=self.kernel0.shape, initializer="zeros", name="kernel")
@@ -89,94 +242,116 @@ def _layer_classes():
                 self.bias = self.add_weight(shape=self.bias0.shape, initializer="zeros", name="bias")
                 self.bias.assign(self.bias0)
 
+        def _per_channel(self, k, axis: int):
+            reduce = tuple(i for i in range(len(k.shape)) if i != axis)
+            m = ops.maximum(ops.max(ops.abs(k), axis=reduce), 1e-8)
+            return fq(k, -m, m, num_bits=8, narrow_range=True, axis=axis)
+
+        def _per_tensor(self, k):
+            m = ops.maximum(ops.max(ops.abs(k)), 1e-8)
+            return fq(k, -m, m, num_bits=8, narrow_range=True)
+
         def call(self, x):
             k, c = self.kernel, self.config_
             if self.kind == "Dense":
-                m = ops.maximum(ops.max(ops.abs(k)), 1e-8)
-                y = ops.matmul(x, fq(k, -m, m, num_bits=8, narrow_range=True))
-            else:
-                axis = 2 if self.kind == "DepthwiseConv2D" else 3
-                reduce = tuple(i for i in range(4) if i != axis)
-                m = ops.maximum(ops.max(ops.abs(k), axis=reduce), 1e-8)
-                kq = fq(k, -m, m, num_bits=8, narrow_range=True, axis=axis)
-                conv = ops.conv if self.kind == "Conv2D" else ops.depthwise_conv
-                y = conv(x, kq, strides=c["strides"], padding=c["padding"], dilation_rate=c["dilation_rate"])
+                y = ops.matmul(x, self._per_tensor(k))
+            elif self.kind == "Conv1D":
+                # the converter runs Conv1D as CONV_2D on (n, 1, t, c): quantize that 4-D kernel
+                kq = self._per_channel(ops.expand_dims(k, 0), 3)
+                (s,), (d,), padding = c["strides"], c["dilation_rate"], c["padding"]
+                if padding == "causal":
+                    x = ops.pad(x, [[0, 0], [d * (int(k.shape[0]) - 1), 0], [0, 0]])
+                    padding = "valid"
+                y = ops.conv(ops.expand_dims(x, 1), kq, strides=(1, s), padding=padding, dilation_rate=(1, d))
+                y = ops.squeeze(y, 1)
+            elif self.kind == "Conv2D":
+                kq = self._per_channel(k, 3)
+                y = ops.conv(x, kq, strides=c["strides"], padding=c["padding"], dilation_rate=c["dilation_rate"])
+            else:  # DepthwiseConv2D: one channel per input channel unless a depth multiplier spreads them
+                kq = self._per_channel(k, 2) if int(k.shape[3]) == 1 else self._per_tensor(k)
+                y = ops.depthwise_conv(
+                    x, kq, strides=c["strides"], padding=c["padding"], dilation_rate=c["dilation_rate"]
+                )
             if self.bias is not None:
                 y = y + self.bias
-            return self.act(y)
+            return self.activation(y)
 
     return ActivationQuant, QuantizedLayer
 
 
-def _fold_batchnorm(layers: list) -> list[tuple[Any, list[np.ndarray] | None]]:
-    """(layer, weights to use or None) with each BatchNormalization folded into the Conv/Dense before it."""
-    out: list[tuple[Any, list[np.ndarray] | None]] = []
-    for layer in layers:
-        kind = type(layer).__name__
-        if kind == "BatchNormalization":
-            if (
-                not out
-                or type(out[-1][0]).__name__ not in QUANTIZED
-                or (out[-1][0].get_config().get("activation") or "linear") != "linear"
-            ):
-                raise ConfigError(
-                    f"qat: BatchNormalization '{layer.name}' must follow a Conv/Dense layer without "
-                    "activation to be folded"
-                )
-            prev, w = out[-1]
-            assert w is not None
-            cfg = layer.get_config()
-            gamma, beta, mean, var = (
-                layer.get_weights() if cfg.get("scale", True) and cfg.get("center", True) else _bn_weights(layer)
-            )
-            scale = gamma / np.sqrt(var + cfg["epsilon"])
-            k = w[0]
-            if type(prev).__name__ == "DepthwiseConv2D":
-                k = k * scale.reshape(k.shape[2], k.shape[3])[None, None]
-            else:
-                k = k * scale
-            b = w[1] if len(w) > 1 else np.zeros_like(beta)
-            out[-1] = (prev, [k, beta + (b - mean) * scale])
-        elif kind in QUANTIZED:
-            out.append((layer, layer.get_weights()))
-        else:
-            out.append((layer, None))
-    return out
-
-
-def _bn_weights(layer) -> list[np.ndarray]:
-    cfg, w = layer.get_config(), list(layer.get_weights())
-    gamma = w.pop(0) if cfg.get("scale", True) else None
-    beta = w.pop(0) if cfg.get("center", True) else None
-    mean, var = w
-    return [np.ones_like(mean) if gamma is None else gamma, np.zeros_like(mean) if beta is None else beta, mean, var]
-
-
 def qat_model(model, step: QatStep, where: str = "qat"):
-    """The fake-quant twin of a chain model, starting from its weights."""
+    """The fake-quant twin of a functional or Sequential model (any DAG), starting from its weights."""
     keras = keras_module()
+    from keras import tree
+
     ActivationQuant, QuantizedLayer = _layer_classes()
-    in_shape, _ = io_shapes(model)
-    inp = keras.Input(in_shape[1:], name=model.inputs[0].name.split(":")[0])
-    h = ActivationQuant(step.ema_decay, name="qat_input")(inp)
-    for layer, weights in _fold_batchnorm(chain_layers(model, where)):
+    io_shapes(model)
+    nodes, plans = _plan(model)
+    order = iter(nodes)
+    inputs_q: dict[int, Any] = {}
+
+    def quantized_input(t):
+        history = getattr(t, "_keras_history", None)
+        if history is None or type(history[0]).__name__ != "InputLayer":
+            return t
+        if id(t) not in inputs_q:
+            name = "qat_input" if not inputs_q else f"qat_input_{len(inputs_q)}"
+            inputs_q[id(t)] = (t, ActivationQuant(step.ema_decay, name=name)(t))
+        return inputs_q[id(t)][1]
+
+    twins: dict[tuple, Any] = {}  # a layer called more than once keeps one twin (weights shared)
+    calls: Counter = Counter()
+
+    def twin_of(key: tuple, build):
+        if key not in twins:
+            twins[key] = build()
+        return twins[key]
+
+    def make(layer, args: tuple, kwargs: dict):
+        node = next(order)
+        if node.operation is not layer:  # pragma: no cover - rebuild_graph walks graph_nodes' order
+            raise ModelError(f"{where}: model '{model.name}': graph walk out of order at '{layer.name}'")
+        plan = plans[id(node)]
+        args, kwargs = tree.map_structure(quantized_input, (args, kwargs))
+        if plan.role == "folded":
+            return args[0]
         kind = type(layer).__name__
-        if kind in QUANTIZED:
-            assert weights is not None
+        calls[layer.name] += 1
+        name = layer.name if calls[layer.name] == 1 else f"{layer.name}_call{calls[layer.name]}"
+        if plan.role == "kernel":
+            act = activation_name(layer) or "linear"
             cfg = layer.get_config()
-            h = QuantizedLayer(kind, cfg, weights[0], weights[1] if len(weights) > 1 else None)(h)
-            if cfg.get("activation") == "softmax":
-                continue  # TFLite's int8 softmax has a fixed output range
-            h = ActivationQuant(step.ema_decay, name=f"qat_{layer.name}_out")(h)
-        elif kind in PASSTHROUGH:
-            h = clone_layer(layer)(h)
-        elif kind in ("Activation", "ReLU", "Softmax"):
-            h = clone_layer(layer)(h)
-            if kind != "Softmax" and getattr(layer, "activation", None) is not keras.activations.softmax:
-                h = ActivationQuant(step.ema_decay, name=f"qat_{layer.name}_out")(h)
+            fused = act if act in FUSED else "linear"
+
+            def build():
+                w = layer.get_weights()
+                kernel, bias = w[0], (w[1] if len(w) > 1 else None)
+                if plan.batchnorm is not None:
+                    kernel, bias = _fold(layer, kernel, bias, plan.batchnorm)
+                n = sum(1 for key in twins if key[0] == id(layer))  # folded with another BN elsewhere
+                return QuantizedLayer(kind, cfg, kernel, bias, fused, name=f"qat_{layer.name}" + (f"_{n}" if n else ""))
+
+            y = twin_of((id(layer), id(plan.batchnorm)), build)(args[0])
+            if fused != act:  # the converter keeps this activation as an op of its own
+                y = ActivationQuant(step.ema_decay, name=f"qat_{name}_preact")(y)
+                y = keras.layers.Activation(cfg["activation"], name=f"qat_{name}_act")(y)
+        elif getattr(layer, "weights", None):  # a kept BatchNormalization (frozen: MUL/ADD once converted), or unknown
+            twin = twin_of((id(layer),), lambda: clone_layer(layer))
+            fresh = not twin.built
+            y = twin(*args, **kwargs)
+            if fresh:
+                twin.set_weights(layer.get_weights())
+                twin.trainable = plan.role != "batchnorm"
         else:
-            raise ConfigError(f"{where}: layer '{layer.name}' ({kind}) is not supported by QAT")
-    return keras.Model(inp, h, name=f"{model.name}_qat")
+            y = layer(*args, **kwargs)
+        if plan.quantize_out:
+            y = ActivationQuant(step.ema_decay, name=f"qat_{name}_out")(y)
+        return y
+
+    q = rebuild_graph(model, make, name=f"{model.name}_qat")
+    if not inputs_q:  # pragma: no cover - a model whose input feeds nothing
+        raise ModelError(f"{where}: model '{model.name}': its input feeds no layer")
+    return q
 
 
 def train_qat(
@@ -192,9 +367,11 @@ def train_qat(
     seed: int,
     validation=None,
     where: str = "qat",
+    loss: Any = None,
 ):
+    """Fine-tunes the QAT twin; `loss` defaults to classification (the sweep's tasks)."""
     q = qat_model(model, step, where)
-    compile_classifier(q, learning_rate)
+    compile_classifier(q, learning_rate, loss=loss, metrics=None if loss is None else [])
     logs = fit(q, x, y, label=label, epochs=epochs, batch_size=batch_size, seed=seed, validation=validation)
     return q, logs
 

@@ -125,7 +125,7 @@ class DistillStep(_TrainStep):
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)  # weight of the soft (teacher) loss; 1 - alpha: labels
     teachers: list[TeacherRef] = Field(default_factory=lambda: [TeacherRef()], min_length=1)
-    features: list[FeaturePair] = Field(default_factory=list)
+    features: list[FeaturePair] | Literal["auto"] = Field(default_factory=list)  # auto: stages.py
     epochs: int | None = Field(None, ge=1, le=1000)
 
     @model_validator(mode="after")

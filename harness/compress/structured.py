@@ -9,115 +9,20 @@ L2 of the coupled filters summed over the group's layers, or BatchNormalization 
 for every group, the largest whose MACs (or parameters) fall by at least the requested `reduction`,
 found by bisection on counts computed from the graph the same way `hil analyze` counts the converted
 model. The network's inputs and outputs stay as they were; groups the graph froze are logged.
-
-`depth_multiplied` (students with fewer blocks) still works on chains of layers (`_layers`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from harness.compress.channels import PRODUCER_ROLES, ChannelGraph
 from harness.compress.narrow import narrowed
-from harness.compress.train import chain_layers, clone_layer, io_shapes, keras_module
 from harness.errors import ConfigError
 
 _log = logging.getLogger(__name__)
-
-PRODUCERS = ("Conv2D", "Dense")
-PASSTHROUGH = (
-    "Activation",
-    "ReLU",
-    "LeakyReLU",
-    "ELU",
-    "Softmax",
-    "Dropout",
-    "MaxPooling2D",
-    "AveragePooling2D",
-    "GlobalAveragePooling2D",
-    "GlobalMaxPooling2D",
-    "ZeroPadding2D",
-    "SpatialDropout2D",
-    "GaussianNoise",
-    "Identity",
-)
-
-
-@dataclass
-class _Layer:
-    layer: Any
-    kind: str
-    in_shape: tuple
-    out_shape: tuple
-
-
-def _layers(model, where: str) -> list[_Layer]:
-    out = []
-    for layer in chain_layers(model, where):
-        kind = type(layer).__name__
-        if kind not in PRODUCERS + PASSTHROUGH + ("DepthwiseConv2D", "BatchNormalization", "Flatten"):
-            if layer.weights:
-                raise ConfigError(f"{where}: layer '{layer.name}' ({kind}) is not supported by structured pruning")
-            if kind not in ("Reshape", "InputLayer"):
-                raise ConfigError(f"{where}: layer '{layer.name}' ({kind}) is not supported by structured pruning")
-        out.append(_Layer(layer, kind, tuple(layer.input.shape), tuple(layer.output.shape)))
-    return out
-
-
-SHAPE_KEEPERS = (
-    "BatchNormalization",
-    "Activation",
-    "ReLU",
-    "LeakyReLU",
-    "ELU",
-    "Dropout",
-    "SpatialDropout2D",
-    "GaussianNoise",
-    "Identity",
-)
-
-
-def removable_blocks(layers: list[_Layer]) -> list[tuple[int, int]]:
-    """(start, end) of the blocks a depth multiplier may drop: a Conv2D / DepthwiseConv2D / Dense with the
-    normalisation and activation layers after it, whose output has exactly the shape of its input (the
-    repeated middle blocks of a network; dropping one leaves every other layer's shapes unchanged).
-    Never the first or the last weighted layer."""
-    weighted = [i for i, ly in enumerate(layers) if ly.kind in PRODUCERS + ("DepthwiseConv2D",)]
-    out = []
-    for i in weighted[1:-1]:
-        j = i + 1
-        while j < len(layers) and layers[j].kind in SHAPE_KEEPERS:
-            j += 1
-        if layers[i].in_shape == layers[j - 1].out_shape:
-            out.append((i, j))
-    return out
-
-
-def depth_multiplied(model, depth: float, where: str):
-    """The teacher with only `depth` of its shape-keeping blocks (the first ones: the later, deeper
-    blocks are dropped, as depth multipliers of MobileNet-style families do), fresh weights."""
-    keras = keras_module()
-    layers = _layers(model, where)
-    blocks = removable_blocks(layers)
-    if not blocks:
-        raise ConfigError(
-            f"{where}: the model has no block whose output keeps its input's shape (e.g. a 'same' "
-            f"3x3 conv with as many filters as inputs), so there is nothing a depth multiplier "
-            f"can drop; use 'width' or a 'student' file"
-        )
-    keep = int(round(len(blocks) * depth))
-    dropped = {k for s, e in blocks[keep:] for k in range(s, e)}
-    in_shape, _ = io_shapes(model)
-    h = inp = keras.Input(in_shape[1:], name=model.inputs[0].name.split(":")[0])
-    for i, ly in enumerate(layers):
-        if i not in dropped and ly.kind != "InputLayer":
-            h = clone_layer(ly.layer)(h)
-    return keras.Model(inp, h, name=f"{model.name}_depth{depth:g}")
 
 
 def importance(graph: ChannelGraph, criterion: str) -> np.ndarray:

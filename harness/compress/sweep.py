@@ -6,7 +6,17 @@
    apply to it like to any `hil run`. Candidates are named `<model>+<recipe label>`.
 3. Per device: the Pareto front and the choice within budgets (pareto.py); accuracy is the device's
    own `accuracy_top1` when it measured one, else the host's (the LiteRT interpreter on the same
-   evaluation data), and the table says which.
+   evaluation data), and the table says which, and "n of N" when it comes from a sample of the
+   evaluation set (an MCU scores 200 evenly spread samples by default).
+4. Accuracy ties (pareto.py): the paired comparison needs per-sample correctness of both candidates on
+   the same samples. It is the device's own predictions when the result holds them (MCU boards over
+   serial store the sample indices and predictions), else the host's LiteRT interpreter on the same
+   samples (the indices the device used: `sample_indices(N, n)`, the rule the serial transport uses;
+   all of them for a full-set score). The host's is a close proxy for a Linux device (the same
+   interpreter) and for an MCU whose predictions were not stored (TFLM's int8 kernels round like
+   LiteRT's reference kernels); the JSON says which was used.
+A recipe that cannot apply to the model (its steps refuse it) or whose training crashed is no candidate:
+it is listed per device as "not applicable: <why>" or "failed: <why>" and the others are measured.
 Outputs: a table (stdout), `--json` (the machine-readable choice per device), `--html` (fronts).
 """
 
@@ -21,10 +31,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from harness.compress.pareto import DeviceChoice, Point, choose
-from harness.compress.pipeline import Candidate, Compressor
+from harness.compress.pareto import TIE_ALPHA, DeviceChoice, Paired, Point, choose
+from harness.compress.pipeline import FAILED, Candidate, Compressor, EvalData, Refused
 from harness.core.jobs import Job, RunOptions
 from harness.lab.config import Device, Inventory, link_type
 from harness.models.convert import NEEDS_CALIBRATION, ModelSource
@@ -51,13 +62,19 @@ class SweepResult:
     choices: list[DeviceChoice]
     failures: dict[tuple[str, str], str] = field(default_factory=dict)  # (device, candidate) -> error
     budgets: dict[str, float] = field(default_factory=dict)
+    refused: list[Refused] = field(default_factory=list)  # recipes that gave no candidate
+    paired: dict[str, dict[str, Paired]] = field(default_factory=dict)  # device -> candidate -> per sample
+    paired_sources: dict[tuple[str, str], str] = field(default_factory=dict)  # where per-sample came from
 
     @property
     def exit_code(self) -> int:
-        """2: the lab failed; 3: a candidate could not be measured for a user reason; 1: a device has no
-        candidate within its budgets; else 0."""
+        """2: the lab failed; 3: a candidate's training crashed or it could not be measured for a user
+        reason; 1: a device has no candidate within its budgets; else 0. A recipe that does not apply
+        to the model changes nothing: it is listed, the others are measured and chosen among."""
         if self.run.exit_code:
             return self.run.exit_code
+        if any(r.status == FAILED for r in self.refused):
+            return 3
         return 1 if any(c.choice is None for c in self.choices) else 0
 
 
@@ -105,10 +122,42 @@ def measure(
     return orch.run(jobs, argv, resume=resume, label=label, wait=wait)
 
 
+def accuracy_samples(
+    store: ResultStore, ok: pd.DataFrame, c: Candidate, eval_data: EvalData | None
+) -> tuple[int | None, int | None, Paired | None, str | None]:
+    """(n, N, per-sample correctness, its source) of a device-measured accuracy (module doc, 4.)."""
+    from harness.mcu.serial.session import sample_indices
+
+    raw = store.raw(int(ok["result_id"].iloc[0])) or {}
+    acc = raw.get("accuracy") or {}
+    n, of = acc.get("n"), acc.get("of", acc.get("n"))
+    if not isinstance(n, int) or not isinstance(of, int):
+        return None, None, None, None
+    y = eval_data.y if eval_data is not None else None
+    idx, preds = acc.get("indices"), acc.get("predictions")
+    if y is not None and len(y) == of and isinstance(idx, list) and isinstance(preds, list) and len(idx) == len(preds):
+        ind = np.asarray(idx, dtype=np.int64)
+        if len(ind) and 0 <= ind.min() and ind.max() < of:
+            return n, of, Paired(ind, np.asarray(preds) == y[ind]), "device"
+    host = c.host_correct
+    if host is not None and len(host) == of:
+        ind = sample_indices(of, n)
+        return n, of, Paired(ind, host[ind]), "host"
+    return n, of, None, None
+
+
 def collect(
-    store: ResultStore, run_id: str, candidates: list[Candidate], inventory: Inventory, devices: list[Device]
-) -> tuple[dict[str, list[Point]], dict, dict]:
-    """Per device, one point per candidate measured ok (the median over its processes)."""
+    store: ResultStore,
+    run_id: str,
+    candidates: list[Candidate],
+    inventory: Inventory,
+    devices: list[Device],
+    eval_data: EvalData | None = None,
+) -> tuple[dict[str, list[Point]], dict, dict, dict[str, dict[str, Paired]], dict[tuple[str, str], str]]:
+    """Per device, one point per candidate measured ok (the median over its processes), and per-sample
+    correctness for the accuracy ties."""
+    paired: dict[str, dict[str, Paired]] = {d.id: {} for d in devices}
+    paired_sources: dict[tuple[str, str], str] = {}
     wide = store.wide(run_id)
     points: dict[str, list[Point]] = {d.id: [] for d in devices}
     sources: dict[tuple[str, str], str] = {}
@@ -148,23 +197,38 @@ def collect(
                 values["energy_per_inference_uj"] = values.pop("energy_estimate_per_inference_uj")
             if values["model_macs"] is None:
                 values["model_macs"] = c.metrics.get("macs")
+            pair: Paired | None = None
             if values.get("accuracy_top1") is not None:
                 values["accuracy"], sources[(dev.id, c.name)] = values["accuracy_top1"], "device"
+                n, of, pair, where = accuracy_samples(store, ok, c, eval_data)
+                values["accuracy_n"], values["accuracy_of"] = n, of
             elif c.metrics.get("host_accuracy") is not None:
                 values["accuracy"], sources[(dev.id, c.name)] = c.metrics["host_accuracy"], "host"
+                if c.host_correct is not None:
+                    total = len(c.host_correct)
+                    pair, where = Paired(np.arange(total), c.host_correct), "host"
+                    values["accuracy_n"] = values["accuracy_of"] = total
             else:
                 values["accuracy"] = None
+            if pair is not None and where is not None:
+                paired[dev.id][c.name], paired_sources[(dev.id, c.name)] = pair, where
             points[dev.id].append(Point(c.name, values))
-    return points, sources, failures
+    return points, sources, failures, paired, paired_sources
 
 
 def decide(
-    points: dict[str, list[Point]], inventory: Inventory, devices: list[Device], budgets: dict[str, float], prefer: str
+    points: dict[str, list[Point]],
+    inventory: Inventory,
+    devices: list[Device],
+    budgets: dict[str, float],
+    prefer: str,
+    paired: dict[str, dict[str, Paired]] | None = None,
 ) -> list[DeviceChoice]:
     out = []
     for dev in devices:
         prof = inventory.profile_of(dev)
-        out.append(choose(dev.id, prof.name, points[dev.id], prof.budgets, budgets, prefer))
+        pairs = (paired or {}).get(dev.id)
+        out.append(choose(dev.id, prof.name, points[dev.id], prof.budgets, budgets, prefer, pairs))
     return out
 
 
@@ -181,13 +245,18 @@ def run_sweep(
     resume: bool = False,
     label: str | None = None,
     wait: bool = True,
+    refused: list[Refused] | None = None,
 ) -> SweepResult:
     skips = mcu_skips(candidates, devices, orch.inventory)
     summary = measure(orch, compressor, candidates, devices, options, argv, eval_file, skips, resume, label, wait)
-    points, sources, failures = collect(orch.store, summary.run_id, candidates, orch.inventory, devices)
+    points, sources, failures, paired, paired_sources = collect(
+        orch.store, summary.run_id, candidates, orch.inventory, devices, compressor.eval
+    )
     failures.update(skips)
-    choices = decide(points, orch.inventory, devices, budgets, prefer)
-    return SweepResult(summary, candidates, points, sources, choices, failures, budgets)
+    choices = decide(points, orch.inventory, devices, budgets, prefer, paired)
+    return SweepResult(
+        summary, candidates, points, sources, choices, failures, budgets, list(refused or []), paired, paired_sources
+    )
 
 
 # ------------------------------------------------------------------ output
@@ -225,13 +294,68 @@ def table_rows(res: SweepResult) -> list[dict[str, Any]]:
             else:
                 row.update({k: p.get(k) for k, _, _ in COLUMNS})
                 row["accuracy_source"] = res.sources.get((choice.device, c.name))
+                row["accuracy_n"], row["accuracy_of"] = p.values.get("accuracy_n"), p.values.get("accuracy_of")
+                row["accuracy_paired"] = res.paired_sources.get((choice.device, c.name))
+                row["accuracy_tied"] = any(t.name == c.name for t in choice.ties) or (
+                    bool(choice.ties) and choice.most_accurate == c.name
+                )
                 row["pareto"] = bool(v and v.pareto)
                 row["meets_budgets"] = bool(v and v.meets)
                 row["ruled_out_by"] = v.ruled_out_by if v else []
                 row["chosen"] = choice.choice == c.name
                 row["status"] = "ok"
             rows.append(row)
+        for r in res.refused:
+            rows.append(
+                {
+                    "device": choice.device,
+                    "profile": choice.profile,
+                    "candidate": r.name,
+                    "recipe": r.label,
+                    "variant": "-",
+                    "lineage": "",
+                    "status": r.status,
+                    "error": r.reason,
+                }
+            )
     return rows
+
+
+def _why(r: dict[str, Any]) -> str:
+    """The reason a row has no measurement, as the table and the page show it."""
+    if r["status"] == "error":
+        return r["error"] if r["error"].startswith("not measured") else f"error: {r['error']}"
+    return f"{r['status']}: {r['error']}"
+
+
+TIE_RULE = (
+    f"accuracy differences within the sampling error of a paired comparison on the same samples (exact "
+    f"McNemar test, p >= {TIE_ALPHA:g}) count as ties, broken by the next objective"
+)
+
+
+def accuracy_cell(r: dict[str, Any]) -> str:
+    """`85.00 %`, `*` when the host scored it, `(200 of 500)` when it comes from a sample of the set."""
+    text = _fmt(r.get("accuracy"), "pct") + ("*" if r.get("accuracy_source") == "host" else "")
+    n, of = r.get("accuracy_n"), r.get("accuracy_of")
+    if r.get("accuracy") is not None and n is not None and of is not None and n < of:
+        text += f" ({int(n)} of {int(of)})"
+    return text
+
+
+def tie_note(ch: DeviceChoice, points: list[Point]) -> str | None:
+    """What the tie rule did on a device, for the table and the page."""
+    if not ch.ties or ch.most_accurate is None:
+        return None
+    acc = {p.name: p.get("accuracy") for p in points}
+    tied = ", ".join(
+        f"{t.name} ({_fmt(acc.get(t.name), 'pct')}, p = {t.p_value:.2f} on {t.samples} paired samples)" for t in ch.ties
+    )
+    by = f"; decided by {ch.decided_by}" if ch.decided_by and ch.decided_by != "accuracy" else ""
+    return (
+        f"{ch.device}: within sampling error of the most accurate, {ch.most_accurate} "
+        f"({_fmt(acc.get(ch.most_accurate), 'pct')}): {tied}; tied{by}"
+    )
 
 
 def _short(text: str, n: int = 90) -> str:
@@ -243,12 +367,10 @@ def format_table(res: SweepResult) -> str:
     lines = []
     for r in table_rows(res):
         if r["status"] != "ok":
-            why = r["error"] if r["error"].startswith("not measured") else f"error: {r['error']}"
-            cells = [r["device"], r["candidate"], r["variant"]] + ["-"] * len(COLUMNS) + ["", _short(why)]
+            cells = [r["device"], r["candidate"], r["variant"]] + ["-"] * len(COLUMNS) + ["", _short(_why(r))]
         else:
-            acc = _fmt(r["accuracy"], "pct") + ("*" if r.get("accuracy_source") == "host" else "")
             cells = (
-                [r["device"], r["candidate"] + (" <- chosen" if r["chosen"] else ""), r["variant"], acc]
+                [r["device"], r["candidate"] + (" <- chosen" if r["chosen"] else ""), r["variant"], accuracy_cell(r)]
                 + [_fmt(r[k], f) for k, _, f in COLUMNS[1:]]
                 + ["yes" if r["pareto"] else "", "ok" if r["meets_budgets"] else "; ".join(r["ruled_out_by"])]
             )
@@ -258,16 +380,26 @@ def format_table(res: SweepResult) -> str:
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths)) for cells in lines]
     notes = []
-    if any(r.get("accuracy_source") == "host" for r in table_rows(res)):
+    rows = table_rows(res)
+    if any(r.get("accuracy_source") == "host" for r in rows):
         notes.append("* accuracy on the host (LiteRT interpreter, same evaluation data): the device measured none")
+    if any(r.get("accuracy_n") is not None and r["accuracy_n"] < (r.get("accuracy_of") or 0) for r in rows):
+        notes.append("(n of N): accuracy on n evenly spread samples of the N-sample evaluation set")
+    if any(r.get("accuracy") is not None for r in rows):
+        notes.append(f"ties: {TIE_RULE}")
+    notes += [f"{r.name}: {r.describe()}" for r in res.refused]  # the whole reason, cut in the table
+    for ch in res.choices:
+        note = tie_note(ch, res.points.get(ch.device, []))
+        if note:
+            notes.append(note)
     for ch in res.choices:
         if ch.choice is None:
             notes.append(f"{ch.device}: no candidate meets the budgets")
         else:
-            notes.append(
-                f"{ch.device}: choose {ch.choice} (best {ch.prefer} within budgets; front over "
-                f"{', '.join(ch.objectives) or 'nothing'})"
-            )
+            how = f"best {ch.prefer} within budgets"
+            if ch.ties and ch.decided_by and ch.decided_by != "accuracy":
+                how += f" up to sampling error, then {ch.decided_by}"
+            notes.append(f"{ch.device}: choose {ch.choice} ({how}; front over {', '.join(ch.objectives) or 'nothing'})")
     return "\n".join(out + [""] + notes)
 
 
@@ -283,6 +415,9 @@ def to_json(res: SweepResult, model: Path) -> dict[str, Any]:
             "prefer": ch.prefer,
             "front": ch.front,
             "choice": ch.choice,
+            "most_accurate": ch.most_accurate,
+            "accuracy_ties": [{"candidate": t.name, "p_value": t.p_value, "samples": t.samples} for t in ch.ties],
+            "decided_by": ch.decided_by,
             "artifact": str(chosen.artifact) if chosen else None,
             "artifact_sha256": chosen.artifact_sha256 if chosen else None,
             "lineage": chosen.leaf if chosen else None,
@@ -295,6 +430,7 @@ def to_json(res: SweepResult, model: Path) -> dict[str, Any]:
         "run_id": res.run.run_id,
         "model": str(model),
         "budgets": res.budgets,
+        "tie_rule": TIE_RULE,
         "candidates": [
             {
                 "name": c.name,
@@ -306,8 +442,19 @@ def to_json(res: SweepResult, model: Path) -> dict[str, Any]:
                 "artifact_sha256": c.artifact_sha256,
                 "lineage": [n.id for n in c.nodes],
                 "host": c.metrics,
+                "status": "ok",
             }
             for c in res.candidates
+        ]
+        + [
+            {
+                "name": r.name,
+                "recipe": r.label,
+                "recipe_file": str(r.recipe.path),
+                "status": r.status,
+                "reason": r.reason,
+            }
+            for r in res.refused
         ],
         "devices": devices,
     }
@@ -318,7 +465,9 @@ def render_html(res: SweepResult, model: Path) -> str:
 
     body = [
         f"<h1>hil sweep: {html.escape(model.name)}</h1>",
-        f'<p class="note">run {html.escape(res.run.run_id)}; {len(res.candidates)} candidates; front objectives '
+        f'<p class="note">run {html.escape(res.run.run_id)}; {len(res.candidates)} candidates'
+        + (f", {len(res.refused)} recipe(s) without one (listed)" if res.refused else "")
+        + "; front objectives "
         "per device below; red = Pareto-optimal, ring = chosen, grey cross = outside a budget</p>",
     ]
     rows = table_rows(res)
@@ -331,6 +480,9 @@ def render_html(res: SweepResult, model: Path) -> str:
             else "<b>no candidate meets the budgets</b>"
         )
         body.append(f"<p>{verdict}; front over {html.escape(', '.join(ch.objectives) or 'nothing')}</p>")
+        if any(p.get("accuracy") is not None for p in pts):
+            note = tie_note(ch, pts) or "no accuracy tie"
+            body.append(f'<p class="note">{html.escape(note)}; {html.escape(TIE_RULE)}</p>')
         if pts and all(p.get("accuracy") is not None and p.get("latency_p50_us") is not None for p in pts):
             body.append(
                 report_html._img(f"fig-front-{ch.device}", front_figure(ch, pts), f"accuracy vs latency on {ch.device}")
@@ -341,11 +493,8 @@ def render_html(res: SweepResult, model: Path) -> str:
             if r["device"] != ch.device:
                 continue
             if r["status"] != "ok":
-                skipped = r["error"].startswith("not measured")
-                trs.append(
-                    [r["candidate"], r["variant"], "", r["error"] if skipped else f"error: {r['error']}"]
-                    + ["-"] * len(COLUMNS)
-                )
+                skipped = r["status"] == "not applicable" or r["error"].startswith("not measured")
+                trs.append([r["candidate"], r["variant"], "", _why(r)] + ["-"] * len(COLUMNS))
                 classes.append("skip" if skipped else "fail")
                 continue
             trs.append(
@@ -355,7 +504,8 @@ def render_html(res: SweepResult, model: Path) -> str:
                     "yes" if r["pareto"] else "",
                     "ok" if r["meets_budgets"] else "; ".join(r["ruled_out_by"]),
                 ]
-                + [_fmt(r[k], f) for k, _, f in COLUMNS]
+                + [accuracy_cell(r)]
+                + [_fmt(r[k], f) for k, _, f in COLUMNS[1:]]
             )
             classes.append("improvement" if r["chosen"] else ("" if r["meets_budgets"] else "skip"))
         body.append(report_html._table(headers, trs, classes))

@@ -32,8 +32,9 @@ def keras_module():
 
 def load_model(path: Path, where: str = ""):
     keras = keras_module()
-    try:
-        return keras.models.load_model(path, compile=False)
+    try:  # often TensorFlow's first work in a process: its device set-up (cuInit errors) is chatter
+        with tf_quiet.captured(f"loading {path}"):
+            return keras.models.load_model(path, compile=False)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         prefix = f"{where}: " if where else ""
@@ -110,7 +111,8 @@ def fit(
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
-    pred = model.predict(x, verbose=0, batch_size=256)
+    with tf_quiet.captured(f"predictions of {model.name}"):
+        pred = model.predict(x, verbose=0, batch_size=256)
     return float((np.asarray(pred).reshape(len(x), -1).argmax(axis=1) == y).mean())
 
 

@@ -22,6 +22,15 @@ def series_key(model: str, variant: str, device_id: str) -> str:
     return f"{model}/{variant}@{device_id}"
 
 
+def default_min_seconds(profile: DeviceProfile) -> float:
+    """The timed duration of a process without --min-seconds. On an MCU (runtime tflm, timed in
+    MLPerf Tiny windows) it is all its windows, `windows` x `window_seconds`: --min-seconds there is the
+    total over the windows, and a value that happens to equal the profile's (Linux) `min_seconds`
+    must still be taken as asked."""
+    b = profile.benchmark
+    return b.windows * b.window_seconds if profile.runtime == "tflm" else b.min_seconds
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """Measurement settings; None means "take the profile's default"."""
@@ -42,7 +51,7 @@ class RunOptions:
         pick = lambda mine, theirs: theirs if mine is None else mine
         return RunOptions(
             min_runs=pick(self.min_runs, b.min_runs),
-            min_seconds=pick(self.min_seconds, b.min_seconds),
+            min_seconds=pick(self.min_seconds, default_min_seconds(profile)),
             max_seconds=pick(self.max_seconds, b.max_seconds),
             warmup_runs=pick(self.warmup_runs, b.warmup_runs),
             warmup_seconds=pick(self.warmup_seconds, b.warmup_seconds),

@@ -20,6 +20,7 @@ BUDGET_METRICS: dict[str, tuple[str, str]] = {
     "max_arena_bytes": ("arena_bytes", "max"),
     "max_energy_per_inference_uj": ("energy_per_inference_uj", "max"),
     "min_accuracy_top1": ("accuracy_top1", "min"),
+    "min_accuracy_auc": ("accuracy_auc", "min"),
 }
 
 

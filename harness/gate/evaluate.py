@@ -39,7 +39,7 @@ from harness.errors import EXIT_INFRA, EXIT_OK, EXIT_REGRESSION, ConfigError
 from harness.gate import baselines as bl
 from harness.gate.budgets import BudgetCheck, check_budgets
 from harness.gate.family import holm
-from harness.gate.levels import INCONCLUSIVE
+from harness.gate.levels import INCONCLUSIVE, fmt_pct
 from harness.gate.paired import PAIRED_METRICS, PairedInput, paired_comparison
 from harness.gate.process_checks import (
     CREEP_RUNS,
@@ -52,6 +52,7 @@ from harness.gate.process_checks import (
     run_level,
     series_comparison,
 )
+from harness.gate.short_history import needs_text, runs_needed
 from harness.gate.stats import DEFAULT_ALPHA, MIN_SAMPLES, compare_samples
 from harness.gate.thresholds import GATED_METRICS, RULES, resolve
 from harness.lab.config import DeviceProfile, load_profiles
@@ -87,6 +88,7 @@ class Check:
     sigma_run: float | None = None  # noise of one process level (relative), process-level checks
     sigma_source: str = ""  # history | prior | paired (in-process ratio, harness.gate.paired)
     critical_change: float | None = None  # the smallest change that would have failed here
+    runs_needed: int | None = None  # history too short for a meaningful critical change (short_history.py)
     creep_effect: float | None = None
     creep_sustained: bool = False  # the creep shows on each of the latest nights (steps.Creep.sustained)
     confirmation: dict | None = None  # interleaved re-measurement (see harness.gate.remeasure)
@@ -243,6 +245,7 @@ class GateResult:
                         "budget_status": c.budget.status if c.budget else "",
                         "sigma_run": c.sigma_run,
                         "critical_change": c.critical_change,
+                        "runs_needed": c.runs_needed,
                         "paired_reference": c.paired_reference or "",
                         "confirmed": (c.confirmation or {}).get("confirmed"),
                         "confirm_effect": (c.confirmation or {}).get("effect"),
@@ -497,7 +500,8 @@ def evaluate(
     min_samples: int = MIN_SAMPLES,
     warnings: list[str] | None = None,
 ) -> GateResult:
-    """Judge one run (the latest by default). Does not record anything; see `record`."""
+    """Judge one run (by default the latest a user started, `ResultStore.latest_run_id`). Does not
+    record anything; see `record`."""
     if not 0 < alpha < 1:
         raise ConfigError(f"--alpha {alpha}: must be between 0 and 1")
     if min_samples < 2:
@@ -506,7 +510,19 @@ def evaluate(
     profiles = profiles or {}
     overrides = overrides or {}
     run = store.run_row(run_id)
+    if run.get("kind") == "confirm":  # the reference's and the candidate's processes under one key
+        raise ConfigError(
+            f"run {run['run_id']}: a confirmation run (the gate's re-measurement for "
+            f"{str(run.get('label') or '')[len('confirm:') :] or 'another run'}), not a measurement to gate"
+        )
     result = GateResult(run["run_id"], run, spec, alpha, warnings=list(warnings or []))
+    if run.get("status") == "abandoned":
+        who = store.abandoned_runs([result.run_id]).get(result.run_id, "its session")
+        result.warnings.append(
+            f"run {result.run_id} was abandoned: the hilbench session measuring it ({who}) is gone and never "
+            "finished it; jobs without a result are listed as failures, and the same `hil run` command with "
+            "--resume measures them"
+        )
     before = float(run["started_at"])
     rows = _results_of_run(store, result.run_id)
     values = _values(store, [r["result_id"] for r in rows if r["status"] == "ok"])
@@ -658,6 +674,13 @@ def _decide_family(result: GateResult, pending: list[tuple[KeyResult, Check, Ser
         c.p_value = d.p_holm if d.verdict != "improvement" else d.p_holm_better
         c.critical_change = d.critical_change
         c.note = d.reason
+        c.runs_needed = runs_needed(s.noise, d.comparison.r, d.z_crit, d.comparison.dof)
+        if c.runs_needed is not None and d.verdict == "pass":
+            # the critical change of a 2-run history reads 15307731213 %: say what it means instead
+            c.note = (
+                f"effect {fmt_pct(d.comparison.effect)}; the history is too short for a critical change: "
+                + needs_text(c.runs_needed, k.device_id)
+            )
         if c.paired_reference:
             c.note = f"in-process ratio to reference artifact {c.paired_reference[:12]}; {c.note}"
         change = abs(c.current - c.baseline) if c.current is not None and c.baseline is not None else None

@@ -26,7 +26,7 @@ import numpy as np
 
 from harness.core.metrics import RULES
 from harness.gate.family import Comparison, compare
-from harness.gate.levels import HIGHER_IS_BETTER, LOWER_IS_BETTER, noise_sigma, reference_level
+from harness.gate.levels import HIGHER_IS_BETTER, LOWER_IS_BETTER, NoiseEstimate, noise_sigma, reference_level
 from harness.gate.steps import creep_regression
 from harness.gate.windows import mcu_windows
 
@@ -62,6 +62,7 @@ class SeriesStats:
     reference: float
     n_reference: int
     reference_runs: int
+    noise: NoiseEstimate | None = None  # the history's noise estimate (how many more runs it needs)
 
 
 PRIOR_RUNS = 4  # weight of the prior in the night-to-night noise, in runs
@@ -107,7 +108,7 @@ def series_comparison(s: SeriesInput, name: str) -> SeriesStats:
         sigma_between=between,
         ref_runs=max(1, runs_used),
     )
-    return SeriesStats(c, sigma, est.source, ref, n_ref, runs_used)
+    return SeriesStats(c, sigma, est.source, ref, n_ref, runs_used, est)
 
 
 def run_level(levels: list[float]) -> float:

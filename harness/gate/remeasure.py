@@ -12,8 +12,9 @@ is what pairing should compare (measured on the 2-core CI VM: the +5 % twin of t
 read +7.3 to +9.4 % in separate processes that differed by up to 10 % among themselves; within one
 process the ratio spread was under 1 %). MCU boards alternate flashed processes (A B A B ...).
 Artifacts are content-addressed, so the reference's artifact is found in the conversion cache by
-its sha256. Every confirmation process is stored as a result of its own run (label
-`confirm:<run id>`), so the evidence behind a verdict stays inspectable.
+its sha256. Every confirmation process is stored as a result of its own run (kind `confirm`, label
+`confirm:<run id>`), so the evidence behind a verdict stays inspectable; such a run is never the
+latest run, a reference or part of a series' history.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from harness.gate.levels import fmt_pct
 from harness.gate.process_checks import direction_of
 from harness.gate.steps import SUSTAIN_RUNS
 from harness.lab.config import Inventory, link_type
+from harness.log import DETAIL
 from harness.models.convert import Converter
 from harness.run.device_lock import DeviceLock
 from harness.run.rows import flatten
-from harness.store.results import ResultRecord, ResultStore
+from harness.store.results import ClaimOwner, ResultRecord, ResultStore
 from harness.store.verdicts import artifact_of
 from harness.transports import transport_for
 
@@ -110,6 +112,7 @@ def confirm_key(
     jobs = {role: Job(mv, device, profile, options) for role, mv in variants.items()}
     transport = transport_for(device, profile, log)
     transport.cache_root = converter.cache_dir.parent
+    owner = ClaimOwner.this_process()
     confirm_run = (
         None
         if store.read_only
@@ -121,6 +124,8 @@ def confirm_key(
             platform.node(),
             None,
             f"confirm:{run_id}",
+            kind="confirm",  # never a "latest" run, a reference or a series' history
+            owner=owner,
         )
     )
     out.run_id = confirm_run
@@ -128,6 +133,9 @@ def confirm_key(
     dev_lock = DeviceLock(device, confirm_run or run_id)
     in_process = link_type(device, profile) in RUNNER_TRANSPORTS and set(metrics) <= set(PAIRED_METRICS)
     out.method = "in-process" if in_process else "interleaved processes"
+    processes = (pairs or IN_PROCESS_PAIRS) if in_process else 2 * (pairs or DEFAULT_PAIRS)
+    how = "reference and candidate in each" if in_process else "reference and candidate in turn"
+    log(f"confirming {key} on {device_id}: {processes} runner processes, {how}")
     where = (model, variant, device_id, profile.name, link_type(device, profile))
     try:
         dev_lock.acquire(wait=wait, log=log)  # nobody else measures on the device meanwhile
@@ -148,7 +156,7 @@ def confirm_key(
         pairs = pairs or DEFAULT_PAIRS
         for i in range(0 if in_process else pairs):
             for role, levels in (("reference", out.levels_a), ("candidate", out.levels_b)):
-                log(f"confirming {key}: {role} {i + 1}/{pairs}")
+                _log.log(DETAIL, f"confirming {key}: {role} {i + 1}/{pairs}")
                 doc = transport.benchmark(jobs[role])
                 if doc.get("status") != "ok":
                     raise HilError(doc.get("error") or "runner failed")
@@ -160,7 +168,7 @@ def confirm_key(
         transport.close()
         dev_lock.release()
         if confirm_run is not None:
-            store.finish_run(confirm_run, status)
+            store.finish_run(confirm_run, status, owner=owner)
     if out.impossible:
         return out
     for metric, (threshold, direction) in metrics.items():
@@ -188,7 +196,7 @@ def _paired_in_process(
     differs by several per cent; within one process, A and B a few milliseconds apart do not."""
     job = dataclasses.replace(jobs["reference"], paired=variants["candidate"])
     for i in range(processes):
-        log(f"confirming {out.key}: reference and candidate in one process {i + 1}/{processes}")
+        _log.log(DETAIL, f"confirming {out.key}: reference and candidate in one process {i + 1}/{processes}")
         doc = transport.benchmark(job)
         if doc.get("status") != "ok":
             raise HilError(doc.get("error") or "runner failed")

@@ -42,8 +42,9 @@ class Budgets(_Strict):
     max_arena_bytes: int | None = Field(None, gt=0)
     max_energy_per_inference_uj: float | None = Field(None, gt=0)
     min_accuracy_top1: float | None = None
+    min_accuracy_auc: float | None = None  # an anomaly detector's score (MLPerf Tiny ad01)
 
-    @field_validator("min_accuracy_top1")
+    @field_validator("min_accuracy_top1", "min_accuracy_auc")
     @classmethod
     def _accuracy_is_a_fraction(cls, value: float | None) -> float | None:
         if value is not None and not 0 <= value <= 1:
@@ -55,7 +56,7 @@ EXTERNAL_METERS = ("ppk2", "lpm01a", "joulescope")  # powered + sampled by the h
 
 
 class EnergyMeter(_Strict):
-    type: Literal["none", "rapl", "hwmon", "ppk2", "lpm01a", "joulescope", "estimate"] = "none"
+    type: Literal["none", "rapl", "hwmon", "pmic", "ppk2", "lpm01a", "joulescope", "estimate"] = "none"
     path: str | None = None  # hwmon: the device's hwmon directory or its powerN_input file
     sample_rate_hz: float | None = Field(None, gt=0)
     idle_power_mw: float | None = Field(None, ge=0)

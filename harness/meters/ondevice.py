@@ -1,4 +1,4 @@
-"""Meters the device runner reads (hwmon INA2xx, RAPL) and the datasheet estimate.
+"""Meters the device runner reads (hwmon INA2xx, RAPL, a Raspberry Pi 5's PMIC) and the datasheet estimate.
 
 The runner samples a hwmon power file or reads RAPL's energy counter around its steady window; a
 missing meter costs the energy figure of a result (a runner warning), never the measurement. A
@@ -31,6 +31,23 @@ class HwmonMeter(Meter):
 
     def runner_args(self) -> list[str]:
         args = ["--power-file", self.power_file()]
+        if self.spec.sample_rate_hz:
+            args += ["--power-rate", str(self.spec.sample_rate_hz)]
+        if self.spec.idle_power_mw is not None:
+            args += ["--idle-power-mw", str(self.spec.idle_power_mw)]
+        return args
+
+
+class PmicMeter(Meter):
+    """A Raspberry Pi 5 measures itself: its PMIC reports the voltage and current of each rail it
+    supplies (`vcgencmd pmic_read_adc`), and the runner samples their sum of V x I. Every stock Pi 5
+    has it; it covers the SoC, memory and I/O rails, not the 5 V input's conversion losses or USB
+    devices (an INA2xx on the supply sees those)."""
+
+    type = "pmic"
+
+    def runner_args(self) -> list[str]:
+        args = ["--power-pmic"]
         if self.spec.sample_rate_hz:
             args += ["--power-rate", str(self.spec.sample_rate_hz)]
         if self.spec.idle_power_mw is not None:

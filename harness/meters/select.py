@@ -5,13 +5,19 @@ from __future__ import annotations
 from harness.errors import ConfigError
 from harness.lab.config import EXTERNAL_METERS, Device, DeviceProfile
 from harness.meters.base import Meter
-from harness.meters.ondevice import EstimateMeter, HwmonMeter, NoMeter, RaplMeter
+from harness.meters.ondevice import EstimateMeter, HwmonMeter, NoMeter, PmicMeter, RaplMeter
 
 
 def on_device(profile: DeviceProfile) -> Meter:
     """The meter the device runner reads (or the estimate); NoMeter when the profile's meter is external."""
     spec = profile.energy_meter
-    kind = {"rapl": RaplMeter, "hwmon": HwmonMeter, "estimate": EstimateMeter}.get(spec.type, NoMeter)
+    kinds: dict[str, type[Meter]] = {
+        "rapl": RaplMeter,
+        "hwmon": HwmonMeter,
+        "pmic": PmicMeter,
+        "estimate": EstimateMeter,
+    }
+    kind = kinds.get(spec.type, NoMeter)
     return kind(spec, f"profile '{profile.name}'")
 
 

@@ -33,8 +33,27 @@ def _member(path: Path, loaded, key: str) -> np.ndarray:
         raise ConfigError(f"{path}: array '{key}' cannot be read ({exc.__class__.__name__}: {exc})") from None
 
 
+# How numpy's own files begin: an .npz is a zip archive (an empty one starts with its end record)
+_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")
+
+
+def check_format(path: Path) -> None:
+    """ConfigError unless `path` starts like an .npy or .npz: numpy tries anything else as a pickle and
+    refuses it with allow_pickle=False, which would read as "holds Python objects" for a text file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read numpy data ({exc.strerror or exc})") from None
+    if head.startswith(_MAGIC):
+        return
+    what = "a Python pickle" if head[:1] == b"\x80" else ("empty" if not head else f"starts with {head!r}")
+    raise ConfigError(f"{path}: not an .npz or .npy file ({what}); save the arrays with numpy.savez or numpy.save")
+
+
 def load_array(path: Path, key: str) -> np.ndarray:
     """Array `key` of an .npz (its only array when it has one), or the array of an .npy."""
+    check_format(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:

@@ -25,6 +25,7 @@ import numpy as np
 
 from harness.core.hashing import sha256_file, sha256_tree
 from harness.errors import ConfigError, ModelError
+from harness.log import DETAIL
 from harness.models import tf_quiet
 from harness.models.arrays import input_samples, load_array
 
@@ -100,6 +101,12 @@ class Calibration:
             raise ConfigError(f"{p}: calibration data must be .npy or .npz")
         return cls(str(p), sha256_file(p), samples)
 
+    def check(self) -> None:
+        """The file's samples, checked before any conversion (readable, numeric, finite, not empty);
+        their shape needs the model and is checked when the variant is converted (`arrays`)."""
+        if self.source != "random":
+            input_samples(Path(self.source), "x", load_array(Path(self.source), key="x"))
+
     def arrays(self, input_shapes: list[tuple[int | None, ...]]) -> list[list[np.ndarray]]:
         """List of samples, each a list of one batch-1 array per model input."""
         if self.source == "random":
@@ -128,6 +135,10 @@ class Calibration:
 
 
 def check_variant_names(requested: list[str] | None) -> None:
+    """None is the default variant; an empty list (`--variants ''`, `--variants ,`) asks for nothing,
+    which would be a run of 0 jobs that looks like a success."""
+    if requested is not None and not requested:
+        raise ConfigError(f"--variants: no variant given (choose from {', '.join(VARIANTS)}, {ASIS})")
     for v in requested or []:
         if v not in VARIANTS and v != ASIS:
             raise ConfigError(f"unknown variant '{v}' (choose from {', '.join(VARIANTS)}, {ASIS})")
@@ -174,9 +185,17 @@ def default_cache_dir() -> Path:
 class Converter:
     """Produces variants of a model; every artifact is stored under its cache key."""
 
-    def __init__(self, cache_dir: Path | None = None, log: Callable[[str], None] = _log.info):
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        log: Callable[[str], None] = _log.info,
+        detail: Callable[[str], None] | None = None,
+    ):
+        """`log`: what the user always sees (a damaged cache entry); `detail`: each conversion and cache
+        hit (default: this module's logger at DETAIL, shown with `hil -v`)."""
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.log = log
+        self.detail = detail or (lambda msg: _log.log(DETAIL, msg))
         self.hits = 0
         self.misses = 0
 
@@ -249,7 +268,7 @@ class Converter:
                 if quiet:
                     return mv
                 self.hits += 1
-                self.log(f"cache hit: {src.name} {variant} (key {key[:12]}, {mv.convert_seconds * 1000:.1f} ms)")
+                self.detail(f"cache hit: {src.name} {variant} (key {key[:12]}, {mv.convert_seconds * 1000:.1f} ms)")
                 return mv
             self.log(f"cache entry {key[:12]} is damaged; converting again")
         self.misses += 1
@@ -257,7 +276,7 @@ class Converter:
             blob = src.path.read_bytes()
             _check_tflite(src.path, blob)
         else:
-            self.log(f"converting: {src.name} -> {variant}")
+            self.detail(f"converting: {src.name} -> {variant}")
             with tf_quiet.captured(f"conversion of {src.name} to {variant}"):  # TF chatter: --verbose only
                 blob = _run_tf_conversion(src, variant, calib)
         entry.parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +301,7 @@ class Converter:
             shutil.rmtree(entry)
         os.replace(tmp, entry)  # atomic: a crash never leaves a half-written cache entry
         mv.convert_seconds = time.perf_counter() - t0
-        self.log(f"converted: {src.name} {variant} -> {len(blob)} bytes in {mv.convert_seconds:.2f} s")
+        self.detail(f"converted: {src.name} {variant} -> {len(blob)} bytes in {mv.convert_seconds:.2f} s")
         return mv
 
 

@@ -77,6 +77,23 @@ def _model_io(eval_path: Path, model_path: Path, input_shape: tuple[int, ...] | 
     return shape[1:], classes, a.sha256
 
 
+def check_eval_file(eval_path: Path) -> None:
+    """What can be checked without the model, at once (before any conversion): a readable .npz with
+    finite numeric `x` samples and `y`/`ref` labels that are class indices, one per sample, or a
+    complete MLPerf Tiny dataset directory. The shape and the class count are checked against the
+    model later (`prepare_eval`)."""
+    if Path(eval_path).is_dir():
+        from harness.models.mlperf import read_dataset
+
+        read_dataset(eval_path)
+        return
+    x = input_samples(eval_path, "x", load_array(eval_path, "x"))
+    for key in ("y", "ref"):
+        arr = optional_array(eval_path, key)
+        if arr is not None:
+            class_labels(eval_path, key, arr, len(x), None)
+
+
 def load_eval(eval_path: Path, sample_shape: tuple[int, ...], classes: int | None) -> dict[str, np.ndarray]:
     """`x` as float32 samples of `sample_shape`, `y` (and a given `ref`) as class indices; ConfigError
     naming `eval_path` for anything that cannot be measured as meant."""

@@ -20,16 +20,18 @@ simulator and the firmware print the same ``%0.3f`` values.
 Datasets (``y_labels.csv`` next to the ``.bin`` files, as ``benchmark/runner`` of mlcommons/tiny
 reads them): one row per file, ``file, classes, class[, bytes_to_send, stride]``. A file is sent as
 it is; with ``bytes_to_send`` (anomaly detection) it is cut into windows of that many bytes every
-``stride`` bytes, each window is one inference and the file's score is their mean. Scores: top-1 of
-the files (the majority class of its windows) for classification, the area under the ROC curve of
-the file scores for anomaly detection (label 1 = anomalous).
+``stride`` bytes, each window is one inference. The reference runner cuts only anomaly-detection
+(``ad01``) files into windows; hilbench honours ``bytes_to_send`` for any file. Scores, as the
+reference runner computes them: a classification file's class is the argmax of its windows' scores,
+each normalised to sum 1 and then averaged (one window: its argmax), top-1 over files; an
+anomaly-detection file's score is the mean of its windows' values, and the area under the ROC curve
+over files is the score (label 1 = anomalous).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -322,9 +324,17 @@ def roc_auc(labels, scores) -> float | None:
 
 
 def file_prediction(results: list[list[float]]) -> int:
-    """A classification file's class: the majority of its windows' argmax (one window: its argmax)."""
-    votes = Counter(int(np.argmax(np.asarray(r))) for r in results)
-    return votes.most_common(1)[0][0]
+    """A classification file's class as `benchmark/runner` scores it: each window's scores divided by
+    their sum, averaged over the file's windows, the argmax of that mean (not a vote: a window the
+    model is sure of outweighs two it hesitates on). Scores whose sum is not positive (logits rather
+    than probabilities, which the reference models never print) are averaged as they are: dividing
+    by a negative sum would turn the ranking upside down."""
+    rows = []
+    for r in results:
+        v = np.asarray(r, dtype=np.float64)
+        total = float(v.sum())
+        rows.append(v / total if total > 0 else v)
+    return int(np.argmax(np.mean(rows, axis=0)))
 
 
 def file_score(results: list[list[float]]) -> float:

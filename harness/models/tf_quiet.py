@@ -13,6 +13,14 @@ where `contextlib.redirect_stderr` cannot reach. `captured()` therefore points f
 hil's own progress bars write to a duplicate of the original fd 2 (see `harness.progress`), so they keep
 drawing while TensorFlow is muted. Captures nest (an inner one passes through) and are serialised by a
 lock: the descriptors belong to the whole process.
+
+During a capture `sys.stdout`/`sys.stderr` are two long-lived redirects, not the capture file itself:
+libraries keep the stream they find. TensorFlow's logger binds its handler to whatever `sys.stderr` is
+on its first use, often inside a capture (the first training step); when that was the capture's file,
+every later TensorFlow warning hit a closed file and printed a "--- Logging error --- ValueError: I/O
+operation on closed file" traceback (4 per sweep with distillation and QAT). A redirect writes into
+the capture that is running, and outside one drops the text unless `-vv` (DEBUG): it is TensorFlow's
+own output, which the console shows only there.
 """
 
 from __future__ import annotations
@@ -61,6 +69,55 @@ NOISE = re.compile(
 
 _lock = threading.RLock()
 _depth = 0
+_active: io.TextIOWrapper | None = None  # the running capture's text stream
+
+
+class _Redirect(io.TextIOBase):
+    """`sys.stdout` or `sys.stderr` during a capture, and afterwards in the hands of whoever kept it
+    (see the module doc)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<tf_quiet redirect of sys.{self._name}>"
+
+    def _target(self):
+        if _active is not None and not _active.closed:
+            return _active
+        if verbose():  # never stdout: it carries what a script captures (a run id)
+            return sys.stderr if sys.stderr is not self else None
+        return None
+
+    def write(self, text: str) -> int:
+        target = self._target()
+        if target is not None:
+            target.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        target = self._target()
+        if target is not None:
+            _flush(target)
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        target = self._target()
+        if target is None:
+            raise io.UnsupportedOperation("fileno")
+        return target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+
+_STDOUT, _STDERR = _Redirect("stdout"), _Redirect("stderr")
 
 
 def prepare_env() -> None:
@@ -89,7 +146,7 @@ class Captured:
 def captured(what: str) -> Iterator[Captured]:
     """Run the block with TensorFlow's output captured (see the module doc); `what` names the work in
     the failure message ("conversion of net to int8")."""
-    global _depth
+    global _depth, _active
     result = Captured()
     prepare_env()
     if verbose():
@@ -118,13 +175,15 @@ def captured(what: str) -> Iterator[Captured]:
             text_out = io.TextIOWrapper(
                 os.fdopen(os.dup(2), "wb"), encoding="utf-8", errors="replace", line_buffering=True
             )
-            sys.stdout = sys.stderr = text_out
+            _active = text_out
+            sys.stdout, sys.stderr = _STDOUT, _STDERR
             failed = True
             try:
                 yield result
                 failed = False
             finally:
                 _flush(text_out)
+                _active = None
                 text_out.close()
                 for stream in (sys_out, sys_err):
                     _flush(stream)  # Python-level buffers of the real streams were redirected too

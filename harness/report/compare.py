@@ -11,7 +11,7 @@ import math
 import pandas as pd
 
 from harness.errors import ConfigError
-from harness.report.run_markdown import fmt_us, markdown_table, variant_rank
+from harness.report.run_markdown import fmt_us, markdown_table, md_rows, md_text, variant_rank
 
 COLUMNS = ["latency_p50_us", "latency_p90_us", "peak_rss_kb", "energy_per_inference_uj"]
 
@@ -107,12 +107,13 @@ def render_markdown(table: pd.DataFrame, reference: str, run_id: str = "", label
         rows.append(row)
     lines = ["# hilbench device comparison", ""]
     if run_id:
-        lines += [f"- run: `{run_id}`" + (f", label {label}" if label else "")]
+        lines += [f"- run: `{run_id}`" + (f", label {md_text(label)}" if label else "")]
     lines += [
-        f"- reference: **{reference}** ({profiles[reference]}); speed-up = reference p50 / device p50",
-        "- devices: " + ", ".join(f"{d} ({profiles[d]})" for d in devices),
+        f"- reference: **{md_text(reference)}** ({md_text(profiles[reference])}); "
+        "speed-up = reference p50 / device p50",
+        "- devices: " + ", ".join(md_text(f"{d} ({profiles[d]})") for d in devices),
         "",
-        markdown_table(headers, rows),
+        markdown_table(md_rows([headers])[0], md_rows(rows)),
         "",
     ]
     return "\n".join(lines)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 from harness.gate.evaluate import Check, GateResult
+from harness.gate.short_history import needs_text
 from harness.gate.thresholds import RULES
-from harness.report.run_markdown import fmt_us, markdown_table, run_label, variant_rank
+from harness.report.run_markdown import fmt_us, markdown_table, md_rows, md_text, run_label, variant_rank
 
 
 def _known(x: float | None) -> float | None:
@@ -30,6 +31,8 @@ def fmt_value(metric: str, value: float | None) -> str:
         return f"{value / 1024:.1f} KiB" if value >= 1024 else f"{value:.0f} B"
     if metric in ("accuracy_top1", "agreement"):
         return f"{value * 100:.2f} %"
+    if metric == "accuracy_auc":
+        return f"AUC {value:.4f}"
     if metric.endswith("_uj"):
         return f"{value:.3g} uJ"
     return f"{value:.4g}"
@@ -125,6 +128,13 @@ def fmt_confirmation(c: Check) -> str:
     return f"{word}: {conf['effect'] * 100:+.2f} % (p={conf['p']:.2g}, {how})"
 
 
+def fmt_critical(k, c: Check) -> str:
+    """The critical change, or what a too-short history needs before it means anything."""
+    if c.runs_needed is not None:
+        return needs_text(c.runs_needed, k.device_id)
+    return fmt_rel(c.critical_change)
+
+
 def check_row(k, c: Check) -> list[str]:
     budget = "-"
     if c.budget is not None:
@@ -140,7 +150,7 @@ def check_row(k, c: Check) -> list[str]:
         fmt_change(c),
         fmt_threshold(c),
         sigma if c.sigma_run else "-",
-        fmt_rel(c.critical_change),
+        fmt_critical(k, c),
         fmt_p(c.p_value),
         fmt_confirmation(c),
         budget,
@@ -158,8 +168,8 @@ def render_gate_markdown(res: GateResult) -> str:
     run = res.run
     out = [f"# hilbench gate: {res.verdict} (exit {res.exit_code})", ""]
     out += [
-        f"- run: `{res.run_id}` ({run.get('status')}, label {run_label(run) or '-'}, "
-        f"host {run.get('host') or '-'}, models commit {run.get('git_commit') or '-'})",
+        f"- run: `{res.run_id}` ({run.get('status')}, label {md_text(run_label(run)) or '-'}, "
+        f"host {md_text(run.get('host') or '-')}, models commit {md_text(run.get('git_commit') or '-')})",
         f"- baseline: `{res.spec}`; significance: process levels against the reference, Holm over the "
         f"whole gate at family-wise alpha {res.alpha:g}",
         f"- {n['keys']} result(s): {n['passed']} passed, {n['failed']} failed, "
@@ -169,7 +179,7 @@ def render_gate_markdown(res: GateResult) -> str:
         "",
     ]
     for w in res.warnings:
-        out.append(f"> warning: {w}")
+        out.append(f"> warning: {md_text(w)}")
     if res.warnings:
         out.append("")
     if res.infra_failures:
@@ -180,14 +190,14 @@ def render_gate_markdown(res: GateResult) -> str:
             "",
         ]
         for k in res.infra_failures:
-            out.append(f"- **{k.model}/{k.variant} on {k.device_id}** ({k.status}): {k.error}")
+            out.append(f"- **{md_text(f'{k.model}/{k.variant} on {k.device_id}')}** ({k.status}): {md_text(k.error)}")
         out.append("")
     failed = res.failed_checks
     out += ["## Regressions and budget violations", ""]
     if failed:
-        out += [markdown_table(CHECK_HEADERS, [check_row(k, c) for k, c in failed]), ""]
+        out += [markdown_table(CHECK_HEADERS, md_rows([check_row(k, c) for k, c in failed])), ""]
         for k, c in failed:
-            out.append(f"- **{k.key}**: {check_message(c)}")
+            out.append(f"- **{md_text(k.key)}**: {md_text(check_message(c))}")
         out.append("")
     else:
         out += ["None.", ""]
@@ -199,22 +209,23 @@ def render_gate_markdown(res: GateResult) -> str:
             "",
         ]
         for k, c in res.inconclusive_checks:
-            out.append(f"- **{k.key}** {c.metric}: {c.note}")
+            out.append(f"- **{md_text(k.key)}** {c.metric}: {md_text(c.note)}")
         out.append("")
     if res.improvements:
         out += [
             "## Improvements",
             "",
-            markdown_table(CHECK_HEADERS, [check_row(k, c) for k, c in res.improvements]),
+            markdown_table(CHECK_HEADERS, md_rows([check_row(k, c) for k, c in res.improvements])),
             "",
         ]
     ok_keys = ordered([k for k in res.keys if not k.infra])
     if ok_keys:
         out += ["<details><summary>All checks</summary>", ""]
         rows = [check_row(k, c) for k in ok_keys for c in k.checks]
-        out += [markdown_table(CHECK_HEADERS, rows), ""]
+        out += [markdown_table(CHECK_HEADERS, md_rows(rows)), ""]
         out += [
-            "Baselines: " + "; ".join(f"{k.key}: {k.baseline.describe() if k.baseline else 'none'}" for k in ok_keys),
+            "Baselines: "
+            + "; ".join(md_text(f"{k.key}: {k.baseline.describe() if k.baseline else 'none'}") for k in ok_keys),
             "",
             "</details>",
             "",
@@ -223,7 +234,9 @@ def render_gate_markdown(res: GateResult) -> str:
         "Each runner process gives one level per metric; the run's levels are compared with the median of "
         "the reference runs' levels. `sigma_run` is the noise of one process level (from the series' "
         "history, or the profile's prior); the critical change is the smallest change that would have "
-        "failed (threshold and Holm's family-wise bound, whichever is larger). A changed artifact is "
+        "failed (threshold and Holm's family-wise bound, whichever is larger); while a series' history is "
+        "too short for that bound to mean anything, it says how many more runs the series needs "
+        "(`hil calibrate` makes them at once). A changed artifact is "
         "compared with its series' reference artifact timed in the same runner processes: its baseline is "
         "the reference's level in those processes and its sigma_run (in-process) the spread of their ratio. "
         "A tripped comparison is "

@@ -4,7 +4,8 @@ No external resources (no scripts, fonts, stylesheets or images from elsewhere),
 published as a CI artifact and opened offline. Figures (each an ``<img id="fig-...">``):
 
 - ``fig-latency``: latency distribution per device (violins from the raw samples, baseline beside)
-- ``fig-trend``: p50 over the last N runs per key with the baseline +- threshold band
+- ``fig-trend``: the p50 level of each of the last N runs per key (the level the gate judges: the median
+  of the run's undisturbed processes; each process a faint dot) with the baseline +- threshold band
 - ``fig-devices``: device-profile comparison (p50 and speed-up vs a reference device)
 - ``fig-pareto``: accuracy vs latency vs size with the Pareto front of the variants
 """
@@ -17,6 +18,7 @@ import html
 import pandas as pd
 
 from harness.gate.evaluate import GateResult
+from harness.gate.levels import reference_level
 from harness.report import plots
 from harness.report.compare import comparison, render_markdown
 from harness.report.gate_markdown import CHECK_HEADERS, check_message, check_row, ordered
@@ -66,11 +68,26 @@ def _page(title: str, body: list[str]) -> str:
 
 
 def _history(store: ResultStore, k, before: float, runs: int) -> pd.DataFrame:
+    """One row per run of the series (oldest first): its process levels, and the run's level as the gate
+    forms it, the median of its undisturbed processes (in log space, like `family.compare`). Not one
+    process picked at random: the last process of a run can sit 35 % off the level the gate judged."""
     rows = metric_history(store, k.key, k.model, k.variant, k.device_id, before)
-    df = pd.DataFrame(rows, columns=["run_id", "started_at", "p50", "verdict"]).drop_duplicates("run_id")
-    df = df.head(runs).iloc[::-1].reset_index(drop=True)
+    by_run: dict[str, dict] = {}
+    for run_id, started_at, value, verdict, disturbed in rows:
+        if value is None:
+            continue
+        r = by_run.setdefault(run_id, {"run_id": run_id, "started_at": started_at, "verdict": verdict, "all": []})
+        r["all"].append((float(value), bool(disturbed)))
+    df = pd.DataFrame(list(by_run.values())[:runs][::-1], columns=["run_id", "started_at", "verdict", "all"])
+    df["processes"] = [[v for v, _ in a] for a in df["all"]]
+    df["level"] = [_run_level(a) for a in df["all"]]
     df["started_at"] = pd.to_datetime(df["started_at"], unit="s", utc=True)
-    return df
+    return df.drop(columns="all").reset_index(drop=True)
+
+
+def _run_level(processes: list[tuple[float, bool]]) -> float:
+    kept = [v for v, disturbed in processes if not disturbed] or [v for v, _ in processes]
+    return reference_level([kept], k=1)[0]
 
 
 def _trend_series(res: GateResult, store: ResultStore, runs: int) -> list[dict]:
@@ -86,6 +103,9 @@ def _trend_series(res: GateResult, store: ResultStore, runs: int) -> list[dict]:
             base = check.baseline
             band = (base * (1 - check.threshold), base * (1 + check.threshold))
         cur = hist.index[hist["run_id"] == res.run_id]
+        levels = list(hist["level"])
+        if len(cur) and check is not None and check.current is not None and check.verdict != "inconclusive":
+            levels[int(cur[0])] = check.current  # the level this gate judged (in-process: against its reference)
         failed = [
             (v == "fail") if rid != res.run_id else (k.status == "fail")
             for rid, v in zip(hist["run_id"], hist["verdict"])
@@ -94,7 +114,8 @@ def _trend_series(res: GateResult, store: ResultStore, runs: int) -> list[dict]:
             {
                 "label": k.key,
                 "x": list(hist["started_at"]),
-                "y": list(hist["p50"]),
+                "y": levels,
+                "processes": list(hist["processes"]),
                 "failed": failed,
                 "current": int(cur[0]) if len(cur) else None,
                 "band": band,
@@ -117,23 +138,44 @@ def _distribution_groups(res: GateResult, store: ResultStore) -> dict:
     return groups
 
 
+# a model's quality axis: the first of these its results have (an anomaly detector has an AUC, no top-1)
+QUALITY = (
+    ("accuracy_top1", "top-1 accuracy (%)", 100.0),
+    ("accuracy_auc", "AUC (anomaly detection)", 1.0),
+    ("agreement", "agreement with float (%)", 100.0),
+)
+
+
 def _pareto_points(wide: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """One point per model x variant x device (the median over its processes, as in the results table)."""
+    """One point per model x variant x device (the median over its processes, as in the results table),
+    each model on the score its results have; a ``quality_label`` column names it per model."""
     table = summarize(wide) if not wide.empty else pd.DataFrame()
-    for metric, label in (("accuracy_top1", "top-1 accuracy (%)"), ("agreement", "agreement with float (%)")):
-        if metric in table and table[metric].notna().any():
-            pts = table.dropna(subset=[metric, "latency_p50_us"])
-            return pd.DataFrame(
-                {
-                    "model": pts["model"],
-                    "variant": pts["variant"],
-                    "device_id": pts["device_id"],
-                    "latency": pts["latency_p50_us"].astype(float),
-                    "quality": pts[metric].astype(float) * 100,
-                    "size": pts["model_size_bytes"].astype(float).fillna(0),
-                }
-            ), label
-    return pd.DataFrame(), ""
+    if table.empty:
+        return pd.DataFrame(), ""
+    parts = []
+    for _, rows in table.groupby("model", sort=False):
+        for metric, label, scale in QUALITY:
+            if metric in rows and rows[metric].notna().any():
+                pts = rows.dropna(subset=[metric, "latency_p50_us"])
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "model": pts["model"],
+                            "variant": pts["variant"],
+                            "device_id": pts["device_id"],
+                            "latency": pts["latency_p50_us"].astype(float),
+                            "quality": pts[metric].astype(float) * scale,
+                            "quality_label": label,
+                            "size": pts["model_size_bytes"].astype(float).fillna(0),
+                        }
+                    )
+                )
+                break
+    points = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if points.empty:
+        return points, ""
+    labels = list(dict.fromkeys(points["quality_label"]))
+    return points, labels[0] if len(labels) == 1 else "accuracy"
 
 
 # --------------------------------------------------------------------------- pages
@@ -191,8 +233,15 @@ def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) 
             )
     body.append(_table(CHECK_HEADERS, rows, classes) if rows else "<p>No checks.</p>")
     body.append(
-        '<p class="note">Latency: robust level (median of each run\'s undisturbed blocks); a change '
-        "counts only when significant (block Mann-Whitney U) and beyond the threshold.</p>"
+        '<p class="note">Latency: each runner process gives one level (its fastest inference, its p50, its '
+        "p90); the run's level is the median of its undisturbed processes, compared with the median of the "
+        "reference runs' levels under the series' own noise (sigma_run). A change counts only when it is "
+        "beyond its threshold and significant across the whole gate (Holm's procedure over every "
+        "comparison of the run); a tripped comparison is re-measured, reference and candidate interleaved, "
+        "before it fails. A changed model is compared with its reference model timed in the same "
+        "processes; MCU latency with window means. The critical change is the smallest change that would "
+        "have failed; while a series' history is too short for it to mean anything, the table says how "
+        "many more runs the series needs.</p>"
     )
 
     wide = store.wide(res.run_id)

@@ -85,10 +85,12 @@ def latency_distribution(groups: dict[str, list[tuple[str, Sequence[float], Sequ
 
 
 def trend(series: list[dict]):
-    """One panel per key: p50 per run over time, the gate's acceptance band, this run highlighted.
+    """One panel per key: the p50 level of each run over time, the gate's acceptance band, this run
+    highlighted; the run's processes as faint dots, so a run whose processes disagree shows as such.
 
-    Each series: label, x (run start datetimes), y (p50 us), failed (bools), current (index or None),
-    band (lo, hi) or None, baseline (value or None).
+    Each series: label, x (run start datetimes), y (the run's p50 level, us), processes (optional: the
+    p50 of each of its processes), failed (bools), current (index or None), band (lo, hi) or None,
+    baseline (value or None).
     """
     n = max(1, len(series))
     cols = min(3, n)
@@ -97,7 +99,12 @@ def trend(series: list[dict]):
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
     for ax, s in zip(axes, series):
         x = list(range(len(s["y"])))
-        ax.plot(x, s["y"], "-o", color="#1f77b4", markersize=4, label="p50 per run")
+        procs = s.get("processes") or []
+        px = [i for i, p in enumerate(procs) for _ in p]
+        if px:
+            py = [v for p in procs for v in p]
+            ax.plot(px, py, ".", color="#7f7f7f", alpha=0.35, markersize=3, label="processes")
+        ax.plot(x, s["y"], "-o", color="#1f77b4", markersize=4, label="run level (median of its processes)")
         failed = [i for i, f in enumerate(s.get("failed", [])) if f]
         if failed:
             ax.plot(failed, [s["y"][i] for i in failed], "o", color="#d62728", markersize=7, label="gate failed")
@@ -124,7 +131,7 @@ def trend(series: list[dict]):
     for ax in axes[n:]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle("latency p50 over the last runs")
+    fig.suptitle("latency p50 level per run over the last runs")
     return fig
 
 
@@ -268,10 +275,11 @@ def pareto(points, quality_label: str):
         lo, hi = float(g["latency"].min()), float(g["latency"].max())
         ax.set_xlim(lo / 1.6, hi * 1.6)  # room for the labels beside the outermost points
         qlo, qhi = float(g["quality"].min()), float(g["quality"].max())
-        pad = max((qhi - qlo) * 0.25, 1.0)
+        label = str(g["quality_label"].iloc[0]) if "quality_label" in g else quality_label
+        pad = max((qhi - qlo) * 0.25, 1.0 if label.endswith("(%)") else 0.01)  # percent, or an AUC in 0..1
         ax.set_ylim(qlo - pad, qhi + pad)
         ax.set_xlabel("latency p50 (us, log scale)")
-        ax.set_ylabel(quality_label)
+        ax.set_ylabel(label)
         ax.set_title(f"{model} on {dev}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower right")

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
+
+# CommonMark lets a backslash escape any ASCII punctuation. Escaped: what starts emphasis, code, links
+# or strike-through anywhere, `<` where it could open raw HTML or an autolink (`<b>`, `</x`, `<!`),
+# `&` where it could start an entity. `_` only matters at a word's edge (inside a word it never
+# emphasises) and `<=`, `->` or `a & b` mean nothing, so `tiny_net` and messages stay readable.
+_MD_SPECIAL = re.compile(r"[\\`*\[\]~]|<(?=[A-Za-z/!?])|&(?=[A-Za-z0-9#])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md_text(value) -> str:
+    """User text (a label, model name, device id, error) as literal Markdown inline text: one line
+    (a newline could start a heading or a list), every character that Markdown would interpret
+    escaped. `|` is left to `markdown_table`, which escapes it in cells."""
+    text = " ".join(str(value).splitlines())
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
+def md_rows(rows: list[list[str]]) -> list[list[str]]:
+    """Table rows with every cell as literal text (`md_text`)."""
+    return [[md_text(c) for c in r] for r in rows]
 
 
 def fmt_num(value, spec: str, scale: float = 1.0, suffix: str = "") -> str:
@@ -31,6 +51,17 @@ def per_second(latency_us) -> float | None:
     return 1e6 / latency_us
 
 
+# runs that are not a user's measurement say so where they are shown (schema.RUN_KINDS)
+RUN_KINDS = {"confirm": "a confirmation run of `hil gate`", "calibrate": "an A/A run of `hil calibrate`"}
+
+
+# what a run whose status reads `abandoned` means (ResultStore.abandoned_runs)
+ABANDONED = (
+    "the hilbench session measuring it is gone (killed) and never finished it; "
+    "the same `hil run` command with --resume measures its missing jobs"
+)
+
+
 def run_label(run: dict | None) -> str:
     """A run's free-text label ('' when none: the store gives None, a pandas row NaN)."""
     label = (run or {}).get("label")
@@ -45,9 +76,9 @@ def _energy(measured, estimated) -> str:
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    numeric = ("p50", "p90", "p95", "p99", "inf/s", "runs", ")", "MACs", "params", "processes", "fp32")
+    numeric = ("p50", "p90", "p95", "p99", "inf/s", "runs", ")", "MACs", "params", "processes", "fp32", "AUC")
     align = ["---:" if h.endswith(numeric) else "---" for h in headers]
-    cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # a name never breaks the table
+    cell = lambda text: " ".join(str(text).splitlines()).replace("|", "\\|")  # a name never breaks the table
     lines = ["| " + " | ".join(map(cell, headers)) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
     return "\n".join(lines)
@@ -110,6 +141,7 @@ def summarize(wide: pd.DataFrame) -> pd.DataFrame:
         "arena_bytes",
         "flash_bytes",
         "accuracy_top1",
+        "accuracy_auc",
         "agreement",
         "energy_per_inference_uj",
         "energy_estimate_per_inference_uj",
@@ -149,12 +181,14 @@ def summarize(wide: pd.DataFrame) -> pd.DataFrame:
 
 def results_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """The results table of a run (headers, formatted rows), shared by the Markdown and HTML reports:
-    arena/flash columns only when an MCU result has them, a process count only with repeats."""
+    arena/flash columns only when an MCU result has them, an AUC column only when an anomaly detector's
+    result has one (its score instead of top-1), a process count only with repeats."""
     table = summarize(wide)
     if table.empty:
         return [], []
     mcu = any(c in table and table[c].notna().any() for c in ("arena_bytes", "flash_bytes"))
     repeats = bool((table["processes"] > 1).any())
+    auc = bool(table["accuracy_auc"].notna().any())
     headers = [
         "model",
         "variant",
@@ -171,7 +205,7 @@ def results_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         "params",
     ]
     headers += ["arena (KiB)", "flash (KiB)"] if mcu else []
-    headers += ["peak RSS (MB)", "top-1 (%)", "agreement (%)", "energy/inf (uJ)", "runs"]
+    headers += ["peak RSS (MB)", "top-1 (%)"] + (["AUC"] if auc else []) + ["agreement (%)", "energy/inf (uJ)", "runs"]
     headers += ["processes"] if repeats else []
     headers.append("runtime")
     rows = []
@@ -196,6 +230,7 @@ def results_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         row += [
             fmt_num(r["peak_rss_kb"], ".1f", 1024),
             fmt_num(r["accuracy_top1"], ".2f", 0.01),
+            *([fmt_num(r["accuracy_auc"], ".3f")] if auc else []),
             fmt_num(r["agreement"], ".2f", 0.01),
             _energy(r["energy_per_inference_uj"], r["energy_estimate_per_inference_uj"]),
             fmt_num(r["runs"], ".0f"),
@@ -212,30 +247,34 @@ def render_run(wide: pd.DataFrame, run: dict | None = None) -> str:
     complexity, memory, accuracy, energy."""
     out = ["# hilbench report", ""]
     if run:
+        kind = RUN_KINDS.get(str(run.get("kind")))
         out += [
-            f"- run: `{run['run_id']}` ({run.get('status', '?')})",
-            f"- label: {run_label(run) or '-'}",
-            f"- host: {run.get('host') or '-'}, hilbench {run.get('harness_version') or '-'}",
-            f"- models repo commit: {run.get('git_commit') or '-'}",
+            f"- run: `{run['run_id']}` ({run.get('status', '?')}{', ' + kind if kind else ''})",
+            *([f"- abandoned: {ABANDONED}"] if run.get("status") == "abandoned" else []),
+            f"- label: {md_text(run_label(run)) or '-'}",
+            f"- host: {md_text(run.get('host') or '-')}, hilbench {run.get('harness_version') or '-'}",
+            f"- models repo commit: {md_text(run.get('git_commit') or '-')}",
             "",
         ]
     if wide.empty:
         return "\n".join(out + ["No results recorded."]) + "\n"
     headers, rows = results_table(wide)
-    out += ["## Results", "", markdown_table(headers, rows), ""] if rows else []
+    out += ["## Results", "", markdown_table(headers, md_rows(rows)), ""] if rows else []
     failed = wide[wide["status"] != "ok"]
     if not failed.empty:
         out += ["## Failures", ""]
         for _, r in sort_variants(failed, ["model", "device_id", "variant"]).iterrows():
             kind = "infrastructure" if r["status"] == "infra_error" else "error"
-            out.append(f"- **{r['model']}/{r['variant']} on {r['device_id']}** ({kind}): {r['error']}")
+            what = md_text(f"{r['model']}/{r['variant']} on {r['device_id']}")
+            out.append(f"- **{what}** ({kind}): {md_text(r['error'])}")
         out.append("")
     out += [
         "Latency is the steady-state distribution of `invoke()` after warmup (the median over a job's "
         "runner processes); inf/s is 1 s / p50 (one stream, back to back); speed-up is fp32's p50 / the "
         "variant's p50 and size ratio the variant's size / fp32's, on the same device; MACs and params "
-        "come from the model file; peak RSS is the runner process high-water mark (VmHWM); energy comes "
-        "from the meter named in the result (an estimate is labelled as such).",
+        "come from the model file; peak RSS is the runner process high-water mark (VmHWM); an anomaly "
+        "detector is scored by the area under the ROC curve (AUC, 0.5 = chance) instead of top-1; energy "
+        "comes from the meter named in the result (an estimate is labelled as such).",
         "",
     ]
     return "\n".join(out)

@@ -13,6 +13,7 @@ import logging
 import platform
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -20,19 +21,33 @@ from pathlib import Path
 
 from harness import __version__, progress
 from harness.core.jobs import Job, RunOptions
-from harness.errors import ConfigError, HilError, InfraError, ModelError
+from harness.errors import ConfigError, HilError, InfraError, ModelError, StorageError
 from harness.lab.config import Device, Inventory, link_type
+from harness.log import DETAIL
 from harness.meters.select import on_device
-from harness.models.convert import Calibration, Converter, ModelSource, ModelVariant, check_variant_names
-from harness.models.evaldata import prepare_eval
+from harness.models.convert import (
+    NEEDS_CALIBRATION,
+    Calibration,
+    Converter,
+    ModelSource,
+    ModelVariant,
+    check_variant_names,
+)
+from harness.models.evaldata import check_eval_file, prepare_eval
 from harness.models.shapes import resolve_input_shapes
 from harness.run.device_lock import DeviceLock
 from harness.run.reference import with_references
 from harness.run.rows import flatten, model_rows
 from harness.store.results import ClaimOwner, ResultRecord, ResultStore
+from harness.store.schema import USER_RUN
+from harness.store.spool import Spool, spool_dir
 from harness.transports import transport_for
 
 _log = logging.getLogger(__name__)
+
+# Jobs one run may plan (models x variants x devices x repeats): every job is a row in the store and a
+# claim, and planning a bigger run would take minutes and gigabytes before the first measurement
+MAX_PLANNED_JOBS = 100_000
 
 
 @dataclass
@@ -86,12 +101,14 @@ class RunSummary:
     infra_errors: int = 0
     errors: int = 0
     skipped: int = 0
+    spooled: int = 0  # results kept in the spool: the database could not take them
     failures: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """2 when the lab failed (the picture is incomplete), else 3 when inputs were bad, else 0."""
-        if self.infra_errors:
+        """2 when the lab failed (the picture is incomplete; a result only in the spool is not in the
+        database a gate reads), else 3 when inputs were bad, else 0."""
+        if self.infra_errors or self.spooled:
             return 2
         return 3 if self.errors else 0
 
@@ -144,10 +161,22 @@ class Orchestrator:
         self.broken_sources: list[str] = []
         self.owner = ClaimOwner.this_process()  # claims this session's jobs (concurrent --resume)
         self._device_locks: dict[str, DeviceLock] = {}
+        # results the store cannot take go here (next to the artifact cache), never into the void
+        self.spool = Spool(spool_dir(converter.cache_dir.parent), store.location)
+        self._spooled: list[str] = []  # labels of this session's spooled results
+        self._lost: list[str] = []  # neither stored nor spooled
+        self._store_down: str | None = None  # why claims are not possible (said once)
+        # --resume: an unfinished run started with this same command line (harness.commands.run_resume)
+        self.resume_candidate: str | None = None
 
     def _say(self, msg: str) -> None:
         with self._log_lock:
             self.log(msg)
+
+    def _detail(self, msg: str) -> None:
+        """A step of the run (shown with `hil -v`): by default a job is one `done`/`FAILED` line."""
+        with self._log_lock:
+            _log.log(DETAIL, msg)
 
     def convert_all(self, specs: list[ModelSpec], variants: list[str] | None) -> list[tuple[ModelSpec, ModelVariant]]:
         out = []
@@ -171,6 +200,7 @@ class Orchestrator:
         time each changed artifact with its series' reference in the same processes (see
         `harness.run.reference`; profiles can turn it off with `benchmark.pair_reference`)."""
         check_variant_names(variants)  # a typo is the whole command's fault, not one model's
+        self.check_plan_size(len(specs), variants, devices, options)
         names = [s.source.name for s in specs] + self.broken_sources
         shared = sorted({n for n in names if names.count(n) > 1})
         if shared:  # never mix two models up in results, reports and the gate
@@ -182,9 +212,18 @@ class Orchestrator:
                     f"--input-shape applies to Linux devices (local, ssh); TFLM on {', '.join(mcu)} "
                     "cannot resize a model's inputs"
                 )
+        ready = []
+        for spec in specs:  # every model's data before any conversion (TensorFlow takes seconds to load)
+            try:
+                self._check_data(spec, variants)
+                ready.append(spec)
+            except HilError as exc:
+                if len(specs) + len(self.broken_sources) == 1:
+                    raise
+                self.add_broken(spec.source.name, spec.source.sha256, variants, devices, str(exc))
         jobs: list[Job] = []
-        with progress.task("converting", len(specs) * len(variants or ["fp32"])) as self._convert_bar:
-            for spec in specs:
+        with progress.task("converting", len(ready) * len(variants or ["fp32"])) as self._convert_bar:
+            for spec in ready:
                 try:
                     jobs += self._plan_model(spec, variants, devices, options)
                 except HilError as exc:
@@ -200,8 +239,34 @@ class Orchestrator:
                 self._say(note)
             paired = {(j.variant.model_name, j.variant.variant, j.device.id) for j in jobs if j.paired is not None}
             if paired:
-                self._say(f"{len(paired)} changed artifact(s) timed together with their reference artifact")
+                self._detail(f"{len(paired)} changed artifact(s) timed together with their reference artifact")
         return jobs
+
+    def check_plan_size(
+        self, models: int, variants: list[str] | None, devices: list[Device], options: RunOptions
+    ) -> None:
+        """Refuse a plan of more than MAX_PLANNED_JOBS jobs before anything is converted (an upper
+        bound: variants that turn out not to apply are counted)."""
+        per_model = len(variants or ["fp32"]) * sum(
+            options.resolved(self.inventory.profile_of(d)).repeats or 1 for d in devices
+        )
+        planned = models * per_model
+        if planned > MAX_PLANNED_JOBS:
+            repeats = sorted({options.resolved(self.inventory.profile_of(d)).repeats or 1 for d in devices})
+            raise ConfigError(
+                f"the run would plan {planned:,} jobs ({models} model(s) x {len(variants or ['fp32'])} "
+                f"variant(s) x {len(devices)} device(s) x {'/'.join(map(str, repeats))} repeat(s)); at "
+                f"most {MAX_PLANNED_JOBS:,} in one run: use fewer --repeats, or split it by --devices"
+            )
+
+    def _check_data(self, spec: ModelSpec, variants: list[str] | None) -> None:
+        """The model's calibration data (when a requested variant needs it) and eval data, as far as
+        they can be checked without the model."""
+        needs = NEEDS_CALIBRATION & set(self.converter.variants_for(spec.source, variants))
+        if spec.calibration is not None and needs:
+            spec.calibration.check()
+        if spec.eval_file is not None:
+            check_eval_file(spec.eval_file)
 
     def add_broken(self, name: str, sha256: str, variants: list[str] | None, devices: list[Device], error: str) -> None:
         """Jobs that cannot run because their model could not be opened or converted."""
@@ -273,17 +338,24 @@ class Orchestrator:
         return [replace(j, repeat=r) for r in range(rounds) for j in jobs if r < (j.options.repeats or 1)]
 
     def run(
-        self, jobs: list[Job], argv: list[str], resume: bool = False, label: str | None = None, wait: bool = True
+        self,
+        jobs: list[Job],
+        argv: list[str],
+        resume: bool = False,
+        label: str | None = None,
+        wait: bool = True,
+        kind: str = USER_RUN,
     ) -> RunSummary:
-        """Measure `jobs` as a new run, or (`resume`) the missing jobs of the newest unfinished run of
-        the same plan. Each device is measured under its cross-process lock (busy: wait with a
-        message, or with `wait=False` fail before anything is written); each job is claimed in the
-        store before it is measured, so concurrent sessions of one run never measure a job twice."""
+        """Measure `jobs` as a new run of `kind` (`hil calibrate`: calibrate), or (`resume`) the missing
+        jobs of the newest unfinished run of the same plan and kind. Each device is measured under its
+        cross-process lock (busy: wait with a message, or with `wait=False` fail before anything is
+        written); each job is claimed in the store before it is measured, so concurrent sessions of
+        one run never measure a job twice."""
         keys = [j.key for j in jobs] + [b.key for b in self.broken]
         plan_hash = hashlib.sha256(json.dumps(sorted(keys)).encode()).hexdigest()[:16]
         run_id, done = None, set()
         if resume:
-            run_id = self.store.resumable_run(plan_hash)
+            run_id = self.store.resumable_run(plan_hash, kind)
             if run_id:
                 done = self.store.done_jobs(run_id)
         todo = [j for j in jobs if j.key not in done]
@@ -298,7 +370,7 @@ class Orchestrator:
                 self._release_locks()
                 raise
         try:
-            return self._run(jobs, todo, keys, plan_hash, run_id, done, argv, resume, label)
+            return self._run(jobs, todo, keys, plan_hash, run_id, done, argv, resume, label, kind)
         finally:
             self._release_locks()
 
@@ -318,12 +390,19 @@ class Orchestrator:
         argv: list[str],
         resume: bool,
         label: str | None,
+        kind: str,
     ) -> RunSummary:
         if run_id:
-            self.store.reopen_run(run_id)
+            self.store.reopen_run(run_id, self.owner)
             self._say(f"resuming run {run_id}: {len(done)} of {len(jobs)} jobs already measured")
         elif resume:
-            self._say("nothing to resume for this plan; starting a new run")
+            hint = ""
+            if self.resume_candidate:
+                hint = (
+                    f" (run {self.resume_candidate} had this command line but planned other jobs: a model "
+                    "file, its data, the inventory or a device profile changed since)"
+                )
+            self._say(f"nothing to resume for this plan; starting a new run{hint}")
         commits = {}
         by_source: dict[Path, str | None] = {}  # two `git` processes per model file, not per job
         for j in jobs:
@@ -333,7 +412,9 @@ class Orchestrator:
             commits[j.key] = by_source[src_path] if src_path else None
         if run_id is None:
             first_commit = next((c for c in commits.values() if c), None)
-            run_id = self.store.start_run(keys, plan_hash, argv, __version__, platform.node(), first_commit, label)
+            run_id = self.store.start_run(
+                keys, plan_hash, argv, __version__, platform.node(), first_commit, label, kind, self.owner
+            )
         for dev_lock in self._device_locks.values():
             dev_lock.set_run(run_id)
         summary = RunSummary(run_id)
@@ -364,11 +445,12 @@ class Orchestrator:
             for b in self.broken:
                 if b.key in done:
                     continue
-                why = self.store.claim_job(run_id, b.key, self.owner)
+                why = self._claim(run_id, b.key)
                 if why is not None:
                     summary.skipped += 1
                     continue
-                self.store.record(
+                self._keep(
+                    f"{b.model}/{b.variant}@{b.device.id}",
                     ResultRecord(
                         run_id=run_id,
                         job_key=b.key,
@@ -398,9 +480,81 @@ class Orchestrator:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            self.store.release_claims(self.owner)  # jobs not finished here stay missing for --resume
-            self.store.finish_run(run_id, status, planned=keys)
+            self._close_run(run_id, status, keys, summary)
+        if self._lost:
+            raise StorageError(
+                f"{len(self._lost)} measured result(s) could be neither stored nor kept in {self.spool.directory} "
+                f"({self._lost[0]}): free space, then measure them again with `hil run --resume`"
+            )
         return summary
+
+    def _claim(self, run_id: str, key: str) -> str | None:
+        """claim_job, or None (measure it) when the store cannot be written: a claim only keeps two
+        sessions of a run from measuring one job twice, and the result will be spooled."""
+        try:
+            return self.store.claim_job(run_id, key, self.owner)
+        except StorageError as exc:
+            with self._log_lock:
+                if self._store_down is None:
+                    self._store_down = str(exc)
+                    self.log(f"{exc}: measuring on, results go to the spool {self.spool.directory}")
+            return None
+
+    def _keep(
+        self,
+        label: str,
+        rec: ResultRecord,
+        measurements: list[tuple[str, float | None, str]],
+        samples: dict[str, list[float]],
+    ) -> None:
+        """Store one result; when the store cannot take it, spool it (saying so); when the spool
+        cannot either, stop measuring (every further result would be lost too)."""
+        stamp = time.time()
+        try:
+            self.store.record(rec, measurements, samples, timestamp=stamp)
+            return
+        except StorageError as exc:
+            why = str(exc)
+        try:
+            path = self.spool.keep_result(rec, measurements, samples, stamp)
+        except OSError as exc:
+            self._stop.set()
+            with self._log_lock:
+                self._lost.append(f"{self.spool.directory}: {exc.strerror or exc}")
+                self.log(f"LOST {label}: {why}; the spool cannot be written either ({exc.strerror or exc}); stopping")
+            return
+        with self._log_lock:
+            self._spooled.append(label)
+            self.log(f"{why}: result of {label} kept in {path}; stored when the database can be written again")
+
+    def _close_run(self, run_id: str, status: str, keys: list[str], summary: RunSummary) -> None:
+        """End the run in the store. Spooled results first get another chance (the disk may have room
+        again); with results still spooled, or when the end cannot be written, the end is spooled after
+        them too, so that the run is judged again once they are stored."""
+        if self._spooled:
+            replayed = self.spool.replay(self.store)
+            if replayed.stored:
+                self._say(f"stored {replayed.stored} spooled result(s) into {self.store.path}")
+        summary.spooled = sum(1 for p in self.spool.pending() if _is_result(p, run_id))
+        try:
+            # the session ends with the status it leaves (never a `running` run without a session),
+            # then its claims: jobs not finished here stay missing for --resume
+            self.store.finish_run(run_id, status, planned=keys, owner=self.owner)
+            self.store.release_claims(self.owner)
+            stored = True
+        except StorageError as exc:
+            self._say(f"{exc}: the end of run {run_id} ({status}) will be stored with the spooled results")
+            stored = False
+        if summary.spooled or not stored:  # judged again once its spooled results are stored
+            try:
+                self.spool.keep_finish(run_id, status, keys)
+            except OSError:
+                pass  # the run stays as it is; `hil run --resume` measures what it misses all the same
+        if summary.spooled:
+            self._say(
+                f"{summary.spooled} result(s) of run {run_id} are in the spool {self.spool.directory}: they are "
+                "stored by the next command that can write the database, or by `hil db recover`"
+            )
 
     def _device_worker(
         self, run_id: str, jobs: list[Job], summary: RunSummary, lock: threading.Lock, commits: dict
@@ -413,7 +567,7 @@ class Orchestrator:
         for job in jobs:
             if self._stop.is_set():
                 break  # interrupted: the job stays missing and `hil run --resume` measures it
-            why_not = self.store.claim_job(run_id, job.key, self.owner)
+            why_not = self._claim(run_id, job.key)
             if why_not is not None:  # another session resuming this run has it (or had it)
                 self._say(f"skipped {job.label}: {why_not}")
                 with lock:
@@ -433,7 +587,7 @@ class Orchestrator:
                         unreachable = exc
                         raise
                     opened = True
-                self._say(f"measuring {job.label} ...")
+                self._detail(f"measuring {job.label} ...")
                 doc = backend.benchmark(job)
                 if doc.get("status") != "ok":
                     if self._stop.is_set() or doc.get("error_kind") == "interrupted":
@@ -523,7 +677,7 @@ class Orchestrator:
             ((doc.get("paired") or {}).get("latency_us") or {}).pop("samples", None)
             (doc.get("warmup") or {}).pop("samples_us", None)
             rec.raw = doc
-        self.store.record(rec, measurements, samples)
+        self._keep(job.label, rec, measurements, samples)
 
 
 class _RunnerError(Exception):
@@ -535,3 +689,11 @@ class _RunnerError(Exception):
 
 
 USER_ERROR_KINDS = {"model", "usage", "eval"}  # runner error kinds caused by the input, not the lab
+
+
+def _is_result(path: Path, run_id: str) -> bool:
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return entry.get("kind") == "result" and (entry.get("record") or {}).get("run_id") == run_id

@@ -6,10 +6,10 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    """`from harness.store import open_results` (the README's Python API) without importing pandas
-    for every user of the package."""
-    if name == "open_results":
-        from harness.store.results import open_results
+    """`from harness.store import open_results, ResultStore` (the README's Python API) without
+    importing pandas for every user of the package."""
+    if name in ("open_results", "ResultStore"):
+        from harness.store import results
 
-        return open_results
+        return getattr(results, name)
     raise AttributeError(f"module 'harness.store' has no attribute {name!r}")

@@ -32,11 +32,14 @@ def copy_history(src: ResultStore, dst: ResultStore) -> dict[str, int]:
                     copied[table.name] = 0  # an older schema without this table (read-only source)
                     continue
                 known = {col["name"] for col in sa.inspect(inp).get_columns(table.name)}
-                cols = [c for c in table.c if c.name in known]
+                cols: list[sa.ColumnElement] = [c for c in table.c if c.name in known]
+                if table is schema.runs and "kind" not in known:  # schema < 5: the kind its label tells
+                    cols.append(schema.inferred_kind().label("kind"))
                 rows = inp.execution_options(yield_per=BATCH).execute(sa.select(*cols))
+                names = [c.name for c in cols]
                 n = 0
                 for part in rows.partitions(BATCH):
-                    out.execute(sa.insert(table), [dict(zip([c.name for c in cols], r)) for r in part])
+                    out.execute(sa.insert(table), [dict(zip(names, r)) for r in part])
                     n += len(part)
                 copied[table.name] = n
         if out.dialect.name == "postgresql":  # ids were copied: the next result_id follows the largest

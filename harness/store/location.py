@@ -38,6 +38,12 @@ class Location:
     def __str__(self) -> str:
         return self.display
 
+    @property
+    def key(self) -> str:
+        """The same database whatever the spelling (`reports/x.sqlite`, `./reports/x.sqlite`): what a
+        spooled result names as the store it belongs to."""
+        return str(self.path.resolve()) if self.path is not None else self.display
+
 
 def locate(value: str | Path) -> Location:
     """Parse a `--db` value. A path (or `sqlite:///path`) is an SQLite file; `postgresql://...` a

@@ -13,6 +13,7 @@ mode, no migration), PostgreSQL transactions are READ ONLY.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -31,9 +32,9 @@ import sqlalchemy as sa
 
 from harness.errors import ConfigError
 from harness.store import schema
-from harness.store.engine import WRITE, enable_wal, failure, open_engine
+from harness.store.engine import WRITE, enable_wal, failure, open_engine, probe_write
 from harness.store.location import locate
-from harness.store.schema import job_claims, lineage, results, runs
+from harness.store.schema import job_claims, lineage, results, run_sessions, runs
 from harness.store.upsert import upsert
 
 DEFAULT_DB = Path("reports") / "results.sqlite"
@@ -116,6 +117,7 @@ def _nan_to_none(v: float | None) -> float | None:
     return None if v is None or v != v else float(v)
 
 
+_BUGS = (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.InterfaceError)
 _QMARK = re.compile(r"\?")
 
 
@@ -156,6 +158,7 @@ class ResultStore:
                         version = schema.upgrade(conn, self.path)
             if self.location.is_sqlite and not read_only:
                 enable_wal(self._engine)
+                probe_write(self._engine, schema.meta, schema.meta.c.value)
         except sa.exc.DBAPIError as exc:
             self._engine.dispose()
             raise failure(self.location, exc, opening=True) from None
@@ -182,8 +185,8 @@ class ResultStore:
         try:
             yield
         except sa.exc.DBAPIError as exc:
-            if self.location.is_sqlite:
-                raise
+            if self.location.is_sqlite and isinstance(exc, _BUGS):
+                raise  # a statement hilbench got wrong: its traceback, not a storage message
             raise failure(self.location, exc, opening=False) from None
 
     def _query(self, sql: str | sa.Executable, args: tuple | list = ()) -> list[tuple]:
@@ -208,7 +211,13 @@ class ResultStore:
         host: str,
         git_commit: str | None,
         label: str | None = None,
+        kind: str = schema.USER_RUN,
+        owner: ClaimOwner | None = None,
     ) -> str:
+        """A new run of `kind` (schema.RUN_KINDS); `owner`, the session measuring it, is recorded in the
+        same transaction, so that a run whose session dies at any point is known to be abandoned."""
+        if kind not in schema.RUN_KINDS:
+            raise ValueError(f"run kind {kind!r}")
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         with self._tx() as db:
             db.execute(
@@ -224,14 +233,19 @@ class ResultStore:
                     host=host,
                     git_commit=git_commit,
                     label=label,
+                    kind=kind,
                 )
             )
+            _join(db, run_id, owner)
         return run_id
 
-    def finish_run(self, run_id: str, status: str = "complete", planned: list[str] | None = None) -> str:
+    def finish_run(
+        self, run_id: str, status: str = "complete", planned: list[str] | None = None, owner: ClaimOwner | None = None
+    ) -> str:
         """Close a run. With `planned` (its job keys) the status follows what the database holds, not
         only this session: `complete` exactly when every planned job has a successful result (another
-        session resuming the same run may have measured some of them, or may still be measuring)."""
+        session resuming the same run may have measured some of them, or may still be measuring).
+        `owner`'s session of the run ends with it, in the same transaction."""
         with self._tx() as db:
             if planned is not None:
                 done = set(db.execute(_ok_jobs(run_id)).scalars())
@@ -240,21 +254,43 @@ class ResultStore:
                 elif status == "complete":
                     status = "incomplete"
             db.execute(sa.update(runs).where(runs.c.run_id == run_id).values(finished_at=time.time(), status=status))
+            if owner is not None:
+                db.execute(sa.delete(run_sessions).where(run_sessions.c.owner == owner.token))
         return status
 
-    def resumable_run(self, plan_hash: str) -> str | None:
-        """The newest unfinished run with the same plan, if any."""
+    def resumable_run(self, plan_hash: str, kind: str = schema.USER_RUN) -> str | None:
+        """The newest unfinished run of `kind` with the same plan, if any."""
         rows = self._query(
             sa.select(runs.c.run_id)
-            .where(runs.c.plan_hash == plan_hash, runs.c.status != "complete")
+            .where(runs.c.plan_hash == plan_hash, runs.c.status != "complete", self.run_kind() == kind)
             .order_by(runs.c.started_at.desc())
             .limit(1)
         )
         return rows[0][0] if rows else None
 
-    def reopen_run(self, run_id: str) -> None:
+    def unfinished_runs(self, limit: int = 50) -> list[tuple[str, list[str]]]:
+        """(run_id, argv) of the newest unfinished runs, newest first: `hil run --resume` names the
+        option that differs when the command no longer matches the run it meant to resume."""
+        rows = self._query(
+            sa.select(runs.c.run_id, runs.c.argv)
+            .where(runs.c.status != "complete", runs.c.kind == "measure")
+            .order_by(runs.c.started_at.desc())
+            .limit(limit)
+        )
+        out = []
+        for run_id, argv in rows:
+            try:
+                parsed = json.loads(argv) if argv else None
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, list) and all(isinstance(a, str) for a in parsed):
+                out.append((run_id, parsed))
+        return out
+
+    def reopen_run(self, run_id: str, owner: ClaimOwner | None = None) -> None:
         with self._tx() as db:
             db.execute(sa.update(runs).where(runs.c.run_id == run_id).values(status="running", finished_at=None))
+            _join(db, run_id, owner)
 
     def done_jobs(self, run_id: str) -> set[str]:
         return {r[0] for r in self._query(_ok_jobs(run_id))}
@@ -291,8 +327,10 @@ class ResultStore:
         return None
 
     def release_claims(self, owner: ClaimOwner) -> int:
-        """End every claim `owner` still holds (jobs it did not finish: a later --resume measures them)."""
+        """End every claim `owner` still holds (jobs it did not finish: a later --resume measures them)
+        and its sessions of runs."""
         with self._tx() as db:
+            db.execute(sa.delete(run_sessions).where(run_sessions.c.owner == owner.token))
             return db.execute(sa.delete(job_claims).where(job_claims.c.owner == owner.token)).rowcount
 
     def claims(self, run_id: str) -> list[tuple[str, str, int]]:
@@ -300,36 +338,101 @@ class ResultStore:
         c = job_claims.c
         return self._query(sa.select(c.job_key, c.host, c.pid).where(c.run_id == run_id).order_by(c.job_key))
 
+    def run_kind(self) -> sa.ColumnElement[str]:
+        """The kind of a run as this database holds it (inferred from its label before schema 5)."""
+        return schema.run_kind(self.schema_version)
+
     def runs(self) -> pd.DataFrame:
-        return self._frame(sa.select(runs).order_by(runs.c.started_at))
+        """Every run, oldest first, with its kind; a run left `running` by a session that is gone
+        (killed, never resumed) has the status `abandoned` (`abandoned_runs`)."""
+        cols = [c for c in runs.c if c.name != "kind"] + [self.run_kind().label("kind")]
+        df = self._frame(sa.select(*cols).order_by(runs.c.started_at))
+        gone = self.abandoned_runs(df.loc[df["status"] == "running", "run_id"].tolist())
+        if gone:
+            df.loc[df["run_id"].isin(list(gone)), "status"] = "abandoned"
+        return df
+
+    def abandoned_runs(self, run_ids: list[str]) -> dict[str, str]:
+        """Of these runs, those left `running` whose every session and job claim belongs to a process
+        that is gone, with the sessions that left them ("pid 123 on host"). A run with neither
+        (recorded by a hilbench older than schema 5, between its jobs) cannot be told from a running
+        one, and a session of another controller is trusted to be alive (`_owner_alive`)."""
+        tables = [t for t, since in ((job_claims, 3), (run_sessions, 5)) if self.schema_version >= since]
+        if not run_ids or not tables:
+            return {}
+        running = sa.select(runs.c.run_id).where(runs.c.run_id.in_(run_ids), runs.c.status == "running")
+        owners: dict[str, set[tuple[str, int, float]]] = {}
+        for table in tables:
+            c = table.c
+            for run, host, pid, started in self._query(
+                sa.select(c.run_id, c.host, c.pid, c.pid_started).where(c.run_id.in_(running))
+            ):
+                owners.setdefault(run, set()).add((host, pid, started))
+        return {
+            run: ", ".join(f"pid {pid} on {host}" for host, pid, _ in sorted(held))
+            for run, held in owners.items()
+            if not any(_owner_alive(*o) for o in held)
+        }
 
     def run_row(self, run_id: str | None = None) -> dict:
-        """One run's row (the latest by default); a clear error when there is none."""
+        """One run's row (the latest started by a user, `latest_run_id`, by default); a clear error
+        when there is none."""
         run_id = run_id or self.latest_run_id()
         if run_id is None:
+            others = self._query(sa.select(sa.func.count()).select_from(runs))[0][0]
+            if others:
+                raise ConfigError(
+                    f"{self.path}: no run started by `hil run` or `hil sweep` yet, only {others} "
+                    "confirmation/calibration run(s); pass --run RUN to pick one"
+                )
             raise ConfigError(f"{self.path}: no runs recorded yet (run `hil run` first)")
         rows = self.runs()
         match = rows[rows["run_id"] == run_id]
         if match.empty:
             raise ConfigError(f"{self.path}: no run '{run_id}'")
-        return match.iloc[0].to_dict()
+        # a column that holds text for some runs and NULL for others comes back as NaN from pandas:
+        # a missing value is None here, so that no report prints "nan" for a run without a commit
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in match.iloc[0].to_dict().items()}
 
     def latest_run_id(self) -> str | None:
-        rows = self._query(sa.select(runs.c.run_id).order_by(runs.c.started_at.desc()).limit(1))
+        """The newest run a user started (`hil run`, `hil sweep`, `hil demo`): what "latest" means to
+        every command. The gate's confirmation runs and `hil calibrate`'s A/A runs are recorded later
+        than the run they serve, and must never become the run that is reported, gated or pinned."""
+        rows = self._query(
+            sa.select(runs.c.run_id)
+            .where(self.run_kind() == schema.USER_RUN)
+            .order_by(runs.c.started_at.desc())
+            .limit(1)
+        )
         return rows[0][0] if rows else None
 
     # ------------------------------------------------------------------ results
 
     def record(
-        self, rec: ResultRecord, measurements: list[tuple[str, float | None, str]], samples: dict[str, list[float]]
+        self,
+        rec: ResultRecord,
+        measurements: list[tuple[str, float | None, str]],
+        samples: dict[str, list[float]],
+        timestamp: float | None = None,
+        once: bool = False,
     ) -> int:
-        """Write one job's outcome in a single transaction (all of it or nothing)."""
+        """Write one job's outcome in a single transaction (all of it or nothing). `timestamp`: when it
+        was measured (default now); `once`: a result of this run and job with this very timestamp is
+        already stored (a spooled result replayed twice) and is kept instead of a second copy."""
+        stamp = time.time() if timestamp is None else timestamp
         with self._tx() as db:
+            if once:
+                r = results.c
+                same = db.execute(
+                    sa.select(r.result_id).where(r.run_id == rec.run_id, r.job_key == rec.job_key, r.timestamp == stamp)
+                ).first()
+                if same is not None:
+                    return int(same[0])
             inserted = db.execute(
                 sa.insert(results).values(
                     run_id=rec.run_id,
                     job_key=rec.job_key,
-                    timestamp=time.time(),
+                    timestamp=stamp,
                     model=rec.model,
                     model_sha256=rec.model_sha256,
                     variant=rec.variant,
@@ -405,6 +508,9 @@ class ResultStore:
         """The newest successful result of one artifact on each device (wide: one column per metric):
         what `hil analyze` adds to a model's static numbers."""
         df = self.dataframe(include_failed=False, artifact_sha256=sha256)
+        # a confirmation process timed the artifact beside another one: not the artifact's own figures
+        confirmations = self._query(sa.select(runs.c.run_id).where(self.run_kind() == "confirm"))
+        df = df[~df["run_id"].isin([r[0] for r in confirmations])]
         if df.empty:
             return df
         newest = df.groupby("device_id")["result_id"].max()
@@ -488,6 +594,26 @@ class ResultStore:
                 d[c] = json.loads(d[c]) if d[c] else None
             out.append(d)
         return out
+
+
+def _join(db: sa.Connection, run_id: str, owner: ClaimOwner | None) -> None:
+    """Record `owner` as a session working on `run_id` (ended by `finish_run` or `release_claims`)."""
+    if owner is None:
+        return
+    upsert(
+        db,
+        run_sessions,
+        [
+            {
+                "run_id": run_id,
+                "owner": owner.token,
+                "host": owner.host,
+                "pid": owner.pid,
+                "pid_started": owner.pid_started,
+                "joined_at": time.time(),
+            }
+        ],
+    )
 
 
 def _ok_jobs(run_id: str) -> sa.Select:

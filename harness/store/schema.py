@@ -17,8 +17,10 @@ from sqlalchemy.dialects import postgresql
 from harness.errors import ConfigError
 from harness.store.upsert import upsert
 
-SCHEMA_VERSION = 4
-READABLE_FROM = 2  # read-only opens accept these older versions as they are (v3 added job_claims, v4 lineage)
+SCHEMA_VERSION = 5
+# read-only opens accept these older versions as they are (v3 added job_claims, v4 lineage, v5 runs.kind
+# and run_sessions: `run_kind` infers a run's kind from its label where the column is missing)
+READABLE_FROM = 2
 MARKER = ("application", "hilbench")
 
 # PostgreSQL sorts text by the database's locale, SQLite byte-wise: "C" keeps ORDER BY on keys, job
@@ -44,6 +46,9 @@ runs = sa.Table(
     sa.Column("host", TEXT),
     sa.Column("git_commit", TEXT),
     sa.Column("label", TEXT),
+    # measure (`hil run`, `hil sweep`, `hil demo`: what "latest" means) | confirm (the gate's
+    # re-measurement) | calibrate (`hil calibrate` A/A runs)
+    sa.Column("kind", TEXT, nullable=False, server_default="measure"),
 )
 
 results = sa.Table(
@@ -132,6 +137,17 @@ job_claims = sa.Table(
     sa.Column("claimed_at", REAL, nullable=False),
 )
 
+run_sessions = sa.Table(
+    "run_sessions",
+    metadata,
+    sa.Column("run_id", TEXT, primary_key=True),
+    sa.Column("owner", TEXT, primary_key=True),  # the session's claim token (job_claims.owner)
+    sa.Column("host", TEXT, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("pid_started", REAL, nullable=False),
+    sa.Column("joined_at", REAL, nullable=False),
+)
+
 lineage = sa.Table(
     "lineage",
     metadata,
@@ -162,7 +178,42 @@ MIGRATIONS: dict[int, tuple[sa.Table, ...]] = {
     2: (job_claims,),
     # v4: lineage of compressed models (`hil sweep`, `hil lineage`)
     3: (lineage,),
+    # v5: the sessions working on a run (an abandoned run is told from a running one), and runs.kind
+    4: (run_sessions,),
 }
+
+RUN_KINDS = ("measure", "confirm", "calibrate")
+USER_RUN = "measure"  # the runs a user starts (`hil run`, `hil sweep`, `hil demo`): what "latest" means
+
+
+def inferred_kind() -> sa.ColumnElement[str]:
+    """A run's kind from what marked it before schema 5: the gate's confirmation runs had the plan
+    hash `confirm` and the label `confirm:<run>`, `hil calibrate`'s runs the label `calibration` and
+    the command in their argv (a user's `hil run --label calibration` is still a measurement)."""
+    c = runs.c
+    return sa.case(
+        ((c.plan_hash == "confirm") & c.label.like("confirm:%"), "confirm"),
+        ((c.label == "calibration") & c.argv.like('%"calibrate"%'), "calibrate"),
+        else_=USER_RUN,
+    )
+
+
+def run_kind(version: int) -> sa.ColumnElement[str]:
+    """runs.kind, or what it is inferred from in a database older than schema 5 (read-only opens)."""
+    return runs.c.kind if version >= 5 else inferred_kind()
+
+
+def _add_run_kind(db: sa.Connection) -> None:
+    """v5: the column `runs.kind`, filled in for the runs an older hilbench recorded."""
+    if "kind" in {c["name"] for c in sa.inspect(db).get_columns("runs")}:
+        return
+    coltype = runs.c.kind.type.compile(dialect=db.dialect)
+    db.execute(sa.text(f"ALTER TABLE runs ADD COLUMN kind {coltype} NOT NULL DEFAULT '{USER_RUN}'"))
+    db.execute(sa.update(runs).where(inferred_kind() != USER_RUN).values(kind=inferred_kind()))
+
+
+# version -> what else upgrades a database of that version to version + 1 (after its tables exist)
+COLUMN_MIGRATIONS = {4: _add_run_kind}
 
 
 def user_tables(db: sa.Connection) -> set[str]:
@@ -227,5 +278,8 @@ def upgrade(db: sa.Connection, where: object) -> int:
         table.create(db, checkfirst=True)
         for index in table.indexes:  # a table an older hilbench made may lack the indexes made since
             index.create(db, checkfirst=True)
+    for v in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+        if v in COLUMN_MIGRATIONS:
+            COLUMN_MIGRATIONS[v](db)
     upsert(db, meta, [dict(zip(("key", "value"), MARKER)), {"key": "schema_version", "value": str(SCHEMA_VERSION)}])
     return SCHEMA_VERSION

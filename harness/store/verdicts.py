@@ -20,6 +20,13 @@ r, u, g = results.c, runs.c, gate_verdicts.c
 _with_run = results.join(runs, runs.c.run_id == results.c.run_id)
 
 
+def _not_confirmation(store: ResultStore) -> sa.ColumnElement[bool]:
+    """A confirmation run holds the reference's and the candidate's processes under one key: it is
+    evidence behind one verdict, never part of a series' history nor a reference. (`hil calibrate`'s
+    A/A runs are: they are accepted on purpose, to teach the gate a series' level and noise.)"""
+    return store.run_kind() != "confirm"
+
+
 def run_started_at(store: ResultStore, run_id: str) -> float:
     rows = store._query(sa.select(u.started_at).where(u.run_id == run_id))
     return rows[0][0] if rows else float("inf")
@@ -51,7 +58,7 @@ def earlier_ok_results(
     return store._query(
         sa.select(r.result_id, r.run_id)
         .select_from(_with_run)
-        .where(*_key_ok(model, variant, device_id), r.run_id != run_id, u.started_at < before)
+        .where(*_key_ok(model, variant, device_id), r.run_id != run_id, u.started_at < before, _not_confirmation(store))
         .order_by(u.started_at.desc(), r.result_id.desc())
     )
 
@@ -137,7 +144,7 @@ def last_passing_rows(store: ResultStore) -> list[tuple]:
     ranked = (
         sa.select(g.key, g.run_id, g.result_id, newest_first.label("rank"))
         .select_from(gate_verdicts.join(runs, u.run_id == g.run_id))
-        .where(g.verdict == "pass")
+        .where(g.verdict == "pass", _not_confirmation(store))
         .subquery()
     )
     return store._query(
@@ -187,10 +194,6 @@ def _metric(alias: str, metric: str) -> tuple[sa.FromClause, sa.ColumnElement[bo
     return a, (a.c.result_id == r.result_id) & (a.c.metric == metric)
 
 
-def _not_confirmation() -> sa.ColumnElement[bool]:
-    return sa.func.coalesce(u.label, "").not_like("confirm:%")
-
-
 def metric_history(
     store: ResultStore,
     key: str,
@@ -200,12 +203,16 @@ def metric_history(
     before: float,
     metric: str = "latency_p50_us",
 ) -> list[tuple]:
-    """(run_id, started_at, value, verdict) of a series up to `before`, newest first."""
+    """(run_id, started_at, value, verdict, disturbed) of every process of a series up to `before`,
+    newest run first. Confirmation runs are not part of a series' history."""
     m, on_m = _metric("m", metric)
+    d, on_d = _metric("d", "disturbed")
     return store._query(
-        sa.select(u.run_id, u.started_at, m.c.value, g.verdict)
-        .select_from(_with_run.join(m, on_m).outerjoin(gate_verdicts, (g.run_id == r.run_id) & (g.key == key)))
-        .where(*_key_ok(model, variant, device_id), u.started_at <= before)
+        sa.select(u.run_id, u.started_at, m.c.value, g.verdict, d.c.value)
+        .select_from(
+            _with_run.join(m, on_m).outerjoin(d, on_d).outerjoin(gate_verdicts, (g.run_id == r.run_id) & (g.key == key))
+        )
+        .where(*_key_ok(model, variant, device_id), u.started_at <= before, _not_confirmation(store))
         .order_by(u.started_at.desc(), r.result_id.desc())
     )
 
@@ -216,7 +223,7 @@ def accepted_run_ids(store: ResultStore, key: str, run_id: str, before: float, k
     rows = store._query(
         sa.select(g.run_id)
         .select_from(gate_verdicts.join(runs, u.run_id == g.run_id))
-        .where(g.key == key, g.verdict == "pass", g.run_id != run_id, u.started_at < before)
+        .where(g.key == key, g.verdict == "pass", g.run_id != run_id, u.started_at < before, _not_confirmation(store))
         .order_by(u.started_at.desc())
         .limit(k)
     )
@@ -257,7 +264,7 @@ def series_values(
             *_key_ok(model, variant, device_id),
             u.started_at < before,
             u.run_id != (exclude_run or ""),
-            _not_confirmation(),
+            _not_confirmation(store),
         )
         .order_by(u.started_at, r.result_id)
     )
@@ -294,7 +301,7 @@ def paired_history(
             *_key_ok(model, variant, device_id),
             u.started_at < before,
             sa.func.coalesce(d.c.value, 0) == 0,
-            _not_confirmation(),
+            _not_confirmation(store),
         )
         .order_by(u.started_at, r.result_id)
     )

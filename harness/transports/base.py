@@ -11,10 +11,12 @@ from typing import TypeVar
 from harness.core.jobs import Job
 from harness.errors import InfraError
 from harness.lab.config import Device, DeviceProfile
+from harness.log import DETAIL
 from harness.meters.select import on_device
 
 RUNNER_SCHEMA = "hilbench.runner/1"
 RUNNER_TAG = "[linux_runner]"  # prefix of the runner's own stderr lines
+RUNNER_WARNING = RUNNER_TAG + " warning: "
 _log = logging.getLogger(__name__)
 S = TypeVar("S")
 
@@ -41,6 +43,11 @@ class Transport:
     def _say(self, msg: str) -> None:
         self.log(f"  [{self.device.id}] {msg}")
 
+    def _detail(self, msg: str) -> None:
+        """A step of one job on the device (files deployed, the runner's phases): shown with `hil -v`;
+        by default the job is the orchestrator's one `done`/`FAILED` line."""
+        _log.log(DETAIL, f"  [{self.device.id}] {msg}")
+
     def open(self) -> None:
         """Connect; raise InfraError when the device cannot be reached."""
 
@@ -52,14 +59,17 @@ class Transport:
         """Release the connection and any remote temporary files."""
 
     def runner_line(self, line: str) -> None:
-        """One stderr line of the device runner: its own `[linux_runner]` progress goes to the log; native
-        chatter of the TFLite runtime ("INFO: Created TensorFlow Lite XNNPACK delegate ...") and
-        tracebacks only with --verbose (callers keep a tail of every line for error messages)."""
-        text = f"  [{self.device.id}] {line.rstrip()}"
-        if line.startswith(RUNNER_TAG):
-            self.log(text)
+        """One stderr line of the device runner: its warnings always (a missing energy meter); its own
+        `[linux_runner]` progress with `-v`; native chatter of the TFLite runtime ("INFO: Created
+        TensorFlow Lite XNNPACK delegate ...", CUDA probing) and tracebacks only with `-vv` (callers keep
+        a tail of every line for error messages)."""
+        text = line.rstrip()
+        if text.startswith(RUNNER_WARNING):
+            self._say(text)
+        elif line.startswith(RUNNER_TAG):
+            self._detail(text)
         else:
-            _log.debug(text)
+            _log.debug(f"  [{self.device.id}] {text}")
 
     def __enter__(self) -> Transport:
         self.open()

@@ -16,102 +16,17 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 
 from harness.core.resources import runner_file
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import EXTERNAL_METERS, Device, DeviceProfile, SerialSettings
 from harness.meters.ondevice import HwmonMeter
 from harness.transports.base import transport_settings
+from harness.transports.check_result import CheckResult, size_text
 
 PROBE_SCHEMA = "hilbench.probe/1"
 MIN_FREE_BYTES = 100 * 1024 * 1024
 PACKAGES = "numpy ai-edge-litert"
-HEADERS = [
-    "device",
-    "transport",
-    "reach",
-    "host key",
-    "python",
-    "runtime",
-    "numpy",
-    "disk free",
-    "RAM free",
-    "governor",
-    "temp",
-    "throttled",
-    "energy",
-    "verdict",
-]
-
-
-@dataclass
-class CheckResult:
-    device: str
-    transport: str
-    reach: str = "-"
-    host_key: str = "-"
-    python: str | None = None
-    probe: dict | None = None
-    problems: list[str] = field(default_factory=list)
-    hints: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    skipped: str | None = None
-    energy: str = "-"  # the profile's energy meter as found on the device
-
-    @property
-    def verdict(self) -> str:
-        if self.skipped:
-            return "SKIP"
-        return "FAIL" if self.problems else "OK"
-
-    def row(self) -> list[str]:
-        p = self.probe or {}
-        rt = p.get("runtime") or {}
-        npy = p.get("numpy") or {}
-        py = p.get("python") or {}
-        thr = p.get("throttle") or {}
-        if not thr.get("available"):
-            throttled = "-"
-        elif thr.get("now"):
-            throttled = "NOW: " + ",".join(thr["now"])
-        elif thr.get("since_boot"):
-            throttled = "since boot: " + ",".join(thr["since_boot"])
-        else:
-            throttled = "no" if thr.get("now") is not None else "?"
-        if p:
-            runtime = f"{rt['name']} {rt['version']}" if rt.get("name") else "MISSING"
-            numpy = npy.get("version") or "MISSING"
-            python = py.get("version", "?") + ("" if py.get("ok", True) else " (too old)")
-        else:
-            runtime = numpy = python = "-"
-        temp = p.get("cpu_temp_c")
-        return [
-            self.device,
-            self.transport,
-            self.reach,
-            self.host_key,
-            python,
-            runtime,
-            numpy,
-            _size((p.get("disk") or {}).get("free_bytes")),
-            _size(((p.get("memory") or {}).get("available_kb") or 0) * 1024 or None),
-            p.get("governor") or "-",
-            f"{temp:.1f} C" if isinstance(temp, (int, float)) else "-",
-            throttled,
-            self.energy,
-            self.verdict,
-        ]
-
-
-def _size(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return "-"
 
 
 def parse_probe(stdout: str, returncode: int, stderr_tail: str) -> dict | None:
@@ -160,7 +75,7 @@ def assess(res: CheckResult, remote: bool) -> None:
     disk = p.get("disk") or {}
     free = disk.get("free_bytes")
     if free is not None and free < MIN_FREE_BYTES:
-        res.problems.append(f"only {_size(free)} free in {disk.get('workdir')} (need {_size(MIN_FREE_BYTES)})")
+        res.problems.append(f"only {size_text(free)} free in {disk.get('workdir')} (need {size_text(MIN_FREE_BYTES)})")
         res.hints.append("free some space or point the transport's workdir at a larger file system")
     thr = p.get("throttle") or {}
     if thr.get("now"):
@@ -198,6 +113,9 @@ def assess_energy(res: CheckResult, prof: DeviceProfile) -> None:
                 f"by root only), so results have no energy; profile '{prof.name}' can say "
                 f"energy_meter: {{type: none}}"
             )
+        return
+    if meter.type == "pmic":
+        _assess_pmic(res, prof, info.get("pmic"))
         return
     want = HwmonMeter(meter, f"profile '{prof.name}'").power_file()
     folder, name = posixpath.split(want)
@@ -244,6 +162,29 @@ def assess_energy(res: CheckResult, prof: DeviceProfile) -> None:
             f"the device has no readable hwmon power sensor: {where}, or use energy_meter: "
             "{type: none} (or type: estimate with datasheet powers, reported as an estimate)"
         )
+
+
+def _assess_pmic(res: CheckResult, prof: DeviceProfile, pmic: object) -> None:
+    """A Raspberry Pi 5's PMIC, read once by the probe: a board without it (any other board, or a Pi 5
+    whose firmware predates `pmic_read_adc`) would give results without energy."""
+    if not isinstance(pmic, dict):
+        res.energy = "pmic ?"
+        res.notes.append(
+            "the device runner did not report the PMIC (an older runner?); the profile's meter is unchecked"
+        )
+        return
+    if pmic.get("error") is None and isinstance(pmic.get("power_mw"), (int, float)):
+        res.energy = f"pmic ok ({pmic['power_mw']:.0f} mW)"
+        return
+    res.energy = "pmic MISSING"
+    res.problems.append(
+        f"energy meter pmic (profile '{prof.name}'): {pmic.get('error') or 'no reading'}; results would have no energy"
+    )
+    res.hints.append(
+        f"the pmic meter is a Raspberry Pi 5's own; for another board set energy_meter in "
+        f"{prof.source or 'profile ' + repr(prof.name)} to {{type: hwmon, path: ...}}, {{type: none}} or "
+        "{type: estimate, ...} (reported as an estimate)"
+    )
 
 
 def _check_local(dev: Device, prof: DeviceProfile) -> CheckResult:
@@ -370,7 +311,7 @@ def check_device(
     if kind == "labgrid":
         from harness.transports.labgrid.check import check_place
 
-        return check_place(dev, prof, log, acquire=acquire_places)
+        return check_place(dev, prof, log, acquire=acquire_places, check_board=check_device)
     return _check_serial(dev, prof, log)
 
 

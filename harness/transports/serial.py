@@ -124,10 +124,10 @@ class SerialTransport(Transport):
         external = self.profile.energy_meter.type in EXTERNAL_METERS
         if (client.probe_timestamp_mode() if external else client.info.timestamp_mode) == "energy":
             perf = energy_mode.performance(
-                client, self._meter(), self.profile.energy_meter, perf_input, plan, n_outputs, self._say
+                client, self._meter(), self.profile.energy_meter, perf_input, plan, n_outputs, self._job_line
             )
         else:
-            perf = session.performance(client, perf_input, plan, n_outputs, self._say)
+            perf = session.performance(client, perf_input, plan, n_outputs, self._job_line)
             if external and not self._said_no_energy:
                 self._said_no_energy = True
                 self._say(
@@ -137,14 +137,14 @@ class SerialTransport(Transport):
         arena = client.arena()
         acc = None
         if job.eval_file and t.accuracy_samples > 0:
-            acc = session.accuracy(client, job.eval_file, spec, n_outputs, t.accuracy_samples, self._say, conv)
+            acc = session.accuracy(client, job.eval_file, spec, n_outputs, t.accuracy_samples, self._job_line, conv)
             if acc:
                 pct = lambda v: "-" if v is None else f"{100 * v:.2f} %"
                 if acc.get("score") == "auc":
                     auc = acc.get("auc")
-                    self._say(f"accuracy on {acc['n']} samples: AUC {'-' if auc is None else f'{auc:.4f}'}")
+                    self._detail(f"accuracy on {acc['n']} samples: AUC {'-' if auc is None else f'{auc:.4f}'}")
                 else:
-                    self._say(
+                    self._detail(
                         f"accuracy on {acc['n']} samples: top-1 {pct(acc['top1'])}, agreement {pct(acc['agreement'])}"
                     )
         info = client.info
@@ -198,6 +198,11 @@ class SerialTransport(Transport):
                 )
             ),
         }
+
+    def _job_line(self, msg: str) -> None:
+        """A line of the measurement itself (calibration, each window, accuracy): with `hil -v`; its
+        warnings always."""
+        (self._say if msg.startswith("warning:") else self._detail)(msg)
 
     def _convention(self, client: ProtocolClient, a: ModelAnalysis) -> mlperf.Convention:
         """The device's I/O convention (transport io_convention, or auto from its model ID), checked
@@ -289,6 +294,7 @@ class SerialTransport(Transport):
                 self._say,
                 after=f"flashing {want}",
                 timer_wrap_us=session.timer_wrap_us(self.profile),
+                flashed=any(s.step == "flash" for s in steps),
             )
         except InfraError as exc:
             raise InfraError(f"{exc} (see {log_path})") from None

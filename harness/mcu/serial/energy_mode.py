@@ -18,7 +18,7 @@ from collections.abc import Callable
 from harness import progress
 from harness.errors import InfraError
 from harness.lab.config import EnergyMeter
-from harness.mcu.serial.protocol import ProtocolClient, iterations_for
+from harness.mcu.serial.protocol import InputRefused, ProtocolClient, iterations_for
 from harness.meters.base import Meter
 from harness.meters.capture import MarkedWindow, marked_window, mean_power_mw
 
@@ -39,6 +39,12 @@ def _measure(
         meter.start()
         try:
             results, _ = client.infer_marked(n, warmup, expected_s=expected_s)
+        except InputRefused:  # the same input would be refused again: not measured again
+            try:
+                meter.stop()
+            except InfraError:
+                pass
+            raise
         except InfraError as exc:
             try:
                 meter.stop()  # end the capture; its samples are worthless without the answer

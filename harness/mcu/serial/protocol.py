@@ -57,6 +57,20 @@ class DeviceRebooted(InfraError):
     """The boot banner appeared where an answer was expected."""
 
 
+class InputRefused(InfraError):
+    """The firmware did not take the loaded input for an `infer` (its model takes another input size).
+    Never retried: the same bytes would be refused again."""
+
+
+# The firmware did not take the loaded input. hilbench firmware (and `hil mcu-sim`) refuse to infer:
+# `e-[input incomplete: have H of N bytes; ...]`; the MLPerf Tiny reference firmware prints a plain
+# line, `Input db has H elemented, expected N`, and infers on the input it had before (th_load_tensor).
+_INPUT_REFUSED = (
+    re.compile(r"^e-\[input incomplete: have \d+ of \d+ bytes"),
+    re.compile(r"Input db has -?\d+ elemented, expected \d+"),
+)
+
+
 def protocol_part(line: str) -> str | None:
     """The protocol content of a received line, or None for a non-protocol line.
 
@@ -81,6 +95,7 @@ class Response:
     lines: list[str]  # protocol lines, without the closing m-ready
     noise: int = 0  # non-protocol lines ignored
     seconds: float = 0.0  # host time from sending the command to its m-ready
+    other: list[str] = field(default_factory=list)  # the non-protocol lines (a stock firmware's complaints)
 
     def first(self, prefix: str) -> str | None:
         return next((line for line in self.lines if line.startswith(prefix)), None)
@@ -231,6 +246,7 @@ class ProtocolClient:
         self.dbbin_failures = 0  # consecutive
         self.dbbin_fallbacks = 0  # total
         self._dbbin = True
+        self.loaded = 0  # bytes of the input last loaded (for messages)
 
     # ------------------------------------------------------------------ messages
 
@@ -261,7 +277,7 @@ class ProtocolClient:
         m-ready) has arrived, m-ready is only waited for `self.timeout` more."""
         deadline = t_send + timeout
         lines: list[str] = []
-        noise = 0
+        other: list[str] = []
         waited = f"within {timeout:.1f} s after '{command}%'"
         while True:
             raw = self.link.read_line(deadline)
@@ -269,7 +285,7 @@ class ProtocolClient:
                 raise SerialTimeout(f"{self._who()}: no m-ready {waited} on {self.where} ({self._last()})")
             line = protocol_part(raw)
             if line is None:
-                noise += 1
+                other.append(raw)
                 continue
             if is_banner(line):
                 self.reboots += 1
@@ -277,8 +293,8 @@ class ProtocolClient:
                     f"{self._who()} rebooted during '{command}%' on {self.where} (boot banner {line!r} in the answer)"
                 )
             if line == "m-ready":
-                self.noise += noise
-                return Response(command, lines, noise, time.monotonic() - t_send)
+                self.noise += len(other)
+                return Response(command, lines, len(other), time.monotonic() - t_send, other)
             lines.append(line)
             if last is not None and line.startswith(last) and time.monotonic() + self.timeout < deadline:
                 deadline = time.monotonic() + self.timeout
@@ -391,9 +407,10 @@ class ProtocolClient:
 
     # ------------------------------------------------------------------ boot and identity
 
-    def wait_boot(self, after: str) -> None:
-        """After a reset: the banner (m-init-done, then m-ready) within boot_timeout."""
-        deadline = time.monotonic() + self.boot_timeout
+    def wait_boot(self, after: str, deadline: float | None = None) -> None:
+        """After a reset: the banner (m-init-done, then m-ready) within boot_timeout (or by `deadline`,
+        a time.monotonic())."""
+        deadline = time.monotonic() + self.boot_timeout if deadline is None else deadline
         init = False
         while True:
             raw = self.link.read_line(deadline)
@@ -481,6 +498,7 @@ class ProtocolClient:
         """Put `data` in the device's input buffer; returns the method used ("dbbin" or "hex")."""
         if not data:
             raise ValueError("empty input")
+        self.loaded = len(data)
         if "dbbin" in self.info.caps and self._dbbin:
             try:
                 self._load_binary(data)
@@ -577,13 +595,33 @@ class ProtocolClient:
 
     # ------------------------------------------------------------------ inference
 
+    def _input_taken(self, r: Response, command: str) -> None:
+        """InputRefused when the answer to an `infer` says the firmware did not take the loaded input."""
+        line = _refusal(r)
+        if line is not None:
+            raise InputRefused(
+                f"{self._who()} did not take the {self.loaded}-byte input for '{command}%' on {self.where} "
+                f"({line.strip()!r}): the firmware runs a model with another input size than the job's "
+                f"(flash the firmware built for this model, or set the device's io_convention)"
+            )
+
+    def infer_timeout_for(self, expected_s: float) -> float:
+        """How long an `infer` may take. Its duration unknown (the first inference of a model, which may
+        take seconds): `infer_timeout`. Known from earlier answers (`expected_s`): the command timeout
+        plus twice that, so that a board that hangs in a 1 s window is noticed after seconds, not after
+        infer_timeout (minutes)."""
+        if expected_s <= 0:
+            return self.infer_timeout
+        return min(self.timeout, self.infer_timeout) + 2.0 * expected_s
+
     def infer(self, n: int, warmup: int = 0, expected_s: float = 0.0) -> InferResult:
-        """`infer N W%`: N timed inferences after W warmups. `expected_s` widens the timeout."""
+        """`infer N W%`: N timed inferences after W warmups, expected to take `expected_s` (0: unknown)."""
         command = f"infer {n} {warmup}"
-        timeout = self.infer_timeout + 2.0 * expected_s
+        timeout = self.infer_timeout_for(expected_s)
         parsed: dict = {}
 
         def check(r: Response) -> str | None:
+            self._input_taken(r, command)
             err = _no_errors(r)
             if err:
                 return err
@@ -625,6 +663,7 @@ class ProtocolClient:
         parsed: dict = {}
 
         def check(r: Response) -> str | None:
+            self._input_taken(r, command)
             err = _no_errors(r)
             if err:
                 return err
@@ -639,8 +678,15 @@ class ProtocolClient:
             parsed.update(results=results, seconds=r.seconds)
             return None
 
-        self.transact(command, timeout=self.infer_timeout + 2.0 * expected_s, check=check, retries=0, last="m-results-")
+        self.transact(command, timeout=self.infer_timeout_for(expected_s), check=check, retries=0, last="m-results-")
         return parsed["results"], parsed["seconds"]
+
+
+def _refusal(r: Response) -> str | None:
+    for line in r.lines + r.other:
+        if any(p.search(line) for p in _INPUT_REFUSED):
+            return line
+    return None
 
 
 def _infer_results(r: Response, n: int) -> tuple[list[float] | None, str | None]:

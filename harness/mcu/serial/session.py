@@ -114,26 +114,45 @@ def reconnect(
     after: str,
     trace: Callable[[str], None] | None = None,
     timer_wrap_us: int = TIMER_WRAP,
+    flashed: bool = True,
 ) -> ProtocolClient:
     """Open the port again after the board was reset behind the host's back (flashed), let the
-    firmware boot and identify it, all within `boot_timeout`.
+    firmware boot and identify it, all within `boot_timeout`. `flashed`: a flash command ran (a
+    build_cmd alone resets nothing, and there is no banner to wait for).
 
-    The boot banner may come before the port is open again (opening discards it) or after (the
-    resync reads past it), and a board still booting does not answer yet: resync until it does.
+    A flash command may return before the board has reset (a tool that resets as it exits, a
+    simulated board that reloads on a signal): a command sent then is answered by the old firmware,
+    and the new one's boot banner lands in the next answer. So when the port stayed (no USB
+    re-enumeration), the host first waits for the banner; when it does not come within boot_timeout
+    it was printed before the port was open again (opening discards it) and a resync finds the board.
+    A port that vanished and came back belongs to a board that has reset already: resync at once. A
+    board still booting does not answer yet: resync until it does.
     """
     deadline = time.monotonic() + transport.boot_timeout
     link = SerialLink(transport.port, transport.baudrate, device_id, trace=trace)
+    vanished = False
     while True:
         try:
             link.open()
             break
         except InfraError as exc:
+            vanished = True
             if time.monotonic() >= deadline:
                 raise InfraError(f"{exc} ({transport.boot_timeout:.1f} s after {after})") from None
             time.sleep(PORT_POLL_S)  # polling for the device node to reappear: no event to wait for
     client = _dut(link, device_id, transport, log, timer_wrap_us)
     try:
-        _pulse_reset(client, transport, f" after {after}")
+        if transport.reset != "none":
+            _pulse_reset(client, transport, f" after {after}")
+        elif flashed and not vanished:
+            log(f"device '{device_id}': waiting up to {transport.boot_timeout:.1f} s for the boot banner after {after}")
+            try:
+                client.wait_boot(after, deadline=deadline)
+            except DeviceSilent:
+                log(
+                    f"device '{device_id}': no boot banner within {transport.boot_timeout:.1f} s after {after} "
+                    f"(printed before the port was open again?); resyncing"
+                )
         while True:
             try:
                 client.resync()
@@ -304,7 +323,7 @@ class PerfPlan:
         wrap_s = profile.mcu.timer_wrap_s if profile.mcu is not None else TIMER_WRAP / 1e6
         limit = wrap_s * TIMER_WINDOW_SHARE
         split = False
-        if options.min_seconds is not None and options.min_seconds != b.min_seconds:
+        if options.min_seconds is not None and not math.isclose(options.min_seconds, b.windows * b.window_seconds):
             window_s = options.min_seconds / windows  # explicit --min-seconds: the total duration
             if window_s > limit:  # more, shorter windows: each must stay well inside the timer's period
                 windows = math.ceil(options.min_seconds / limit)
@@ -609,6 +628,9 @@ def accuracy(
         "agreement": float(np.mean(preds == refs)) if refs is not None else None,
         "correct": int(np.sum(preds == ys)) if ys is not None else None,
         "agree": int(np.sum(preds == refs)) if refs is not None else None,
+        # per sample, for paired comparisons of two models on the same samples (hil sweep's ties)
+        "indices": idx.tolist(),
+        "predictions": preds.tolist(),
         "path": str(eval_path),
         "seconds": round(time.monotonic() - t0, 3),
     }

@@ -16,11 +16,21 @@ from collections.abc import Callable
 
 from harness.errors import ConfigError, InfraError
 from harness.lab.config import Device, DeviceProfile, LabgridSettings
+from harness.transports.check_result import CheckResult
+
+# how the board is checked once the place is held (`harness.transports.check.check_device`, which
+# dispatches labgrid devices here: passed in, so that neither module imports the other)
+BoardCheck = Callable[[Device, DeviceProfile, Callable[[str], None]], CheckResult]
 
 
-def check_place(dev: Device, prof: DeviceProfile, log: Callable[[str], None], acquire: bool = False):
-    from harness.transports.check import CheckResult
-
+def check_place(
+    dev: Device,
+    prof: DeviceProfile,
+    log: Callable[[str], None],
+    acquire: bool = False,
+    check_board: BoardCheck | None = None,
+) -> CheckResult:
+    """`check_board` probes the board behind a held place (with `acquire`)."""
     t = dev.transport
     assert isinstance(t, LabgridSettings)
     res = CheckResult(dev.id, "labgrid")
@@ -43,15 +53,15 @@ def check_place(dev: Device, prof: DeviceProfile, log: Callable[[str], None], ac
         return res
     res.reach = f"held by {place.acquired}" if place.acquired else "place free"
     _assess_resources(res, dev.id, prof, t, place.resources, place.matches)
-    if res.problems or not acquire:
+    if res.problems or not acquire or check_board is None:
         if place.acquired and not res.problems:
             res.notes.append(f"place '{t.place}' is acquired by {place.acquired}: a run waits for it")
         return res
-    return _probe_board(dev, prof, log, res)
+    return _probe_board(dev, prof, log, res, check_board)
 
 
 def _assess_resources(
-    res, device_id: str, prof: DeviceProfile, t: LabgridSettings, resources: list, matches: list[str]
+    res: CheckResult, device_id: str, prof: DeviceProfile, t: LabgridSettings, resources: list, matches: list[str]
 ) -> None:
     """The one link the profile needs (present, exported by a live exporter) and the power port, judged
     as a run judges them (`power.find_switch`)."""
@@ -89,15 +99,16 @@ def _assess_resources(
         res.notes.append(f"power: {switch.describe()}")
 
 
-def _probe_board(dev: Device, prof: DeviceProfile, log: Callable[[str], None], res):
+def _probe_board(
+    dev: Device, prof: DeviceProfile, log: Callable[[str], None], res: CheckResult, check_board: BoardCheck
+) -> CheckResult:
     """Hold the place and check the board as the serial or ssh device it is while held."""
-    from harness.transports.check import check_device
     from harness.transports.labgrid.transport import place_link
 
     t = dev.transport
     try:
         with place_link(dev, prof, log) as linked:
-            board = check_device(linked, prof, log)
+            board = check_board(linked, prof, log)
     except (ConfigError, InfraError) as exc:
         res.problems.append(str(exc))
         return res

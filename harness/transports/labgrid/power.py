@@ -22,16 +22,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from harness.errors import ConfigError, InfraError
+from harness.lab.config import Device, LabgridSettings
 from harness.mcu.serial.protocol import DeviceSilent
 from harness.transports.ssh.connect import SshUnreachable
 
 if TYPE_CHECKING:
     from harness.transports.labgrid.session import Resource
-    from harness.transports.labgrid.transport import LabgridTransport
 
 T = TypeVar("T")
 POWER_CLASSES = ("NetworkPowerPort", "PDUDaemonPort")
@@ -118,6 +118,24 @@ def _bounded(what: str, call: Callable[[], Any]) -> None:
         raise InfraError(f"{what} failed ({type(exc).__name__}{': ' + text[0] if text else ''})")
 
 
+class HeldPlace(Protocol):
+    """What recovering a hung board needs from the transport holding its place (the labgrid transport
+    implements it). A protocol rather than that class, so that this module does not import the
+    transport that imports it."""
+
+    device: Device
+    power_cycles: list[dict]
+
+    @property
+    def settings(self) -> LabgridSettings: ...
+
+    def coordinator(self) -> Any: ...
+
+    def say(self, msg: str) -> None: ...
+
+    def drop_link(self) -> None: ...
+
+
 def find_switch(device_id: str, place: str, resources: list[Resource]) -> PowerSwitch | None:
     """The place's one power port; None when it exports none (the hang then fails the job as before)."""
     ports = [r for r in resources if r.cls in POWER_CLASSES]
@@ -137,7 +155,7 @@ def find_switch(device_id: str, place: str, resources: list[Resource]) -> PowerS
     return PowerSwitch(ports[0])
 
 
-def on_hang(lt: LabgridTransport, stage: str, attempt: Callable[[], T], again: Callable[[], T]) -> T:
+def on_hang(lt: HeldPlace, stage: str, attempt: Callable[[], T], again: Callable[[], T]) -> T:
     """`attempt()`; if the board hangs, power-cycle it and return `again()` (which reconnects first).
 
     A job gets one power cycle: one already spent on reaching the board for it (`lt.power_cycles`
@@ -181,7 +199,7 @@ def on_hang(lt: LabgridTransport, stage: str, attempt: Callable[[], T], again: C
         raise _hung_again(lt, described, exc) from None
 
 
-def _after_boot(lt: LabgridTransport, again: Callable[[], T]) -> T:
+def _after_boot(lt: HeldPlace, again: Callable[[], T]) -> T:
     """`again()` once the board has booted. The serial host waits for an MCU's boot itself
     (serial.boot_timeout); a Linux board's sshd is up only some seconds to minutes after power-on, so
     a refused or unanswered connection is tried again until transport.boot_timeout."""
@@ -196,7 +214,7 @@ def _after_boot(lt: LabgridTransport, again: Callable[[], T]) -> T:
             time.sleep(BOOT_POLL_SECONDS)  # polling a booting board's sshd; nothing to wait on instead
 
 
-def _hung_again(lt: LabgridTransport, switch: str, exc: BaseException) -> InfraError:
+def _hung_again(lt: HeldPlace, switch: str, exc: BaseException) -> InfraError:
     t = lt.settings
     why = str(exc)
     prefix = f"device '{lt.device.id}'"

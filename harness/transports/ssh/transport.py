@@ -277,12 +277,10 @@ class SshTransport(Transport):
         for (what, local, dest, sha, is_model), have in zip(items, remote):
             if have == sha:
                 if is_model:
-                    self.log(
-                        f"  [{self.device.id}] deploy: {what} already on device (sha256 {sha[:12]}...), 0 bytes sent"
-                    )
+                    self._detail(f"deploy: {what} already on device (sha256 {sha[:12]}...), 0 bytes sent")
                 continue
             sent = self._upload(local, dest, sha)
-            self.log(f"  [{self.device.id}] deploy: {what} sent (sha256 {sha[:12]}...), {sent} bytes sent")
+            self._detail(f"deploy: {what} sent (sha256 {sha[:12]}...), {sent} bytes sent")
         return items[0][2], items[1][2], (items[2][2] if job.eval_file else None), paired
 
     def remote_sha256(self, paths: list[str]) -> list[str | None]:
