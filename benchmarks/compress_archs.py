@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,13 +38,25 @@ import numpy as np
 DEFAULT_RECIPES = "ptq-int8,filters-50-int8,qat-int8,distill-half-int8"
 
 
-def hil(args: list[str], env: dict, cwd: Path) -> tuple[int, float, str]:
+LINE = re.compile(
+    r"^(?P<name>\S+)\s+(?P<variant>\S+)\s+acc\s+(?P<acc>[\d.]+ %|-)\s+"
+    r"size\s+(?P<size>[\d,]+) B\s+MACs\s+(?P<macs>[\d,]+)",
+    re.M,
+)
+
+
+def _int(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def hil(args: list[str], env: dict, cwd: Path, want_stdout: bool = False):
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "harness", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
     err = proc.stderr.strip().splitlines()
-    return proc.returncode, time.perf_counter() - t0, err[-1] if err else ""
+    got = (proc.returncode, time.perf_counter() - t0, err[-1] if err else "")
+    return (*got, proc.stdout) if want_stdout else got
 
 
 def prepare(name: str, epochs: int, work: Path) -> Path:
@@ -101,17 +114,23 @@ def main() -> int:
             sweep.append("--compress-only")
         else:
             sweep += ["--devices", "local", "--repeats", "3", "--min-seconds", "1"]
-        code, _, last = hil(sweep, env, work)
-        if not out.exists():
+        code, _, last, stdout = hil(sweep, env, work, want_stdout=True)
+        host, lat = {}, {}
+        if args.no_measure:  # --compress-only prints one line per candidate (no JSON)
+            for m in LINE.finditer(stdout):
+                acc = None if m["acc"] == "-" else float(m["acc"].rstrip(" %")) / 100
+                label = m["name"].split("+", 1)[1] if "+" in m["name"] else ""
+                host[label] = {"macs": _int(m["macs"]), "size_bytes": _int(m["size"]), "host_accuracy": acc}
+        elif out.exists():
+            doc = json.loads(out.read_text())
+            host = {c["recipe"]: c["host"] for c in doc["candidates"]}
+            for dev in doc.get("devices", {}).values():
+                for c in dev["candidates"]:
+                    recipe = "" if c.get("recipe") == "(uncompressed)" else c.get("recipe")
+                    lat[recipe] = c.get("latency_p50_us")
+        if not host:
             print(f"{name}: sweep failed (exit {code}): {last}")
             continue
-        doc = json.loads(out.read_text())
-        host = {c["recipe"]: c["host"] for c in doc["candidates"]}
-        lat = {}
-        for dev in doc.get("devices", {}).values():
-            for c in dev["candidates"]:
-                recipe = "" if c.get("recipe") == "(uncompressed)" else c.get("recipe")
-                lat[recipe] = c.get("latency_p50_us")
         base, ptq = host.get("", {}), host.get("ptq-int8", {})
         for r in recipes:
             h = host.get(r)

@@ -23,6 +23,12 @@ class ModelError(HilError):
     exit_code = 3
 
 
+class NotApplicable(ModelError):
+    """A compression step cannot apply to this model's structure (nothing a depth multiplier can drop,
+    no channel group to prune, two inputs): a sweep lists the candidate as not applicable and goes on,
+    unlike a usage error, which it reports as a failure (exit 3)."""
+
+
 class InfraError(HilError):
     """The lab failed (device unreachable, transport dropped, runner crashed), not the model."""
 

@@ -503,3 +503,10 @@ def test_resume_with_a_changed_option_names_it(workspace, artifacts, hil):
     # the same options (another label): resumed if the plan matches; here the model changed since
     p = hil(*first[:-1], "other-label", "--resume", check=True)
     assert f"nothing to resume for this plan; starting a new run (run {old} had this command line" in p.stderr
+    # that run finished: an older unfinished run with other options no longer blocks --resume
+    p = hil(*changed, "--resume", "--no-pair", check=True)
+    assert "nothing to resume for this plan; starting a new run" in p.stderr
+    # that run left unfinished: the same options in another order resume it
+    store.finish_run(store.latest_run_id(), "interrupted")
+    p = hil("run", "--no-pair", "--resume", *changed[1:], check=True)
+    assert "resuming run" in p.stderr, p.stderr

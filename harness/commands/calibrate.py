@@ -13,7 +13,7 @@ import sys
 
 from harness.commands import common
 from harness.core.resources import demo_model
-from harness.errors import ConfigError
+from harness.errors import ConfigError, InfraError
 from harness.gate import baselines as bl
 from harness.gate.levels import noise_sigma
 from harness.report.run_markdown import markdown_table
@@ -45,6 +45,11 @@ def cmd_calibrate(args) -> int:
         orch = Orchestrator(inv, store, conv, common.log)
         jobs = orch.plan(specs, common.split_csv(args.variants), [device], common.options_from(args))
         summary = orch.run(jobs, sys.argv[1:], label="calibration", wait=args.wait, kind="calibrate")
+        if summary.spooled:
+            raise InfraError(
+                f"calibration run {summary.run_id} on '{device.id}': {summary.spooled} result(s) are in the spool, "
+                "not in the database; store them with `hil db recover`, then calibrate again"
+            )
         if summary.infra_errors or summary.errors:
             raise ConfigError(
                 f"calibration run {summary.run_id} on '{device.id}' had failures: " + "; ".join(summary.failures[:3])

@@ -63,11 +63,12 @@ def store(args, create: bool = True, read_only: bool = False, replay: bool = Tru
 
 def cache_root(args) -> Path:
     """`--cache`, else $HILBENCH_CACHE, else ~/.cache/hilbench: artifacts, bundles, locks, spool."""
-    return Path(args.cache).expanduser() if args.cache else default_cache_dir().parent
+    return Path(args.cache).expanduser().resolve() if args.cache else default_cache_dir().parent.resolve()
 
 
 def converter(args) -> Converter:
-    return Converter(Path(args.cache) / "artifacts" if args.cache else None, log=log)
+    """The artifact cache under `cache_root`: the spool beside it is where `hil db recover` looks."""
+    return Converter(cache_root(args) / "artifacts", log=log)
 
 
 def work_dirs(args) -> None:

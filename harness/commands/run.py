@@ -67,10 +67,10 @@ def cmd_run(args) -> int:
         raise ConfigError(f"{inv.path}: no enabled devices")
     common.work_dirs(args)  # before the store: a run must not be created that cannot go on
     store = common.store(args)
-    same_command = check_resume(store, argv) if args.resume else None  # a differing option: refused now
+    same_command, mismatch = check_resume(store, argv) if args.resume else (None, None)
     conv = common.converter(args)
     orch = Orchestrator(inv, store, conv, common.log)
-    orch.resume_candidate = same_command
+    orch.resume_candidate, orch.resume_mismatch = same_command, mismatch
     options = replace(common.options_from(args), input_shapes=parse_input_shapes(args.input_shape))
     specs = []
     names = unique_model_names(args.models)  # a/net.tflite b/net.tflite: 'a/net', 'b/net', never one name

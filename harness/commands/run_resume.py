@@ -1,9 +1,9 @@
 """`hil run --resume` against the unfinished run it meant to resume.
 
 A run is resumed when the new command plans the same jobs. A command whose options differ plans other
-jobs, and silently starting a new full run would cost the whole measurement again; so the newest
-unfinished run of the same models is compared with this command before anything is converted, and a
-differing option is a one-line error naming it (both values). Options that do not change the plan
+jobs, and silently starting a new full run would cost the whole measurement again; so when the plan
+finds nothing to resume and the newest run of the same models is unfinished with other options, the
+command is a one-line error naming them (both values). Options that do not change the plan
 (`--label`, `--report`, `--no-wait`, logging, `--db`, `--cache`) are not compared.
 """
 
@@ -14,7 +14,6 @@ import contextlib
 import io
 import os
 
-from harness.errors import ConfigError
 from harness.store.results import ResultStore
 
 NOT_PLANNED = {"resume", "label", "report", "wait", "debug", "verbose", "log_quiet", "func", "command", "db", "cache"}
@@ -59,30 +58,45 @@ def _models(ns: argparse.Namespace) -> list[str]:
     return [os.path.normpath(m) for m in ns.models]
 
 
-def check_resume(store: ResultStore, argv: list[str]) -> str | None:
-    """The newest unfinished run of the same models started with the same options (its id), None
-    when no unfinished run has these models; ConfigError naming the options that differ from the
-    newest such run when none was started with this command's options."""
+LISTS = {"variants", "devices", "tags"}  # comma lists: the same set in another order plans the same jobs
+
+
+def _value(ns: argparse.Namespace, key: str):
+    value = getattr(ns, key, None)
+    if key in LISTS and isinstance(value, str):
+        return sorted(v.strip() for v in value.split(",") if v.strip())
+    return value
+
+
+def check_resume(store: ResultStore, argv: list[str]) -> tuple[str | None, str | None]:
+    """(run, mismatch) for `hil run --resume`, before anything is converted.
+
+    `run`: the newest unfinished run of the same models started with the same options (the "planned
+    other jobs" hint when the plan still differs). `mismatch`: the error to give when the plan finds
+    nothing to resume and the newest run of these models is unfinished with other options (naming
+    them). The orchestrator decides once the plan is known, so a run whose plan matches is resumed
+    whatever the spelling of its options; a finished newest run means nothing is left to resume.
+    """
     now = _parse(argv)
     if now is None:
-        return None
+        return None, None
     keys = sorted(k for k in vars(now) if k not in NOT_PLANNED and k != "models")
-    newest: tuple[str, argparse.Namespace, list[str]] | None = None
-    for run_id, old_argv in store.unfinished_runs():
+    mismatch: str | None = None
+    for run_id, status, old_argv in store.recent_runs():
         before = _parse(old_argv)
         if before is None or _models(before) != _models(now):
             continue
-        differ = [k for k in keys if getattr(now, k, None) != getattr(before, k, None)]
+        if status == "complete":
+            break  # the newest run of these models finished: nothing older is meant
+        differ = [k for k in keys if _value(now, k) != _value(before, k)]
         if not differ:
-            return run_id
-        newest = newest or (run_id, before, differ)
-    if newest is None:
-        return None
-    run_id, before, differ = newest
-    flags = _flags()
-    then = ", ".join(_shown(flags[k], getattr(before, k, None)) for k in differ if k in flags)
-    here = ", ".join(_shown(flags[k], getattr(now, k, None)) for k in differ if k in flags)
-    raise ConfigError(
-        f"--resume: unfinished run {run_id} of {' '.join(now.models)} was started with {then}; this "
-        f"command has {here}. Give the same options to resume it, or leave out --resume to start a new run"
-    )
+            return run_id, None
+        if mismatch is None:
+            flags = _flags()
+            then = ", ".join(_shown(flags[k], getattr(before, k, None)) for k in differ if k in flags)
+            here = ", ".join(_shown(flags[k], getattr(now, k, None)) for k in differ if k in flags)
+            mismatch = (
+                f"--resume: unfinished run {run_id} of {' '.join(now.models)} was started with {then}; this "
+                f"command has {here}. Give the same options to resume it, or leave out --resume to start a new run"
+            )
+    return None, mismatch

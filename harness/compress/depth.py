@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.compress.train import clone_layer, graph_inputs, graph_nodes, graph_outputs, keras_module
-from harness.errors import ConfigError
+from harness.errors import NotApplicable
 
 NORMALISERS = ("BatchNormalization", "LayerNormalization", "GroupNormalization")
 SHAPE_KEEPERS = NORMALISERS + (
@@ -185,14 +185,14 @@ def depth_multiplied(model, depth: float, where: str):
     """The teacher with only the first `depth` share of its blocks, fresh weights (see the module doc)."""
     blocks = removable_blocks(model)
     if not blocks:
-        raise ConfigError(
+        raise NotApplicable(
             f"{where}: the model has no block whose output keeps its input's shape (a residual block "
             f"with an identity shortcut, or e.g. a 'same' conv with as many filters as inputs), so there "
             f"is nothing a depth multiplier can drop; use 'width' or a 'student' file"
         )
     keep = math.floor(len(blocks) * depth + 1e-9)
     if keep >= len(blocks):
-        raise ConfigError(
+        raise NotApplicable(
             f"{where}: depth {depth:g} of the model's {len(blocks)} repeatable block(s) keeps all of them "
             f"(it keeps floor(depth x blocks)); use a smaller depth, 'width' or a 'student' file"
         )

@@ -29,7 +29,7 @@ from typing import Any
 
 from harness.core.hashing import sha256_file
 
-STEP_VERSION = "1"  # bump when a step's implementation changes the models it produces
+STEP_VERSION = "2"  # bump when a step's implementation changes the models it produces
 
 
 def library_versions(*extra: str) -> dict[str, str]:

@@ -32,7 +32,7 @@ from harness.compress.recipes import (
     StructuredPruneStep,
 )
 from harness.core.hashing import sha256_file
-from harness.errors import ConfigError, ModelError
+from harness.errors import ConfigError, InfraError, ModelError, NotApplicable
 from harness.models.convert import Calibration, Converter, ModelSource, converter_version
 from harness.models.inspect.analysis import analyze
 
@@ -179,7 +179,7 @@ class Compressor:
         for step in recipe.steps:
             where = f"{recipe.path}: {step.field}"
             if step.type != "quantize" and parent_kind != "keras":
-                raise ConfigError(
+                raise NotApplicable(
                     f"{where}: needs a Keras model (.keras) to train; {self.base.path} is a {self.base.kind}"
                 )
             params, data, extra = self._inputs(recipe, step, where)
@@ -254,9 +254,14 @@ class Compressor:
         name = f"{self.base.name}+{recipe.label}"
         try:
             return self.run(recipe)
-        except (ConfigError, ModelError) as exc:
+        except ModelError as exc:  # the model's structure (NotApplicable) or a conversion it cannot take
             self.log(f"{name}: {NOT_APPLICABLE}: {exc}")
             return Refused(name, recipe.label, recipe, NOT_APPLICABLE, str(exc))
+        except ConfigError as exc:  # the user's input (data, layer names): a failure, exit 3, others go on
+            self.log(f"{name}: {FAILED}: {exc}")
+            return Refused(name, recipe.label, recipe, FAILED, str(exc))
+        except InfraError:
+            raise  # the store or the lab: exit 2 as anywhere else
         except Exception as exc:
             _log.debug("%s failed", name, exc_info=True)
             first = (str(exc).strip().splitlines() or [""])[0]

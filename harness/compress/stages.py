@@ -15,7 +15,7 @@ from __future__ import annotations
 from harness.compress.depth import weighted
 from harness.compress.recipes import FeaturePair
 from harness.compress.train import graph_nodes, graph_outputs
-from harness.errors import ConfigError
+from harness.errors import NotApplicable
 
 
 def stage_ends(model) -> dict[tuple, str]:
@@ -42,7 +42,7 @@ def auto_pairs(student, teacher, where: str) -> list[FeaturePair]:
     s_ends, t_ends = stage_ends(student), stage_ends(teacher)
     common = [size for size in t_ends if size in s_ends]
     if not common:
-        raise ConfigError(
+        raise NotApplicable(
             f"{where}: auto: the student and the teacher share no resolution stage (teacher "
             f"{[list(s) for s in t_ends] or 'none'}, student {[list(s) for s in s_ends] or 'none'}); "
             "name the layers as features: [{student: ..., teacher: ...}]"

@@ -20,7 +20,7 @@ import numpy as np
 
 from harness.compress.channels import PRODUCER_ROLES, ChannelGraph
 from harness.compress.narrow import narrowed
-from harness.errors import ConfigError
+from harness.errors import NotApplicable
 
 _log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _graph(model, where: str, log: Callable[[str], None]) -> ChannelGraph:
     for line in graph.frozen_report():
         log(f"{where}: left unpruned: {line}")
     if not graph.prunable():
-        raise ConfigError(f"{where}: model '{model.name}' has no channel group that can be pruned")
+        raise NotApplicable(f"{where}: model '{model.name}' has no channel group that can be pruned")
     return graph
 
 
@@ -160,7 +160,7 @@ def prune_filters(
     try:
         keep, achieved = choose_keep(graph, reduction, target, criterion, align)
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise NotApplicable(f"{where}: {exc}") from None
     return narrowed(graph, keep, keep_weights), achieved
 
 

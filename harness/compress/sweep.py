@@ -186,6 +186,7 @@ def collect(
                 "flash_bytes",
                 "peak_rss_kb",
                 "accuracy_top1",
+                "accuracy_auc",  # an anomaly detector's score (min_accuracy_auc budgets)
                 "energy_per_inference_uj",
                 "energy_estimate_per_inference_uj",
             ):

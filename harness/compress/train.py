@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness import progress
-from harness.errors import ConfigError, ModelError
+from harness.errors import ConfigError, ModelError, NotApplicable
 from harness.models import tf_quiet
 
 _log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def load_model(path: Path, where: str = ""):
 
 def io_shapes(model) -> tuple[tuple, tuple]:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelError(
+        raise NotApplicable(
             f"model '{model.name}': compression steps support one input and one output "
             f"(it has {len(model.inputs)} and {len(model.outputs)})"
         )

@@ -38,6 +38,9 @@ class HwmonMeter(Meter):
         return args
 
 
+PMIC_DEFAULT_RATE_HZ = 10
+
+
 class PmicMeter(Meter):
     """A Raspberry Pi 5 measures itself: its PMIC reports the voltage and current of each rail it
     supplies (`vcgencmd pmic_read_adc`), and the runner samples their sum of V x I. Every stock Pi 5
@@ -47,9 +50,9 @@ class PmicMeter(Meter):
     type = "pmic"
 
     def runner_args(self) -> list[str]:
-        args = ["--power-pmic"]
-        if self.spec.sample_rate_hz:
-            args += ["--power-rate", str(self.spec.sample_rate_hz)]
+        # each sample starts a `vcgencmd` process on the board being measured: 10 per second unless the
+        # profile asks otherwise (the runner's 1 kHz default is for reading a sysfs file)
+        args = ["--power-pmic", "--power-rate", str(self.spec.sample_rate_hz or PMIC_DEFAULT_RATE_HZ)]
         if self.spec.idle_power_mw is not None:
             args += ["--idle-power-mw", str(self.spec.idle_power_mw)]
         return args

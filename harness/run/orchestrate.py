@@ -168,6 +168,9 @@ class Orchestrator:
         self._store_down: str | None = None  # why claims are not possible (said once)
         # --resume: an unfinished run started with this same command line (harness.commands.run_resume)
         self.resume_candidate: str | None = None
+        # --resume: why the newest unfinished run of these models is not this command (refused when
+        # the plan finds nothing to resume, before a run is created)
+        self.resume_mismatch: str | None = None
 
     def _say(self, msg: str) -> None:
         with self._log_lock:
@@ -358,6 +361,8 @@ class Orchestrator:
             run_id = self.store.resumable_run(plan_hash, kind)
             if run_id:
                 done = self.store.done_jobs(run_id)
+            elif self.resume_mismatch:
+                raise ConfigError(self.resume_mismatch)
         todo = [j for j in jobs if j.key not in done]
         if not wait:  # --no-wait: every device now, or one error line before the run is touched
             try:

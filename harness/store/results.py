@@ -268,23 +268,23 @@ class ResultStore:
         )
         return rows[0][0] if rows else None
 
-    def unfinished_runs(self, limit: int = 50) -> list[tuple[str, list[str]]]:
-        """(run_id, argv) of the newest unfinished runs, newest first: `hil run --resume` names the
+    def recent_runs(self, limit: int = 50) -> list[tuple[str, str, list[str]]]:
+        """(run_id, status, argv) of the newest user runs, newest first: `hil run --resume` names the
         option that differs when the command no longer matches the run it meant to resume."""
         rows = self._query(
-            sa.select(runs.c.run_id, runs.c.argv)
-            .where(runs.c.status != "complete", runs.c.kind == "measure")
+            sa.select(runs.c.run_id, runs.c.status, runs.c.argv)
+            .where(self.run_kind() == schema.USER_RUN)
             .order_by(runs.c.started_at.desc())
             .limit(limit)
         )
         out = []
-        for run_id, argv in rows:
+        for run_id, status, argv in rows:
             try:
                 parsed = json.loads(argv) if argv else None
             except ValueError:
                 parsed = None
             if isinstance(parsed, list) and all(isinstance(a, str) for a in parsed):
-                out.append((run_id, parsed))
+                out.append((run_id, status, parsed))
         return out
 
     def reopen_run(self, run_id: str, owner: ClaimOwner | None = None) -> None:
