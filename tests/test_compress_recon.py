@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 @pytest.fixture(scope="module")
 def ae(tmp_path_factory):
     """The FC autoencoder fitted briefly on the digits task, saved with x-only sidecars."""
-    model, (x, _, x_eval, _) = trained("fc_autoencoder", epochs=2, n=240)
+    model, (x, _, x_eval, _) = trained("fc_autoencoder", epochs=20, n=320)
     d = tmp_path_factory.mktemp("ae")
     model.save(d / "ae.keras")
     np.savez(d / "ae.train.npz", x=x)
@@ -53,10 +53,11 @@ def test_sweep_of_an_autoencoder_with_unlabelled_data_reconstructs(ae, tmp_path)
     # the baseline's host error is the Keras model's own error on the evaluation inputs
     pred = ae["model"].predict(ae["x_eval"], verbose=0)
     assert mse["ae"] == pytest.approx(float(np.mean((pred - ae["x_eval"]) ** 2)), rel=1e-3)
-    # trained towards the input, each candidate reconstructs far better than predicting zeros would
-    zero = float(np.mean(ae["x_eval"] ** 2))
+    # trained towards the input, each candidate reconstructs about as well as the base (a classification
+    # loss on the 64 outputs would pull them to one "class" and away from the input)
+    assert mse["ae"] < 0.5 * float(np.mean(ae["x_eval"] ** 2))  # the base learnt something to keep
     for name, v in mse.items():
-        assert 0 < v < zero, (name, v, zero)
+        assert 0 < v < 1.5 * mse["ae"], (name, v, mse["ae"])
     assert "acc" not in proc.stdout
 
 
@@ -72,25 +73,37 @@ def test_unlabelled_data_for_a_classifier_keeps_the_one_line_error(ae, tmp_path)
     assert "Traceback" not in proc.stderr
 
 
-def test_fine_tuning_an_autoencoder_without_labels_minimises_reconstruction_error(ae):
-    """Structured pruning's fine-tuning through the pipeline's own data path: the error to the input
-    falls. A classification loss on 64 "classes" could not even take the float targets."""
+def test_fine_tuning_an_autoencoder_without_labels_minimises_reconstruction_error(ae, tmp_path, monkeypatch):
+    """A perturbed autoencoder fine-tuned by a pipeline step (magnitude pruning at a low sparsity) on
+    x-only data: the reconstruction error to the input falls, on the validation split and on the host."""
     import keras
 
-    from harness.compress.data import TrainingData
+    from harness.compress import recipes
+    from harness.compress.pipeline import Compressor, EvalData
     from harness.compress.recon import keras_mse
-    from harness.compress.train import compile_classifier, fit
+    from harness.models.convert import Calibration, Converter, ModelSource
 
+    monkeypatch.setenv("HILBENCH_CACHE", str(tmp_path / "cache"))
     model = keras.models.clone_model(ae["model"])
-    model.set_weights([w + np.random.default_rng(0).normal(0, 0.3, w.shape) for w in ae["model"].get_weights()])
-    td = TrainingData("ae.train.npz", ae["x"], None)
-    (x, y), _ = td.split(0.0, 0)
-    assert y is x
+    rng = np.random.default_rng(0)
+    model.set_weights([w + rng.normal(0, 0.2, w.shape) if w.ndim > 1 else w for w in ae["model"].get_weights()])
+    model.save(tmp_path / "noisy.keras")
     before = keras_mse(model, ae["x_eval"])
-    compile_classifier(model, 2e-3, loss="mse", metrics=[])
-    fit(model, x, y, label="ae", epochs=3, batch_size=32, seed=0)
-    after = keras_mse(model, ae["x_eval"])
-    assert after < 0.7 * before, (before, after)
+    (tmp_path / "tune.yaml").write_text(
+        "name: tune\ntrain: {epochs: 4, learning_rate: 0.003}\nsteps:\n  - prune: {sparsity: 0.1}\n"
+        "  - quantize: {variant: fp32}\n"
+    )
+    comp = Compressor(
+        ModelSource.open(tmp_path / "noisy.keras"),
+        Converter(tmp_path / "cache" / "models"),
+        Calibration.from_arg(str(ae["dir"] / "ae.calibration.npz")),
+        EvalData.load(ae["dir"] / "ae.eval.npz"),
+        str(ae["dir"] / "ae.train.npz"),
+    )
+    cand = comp.run(recipes.expand([str(tmp_path / "tune.yaml")], {})[0])
+    assert cand.metrics["host_mse"] < 0.7 * before, (before, cand.metrics)
+    assert cand.metrics["keras_mse"] < 0.7 * before
+    assert "host_accuracy" not in cand.metrics and "keras_accuracy" not in cand.metrics
 
 
 def test_reconstruction_distillation_loss_is_alpha_teacher_mse_plus_input_mse():
