@@ -71,6 +71,21 @@ def test_unlabelled_data_for_a_classifier_keeps_the_one_line_error(ae, tmp_path)
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert f"{tmp_path / 'clf.train.npz'}: training data needs labels: an array 'y' beside 'x'" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # unlabelled evaluation data for it: no reconstruction to score either
+    from harness.compress.pipeline import Compressor, EvalData
+    from harness.errors import ConfigError
+    from harness.models.convert import Converter, ModelSource
+
+    np.savez(tmp_path / "clf.eval.npz", x=np.zeros((5, 64, 1), np.float32))
+    with pytest.raises(ConfigError) as err:
+        Compressor(
+            ModelSource.open(tmp_path / "clf.keras"),
+            Converter(tmp_path / "cache" / "models"),
+            None,
+            EvalData.load(tmp_path / "clf.eval.npz"),
+            None,
+        )
+    assert str(err.value) == f"{tmp_path / 'clf.eval.npz'}: evaluation data needs labels 'y' for accuracy"
 
 
 def test_fine_tuning_an_autoencoder_without_labels_minimises_reconstruction_error(ae, tmp_path, monkeypatch):
