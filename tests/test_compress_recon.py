@@ -161,6 +161,8 @@ def test_measured_sweep_on_the_local_device_with_unlabelled_eval_data(ae, tmp_pa
         "0.2",
         "--json",
         "choice.json",
+        "--html",
+        "fronts.html",
         cwd=tmp_path,
         env=_env(tmp_path),
     )
@@ -173,3 +175,5 @@ def test_measured_sweep_on_the_local_device_with_unlabelled_eval_data(ae, tmp_pa
         assert c["status"] == "ok" and c["accuracy"] is None and c["host_mse"] > 0
         assert c["latency_p50_us"] > 0
     assert doc["devices"]["host"]["choice"] in cands
+    page = (tmp_path / "fronts.html").read_text()
+    assert "host MSE" in page and f"{cands['ae']['host_mse']:.5f}" in page

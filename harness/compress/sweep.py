@@ -498,14 +498,15 @@ def render_html(res: SweepResult, model: Path) -> str:
             body.append(
                 report_html._img(f"fig-front-{ch.device}", front_figure(ch, pts), f"accuracy vs latency on {ch.device}")
             )
-        headers = ["candidate", "variant", "front", "budgets"] + [h for _, h, _ in COLUMNS]
+        mse = any(r.get("host_mse") is not None for r in rows if r["device"] == ch.device)
+        headers = ["candidate", "variant", "front", "budgets"] + [h for _, h, _ in COLUMNS] + (["host MSE"] * mse)
         trs, classes = [], []
         for r in rows:
             if r["device"] != ch.device:
                 continue
             if r["status"] != "ok":
                 skipped = r["status"] == "not applicable" or r["error"].startswith("not measured")
-                trs.append([r["candidate"], r["variant"], "", _why(r)] + ["-"] * len(COLUMNS))
+                trs.append([r["candidate"], r["variant"], "", _why(r)] + ["-"] * (len(COLUMNS) + mse))
                 classes.append("skip" if skipped else "fail")
                 continue
             trs.append(
@@ -517,6 +518,7 @@ def render_html(res: SweepResult, model: Path) -> str:
                 ]
                 + [accuracy_cell(r)]
                 + [_fmt(r[k], f) for k, _, f in COLUMNS[1:]]
+                + ([_fmt(r.get("host_mse"), "f5")] if mse else [])
             )
             classes.append("improvement" if r["chosen"] else ("" if r["meets_budgets"] else "skip"))
         body.append(report_html._table(headers, trs, classes))
