@@ -177,3 +177,23 @@ def test_measured_sweep_on_the_local_device_with_unlabelled_eval_data(ae, tmp_pa
     assert doc["devices"]["host"]["choice"] in cands
     page = (tmp_path / "fronts.html").read_text()
     assert "host MSE" in page and f"{cands['ae']['host_mse']:.5f}" in page
+
+
+def test_reconstruction_distillation_with_a_feature_pair_trains_the_student_towards_the_input(ae):
+    """alpha 0: only the input term pulls; a hidden-layer pair (an adapter maps the narrower student's
+    features) trains beside it. The student starts from fresh weights, so its error falls from there."""
+    import keras
+
+    from harness.compress.distill import distill, make_student
+    from harness.compress.recipes import DistillStep, FeaturePair
+    from harness.compress.recon import keras_mse
+
+    teacher = ae["model"]
+    hidden = next(layer.name for layer in teacher.layers if type(layer).__name__ == "Activation")
+    step = DistillStep(width=0.5, alpha=0.0, features=[FeaturePair(student=hidden, teacher=hidden)])
+    keras.utils.set_random_seed(0)
+    fresh = keras_mse(make_student(step, teacher, ae["dir"], "t"), ae["x_eval"])
+    common = dict(recipe_dir=ae["dir"], where="t", label="s", batch_size=32, learning_rate=3e-3, seed=0)
+    student, logs = distill(teacher, step, ae["x"], None, epochs=8, **common)
+    assert keras_mse(student, ae["x_eval"]) < 0.7 * fresh, (fresh, logs)
+    assert len(student.outputs) == 1 and tuple(student.outputs[0].shape[1:]) == (64,)
