@@ -33,7 +33,12 @@ def register(sub) -> None:
         "(default: <model>.train.npz beside the model)",
     )
     p.add_argument("--calibration", help="representative data .npy/.npz (default: <model>.calibration.npz)")
-    p.add_argument("--eval", dest="eval_file", help="evaluation data .npz with x, y (default: <model>.eval.npz)")
+    p.add_argument(
+        "--eval",
+        dest="eval_file",
+        help="evaluation data .npz with x, y; x alone for an autoencoder (reconstruction error) "
+        "(default: <model>.eval.npz)",
+    )
     p.add_argument("--devices", help="comma list of device ids (default: all enabled devices)")
     p.add_argument("--tags", help="comma list: devices having any of these tags")
     p.add_argument(
@@ -125,8 +130,9 @@ def cmd_sweep(args) -> int:
         for c in candidates:
             m = c.metrics
             acc = f"{m['host_accuracy'] * 100:.2f} %" if m.get("host_accuracy") is not None else "-"
+            score = f"mse {m['host_mse']:>8.5f}" if m.get("host_mse") is not None else f"acc {acc:>8s}"
             print(
-                f"{c.name:40s} {c.variant:8s} acc {acc:>8s}  size {m['size_bytes']:>9,d} B  "
+                f"{c.name:40s} {c.variant:8s} {score}  size {m['size_bytes']:>9,d} B  "
                 f"MACs {m['macs']:>11,d}  {c.artifact}"
             )
         for x in refused:

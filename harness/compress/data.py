@@ -7,6 +7,11 @@ arguments; it returns `(x, y)`, `(x, y, x_val, y_val)`, a dict with those keys, 
 of `(x, y)` batches or samples (read once into arrays: the models are small). The data's hash
 (`sha256` of its arrays, so the same data from another file or function hashes the same) is part of
 every trained model's lineage ID.
+
+Without `y` (an .npz with `x` only, a function returning `x`, `(x, None)` or a dict without `y`) the
+data serves a reconstruction task (recon.py): the pipeline accepts it only for a model whose output
+has its input's shape, and refuses it for any other model with the message labels always had
+(`missing_labels`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from harness.models.arrays import class_labels, input_samples, load_array, optio
 class TrainingData:
     source: str  # file path or module:function, for messages
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None  # None: unlabelled (a reconstruction task)
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
 
@@ -72,16 +77,24 @@ class TrainingData:
         assert out[0] is not None
         return TrainingData(self.source, out[0], self.y, out[1], self.y_val)
 
+    def missing_labels(self) -> ConfigError:
+        """The error for unlabelled data given to a model that cannot reconstruct its input."""
+        if Path(self.source).suffix == ".npz":
+            return ConfigError(f"{self.source}: training data needs labels: an array 'y' beside 'x'")
+        return ConfigError(f"{self.source}: the training data function returned no x or no y")
+
     def split(self, validation_split: float, seed: int) -> tuple[tuple, tuple | None]:
-        """((x, y), (x_val, y_val) | None): the file's own validation arrays, else a seeded split."""
-        if self.x_val is not None and self.y_val is not None:
-            return (self.x, self.y), (self.x_val, self.y_val)
+        """((x, y), (x_val, y_val) | None): the file's own validation arrays, else a seeded split. Without
+        labels, y is the input (what a reconstruction is trained towards)."""
+        y, y_val = (self.x, self.x_val) if self.y is None else (self.y, self.y_val)
+        if self.x_val is not None and y_val is not None:
+            return (self.x, y), (self.x_val, y_val)
         if validation_split <= 0 or len(self.x) < 10:
-            return (self.x, self.y), None
+            return (self.x, y), None
         order = np.random.default_rng(seed).permutation(len(self.x))
         n_val = max(1, int(round(len(self.x) * validation_split)))
         val, tr = order[:n_val], order[n_val:]
-        return (self.x[tr], self.y[tr]), (self.x[val], self.y[val])
+        return (self.x[tr], y[tr]), (self.x[val], y[val])
 
 
 def load(ref: str) -> TrainingData:
@@ -99,11 +112,11 @@ def _from_npz(p: Path) -> TrainingData:
         raise ConfigError(f"{p}: training data file not found")
     x = input_samples(p, "x", load_array(p, "x"))
     y_raw = optional_array(p, "y")
-    if y_raw is None:
-        raise ConfigError(f"{p}: training data needs labels: an array 'y' beside 'x'")
-    y = class_labels(p, "y", y_raw, len(x), None)
+    y = class_labels(p, "y", y_raw, len(x), None) if y_raw is not None else None
     xv_raw, yv_raw = optional_array(p, "x_val"), optional_array(p, "y_val")
-    if (xv_raw is None) != (yv_raw is None):
+    if y is None and yv_raw is not None:
+        raise ConfigError(f"{p}: 'y_val' without 'y': give labels for both or neither")
+    if y is not None and (xv_raw is None) != (yv_raw is None):
         raise ConfigError(f"{p}: give both 'x_val' and 'y_val' or neither")
     x_val = input_samples(p, "x_val", xv_raw) if xv_raw is not None else None
     y_val = class_labels(p, "y_val", yv_raw, len(x_val), None) if yv_raw is not None and x_val is not None else None
@@ -131,20 +144,23 @@ def _from_value(ref: str, got: Any) -> TrainingData:
         got = tuple(got.get(k) for k in ("x", "y", "x_val", "y_val"))
     elif type(got).__module__.startswith("tensorflow") and hasattr(got, "as_numpy_iterator"):
         got = _dataset_arrays(ref, got)
+    elif isinstance(got, np.ndarray):
+        got = (got, None)  # inputs alone: a reconstruction task
     if not isinstance(got, tuple | list) or len(got) not in (2, 4):
         raise ConfigError(
-            f"{ref}: the training data function must return (x, y), (x, y, x_val, y_val), a dict "
-            "of those, or a tf.data.Dataset of (x, y)"
+            f"{ref}: the training data function must return (x, y), (x, y, x_val, y_val), x alone, a "
+            "dict of those, or a tf.data.Dataset of (x, y)"
         )
     arrays = [None if a is None else np.asarray(a) for a in got]
-    if arrays[0] is None or arrays[1] is None:
+    if arrays[0] is None:
         raise ConfigError(f"{ref}: the training data function returned no x or no y")
     x = input_samples(src, "x", arrays[0])
-    y = class_labels(src, "y", arrays[1], len(x), None)
+    y = class_labels(src, "y", arrays[1], len(x), None) if arrays[1] is not None else None
     x_val = y_val = None
-    if len(arrays) == 4 and arrays[2] is not None and arrays[3] is not None:
+    if len(arrays) == 4 and arrays[2] is not None and (arrays[3] is not None or y is None):
         x_val = input_samples(src, "x_val", arrays[2])
-        y_val = class_labels(src, "y_val", arrays[3], len(x_val), None)
+        if y is not None and arrays[3] is not None:
+            y_val = class_labels(src, "y_val", arrays[3], len(x_val), None)
     return TrainingData(ref, x, y, x_val, y_val)
 
 

@@ -15,6 +15,11 @@
   itself: the last layer of each resolution stage (a run of layers with the same spatial size) of the
   teacher with the student's stage of the same size, each pair weighing 1 / pairs (stages.py).
 
+- *Reconstruction* (an autoencoder trained without labels, recon.py): the loss is
+  `alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, x)` with the teachers' outputs averaged
+  with their weights; there is no temperature (the outputs are values, not a distribution), so
+  `temperature` is ignored. Feature pairs work as for classifiers.
+
 Teacher outputs are computed once before training (the teachers are frozen and the data is not
 augmented), so training is an ordinary seeded `fit` of the student.
 """
@@ -96,6 +101,22 @@ def soft_targets(teachers: list, weights: list[float], x: np.ndarray, temperatur
     return (total / sum(weights)).astype(np.float32)
 
 
+def mean_outputs(teachers: list, weights: list[float], x: np.ndarray) -> np.ndarray:
+    """The weighted mean of the teachers' outputs (flattened per sample): a reconstruction's target."""
+    total = None
+    for teacher, w in zip(teachers, weights):
+        with tf_quiet.captured("teacher predictions"):
+            out = np.asarray(teacher.predict(x, verbose=0, batch_size=256), dtype=np.float64).reshape(len(x), -1)
+        total = out * w if total is None else total + out * w
+    assert total is not None
+    return total / sum(weights)
+
+
+@contextmanager
+def _as_is(model) -> Iterator[Any]:
+    yield model
+
+
 def kd_loss(classes: int, temperature: float, alpha: float, student_probabilities: bool):
     """Loss on y_true = [one-hot labels | teacher soft labels] (2 x classes columns)."""
     keras = keras_module()
@@ -159,7 +180,7 @@ def distill(
     parent,
     step: DistillStep,
     x: np.ndarray,
-    y: np.ndarray,
+    y: np.ndarray | None,
     *,
     recipe_dir: Path,
     where: str,
@@ -169,7 +190,7 @@ def distill(
     learning_rate: float,
     seed: int,
 ):
-    """Train and return the student (see the module doc)."""
+    """Train and return the student (see the module doc); `y` None: a reconstruction task."""
     keras = keras_module()
     keras.utils.set_random_seed(seed)  # the student's initial weights
     teachers = []
@@ -179,12 +200,22 @@ def distill(
         teachers.append(t)
     student = make_student(step, parent, recipe_dir, where)
     classes = int(np.prod(io_shapes(student)[1][1:]))
-    soft = soft_targets(teachers, [t.weight for t in step.teachers], x, step.temperature)
-    hard = np.eye(classes, dtype=np.float32)[y]
-    target = np.concatenate([hard, soft], axis=1)
-    with as_logits(student) as logits_student:
-        probabilities = outputs_probabilities(logits_student)  # False unless the softmax could not be found
-        loss = kd_loss(classes, step.temperature, step.alpha, probabilities)
+    weights = [t.weight for t in step.teachers]
+    if y is None:
+        target = np.concatenate([mean_outputs(teachers, weights, x), x.reshape(len(x), -1)], axis=1)
+        target = target.astype(np.float32)
+    else:
+        soft = soft_targets(teachers, weights, x, step.temperature)
+        hard = np.eye(classes, dtype=np.float32)[y]
+        target = np.concatenate([hard, soft], axis=1)
+    with as_logits(student) if y is not None else _as_is(student) as logits_student:
+        if y is None:
+            from harness.compress.recon import distill_loss
+
+            loss = distill_loss(classes, step.alpha)
+        else:
+            probabilities = outputs_probabilities(logits_student)  # False unless the softmax could not be found
+            loss = kd_loss(classes, step.temperature, step.alpha, probabilities)
         if not step.features:
             compile_classifier(logits_student, learning_rate, loss=loss, metrics=[])
             logs = fit(logits_student, x, target, label=label, epochs=epochs, batch_size=batch_size, seed=seed)

@@ -43,7 +43,7 @@ _log = logging.getLogger(__name__)
 class EvalData:
     path: Path
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None  # None: no labels, scored by reconstruction error (autoencoders only, recon.py)
     sha256: str
 
     @classmethod
@@ -52,9 +52,11 @@ class EvalData:
 
         x = input_samples(path, "x", load_array(path, "x"))
         y_raw = optional_array(path, "y")
-        if y_raw is None:
-            raise ConfigError(f"{path}: evaluation data needs labels 'y' for accuracy")
-        return cls(path, x, class_labels(path, "y", y_raw, len(x), None), sha256_file(path))
+        y = class_labels(path, "y", y_raw, len(x), None) if y_raw is not None else None
+        return cls(path, x, y, sha256_file(path))
+
+    def missing_labels(self) -> ConfigError:
+        return ConfigError(f"{self.path}: evaluation data needs labels 'y' for accuracy")
 
 
 @dataclass
@@ -67,7 +69,7 @@ class Candidate:
     variant: str  # converter variant, or "asis" for a .tflite node
     artifact: Path  # the .tflite measured
     artifact_sha256: str
-    metrics: dict[str, Any] = field(default_factory=dict)  # host_accuracy, macs, params, size_bytes
+    metrics: dict[str, Any] = field(default_factory=dict)  # host_accuracy | host_mse, macs, params, size_bytes
     host_correct: np.ndarray | None = None  # per evaluation sample: top-1 right on the host
 
     @property
@@ -118,6 +120,23 @@ class Compressor:
         self._data: training_data.TrainingData | None = None
         self._fitted: dict[tuple, training_data.TrainingData] = {}
         self._calib_x: np.ndarray | None = None
+        self._autoencoder: bool | None = None
+        if eval_data is not None and eval_data.y is None and not self.autoencoder():
+            raise eval_data.missing_labels()
+
+    def autoencoder(self) -> bool:
+        """Whether the base model's output has its input's shape (recon.py): unlabelled data is then a
+        reconstruction task."""
+        if self._autoencoder is None:
+            from harness.compress.recon import artifact_is_autoencoder, is_autoencoder
+
+            if self.base.kind == "tflite":
+                self._autoencoder = artifact_is_autoencoder(self.base.path)
+            else:
+                from harness.compress.train import load_model
+
+                self._autoencoder = is_autoencoder(load_model(self.base.path))
+        return self._autoencoder
 
     # ------------------------------------------------------------------ inputs
 
@@ -130,8 +149,11 @@ class Compressor:
             )
         if self._data is None:
             self._data = training_data.load(self.data_ref)
+        from harness.compress.recon import is_autoencoder
         from harness.compress.train import classes_of, io_shapes
 
+        if self._data.y is None and not is_autoencoder(model):
+            raise self._data.missing_labels()
         key = (io_shapes(model)[0], classes_of(model))
         if key not in self._fitted:
             self._fitted[key] = self._data.fit_to(key[0], key[1], where)
@@ -142,6 +164,8 @@ class Compressor:
             return "none"
         if self._data is None:
             self._data = training_data.load(self.data_ref)
+            if self._data.y is None and not self.autoencoder():
+                raise self._data.missing_labels()  # before anything trains, as for a missing file
         return self._data.sha256
 
     def calibration_x(self) -> np.ndarray | None:
@@ -233,7 +257,7 @@ class Compressor:
         )
         cand.metrics, cand.host_correct = self._artifact_metrics(leaf.path, leaf)
         for n in nodes:
-            for k in ("sparsity", "reduction", "keras_accuracy"):
+            for k in ("sparsity", "reduction", "keras_accuracy", "keras_mse"):
                 if k in n.metrics:
                     cand.metrics[k] = n.metrics[k]
         return cand
@@ -334,6 +358,8 @@ class Compressor:
             epochs, batch, lr = (recipe.train_value(step, k) for k in ("epochs", "batch_size", "learning_rate"))
             td = self.training_data(recipe, step, model)
             (x, y), val = td.split(recipe.train.validation_split, recipe.seed)
+            recon = td.y is None  # y is x: reconstruction (recon.py)
+            loss = "mse" if recon else None
             metrics: dict[str, Any] = {}
             if isinstance(p, PruneStep):
                 from harness.compress.pruning import prune
@@ -349,6 +375,7 @@ class Compressor:
                     learning_rate=lr,
                     seed=recipe.seed,
                     validation=val,
+                    loss=loss,
                 )
                 metrics["sparsity"] = logs["sparsity"]
                 result = model
@@ -360,7 +387,7 @@ class Compressor:
                     model, p.reduction, p.target, p.criterion, where, log=self.log, align=p.align
                 )
                 metrics["reduction"] = {"target": p.target, "achieved": achieved}
-                compile_classifier(result, lr)
+                compile_classifier(result, lr, loss=loss, metrics=[] if recon else None)
                 logs = fit(result, x, y, label=label, epochs=epochs, batch_size=batch, seed=recipe.seed, validation=val)
             elif isinstance(p, DistillStep):
                 from harness.compress.distill import distill
@@ -369,7 +396,7 @@ class Compressor:
                     model,
                     p,
                     x,
-                    y,
+                    None if recon else y,
                     recipe_dir=recipe.path.parent,
                     where=where,
                     label=label,
@@ -393,6 +420,7 @@ class Compressor:
                     seed=recipe.seed,
                     validation=val,
                     where=where,
+                    loss=loss,
                 )
                 calib = self.calibration_x()
                 assert calib is not None
@@ -403,7 +431,11 @@ class Compressor:
             else:  # pragma: no cover - the schema admits no other step
                 raise ConfigError(f"{where}: unknown step")
             metrics["train"] = logs
-            if val is not None:
+            if val is not None and recon:
+                from harness.compress.recon import keras_mse
+
+                metrics["keras_mse"] = keras_mse(result, val[0])
+            elif val is not None:
                 from harness.compress.train import accuracy
 
                 metrics["keras_accuracy"] = accuracy(result, val[0], val[1])
@@ -443,6 +475,9 @@ class Compressor:
         m: dict[str, Any] = {"macs": a.total_macs, "params": a.param_count, "size_bytes": artifact.stat().st_size}
         if self.eval is None:
             return m, None
+        if self.eval.y is None:
+            m["host_mse"] = self._host_mse(artifact, node)
+            return m, None
         n = len(self.eval.y)
         cached = (node.metrics.get("host_accuracy") or {}) if node else {}
         if cached.get("eval") == self.eval.sha256 and "correct" in cached:
@@ -457,3 +492,16 @@ class Compressor:
                 self.cache.update_metrics(node, {"host_accuracy": doc})
         m["host_accuracy"] = float(correct.mean()) if n else None
         return m, correct
+
+    def _host_mse(self, artifact: Path, node: Node | None) -> float:
+        """Reconstruction error on the evaluation inputs (recon.py), cached in the node's metrics."""
+        assert self.eval is not None
+        cached = (node.metrics.get("host_mse") or {}) if node else {}
+        if cached.get("eval") == self.eval.sha256 and "mse" in cached:
+            return float(cached["mse"])
+        from harness.compress.recon import tflite_mse
+
+        mse = tflite_mse(artifact, self.eval.x)
+        if node is not None:
+            self.cache.update_metrics(node, {"host_mse": {"eval": self.eval.sha256, "mse": mse}})
+        return mse

@@ -125,13 +125,15 @@ def prune(
     learning_rate: float,
     seed: int,
     validation=None,
+    loss: Any = None,
 ) -> dict:
-    """Fine-tune `model` in place to the target sparsity; returns the last epoch's logs + sparsity."""
+    """Fine-tune `model` in place to the target sparsity; returns the last epoch's logs + sparsity.
+    `loss` defaults to classification ("mse" for a reconstruction task, recon.py)."""
     from harness.compress.train import compile_classifier, fit
 
     steps_per_epoch = math.ceil(len(x) / batch_size)
     cb = pruning_callback(model, params, steps_per_epoch * epochs)
-    compile_classifier(model, learning_rate)
+    compile_classifier(model, learning_rate, loss=loss, metrics=None if loss is None else [])
     logs = fit(
         model, x, y, label=label, epochs=epochs, batch_size=batch_size, seed=seed, validation=validation, callbacks=[cb]
     )

@@ -294,6 +294,8 @@ def table_rows(res: SweepResult) -> list[dict[str, Any]]:
                 row.update(status="error", error=res.failures.get((choice.device, c.name), "not measured"))
             else:
                 row.update({k: p.get(k) for k, _, _ in COLUMNS})
+                if c.metrics.get("host_mse") is not None:  # an autoencoder's reconstruction error (recon.py)
+                    row["host_mse"] = c.metrics["host_mse"]
                 row["accuracy_source"] = res.sources.get((choice.device, c.name))
                 row["accuracy_n"], row["accuracy_of"] = p.values.get("accuracy_n"), p.values.get("accuracy_of")
                 row["accuracy_paired"] = res.paired_sources.get((choice.device, c.name))
@@ -364,14 +366,21 @@ def _short(text: str, n: int = 90) -> str:
 
 
 def format_table(res: SweepResult) -> str:
-    headers = ["device", "candidate", "variant"] + [h for _, h, _ in COLUMNS] + ["front", "budgets"]
+    mse = any(r.get("host_mse") is not None for r in table_rows(res))
+    headers = (
+        ["device", "candidate", "variant", COLUMNS[0][1]]
+        + (["host MSE"] if mse else [])
+        + [h for _, h, _ in COLUMNS[1:]]
+        + ["front", "budgets"]
+    )
     lines = []
     for r in table_rows(res):
         if r["status"] != "ok":
-            cells = [r["device"], r["candidate"], r["variant"]] + ["-"] * len(COLUMNS) + ["", _short(_why(r))]
+            cells = [r["device"], r["candidate"], r["variant"]] + ["-"] * (len(headers) - 5) + ["", _short(_why(r))]
         else:
             cells = (
                 [r["device"], r["candidate"] + (" <- chosen" if r["chosen"] else ""), r["variant"], accuracy_cell(r)]
+                + ([_fmt(r.get("host_mse"), "f5")] if mse else [])
                 + [_fmt(r[k], f) for k, _, f in COLUMNS[1:]]
                 + ["yes" if r["pareto"] else "", "ok" if r["meets_budgets"] else "; ".join(r["ruled_out_by"])]
             )
@@ -384,6 +393,8 @@ def format_table(res: SweepResult) -> str:
     rows = table_rows(res)
     if any(r.get("accuracy_source") == "host" for r in rows):
         notes.append("* accuracy on the host (LiteRT interpreter, same evaluation data): the device measured none")
+    if mse:
+        notes.append("host MSE: mean squared reconstruction error on the host (LiteRT interpreter, evaluation x)")
     if any(r.get("accuracy_n") is not None and r["accuracy_n"] < (r.get("accuracy_of") or 0) for r in rows):
         notes.append("(n of N): accuracy on n evenly spread samples of the N-sample evaluation set")
     if any(r.get("accuracy") is not None for r in rows):
@@ -488,14 +499,15 @@ def render_html(res: SweepResult, model: Path) -> str:
             body.append(
                 report_html._img(f"fig-front-{ch.device}", front_figure(ch, pts), f"accuracy vs latency on {ch.device}")
             )
-        headers = ["candidate", "variant", "front", "budgets"] + [h for _, h, _ in COLUMNS]
+        mse = any(r.get("host_mse") is not None for r in rows if r["device"] == ch.device)
+        headers = ["candidate", "variant", "front", "budgets"] + [h for _, h, _ in COLUMNS] + (["host MSE"] * mse)
         trs, classes = [], []
         for r in rows:
             if r["device"] != ch.device:
                 continue
             if r["status"] != "ok":
                 skipped = r["status"] == "not applicable" or r["error"].startswith("not measured")
-                trs.append([r["candidate"], r["variant"], "", _why(r)] + ["-"] * len(COLUMNS))
+                trs.append([r["candidate"], r["variant"], "", _why(r)] + ["-"] * (len(COLUMNS) + mse))
                 classes.append("skip" if skipped else "fail")
                 continue
             trs.append(
@@ -507,6 +519,7 @@ def render_html(res: SweepResult, model: Path) -> str:
                 ]
                 + [accuracy_cell(r)]
                 + [_fmt(r[k], f) for k, _, f in COLUMNS[1:]]
+                + ([_fmt(r.get("host_mse"), "f5")] if mse else [])
             )
             classes.append("improvement" if r["chosen"] else ("" if r["meets_budgets"] else "skip"))
         body.append(report_html._table(headers, trs, classes))
