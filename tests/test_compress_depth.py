@@ -33,7 +33,7 @@ def test_depth_multiplier_drops_the_later_shape_keeping_chain_blocks():
 
     from harness.compress.depth import depth_multiplied
     from harness.compress.recipes import DistillStep
-    from harness.errors import ConfigError
+    from harness.errors import NotApplicable
 
     inp = keras.Input((12, 12, 1))
     h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
@@ -54,9 +54,9 @@ def test_depth_multiplier_drops_the_later_shape_keeping_chain_blocks():
     with pytest.raises(ValueError, match="give either 'student'"):
         DistillStep()
     flat = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(3)])
-    with pytest.raises(ConfigError, match=r"r\.yaml: steps\[0\]\.distill\.depth: the model has no block whose"):
+    with pytest.raises(NotApplicable, match=r"r\.yaml: steps\[0\]\.distill\.depth: the model has no block whose"):
         depth_multiplied(flat, 0.5, WHERE)
-    with pytest.raises(ConfigError, match=r"depth 1 of the model's 4 repeatable block\(s\) keeps all"):
+    with pytest.raises(NotApplicable, match=r"depth 1 of the model's 4 repeatable block\(s\) keeps all"):
         depth_multiplied(teacher, 1.0, WHERE)
 
 
@@ -98,14 +98,14 @@ def test_depth_on_the_reference_architectures(name):
     """Residual and inverted-residual blocks (ResNet-8, MobileNetV2) and chain blocks (DS-CNN, MobileNetV1,
     the FC autoencoder) are dropped; nets without a shape-keeping block are refused (Conv1D, U-Net)."""
     from harness.compress.depth import depth_multiplied, removable_blocks
-    from harness.errors import ConfigError
+    from harness.errors import NotApplicable
 
     model = ARCHITECTURES[name]()
     blocks = removable_blocks(model)
     adds = sum(type(ly).__name__ == "Add" for ly in model.layers)
     if name in ("conv1d", "unet"):
         assert blocks == []
-        with pytest.raises(ConfigError, match="no block whose output keeps its input's shape"):
+        with pytest.raises(NotApplicable, match="no block whose output keeps its input's shape"):
             depth_multiplied(model, 0.5, WHERE)
         return
     residual = [b for b in blocks if b.kind == "residual"]
@@ -140,7 +140,7 @@ def test_features_auto_pairs_the_resolution_stages_and_trains(tmp_path):
     from harness.compress.distill import distill
     from harness.compress.recipes import DistillStep, load
     from harness.compress.stages import auto_pairs, stage_ends
-    from harness.errors import ConfigError
+    from harness.errors import ConfigError, NotApplicable
 
     teacher, (x, y, _, _) = trained("resnet8", epochs=1, n=300)
     assert [list(s) for s in stage_ends(teacher)] == [[16, 16], [8, 8], [4, 4]]
@@ -170,7 +170,7 @@ def test_features_auto_pairs_the_resolution_stages_and_trains(tmp_path):
     assert trained_student.output_shape == teacher.output_shape
 
     vector = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
-    with pytest.raises(ConfigError, match=r"f: auto: the student and the teacher share no resolution stage"):
+    with pytest.raises(NotApplicable, match=r"f: auto: the student and the teacher share no resolution stage"):
         auto_pairs(vector, teacher, "f")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nsteps:\n  - distill: {width: 0.5, features: all}\n")
