@@ -39,7 +39,7 @@ DEFAULT_RECIPES = "ptq-int8,filters-50-int8,qat-int8,distill-half-int8"
 
 
 LINE = re.compile(
-    r"^(?P<name>\S+)\s+(?P<variant>\S+)\s+acc\s+(?P<acc>[\d.]+ %|-)\s+"
+    r"^(?P<name>\S+)\s+(?P<variant>\S+)\s+(?P<score>acc|mse)\s+(?P<acc>[\d.]+ %|[\d.]+|-)\s+"
     r"size\s+(?P<size>[\d,]+) B\s+MACs\s+(?P<macs>[\d,]+)",
     re.M,
 )
@@ -87,6 +87,13 @@ def pct(a) -> str:
     return f"{100 * a:.1f}" if isinstance(a, int | float) else "-"
 
 
+def score(host: dict | None) -> str:
+    """Top-1 in %, or an autoencoder's reconstruction error (mse)."""
+    if host and host.get("host_mse") is not None:
+        return f"mse {host['host_mse']:.4f}"
+    return pct(host and host.get("host_accuracy"))
+
+
 def main() -> int:
     import arch_models
 
@@ -118,9 +125,13 @@ def main() -> int:
         host, lat = {}, {}
         if args.no_measure:  # --compress-only prints one line per candidate (no JSON)
             for m in LINE.finditer(stdout):
-                acc = None if m["acc"] == "-" else float(m["acc"].rstrip(" %")) / 100
+                value = None if m["acc"] == "-" else float(m["acc"].rstrip(" %"))
                 label = m["name"].split("+", 1)[1] if "+" in m["name"] else ""
-                host[label] = {"macs": _int(m["macs"]), "size_bytes": _int(m["size"]), "host_accuracy": acc}
+                host[label] = {"macs": _int(m["macs"]), "size_bytes": _int(m["size"])}
+                if m["score"] == "mse":  # an autoencoder: reconstruction error instead of top-1
+                    host[label]["host_mse"] = value
+                else:
+                    host[label]["host_accuracy"] = None if value is None else value / 100
         elif out.exists():
             doc = json.loads(out.read_text())
             host = {c["recipe"]: c["host"] for c in doc["candidates"]}
@@ -144,8 +155,8 @@ def main() -> int:
                     "macs_vs_fp32": ratio(h and h.get("macs"), base.get("macs")),
                     "size_vs_fp32": ratio(h and h.get("size_bytes"), base.get("size_bytes")),
                     "size_vs_ptq": ratio(h and h.get("size_bytes"), ptq.get("size_bytes")),
-                    "acc_fp32": pct(base.get("host_accuracy")),
-                    "acc": pct(h and h.get("host_accuracy")),
+                    "acc_fp32": score(base),
+                    "acc": score(h),
                     "p50_vs_ptq": ratio(lat.get(r), lat.get("ptq-int8")),
                     "p50_vs_fp32": ratio(lat.get(r), lat.get("")),
                     "compress_s": f"{secs:.0f}",
