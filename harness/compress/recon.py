@@ -68,29 +68,10 @@ def keras_mse(model, x: np.ndarray) -> float:
 def tflite_mse(model: Path | bytes, x: np.ndarray) -> float:
     """Mean squared reconstruction error of a .tflite on the host's LiteRT interpreter, integer inputs
     quantised and outputs dequantised with their scales (as ptq.tflite_correct does)."""
-    from harness.compress.ptq import _interpreter
+    from harness.compress.ptq import tflite_outputs
 
     with tf_quiet.captured("host reconstruction error of a .tflite model"):
-        it = _interpreter(model)
-        inp = it.get_input_details()[0]
-        want = [int(d) for d in inp["shape"]]
-        if want[0] != 1:
-            it.resize_tensor_input(inp["index"], [1, *want[1:]])
-        it.allocate_tensors()
-        inp, out = it.get_input_details()[0], it.get_output_details()[0]
-        x = x.reshape((len(x), *[int(d) for d in inp["shape"][1:]])).astype(np.float32)
         total = 0.0
-        for xi in x:
-            v = xi[None]
-            if np.issubdtype(inp["dtype"], np.integer):
-                s, z = inp["quantization"]
-                info = np.iinfo(inp["dtype"])
-                v = np.clip(np.round(v / s + z), info.min, info.max).astype(inp["dtype"])
-            it.set_tensor(inp["index"], v)
-            it.invoke()
-            o = it.get_tensor(out["index"]).reshape(-1).astype(np.float64)
-            if np.issubdtype(out["dtype"], np.integer):
-                s, z = out["quantization"]
-                o = (o - z) * s
-            total += float(np.mean((o - xi.reshape(-1)) ** 2))
+        for o, xi in zip(tflite_outputs(model, x), x):
+            total += float(np.mean((o - xi.reshape(-1).astype(np.float32)) ** 2))
     return total / len(x) if len(x) else float("nan")
