@@ -203,6 +203,34 @@ def add_measurement_options(p) -> None:
     )
 
 
+# `--profile` without a count: profiled invocations per process (benchmark_model profiles its whole
+# timed loop; a pass of its own keeps the profiler's overhead out of the gated latency)
+DEFAULT_PROFILE_RUNS = 20
+
+
+def add_profile_option(p) -> None:
+    """Per-operator profile in its own pass after the timed windows (harness.profile)."""
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile each operator after the timed windows (never part of the latency the gate uses)",
+    )
+    p.add_argument(
+        "--profile-runs",
+        type=count(1, MAX_REPEATS),
+        metavar="N",
+        help=f"profiled invocations per process with --profile (default {DEFAULT_PROFILE_RUNS})",
+    )
+
+
+def profile_runs_from(args) -> int | None:
+    if getattr(args, "profile_runs", None) and not getattr(args, "profile", False):
+        raise ConfigError("--profile-runs: needs --profile")
+    if not getattr(args, "profile", False):
+        return None
+    return args.profile_runs or DEFAULT_PROFILE_RUNS
+
+
 def add_lock_options(p) -> None:
     """Commands that measure hold each device's lock (harness/run/device_lock.py) while they use it."""
     p.add_argument(
@@ -223,4 +251,5 @@ def options_from(args) -> RunOptions:
         num_threads=args.num_threads,
         xnnpack=args.xnnpack,
         repeats=args.repeats,
+        profile_runs=profile_runs_from(args),
     )

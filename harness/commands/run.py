@@ -29,6 +29,7 @@ def register(sub) -> None:
         "classes), or an MLPerf Tiny dataset directory (y_labels.csv + .bin files)",
     )
     common.add_measurement_options(p)
+    common.add_profile_option(p)
     p.add_argument(
         "--input-shape",
         action="append",

@@ -45,6 +45,9 @@ class RunOptions:
     repeats: int | None = None
     # --input-shape: ((input name or "" for the only input), dims) of dynamic inputs (harness.models.shapes)
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None
+    # --profile: per-operator profile of N invocations in a pass of its own after the timed windows
+    # (harness.profile); None or 0 = no profiling (the profiler is never loaded)
+    profile_runs: int | None = None
 
     def resolved(self, profile: DeviceProfile) -> RunOptions:
         b = profile.benchmark
@@ -59,6 +62,7 @@ class RunOptions:
             xnnpack=pick(self.xnnpack, profile.xnnpack),
             repeats=pick(self.repeats, b.repeats),
             input_shapes=self.input_shapes,
+            profile_runs=self.profile_runs or None,
         )
 
 
@@ -80,6 +84,8 @@ class Job:
         options = asdict(self.options)
         if options["input_shapes"] is None:
             del options["input_shapes"]  # keys of jobs without it stay what they were before the option
+        # profiling is an extra pass after the timed windows: it does not change what the job measures
+        del options["profile_runs"]
         ident = {
             "artifact": self.variant.artifact_sha256,
             "variant": self.variant.variant,
