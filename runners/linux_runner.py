@@ -967,8 +967,11 @@ def check_eval_file(np, path, input_details):
                 "%d inputs)" % (path, len(input_details)),
                 "eval",
             )
+        # perturbed copies of the samples (host: harness/models/perturb.py): x@NAME, ref@NAME
+        perturbed = sorted(k[2:] for k in files if k.startswith("x@"))
+        keys = ["x", "y", "ref"] + ["x@" + p for p in perturbed] + ["ref@" + p for p in perturbed]
         try:
-            headers = dict((k, _npz_member_header(np, npz, k)) for k in ("x", "y", "ref") if k in files)
+            headers = dict((k, _npz_member_header(np, npz, k)) for k in keys if k in files)
         except Exception as exc:
             raise RunnerError("eval file %s: cannot read array headers: %s" % (path, _one_line(exc)), "eval")
         xs, xdt = headers["x"]
@@ -988,7 +991,14 @@ def check_eval_file(np, path, input_details):
                 "(expected (N,%s))" % (path, list(xs), list(in_shape), ",".join(str(s) for s in in_shape[1:])),
                 "eval",
             )
-        for k in ("y", "ref"):
+        for p in perturbed:
+            if headers["x@" + p][0] != xs:
+                raise RunnerError(
+                    "eval file %s: 'x@%s' shape %s differs from 'x' %s"
+                    % (path, p, list(headers["x@" + p][0]), list(xs)),
+                    "eval",
+                )
+        for k in ["y", "ref"] + ["ref@" + p for p in perturbed]:
             if k in headers:
                 ks, kdt = headers[k]
                 if kdt.kind not in "iuf" or len(ks) != 1 or ks[0] != n:
@@ -997,7 +1007,13 @@ def check_eval_file(np, path, input_details):
                         "%d (got shape %s, dtype %s)" % (path, k, n, list(ks), kdt),
                         "eval",
                     )
-        return {"n": n, "add_batch": add_batch, "has_y": "y" in files, "has_ref": "ref" in files}
+        return {
+            "n": n,
+            "add_batch": add_batch,
+            "has_y": "y" in files,
+            "has_ref": "ref" in files,
+            "perturbed": [(p, "ref@" + p in files) for p in perturbed],
+        }
     finally:
         close = getattr(npz, "close", None)
         if close:
@@ -1024,35 +1040,50 @@ def dequantize_output(np, y, d):
     return y.astype(np.float64)
 
 
+def _predictions(np, interp, x, add_batch):
+    ind = interp.get_input_details()[0]
+    outd = interp.get_output_details()[0]
+    preds = np.empty(int(x.shape[0]), dtype=np.int64)
+    for i in range(len(preds)):
+        xi = x[i][None, ...] if add_batch else x[i]
+        interp.set_tensor(ind["index"], quantize_input(np, xi, ind))
+        interp.invoke()
+        out = dequantize_output(np, interp.get_tensor(outd["index"]), outd)
+        preds[i] = int(np.argmax(out.reshape(-1)))
+    return preds
+
+
+def _scores(np, preds, y, ref):
+    return {
+        "n": int(len(preds)),
+        "top1": float(np.mean(preds == y)) if y is not None else None,
+        "agreement": float(np.mean(preds == ref)) if ref is not None else None,
+        "correct": int(np.sum(preds == y)) if y is not None else None,
+        "agree": int(np.sum(preds == ref)) if ref is not None else None,
+    }
+
+
 def run_eval(np, interp, path, plan):
     try:
         with np.load(path, allow_pickle=False) as npz:
             x = npz["x"]
             y = np.asarray(npz["y"]).astype(np.int64) if plan["has_y"] else None
             ref = np.asarray(npz["ref"]).astype(np.int64) if plan["has_ref"] else None
+            perturbed = [
+                (p, npz["x@" + p], np.asarray(npz["ref@" + p]).astype(np.int64) if has_ref else None)
+                for p, has_ref in plan.get("perturbed") or []
+            ]
     except Exception as exc:
         raise RunnerError("eval file %s: cannot load arrays: %s" % (path, _one_line(exc)), "eval")
-    ind = interp.get_input_details()[0]
-    outd = interp.get_output_details()[0]
-    n = int(x.shape[0])
-    preds = np.empty(n, dtype=np.int64)
     t0 = time.perf_counter()
-    for i in range(n):
-        xi = x[i][None, ...] if plan["add_batch"] else x[i]
-        interp.set_tensor(ind["index"], quantize_input(np, xi, ind))
-        interp.invoke()
-        out = dequantize_output(np, interp.get_tensor(outd["index"]), outd)
-        preds[i] = int(np.argmax(out.reshape(-1)))
-    secs = time.perf_counter() - t0
-    res = {
-        "n": n,
-        "top1": float(np.mean(preds == y)) if y is not None else None,
-        "agreement": float(np.mean(preds == ref)) if ref is not None else None,
-        "correct": int(np.sum(preds == y)) if y is not None else None,
-        "agree": int(np.sum(preds == ref)) if ref is not None else None,
-        "path": path,
-        "seconds": secs,
-    }
+    res = _scores(np, _predictions(np, interp, x, plan["add_batch"]), y, ref)
+    res["path"] = path
+    res["seconds"] = time.perf_counter() - t0
+    if perturbed:
+        # the same labels, the float model's answers on the same perturbed inputs
+        res["perturbed"] = dict(
+            (p, _scores(np, _predictions(np, interp, xp, plan["add_batch"]), y, rp)) for p, xp, rp in perturbed
+        )
     return res
 
 

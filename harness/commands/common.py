@@ -231,6 +231,35 @@ def profile_runs_from(args) -> int | None:
     return args.profile_runs or DEFAULT_PROFILE_RUNS
 
 
+def add_robustness_options(p) -> None:
+    """Accuracy on perturbed copies of the eval set (harness/models/perturb.py)."""
+    from harness.models.perturb import FORMS_HELP
+
+    p.add_argument(
+        "--robustness",
+        action="append",
+        metavar="SPEC",
+        help=f"also score the eval set under these perturbations (comma-separated or repeated: {FORMS_HELP}); "
+        "stored as accuracy_top1@SPEC and agreement@SPEC",
+    )
+    p.add_argument(
+        "--robustness-seed",
+        type=count(0),
+        default=0,
+        metavar="N",
+        help="seed of the random perturbations (default 0; the same seed gives the same inputs every night)",
+    )
+
+
+def robustness_from(args, budgets: dict[str, float] | None = None):
+    """--robustness, plus the perturbations that robustness budgets name (min_accuracy_top1@SPEC)."""
+    from harness.models.perturb import parse_list
+
+    specs = list(getattr(args, "robustness", None) or [])
+    specs += [name.partition("@")[2] for name in budgets or {} if "@" in name]
+    return parse_list(specs)
+
+
 def add_lock_options(p) -> None:
     """Commands that measure hold each device's lock (harness/run/device_lock.py) while they use it."""
     p.add_argument(

@@ -30,6 +30,7 @@ def register(sub) -> None:
     )
     common.add_measurement_options(p)
     common.add_profile_option(p)
+    common.add_robustness_options(p)
     p.add_argument(
         "--input-shape",
         action="append",
@@ -56,6 +57,7 @@ def cmd_run(args) -> int:
     report = common.output_file(args.report, "report") if args.report else None  # before measuring
     variants = common.split_csv(args.variants)
     check_variant_names(variants)  # before any model is opened
+    robustness = common.robustness_from(args)
     argv = getattr(args, "argv", None) or sys.argv[1:]
     inv = common.inventory(args)
     if len(args.models) > 1 and (args.calibration or args.eval_file):
@@ -72,6 +74,7 @@ def cmd_run(args) -> int:
     conv = common.converter(args)
     orch = Orchestrator(inv, store, conv, common.log)
     orch.resume_candidate, orch.resume_mismatch = same_command, mismatch
+    orch.robustness, orch.robustness_seed = robustness, args.robustness_seed
     options = replace(common.options_from(args), input_shapes=parse_input_shapes(args.input_shape))
     specs = []
     names = unique_model_names(args.models)  # a/net.tflite b/net.tflite: 'a/net', 'b/net', never one name

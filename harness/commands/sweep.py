@@ -68,6 +68,7 @@ def register(sub) -> None:
         help="build the candidates (training, conversion, host accuracy) without measuring on devices",
     )
     common.add_measurement_options(p)
+    common.add_robustness_options(p)
     p.add_argument("--resume", action="store_true", help="continue the last unfinished run of this sweep")
     common.add_lock_options(p)
     p.add_argument("--label", help="free-text label stored with the run")
@@ -107,6 +108,14 @@ def cmd_sweep(args) -> int:
     devices = inv.select(common.split_csv(args.devices), common.split_csv(args.tags))
     if not devices and not args.compress_only:
         raise ConfigError(f"{inv.path}: no enabled devices")
+    # --robustness, and the perturbations a budget names (--budget or a device profile's): checked
+    # before anything trains
+    profile_robust = {k: 0.0 for d in devices if (b := inv.profile_of(d).budgets) is not None for k in b.robust}
+    robustness = common.robustness_from(args, {**budgets, **profile_robust})
+    if robustness and eval_ref is None:
+        raise ConfigError(
+            f"--robustness / robustness budgets: need evaluation data (--eval, or {stem}.eval.npz beside the model)"
+        )
     common.work_dirs(args)
     conv = common.converter(args)
     comp = Compressor(src, conv, Calibration.from_arg(calib_ref), eval_data, data_ref, log=common.log)
@@ -145,6 +154,7 @@ def cmd_sweep(args) -> int:
         return 3
     store = common.store(args)
     orch = Orchestrator(inv, store, conv, common.log)
+    orch.robustness, orch.robustness_seed = robustness, args.robustness_seed
     res = run_sweep(
         orch,
         comp,

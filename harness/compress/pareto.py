@@ -31,7 +31,7 @@ import numpy as np
 
 from harness.errors import ConfigError
 from harness.gate.budgets import BUDGET_METRICS, BudgetCheck, check_budgets
-from harness.lab.config import Budgets
+from harness.lab.config import ROBUST_BUDGETS, Budgets
 
 # objective -> (metric column, better direction)
 OBJECTIVES: dict[str, tuple[str, str]] = {
@@ -163,12 +163,21 @@ def parse_budgets(items: list[str] | None) -> dict[str, float]:
     for item in items or []:
         name, eq, value = item.partition("=")
         name = name.strip()
-        if not eq or name not in ALL_BUDGETS:
-            raise ConfigError(f"--budget {item}: expected NAME=VALUE with NAME one of {', '.join(ALL_BUDGETS)}")
+        robust = "@" in name and name.partition("@")[0] in ROBUST_BUDGETS
+        if not eq or (name not in ALL_BUDGETS and not robust):
+            raise ConfigError(
+                f"--budget {item}: expected NAME=VALUE with NAME one of {', '.join(ALL_BUDGETS)}, "
+                f"or {' or '.join(ROBUST_BUDGETS)}@<perturbation>"
+            )
         try:
             out[name] = float(value)
         except ValueError:
             raise ConfigError(f"--budget {item}: '{value}' is not a number") from None
+        if robust:
+            try:
+                Budgets(**{name: out[name]})
+            except ValueError as exc:
+                raise ConfigError(f"--budget {item}: {str(exc).splitlines()[-1].strip()}") from None
         if name == "min_accuracy_top1" and not 0 <= out[name] <= 1:
             raise ConfigError(f"--budget {item}: accuracy is a fraction from 0 to 1 (0.97 for 97 %)")
     return out
@@ -179,11 +188,12 @@ def budget_checks(
 ) -> list[BudgetCheck]:
     """The profile's budgets (a --budget of the same name replaces it) and the sweep's own."""
     merged = dict(profile_budgets.model_dump(exclude_none=True)) if profile_budgets is not None else {}
+    merged.update(merged.pop("robust", None) or {})
     merged.update(extra)
     gate_values = dict(values)
     gate_values["accuracy_top1"] = values.get("accuracy")
     try:
-        budgets = Budgets(**{k: v for k, v in merged.items() if k in BUDGET_METRICS})
+        budgets = Budgets(**{k: v for k, v in merged.items() if k in BUDGET_METRICS or "@" in k})
     except ValueError as exc:
         raise ConfigError(f"--budget: {str(exc).splitlines()[-1].strip()}") from None
     checks = check_budgets(budgets, gate_values)

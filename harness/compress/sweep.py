@@ -36,9 +36,11 @@ import pandas as pd
 
 from harness.compress.pareto import TIE_ALPHA, DeviceChoice, Paired, Point, choose
 from harness.compress.pipeline import FAILED, Candidate, Compressor, EvalData, Refused
+from harness.compress.ptq import tflite_accuracy
 from harness.core.jobs import Job, RunOptions
 from harness.lab.config import Device, Inventory, link_type
 from harness.models.convert import NEEDS_CALIBRATION, ModelSource
+from harness.models.perturb import Perturbation
 from harness.run.orchestrate import ModelSpec, Orchestrator, RunSummary
 from harness.store.results import ResultStore
 
@@ -153,12 +155,25 @@ def collect(
     inventory: Inventory,
     devices: list[Device],
     eval_data: EvalData | None = None,
+    robustness: tuple[Perturbation, ...] = (),
+    robustness_seed: int = 0,
 ) -> tuple[dict[str, list[Point]], dict, dict, dict[str, dict[str, Paired]], dict[tuple[str, str], str]]:
     """Per device, one point per candidate measured ok (the median over its processes), and per-sample
     correctness for the accuracy ties."""
     paired: dict[str, dict[str, Paired]] = {d.id: {} for d in devices}
     paired_sources: dict[tuple[str, str], str] = {}
     wide = store.wide(run_id)
+    host_cache: dict[tuple[str, str], float] = {}
+
+    def host_robust(c: Candidate, p: Perturbation) -> float:
+        """Top-1 of the candidate's artifact on the host's LiteRT, the perturbed eval set (seeded like
+        the devices' copies), once per candidate and perturbation."""
+        assert eval_data is not None and eval_data.y is not None
+        if (c.name, p.name) not in host_cache:
+            xp = p.apply(eval_data.x, robustness_seed, where=str(eval_data.path))
+            host_cache[(c.name, p.name)] = tflite_accuracy(c.artifact, xp, eval_data.y)
+        return host_cache[(c.name, p.name)]
+
     points: dict[str, list[Point]] = {d.id: [] for d in devices}
     sources: dict[tuple[str, str], str] = {}
     failures: dict[tuple[str, str], str] = {}
@@ -194,6 +209,12 @@ def collect(
                     [float(v) for v in ok[metric] if v is not None and not math.isnan(float(v))] if metric in ok else []
                 )
                 values[metric] = statistics.median(vals) if vals else None
+            for metric in sorted(m for m in ok.columns if "@" in str(m)):  # robustness: accuracy_top1@...
+                vals = [float(v) for v in ok[metric] if v is not None and not math.isnan(float(v))]
+                values[metric] = statistics.median(vals) if vals else None
+            for p in robustness:  # a device that scores no accuracy: the host's, as for clean accuracy
+                if values.get(f"accuracy_top1@{p.name}") is None and eval_data is not None and eval_data.y is not None:
+                    values[f"accuracy_top1@{p.name}"] = host_robust(c, p)
             if values["energy_per_inference_uj"] is None:
                 values["energy_per_inference_uj"] = values.pop("energy_estimate_per_inference_uj")
             if values["model_macs"] is None:
@@ -251,7 +272,14 @@ def run_sweep(
     skips = mcu_skips(candidates, devices, orch.inventory)
     summary = measure(orch, compressor, candidates, devices, options, argv, eval_file, skips, resume, label, wait)
     points, sources, failures, paired, paired_sources = collect(
-        orch.store, summary.run_id, candidates, orch.inventory, devices, compressor.eval
+        orch.store,
+        summary.run_id,
+        candidates,
+        orch.inventory,
+        devices,
+        compressor.eval,
+        orch.robustness,
+        orch.robustness_seed,
     )
     failures.update(skips)
     choices = decide(points, orch.inventory, devices, budgets, prefer, paired)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from harness.lab.config import Budgets
+from harness.lab.config import ROBUST_BUDGETS, Budgets
 
 # budget field -> (metric, "max" | "min")
 BUDGET_METRICS: dict[str, tuple[str, str]] = {
@@ -60,5 +60,11 @@ def check_budgets(budgets: Budgets | None, values: Mapping[str, float | None]) -
             status = "exceeded" if value > limit else "ok"
         else:
             status = "exceeded" if value < limit else "ok"
+        out.append(BudgetCheck(name, metric, float(limit), None if value is None else float(value), status))
+    for name, limit in sorted(budgets.robust.items()):  # min_accuracy_top1@<perturbation>: a floor
+        base, _, pert = name.partition("@")
+        metric = f"{ROBUST_BUDGETS[base]}@{pert}"
+        value = values.get(metric)
+        status = "no data" if value is None else ("exceeded" if value < limit else "ok")
         out.append(BudgetCheck(name, metric, float(limit), None if value is None else float(value), status))
     return out

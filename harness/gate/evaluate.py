@@ -567,7 +567,9 @@ def evaluate(
         serial = first.get("transport") == "serial"
         prior = (prof.benchmark.noise_prior if prof else None) or DEFAULT_NOISE_PRIOR
         budgets = {b.metric: b for b in check_budgets(prof.budgets if prof else None, cur)}
-        for metric in GATED_METRICS:
+        perturbed = {m for m in cur if "@" in m and m in RULES}
+        perturbed |= {m for i in base_ids for m in base_vals.get(i, {}) if "@" in m and m in RULES}
+        for metric in GATED_METRICS + sorted(perturbed):  # robustness metrics: gated like accuracy
             rule = RULES[metric]
             thr = resolve(metric, k.model, prof.thresholds if prof else None, overrides)
             bvals = [base_vals[i][metric] for i in base_ids if metric in base_vals[i]]

@@ -29,7 +29,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness.core.metrics import DEFAULT_THRESHOLDS, GATED_METRICS, RULES, SETTINGS, MetricRule  # noqa: F401
+from harness.core.metrics import (  # noqa: F401
+    DEFAULT_THRESHOLDS,
+    GATED_METRICS,
+    RULES,
+    SETTINGS,
+    MetricRule,
+    base_metric,
+)
 from harness.errors import ConfigError
 from harness.lab.yaml_load import read_yaml
 
@@ -68,10 +75,13 @@ def load_threshold_file(path: str | Path | None) -> dict[str, dict[str, float]]:
 def resolve(
     metric: str, model: str, profile: Mapping[str, float] | None, overrides: Mapping[str, Mapping[str, float]]
 ) -> float:
-    value = DEFAULT_THRESHOLDS.get(metric, 0.0)
-    if profile and metric in profile:
-        value = float(profile[metric])
-    for scope in ("*", model):
-        if metric in overrides.get(scope, {}):
-            value = overrides[scope][metric]
+    """A perturbed accuracy metric takes its base metric's threshold unless one is set for its own name."""
+    names = [base_metric(metric), metric] if base_metric(metric) != metric else [metric]
+    value = DEFAULT_THRESHOLDS.get(names[0], 0.0)
+    for name in names:
+        if profile and name in profile:
+            value = float(profile[name])
+        for scope in ("*", model):
+            if name in overrides.get(scope, {}):
+                value = overrides[scope][name]
     return value

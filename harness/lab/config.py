@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HilError
 from harness.lab.secrets import SECRETS_HINT, is_secret_key, secrets_in
 from harness.lab.yaml_load import YamlDoc, read_yaml
 
@@ -44,12 +44,48 @@ class Budgets(_Strict):
     min_accuracy_top1: float | None = None
     min_accuracy_auc: float | None = None  # an anomaly detector's score (MLPerf Tiny ad01)
 
+    # robustness budgets, written `min_accuracy_top1@noise_snr20db: 0.9` (or `min_agreement@...`)
+    # beside the others; gathered here by name (harness/models/perturb.py)
+    robust: dict[str, float] = Field(default_factory=dict)
+
     @field_validator("min_accuracy_top1", "min_accuracy_auc")
     @classmethod
     def _accuracy_is_a_fraction(cls, value: float | None) -> float | None:
         if value is not None and not 0 <= value <= 1:
             raise ValueError(f"{value:g} is not a fraction: accuracy is a fraction from 0 to 1 (0.97 for 97 %)")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_robust(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any("@" in str(k) for k in data):
+            data = dict(data)
+            robust = dict(data.get("robust") or {})
+            for key in [k for k in data if "@" in str(k)]:
+                robust[str(key)] = data.pop(key)
+            data["robust"] = robust
+        return data
+
+    @field_validator("robust")
+    @classmethod
+    def _robust_names(cls, value: dict[str, float]) -> dict[str, float]:
+        from harness.models.perturb import parse
+
+        for name, limit in value.items():
+            base, _, pert = name.partition("@")
+            if base not in ROBUST_BUDGETS:
+                raise ValueError(f"{name}: a robustness budget is {' or '.join(ROBUST_BUDGETS)}@<perturbation>")
+            try:
+                parse(pert, name)
+            except HilError as exc:
+                raise ValueError(str(exc)) from None
+            if not 0 <= limit <= 1:
+                raise ValueError(f"{name}: {limit:g} is not a fraction from 0 to 1 (0.97 for 97 %)")
+        return value
+
+
+# budget name before the "@" -> the metric it limits from below (the eval set under a perturbation)
+ROBUST_BUDGETS = {"min_accuracy_top1": "accuracy_top1", "min_agreement": "agreement"}
 
 
 EXTERNAL_METERS = ("ppk2", "lpm01a", "joulescope")  # powered + sampled by the host: harness/meters/
@@ -168,10 +204,10 @@ class DeviceProfile(_Strict):
     @field_validator("thresholds")
     @classmethod
     def _known_threshold_names(cls, value: dict[str, float]) -> dict[str, float]:
-        from harness.core.metrics import GATED_METRICS, SETTINGS
+        from harness.core.metrics import GATED_METRICS, RULES, SETTINGS
 
         for name, threshold in value.items():
-            if name not in GATED_METRICS and name not in SETTINGS:
+            if name not in RULES and name not in SETTINGS:
                 raise ValueError(
                     f"{name}: unknown metric (gated metrics: {', '.join(GATED_METRICS)}; "
                     f"settings: {', '.join(sorted(SETTINGS))})"

@@ -18,6 +18,7 @@ import numpy as np
 from harness.core.hashing import sha256_file
 from harness.errors import ConfigError
 from harness.models.arrays import class_labels, input_samples, load_array, optional_array
+from harness.models.perturb import Perturbation
 
 EVAL_FORMAT = "2"  # bump when the prepared file's contents change for the same inputs
 
@@ -112,27 +113,50 @@ def load_eval(eval_path: Path, sample_shape: tuple[int, ...], classes: int | Non
 
 
 def prepare_eval(
-    eval_path: Path, model_path: Path, cache_root: Path, *, reference: bool, input_shape: tuple[int, ...] | None = None
+    eval_path: Path,
+    model_path: Path,
+    cache_root: Path,
+    *,
+    reference: bool,
+    input_shape: tuple[int, ...] | None = None,
+    robustness: tuple[Perturbation, ...] = (),
+    seed: int = 0,
 ) -> Path:
     """Validated npz (x, y if given, ref) -> cached path handed to the runner.
 
     `model_path` is the .tflite the data is checked against (input shape, output classes); with
     `reference` it is the float model whose argmax becomes `ref` (agreement). An MLPerf Tiny dataset
     directory (y_labels.csv + .bin files, harness/models/mlperf.py) is checked and handed on as it is:
-    its files are the device's wire bytes, for serial (MCU) devices."""
+    its files are the device's wire bytes, for serial (MCU) devices.
+
+    `robustness` adds a perturbed copy of the samples per perturbation (`x@NAME`, and `ref@NAME`, the
+    float model's answers on those same inputs) to the same file: one file travels to every device
+    kind as today, and a runner that reads only x/y/ref still works."""
     if Path(eval_path).is_dir():
         from harness.models.mlperf import read_dataset
 
+        if robustness:
+            raise ConfigError(
+                f"{eval_path}: robustness perturbations need an .npz eval set (an MLPerf Tiny dataset "
+                "directory is sent to the device as recorded wire bytes)"
+            )
         read_dataset(eval_path)
         return Path(eval_path)
     sample_shape, classes, model_sha = _model_io(eval_path, model_path, input_shape)
     arrays = load_eval(eval_path, sample_shape, classes)
-    ident = [EVAL_FORMAT, sha256_file(eval_path), model_sha, reference, list(input_shape or [])]
+    ident: list = [EVAL_FORMAT, sha256_file(eval_path), model_sha, reference, list(input_shape or [])]
+    if robustness:  # files without perturbations keep the identity (and cache entry) they had before
+        ident += [[p.name for p in robustness], seed]
     out = cache_root / "eval" / f"{hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]}.npz"
     if out.exists():
         return out
     if reference:
         arrays["ref"] = float_predictions(model_path, arrays["x"], input_shape)
+    for p in robustness:
+        xp = p.apply(arrays["x"], seed, where=str(eval_path))
+        arrays[f"x@{p.name}"] = xp
+        if reference:
+            arrays[f"ref@{p.name}"] = float_predictions(model_path, xp, input_shape)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")
     # numeric arrays only (everything was loaded with allow_pickle=False); naming the flag also tells the

@@ -8,6 +8,7 @@ published as a CI artifact and opened offline. Figures (each an ``<img id="fig-.
   of the run's undisturbed processes; each process a faint dot) with the baseline +- threshold band
 - ``fig-devices``: device-profile comparison (p50 and speed-up vs a reference device)
 - ``fig-pareto``: accuracy vs latency vs size with the Pareto front of the variants
+- ``fig-robustness``: top-1 of each variant on the clean eval set and under each perturbation
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from harness.gate.levels import reference_level
 from harness.report import plots
 from harness.report.compare import comparison, render_markdown
 from harness.report.gate_markdown import CHECK_HEADERS, check_message, check_row, ordered
-from harness.report.run_markdown import results_table, run_label, summarize
+from harness.report.robustness import robustness_frame
+from harness.report.run_markdown import results_table, robustness_table, run_label, summarize
 from harness.store.results import ResultStore
 from harness.store.verdicts import metric_history
 
@@ -265,6 +267,17 @@ def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) 
         body += [
             "<h2>Device profiles</h2>",
             _img("fig-devices", plots.device_comparison(table, ref), "device profile comparison"),
+        ]
+    robust = robustness_frame(wide)
+    if not robust.empty:
+        body += [
+            "<h2>Robustness</h2>",
+            _table(*robustness_table(wide)),
+            _img(
+                "fig-robustness",
+                plots.robustness(robust.sort_values(["model", "device_id"], kind="stable")),
+                "top-1 accuracy under each perturbation per variant",
+            ),
         ]
     points, label = _pareto_points(wide)
     if not points.empty:

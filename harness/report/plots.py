@@ -305,3 +305,23 @@ def pareto(points, quality_label: str):
     for ax, items in pending:
         place_labels(fig, ax, items)
     return fig
+
+
+def robustness(frame):
+    """Per model x device: top-1 of each variant on the clean set and under each perturbation, in the
+    order of the frame's columns (clean first, mild to harsh)."""
+    groups = list(frame.groupby(["model", "device_id"], sort=False))
+    cols = [c for c in frame.columns if c not in ("model", "device_id", "variant")]
+    fig = _figure(max(5.0, 1.3 * len(cols)), 3.2 * len(groups))
+    for i, ((model, device), g) in enumerate(groups):
+        ax = fig.add_subplot(len(groups), 1, i + 1)
+        xs = np.arange(len(cols))
+        for _, r in g.iterrows():
+            ys = [np.nan if r[c] is None else 100.0 * float(r[c]) for c in cols]
+            ax.plot(xs, ys, marker="o", label=str(r["variant"]))
+        ax.set_xticks(xs, [str(c) for c in cols], rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("top-1 %")
+        ax.set_title(f"{model} on {device}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig

@@ -7,6 +7,8 @@ import re
 
 import pandas as pd
 
+from harness.report.robustness import robustness_frame
+
 # CommonMark lets a backslash escape any ASCII punctuation. Escaped: what starts emphasis, code, links
 # or strike-through anywhere, `<` where it could open raw HTML or an autolink (`<b>`, `</x`, `<!`),
 # `&` where it could start an entity. `_` only matters at a word's edge (inside a word it never
@@ -242,6 +244,20 @@ def results_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def robustness_table(wide: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Top-1 per model x device x variant on the clean set and under each perturbation (robustness.py)."""
+    frame = sort_variants(robustness_frame(wide), ["model", "device_id", "variant"])
+    if frame.empty:
+        return [], []
+    cols = [c for c in frame.columns if c not in ("model", "device_id", "variant")]
+    headers = ["model", "device", "variant", *[f"top-1 {c}" for c in cols]]
+    rows = [
+        [str(r["model"]), str(r["device_id"]), str(r["variant"]), *[fmt_num(r[c], ".2f", 0.01, " %") for c in cols]]
+        for _, r in frame.iterrows()
+    ]
+    return headers, rows
+
+
 def render_run(wide: pd.DataFrame, run: dict | None = None) -> str:
     """Per model x variant x device: latency percentiles, speed-up and size against fp32, model
     complexity, memory, accuracy, energy."""
@@ -260,6 +276,16 @@ def render_run(wide: pd.DataFrame, run: dict | None = None) -> str:
         return "\n".join(out + ["No results recorded."]) + "\n"
     headers, rows = results_table(wide)
     out += ["## Results", "", markdown_table(headers, md_rows(rows)), ""] if rows else []
+    r_headers, r_rows = robustness_table(wide)
+    if r_rows:
+        out += [
+            "## Robustness",
+            "",
+            "Top-1 accuracy on the eval set and on its perturbed copies (seeded: the same inputs every run).",
+            "",
+            markdown_table(r_headers, md_rows(r_rows)),
+            "",
+        ]
     failed = wide[wide["status"] != "ok"]
     if not failed.empty:
         out += ["## Failures", ""]

@@ -34,6 +34,7 @@ from harness.models.convert import (
     check_variant_names,
 )
 from harness.models.evaldata import check_eval_file, prepare_eval
+from harness.models.perturb import Perturbation
 from harness.models.shapes import resolve_input_shapes
 from harness.run.device_lock import DeviceLock
 from harness.run.reference import with_references
@@ -171,6 +172,9 @@ class Orchestrator:
         # --resume: why the newest unfinished run of these models is not this command (refused when
         # the plan finds nothing to resume, before a run is created)
         self.resume_mismatch: str | None = None
+        # --robustness: perturbed copies of every model's eval set, scored beside it (perturb.py)
+        self.robustness: tuple[Perturbation, ...] = ()
+        self.robustness_seed = 0
 
     def _say(self, msg: str) -> None:
         with self._log_lock:
@@ -287,6 +291,10 @@ class Orchestrator:
         other variants are measured; a failure shared by every variant is the model's (raised)."""
         src = spec.source
         eval_file = None
+        if self.robustness and not spec.eval_file:
+            raise ConfigError(
+                f"--robustness: model {src.name} has no evaluation data (--eval, or {src.name}.eval.npz beside it)"
+            )
         if spec.eval_file:  # the data belongs to the model: checked once, before any variant
             if src.kind == "tflite":
                 ref_path, reference = src.path, False
@@ -300,6 +308,8 @@ class Orchestrator:
                 self.converter.cache_dir.parent,
                 reference=reference,
                 input_shape=shapes[0] if len(shapes) == 1 else None,
+                robustness=self.robustness,
+                seed=self.robustness_seed,
             )
             not_serial = [d.id for d in devices if link_type(d, self.inventory.profile_of(d)) != "serial"]
             if eval_file.is_dir() and not_serial:

@@ -88,6 +88,11 @@ def flatten(doc: dict[str, Any]) -> tuple[list[tuple[str, float | None, str]], d
     add("agreement", acc.get("agreement"))
     add("accuracy_auc", acc.get("auc"))  # anomaly detection (MLPerf Tiny ad01): area under the ROC curve
     add("accuracy_n", acc.get("n"))
+    # robustness (harness/models/perturb.py): the eval set under each declared perturbation
+    for name, scores in sorted((acc.get("perturbed") or {}).items()):
+        if isinstance(scores, dict):
+            add(f"accuracy_top1@{name}", scores.get("top1"), "fraction")
+            add(f"agreement@{name}", scores.get("agreement"), "fraction")
     energy = doc.get("energy") or {}
     if energy.get("estimate"):  # never stored as if a meter had measured it
         add("energy_estimate_per_inference_uj", energy.get("energy_per_inference_uj"), "uJ")

@@ -470,6 +470,44 @@ def load_eval(path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     return x, y, ref
 
 
+def load_perturbed(path) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """(name, samples, float model's classes or None) per perturbed copy in a prepared eval file."""
+    with np.load(path, allow_pickle=False) as npz:
+        files = set(npz.files)
+        names = sorted(k[2:] for k in files if k.startswith("x@"))
+        return [
+            (
+                n,
+                np.asarray(npz[f"x@{n}"]),
+                np.asarray(npz[f"ref@{n}"]).astype(np.int64) if f"ref@{n}" in files else None,
+            )
+            for n in names
+        ]
+
+
+def _predict(
+    client: ProtocolClient,
+    conv: mlperf.Convention,
+    spec: TensorSpec,
+    n_outputs: int | None,
+    x: np.ndarray,
+    idx: np.ndarray,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(argmax, first output) of the board for the samples `idx` of `x`, one inference each."""
+    preds = np.empty(len(idx), dtype=np.int64)
+    scores = np.empty(len(idx), dtype=np.float64)
+    est = None
+    with progress.task(f"{client.device_id}: {what}", len(idx)) as bar:
+        for k, i in enumerate(idx):
+            r = _infer_one(client, encode_input(conv, spec, x[i]), n_outputs, f"eval sample {int(i)}", est)
+            est = r.elapsed_us / 1e6
+            preds[k] = int(np.argmax(np.asarray(r.results)))
+            scores[k] = r.results[0] if r.results else math.nan
+            bar.advance()
+    return preds, scores
+
+
 def sample_indices(total: int, cap: int) -> np.ndarray:
     """At most `cap` indices spread evenly over the set (all of them when it is small enough)."""
     if cap >= total:
@@ -595,16 +633,7 @@ def accuracy(
         return None
     say(f"accuracy: {len(idx)} of {total} eval samples over serial")
     t0 = time.monotonic()
-    preds = np.empty(len(idx), dtype=np.int64)
-    est = None
-    scores = np.empty(len(idx), dtype=np.float64)
-    with progress.task(f"{client.device_id}: accuracy", len(idx)) as bar:
-        for k, i in enumerate(idx):
-            r = _infer_one(client, encode_input(conv, spec, x[i]), n_outputs, f"eval sample {int(i)}", est)
-            est = r.elapsed_us / 1e6
-            preds[k] = int(np.argmax(np.asarray(r.results)))
-            scores[k] = r.results[0] if r.results else math.nan
-            bar.advance()
+    preds, scores = _predict(client, conv, spec, n_outputs, x, idx, "accuracy")
     ys = y[idx] if y is not None else None
     refs = ref[idx] if ref is not None else None
     if conv.score == "auc":  # one anomaly score per sample: AUC against y (1 = anomalous)
@@ -619,11 +648,23 @@ def accuracy(
             "path": str(eval_path),
             "seconds": round(time.monotonic() - t0, 3),
         }
+    perturbed = {}
+    for name, xp, refp in load_perturbed(eval_path):  # the same samples, perturbed (harness/models/perturb.py)
+        say(f"accuracy@{name}: {len(idx)} of {total} eval samples over serial")
+        pp, _ = _predict(client, conv, spec, n_outputs, xp, idx, f"accuracy@{name}")
+        rp = refp[idx] if refp is not None else None
+        perturbed[name] = {
+            "n": int(len(idx)),
+            "of": int(total),
+            "top1": float(np.mean(pp == ys)) if ys is not None else None,
+            "agreement": float(np.mean(pp == rp)) if rp is not None else None,
+        }
     return {
         "n": int(len(idx)),
         "of": int(total),
         "convention": conv.name,
         "score": "top1",
+        **({"perturbed": perturbed} if perturbed else {}),
         "top1": float(np.mean(preds == ys)) if ys is not None else None,
         "agreement": float(np.mean(preds == refs)) if refs is not None else None,
         "correct": int(np.sum(preds == ys)) if ys is not None else None,
