@@ -357,3 +357,25 @@ def test_real_runs_first_new_then_aa_pass(real, tmp_path):
     assert set(csv[csv.metric == "model_size_bytes"].verdict) == {"pass"}
     assert set(csv[csv.metric == "accuracy_top1"].effect) == {0.0}
     assert p.returncode == 0, p.stdout
+
+
+def test_accuracy_under_a_perturbation_is_gated_like_top1_and_budgeted(lab):
+    """Issue 24: `accuracy_top1@<perturbation>` regresses and breaks budgets like top-1 does, while the
+    clean top-1 stays where it was."""
+    from harness.report.gate_markdown import render_gate_markdown
+
+    ws, store = lab
+    prof = ws / "device_profiles" / "localhost.yaml"
+    prof.write_text(prof.read_text().replace("budgets: {}", 'budgets: {"min_accuracy_top1@noise_snr10db": 0.8}'))
+    noisy = "accuracy_top1@noise_snr10db"
+    add_run(store, [res(metrics={noisy: 0.85, "agreement@noise_snr10db": 0.9})])
+    judge(store, None)
+    add_run(store, [res(metrics={noisy: 0.78, "agreement@noise_snr10db": 0.9})])
+    g = judge(store, None, record=False)
+    assert g.exit_code == 1
+    check = verdict_of(g, noisy)
+    assert check.verdict == "regression" and check.effect == pytest.approx(-0.07) and check.budget.exceeded
+    assert (
+        verdict_of(g, "accuracy_top1").verdict == "pass" and verdict_of(g, "agreement@noise_snr10db").verdict == "pass"
+    )
+    assert "top-1 accuracy @ noise_snr10db regressed" in render_gate_markdown(g)

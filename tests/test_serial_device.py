@@ -415,3 +415,25 @@ def test_devices_check_probes_serial_firmware(workspace, mcu_model):
     lab(workspace, str(workspace / "no-such-port"))
     p = hil("devices", "check")
     assert p.returncode == 2 and "no-such-port" in p.stdout + p.stderr and "FAIL" in p.stdout
+
+
+def test_perturbed_eval_sets_go_over_the_wire_like_the_eval_set(workspace, mcu_model):
+    """Issue 24 on an MCU board: each perturbed copy is sent as the eval set is, on the same samples
+    (n of N), and stored beside the clean score; 'clean' scores exactly what the eval set scores."""
+    with simulator(mcu_model["int8"], "--link", str(workspace / "dut")):
+        lab(workspace, str(workspace / "dut"))
+        p = hil(
+            "-v", "run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, "--robustness", "clean,noise_snr10db",
+            env=mcu_model["env"], check=True,
+        )  # fmt: skip
+    run_id = p.stdout.strip().splitlines()[-1]
+    store, wide = results(workspace, run_id)
+    row = wide.iloc[0]
+    assert row["accuracy_top1@clean"] == row["accuracy_top1"] and row["agreement@clean"] == row["agreement"]
+    assert 0 <= row["accuracy_top1@noise_snr10db"] <= 1 and 0 <= row["agreement@noise_snr10db"] <= 1
+    doc = store.raw(int(row["result_id"]))
+    assert {k: (v["n"], v["of"]) for k, v in doc["accuracy"]["perturbed"].items()} == {
+        "clean": (20, 70),
+        "noise_snr10db": (20, 70),
+    }
+    assert "accuracy@noise_snr10db: 20 of 70 eval samples over serial" in p.stderr

@@ -450,3 +450,31 @@ def test_a_training_crash_is_a_failed_candidate(tiny_model, tmp_path, monkeypatc
         return SweepResult(RunSummary("r", ok=1), [], {}, {}, [], refused=refused).exit_code
 
     assert (code(FAILED), code(NOT_APPLICABLE)) == (3, 0)  # a crash is an error; not applying is an outcome
+
+
+def test_a_robustness_budget_rules_out_a_candidate_that_passes_on_clean_data(lab):
+    """Issue 24: the candidate a sweep chooses on clean data is ruled out once the budget asks for its
+    accuracy under noise, and the choice moves to one that keeps it (or to none)."""
+    first = sweep(lab, "--robustness", "noise_snr0db")
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = {
+        r["candidate"]: r for r in json.loads((lab["dir"] / "choice.json").read_text())["devices"]["dut"]["candidates"]
+    }
+    chosen = next(n for n, r in rows.items() if r.get("chosen"))
+    noisy = {n: r["accuracy_top1@noise_snr0db"] for n, r in rows.items() if r.get("status") == "ok"}
+    assert all(0 <= v <= 1 for v in noisy.values()) and len(noisy) == 5
+    clean = min(r["accuracy"] for r in rows.values() if r.get("status") == "ok")  # every candidate passes it
+    # just above what the chosen candidate keeps under noise: at the next more robust candidate if any
+    floor = min([v for v in noisy.values() if v > noisy[chosen]] or [noisy[chosen] + 1e-6])
+    second = sweep(
+        lab, "--budget", f"min_accuracy_top1={clean}", "--budget", f"min_accuracy_top1@noise_snr0db={floor}"
+    )  # the budget alone asks for the perturbation: no --robustness needed
+    dev = json.loads((lab["dir"] / "choice.json").read_text())["devices"]["dut"]
+    rows = {r["candidate"]: r for r in dev["candidates"]}
+    assert rows[chosen]["meets_budgets"] is False
+    assert rows[chosen]["ruled_out_by"] == [
+        f"accuracy_top1@noise_snr0db {noisy[chosen]:g} exceeds budget min_accuracy_top1@noise_snr0db (>= {floor:g})"
+    ]  # it passes the clean budget: the robustness one alone rules it out
+    keep = {n for n, v in noisy.items() if v >= floor}
+    assert (dev["choice"] in keep) if keep else (dev["choice"] is None)
+    assert second.returncode == (0 if keep else 1), second.stderr[-3000:]  # 1: no candidate within budgets

@@ -327,6 +327,8 @@ def table_rows(res: SweepResult) -> list[dict[str, Any]]:
                 row["accuracy_source"] = res.sources.get((choice.device, c.name))
                 row["accuracy_n"], row["accuracy_of"] = p.values.get("accuracy_n"), p.values.get("accuracy_of")
                 row["accuracy_paired"] = res.paired_sources.get((choice.device, c.name))
+                # robustness (perturb.py): the device's score, else the host's on the same perturbed inputs
+                row.update({k: p.values[k] for k in sorted(p.values) if k.startswith("accuracy_top1@")})
                 row["accuracy_tied"] = any(t.name == c.name for t in choice.ties) or (
                     bool(choice.ties) and choice.most_accurate == c.name
                 )
