@@ -21,6 +21,15 @@ def register(sub) -> None:
     )
     p.add_argument("model", help=".tflite file (a .keras model: `hil convert` it first)")
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    p.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="rank the operators of a float model by what their int8 quantization costs "
+        "(needs --calibration; --eval adds the top-1 drop of the top few)",
+    )
+    p.add_argument("--calibration", help="with --sensitivity: representative inputs (.npz/.npy, x)")
+    p.add_argument("--eval", dest="eval_file", help="with --sensitivity: labelled data (.npz: x, y) for accuracy drops")
+    p.add_argument("--top", type=int, default=3, metavar="N", help="with --sensitivity: accuracy drops of the top N")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -75,7 +84,78 @@ def format_measured(rows: list[dict]) -> str:
     return "Measured (newest result of this file per device):\n" + markdown_table(headers, body)
 
 
+def cmd_sensitivity(args) -> int:
+    """`hil analyze MODEL --sensitivity`: harness/compress/sensitivity.py on the model's float .tflite."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from harness.commands import common
+    from harness.compress.sensitivity import format_ranking, rank
+    from harness.errors import ConfigError
+    from harness.models.arrays import class_labels, input_samples, load_array
+    from harness.models.convert import Calibration, ModelSource
+
+    if not args.calibration:
+        raise ConfigError("--sensitivity: needs --calibration DATA (representative inputs, x)")
+    if args.top < 0:
+        raise ConfigError(f"--top: {args.top} is below 0")
+    src = ModelSource.open(args.model)
+    calib = Calibration.from_arg(args.calibration)
+    if calib is None:
+        raise ConfigError("--calibration: give a data file (random data ranks nothing real)")
+    calib.check()
+    if src.kind == "tflite":
+        float_path = src.path
+    else:
+        float_path = Path(common.converter(args).convert(src, "fp32", None, quiet=True).artifact)
+    a = analyze(float_path)
+    shape = tuple(max(1, d) for d in a.inputs[0].shape)
+    x = np.concatenate([s[0] for s in calib.arrays([(None, *shape[1:])])]).astype(np.float32)
+    ex = ey = None
+    if args.eval_file:
+        ev = Path(args.eval_file)
+        ex = input_samples(ev, "x", load_array(ev, "x")).reshape((-1, *shape[1:]))
+        ey = class_labels(ev, "y", load_array(ev, "y"), len(ex), None)
+    ranking = rank(float_path.read_bytes(), x, ex, ey, top=args.top)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": str(args.model),
+                    "float_model": str(float_path),
+                    "int8_output_sqnr_db": ranking.base_db,
+                    "float_top1": ranking.float_top1,
+                    "int8_top1": ranking.int8_top1,
+                    "ops": [
+                        {
+                            "rank": i,
+                            "index": s.index,
+                            "type": s.type,
+                            "tensor": s.tensor,
+                            "gain_db": s.gain_db,
+                            "sqnr_db": s.sqnr_db,
+                            "readers": list(s.readers),
+                            "accuracy_drop": s.accuracy_drop,
+                        }
+                        for i, s in enumerate(ranking.ops, 1)
+                    ],
+                },
+                indent=1,
+            )
+        )
+    else:
+        print(format_ranking(ranking, args.top))
+    return 0
+
+
 def cmd_analyze(args) -> int:
+    if args.sensitivity:
+        return cmd_sensitivity(args)
+    if args.calibration or args.eval_file:
+        from harness.errors import ConfigError
+
+        raise ConfigError("--calibration/--eval: only with --sensitivity")
     a = analyze(args.model)
     rows = measured(args.db, a.sha256)
     if args.json:

@@ -120,6 +120,7 @@ class Compressor:
         self._data: training_data.TrainingData | None = None
         self._fitted: dict[tuple, training_data.TrainingData] = {}
         self._calib_x: np.ndarray | None = None
+        self._rankings: dict[str, Any] = {}  # float model sha256 -> its sensitivity ranking (mixed precision)
         self._autoencoder: bool | None = None
         if eval_data is not None and eval_data.y is None and not self.autoencoder():
             raise eval_data.missing_labels()
@@ -462,9 +463,30 @@ class Compressor:
             float_blob = parent.path.read_bytes()
         else:
             float_blob = Path(self.converter.convert(parent, "fp32", None, quiet=True).artifact).read_bytes()
-        blob = aeq_quantize(float_blob, q.aeq, q.granularity, self.calibration_x(), f"{where}.aeq")
+        if q.keep:
+            blob = self._mixed(float_blob, q, where)
+        else:
+            blob = aeq_quantize(float_blob, q.aeq, q.granularity, self.calibration_x(), f"{where}.aeq")
         (out / "model.tflite").write_bytes(blob)
         return out / "model.tflite"
+
+    def _mixed(self, float_blob: bytes, q: QuantizeStep, where: str) -> bytes:
+        """Mixed precision: the sensitivity ranking of this float model (once per model, whatever the
+        grid asks of `keep`), then int8 with the top `keep` operators kept."""
+        from harness.compress.sensitivity import mixed_quantize, rank
+
+        calib = self.calibration_x()
+        if calib is None:
+            raise ConfigError(
+                f"{where}.keep: mixed precision needs calibration data (a <model>.calibration.npz "
+                "sidecar or --calibration)"
+            )
+        key = hashlib.sha256(float_blob).hexdigest()
+        if key not in self._rankings:
+            self._rankings[key] = rank(float_blob, calib)
+        blob, kept = mixed_quantize(float_blob, q.keep, q.keep_as, calib, q.granularity, self._rankings[key])
+        self.log(f"{where}: mixed precision keeps operator(s) {', '.join(f'#{i}' for i in kept)} as {q.keep_as}")
+        return blob
 
     # ------------------------------------------------------------------ host metrics
 

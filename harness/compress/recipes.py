@@ -61,6 +61,11 @@ class QuantizeStep(_Strict):
     variant: Literal["fp32", "fp16", "dynamic", "int8", "int16x8"] | None = None
     aeq: Literal[AEQ_METHODS] | None = None  # type: ignore[valid-type]
     granularity: Literal["channel", "tensor"] = "channel"  # aeq only: weight scales per channel or per tensor
+    # mixed precision (aeq static_int8 only; harness/compress/sensitivity.py): the `keep` operators whose
+    # int8 quantization costs the most, with the readers of their outputs, stay int16 (int16
+    # activations, int8 weights: TFLite Micro has the kernels) or float (devices with an FPU)
+    keep: int = Field(0, ge=0, le=1000)
+    keep_as: Literal["int16", "float"] = "int16"
 
     @model_validator(mode="after")
     def _one_method(self) -> QuantizeStep:
@@ -68,6 +73,8 @@ class QuantizeStep(_Strict):
             raise ValueError("give exactly one of 'variant' (converter) or 'aeq' (ai-edge-quantizer)")
         if self.variant is not None and self.granularity != "channel":
             raise ValueError("'granularity' applies to 'aeq' methods only")
+        if self.keep and self.aeq != "static_int8":
+            raise ValueError("'keep' (mixed precision) applies to aeq: static_int8 only")
         return self
 
 
@@ -255,6 +262,18 @@ def parse(data: Any, path: Path, grid: dict[str, Any] | None = None) -> Recipe:
     return Recipe(doc.name, path, doc.description, doc.seed, doc.train, tuple(steps), dict(grid or {}))
 
 
+MIXED = "mixed"  # grid name of a mixed-precision quantize step's parameters: --grid mixed.keep=1,2,4
+
+
+def _is_mixed(step: Step) -> bool:
+    return isinstance(step.params, QuantizeStep) and step.params.keep > 0
+
+
+def _is_mixed_raw(step: dict) -> bool:
+    q = step.get("quantize")
+    return isinstance(q, dict) and bool(q.get("keep"))
+
+
 def _apply_grid(data: dict, grid: dict[str, Any], path: Path) -> None:
     """`prune.sparsity` sets the parameter of the recipe's (first) prune step; `seed`, `train.epochs` the
     recipe's own fields."""
@@ -265,6 +284,12 @@ def _apply_grid(data: dict, grid: dict[str, Any], path: Path) -> None:
             continue
         if head == "train" and tail:
             data.setdefault("train", {})[tail] = value
+            continue
+        if head == MIXED:  # mixed.keep: the keep of a mixed-precision quantize step (sensitivity.py)
+            step = next((s for s in data.get("steps") or [] if isinstance(s, dict) and _is_mixed_raw(s)), None)
+            if step is None:
+                raise ConfigError(f"{path}: --grid {key}: the recipe has no mixed-precision quantize step")
+            step["quantize"][tail] = value
             continue
         for s in data.get("steps") or []:
             if isinstance(s, dict) and head in s:
@@ -353,4 +378,6 @@ def expand(refs: list[str], grid: dict[str, list[Any]]) -> list[Recipe]:
 
 def _grid_applies(recipe: Recipe, key: str) -> bool:
     head = key.split(".")[0]
+    if head == MIXED:
+        return any(_is_mixed(s) for s in recipe.steps)
     return head in ("seed", "train") or any(s.type == head for s in recipe.steps)

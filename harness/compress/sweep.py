@@ -83,13 +83,14 @@ class SweepResult:
 def mcu_skips(candidates: list[Candidate], devices: list[Device], inventory: Inventory) -> dict[tuple[str, str], str]:
     """(device, candidate) pairs left out: MCU boards run full-integer models only, wired directly or
     behind a labgrid place (both reach the board over serial)."""
-    from harness.mcu.bundle import INTEGER_DTYPES
+    from harness.mcu.bundle import integer_only
     from harness.models.inspect.analysis import analyze
 
     out = {}
     for c in candidates:
-        dtype = analyze(c.artifact).dtype
-        if dtype in INTEGER_DTYPES:
+        a = analyze(c.artifact)
+        dtype = a.dtype
+        if integer_only(a):
             continue
         for d in devices:
             if link_type(d, inventory.profile_of(d)) == "serial":

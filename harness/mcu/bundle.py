@@ -48,6 +48,28 @@ _log = logging.getLogger(__name__)
 
 SCHEMA = "hilbench.mcu-bundle/1"
 INTEGER_DTYPES = ("int8", "int16x8")
+# tensors a model without float arithmetic may hold (int8 with some int16 activations)
+_INTEGER_TENSORS = ("int8", "int16", "int32", "int64", "bool")
+
+
+def integer_only(a) -> bool:
+    """No float arithmetic: int8, int16x8, or int8 with some operators kept in int16
+    (harness/compress/sensitivity.py). A float tensor is allowed only where ai-edge-quantizer
+    dequantizes an input for a SHAPE op (shape metadata, no arithmetic on the values). An MCU without
+    an FPU runs nothing else."""
+    if a.dtype in INTEGER_DTYPES:
+        return True
+    if not a.dtype.startswith("mixed"):
+        return False
+    floats = {(t.subgraph, t.index) for t in a.tensors if t.dtype not in _INTEGER_TENSORS}
+    for op in a.operators:
+        reads = {(op.subgraph, i) for i in op.inputs if i >= 0} & floats
+        writes = {(op.subgraph, i) for i in op.outputs if i >= 0} & floats
+        if (reads and op.name != "SHAPE") or (writes and op.name != "DEQUANTIZE"):
+            return False
+    return all(io.dtype in _INTEGER_TENSORS for io in [*a.inputs, *a.outputs])
+
+
 PROTOCOL_CAPS = ["arena", "dbbin"]
 
 
@@ -130,7 +152,7 @@ def build_bundle(
     model_path = Path(model_path)
     a = analyze(model_path)
     name = model_name or model_path.stem
-    if a.dtype not in INTEGER_DTYPES:
+    if not integer_only(a):
         raise ModelError(
             f"{model_path}: MCU bundles need a fully integer-quantised model (int8 or "
             f"int16x8) but this model is {a.dtype}; build from the .keras/SavedModel "
