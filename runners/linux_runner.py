@@ -1195,7 +1195,7 @@ LOCK_WRITE = 1
 MAX_RANK = 8
 # the ctypes binding, bound on the first profile pass only: a run without --profile-runs never
 # loads it (tests check that it stays empty)
-_LITERT_C = []
+_LITERT_C: List[dict] = []
 
 
 class ProfileUnavailable(Exception):
@@ -1323,7 +1323,8 @@ class LiteRtProfiledModel(object):
         types = []
         for i in range(count.value):
             tensor, name = P(), c.c_char_p()
-            self._ok(getattr(lib, "LiteRtGetSignature%sTensorByIndex" % kind)(self.signature, S(i), c.byref(tensor)), "")
+            by_index = getattr(lib, "LiteRtGetSignature%sTensorByIndex" % kind)
+            self._ok(by_index(self.signature, S(i), c.byref(tensor)), "read a tensor of")
             # LiteRtRankedTensorType: element type (int32), then LiteRtLayout (rank bits, int32 dims[8], ...)
             ranked = c.create_string_buffer(256)
             self._ok(lib.LiteRtGetRankedTensorType(tensor, ranked), "read the tensor type of")
@@ -1338,10 +1339,8 @@ class LiteRtProfiledModel(object):
                 rank = c.c_uint32.from_buffer(ranked, 4).value & 0x7F
                 if [int(d) for d in dims[:rank]] != [int(d) for d in data.shape]:
                     shape = (c.c_int * len(data.shape))(*data.shape)
-                    self._ok(
-                        lib.LiteRtCompiledModelResizeInputTensorNonStrict(self.cm, S(0), S(i), shape, S(len(data.shape))),
-                        "resize an input of",
-                    )
+                    resize = lib.LiteRtCompiledModelResizeInputTensorNonStrict
+                    self._ok(resize(self.cm, S(0), S(i), shape, S(len(data.shape))), "resize an input of")
                     for k, d in enumerate(data.shape):
                         dims[k] = int(d)
                 types[-1] = (ranked, data)
@@ -1468,9 +1467,7 @@ def op_profile_from_events(invocations, model_ops, xnnpack):
         "cycles": False,
         "invocations": len(invocations),
         "invoke": invoke,
-        "ops": [
-            {k: op[k] for k in ("index", "subgraph", "type", "name", "delegated", "times")} for op in first or []
-        ],
+        "ops": [{k: op[k] for k in ("index", "subgraph", "type", "name", "delegated", "times")} for op in first or []],
     }
 
 
@@ -1518,10 +1515,8 @@ def profile_pass(result, rt_name, np, args, targets):
         prof = result[key]
         top = sorted(prof["ops"], key=lambda o: -sum(o["times"]))[:3]
         total = sum(sum(o["times"]) for o in prof["ops"]) or 1.0
-        log(
-            "%s: %d ops, top %s"
-            % (key, len(prof["ops"]), ", ".join("%s %.0f %%" % (o["type"], 100.0 * sum(o["times"]) / total) for o in top))
-        )
+        shares = ", ".join("%s %.0f %%" % (o["type"], 100.0 * sum(o["times"]) / total) for o in top)
+        log("%s: %d ops, top %s" % (key, len(prof["ops"]), shares))
 
 
 def run(args):
