@@ -1202,12 +1202,27 @@ class ProfileUnavailable(Exception):
     """The runtime here cannot profile per operator: a warning, never a failed measurement."""
 
 
-def litert_c_api(rt_name):
+# The C API as called here (LiteRtCreateModelFromFile taking the environment, TOML runtime options,
+# ProfiledEventData without TFLite types) is that of LiteRT 2.2 on; older releases differ in ways a
+# symbol check cannot see, and a wrong ctypes signature would crash the process, not raise.
+MIN_PROFILER_VERSION = (2, 2)
+
+
+def _version_tuple(text):
+    return tuple(int(p) for p in re.findall(r"\d+", str(text))[:2])
+
+
+def litert_c_api(rt_name, rt_version=None):
     """ctypes binding of ai_edge_litert's libLiteRt.so with the symbols the profile pass calls."""
     if _LITERT_C:
         return _LITERT_C[0]
     if rt_name != "ai_edge_litert":
         raise ProfileUnavailable("the %s runtime has no per-operator profiler (install ai-edge-litert)" % rt_name)
+    if rt_version is not None and _version_tuple(rt_version) < MIN_PROFILER_VERSION:
+        raise ProfileUnavailable(
+            "ai_edge_litert %s is older than %d.%d, whose profiler C API this runner calls"
+            % ((rt_version,) + MIN_PROFILER_VERSION)
+        )
     import ctypes
 
     import ai_edge_litert
@@ -1482,7 +1497,7 @@ def profile_model(api, np, model_path, details, args, xnnpack):
     return op_profile_from_events(model.profile(args.profile_runs), model.model_ops, xnnpack)
 
 
-def profile_pass(result, rt_name, np, args, targets):
+def profile_pass(result, rt_name, np, args, targets, rt_version=None):
     """`targets`: [(document key, model path, input details)]. Adds each key's profile (and, with XNNPACK,
     its `*_builtin` twin, since XNNPACK's ops are not the model's); a runtime or model that cannot be
     profiled costs the profile only: a warning, the measurement stands."""
@@ -1497,7 +1512,7 @@ def profile_pass(result, rt_name, np, args, targets):
         )
     )
     try:
-        api = litert_c_api(rt_name)
+        api = litert_c_api(rt_name, rt_version)
         for key, path, details in targets:
             doc = profile_model(api, np, path, details, args, xnnpack)
             result[key] = doc
@@ -1756,7 +1771,7 @@ def run(args):
         targets = [("op_profile", model_path, in_details)]
         if paired is not None:
             targets.append(("paired_op_profile", paired[1]["path"], paired[0].get_input_details()))
-        profile_pass(result, rt_name, np, args, targets)
+        profile_pass(result, rt_name, np, args, targets, rt_version)
     return result
 
 
