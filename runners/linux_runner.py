@@ -8,6 +8,8 @@ It loads a .tflite model, measures init / first inference / warmup / steady-stat
 (only ``invoke()`` is timed, inputs are set once with random data, like TFLite's
 ``benchmark_model``), memory, telemetry, optional RAPL energy and optional accuracy on an
 ``.npz`` eval file, and prints exactly one JSON document on stdout. Progress goes to stderr.
+``--profile-runs N`` adds, in a pass of its own after all that, per-operator times from LiteRT's
+profiler (``op_profile``; ai_edge_litert only, anything else gets a warning instead).
 
 On any error it prints ``{"schema": "hilbench.runner/1", "status": "error", "error": "..."}``
 (plus ``error_kind``) on stdout and exits with code 2.
@@ -1518,11 +1520,20 @@ def profile_pass(result, rt_name, np, args, targets, rt_version=None):
             result[key] = doc
             if xnnpack and any(op["delegated"] for op in doc["ops"]):
                 result[key + "_builtin"] = profile_model(api, np, path, details, args, False)
-    except (ProfileUnavailable, RunnerError) as exc:
+    except Exception as exc:  # whatever the profile pass hits, what was measured before it stands
         for key, _, _ in targets:
             result.pop(key, None)
             result.pop(key + "_builtin", None)
-        warning = "per-operator profile: %s; this result has no op_profile" % _one_line(exc)
+        why = (
+            _one_line(exc)
+            if isinstance(exc, (ProfileUnavailable, RunnerError))
+            else "%s: %s"
+            % (
+                exc.__class__.__name__,
+                _one_line(exc),
+            )
+        )
+        warning = "per-operator profile: %s; this result has no op_profile" % why
         result["warnings"].append(warning)
         log("warning: " + warning)
         return

@@ -206,6 +206,18 @@ def test_runtime_without_profiler_warns_and_keeps_the_result(models, runtime, ve
     assert mod._LITERT_C == []
 
 
+def test_a_failing_profile_pass_keeps_the_measurement(models, tmp_path, capsys):
+    """LiteRT refusing the model in the profile pass (here: the file went away) costs the profile only."""
+    mod = _fresh_runner("runner_failing_profile")
+    args = mod.parse_args(["--model", str(models["small"]), "--profile-runs", "2"])
+    result = {"warnings": [], "latency_us": {"count": 5}}
+    gone = tmp_path / "gone.tflite"
+    mod.profile_pass(result, "ai_edge_litert", np, args, [("op_profile", str(gone), [])], "2.3.0")
+    (warning,) = result["warnings"]
+    assert warning.startswith("per-operator profile: LiteRT profiler: cannot load the model %s" % gone)
+    assert "op_profile" not in result and result["latency_us"] == {"count": 5}
+
+
 def test_bad_profile_runs_is_a_usage_error(models):
     code, doc, _ = run_runner("--model", models["small"], "--profile-runs", 0)
     assert code == 2 and doc["error_kind"] == "usage" and "--profile-runs" in doc["error"]
