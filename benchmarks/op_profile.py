@@ -10,7 +10,7 @@ Printed per row:
   ops/plain     median over invocations of the sum of the op times, / the plain p50 (target 0.9-1.1)
   ops/invoke    the same sum / the profiler's own whole-invoke time of that invocation
   overhead      wall time of one LiteRT run with the profiler started / without it (same compiled model)
-  top 3         the three slowest ops (type#index) and their share of the op sum
+  top 3         the three slowest ops (type#index, median time) and their share of the sum of medians
 
 LiteRT's profiler counts whole microseconds per event: ops shorter than about 1 us read 0, so the op
 sum of a model of a few us (or of many tiny XNNPACK ops) falls short of its invoke time.
@@ -135,7 +135,7 @@ def linux_rows(kind: str, models: dict[str, Path], runs: int) -> list[dict]:
         op_sum = statistics.median(sums)
         ratio_invoke = statistics.median(s / t for s, t in zip(sums, prof["invoke"]) if t > 0)
         means = sorted(
-            ((statistics.fmean(op["times"]), f"{op['type']}#{op['index']}") for op in prof["ops"]), reverse=True
+            ((statistics.median(op["times"]), f"{op['type']}#{op['index']}") for op in prof["ops"]), reverse=True
         )
         total = sum(m for m, _ in means) or 1.0
         rows.append(
