@@ -1243,7 +1243,8 @@ def litert_c_api(rt_name, rt_version=None):
         "LiteRtGetTensorName LiteRtCompiledModelResizeInputTensorNonStrict LiteRtGetCompiledModelOutputTensorLayouts "
         "LiteRtGetCompiledModelInputBufferRequirements LiteRtGetCompiledModelOutputBufferRequirements "
         "LiteRtCreateManagedTensorBufferFromRequirements LiteRtGetTensorBufferPackedSize LiteRtLockTensorBuffer "
-        "LiteRtUnlockTensorBuffer LiteRtRunCompiledModel LiteRtGetModelSubgraph LiteRtGetNumSubgraphOps"
+        "LiteRtUnlockTensorBuffer LiteRtRunCompiledModel LiteRtGetModelSubgraph LiteRtGetNumSubgraphOps "
+        "LiteRtDestroyTensorBuffer LiteRtDestroyCompiledModel LiteRtDestroyModel"
     ).split()
     missing = [name for name in needed if not hasattr(lib, name)]
     if missing:
@@ -1269,7 +1270,7 @@ def litert_c_api(rt_name, rt_version=None):
         ]
 
     for name in needed:
-        getattr(lib, name).restype = ctypes.c_int
+        getattr(lib, name).restype = None if name.startswith("LiteRtDestroy") else ctypes.c_int
     api = {
         "ctypes": ctypes,
         "lib": lib,
@@ -1292,8 +1293,13 @@ class LiteRtProfiledModel(object):
         self.api, self.path = api, model_path
         c, lib, P, S = api["ctypes"], api["lib"], api["P"], api["S"]
         self._c, self._lib, self._P, self._S = c, lib, P, S
-        self.env, self.model, opts, self.cm = P(), P(), P(), P()
-        self._ok(lib.LiteRtCreateEnvironment(0, None, c.byref(self.env)), "create a LiteRT environment")
+        self.model, opts, self.cm = P(), P(), P()
+        self.buffers: list = []
+        if "env" not in api:  # one environment for every model profiled in this process
+            env = P()
+            self._ok(lib.LiteRtCreateEnvironment(0, None, c.byref(env)), "create a LiteRT environment for")
+            api["env"] = env
+        self.env = api["env"]
         self._ok(lib.LiteRtCreateModelFromFile(self.env, model_path.encode(), c.byref(self.model)), "load the model")
         self._ok(lib.LiteRtCreateOptions(c.byref(opts)), "create compilation options")
         self._ok(lib.LiteRtSetOptionsHardwareAccelerators(opts, HW_ACCELERATOR_CPU), "select the CPU")
@@ -1375,8 +1381,10 @@ class LiteRtProfiledModel(object):
             req, buf, size = P(), P(), S()
             getter = getattr(lib, "LiteRtGetCompiledModel%sBufferRequirements" % kind)
             self._ok(getter(self.cm, S(0), S(i), c.byref(req)), "read buffer requirements of")
-            self._ok(lib.LiteRtCreateManagedTensorBufferFromRequirements(self.env, ranked, req, c.byref(buf)), "")
+            create = lib.LiteRtCreateManagedTensorBufferFromRequirements
+            self._ok(create(self.env, ranked, req, c.byref(buf)), "create a tensor buffer for")
             buffers.append(buf)
+            self.buffers.append(buf)
             if data is None:
                 continue
             self._ok(lib.LiteRtGetTensorBufferPackedSize(buf, c.byref(size)), "size an input of")
@@ -1392,6 +1400,19 @@ class LiteRtProfiledModel(object):
             c.memmove(addr, raw, len(raw))
             self._ok(lib.LiteRtUnlockTensorBuffer(buf), "write an input of")
         return buffers
+
+    def close(self):
+        """Free the buffers, the compiled model and the model (the environment stays for the next)."""
+        lib = self._lib
+        for buf in self.buffers:
+            lib.LiteRtDestroyTensorBuffer(buf)
+        self.buffers = []
+        if self.cm.value:
+            lib.LiteRtDestroyCompiledModel(self.cm)
+            self.cm = self._P()
+        if self.model.value:
+            lib.LiteRtDestroyModel(self.model)
+            self.model = self._P()
 
     def run(self):
         S = self._S
@@ -1496,7 +1517,10 @@ def seeded_inputs(np, details, seed):
 
 def profile_model(api, np, model_path, details, args, xnnpack):
     model = LiteRtProfiledModel(api, model_path, args.num_threads, xnnpack, seeded_inputs(np, details, args.seed))
-    return op_profile_from_events(model.profile(args.profile_runs), model.model_ops, xnnpack)
+    try:
+        return op_profile_from_events(model.profile(args.profile_runs), model.model_ops, xnnpack)
+    finally:
+        model.close()
 
 
 def profile_pass(result, rt_name, np, args, targets, rt_version=None):
