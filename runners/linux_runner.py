@@ -8,6 +8,8 @@ It loads a .tflite model, measures init / first inference / warmup / steady-stat
 (only ``invoke()`` is timed, inputs are set once with random data, like TFLite's
 ``benchmark_model``), memory, telemetry, optional RAPL energy and optional accuracy on an
 ``.npz`` eval file, and prints exactly one JSON document on stdout. Progress goes to stderr.
+``--profile-runs N`` adds, in a pass of its own after all that, per-operator times from LiteRT's
+profiler (``op_profile``; ai_edge_litert only, anything else gets a warning instead).
 
 On any error it prints ``{"schema": "hilbench.runner/1", "status": "error", "error": "..."}``
 (plus ``error_kind``) on stdout and exits with code 2.
@@ -158,6 +160,14 @@ def parse_args(argv):
     p.add_argument(
         "--idle-power-mw", type=float, default=None, help="board idle power, subtracted from the window's mean power"
     )
+    p.add_argument(
+        "--profile-runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="after the timed windows, a separate pass of N invocations with LiteRT's profiler on: "
+        "per-operator times under op_profile (ai_edge_litert only; never mixed into the latency)",
+    )
     a = p.parse_args(argv)
     if a.cpus is not None:
         try:
@@ -172,6 +182,8 @@ def parse_args(argv):
         raise RunnerError("usage: --min-runs must be >= 1 (got %d)" % a.min_runs, "usage")
     if a.warmup_runs < 0:
         raise RunnerError("usage: --warmup-runs must be >= 0", "usage")
+    if a.profile_runs is not None and a.profile_runs < 1:
+        raise RunnerError("usage: --profile-runs must be >= 1 (got %d)" % a.profile_runs, "usage")
     for name in ("min_seconds", "warmup_seconds"):
         v = getattr(a, name)
         if not (v >= 0 and math.isfinite(v)):
@@ -1198,6 +1210,396 @@ def warmup_loop(invoke, min_runs, min_ns, max_ns, pc, kept):
             return n, total
 
 
+# ------------------------------------------------------------ per-operator profile
+#
+# The Interpreter API that measures latency has no profiler hook, so the profile pass drives the same
+# libLiteRt.so through its C API (CompiledModel + Profiler) with ctypes: a second instance of the
+# model, compiled with `enable_profiling`, run N times after everything else is measured. With
+# XNNPACK the delegated model ops are not reported as model ops: XNNPACK reports its own (fused)
+# operators instead, so with XNNPACK on the built-in kernels are profiled as well (`*_builtin`).
+
+# LiteRtProfilerEventType (litert/c/litert_profiler_event.h)
+EVENT_DEFAULT = 1
+EVENT_OPERATOR = 2
+EVENT_DELEGATE_OPERATOR = 4
+EVENT_DELEGATE_PROFILED_OPERATOR = 8
+HW_ACCELERATOR_CPU = 1
+LOCK_WRITE = 1
+MAX_RANK = 8
+# the ctypes binding, bound on the first profile pass only: a run without --profile-runs never
+# loads it (tests check that it stays empty)
+_LITERT_C: List[dict] = []
+
+
+class ProfileUnavailable(Exception):
+    """The runtime here cannot profile per operator: a warning, never a failed measurement."""
+
+
+# The C API as called here (LiteRtCreateModelFromFile taking the environment, TOML runtime options,
+# ProfiledEventData without TFLite types) is that of LiteRT 2.2 on; older releases differ in ways a
+# symbol check cannot see, and a wrong ctypes signature would crash the process, not raise.
+MIN_PROFILER_VERSION = (2, 2)
+
+
+def _version_tuple(text):
+    return tuple(int(p) for p in re.findall(r"\d+", str(text))[:2])
+
+
+def litert_c_api(rt_name, rt_version=None):
+    """ctypes binding of ai_edge_litert's libLiteRt.so with the symbols the profile pass calls."""
+    if _LITERT_C:
+        return _LITERT_C[0]
+    if rt_name != "ai_edge_litert":
+        raise ProfileUnavailable("the %s runtime has no per-operator profiler (install ai-edge-litert)" % rt_name)
+    if rt_version is not None and _version_tuple(rt_version) < MIN_PROFILER_VERSION:
+        raise ProfileUnavailable(
+            "ai_edge_litert %s is older than %d.%d, whose profiler C API this runner calls"
+            % ((rt_version,) + MIN_PROFILER_VERSION)
+        )
+    import ctypes
+
+    import ai_edge_litert
+
+    path = os.path.join(os.path.dirname(os.path.abspath(ai_edge_litert.__file__)), "libLiteRt.so")
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as exc:
+        raise ProfileUnavailable("cannot load %s: %s" % (path, _one_line(exc)))
+    needed = (
+        "LiteRtCreateEnvironment LiteRtCreateModelFromFile LiteRtCreateOptions LiteRtSetOptionsHardwareAccelerators "
+        "LiteRtCreateOpaqueOptions LiteRtAddOpaqueOptions LiteRtCreateCompiledModel LiteRtCompiledModelGetProfiler "
+        "LiteRtStartProfiler LiteRtStopProfiler LiteRtResetProfiler LiteRtGetNumProfilerEvents "
+        "LiteRtGetProfilerEvents LiteRtGetModelSignature LiteRtGetNumSignatureInputs LiteRtGetNumSignatureOutputs "
+        "LiteRtGetSignatureInputTensorByIndex LiteRtGetSignatureOutputTensorByIndex LiteRtGetRankedTensorType "
+        "LiteRtGetTensorName LiteRtCompiledModelResizeInputTensorNonStrict LiteRtGetCompiledModelOutputTensorLayouts "
+        "LiteRtGetCompiledModelInputBufferRequirements LiteRtGetCompiledModelOutputBufferRequirements "
+        "LiteRtCreateManagedTensorBufferFromRequirements LiteRtGetTensorBufferPackedSize LiteRtLockTensorBuffer "
+        "LiteRtUnlockTensorBuffer LiteRtRunCompiledModel LiteRtGetModelSubgraph LiteRtGetNumSubgraphOps "
+        "LiteRtDestroyTensorBuffer LiteRtDestroyCompiledModel LiteRtDestroyModel"
+    ).split()
+    missing = [name for name in needed if not hasattr(lib, name)]
+    if missing:
+        raise ProfileUnavailable(
+            "ai_edge_litert %s lacks the LiteRT profiler C API (%s)" % (_dist_version("ai-edge-litert"), missing[0])
+        )
+    P, S = ctypes.c_void_p, ctypes.c_size_t
+
+    class MemoryUsage(ctypes.Structure):
+        _fields_ = [("total", S), ("in_use", S), ("private", S)]
+
+    class Event(ctypes.Structure):  # ProfiledEventData
+        _fields_ = [
+            ("tag", ctypes.c_char_p),
+            ("event_type", ctypes.c_int),
+            ("start_us", ctypes.c_uint64),
+            ("elapsed_us", ctypes.c_uint64),
+            ("begin_mem", MemoryUsage),
+            ("end_mem", MemoryUsage),
+            ("metadata1", ctypes.c_uint64),
+            ("metadata2", ctypes.c_uint64),
+            ("source", ctypes.c_int),
+        ]
+
+    for name in needed:
+        getattr(lib, name).restype = None if name.startswith("LiteRtDestroy") else ctypes.c_int
+    api = {
+        "ctypes": ctypes,
+        "lib": lib,
+        "Event": Event,
+        "P": P,
+        "S": S,
+        # opaque-option payloads and their (no-op) destructor live as long as the process
+        "keep": [],
+        "deleter": ctypes.CFUNCTYPE(None, P)(lambda _payload: None),
+    }
+    _LITERT_C.append(api)
+    return api
+
+
+class LiteRtProfiledModel(object):
+    """One model compiled by LiteRT with its profiler enabled, inputs set once like the timed model's."""
+
+    def __init__(self, api, model_path, num_threads, xnnpack, inputs):
+        """`inputs`: [(tensor name, numpy array)] in the interpreter's input order (matched by name)."""
+        self.api, self.path = api, model_path
+        c, lib, P, S = api["ctypes"], api["lib"], api["P"], api["S"]
+        self._c, self._lib, self._P, self._S = c, lib, P, S
+        self.model, opts, self.cm = P(), P(), P()
+        self.buffers: list = []
+        if "env" not in api:  # one environment for every model profiled in this process
+            env = P()
+            self._ok(lib.LiteRtCreateEnvironment(0, None, c.byref(env)), "create a LiteRT environment for")
+            api["env"] = env
+        self.env = api["env"]
+        self._ok(lib.LiteRtCreateModelFromFile(self.env, model_path.encode(), c.byref(self.model)), "load the model")
+        self._ok(lib.LiteRtCreateOptions(c.byref(opts)), "create compilation options")
+        self._ok(lib.LiteRtSetOptionsHardwareAccelerators(opts, HW_ACCELERATOR_CPU), "select the CPU")
+        self._opaque(opts, "runtime_options_string", "enable_profiling = true\n")
+        mode = "xnnpack" if xnnpack else "builtin"
+        self._opaque(opts, "xnnpack", 'kernel_mode = "%s"\nnum_threads = %d\n' % (mode, num_threads))
+        self._ok(lib.LiteRtCreateCompiledModel(self.env, self.model, opts, c.byref(self.cm)), "compile the model")
+        sg, n_ops = P(), S()
+        self._ok(lib.LiteRtGetModelSubgraph(self.model, S(0), c.byref(sg)), "read subgraph 0")
+        self._ok(lib.LiteRtGetNumSubgraphOps(sg, c.byref(n_ops)), "count the ops")
+        self.model_ops = int(n_ops.value)
+        self.signature = P()
+        self._ok(lib.LiteRtGetModelSignature(self.model, S(0), c.byref(self.signature)), "read signature 0")
+        self.inputs = self._buffers("Input", inputs)
+        self.outputs = self._buffers("Output", None)
+        self._in = (P * len(self.inputs))(*self.inputs)
+        self._out = (P * len(self.outputs))(*self.outputs)
+        self.profiler = P()
+        self._ok(lib.LiteRtCompiledModelGetProfiler(self.cm, c.byref(self.profiler)), "get the profiler")
+        if not self.profiler.value:
+            raise ProfileUnavailable("LiteRT compiled %s without a profiler" % model_path)
+
+    def _ok(self, status, what):
+        if status != 0:
+            raise RunnerError("LiteRT profiler: cannot %s %s (LiteRtStatus %d)" % (what, self.path, status), "profile")
+
+    def _opaque(self, opts, identifier, toml):
+        c = self._c
+        payload = c.create_string_buffer(toml.encode())
+        handle = self._P()
+        self.api["keep"].append(payload)
+        self._ok(
+            self._lib.LiteRtCreateOpaqueOptions(
+                identifier.encode(), c.cast(payload, self._P), self.api["deleter"], c.byref(handle)
+            ),
+            "create %s options for" % identifier,
+        )
+        self._ok(self._lib.LiteRtAddOpaqueOptions(opts, handle), "add %s options for" % identifier)
+
+    def _buffers(self, kind, inputs):
+        c, lib, P, S = self._c, self._lib, self._P, self._S
+        count = S()
+        self._ok(getattr(lib, "LiteRtGetNumSignature%ss" % kind)(self.signature, c.byref(count)), "count tensors of")
+        types = []
+        for i in range(count.value):
+            tensor, name = P(), c.c_char_p()
+            by_index = getattr(lib, "LiteRtGetSignature%sTensorByIndex" % kind)
+            self._ok(by_index(self.signature, S(i), c.byref(tensor)), "read a tensor of")
+            # LiteRtRankedTensorType: element type (int32), then LiteRtLayout (rank bits, int32 dims[8], ...)
+            ranked = c.create_string_buffer(256)
+            self._ok(lib.LiteRtGetRankedTensorType(tensor, ranked), "read the tensor type of")
+            types.append(ranked)
+            if kind == "Input":
+                self._ok(lib.LiteRtGetTensorName(tensor, c.byref(name)), "read a tensor name of")
+                given = dict(inputs)
+                data = given.get((name.value or b"").decode(), inputs[i][1] if i < len(inputs) else None)
+                if data is None:
+                    raise RunnerError("LiteRT profiler: input %d of %s has no data" % (i, self.path), "profile")
+                dims = (c.c_int32 * MAX_RANK).from_buffer(ranked, 8)
+                rank = c.c_uint32.from_buffer(ranked, 4).value & 0x7F
+                if [int(d) for d in dims[:rank]] != [int(d) for d in data.shape]:
+                    shape = (c.c_int * len(data.shape))(*data.shape)
+                    resize = lib.LiteRtCompiledModelResizeInputTensorNonStrict
+                    self._ok(resize(self.cm, S(0), S(i), shape, S(len(data.shape))), "resize an input of")
+                    for k, d in enumerate(data.shape):
+                        dims[k] = int(d)
+                types[-1] = (ranked, data)
+        if kind == "Output":
+            layouts = c.create_string_buffer(68 * max(1, len(types)))
+            self._ok(
+                lib.LiteRtGetCompiledModelOutputTensorLayouts(self.cm, S(0), S(len(types)), layouts, c.c_bool(True)),
+                "read the output shapes of",
+            )
+            for i, ranked in enumerate(types):
+                c.memmove(c.addressof(ranked) + 4, c.addressof(layouts) + 68 * i, 68)
+            types = [(ranked, None) for ranked in types]
+        buffers = []
+        for i, (ranked, data) in enumerate(types):
+            req, buf, size = P(), P(), S()
+            getter = getattr(lib, "LiteRtGetCompiledModel%sBufferRequirements" % kind)
+            self._ok(getter(self.cm, S(0), S(i), c.byref(req)), "read buffer requirements of")
+            create = lib.LiteRtCreateManagedTensorBufferFromRequirements
+            self._ok(create(self.env, ranked, req, c.byref(buf)), "create a tensor buffer for")
+            buffers.append(buf)
+            self.buffers.append(buf)
+            if data is None:
+                continue
+            self._ok(lib.LiteRtGetTensorBufferPackedSize(buf, c.byref(size)), "size an input of")
+            raw = data.tobytes()
+            if size.value != len(raw):
+                raise RunnerError(
+                    "LiteRT profiler: input %d of %s takes %d bytes, the data has %d"
+                    % (i, self.path, size.value, len(raw)),
+                    "profile",
+                )
+            addr = P()
+            self._ok(lib.LiteRtLockTensorBuffer(buf, c.byref(addr), LOCK_WRITE), "write an input of")
+            c.memmove(addr, raw, len(raw))
+            self._ok(lib.LiteRtUnlockTensorBuffer(buf), "write an input of")
+        return buffers
+
+    def close(self):
+        """Free the buffers, the compiled model and the model (the environment stays for the next)."""
+        lib = self._lib
+        for buf in self.buffers:
+            lib.LiteRtDestroyTensorBuffer(buf)
+        self.buffers = []
+        if self.cm.value:
+            lib.LiteRtDestroyCompiledModel(self.cm)
+            self.cm = self._P()
+        if self.model.value:
+            lib.LiteRtDestroyModel(self.model)
+            self.model = self._P()
+
+    def run(self):
+        S = self._S
+        self._ok(
+            self._lib.LiteRtRunCompiledModel(
+                self.cm, S(0), S(len(self.inputs)), self._in, S(len(self.outputs)), self._out
+            ),
+            "run",
+        )
+
+    def profile(self, runs):
+        """Events of each of `runs` invocations: [[(event type, tag, metadata1, metadata2, elapsed us)]].
+        One invocation at a time (start, run, stop, read, reset) so no event buffer can overflow."""
+        c, lib = self._c, self._lib
+        self.run()  # the first run allocates; it is not profiled
+        out = []
+        for _ in range(runs):
+            self._ok(lib.LiteRtResetProfiler(self.profiler), "reset the profiler of")
+            self._ok(lib.LiteRtStartProfiler(self.profiler), "start the profiler of")
+            self.run()
+            self._ok(lib.LiteRtStopProfiler(self.profiler), "stop the profiler of")
+            n = c.c_int()
+            self._ok(lib.LiteRtGetNumProfilerEvents(self.profiler, c.byref(n)), "count the events of")
+            events = (self.api["Event"] * max(1, n.value))()
+            self._ok(lib.LiteRtGetProfilerEvents(self.profiler, n, events), "read the events of")
+            out.append(
+                [
+                    (e.event_type, (e.tag or b"").decode("utf-8", "replace"), e.metadata1, e.metadata2, e.elapsed_us)
+                    for e in events[: n.value]
+                ]
+            )
+        return out
+
+
+def op_profile_from_events(invocations, model_ops, xnnpack):
+    """The profile document (harness/profile/document.py) from the events of each profiled invocation.
+
+    Model ops run by the built-in kernels are OPERATOR events (metadata1 = node index, metadata2 =
+    subgraph); a node index beyond the model's ops is a delegate node. XNNPACK reports its own
+    operators instead of its node (DELEGATE_*OPERATOR events, metadata1 = its index within one
+    delegated partition): each becomes a `delegated` op, numbered after the model's ops like TFLite
+    numbers delegate nodes, since they are not model ops. An op run several times in one invocation
+    (a loop body) counts its summed time."""
+    keys, first = None, None
+    invoke = []
+    for n, events in enumerate(invocations):
+        ops = {}
+        order = []
+        total = 0.0
+        partition, last_delegate, position = -1, None, 0
+        for etype, tag, md1, md2, elapsed in events:
+            if etype == EVENT_DEFAULT and tag == "Invoke":
+                total += float(elapsed)
+                continue
+            if etype == EVENT_OPERATOR:
+                last_delegate = None
+                key = ("op", int(md2), int(md1), tag)
+                info = {"index": int(md1), "subgraph": int(md2), "type": tag, "name": None}
+                info["delegated"] = int(md2) == 0 and int(md1) >= model_ops
+            elif etype in (EVENT_DELEGATE_OPERATOR, EVENT_DELEGATE_PROFILED_OPERATOR):
+                if last_delegate is None or int(md1) <= last_delegate:
+                    partition += 1
+                last_delegate = int(md1)
+                key = ("delegate", partition, int(md1), tag)
+                info = {
+                    "index": model_ops + position,
+                    "subgraph": 0,
+                    "type": tag,
+                    "name": "XNNPACK partition %d op %d" % (partition, int(md1)),
+                    "delegated": True,
+                }
+                position += 1
+            else:
+                continue
+            if key not in ops:
+                ops[key] = dict(info, time=0.0)
+                order.append(key)
+            ops[key]["time"] += float(elapsed)
+        invoke.append(total)
+        if keys is None:
+            keys, first = order, [dict(ops[k], times=[]) for k in order]
+        elif order != keys:
+            raise RunnerError("LiteRT profiler: invocation %d ran other ops than the first" % (n + 1), "profile")
+        for slot, k in zip(first, order):
+            slot["times"].append(ops[k]["time"])
+    return {
+        "source": "litert-xnnpack" if xnnpack else "litert-builtin",
+        "unit": "us",
+        "ticks_per_us": None,
+        "cycles": False,
+        "invocations": len(invocations),
+        "invoke": invoke,
+        "ops": [{k: op[k] for k in ("index", "subgraph", "type", "name", "delegated", "times")} for op in first or []],
+    }
+
+
+def seeded_inputs(np, details, seed):
+    """The random inputs the timed model got (same seed, same order): [(tensor name, array)]."""
+    rng = np.random.default_rng(seed)
+    return [(str(d["name"]), random_input(np, rng, tuple(d["shape"]), d["dtype"])) for d in details]
+
+
+def profile_model(api, np, model_path, details, args, xnnpack):
+    model = LiteRtProfiledModel(api, model_path, args.num_threads, xnnpack, seeded_inputs(np, details, args.seed))
+    try:
+        return op_profile_from_events(model.profile(args.profile_runs), model.model_ops, xnnpack)
+    finally:
+        model.close()
+
+
+def profile_pass(result, rt_name, np, args, targets, rt_version=None):
+    """`targets`: [(document key, model path, input details)]. Adds each key's profile (and, with XNNPACK,
+    its `*_builtin` twin, since XNNPACK's ops are not the model's); a runtime or model that cannot be
+    profiled costs the profile only: a warning, the measurement stands."""
+    xnnpack = not args.no_xnnpack
+    log(
+        "per-operator profile: %d invocation%s with LiteRT's profiler (XNNPACK %s%s)"
+        % (
+            args.profile_runs,
+            "" if args.profile_runs == 1 else "s",
+            "on" if xnnpack else "off",
+            ", then the built-in kernels" if xnnpack else "",
+        )
+    )
+    try:
+        api = litert_c_api(rt_name, rt_version)
+        for key, path, details in targets:
+            doc = profile_model(api, np, path, details, args, xnnpack)
+            result[key] = doc
+            if xnnpack and any(op["delegated"] for op in doc["ops"]):
+                result[key + "_builtin"] = profile_model(api, np, path, details, args, False)
+    except Exception as exc:  # whatever the profile pass hits, what was measured before it stands
+        for key, _, _ in targets:
+            result.pop(key, None)
+            result.pop(key + "_builtin", None)
+        why = (
+            _one_line(exc)
+            if isinstance(exc, (ProfileUnavailable, RunnerError))
+            else "%s: %s"
+            % (
+                exc.__class__.__name__,
+                _one_line(exc),
+            )
+        )
+        warning = "per-operator profile: %s; this result has no op_profile" % why
+        result["warnings"].append(warning)
+        log("warning: " + warning)
+        return
+    for key in [k + tail for k, _, _ in targets for tail in ("", "_builtin") if k + tail in result]:
+        prof = result[key]
+        top = sorted(prof["ops"], key=lambda o: -sum(o["times"]))[:3]
+        total = sum(sum(o["times"]) for o in prof["ops"]) or 1.0
+        shares = ", ".join("%s %.0f %%" % (o["type"], 100.0 * sum(o["times"]) / total) for o in top)
+        log("%s: %d ops, top %s" % (key, len(prof["ops"]), shares))
+
+
 def run(args):
     # warnings: the result is usable but incomplete (e.g. the energy meter is missing: no energy)
     result = {"schema": SCHEMA, "status": "ok", "warnings": []}
@@ -1232,6 +1634,7 @@ def run(args):
         "warmup_seconds": args.warmup_seconds,
         "seed": args.seed,
         "eval": os.path.abspath(args.eval) if args.eval else None,
+        "profile_runs": args.profile_runs,
     }
 
     if args.cpus is not None:
@@ -1428,6 +1831,13 @@ def run(args):
         result["accuracy"] = acc
     else:
         result["accuracy"] = None
+
+    # ---- per-operator profile: its own pass, after everything measured
+    if args.profile_runs:
+        targets = [("op_profile", model_path, in_details)]
+        if paired is not None:
+            targets.append(("paired_op_profile", paired[1]["path"], paired[0].get_input_details()))
+        profile_pass(result, rt_name, np, args, targets, rt_version)
     return result
 
 

@@ -106,6 +106,8 @@ def runner_args(job: Job, model_path: str, eval_path: str | None, paired_path: s
         args += ["--eval", eval_path]
     if paired_path:
         args += ["--paired-model", paired_path]
+    if o.profile_runs:  # a pass of its own after the timed windows; without it the profiler is never loaded
+        args += ["--profile-runs", str(o.profile_runs)]
     return args + on_device(job.profile).runner_args()
 
 
