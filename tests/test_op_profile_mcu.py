@@ -1,0 +1,187 @@
+"""Per-operator profiles on MCU boards (issue 22): the `hb-profile%` extension in `hil mcu-sim`, in the
+generated firmware (QEMU mps2-an386 and the TFLM glue), and `hil run --profile` collecting it.
+
+The simulator runs as a subprocess on a real pty with a virtual clock (--inference-us), so its
+modelled ticks are exact; the QEMU firmware runs under -icount, so its cycle counts do not depend on
+the host's load.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import hil
+from test_serial_protocol import lines, scripted  # noqa: F401  (the scripted-device fixture)
+
+from harness.mcu.serial.protocol import BadResponse
+from harness.mcu.sim.op_costs import split_ticks
+from harness.models.inspect.analysis import analyze
+
+RUN_FAST = ["--min-seconds", "0.1", "--min-runs", "5", "--warmup-seconds", "0"]
+INFERENCE_US = 700
+ARM_GCC = shutil.which("arm-none-eabi-gcc")
+ARM_GXX = shutil.which("arm-none-eabi-g++")
+M4 = ["-mcpu=cortex-m4", "-mthumb", "-Os", "-Wall", "-Wextra", "-Werror"]
+
+
+@pytest.fixture(scope="module")
+def mcu_model(tiny_model, tmp_path_factory) -> dict:
+    """The tiny conv classifier as int8 for the device (one conversion, shared cache)."""
+    cache = tmp_path_factory.mktemp("opmcu-cache")
+    env = {"HILBENCH_CACHE": str(cache)}
+    p = hil("convert", str(tiny_model["path"]), "--variants", "int8", env=env, check=True)
+    rows = [line.split("\t") for line in p.stdout.splitlines()]
+    artifact = next(r[2] for r in rows if len(r) == 3 and r[0] == "int8")
+    return {"int8": artifact, "env": env, "keras": str(tiny_model["path"])}
+
+
+def lab(workspace: Path, port: str) -> None:
+    t = {"type": "serial", "port": port, "timeout": 1.0, "infer_timeout": 5.0, "accuracy_samples": 0}
+    (workspace / "inventory.yaml").write_text(
+        "devices:\n  - id: h7\n    profile: stm32h7\n    transport: " + json.dumps(t) + "\n"
+    )
+
+
+def run_doc(workspace: Path, stdout: str) -> dict:
+    run_id = stdout.strip().splitlines()[-1]
+    db = sqlite3.connect(workspace / "reports" / "results.sqlite")
+    (raw,) = db.execute("SELECT raw FROM results WHERE run_id=?", (run_id,)).fetchone()
+    return json.loads(raw)
+
+
+def sim_commands(proc: subprocess.Popen) -> list[str]:
+    """What the simulator received (its -v trace on stderr), read after it was stopped."""
+    proc.terminate()
+    proc.wait(timeout=10)
+    assert proc.stderr is not None
+    return [line.split("<- ", 1)[1].rstrip("%\n") for line in proc.stderr if "<- " in line]
+
+
+def start_sim(model: str, *args: str) -> tuple[subprocess.Popen, str]:
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "mcu-sim", model, "-v", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    out = []
+    for line in proc.stdout:  # the simulator says where it serves once it is ready
+        out.append(line)
+        if line.startswith("serving on "):
+            return proc, line.split()[2]
+    proc.wait(timeout=10)
+    raise AssertionError(f"mcu-sim exited early: {''.join(out)}")
+
+
+# ---------------------------------------------------------------------------------- the simulator
+
+
+def test_split_ticks_adds_up_exactly_and_follows_the_weights():
+    rng = random.Random(5)
+    for _ in range(500):
+        weights = [rng.randint(0, 10**6) for _ in range(rng.randint(1, 40))]
+        total = rng.randint(0, 10**7)
+        ticks = split_ticks(total, weights)
+        assert sum(ticks) == total and len(ticks) == len(weights)
+        if sum(weights):  # each op within one tick of its exact share
+            assert all(abs(t - total * w / sum(weights)) < 1 for w, t in zip(weights, ticks))
+    assert split_ticks(7, [0, 0]) == [4, 3]  # no weight at all: evenly, remainder to the earlier op
+    assert split_ticks(0, [3, 1]) == [0, 0] and split_ticks(5, []) == []
+
+
+def test_run_profile_on_the_simulator(workspace, mcu_model):
+    """--profile N: N single inferences after the windows, each followed by hb-profile; the op types
+    and order are the artifact's, and every run's ticks add up to the simulated inference time."""
+    proc, port = start_sim(mcu_model["int8"], "--op-profiler", "--inference-us", str(INFERENCE_US))
+    try:
+        lab(workspace, port)
+        p = hil(
+            *("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, "--profile", "--profile-runs", "3"),
+            env=mcu_model["env"],
+            check=True,
+        )
+        plain = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, env=mcu_model["env"], check=True)
+    finally:
+        commands = sim_commands(proc)
+    doc = run_doc(workspace, p.stdout)
+    prof = doc["op_profile"]
+    a = analyze(doc["model"]["path"])
+    assert [o["type"] for o in prof["ops"]] == [op.name for op in a.operators]
+    assert [o["index"] for o in prof["ops"]] == [op.index for op in a.operators]
+    assert [o["macs"] for o in prof["ops"]] == [op.macs for op in a.operators]  # completed from the artifact
+    assert prof["source"] == "tflm-sim" and prof["unit"] == "ticks" and prof["ticks_per_us"] == 1.0
+    assert prof["cycles"] is False and prof["invocations"] == 3 and prof["invoke"] == [INFERENCE_US] * 3
+    for k in range(3):
+        assert sum(o["times"][k] for o in prof["ops"]) == INFERENCE_US
+    conv = next(o for o in prof["ops"] if o["type"] == "CONV_2D")
+    assert conv["times"][0] == max(o["times"][0] for o in prof["ops"])  # the most MACs, the most ticks
+    # the profile pass comes after the timed windows: 3 x (infer 1 0, hb-profile), nothing in between
+    assert commands.count("hb-profile") == 3
+    first = commands.index("hb-profile") - 1
+    assert commands[first : first + 6] == ["infer 1 0", "hb-profile"] * 3
+    second_run = commands.index("name", first)  # the next `hil run` connects: name% first
+    assert not any(c.startswith("infer") and c != "infer 1 0" for c in commands[first:second_run])
+    # without --profile the command is never sent, and the document has no profile
+    assert "op_profile" not in run_doc(workspace, plain.stdout)
+    assert "hb-profile" not in commands[second_run:] and "infer 1 0" in commands[second_run:]
+
+
+def test_firmware_without_profiler_warns_and_the_run_passes(workspace, mcu_model):
+    proc, port = start_sim(mcu_model["int8"], "--stock")
+    try:
+        lab(workspace, port)
+        p = hil("run", mcu_model["keras"], "--variants", "int8", *RUN_FAST, "--profile", env=mcu_model["env"])
+    finally:
+        commands = sim_commands(proc)
+    assert p.returncode == 0, p.stderr
+    warning = "device 'h7': firmware has no per-operator profiler (build with hil build --op-profiler)"
+    assert p.stderr.count(warning) == 1
+    doc = run_doc(workspace, p.stdout)
+    assert doc["status"] == "ok" and "op_profile" not in doc and doc["latency_us"]["count"] == 5
+    assert "hb-profile" not in commands
+
+
+def test_garbage_in_a_profile_answer_is_a_clear_error(scripted):  # noqa: F811
+    bad = lines(
+        "m-hb-op-[0,CONV_2D,1200]",
+        "m-hb-op-[1,FULLY_CONNECTED,1x0]",
+        "m-hb-profile-done-[ops=2,lost=0,invoke=1500,hz=1000000,clock=us]",
+        "m-ready",
+    )
+    dev, client = scripted([("hb-profile", bad)] * 2, retries=1)
+    client.info.caps = {"profile"}
+    with pytest.raises(BadResponse) as exc:
+        client.op_profile()
+    msg = str(exc.value)
+    assert "device 'h7'" in msg and "'hb-profile%'" in msg and "FULLY_CONNECTED,1x0" in msg
+    assert client.retried == 1 and not dev.errors
+
+
+def test_profile_answer_parses(scripted):  # noqa: F811
+    good = lines(
+        "m-hb-op-[0,CONV_2D,1200]",
+        "m-hb-op-[1,FULLY_CONNECTED,300]",
+        "m-hb-profile-done-[ops=2,lost=0,invoke=1550,hz=480000000,clock=cycles]",
+        "m-ready",
+    )
+    short = lines(
+        "m-hb-op-[0,CONV_2D,1200]", "m-hb-profile-done-[ops=2,lost=0,invoke=1550,hz=480000000,clock=cycles]", "m-ready"
+    )
+    dev, client = scripted([("hb-profile", short), ("hb-profile", good)], retries=1)
+    client.info.caps = {"profile"}
+    got = client.op_profile()
+    assert got is not None and got.ops == [(0, "CONV_2D", 1200), (1, "FULLY_CONNECTED", 300)]
+    assert (got.invoke, got.hz, got.clock, got.lost) == (1550, 480_000_000, "cycles", 0)
+    assert client.retried == 1  # the answer that lists one op for ops=2 was refused and asked again
+    client.info.caps = set()
+    assert client.op_profile() is None  # never asked without the capability
+    assert dev.received == ["hb-profile", "hb-profile"] and not dev.errors
