@@ -185,3 +185,183 @@ def test_profile_answer_parses(scripted):  # noqa: F811
     client.info.caps = set()
     assert client.op_profile() is None  # never asked without the capability
     assert dev.received == ["hb-profile", "hb-profile"] and not dev.errors
+
+
+# ---------------------------------------------------------------------------------- generated firmware
+
+
+@pytest.fixture(scope="module")
+def bundles(mcu_model, tmp_path_factory) -> dict:
+    """The int8 model as a bundle for stm32h7, with and without the per-operator profiler."""
+    from conftest import REPO
+
+    from harness.lab.config import load_profile
+    from harness.mcu.bundle import build_bundle
+
+    prof = load_profile(REPO / "device_profiles" / "stm32h7.yaml")
+    d = tmp_path_factory.mktemp("opmcu-bundles")
+    out = {}
+    for name, flag in (("plain", False), ("profiled", True)):
+        manifest = build_bundle(Path(mcu_model["int8"]), prof, d / name, log=lambda m: None, op_profiler=flag)
+        out[name] = (d / name, manifest)
+    return out
+
+
+def test_profiler_is_only_in_bundles_built_with_it(bundles):
+    plain, plain_m = bundles["plain"]
+    prof, prof_m = bundles["profiled"]
+    plain_config = (plain / "hb_config.h").read_text()
+    assert not (plain / "hb_profile.c").exists() and "#define HB_PROFILE " not in plain_config
+    assert plain_m["protocol"]["caps"] == ["arena", "dbbin"] and prof_m["protocol"]["caps"] == [
+        "arena",
+        "dbbin",
+        "profile",
+    ]
+    n_ops = len(analyze(prof / "model.tflite").operators)
+    config = (prof / "hb_config.h").read_text()
+    assert "#define HB_PROFILE 1" in config and f"#define HB_PROFILE_MAX_OPS {n_ops}u" in config
+    assert {"hb_profile.c", "hb_profile.h"} <= {p.name for p in prof.iterdir()}
+    assert "not compiled in" in (plain / "README.md").read_text() and "m-hb-op-[" in (prof / "README.md").read_text()
+    # every other source is the same file in both bundles
+    for name in ("hb_protocol.c", "main.cc", "port.h", "model_data.cc", "op_resolver.h"):
+        assert (plain / name).read_text() == (prof / name).read_text(), name
+
+
+# The one TFLM header the profiling glue adds, as tflite-micro declares it
+# (tensorflow/lite/micro/micro_profiler_interface.h).
+_PROFILER_INTERFACE = """
+#pragma once
+#include <cstdint>
+namespace tflite {
+class MicroProfilerInterface {
+ public:
+  virtual ~MicroProfilerInterface() {}
+  virtual uint32_t BeginEvent(const char* tag) = 0;
+  virtual void EndEvent(uint32_t event_handle) = 0;
+};
+}  // namespace tflite
+"""
+
+
+@pytest.mark.arm_gcc
+def test_profiling_firmware_compiles_for_cortex_m4(bundles, tmp_path):
+    from test_mcu_build import _TFLM_STUB
+
+    from harness.models.inspect.analysis import TFLM_ADD_METHOD
+
+    b, _ = bundles["profiled"]
+    for src in ("hb_protocol.c", "hb_profile.c"):
+        for extra in ([], ["-DHB_PORT_TIMER_CYCLES=1"]):
+            proc = subprocess.run(
+                [
+                    ARM_GCC,
+                    *M4,
+                    "-std=c99",
+                    "-Wpedantic",
+                    *extra,
+                    f"-I{b}",
+                    "-c",
+                    str(b / src),
+                    "-o",
+                    str(tmp_path / "x.o"),
+                ],
+                capture_output=True,
+                text=True,
+            )
+            assert proc.returncode == 0, proc.stderr
+    methods = "\n".join(f"  TfLiteStatus {m}();" for m in sorted(set(TFLM_ADD_METHOD.values())))
+    stub = {**_TFLM_STUB, "tensorflow/lite/micro/micro_profiler_interface.h": _PROFILER_INTERFACE}
+    for rel, text in stub.items():
+        p = tmp_path / "tflm" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text.replace("%METHODS%", methods))
+    proc = subprocess.run(
+        [
+            ARM_GXX,
+            *M4,
+            "-std=c++17",
+            "-fno-rtti",
+            "-fno-exceptions",
+            "-fsyntax-only",
+            f"-I{tmp_path / 'tflm'}",
+            f"-I{b}",
+            str(b / "main.cc"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def dense_tflite(tmp_path_factory) -> Path:
+    """The QEMU stand-in's layer (int8 fully connected, 64 -> 10) as a real converted .tflite."""
+    import keras
+    import numpy as np
+
+    from harness.models.convert import Calibration, Converter, ModelSource
+
+    keras.utils.set_random_seed(3)
+    d = tmp_path_factory.mktemp("dense")
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    model.save(d / "dense.keras")
+    np.savez(d / "calib.npz", x=np.random.default_rng(3).random((20, 64), dtype=np.float32))
+    mv = Converter(d / "cache", log=lambda m: None).convert(
+        ModelSource.open(d / "dense.keras"), "int8", Calibration.from_arg(str(d / "calib.npz"))
+    )
+    return Path(mv.artifact)
+
+
+@pytest.fixture(scope="module")
+def qemu_firmware(tmp_path_factory) -> dict:
+    """One QEMU build with the profiler (cycle counter as its time base), one without."""
+    from harness.mcu import qemu
+
+    d = tmp_path_factory.mktemp("qemu-opmcu")
+    return {
+        "profiled": qemu.build_firmware(d / "profiled", defines={"HB_PROFILE": "1", "HB_PORT_TIMER_CYCLES": "1"}),
+        "plain": qemu.build_firmware(d / "plain"),
+    }
+
+
+@pytest.mark.qemu
+def test_qemu_firmware_returns_a_profile_of_its_operators(qemu_firmware, dense_tflite):
+    import numpy as np
+
+    from harness.lab.config import SerialSettings
+    from harness.mcu import qemu
+    from harness.mcu.serial import session
+
+    params = qemu.parse_params()
+    x = np.random.default_rng(2).integers(-128, 128, params["inputs"]).astype(np.int8)
+    said: list[str] = []
+    with qemu.QemuDevice(qemu_firmware["profiled"]) as dev:
+        client = session.connect("qemu-m4", SerialSettings(type="serial", port=dev.url), log=said.append)
+        try:
+            assert "profile" in client.info.caps
+            early = client.transact("hb-profile", check=lambda r: None)
+            assert early.lines == ["e-[hb-profile: no profiled inference yet (run infer first)]"]
+            client.load(x.tobytes())
+            doc = session.op_profile(client, 3, said.append, analysis=analyze(dense_tflite))
+            r = client.infer(20, 0)
+        finally:
+            client.link.close()
+    assert doc is not None
+    assert [o["type"] for o in doc["ops"]] == [op.name for op in analyze(dense_tflite).operators]
+    assert doc["source"] == "tflm-micro-profiler" and doc["cycles"] is True and doc["ticks_per_us"] == 25.0
+    assert doc["invocations"] == 3 and doc["ops"][0]["macs"] == 64 * 10
+    ticks, invoke = doc["ops"][0]["times"], doc["invoke"]
+    # -icount: the same instructions take the same cycles (a SysTick interrupt may land inside one)
+    assert max(ticks) - min(ticks) <= 200
+    assert all(64 * 10 <= t <= i for t, i in zip(ticks, invoke))
+    # the timed loop's laps agree with the profiled inference (25 cycles per us)
+    assert r.per_inference_us == pytest.approx(invoke[0] / 25.0, rel=0.2)
+    assert any("per-operator profile: 1 ops x 3 run(s)" in m for m in said)
+    with qemu.QemuDevice(qemu_firmware["plain"]) as dev:  # a build without the profiler says so
+        client = session.connect("qemu-m4", SerialSettings(type="serial", port=dev.url), log=said.append)
+        try:
+            assert "profile" not in client.info.caps and client.op_profile() is None
+            unknown = client.transact("hb-profile", check=lambda r: None)
+            assert unknown.lines == ["e-[Unknown command: hb-profile]"]
+        finally:
+            client.link.close()
