@@ -98,6 +98,41 @@ def test_split_ticks_adds_up_exactly_and_follows_the_weights():
     assert split_ticks(0, [3, 1]) == [0, 0] and split_ticks(5, []) == []
 
 
+def test_simulator_answers_hb_profile_only_when_built_with_it(mcu_model):
+    """The simulated firmware in-process, on the host's clock: exact bytes of the extension."""
+    import re
+
+    from harness.mcu.sim.engine import TflmModel
+    from harness.mcu.sim.firmware import Firmware
+
+    model = TflmModel(mcu_model["int8"])
+    out = bytearray()
+
+    def ask(fw: Firmware, data: bytes) -> list[str]:
+        out.clear()
+        fw.feed(data)
+        return bytes(out).decode().split("\r\n")[:-1]
+
+    plain = Firmware(model, out.extend)
+    assert ask(plain, b"hb-caps%") == ["m-hb-caps-[arena,dbbin]", "m-ready"]
+    assert ask(plain, b"hb-profile%") == ["e-[Unknown command: hb-profile]", "m-ready"]
+    fw = Firmware(model, out.extend, op_profiler=True)
+    assert ask(fw, b"hb-caps%") == ["m-hb-caps-[arena,dbbin,profile]", "m-ready"]
+    assert ask(fw, b"hb-profile%") == ["e-[hb-profile: no profiled inference yet (run infer first)]", "m-ready"]
+    ask(fw, f"db load {model.input_bytes}%".encode())
+    for i in range(0, model.input_bytes, 16):
+        ask(fw, b"db " + b"00" * 16 + b"%")
+    ask(fw, b"infer 4 0%")
+    lines = ask(fw, b"hb-profile%")
+    ops = [re.fullmatch(r"m-hb-op-\[(\d+),(\w+),(\d+)\]", line) for line in lines[:-2]]
+    done = re.fullmatch(r"m-hb-profile-done-\[ops=(\d+),lost=0,invoke=(\d+),hz=1000000,clock=model\]", lines[-2])
+    assert all(ops) and done and lines[-1] == "m-ready"
+    assert [m.group(2) for m in ops] == [op.name for op in analyze(mcu_model["int8"]).operators]
+    assert [int(m.group(1)) for m in ops] == list(range(len(ops))) == list(range(int(done.group(1))))
+    assert sum(int(m.group(3)) for m in ops) == int(done.group(2)) == fw.last_inference_us >= 2
+    assert list(fw.commands)[-2:] == ["infer 4 0", "hb-profile"]
+
+
 def test_run_profile_on_the_simulator(workspace, mcu_model):
     """--profile N: N single inferences after the windows, each followed by hb-profile; the op types
     and order are the artifact's, and every run's ticks add up to the simulated inference time."""

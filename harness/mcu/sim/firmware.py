@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -42,6 +43,7 @@ BANNER = ("m-timestamp-mode-performance", "m-init-done", "m-ready")
 ENERGY_BANNER = ("m-timestamp-mode-energy", "m-init-done", "m-ready")
 CAPS = ("arena", "dbbin")
 PROFILE_CAP = "profile"
+COMMAND_RECORD = 1000  # commands the simulator remembers (Firmware.commands), for tests and debugging
 
 
 class _Stalled(Exception):
@@ -77,7 +79,7 @@ class Firmware:
     ):
         self.model = model
         self.op_profiler = op_profiler
-        self.commands: list[str] = []  # every command received, in order (what the host asked for)
+        self.commands: deque[str] = deque(maxlen=COMMAND_RECORD)  # the latest commands received, in order
         self._costs: tuple[str, list[OpCost]] | None = None  # (model sha256, cost model of its ops)
         self.marker = marker  # energy mode: the timestamp pin's falling edge, stamped with now_us()
         self.timer_wrap_us = int(timer_wrap_us)
