@@ -201,6 +201,24 @@ def test_garbage_in_a_profile_answer_is_a_clear_error(scripted):  # noqa: F811
     assert client.retried == 1 and not dev.errors
 
 
+def test_a_run_keeps_its_windows_when_the_profile_stays_malformed(scripted):  # noqa: F811
+    from harness.mcu.serial.session import op_profile_or_warning
+
+    infer = lines(
+        *("m-warmup-start-0", "m-warmup-done", "m-infer-start-1", "m-lap-us-100", "m-lap-us-1100"),
+        *("m-infer-done", "m-results-[0.5]", "m-ready"),
+    )
+    garbage = lines(
+        "m-hb-op-[0,CONV_2D,12]", "m-hb-profile-done-[ops=1,lost=0,invoke=1?,hz=1000000,clock=us]", "m-ready"
+    )
+    dev, client = scripted([("infer 1 0", infer), *[("hb-profile", garbage)] * 2], retries=1)
+    client.info.caps = {"profile"}
+    said: list[str] = []
+    assert op_profile_or_warning(client, 2, said.append) is None
+    assert len(said) == 1 and said[0].startswith("warning: no per-operator profile: device 'h7': bad answer")
+    assert "m-hb-profile-done" in said[0] and not dev.errors
+
+
 def test_profile_answer_parses(scripted):  # noqa: F811
     good = lines(
         "m-hb-op-[0,CONV_2D,1200]",

@@ -142,7 +142,7 @@ class SerialTransport(Transport):
                 self._said_no_profiler = True
                 self._say(f"warning: device '{self.device.id}': {session.NO_PROFILER}")
         elif job.options.profile_runs:  # a pass of its own after the timed windows (harness.profile)
-            op_profile = session.op_profile(
+            op_profile = session.op_profile_or_warning(
                 client,
                 job.options.profile_runs,
                 self._job_line,
