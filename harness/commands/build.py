@@ -36,6 +36,12 @@ def register(sub) -> None:
         "runner can drive it (ic01/vww01: uint8 image bytes; ad01: float32 windows, one "
         "reconstruction error)",
     )
+    p.add_argument(
+        "--op-profiler",
+        action="store_true",
+        help="compile in TFLM's per-operator profiler (MicroProfilerInterface) and the hb-profile%% "
+        "protocol extension, for `hil run --profile` (the timed loop is never profiled)",
+    )
     p.set_defaults(func=cmd_build)
 
 
@@ -82,7 +88,16 @@ def cmd_build(args) -> int:
             "calibration": mv.calibration,
         }
     out = Path(args.output) if args.output else Path("build") / "mcu" / f"{src.name}-{profile.name}"
-    m = build_bundle(artifact, profile, out, model_name=src.name, source=source, log=common.log, model_id=args.model_id)
+    m = build_bundle(
+        artifact,
+        profile,
+        out,
+        model_name=src.name,
+        source=source,
+        log=common.log,
+        model_id=args.model_id,
+        op_profiler=args.op_profiler,
+    )
     ar, fit = m["arena"], m["fit"]
     limit = f"{fit['flash_limit_bytes']:,}" if fit["flash_limit_bytes"] else "no limit"
     print(f"bundle: {out}")
@@ -94,6 +109,8 @@ def cmd_build(args) -> int:
             f"{io['results_count']} result value(s))"
         )
     print(f"ops ({m['resolver']['num_ops']}): {', '.join(m['ops'])}")
+    if args.op_profiler:
+        print("per-operator profiler: compiled in (hb-profile%)")
     print(
         f"arena: {ar['size_bytes']:,} bytes (TFLM used {ar['reported_used_bytes']:,}, smallest "
         f"working {ar['min_working_bytes']:,}, margin {ar['margin']:g})"

@@ -86,6 +86,12 @@ def register(sub) -> None:
         "boot, boot banner), as a relay in its supply would; a power switch in front of a "
         "labgrid place can send them",
     )
+    p.add_argument(
+        "--op-profiler",
+        action="store_true",
+        help="play firmware built with `hil build --op-profiler`: hb-caps lists profile, and hb-profile%% "
+        "splits the last inference's time over its operators by the simulator's cost model (not a measurement)",
+    )
     p.add_argument("--check", action="store_true", help="load and run the model once, print arena usage, exit")
     p.add_argument("--verbose", "-v", action="store_true", help="trace commands on stderr")
     p.set_defaults(func=cmd_mcu_sim)
@@ -169,6 +175,7 @@ def cmd_mcu_sim(args) -> int:
         io=io,
         trace=trace,
         marker=MarkerWire(args.energy_mode).fall if args.energy_mode else None,
+        op_profiler=args.op_profiler,
     )
 
     def stop(signum, frame):
@@ -205,6 +212,8 @@ def cmd_mcu_sim(args) -> int:
     try:
         fw.boot()
         extras = ", stock firmware (no extensions)" if args.stock else ", extensions hb-caps/hb-arena/hb-dbbin"
+        if args.op_profiler and not args.stock:
+            extras += "/hb-profile (modelled per-operator split)"
         if faults.active:
             extras += ", faults " + " ".join(faults.active)
         if args.flash_file:

@@ -13,6 +13,7 @@ Layout of the output directory::
     hb_protocol.c/.h       serial protocol, plain C
     hb_model.h             protocol <-> model interface
     port.h, port_template.c  porting layer the user fills in
+    hb_profile.c/.h        per-operator recorder (only with --op-profiler: hb-profile%)
 
 A ``port.c`` the user wrote in the directory is never touched by a rebuild.
 
@@ -71,6 +72,10 @@ def integer_only(a) -> bool:
 
 
 PROTOCOL_CAPS = ["arena", "dbbin"]
+PROFILER_CAP = "profile"
+# RAM of the per-operator recorder (hb_profile.c): tag pointer, start and ticks per operator, plus state
+PROFILER_BYTES_PER_OP = 12
+PROFILER_FIXED_BYTES = 32
 
 
 def require_mcu_profile(profile: DeviceProfile) -> McuSettings:
@@ -142,12 +147,16 @@ def build_bundle(
     log: Callable[[str], None] = _log.info,
     bundle_name: str | None = None,
     model_id: str | None = None,
+    op_profiler: bool = False,
 ) -> dict:
     """Analyse, measure, check the fit and write the bundle; returns the manifest.
 
     `model_id`: what the firmware reports in m-model-[...] instead of the sha256 prefix; an MLPerf Tiny
     benchmark ID (kws01, vww01, ic01, ad01) also selects that benchmark's I/O convention, so the
-    reference runner of mlcommons/tiny can drive the firmware (harness/models/mlperf.py)."""
+    reference runner of mlcommons/tiny can drive the firmware (harness/models/mlperf.py).
+    `op_profiler`: compile in the per-operator recorder (hb_profile.c) fed by TFLM's
+    MicroProfilerInterface, answering `hb-profile%`; without it the sources are those of every
+    other build (the recorder's files are not even in the bundle)."""
     mcu = require_mcu_profile(profile)
     model_path = Path(model_path)
     a = analyze(model_path)
@@ -170,6 +179,8 @@ def build_bundle(
     wire_bytes = sum(conv.wire_bytes(t["elements"], t["bytes"] // max(1, t["elements"])) for t in inputs)
     # RAM: the db buffer holds the wire bytes; other conventions also keep the converted tensor
     buffers = wire_bytes + (input_bytes if conv.name != "tensor" else 0)
+    if op_profiler:
+        buffers += PROFILER_FIXED_BYTES + PROFILER_BYTES_PER_OP * len(a.operators)
 
     log(f"measuring the tensor arena with the TFLM interpreter ({len(blob):,}-byte model)")
     arena = measure_arena(model_path, len(a.inputs), mcu.arena_margin, mcu.arena_align, model_size=len(blob))
@@ -190,8 +201,10 @@ def build_bundle(
     files["op_resolver.h"] = codegen.render_op_resolver(entries, name)
     files["model_settings.h"] = codegen.render_model_settings(name, a.sha256, len(blob), arena_d, inputs, outputs)
     profile_str = codegen.profile_string(profile.name)
-    files["hb_config.h"] = codegen.render_hb_config(profile.name, profile_str, conv.name, io_note)
-    for static in codegen.STATIC_FILES:
+    files["hb_config.h"] = codegen.render_hb_config(
+        profile.name, profile_str, conv.name, io_note, profiler_ops=len(a.operators) if op_profiler else None
+    )
+    for static in codegen.STATIC_FILES + (codegen.PROFILER_FILES if op_profiler else ()):
         files[static] = codegen.template_text(static)
 
     out_dir = Path(out_dir)
@@ -223,6 +236,13 @@ def build_bundle(
             "build_cmd": mcu.build_cmd or "not set",
             "flash_cmd": mcu.flash_cmd or "not set",
             "bundle_dir": bundle_name or out_dir.name,
+            "profiler": (
+                f"compiled in (`hil build --op-profiler`): `hb-profile%` lists the ticks of each operator of "
+                f"the last `infer`'s final, untimed inference (TFLM's MicroProfilerInterface, `hb_profile.c`; "
+                f"room for {len(a.operators)} operators); `hil run --profile` collects it"
+                if op_profiler
+                else "not compiled in; `hil build --op-profiler` adds it (`hb-profile%`, for `hil run --profile`)"
+            ),
         }
     )
 
@@ -271,7 +291,7 @@ def build_bundle(
             "dut_name": profile.name,
             "profile_string": profile_str,
             "model_id": mid,
-            "caps": PROTOCOL_CAPS,
+            "caps": PROTOCOL_CAPS + ([PROFILER_CAP] if op_profiler else []),
             "baudrate": mcu.baudrate,
             "io_convention": conv.name,
             "mlperf_benchmark": bench.model_id if bench else None,

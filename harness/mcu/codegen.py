@@ -15,6 +15,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 #: Copied unchanged into every bundle.
 STATIC_FILES = ("hb_protocol.c", "hb_protocol.h", "hb_model.h", "port.h", "port_template.c", "main.cc")
+#: Copied only into bundles built with the per-operator profiler (`hil build --op-profiler`).
+PROFILER_FILES = ("hb_profile.c", "hb_profile.h")
 
 MODEL_ID_CHARS = 16  # m-model-[sha256:<first 16 hex digits of the model's sha256>]
 BYTES_PER_LINE = 12
@@ -176,9 +178,26 @@ IO_WIRE_BYTES = {  # HB_WIRE_INPUT_BYTES per I/O convention (harness/models/mlpe
 IO_MACROS = {"tensor": "HB_IO_TENSOR", "uint8-minus-128": "HB_IO_UINT8_MINUS_128", "float32-mse": "HB_IO_FLOAT32_MSE"}
 
 
-def render_hb_config(dut_name: str, profile_string: str, io_convention: str = "tensor", io_note: str = "") -> str:
-    """hb_config.h: protocol-layer settings; every value can be overridden with -D."""
+def render_hb_config(
+    dut_name: str,
+    profile_string: str,
+    io_convention: str = "tensor",
+    io_note: str = "",
+    profiler_ops: int | None = None,
+) -> str:
+    """hb_config.h: protocol-layer settings; every value can be overridden with -D. `profiler_ops`:
+    compile the per-operator profiler in, with room for that many operators (None: a build without it,
+    whose hb_config.h says nothing about it)."""
     note = f"  // {io_note}" if io_note else ""
+    profiler = ""
+    if profiler_ops is not None:
+        profiler = f"""#ifndef HB_PROFILE
+#define HB_PROFILE 1  // per-operator profiler (hb_profile.c, hb-profile%): hil build --op-profiler
+#endif
+#ifndef HB_PROFILE_MAX_OPS
+#define HB_PROFILE_MAX_OPS {max(1, profiler_ops)}u  // operators recorded per inference: the model's
+#endif
+"""
     return f"""// {_banner("protocol configuration")}
 // Every setting can be overridden from the compiler command line (-DHB_DUT_NAME=...).
 #ifndef HB_CONFIG_H
@@ -206,7 +225,7 @@ def render_hb_config(dut_name: str, profile_string: str, io_convention: str = "t
 #ifndef HB_PORT_TIMER_CYCLES
 #define HB_PORT_TIMER_CYCLES 0  // 1: port.c provides hb_port_cycles()/hb_port_cycles_hz() (port.h)
 #endif
-
+{profiler}
 #endif  // HB_CONFIG_H
 """
 

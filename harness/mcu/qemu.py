@@ -88,6 +88,8 @@ def build_firmware(
     elf = out_dir / "fw.elf"
     srcs = [str(qemu_firmware_dir() / s) for s in SOURCES] + [str(TEMPLATES / "hb_protocol.c")]
     defines = dict(defines or {})
+    if defines.get("HB_PROFILE", "0") != "0":  # the per-operator recorder (hb-profile%)
+        srcs.append(str(TEMPLATES / "hb_profile.c"))
     if params is not None:
         header = (out_dir / "standin_params.h").resolve()
         header.write_text(params)

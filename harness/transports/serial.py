@@ -36,6 +36,7 @@ class SerialTransport(Transport):
     client: ProtocolClient | None = None
     meter: Meter | None = None  # opened on the first job that needs it, closed with the transport
     _said_no_energy = False
+    _said_no_profiler = False
 
     @property
     def settings(self) -> SerialSettings:
@@ -135,6 +136,19 @@ class SerialTransport(Transport):
                     f"cannot tell its inferences apart: no energy (build the firmware in energy mode)"
                 )
         arena = client.arena()
+        op_profile = None
+        if job.options.profile_runs and "profile" not in client.info.caps:
+            if not self._said_no_profiler:  # once per device, the run goes on without a profile
+                self._said_no_profiler = True
+                self._say(f"warning: device '{self.device.id}': {session.NO_PROFILER}")
+        elif job.options.profile_runs:  # a pass of its own after the timed windows (harness.profile)
+            op_profile = session.op_profile_or_warning(
+                client,
+                job.options.profile_runs,
+                self._job_line,
+                expected_s=(perf.get("first_inference_us") or 0.0) / 1e6,
+                analysis=a,
+            )
         acc = None
         if job.eval_file and t.accuracy_samples > 0:
             acc = session.accuracy(client, job.eval_file, spec, n_outputs, t.accuracy_samples, self._job_line, conv)
@@ -156,7 +170,7 @@ class SerialTransport(Transport):
             "flash_bytes": fp.get("flash_bytes"),
             "ram_bytes": fp.get("ram_bytes"),
         }
-        return {
+        doc = {
             "schema": RUNNER_SCHEMA,
             "status": "ok",
             "runtime": {"name": RUNTIME_NAME, "version": info.profile or info.name or "unknown"},
@@ -198,6 +212,9 @@ class SerialTransport(Transport):
                 )
             ),
         }
+        if op_profile is not None:  # --profile (the key is absent otherwise, as in a Linux runner's document)
+            doc["op_profile"] = op_profile
+        return doc
 
     def _job_line(self, msg: str) -> None:
         """A line of the measurement itself (calibration, each window, accuracy): with `hil -v`; its

@@ -13,6 +13,21 @@ chatter, debug prints, line noise). Recovery is bounded and explicit:
 
 Our extensions (``hb-*``) are only used when ``hb-caps%`` lists them; a stock firmware answers
 ``e-[Unknown command: hb-caps]`` and the host carries on with the base protocol.
+
+``hb-profile%`` (cap ``profile``, firmware built with ``hil build --op-profiler``; ``hil mcu-sim
+--op-profiler``): the per-operator ticks of the last profiled inference, the untimed one at the end
+of ``infer N W`` whose outputs ``m-results`` reports::
+
+    m-hb-op-[0,CONV_2D,10432]                 one line per operator: index, tag, ticks
+    m-hb-op-[1,FULLY_CONNECTED,2210]
+    m-hb-profile-done-[ops=2,lost=0,invoke=12950,hz=480000000,clock=cycles]
+    m-ready
+
+``invoke``: ticks of the whole inference (interpreter overhead included, so at least the ops' sum);
+``hz``: ticks per second; ``clock``: ``cycles`` (a CPU cycle counter, DWT->CYCCNT), ``us`` (the
+microsecond timer) or ``model`` (``hil mcu-sim``: the simulated time split by a cost model, not
+measured); ``lost``: operators beyond the recorder's capacity. Before any inference the
+answer is ``e-[hb-profile: no profiled inference yet (run infer first)]``.
 """
 
 from __future__ import annotations
@@ -39,6 +54,10 @@ _RESULTS = re.compile(r"^m-results-\[(.*)\]$")
 _NAME = re.compile(r"^m-name-([^-\[]*)-\[(.*)\]$")
 _BRACKET = re.compile(r"^m-([a-z0-9-]+?)-\[(.*)\]$")
 _NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?([eE][+-]?\d+)?$")
+_OP = re.compile(r"^m-hb-op-\[(\d+),([A-Za-z0-9_.]+),(\d+)\]$")
+_PROFILE_DONE = re.compile(
+    r"^m-hb-profile-done-\[ops=(\d+),lost=(\d+),invoke=(\d+),hz=(\d+),clock=(cycles|us|model)\]$"
+)
 
 
 class SerialTimeout(InfraError):
@@ -121,6 +140,17 @@ class InferResult:
     @property
     def per_inference_us(self) -> float:
         return self.elapsed_us / self.n
+
+
+@dataclass
+class OpTicks:
+    """`hb-profile%`: the operators of the last profiled inference, in the firmware's ticks."""
+
+    ops: list[tuple[int, str, int]]  # (index, tag, ticks) in execution order
+    invoke: int  # ticks of the whole inference
+    hz: int  # ticks per second
+    clock: str  # cycles | us | model (the simulator's cost model)
+    lost: int = 0  # operators the firmware's recorder had no room for
 
 
 @dataclass
@@ -491,6 +521,42 @@ class ProtocolClient:
 
         self.stable("hb-arena", check=check)
         return dict(fields)
+
+    def op_profile(self) -> OpTicks | None:
+        """`hb-profile%` -> the per-operator ticks of the last profiled inference (None without the
+        extension). An answer that does not parse is retried, then a BadResponse naming the device."""
+        if "profile" not in self.info.caps:
+            return None
+        parsed: dict = {}
+
+        def check(r: Response) -> str | None:
+            err = _no_errors(r)
+            if err:
+                return err
+            ops = []
+            done = None
+            for line in r.lines:
+                m = _OP.match(line)
+                if m and done is None:
+                    ops.append((int(m.group(1)), m.group(2), int(m.group(3))))
+                    continue
+                d = _PROFILE_DONE.match(line)
+                if d and done is None:
+                    done = d
+                    continue
+                return f"unexpected line {line[:80]!r} in the per-operator profile"
+            if done is None:
+                return "no m-hb-profile-done-[...] line"
+            n, lost, invoke, hz = (int(done.group(i)) for i in range(1, 5))
+            if len(ops) != n or [i for i, _, _ in ops] != list(range(n)):
+                return f"{len(ops)} m-hb-op-[...] lines numbered {[i for i, _, _ in ops][:8]} for ops={n}"
+            if hz <= 0:
+                return "hz=0 in m-hb-profile-done-[...]"
+            parsed.update(ops=ops, lost=lost, invoke=invoke, hz=hz, clock=done.group(5))
+            return None
+
+        self.transact("hb-profile", check=check, last="m-hb-profile-done-")
+        return OpTicks(parsed["ops"], parsed["invoke"], parsed["hz"], parsed["clock"], parsed["lost"])
 
     # ------------------------------------------------------------------ input buffer
 

@@ -14,6 +14,10 @@ W to every window's ``infer N W`` and ``--warmup-seconds`` adds warmup to the pr
 below half the firmware timer's wrap period (the profile's ``mcu.timer_wrap_s``): a ``--min-seconds``
 that asks for longer windows is split into more of them.
 
+Per-operator profile (``--profile``, ``op_profile``): a pass of its own after the timed windows, N
+single inferences each followed by ``hb-profile%``, on firmware that lists the ``profile`` extension;
+other firmware gets a warning and no profile, and without ``--profile`` the command is never sent.
+
 Inputs go over the wire in the device's I/O convention (``harness/models/mlperf.py``): the tensor's
 bytes, uint8 image bytes (MLPerf Tiny ic01/vww01), or float32 values (ad01, which answers with one
 reconstruction error). Accuracy is top-1 for classifiers and the area under the ROC curve for a
@@ -33,18 +37,21 @@ import numpy as np
 
 from harness import progress
 from harness.core.jobs import RunOptions
-from harness.errors import ConfigError, InfraError
+from harness.errors import ConfigError, InfraError, ModelError
 from harness.lab.config import TIMER_WINDOW_SHARE, DeviceProfile, SerialSettings
 from harness.mcu.serial.link import SerialLink
 from harness.mcu.serial.protocol import (
     TIMER_WRAP,
+    BadResponse,
     DeviceInfo,
     DeviceSilent,
     InferResult,
+    OpTicks,
     ProtocolClient,
     iterations_for,
 )
 from harness.models import mlperf
+from harness.profile.document import OpProfile, OpTime, attach_analysis
 
 PORT_POLL_S = 0.1  # a USB board's port vanishes while it re-enumerates after flashing
 PROBE_MAX_S = 1.0
@@ -454,6 +461,89 @@ def performance(
             "outputs_consistent": consistent,
         },
     }
+
+
+# ---------------------------------------------------------------------------------- per-operator profile
+
+NO_PROFILER = "firmware has no per-operator profiler (build with hil build --op-profiler)"
+
+
+def op_profile(
+    client: ProtocolClient, runs: int, say: Callable[[str], None], expected_s: float = 0.0, analysis=None
+) -> dict | None:
+    """The per-operator profile document (harness.profile.document) of `runs` single inferences on the
+    input loaded for the timed windows, or None (with a warning) when the firmware has no profiler.
+
+    Each `infer 1 0` is followed by `hb-profile%`, which reports that command's last, untimed
+    inference: the timed windows are over and never recorded. Every run must list the same operators.
+    `analysis` (the artifact's ModelAnalysis) adds shapes and MACs and checks the op types; a profile
+    that does not match the artifact is dropped with a warning, the measurement stands."""
+    if "profile" not in client.info.caps:
+        say(f"warning: device '{client.device_id}': {NO_PROFILER}")
+        return None
+    layout: list[tuple[int, str]] | None = None
+    times: list[list[float]] = []
+    invoke: list[float] = []
+    first: OpTicks | None = None
+    for k in range(runs):
+        if client.info.timestamp_mode == "energy":
+            client.infer_marked(1, 0, expected_s=expected_s)
+        else:
+            client.infer(1, 0, expected_s=expected_s)
+        got = client.op_profile()
+        assert got is not None  # the capability was checked above
+        ops = [(i, tag) for i, tag, _ in got.ops]
+        if first is None or layout is None:
+            layout, times, first = ops, [[] for _ in ops], got
+            if got.lost:
+                say(
+                    f"warning: device '{client.device_id}': the firmware's profiler had no room for "
+                    f"{got.lost} operator(s) (HB_PROFILE_MAX_OPS); the profile lists the first {len(ops)}"
+                )
+        elif ops != layout or (got.hz, got.clock) != (first.hz, first.clock):
+            raise BadResponse(
+                f"device '{client.device_id}': hb-profile run {k + 1} of {runs} lists other operators or "
+                f"another clock than run 1 ({len(ops)} vs {len(layout)} ops)"
+            )
+        for slot, (_, _, ticks) in zip(times, got.ops):
+            slot.append(float(ticks))
+        invoke.append(float(got.invoke))
+    assert first is not None and layout is not None  # runs >= 1
+    profile = OpProfile(
+        source="tflm-sim" if first.clock == "model" else "tflm-micro-profiler",
+        unit="ticks",
+        invocations=runs,
+        ops=[OpTime(index=i, type=tag, times=t) for (i, tag), t in zip(layout, times)],
+        ticks_per_us=first.hz / 1e6,
+        cycles=first.clock == "cycles",
+        invoke=invoke,
+    )
+    if analysis is not None:
+        try:
+            attach_analysis(profile, analysis)
+        except ModelError as exc:
+            say(f"warning: device '{client.device_id}': per-operator profile dropped: {exc}")
+            return None
+    total = profile.total
+    top = sorted(profile.ops, key=lambda o: -o.mean)[:3]
+    say(
+        f"per-operator profile: {len(profile.ops)} ops x {runs} run(s), "
+        + ", ".join(f"#{o.index} {o.type} {100 * profile.share(o):.0f} %" for o in top)
+        + f" of {total:.0f} ticks"
+    )
+    return profile.to_dict()
+
+
+def op_profile_or_warning(
+    client: ProtocolClient, runs: int, say: Callable[[str], None], expected_s: float = 0.0, analysis=None
+) -> dict | None:
+    """`op_profile` inside a run: profile answers that stay malformed after the retries cost the
+    profile (a warning naming the device and the line), never the timed windows measured before."""
+    try:
+        return op_profile(client, runs, say, expected_s, analysis)
+    except BadResponse as exc:
+        say(f"warning: no per-operator profile: {exc}")
+        return None
 
 
 # ---------------------------------------------------------------------------------- accuracy

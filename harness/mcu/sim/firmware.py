@@ -14,13 +14,17 @@ the host's time. Energy mode (``marker``): like firmware built with HB_ENERGY_MO
 ``m-timestamp-mode-energy`` and every timestamp is a falling edge on the marker wire (stamped with the
 board clock, `harness/meters/emulators/wire.py`) instead of an ``m-lap-us`` line. I/O conventions
 (``io``): what ``db load`` carries and ``m-results`` reports, as the MLPerf Tiny reference firmware
-of a benchmark ID does it (``harness/models/mlperf.py``).
+of a benchmark ID does it (``harness/models/mlperf.py``). ``op_profiler``: like firmware built with
+``hil build --op-profiler``, ``hb-caps`` lists ``profile`` and ``hb-profile%`` answers with the last
+inference's time split over its operators by the simulator's cost model (``op_costs.py``: modelled,
+not measured; the ticks are microseconds and add up exactly to the inference's time).
 """
 
 from __future__ import annotations
 
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -28,6 +32,7 @@ import numpy as np
 from harness import __version__
 from harness.mcu.sim.engine import TflmModel, tflm_version
 from harness.mcu.sim.faults import Faults
+from harness.mcu.sim.op_costs import OpCost, op_costs, split_ticks
 from harness.models import mlperf
 
 CMD_SIZE = 80
@@ -37,6 +42,8 @@ HOST_CLOCK_MIN_US = 2  # host-clock mode: the least time one simulated inference
 BANNER = ("m-timestamp-mode-performance", "m-init-done", "m-ready")
 ENERGY_BANNER = ("m-timestamp-mode-energy", "m-init-done", "m-ready")
 CAPS = ("arena", "dbbin")
+PROFILE_CAP = "profile"
+COMMAND_RECORD = 1000  # commands the simulator remembers (Firmware.commands), for tests and debugging
 
 
 class _Stalled(Exception):
@@ -68,8 +75,12 @@ class Firmware:
         io: mlperf.Convention | None = None,
         trace: Callable[[str], None] | None = None,
         marker: Callable[[int], None] | None = None,
+        op_profiler: bool = False,
     ):
         self.model = model
+        self.op_profiler = op_profiler
+        self.commands: deque[str] = deque(maxlen=COMMAND_RECORD)  # the latest commands received, in order
+        self._costs: tuple[str, list[OpCost]] | None = None  # (model sha256, cost model of its ops)
         self.marker = marker  # energy mode: the timestamp pin's falling edge, stamped with now_us()
         self.timer_wrap_us = int(timer_wrap_us)
         self.inference_us = inference_us
@@ -111,6 +122,7 @@ class Firmware:
         self.binary_deadline: float | None = None
         self.model.set_input(bytes(self.model.input_bytes))
         self._wire = bytes(self.wire_bytes)  # the input the tensor holds, as it came over the wire
+        self.last_inference_us: int | None = None  # device time of the last inference (hb-profile)
 
     def now_us(self) -> int:
         if self.inference_us is not None:
@@ -195,6 +207,7 @@ class Firmware:
     def _command(self, cmd: str, overflow: bool) -> None:
         cmd = cmd.strip("\r\n ")
         self._trace(f"<- {cmd}%")
+        self.commands.append(cmd)
         tok = cmd.split(" ")[0] if cmd else ""
         if self.faults.stall_after and tok == self.faults.stall_after:
             self.faults.stall_after = None
@@ -349,8 +362,10 @@ class Firmware:
             invoke()
         if self.inference_us is not None:  # the virtual clock counts from the warmup's start
             self._spend_until(start_ns, w + n)
+            self.last_inference_us = self.inference_us
         else:  # the host's clock times the lap itself
             self._spend_until(lap_ns, n)
+            self.last_inference_us = max(1, round((time.perf_counter_ns() - lap_ns) / 1000 / n))
         self._timestamp()
         self._line("m-infer-done")
         self._results()
@@ -421,7 +436,9 @@ class Firmware:
 
     def _extension(self, tok: str, args: list[str]) -> bool:
         if tok == "hb-caps":
-            self._line(f"m-hb-caps-[{','.join(CAPS)}]")
+            self._line(f"m-hb-caps-[{','.join(CAPS + ((PROFILE_CAP,) if self.op_profiler else ()))}]")
+        elif tok == "hb-profile" and self.op_profiler:
+            self._op_profile()
         elif tok == "hb-arena":
             self._line(f"m-hb-arena-[used={self.model.arena_used},size={self.model.arena_size}]")
         elif tok == "hb-dbbin":
@@ -444,6 +461,25 @@ class Firmware:
         else:
             self._line(f"e-[Unknown command: {tok}]")
         return True
+
+    def op_ticks(self) -> list[tuple[int, str, int]]:
+        """(index, type, ticks) of the last inference's operators under the cost model (op_costs.py)."""
+        if self._costs is None or self._costs[0] != self.model.sha256:
+            from harness.models.inspect.analysis import analyze
+
+            self._costs = (self.model.sha256, op_costs(analyze(self.model.path)))
+        costs = self._costs[1]
+        ticks = split_ticks(self.last_inference_us or 0, [c.weight for c in costs])
+        return [(c.index, c.type, t) for c, t in zip(costs, ticks)]
+
+    def _op_profile(self) -> None:
+        if self.last_inference_us is None:
+            self._line("e-[hb-profile: no profiled inference yet (run infer first)]")
+            return
+        ops = self.op_ticks()
+        for i, (_, tag, ticks) in enumerate(ops):
+            self._line(f"m-hb-op-[{i},{tag},{ticks}]")
+        self._line(f"m-hb-profile-done-[ops={len(ops)},lost=0,invoke={self.last_inference_us},hz=1000000,clock=model]")
 
     def _bin_byte(self, b: int) -> None:
         self._bin_data.append(b)

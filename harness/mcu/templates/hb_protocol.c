@@ -16,6 +16,13 @@
 #include "hb_protocol.h"
 #include "port.h"
 
+#ifndef HB_PROFILE /* 1: per-operator profiler compiled in (hb_profile.h, `hb-profile%`) */
+#define HB_PROFILE 0
+#endif
+#if HB_PROFILE
+#include "hb_profile.h"
+#endif
+
 #ifndef HB_DUT_NAME
 #define HB_DUT_NAME "hilbench-dut"
 #endif
@@ -275,6 +282,70 @@ static uint32_t crc32_update(uint32_t crc, uint8_t byte)
     return crc;
 }
 
+/* ------------------------------------------------------------------------------------------- profiler */
+
+#if HB_PROFILE
+/* The inference whose outputs `infer` reports, with the per-operator recorder armed around it. */
+static int profiled_invoke(void)
+{
+    hb_profile_arm();
+    int rc = hb_model_invoke();
+    hb_profile_disarm(rc == 0);
+    return rc;
+}
+
+/* An operator tag as a protocol token: anything but [A-Za-z0-9_.] (a custom op's name may hold
+ * commas or brackets) becomes '_'. */
+static void out_tag(const char *tag)
+{
+    char c[2] = {'\0', '\0'};
+    if (tag == NULL || *tag == '\0') {
+        out("UNKNOWN");
+        return;
+    }
+    for (; *tag; ++tag) {
+        char ch = *tag;
+        int ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+                 ch == '.';
+        c[0] = ok ? ch : '_';
+        out(c);
+    }
+}
+
+/* hb-profile: one m-hb-op-[INDEX,TAG,TICKS] line per operator of the last profiled inference, then
+ * m-hb-profile-done-[ops=N,lost=L,invoke=T,hz=H,clock=cycles|us]. */
+static void cmd_op_profile(void)
+{
+    if (!hb_profile_ready()) {
+        out_error("hb-profile: no profiled inference yet (run infer first)");
+        return;
+    }
+    size_t n = hb_profile_count();
+    for (size_t i = 0; i < n; ++i) {
+        out("m-hb-op-[");
+        out_u64(i);
+        out(",");
+        out_tag(hb_profile_tag(i));
+        out(",");
+        out_u64(hb_profile_op_ticks(i));
+        out_line("]");
+    }
+    out("m-hb-profile-done-[ops=");
+    out_u64(n);
+    out(",lost=");
+    out_u64(hb_profile_lost());
+    out(",invoke=");
+    out_u64(hb_profile_invoke_ticks());
+    out(",hz=");
+    out_u64(hb_profile_ticks_per_second());
+#if HB_PORT_TIMER_CYCLES
+    out_line(",clock=cycles]");
+#else
+    out_line(",clock=us]");
+#endif
+}
+#endif
+
 /* ------------------------------------------------------------------------------------------- commands */
 
 static void cmd_name(void)
@@ -508,8 +579,13 @@ static void cmd_infer(int argc, char **argv)
         s_have_results = 0;
         return;
     }
-    /* The reported outputs come from one more, untimed inference on a freshly loaded input. */
+    /* The reported outputs come from one more, untimed inference on a freshly loaded input (the one
+     * hb-profile reports, in a build with the profiler). */
+#if HB_PROFILE
+    if (hb_model_load_input(input, len) != 0 || profiled_invoke() != 0) {
+#else
     if (hb_model_load_input(input, len) != 0 || hb_model_invoke() != 0) {
+#endif
         out_error("invoke failed");
         s_have_results = 0;
         return;
@@ -534,7 +610,11 @@ static void cmd_caps(void)
     if (s_model_status == 0 && hb_model_arena(&used, &size) == 0) {
         out("arena,");
     }
+#if HB_PROFILE
+    out_line("dbbin,profile]");
+#else
     out_line("dbbin]");
+#endif
 }
 
 static void cmd_arena(void)
@@ -616,6 +696,10 @@ static void execute(char *line)
         cmd_arena();
     } else if (strcmp(argv[0], "hb-dbbin") == 0) {
         cmd_dbbin(argc, argv);
+#if HB_PROFILE
+    } else if (strcmp(argv[0], "hb-profile") == 0) {
+        cmd_op_profile();
+#endif
     } else {
         out("e-[Unknown command: ");
         out(argv[0]);

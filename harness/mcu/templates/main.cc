@@ -2,7 +2,9 @@
 //
 // The serial protocol lives in hb_protocol.c (plain C, no TFLM); the board in port.c. This file is
 // the only one that includes TFLM headers. Define HB_NO_MAIN to call hb_benchmark_main() from your
-// own entry point (app_main on ESP-IDF, a Zephyr thread, Arduino setup()).
+// own entry point (app_main on ESP-IDF, a Zephyr thread, Arduino setup()). With HB_PROFILE 1
+// (`hil build --op-profiler`) TFLM's MicroProfilerInterface feeds the per-operator recorder
+// (hb_profile.c) behind the protocol's hb-profile% command.
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -25,6 +27,14 @@
 #include "model_settings.h"
 #include "op_resolver.h"
 
+#ifndef HB_PROFILE
+#define HB_PROFILE 0
+#endif
+#if HB_PROFILE
+#include "hb_profile.h"
+#include "tensorflow/lite/micro/micro_profiler_interface.h"
+#endif
+
 namespace {
 
 // The tensor arena: size measured by `hil build` with the TFLM interpreter, plus the profile margin.
@@ -34,6 +44,18 @@ alignas(16) uint8_t g_tensor_arena[HB_TENSOR_ARENA_SIZE];
 alignas(HbOpResolver) uint8_t g_resolver_storage[sizeof(HbOpResolver)];
 alignas(tflite::MicroInterpreter) uint8_t g_interpreter_storage[sizeof(tflite::MicroInterpreter)];
 tflite::MicroInterpreter* g_interpreter = nullptr;
+
+#if HB_PROFILE
+// The MicroInterpreter calls BeginEvent/EndEvent around every operator it invokes, tagged with the
+// op's name ("CONV_2D"); the recorder keeps them only while the protocol layer has armed it.
+class HbOpProfiler : public tflite::MicroProfilerInterface {
+ public:
+  uint32_t BeginEvent(const char* tag) override { return hb_profile_begin(tag); }
+  void EndEvent(uint32_t event_handle) override { hb_profile_end(event_handle); }
+  void operator delete(void*) {}  // lives in static storage: no heap, no operator delete linked in
+};
+alignas(HbOpProfiler) uint8_t g_profiler_storage[sizeof(HbOpProfiler)];
+#endif
 
 size_t g_input_bytes = 0;
 size_t g_output_count = 0;
@@ -76,8 +98,13 @@ extern "C" int hb_model_init(void) {
   if (model->version() != TFLITE_SCHEMA_VERSION) return 1;
   HbOpResolver* resolver = new (g_resolver_storage) HbOpResolver();
   if (hb_register_ops(*resolver) != kTfLiteOk) return 2;
+#if HB_PROFILE
+  g_interpreter = new (g_interpreter_storage) tflite::MicroInterpreter(
+      model, *resolver, g_tensor_arena, HB_TENSOR_ARENA_SIZE, nullptr, new (g_profiler_storage) HbOpProfiler());
+#else
   g_interpreter = new (g_interpreter_storage)
       tflite::MicroInterpreter(model, *resolver, g_tensor_arena, HB_TENSOR_ARENA_SIZE);
+#endif
   if (g_interpreter->AllocateTensors() != kTfLiteOk) {
     g_interpreter = nullptr;
     return 3;
