@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import subprocess
 
+import numpy as np
 import pytest
 
 from harness.cli import main
@@ -213,3 +214,57 @@ def test_latency_bisection_pairs_each_revision_with_the_good_artifact(lab, capsy
     assert code == 3 and "a step of `hil bisect`" in err
     code, _, err = cli(capsys, "--db", str(db), "baseline", "set", step)
     assert code == 3 and "a step of `hil bisect`" in err
+
+
+def test_accuracy_bisection_names_the_commit_that_broke_the_weights(tmp_path, monkeypatch, capsys):
+    """Three commits after the good one: new weights that keep every prediction (1e-6 apart), the
+    commit that scrambles the output layer, one more after it. The labels are the good model's own
+    predictions, so the good revision scores 1.0 and the scrambled ones far less."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((8,), name="x"),
+            keras.layers.Dense(16, activation="relu", name="d0"),
+            keras.layers.Dense(4, name="out"),
+        ],
+        name="net",
+    )
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    np.savez(tmp_path / "eval.npz", x=x, y=y)
+    weights = model.get_weights()
+    shas = []
+    scrambled = [w[::-1].copy() if i == 2 else w for i, w in enumerate(weights)]
+    for i, ws in enumerate([weights, [w + 1e-6 for w in weights], scrambled, [w + 1e-6 for w in scrambled]]):
+        model.set_weights(ws)
+        model.save(repo / "net.keras")
+        _git(repo, "add", "net.keras")
+        _git(repo, "commit", "-q", "-m", f"step {i}")
+        shas.append(_git(repo, "rev-parse", "HEAD"))
+    monkeypatch.setenv("HILBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HILBENCH_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.chdir(repo)
+    code, out, err = cli(
+        capsys,
+        "bisect",
+        "net.keras",
+        "--good",
+        shas[0],
+        "--metric",
+        "accuracy",
+        "--eval",
+        str(tmp_path / "eval.npz"),
+        "--device",
+        "local",
+        *FAST,
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"first bad commit: {shas[2]} step 2"
+    assert lines[1].startswith("accuracy: accuracy_top1 1.0000 -> ") and "threshold 1.00 points" in lines[1]
+    assert lines[2].startswith("steps: 3 measured (at most 3)")
