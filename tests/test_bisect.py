@@ -214,6 +214,8 @@ def test_latency_bisection_pairs_each_revision_with_the_good_artifact(lab, capsy
     assert code == 3 and "a step of `hil bisect`" in err
     code, _, err = cli(capsys, "--db", str(db), "baseline", "set", step)
     assert code == 3 and "a step of `hil bisect`" in err
+    code, out, _ = cli(capsys, "--db", str(db), "report", "--run", step, "-o", str(lab["repo"] / "reports" / "s.md"))
+    assert code == 0 and f"- run: `{step}` (complete, a step of `hil bisect`)" in out
 
 
 def test_accuracy_bisection_names_the_commit_that_broke_the_weights(tmp_path, monkeypatch, capsys):
@@ -268,3 +270,35 @@ def test_accuracy_bisection_names_the_commit_that_broke_the_weights(tmp_path, mo
     assert lines[0] == f"first bad commit: {shas[2]} step 2"
     assert lines[1].startswith("accuracy: accuracy_top1 1.0000 -> ") and "threshold 1.00 points" in lines[1]
     assert lines[2].startswith("steps: 3 measured (at most 3)")
+
+
+def test_bisect_steps_are_never_a_reference_a_history_or_an_artifacts_figures(tmp_path):
+    """Like a confirmation, a bisect step holds the good artifact's and a commit's processes under the
+    series' own key: no baseline, history or measured artifact may take it up."""
+    from gate_helpers import add_run
+
+    from harness.gate import baselines as bl
+    from harness.store import verdicts
+    from harness.store.results import ResultRecord
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    art = "a" * 64
+    night = add_run(store, [{"samples": [100.0] * 50, "artifact": art}])
+    key = bl.key_of("m", "fp32", "local")
+    step = store.start_run(
+        [f"bisect:{key}"], "bisect", ["bisect"], "0", "host", "c" * 40, "bisect:c vs g", kind="bisect"
+    )
+    for role in ("reference", "candidate"):
+        rec = ResultRecord(step, f"confirm-{role}-0", "m", "0" * 64, "fp32", "local", "localhost", "ok")
+        rec.artifact_sha256 = art
+        store.record(rec, [("latency_p50_us", 999.0, "us")], {})
+    store.finish_run(step)
+    verdicts.replace_verdicts(store, step, [{"key": key, "verdict": "pass", "model": "m", "variant": "fp32"}])
+    later = add_run(store, [{"samples": [100.0] * 50}])
+    rolling = bl.select(store, bl.BaselineSpec.parse("rolling:5"), "m", "fp32", "local", "localhost", later)
+    assert rolling is not None and rolling.run_ids == [night]
+    assert bl.last_passing(store).empty
+    history = verdicts.metric_history(store, key, "m", "fp32", "local", float("inf"))
+    assert {r[0] for r in history} == {night, later}
+    assert set(store.measured_artifact(art).run_id) == {night} and store.latest_run_id() == later
+    store.close()
