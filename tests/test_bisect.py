@@ -167,6 +167,13 @@ def test_usage_errors_are_one_line_and_exit_3(lab, capsys, tmp_path):
         assert "uncommitted changes" in _error(capsys, "models/net.keras", "--good", c[0], *size)
     finally:
         path.write_bytes(kept)
+    notes = repo / "notes.txt"
+    notes.write_text("edited, not committed\n")
+    try:  # another file's changes cannot change the model's artifact
+        code, out, err = cli(capsys, "bisect", "models/net.keras", "--good", c[10], "--bad", c[11], *size)
+        assert code == 0 and out.startswith(f"first bad commit: {c[BIG]} "), err
+    finally:
+        _git(repo, "checkout", "--", "notes.txt")
     # latency and accuracy need a device, accuracy its data
     assert "--device: needed for --metric latency" in _error(capsys, "models/net.keras", "--good", c[0])
     assert "--eval" in _error(capsys, "models/net.keras", "--good", c[0], "--metric", "accuracy", "--device", "local")
