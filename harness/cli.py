@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "build",
     "deploy",
     "gate",
+    "bisect",
     "baseline",
     "compare",
     "calibrate",

@@ -515,6 +515,10 @@ def evaluate(
             f"run {run['run_id']}: a confirmation run (the gate's re-measurement for "
             f"{str(run.get('label') or '')[len('confirm:') :] or 'another run'}), not a measurement to gate"
         )
+    if run.get("kind") == "bisect":  # the good artifact's and a commit's processes under one key
+        raise ConfigError(
+            f"run {run['run_id']}: a step of `hil bisect` ({run.get('label')}), not a measurement to gate"
+        )
     result = GateResult(run["run_id"], run, spec, alpha, warnings=list(warnings or []))
     if run.get("status") == "abandoned":
         who = store.abandoned_runs([result.run_id]).get(result.run_id, "its session")

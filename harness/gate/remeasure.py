@@ -84,9 +84,17 @@ def confirm_key(
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None,
     log: Callable[[str], None] = _log.info,
     wait: bool = True,
+    *,
+    options: RunOptions | None = None,
+    kind: str = "confirm",
+    label: str | None = None,
+    argv: list[str] | None = None,
+    git_commit: str | None = None,
 ) -> ConfirmationRun:
     """Measure A B A B ... (`pairs` of each) and test every metric in `metrics` (metric -> threshold,
-    direction); `confirm_regressions` makes the gate-wide decision."""
+    direction); `confirm_regressions` makes the gate-wide decision. `options`: measurement settings
+    (default the profile's); `kind`, `label`, `argv`, `git_commit`: the run the processes are stored
+    as (`hil bisect` stores each step as a run of kind `bisect`, the commit it measured)."""
     out = ConfirmationRun(key, baseline_sha256 or "", candidate_sha256 or "")
     try:
         device = inventory.device(device_id)
@@ -108,7 +116,8 @@ def confirm_key(
             out.impossible = f"the {role} artifact sha256 {sha[:12]} is not in the conversion cache"
             return out
         variants[role] = mv
-    options = RunOptions(input_shapes=input_shapes).resolved(profile)
+    asked = options or RunOptions()
+    options = (dataclasses.replace(asked, input_shapes=input_shapes) if input_shapes else asked).resolved(profile)
     jobs = {role: Job(mv, device, profile, options) for role, mv in variants.items()}
     transport = transport_for(device, profile, log)
     transport.cache_root = converter.cache_dir.parent
@@ -117,14 +126,14 @@ def confirm_key(
         None
         if store.read_only
         else store.start_run(  # `gate --no-record` stores nothing
-            [f"confirm:{key}"],
-            "confirm",
-            ["gate", "--confirm", run_id],
+            [f"{kind}:{key}"],
+            kind,
+            argv or ["gate", "--confirm", run_id],
             __version__,
             platform.node(),
-            None,
-            f"confirm:{run_id}",
-            kind="confirm",  # never a "latest" run, a reference or a series' history
+            git_commit,
+            label or f"confirm:{run_id}",
+            kind=kind,  # never a "latest" run, a reference or a series' history
             owner=owner,
         )
     )

@@ -509,7 +509,7 @@ class ResultStore:
         what `hil analyze` adds to a model's static numbers."""
         df = self.dataframe(include_failed=False, artifact_sha256=sha256)
         # a confirmation process timed the artifact beside another one: not the artifact's own figures
-        confirmations = self._query(sa.select(runs.c.run_id).where(self.run_kind() == "confirm"))
+        confirmations = self._query(sa.select(runs.c.run_id).where(self.run_kind().in_(schema.PAIRED_KINDS)))
         df = df[~df["run_id"].isin([r[0] for r in confirmations])]
         if df.empty:
             return df

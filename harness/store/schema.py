@@ -47,7 +47,7 @@ runs = sa.Table(
     sa.Column("git_commit", TEXT),
     sa.Column("label", TEXT),
     # measure (`hil run`, `hil sweep`, `hil demo`: what "latest" means) | confirm (the gate's
-    # re-measurement) | calibrate (`hil calibrate` A/A runs)
+    # re-measurement) | calibrate (`hil calibrate` A/A runs) | bisect (`hil bisect`'s paired steps)
     sa.Column("kind", TEXT, nullable=False, server_default="measure"),
 )
 
@@ -182,7 +182,10 @@ MIGRATIONS: dict[int, tuple[sa.Table, ...]] = {
     4: (run_sessions,),
 }
 
-RUN_KINDS = ("measure", "confirm", "calibrate")
+RUN_KINDS = ("measure", "confirm", "calibrate", "bisect")
+# runs that time two artifacts under one key (the gate's confirmation, `hil bisect`'s steps): evidence
+# behind one decision, never a series' history, a reference or an artifact's own figures
+PAIRED_KINDS = ("confirm", "bisect")
 USER_RUN = "measure"  # the runs a user starts (`hil run`, `hil sweep`, `hil demo`): what "latest" means
 
 
