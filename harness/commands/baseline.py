@@ -53,6 +53,10 @@ def _run(store, arg: str) -> tuple[str, str]:
         print(f"latest run: {run['run_id']} (started {started}, label {run_label(run) or '-'}, {run['status']})")
     if run.get("kind") == "confirm":
         raise ConfigError(f"run {run['run_id']}: a confirmation run of the gate, not a measurement to be a reference")
+    if run.get("kind") == "profile":
+        raise ConfigError(
+            f"run {run['run_id']}: a `hil profile` run (a short look), not a measurement to be a reference"
+        )
     return str(run["run_id"]), started
 
 

@@ -52,7 +52,11 @@ def per_second(latency_us) -> float | None:
 
 
 # runs that are not a user's measurement say so where they are shown (schema.RUN_KINDS)
-RUN_KINDS = {"confirm": "a confirmation run of `hil gate`", "calibrate": "an A/A run of `hil calibrate`"}
+RUN_KINDS = {
+    "confirm": "a confirmation run of `hil gate`",
+    "calibrate": "an A/A run of `hil calibrate`",
+    "profile": "a per-operator look of `hil profile`",
+}
 
 
 # what a run whose status reads `abandoned` means (ResultStore.abandoned_runs)

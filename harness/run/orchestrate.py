@@ -35,6 +35,7 @@ from harness.models.convert import (
 )
 from harness.models.evaldata import check_eval_file, prepare_eval
 from harness.models.shapes import resolve_input_shapes
+from harness.profile.complete import complete
 from harness.run.device_lock import DeviceLock
 from harness.run.reference import with_references
 from harness.run.rows import flatten, model_rows
@@ -673,6 +674,8 @@ class Orchestrator:
             measurements.append(("model_size_bytes", float(mv.size_bytes), "B"))
         if doc:
             measurements += model_rows(mv.artifact)  # MACs and parameters, for the reports
+        if doc and doc.get("op_profile") is not None:
+            self._complete_profile(job, doc)
         if doc and job.paired is not None and isinstance(doc.get("paired"), dict):
             ref = job.paired  # which artifact the in-process ratio is against (the gate checks it)
             doc["paired"].update(artifact_sha256=ref.artifact_sha256, model=ref.model_name, variant=ref.variant)
@@ -683,6 +686,19 @@ class Orchestrator:
             (doc.get("warmup") or {}).pop("samples_us", None)
             rec.raw = doc
         self._keep(job.label, rec, measurements, samples)
+
+    def _complete_profile(self, job: Job, doc: dict) -> None:
+        """Shapes and MACs from the job's artifact into the device's per-operator profile. A profile
+        that is malformed or not of this artifact is a warning naming the device; the result is
+        stored without it (kept in the document as `op_profile_rejected`), never lost over it."""
+        try:
+            doc["op_profile"] = complete(
+                doc["op_profile"], job.variant.artifact, f"device '{job.device.id}': op_profile"
+            )
+        except HilError as exc:
+            with self._log_lock:
+                _log.warning(f"warning: {exc}; {job.label} stored without its per-operator profile")
+            doc["op_profile_rejected"] = {"error": str(exc), "op_profile": doc.pop("op_profile")}
 
 
 class _RunnerError(Exception):

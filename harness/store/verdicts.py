@@ -22,9 +22,10 @@ _with_run = results.join(runs, runs.c.run_id == results.c.run_id)
 
 def _not_confirmation(store: ResultStore) -> sa.ColumnElement[bool]:
     """A confirmation run holds the reference's and the candidate's processes under one key: it is
-    evidence behind one verdict, never part of a series' history nor a reference. (`hil calibrate`'s
+    evidence behind one verdict, never part of a series' history nor a reference. Neither is `hil
+    profile`'s quick look (a short timed window, taken for its per-operator profile). (`hil calibrate`'s
     A/A runs are: they are accepted on purpose, to teach the gate a series' level and noise.)"""
-    return store.run_kind() != "confirm"
+    return store.run_kind().not_in(("confirm", "profile"))
 
 
 def run_started_at(store: ResultStore, run_id: str) -> float:

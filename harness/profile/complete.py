@@ -1,0 +1,29 @@
+"""A device's per-operator profile completed on the host before it is stored.
+
+The device knows op indices, types and times; the artifact it ran knows the shapes and MACs. Joining
+them here, where the job's artifact is at hand, means the store, the spool and every reader get the
+whole profile, and a profile that does not belong to the artifact is refused before anything reads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ModelError
+from harness.profile.document import attach_analysis, from_dict
+
+
+def complete(doc: Any, artifact: Path | str, where: str) -> dict[str, Any]:
+    """The wire document with shapes and MACs of `artifact` added; a ModelError starting with `where`
+    (e.g. "device 'pi4': op_profile") when it is malformed or is not a profile of this artifact."""
+    from harness.models.inspect.analysis import analyze
+
+    profile = from_dict(doc, where)
+    try:
+        return attach_analysis(profile, analyze(artifact)).to_dict()
+    except ModelError as exc:
+        text = str(exc)
+        raise ModelError(
+            where + text[len("op_profile") :] if text.startswith("op_profile") else f"{where}: {text}"
+        ) from None
