@@ -106,6 +106,22 @@ def test_profiles_are_stored_per_operator_and_read_back_whole(store_db):
     store.close()
 
 
+def test_a_spooled_result_brings_its_profile_into_the_store(tmp_path):
+    """A result the database could not take is spooled with its profile, and stored whole later."""
+    from harness.store.spool import Spool
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    run = store.start_run(["j"], "p", ["run"], "0", "host", None)
+    rec = ResultRecord(run, "j", "net", "0" * 64, "fp32", "dut", "localhost", "ok", artifact_sha256="a" * 64)
+    rec.raw = {"status": "ok", "op_profile": shaped()}
+    spool = Spool(tmp_path / "spool", store.location)
+    spool.keep_result(rec, [("latency_p50_us", 100.0, "us")], {"steady": [100.0]}, 1234.5)
+    assert spool.replay(store).stored == 1
+    ((row, prof),) = store.op_profiles(run_id=run)
+    assert prof.to_dict() == from_dict(shaped()).to_dict() and row["job_key"] == "j"
+    store.close()
+
+
 def test_a_malformed_profile_is_a_warning_and_the_result_is_kept(store_db, caplog):
     store = ResultStore(store_db)
     run = store.start_run(["j"], "p", ["run"], "0", "host", None)
@@ -119,8 +135,19 @@ def test_a_malformed_profile_is_a_warning_and_the_result_is_kept(store_db, caplo
     assert store.raw(rid) == doc and store.op_profile(rid) is None  # the document as the device sent it
     assert store.wide(run)["latency_p50_us"].tolist() == [100.0] and store.samples(rid) == [100.0, 101.0]
     twice = contract({(0, "CONV_2D"): [1.0], (0, "MEAN"): [1.0]})
-    rid = record(store, run, "j2", {"status": "ok", "op_profile": twice})
-    assert store.op_profile(rid) is None and "appears twice" in caplog.records[-1].getMessage()
+    odd = contract({(0, "CONV_2D"): [1.0]})
+    cases = [
+        (twice, "an op index appears twice in one subgraph"),
+        ({**odd, "ops": [{**odd["ops"][0], "subgraph": "x"}]}, "invalid literal for int()"),
+        ({**odd, "ops": [{**odd["ops"][0], "name": {"a": 1}}]}, "has a name that is not text"),
+        ({**odd, "ops": [{**odd["ops"][0], "inputs": [[1, "8"]]}]}, "a shape not of integers"),
+        ({**odd, "ops": [{**odd["ops"][0], "inputs": [5]}]}, "not iterable"),
+    ]
+    for i, (doc, why) in enumerate(cases):
+        rid = record(store, run, f"bad{i}", {"status": "ok", "op_profile": doc})
+        message = caplog.records[-1].getMessage()
+        assert store.op_profile(rid) is None and store.raw(rid) == {"status": "ok", "op_profile": doc}
+        assert message.startswith("warning: device 'dut': op_profile: ") and why in message, message
     store.close()
 
 

@@ -7,6 +7,8 @@ whole profile, and a profile that does not belong to the artifact is refused bef
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,23 @@ from harness.profile.document import attach_analysis, from_dict
 def complete(doc: Any, artifact: Path | str, where: str) -> dict[str, Any]:
     """The wire document with shapes and MACs of `artifact` added; a ModelError starting with `where`
     (e.g. "device 'pi4': op_profile") when it is malformed or is not a profile of this artifact."""
-    from harness.models.inspect.analysis import analyze
-
     profile = from_dict(doc, where)
     try:
-        return attach_analysis(profile, analyze(artifact)).to_dict()
+        mtime = os.stat(artifact).st_mtime_ns
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot read the artifact {artifact} ({exc.strerror or exc})") from None
+    try:
+        return attach_analysis(profile, _analysis(str(artifact), mtime)).to_dict()
     except ModelError as exc:
         text = str(exc)
         raise ModelError(
             where + text[len("op_profile") :] if text.startswith("op_profile") else f"{where}: {text}"
         ) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _analysis(artifact: str, mtime_ns: int) -> Any:
+    """One analysis per artifact file version: every repeat of a job profiles the same artifact."""
+    from harness.models.inspect.analysis import analyze
+
+    return analyze(artifact)

@@ -695,10 +695,11 @@ class Orchestrator:
             doc["op_profile"] = complete(
                 doc["op_profile"], job.variant.artifact, f"device '{job.device.id}': op_profile"
             )
-        except HilError as exc:
+        except Exception as exc:  # whatever it is, the measured result is stored
+            why = str(exc) if isinstance(exc, HilError) else f"device '{job.device.id}': op_profile: {exc!r}"
             with self._log_lock:
-                _log.warning(f"warning: {exc}; {job.label} stored without its per-operator profile")
-            doc["op_profile_rejected"] = {"error": str(exc), "op_profile": doc.pop("op_profile")}
+                _log.warning(f"warning: {why}; {job.label} stored without its per-operator profile")
+            doc["op_profile_rejected"] = {"error": why, "op_profile": doc.pop("op_profile")}
 
 
 class _RunnerError(Exception):

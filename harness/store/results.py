@@ -711,11 +711,21 @@ def _split_profile(rec: ResultRecord) -> tuple[dict | None, list[dict[str, Any]]
     raw = rec.raw
     if not isinstance(raw, dict) or raw.get("op_profile") is None:
         return raw, []
+    where = f"device '{rec.device_id}': op_profile"
     try:
-        prof = from_dict(raw["op_profile"], where=f"device '{rec.device_id}': op_profile")
+        prof = from_dict(raw["op_profile"], where=where)
         if len({(op.subgraph, op.index) for op in prof.ops}) != len(prof.ops):
-            raise ModelError(f"device '{rec.device_id}': op_profile: an op index appears twice in one subgraph")
-    except ModelError as exc:
+            raise ModelError(f"{where}: an op index appears twice in one subgraph")
+        for i, op in enumerate(prof.ops):
+            shapes = op.inputs + op.outputs
+            if not (op.name is None or isinstance(op.name, str)) or not all(
+                isinstance(d, int) and not isinstance(d, bool) for s in shapes for d in s
+            ):
+                raise ModelError(
+                    f"{where}: ops[{i}] ({op.type}) has a name that is not text or a shape not of integers"
+                )
+    except (ModelError, TypeError, ValueError) as exc:  # TypeError/ValueError: a field of the wrong type
+        exc = exc if isinstance(exc, ModelError) else ModelError(f"{where}: {exc}")
         _log.warning(
             f"warning: {exc}; {rec.model}/{rec.variant}@{rec.device_id} stored without its per-operator profile"
         )
