@@ -377,3 +377,33 @@ def test_hil_profile_on_the_local_device_with_the_litert_profiler(workspace):
     ((_, prof),) = store.op_profiles()
     assert prof.invocations == 3 and sum(prof.share(op) for op in prof.ops) == pytest.approx(1.0)
     store.close()
+
+
+def test_a_profile_run_is_never_latest_a_reference_a_history_or_an_artifacts_figures(tmp_path, capsys):
+    """`hil profile`'s short window must not move a series: no baseline, history, `latest` or `hil
+    analyze` figures take a profile run up, and `baseline set` refuses it by name."""
+    from gate_helpers import add_run
+
+    from harness.gate import baselines as bl
+    from harness.store import verdicts
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    art = "a" * 64
+    night = add_run(store, [{"samples": [100.0] * 50, "artifact": art}])
+    quick = store.start_run(["j"], "q", ["profile"], "0", "host", None, kind="profile")
+    rec = ResultRecord(quick, "j", "m", "0" * 64, "fp32", "local", "localhost", "ok", artifact_sha256=art)
+    rec.raw = {"status": "ok", "op_profile": shaped()}
+    store.record(rec, [("latency_p50_us", 50.0, "us")], {"steady": [50.0] * 10})
+    store.finish_run(quick)
+    verdicts.replace_verdicts(store, quick, [{"key": bl.key_of("m", "fp32", "local"), "verdict": "pass"}])
+    later = add_run(store, [{"samples": [100.0] * 50}])
+    rolling = bl.select(store, bl.BaselineSpec.parse("rolling:5"), "m", "fp32", "local", "localhost", later)
+    assert rolling is not None and rolling.run_ids == [night]
+    history = verdicts.metric_history(store, bl.key_of("m", "fp32", "local"), "m", "fp32", "local", float("inf"))
+    assert {r[0] for r in history} == {night, later}
+    assert set(store.measured_artifact(art).run_id) == {night} and store.latest_run_id() == later
+    assert [r["run_id"] for r, _ in store.op_profiles()] == [quick]  # its profile is what it is for
+    store.close()
+    code = main(["--db", str(tmp_path / "r.sqlite"), "baseline", "set", quick])
+    err = capsys.readouterr().err
+    assert code == 3 and f"run {quick}: a `hil profile` run" in err and "Traceback" not in err
