@@ -1,9 +1,9 @@
 """Which per-operator profiles a run's reports show, and their Markdown section.
 
 A run's report shows, per model x variant x device, the profile measured in that run (`hil run
---profile`); a series the run measured without one shows the newest profile of the very same artifact
-on the same device from another run (usually a `hil profile` quick look), saying which run. A profile
-of another artifact never stands in: it would be the time of other ops.
+--profile`); a series the run measured without one shows the series' newest profile from another run
+(usually a `hil profile` quick look), saying which run, when it is of the very same artifact. A
+profile of another artifact never stands in: it would be the time of other ops.
 """
 
 from __future__ import annotations
