@@ -25,6 +25,7 @@ from harness.profile.document import from_dict
 from harness.report.op_profiles import markdown_section, run_profiles
 from harness.report.run_markdown import render_run
 from harness.store import schema
+from harness.store.copy import copy_history
 from harness.store.results import ResultRecord, ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def record(store: ResultStore, run: str, job: str, raw: dict | None, device: str
     return store.record(rec, [("latency_p50_us", 100.0, "us")], {"steady": [100.0, 101.0]})
 
 
-def test_profiles_are_stored_per_operator_and_read_back_whole(store_db):
+def test_profiles_are_stored_per_operator_and_read_back_whole(store_db, tmp_path):
     store = ResultStore(store_db)
     assert store.schema_version == 6
     old = store.start_run(["j"], "p", ["run"], "0", "host", None)
@@ -103,6 +104,10 @@ def test_profiles_are_stored_per_operator_and_read_back_whole(store_db):
     assert store.latest_run_id() == old
     shares = sa.select(sa.func.sum(schema.op_times.c.share)).where(schema.op_times.c.result_id == first)
     assert store._query(shares)[0][0] == pytest.approx(1.0)
+    copy = ResultStore(tmp_path / "copy.sqlite")  # `hil db migrate` carries profiles over
+    assert copy_history(store, copy)["op_times"] == 18
+    assert [(r, p.to_dict()) for r, p in copy.op_profiles()] == [(r, p.to_dict()) for r, p in newest]
+    copy.close()
     store.close()
 
 
