@@ -284,7 +284,7 @@ def _fixed_lab(tmp_path: Path, monkeypatch) -> dict:
     return lab
 
 
-def test_hil_profile_prints_the_tables_and_stores_a_run_of_its_own(tmp_path, monkeypatch):
+def test_hil_profile_prints_the_tables_and_stores_a_run_of_its_own(tmp_path, monkeypatch, capsys):
     """On the fixed-clock device (100 us per inference, split over the sine model's three ops by their
     MACs + 8: 24, 264, 24 of 312): the tables, a stored `profile` run that is never "latest", and
     `hil run --profile` storing through the same path, shown by `hil report`."""
@@ -311,10 +311,12 @@ def test_hil_profile_prints_the_tables_and_stores_a_run_of_its_own(tmp_path, mon
     assert sum(prof.share(op) for op in prof.ops) == pytest.approx(1.0)
     store.close()
 
-    measured = hil("run", "net.tflite", *FAST, "--report", "r.md", check=True).stdout.strip().splitlines()[-1]
+    assert main(["run", "net.tflite", *FAST, "--report", "r.md"]) == 0  # in this process: the runs are quick
+    measured = capsys.readouterr().out.strip().splitlines()[0]
     report = (tmp_path / "r.md").read_text()  # no profile in this run: the quick look's, of the same artifact
     assert f"### net/asis@dut (profiled in run `{run.run_id}`)" in report
-    hil("run", "net.tflite", *FAST, "--report", "r.md", env={"HILBENCH_FIXED_PROFILE": "2"}, check=True)
+    monkeypatch.setenv("HILBENCH_FIXED_PROFILE", "2")  # the device double profiles (runner --profile-runs)
+    assert main(["run", "net.tflite", *FAST, "--report", "r.md"]) == 0
     report = (tmp_path / "r.md").read_text()
     assert "### net/asis@dut\n" in report and "2 profiled invocation(s)" in report
     store = ResultStore(lab["db"], read_only=True)
@@ -329,12 +331,16 @@ def test_hil_profile_prints_the_tables_and_stores_a_run_of_its_own(tmp_path, mon
         ("foreign", "device 'dut': op_profile: op #0 is CONV_2D on the device but FULLY_CONNECTED in "),
     ],
 )
-def test_hil_profile_without_a_usable_profile_says_why_and_keeps_the_measurement(tmp_path, monkeypatch, mode, why):
+def test_hil_profile_without_a_usable_profile_says_why_and_keeps_the_measurement(
+    tmp_path, monkeypatch, capsys, mode, why
+):
     lab = _fixed_lab(tmp_path, monkeypatch)
-    p = hil("profile", "net.tflite", "--device", "dut", env={"HILBENCH_FIXED_PROFILE": mode})
-    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
-    assert f"warning: {why}" in p.stderr and "net/asis@dut stored without its per-operator profile" in p.stderr
-    assert "no per-operator profile from device 'dut' for net/asis" in p.stderr and p.stdout == ""
+    monkeypatch.setenv("HILBENCH_FIXED_PROFILE", mode)
+    code = main(["profile", "net.tflite", "--device", "dut"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in err, err
+    assert f"warning: {why}" in err and "net/asis@dut stored without its per-operator profile" in err
+    assert "no per-operator profile from device 'dut' for net/asis" in err and out == ""
     store = ResultStore(lab["db"], read_only=True)
     (run,) = store.runs().itertuples()
     wide = store.wide(run.run_id)
