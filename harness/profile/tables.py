@@ -54,10 +54,7 @@ def shape_text(op: OpTime) -> str:
 
 
 def _num(value: float | None, spec: str = ",.2f") -> str:
-    """Two decimals; a time below one unit (an op of a few hundred ns) keeps 3 significant digits."""
-    if value is None:
-        return "-"
-    return format(value, ".3g") if spec == ",.2f" and 0 < abs(value) < 1 else format(value, spec)
+    return "-" if value is None else format(value, spec)
 
 
 def _macs(value: int) -> str:
