@@ -74,6 +74,8 @@ def main(argv: list[str]) -> int:
         mode = mode or args[args.index("--profile-runs") + 1]
     if mode:
         doc["op_profile"] = op_profile(model, level, mode)
+        if "paired" in doc:  # the reference timed in the same process is profiled too
+            doc["paired_op_profile"] = op_profile(doc["paired"]["path"], level, mode)
     print(json.dumps(doc))
     return 0
 

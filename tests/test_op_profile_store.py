@@ -111,6 +111,32 @@ def test_profiles_are_stored_per_operator_and_read_back_whole(store_db, tmp_path
     store.close()
 
 
+def test_every_profile_of_a_runner_document_is_kept_under_its_key(store_db):
+    """With XNNPACK the runner also profiles the built-in kernels, and a paired process both artifacts:
+    each is stored under its document key; the default is the profile of what ran."""
+    store = ResultStore(store_db)
+    run = store.start_run(["j"], "p", ["run"], "0", "host", None)
+    xnn = contract({(0, "SHAPE"): [1.0], (7, "Fully Connected (NC, F32) GEMM"): [3.0]}, source="litert-xnnpack")
+    xnn["ops"][1].update(delegated=True, name="XNNPACK partition 0 op 0")
+    builtin, paired = shaped(), shaped({(0, "CONV_2D"): [9.0, 9.0, 9.0]})
+    doc = {"status": "ok", "op_profile": xnn, "op_profile_builtin": builtin, "paired_op_profile": paired}
+    rid = record(store, run, "j", doc)
+    ran = store.op_profile(rid)
+    assert ran is not None and ran.source == "litert-xnnpack" and ran.ops[1].delegated
+    assert ran.ops[1].name == "XNNPACK partition 0 op 0"
+    for key, want in (("op_profile_builtin", builtin), ("paired_op_profile", paired)):
+        back = store.op_profile(rid, key)
+        assert back is not None and back.to_dict() == from_dict(want).to_dict()
+        assert [r["result_id"] for r, _ in store.op_profiles(key=key)] == [rid]
+    assert store.op_profile(rid, "paired_op_profile_builtin") is None
+    assert {k: v.get("ops_stored") for k, v in (store.raw(rid) or {}).items() if isinstance(v, dict)} == {
+        "op_profile": 2,
+        "op_profile_builtin": 6,
+        "paired_op_profile": 1,
+    }
+    store.close()
+
+
 def test_a_spooled_result_brings_its_profile_into_the_store(tmp_path):
     """A result the database could not take is spooled with its profile, and stored whole later."""
     from harness.store.spool import Spool
@@ -424,3 +450,25 @@ def test_a_profile_run_is_never_latest_a_reference_a_history_or_an_artifacts_fig
     code = main(["--db", str(tmp_path / "r.sqlite"), "baseline", "set", quick])
     err = capsys.readouterr().err
     assert code == 3 and f"run {quick}: a `hil profile` run" in err and "Traceback" not in err
+
+
+def test_a_paired_process_stores_the_references_profile_with_the_references_shapes(tmp_path, monkeypatch, capsys):
+    """A changed model is timed beside its series' reference in the same processes: the device's
+    profile of the reference is completed (shapes, MACs from the reference's artifact) and stored
+    under its own key beside the job's."""
+    lab = _fixed_lab(tmp_path, monkeypatch)
+    monkeypatch.setenv("HILBENCH_FIXED_PROFILE", "2")
+    assert main(["run", "net.tflite", *FAST, "--repeats", "1"]) == 0
+    assert main(["gate", "--quiet"]) == 0  # an accepted run: its artifact is the series' reference
+    (tmp_path / "net.tflite").write_bytes((tmp_path / "net.tflite").read_bytes() + b"\0" * 16)
+    assert main(["run", "net.tflite", *FAST, "--repeats", "1"]) == 0
+    second = capsys.readouterr().out.strip().splitlines()[-1]
+    store = ResultStore(lab["db"], read_only=True)
+    ran = store.op_profiles(run_id=second)  # one per process (the profile's repeats)
+    refs = dict((r["result_id"], p) for r, p in store.op_profiles(run_id=second, key="paired_op_profile"))
+    assert ran and {r["result_id"] for r, _ in ran} == set(refs)
+    for row, prof in ran:
+        assert [op.macs for op in prof.ops] == [op.macs for op in refs[row["result_id"]].ops] == [16, 256, 16]
+        raw = store.raw(row["result_id"]) or {}
+        assert raw["paired"]["artifact_sha256"] != row["artifact_sha256"]  # it was another artifact
+    store.close()

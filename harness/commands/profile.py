@@ -78,6 +78,9 @@ def cmd_profile(args) -> int:
     for row, profile in profiled:
         title = f"{row['model']}/{row['variant']}@{row['device_id']} (result {row['result_id']})"
         print(tables.render(profile, title, top=args.top))
+        twin = store.op_profile(row["result_id"], "op_profile_builtin")
+        if twin is not None:  # XNNPACK ran its own fused ops: the model's ops, with shapes and MACs, here
+            print(tables.render(twin, f"{title}, the same model on the built-in kernels", top=args.top))
     code = summary.exit_code
     have = {r["result_id"] for r, _ in profiled}
     missing = [r for r in _ok_results(store, summary.run_id) if r["result_id"] not in have]

@@ -15,6 +15,18 @@ from typing import Any
 from harness.errors import ModelError
 from harness.profile.document import attach_analysis, from_dict
 
+# The runner document's keys that hold a profile (runners/linux_runner.py): what ran (`op_profile`;
+# with XNNPACK its own fused operators), the same artifact on the built-in kernels (`_builtin`: the
+# model's ops, so shapes and MACs attach), and the same two of the `--paired-model` artifact timed in
+# that process. The first is THE profile of a result; all are stored (op_times.profile_key).
+MAIN = "op_profile"
+KEYS = (MAIN, "op_profile_builtin", "paired_op_profile", "paired_op_profile_builtin")
+
+
+def of_paired(key: str) -> bool:
+    """A profile of the artifact paired in the process (the job's reference), not of the job's own."""
+    return key.startswith("paired_")
+
 
 def complete(doc: Any, artifact: Path | str, where: str) -> dict[str, Any]:
     """The wire document with shapes and MACs of `artifact` added; a ModelError starting with `where`

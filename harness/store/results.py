@@ -32,6 +32,8 @@ import psutil
 import sqlalchemy as sa
 
 from harness.errors import ConfigError, ModelError
+from harness.profile.complete import KEYS as PROFILE_KEYS
+from harness.profile.complete import MAIN as MAIN_PROFILE
 from harness.profile.document import OpProfile, OpTime, from_dict
 from harness.store import schema
 from harness.store.engine import WRITE, enable_wal, failure, open_engine, probe_write
@@ -552,9 +554,10 @@ class ResultStore:
 
     # ------------------------------------------------------------------ per-operator profiles (issue 22)
 
-    def op_profile(self, result_id: int) -> OpProfile | None:
-        """The per-operator profile stored with a result (None: none, or a database older than schema 6)."""
-        found = self._op_profiles([result_id])
+    def op_profile(self, result_id: int, key: str = MAIN_PROFILE) -> OpProfile | None:
+        """The per-operator profile stored with a result (None: none, or a database older than schema 6).
+        `key`: which of the runner's profiles (harness.profile.complete.KEYS), by default what ran."""
+        found = self._op_profiles([result_id], key)
         return found.get(result_id)
 
     def op_profiles(
@@ -563,6 +566,7 @@ class ResultStore:
         model: str | None = None,
         device: str | None = None,
         variant: str | None = None,
+        key: str = MAIN_PROFILE,
     ) -> list[tuple[dict[str, Any], OpProfile]]:
         """Results that have a per-operator profile, each with its provenance (run_id, result_id,
         device_id, model, variant, artifact_sha256, job_key, timestamp, kind: the run's kind). With
@@ -579,7 +583,7 @@ class ResultStore:
         stmt = (
             sa.select(*cols, kind)
             .select_from(results.join(runs, runs.c.run_id == r.run_id))
-            .where(r.result_id.in_(sa.select(o.result_id).distinct()))
+            .where(r.result_id.in_(sa.select(o.result_id).where(o.profile_key == key).distinct()))
         )
         for col, value in (("model", model), ("device_id", device), ("variant", variant)):
             if value is not None:
@@ -599,10 +603,10 @@ class ResultStore:
                 newest[(row["model"], row["variant"], row["device_id"])] = row
             rows = list(newest.values())
         rows.sort(key=lambda row: (row["model"], row["device_id"], row["variant"], row["result_id"]))
-        profiles = self._op_profiles([row["result_id"] for row in rows])
+        profiles = self._op_profiles([row["result_id"] for row in rows], key)
         return [(row, profiles[row["result_id"]]) for row in rows if row["result_id"] in profiles]
 
-    def _op_profiles(self, result_ids: list[int]) -> dict[int, OpProfile]:
+    def _op_profiles(self, result_ids: list[int], key: str) -> dict[int, OpProfile]:
         if self.schema_version < 6 or not result_ids:
             return {}
         o = op_times.c
@@ -610,10 +614,12 @@ class ResultStore:
         for start in range(0, len(result_ids), 500):  # bounded IN lists, whatever the history's size
             part = result_ids[start : start + 500]
             rows = self._query(
-                sa.select(op_times).where(o.result_id.in_(part)).order_by(o.result_id, o.subgraph, o.op_index)
+                sa.select(op_times)
+                .where(o.result_id.in_(part), o.profile_key == key)
+                .order_by(o.result_id, o.subgraph, o.op_index)
             )
             headers = {
-                rid: (json.loads(raw) if raw else {}).get("op_profile") or {}
+                rid: (json.loads(raw) if raw else {}).get(key) or {}
                 for rid, raw in self._query(
                     sa.select(results.c.result_id, results.c.raw).where(results.c.result_id.in_(part))
                 )
@@ -704,56 +710,68 @@ class ResultStore:
 
 
 def _split_profile(rec: ResultRecord) -> tuple[dict | None, list[dict[str, Any]]]:
-    """The document to store and the op_times rows of its per-operator profile. The ops live in their
-    table (like latency samples in theirs); the document keeps the profile's header. A malformed
-    profile is a warning naming the device, and the result is stored without it, the document
-    verbatim (the measured results are never lost over a profile)."""
+    """The document to store and the op_times rows of its per-operator profiles (PROFILE_KEYS). The
+    ops live in their table (like latency samples in theirs); the document keeps each profile's
+    header. A malformed profile is a warning naming the device, and the result is stored without it,
+    that part of the document verbatim (the measured results are never lost over a profile)."""
     raw = rec.raw
-    if not isinstance(raw, dict) or raw.get("op_profile") is None:
+    if not isinstance(raw, dict):
         return raw, []
-    where = f"device '{rec.device_id}': op_profile"
+    out, rows = dict(raw), []
+    for key in PROFILE_KEYS:
+        if raw.get(key) is None:
+            continue
+        where = f"device '{rec.device_id}': {key}"
+        try:
+            prof = _valid_profile(raw[key], where)
+        except ModelError as exc:
+            what = "its per-operator profile" if key == MAIN_PROFILE else f"its {key}"
+            _log.warning(f"warning: {exc}; {rec.model}/{rec.variant}@{rec.device_id} stored without {what}")
+            continue
+        rows += [
+            {
+                "profile_key": key,
+                "subgraph": op.subgraph,
+                "op_index": op.index,
+                "op_type": op.type,
+                "name": op.name,
+                "delegated": op.delegated,
+                "inputs": json.dumps(op.inputs),
+                "outputs": json.dumps(op.outputs),
+                "mean": op.mean,
+                "median": op.median,
+                "share": prof.share(op),
+                "macs": op.macs,
+                "times": json.dumps(op.times),
+                "source": prof.source,
+                "unit": prof.unit,
+                "ticks_per_us": prof.ticks_per_us,
+                "cycles": prof.cycles,
+                "invocations": prof.invocations,
+            }
+            for op in prof.ops
+        ]
+        header = {k: v for k, v in prof.to_dict().items() if k != "ops"}
+        out[key] = {**header, "ops_stored": len(prof.ops)}
+    return out, rows
+
+
+def _valid_profile(doc: Any, where: str) -> OpProfile:
+    """from_dict, and what the table needs besides: one row per op, text names, integer shapes. A
+    field of the wrong type (TypeError, ValueError in from_dict) is a ModelError like the others."""
     try:
-        prof = from_dict(raw["op_profile"], where=where)
-        if len({(op.subgraph, op.index) for op in prof.ops}) != len(prof.ops):
-            raise ModelError(f"{where}: an op index appears twice in one subgraph")
-        for i, op in enumerate(prof.ops):
-            shapes = op.inputs + op.outputs
-            if not (op.name is None or isinstance(op.name, str)) or not all(
-                isinstance(d, int) and not isinstance(d, bool) for s in shapes for d in s
-            ):
-                raise ModelError(
-                    f"{where}: ops[{i}] ({op.type}) has a name that is not text or a shape not of integers"
-                )
-    except (ModelError, TypeError, ValueError) as exc:  # TypeError/ValueError: a field of the wrong type
-        exc = exc if isinstance(exc, ModelError) else ModelError(f"{where}: {exc}")
-        _log.warning(
-            f"warning: {exc}; {rec.model}/{rec.variant}@{rec.device_id} stored without its per-operator profile"
-        )
-        return raw, []
-    ops = [
-        {
-            "subgraph": op.subgraph,
-            "op_index": op.index,
-            "op_type": op.type,
-            "name": op.name,
-            "delegated": op.delegated,
-            "inputs": json.dumps(op.inputs),
-            "outputs": json.dumps(op.outputs),
-            "mean": op.mean,
-            "median": op.median,
-            "share": prof.share(op),
-            "macs": op.macs,
-            "times": json.dumps(op.times),
-            "source": prof.source,
-            "unit": prof.unit,
-            "ticks_per_us": prof.ticks_per_us,
-            "cycles": prof.cycles,
-            "invocations": prof.invocations,
-        }
-        for op in prof.ops
-    ]
-    header = {k: v for k, v in prof.to_dict().items() if k != "ops"}
-    return {**raw, "op_profile": {**header, "ops_stored": len(ops)}}, ops
+        prof = from_dict(doc, where=where)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: {exc}") from None
+    if len({(op.subgraph, op.index) for op in prof.ops}) != len(prof.ops):
+        raise ModelError(f"{where}: an op index appears twice in one subgraph")
+    for i, op in enumerate(prof.ops):
+        shapes = op.inputs + op.outputs
+        if not (op.name is None or isinstance(op.name, str)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for s in shapes for d in s
+        ):
+            raise ModelError(f"{where}: ops[{i}] ({op.type}) has a name that is not text or a shape not of integers")
+    return prof
 
 
 def _join(db: sa.Connection, run_id: str, owner: ClaimOwner | None) -> None:

@@ -176,6 +176,9 @@ op_times = sa.Table(
     "op_times",
     metadata,
     sa.Column("result_id", sa.Integer, sa.ForeignKey("results.result_id"), primary_key=True),
+    # the runner document's key it came from (harness.profile.complete.KEYS): op_profile (what ran),
+    # op_profile_builtin (the built-in kernels' twin of an XNNPACK profile), paired_op_profile[_builtin]
+    sa.Column("profile_key", TEXT, primary_key=True),
     sa.Column("subgraph", sa.Integer, primary_key=True),
     sa.Column("op_index", sa.Integer, primary_key=True),
     sa.Column("op_type", TEXT, nullable=False),
