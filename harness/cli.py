@@ -18,6 +18,7 @@ DEFAULT_DB = "reports/results.sqlite"  # harness.store.results.DEFAULT_DB, witho
 # Each module in harness/commands registers its own sub-command(s) with `register(subparsers)`.
 COMMAND_MODULES = [
     "run",
+    "profile",
     "convert",
     "analyze",
     "results",

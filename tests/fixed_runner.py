@@ -69,8 +69,35 @@ def main(argv: list[str]) -> int:
             "block": 1,
             "latency_us": runner.summarize([plevel * pripple * (1.0 + 0.0005 * ((i * 5) % 7 - 3)) for i in range(200)]),
         }
+    mode = os.environ.get("HILBENCH_FIXED_PROFILE")
+    if "--profile-runs" in args:
+        mode = mode or args[args.index("--profile-runs") + 1]
+    if mode:
+        doc["op_profile"] = op_profile(model, level, mode)
+        if "paired" in doc:  # the reference timed in the same process is profiled too
+            doc["paired_op_profile"] = op_profile(doc["paired"]["path"], level, mode)
     print(json.dumps(doc))
     return 0
+
+
+def op_profile(model: str, level: float, mode: str) -> dict:
+    """The per-operator profile of the model's own ops, split from the fixed level by MACs (+8 per op):
+    env HILBENCH_FIXED_PROFILE (or runner --profile-runs) = N invocations, `malformed` (an op short of
+    a time) or `foreign` (an op of another type than the model's: a profile of another artifact)."""
+    from harness.models.inspect.analysis import analyze
+
+    ops = analyze(model).operators
+    n = 3 if mode in ("malformed", "foreign") else int(mode)
+    weights = [op.macs + 8 for op in ops]
+    out = []
+    for op, w in zip(ops, weights):
+        times = [level * w / sum(weights) * (1.0 + 0.01 * ((j % 3) - 1)) for j in range(n)]
+        out.append({"index": op.index, "subgraph": op.subgraph, "type": op.name, "delegated": False, "times": times})
+    if mode == "malformed":
+        out[0]["times"] = out[0]["times"][:-1]
+    if mode == "foreign":
+        out[0]["type"] = "CONV_2D"
+    return {"source": "litert-builtin", "unit": "us", "invocations": n, "ops": out}
 
 
 if __name__ == "__main__":

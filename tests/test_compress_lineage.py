@@ -212,5 +212,5 @@ def test_the_results_database_keeps_lineage_and_migrates_older_files(tmp_path):
     assert ro.schema_version == 3 and ro.lineage() == []
     ro.close()
     rw = ResultStore(db)
-    assert rw.schema_version == schema.SCHEMA_VERSION == 5 and rw.lineage() == []
+    assert rw.schema_version == schema.SCHEMA_VERSION == 6 and rw.lineage() == []
     rw.close()

@@ -195,7 +195,7 @@ def test_a_schema_4_database_keeps_confirmation_and_calibration_runs_out_of_late
     copy.close()
     old.close()
     migrated = ResultStore(store_db)
-    assert migrated.schema_version == 5 and migrated.latest_run_id() == users[-1]
+    assert migrated.schema_version == 6 and migrated.latest_run_id() == users[-1]
     assert dict(zip(migrated.runs().run_id, migrated.runs().kind)) == kinds
     migrated.close()
 

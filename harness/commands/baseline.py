@@ -55,6 +55,10 @@ def _run(store, arg: str) -> tuple[str, str]:
         raise ConfigError(f"run {run['run_id']}: a confirmation run of the gate, not a measurement to be a reference")
     if run.get("kind") == "bisect":
         raise ConfigError(f"run {run['run_id']}: a step of `hil bisect`, not a measurement to be a reference")
+    if run.get("kind") == "profile":
+        raise ConfigError(
+            f"run {run['run_id']}: a `hil profile` run (a short look), not a measurement to be a reference"
+        )
     return str(run["run_id"]), started
 
 

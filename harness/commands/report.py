@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.commands import common
+from harness.report.op_profiles import markdown_section, run_profiles
 from harness.report.run_markdown import render_run
 from harness.store.results import ResultStore
 
@@ -19,6 +20,9 @@ def register(sub) -> None:
 def write_report(store: ResultStore, run_id: str | None, output: Path) -> str:
     run = store.run_row(run_id)
     text = render_run(store.wide(run["run_id"]), run)
+    section = markdown_section(run_profiles(store, run["run_id"]))  # where the time goes, when profiled
+    if section:
+        text += "\n" + "\n".join(section)
     common.write_output(output, "report", lambda out: out.write_text(text))
     return text
 

@@ -9,6 +9,7 @@ published as a CI artifact and opened offline. Figures (each an ``<img id="fig-.
 - ``fig-devices``: device-profile comparison (p50 and speed-up vs a reference device)
 - ``fig-pareto``: accuracy vs latency vs size with the Pareto front of the variants
 - ``fig-robustness``: top-1 of each variant on the clean eval set and under each perturbation
+- ``fig-ops``: the slowest operators of each profiled model/variant@device, grouped by op type
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import pandas as pd
 
 from harness.gate.evaluate import GateResult
 from harness.gate.levels import reference_level
+from harness.profile.tables import describe, top_rows
 from harness.report import plots
 from harness.report.compare import comparison, render_markdown
 from harness.report.gate_markdown import CHECK_HEADERS, check_message, check_row, ordered
+from harness.report.op_profiles import TOP, chart_panels, run_profiles
 from harness.report.robustness import robustness_frame
 from harness.report.run_markdown import results_table, robustness_table, run_label, summarize
 from harness.store.results import ResultStore
@@ -285,7 +288,32 @@ def render_gate_html(res: GateResult, store: ResultStore, trend_runs: int = 20) 
             "<h2>Accuracy vs latency vs size</h2>",
             _img("fig-pareto", plots.pareto(points, label), "accuracy latency size Pareto front"),
         ]
+    body += _op_profiles_section(run_profiles(store, res.run_id))
     return _page(f"hilbench gate {res.run_id}", body)
+
+
+def _op_profiles_section(profiles: list) -> list[str]:
+    """Where the time goes: per profiled model/variant@device, its slowest operators as bars grouped by
+    op type (fig-ops) and as a table (harness.report.op_profiles)."""
+    if not profiles:
+        return []
+    body = [
+        "<h2>Where the time goes</h2>",
+        _img("fig-ops", plots.op_time_bars(chart_panels(profiles)), "slowest operators by type"),
+    ]
+    for s in profiles:
+        where = f" (profiled in run <code>{html.escape(s.run_id)}</code>)" if s.from_other_run else ""
+        body.append(f"<h3>{html.escape(s.label)}{where}</h3>")
+        body.append(f'<p class="note">{html.escape(describe(s.profile))}</p>')
+        if s.profile.ops:
+            headers, rows = top_rows(s.profile, TOP)
+            body.append(_table(headers, rows))
+    body.append(
+        '<p class="note">Each operator\'s mean time per invocation in a profiling pass of its own after the '
+        "timed windows (never part of the latency the gate judges); <code>hil profile MODEL --device D</code> "
+        "prints every operator.</p>"
+    )
+    return body
 
 
 def render_compare_html(table: pd.DataFrame, reference: str, run_id: str = "", label: str = "") -> str:

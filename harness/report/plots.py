@@ -325,3 +325,36 @@ def robustness(frame):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig
+
+
+def _plain(text: str) -> str:
+    """Text matplotlib draws as given: a `$` would start mathtext (a model name is not a formula)."""
+    return str(text).replace("$", r"\$")
+
+
+def op_time_bars(panels: list[dict]):
+    """One panel per profiled model/variant@device: a horizontal bar per operator (its mean time per
+    invocation), the operators of one type side by side in one colour, the types in order of their
+    total time, so the chart reads both "which op" and "which kind of op".
+
+    Each panel: title, unit (axis label), bars: [(label, op type, value)] (slowest types first)."""
+    n = max(1, len(panels))
+    heights = [max(1.6, 0.28 * len(p["bars"]) + 0.9) for p in panels] or [1.6]
+    fig = _figure(9.0, sum(heights) + 0.4)
+    axes = fig.subplots(n, 1, squeeze=False, height_ratios=heights)[:, 0]
+    palette = [f"C{i}" for i in range(10)]
+    colours: dict[str, str] = {}
+    for ax, p in zip(axes, panels):
+        bars = p["bars"]
+        ys = np.arange(len(bars))[::-1]
+        for y, (label, op_type, value) in zip(ys, bars):
+            colour = colours.setdefault(op_type, palette[len(colours) % len(palette)])
+            ax.barh(y, value, color=colour, label=_plain(op_type))
+        ax.set_yticks(ys, [_plain(b[0]) for b in bars], fontsize=7)
+        ax.set_xlabel(_plain(p["unit"]), fontsize=8)
+        ax.set_title(_plain(p["title"]), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))  # one legend entry per op type
+        ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
+    return fig

@@ -58,6 +58,7 @@ RUN_KINDS = {
     "confirm": "a confirmation run of `hil gate`",
     "calibrate": "an A/A run of `hil calibrate`",
     "bisect": "a step of `hil bisect`",
+    "profile": "a per-operator look of `hil profile`",
 }
 
 

@@ -36,6 +36,9 @@ from harness.models.convert import (
 from harness.models.evaldata import check_eval_file, prepare_eval
 from harness.models.perturb import Perturbation
 from harness.models.shapes import resolve_input_shapes
+from harness.profile.complete import KEYS as profile_keys
+from harness.profile.complete import MAIN as MAIN_PROFILE
+from harness.profile.complete import complete, of_paired
 from harness.run.device_lock import DeviceLock
 from harness.run.reference import with_references
 from harness.run.rows import flatten, model_rows
@@ -683,6 +686,10 @@ class Orchestrator:
             measurements.append(("model_size_bytes", float(mv.size_bytes), "B"))
         if doc:
             measurements += model_rows(mv.artifact)  # MACs and parameters, for the reports
+        if doc:
+            for key in profile_keys:
+                if doc.get(key) is not None:
+                    self._complete_profile(job, doc, key)
         if doc and job.paired is not None and isinstance(doc.get("paired"), dict):
             ref = job.paired  # which artifact the in-process ratio is against (the gate checks it)
             doc["paired"].update(artifact_sha256=ref.artifact_sha256, model=ref.model_name, variant=ref.variant)
@@ -693,6 +700,24 @@ class Orchestrator:
             (doc.get("warmup") or {}).pop("samples_us", None)
             rec.raw = doc
         self._keep(job.label, rec, measurements, samples)
+
+    def _complete_profile(self, job: Job, doc: dict, key: str) -> None:
+        """Shapes and MACs from the artifact it profiled (the job's, or the paired reference's) into a
+        per-operator profile of the device. A profile that is malformed or not of that artifact is a
+        warning naming the device; the result is stored without it (kept in the document as
+        `<key>_rejected`), never lost over it."""
+        where = f"device '{job.device.id}': {key}"
+        try:
+            if of_paired(key) and job.paired is None:
+                raise ModelError(f"{where}: a profile of a paired artifact, but this job timed none")
+            artifact = job.paired.artifact if of_paired(key) and job.paired is not None else job.variant.artifact
+            doc[key] = complete(doc[key], artifact, where)
+        except Exception as exc:  # whatever it is, the measured result is stored
+            why = str(exc) if isinstance(exc, HilError) else f"{where}: {exc!r}"
+            with self._log_lock:
+                what = "its per-operator profile" if key == MAIN_PROFILE else f"its {key}"
+                _log.warning(f"warning: {why}; {job.label} stored without {what}")
+            doc[f"{key}_rejected"] = {"error": why, key: doc.pop(key)}
 
 
 class _RunnerError(Exception):

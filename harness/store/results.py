@@ -13,6 +13,7 @@ mode, no migration), PostgreSQL transactions are READ ONLY.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -30,12 +31,17 @@ import pandas as pd
 import psutil
 import sqlalchemy as sa
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, ModelError
+from harness.profile.complete import KEYS as PROFILE_KEYS
+from harness.profile.complete import MAIN as MAIN_PROFILE
+from harness.profile.document import OpProfile, OpTime, from_dict
 from harness.store import schema
 from harness.store.engine import WRITE, enable_wal, failure, open_engine, probe_write
 from harness.store.location import locate
-from harness.store.schema import job_claims, lineage, results, run_sessions, runs
+from harness.store.schema import job_claims, lineage, op_times, results, run_sessions, runs
 from harness.store.upsert import upsert
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("reports") / "results.sqlite"
 
@@ -420,6 +426,7 @@ class ResultStore:
         was measured (default now); `once`: a result of this run and job with this very timestamp is
         already stored (a spooled result replayed twice) and is kept instead of a second copy."""
         stamp = time.time() if timestamp is None else timestamp
+        raw, ops = _split_profile(rec)
         with self._tx() as db:
             if once:
                 r = results.c
@@ -448,7 +455,7 @@ class ResultStore:
                     host=rec.host,
                     status=rec.status,
                     error=rec.error,
-                    raw=json.dumps(rec.raw) if rec.raw is not None else None,
+                    raw=json.dumps(raw) if raw is not None else None,
                 )
             )
             key = inserted.inserted_primary_key
@@ -470,6 +477,8 @@ class ResultStore:
             ]
             if rows:
                 db.execute(sa.insert(schema.samples), rows)
+            if ops:
+                db.execute(sa.insert(op_times), [{"result_id": rid, **o} for o in ops])
         return rid
 
     def dataframe(
@@ -508,8 +517,9 @@ class ResultStore:
         """The newest successful result of one artifact on each device (wide: one column per metric):
         what `hil analyze` adds to a model's static numbers."""
         df = self.dataframe(include_failed=False, artifact_sha256=sha256)
-        # a confirmation process timed the artifact beside another one: not the artifact's own figures
-        confirmations = self._query(sa.select(runs.c.run_id).where(self.run_kind().in_(schema.PAIRED_KINDS)))
+        # a confirmation process timed the artifact beside another one: not the artifact's own figures;
+        # `hil profile` timed it in a short window only
+        confirmations = self._query(sa.select(runs.c.run_id).where(self.run_kind().in_(schema.NOT_HISTORY_KINDS)))
         df = df[~df["run_id"].isin([r[0] for r in confirmations])]
         if df.empty:
             return df
@@ -541,6 +551,109 @@ class ResultStore:
     def raw(self, result_id: int) -> dict[str, Any] | None:
         rows = self._query(sa.select(results.c.raw).where(results.c.result_id == result_id))
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
+
+    # ------------------------------------------------------------------ per-operator profiles (issue 22)
+
+    def op_profile(self, result_id: int, key: str = MAIN_PROFILE) -> OpProfile | None:
+        """The per-operator profile stored with a result (None: none, or a database older than schema 6).
+        `key`: which of the runner's profiles (harness.profile.complete.KEYS), by default what ran."""
+        found = self._op_profiles([result_id], key)
+        return found.get(result_id)
+
+    def op_profiles(
+        self,
+        run_id: str | None = None,
+        model: str | None = None,
+        device: str | None = None,
+        variant: str | None = None,
+        key: str = MAIN_PROFILE,
+    ) -> list[tuple[dict[str, Any], OpProfile]]:
+        """Results that have a per-operator profile, each with its provenance (run_id, result_id,
+        device_id, model, variant, artifact_sha256, job_key, timestamp, kind: the run's kind). With
+        `run_id`: that run's current results (`current_result_ids`); without: the newest profiled
+        result of each series (model, variant, device), whatever kind of run measured it (a profile
+        is the artifact's, not the run's: `hil profile`'s runs are where most of them come from),
+        except the gate's confirmation runs, whose processes also ran another artifact.
+        Ordered by model, device, variant (VARIANT_ORDER not applied here: callers sort)."""
+        if self.schema_version < 6:  # read-only open of an older schema: no profiles yet
+            return []
+        r, o = results.c, op_times.c
+        kind = self.run_kind().label("kind")
+        cols = [r.run_id, r.result_id, r.device_id, r.model, r.variant, r.artifact_sha256, r.job_key, r.timestamp]
+        stmt = (
+            sa.select(*cols, kind)
+            .select_from(results.join(runs, runs.c.run_id == r.run_id))
+            .where(r.result_id.in_(sa.select(o.result_id).where(o.profile_key == key).distinct()))
+        )
+        for col, value in (("model", model), ("device_id", device), ("variant", variant)):
+            if value is not None:
+                stmt = stmt.where(r[col] == value)
+        if run_id is not None:
+            stmt = stmt.where(r.run_id == run_id)
+        else:
+            stmt = stmt.where(self.run_kind() != "confirm")
+        names = [c.name for c in cols] + ["kind"]
+        rows = [dict(zip(names, row)) for row in self._query(stmt.order_by(r.result_id))]
+        if run_id is not None:
+            current = self.current_result_ids(run_id)
+            rows = [row for row in rows if row["result_id"] in current]
+        else:
+            newest: dict[tuple[str, str, str], dict[str, Any]] = {}
+            for row in rows:  # ordered by result id: the last one of a series is its newest
+                newest[(row["model"], row["variant"], row["device_id"])] = row
+            rows = list(newest.values())
+        rows.sort(key=lambda row: (row["model"], row["device_id"], row["variant"], row["result_id"]))
+        profiles = self._op_profiles([row["result_id"] for row in rows], key)
+        return [(row, profiles[row["result_id"]]) for row in rows if row["result_id"] in profiles]
+
+    def _op_profiles(self, result_ids: list[int], key: str) -> dict[int, OpProfile]:
+        if self.schema_version < 6 or not result_ids:
+            return {}
+        o = op_times.c
+        out: dict[int, OpProfile] = {}
+        for start in range(0, len(result_ids), 500):  # bounded IN lists, whatever the history's size
+            part = result_ids[start : start + 500]
+            rows = self._query(
+                sa.select(op_times)
+                .where(o.result_id.in_(part), o.profile_key == key)
+                .order_by(o.result_id, o.subgraph, o.op_index)
+            )
+            headers = {
+                rid: (json.loads(raw) if raw else {}).get(key) or {}
+                for rid, raw in self._query(
+                    sa.select(results.c.result_id, results.c.raw).where(results.c.result_id.in_(part))
+                )
+            }
+            for row in rows:
+                d = dict(zip(op_times.c.keys(), row))
+                rid = d["result_id"]
+                prof = out.get(rid)
+                if prof is None:
+                    header = headers.get(rid) or {}
+                    invoke = header.get("invoke")
+                    prof = out[rid] = OpProfile(
+                        source=d["source"],
+                        unit=d["unit"],
+                        invocations=d["invocations"],
+                        ops=[],
+                        ticks_per_us=d["ticks_per_us"],
+                        cycles=bool(d["cycles"]),
+                        invoke=[float(t) for t in invoke] if isinstance(invoke, list) else None,
+                    )
+                prof.ops.append(
+                    OpTime(
+                        index=d["op_index"],
+                        type=d["op_type"],
+                        times=[float(t) for t in json.loads(d["times"])],
+                        subgraph=d["subgraph"],
+                        name=d["name"],
+                        delegated=bool(d["delegated"]),
+                        inputs=json.loads(d["inputs"]),
+                        outputs=json.loads(d["outputs"]),
+                        macs=int(d["macs"]),
+                    )
+                )
+        return out
 
     # ------------------------------------------------------------------ lineage (hil sweep / hil lineage)
 
@@ -594,6 +707,71 @@ class ResultStore:
                 d[c] = json.loads(d[c]) if d[c] else None
             out.append(d)
         return out
+
+
+def _split_profile(rec: ResultRecord) -> tuple[dict | None, list[dict[str, Any]]]:
+    """The document to store and the op_times rows of its per-operator profiles (PROFILE_KEYS). The
+    ops live in their table (like latency samples in theirs); the document keeps each profile's
+    header. A malformed profile is a warning naming the device, and the result is stored without it,
+    that part of the document verbatim (the measured results are never lost over a profile)."""
+    raw = rec.raw
+    if not isinstance(raw, dict):
+        return raw, []
+    out, rows = dict(raw), []
+    for key in PROFILE_KEYS:
+        if raw.get(key) is None:
+            continue
+        where = f"device '{rec.device_id}': {key}"
+        try:
+            prof = _valid_profile(raw[key], where)
+        except ModelError as exc:
+            what = "its per-operator profile" if key == MAIN_PROFILE else f"its {key}"
+            _log.warning(f"warning: {exc}; {rec.model}/{rec.variant}@{rec.device_id} stored without {what}")
+            continue
+        rows += [
+            {
+                "profile_key": key,
+                "subgraph": op.subgraph,
+                "op_index": op.index,
+                "op_type": op.type,
+                "name": op.name,
+                "delegated": op.delegated,
+                "inputs": json.dumps(op.inputs),
+                "outputs": json.dumps(op.outputs),
+                "mean": op.mean,
+                "median": op.median,
+                "share": prof.share(op),
+                "macs": op.macs,
+                "times": json.dumps(op.times),
+                "source": prof.source,
+                "unit": prof.unit,
+                "ticks_per_us": prof.ticks_per_us,
+                "cycles": prof.cycles,
+                "invocations": prof.invocations,
+            }
+            for op in prof.ops
+        ]
+        header = {k: v for k, v in prof.to_dict().items() if k != "ops"}
+        out[key] = {**header, "ops_stored": len(prof.ops)}
+    return out, rows
+
+
+def _valid_profile(doc: Any, where: str) -> OpProfile:
+    """from_dict, and what the table needs besides: one row per op, text names, integer shapes. A
+    field of the wrong type (TypeError, ValueError in from_dict) is a ModelError like the others."""
+    try:
+        prof = from_dict(doc, where=where)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: {exc}") from None
+    if len({(op.subgraph, op.index) for op in prof.ops}) != len(prof.ops):
+        raise ModelError(f"{where}: an op index appears twice in one subgraph")
+    for i, op in enumerate(prof.ops):
+        shapes = op.inputs + op.outputs
+        if not (op.name is None or isinstance(op.name, str)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for s in shapes for d in s
+        ):
+            raise ModelError(f"{where}: ops[{i}] ({op.type}) has a name that is not text or a shape not of integers")
+    return prof
 
 
 def _join(db: sa.Connection, run_id: str, owner: ClaimOwner | None) -> None:

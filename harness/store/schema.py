@@ -17,9 +17,10 @@ from sqlalchemy.dialects import postgresql
 from harness.errors import ConfigError
 from harness.store.upsert import upsert
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # read-only opens accept these older versions as they are (v3 added job_claims, v4 lineage, v5 runs.kind
-# and run_sessions: `run_kind` infers a run's kind from its label where the column is missing)
+# and run_sessions: `run_kind` infers a run's kind from its label where the column is missing; v6
+# op_times: an older database has no per-operator profiles)
 READABLE_FROM = 2
 MARKER = ("application", "hilbench")
 
@@ -47,7 +48,8 @@ runs = sa.Table(
     sa.Column("git_commit", TEXT),
     sa.Column("label", TEXT),
     # measure (`hil run`, `hil sweep`, `hil demo`: what "latest" means) | confirm (the gate's
-    # re-measurement) | calibrate (`hil calibrate` A/A runs) | bisect (`hil bisect`'s paired steps)
+    # re-measurement) | calibrate (`hil calibrate` A/A runs) | bisect (`hil bisect`'s paired steps) |
+    # profile (`hil profile`'s quick looks)
     sa.Column("kind", TEXT, nullable=False, server_default="measure"),
 )
 
@@ -168,6 +170,35 @@ lineage = sa.Table(
     sa.Index("lineage_root", "root_id"),
 )
 
+# One row per operator of a per-operator profile (harness.profile.document, `hil profile`, `hil run
+# --profile`): queries, tables and diffs read ops without parsing documents. Times are per invocation
+# in `unit` (us, or ticks at `ticks_per_us` when known), `times` keeps every profiled invocation.
+op_times = sa.Table(
+    "op_times",
+    metadata,
+    sa.Column("result_id", sa.Integer, sa.ForeignKey("results.result_id"), primary_key=True),
+    # the runner document's key it came from (harness.profile.complete.KEYS): op_profile (what ran),
+    # op_profile_builtin (the built-in kernels' twin of an XNNPACK profile), paired_op_profile[_builtin]
+    sa.Column("profile_key", TEXT, primary_key=True),
+    sa.Column("subgraph", sa.Integer, primary_key=True),
+    sa.Column("op_index", sa.Integer, primary_key=True),
+    sa.Column("op_type", TEXT, nullable=False),
+    sa.Column("name", TEXT),
+    sa.Column("delegated", sa.Boolean, nullable=False),
+    sa.Column("inputs", TEXT, nullable=False),  # JSON list of shapes
+    sa.Column("outputs", TEXT, nullable=False),  # JSON list of shapes
+    sa.Column("mean", REAL, nullable=False),
+    sa.Column("median", REAL, nullable=False),
+    sa.Column("share", REAL, nullable=False),  # of the sum of the profile's op means (0..1)
+    sa.Column("macs", sa.BigInteger, nullable=False),
+    sa.Column("times", TEXT, nullable=False),  # JSON: one value per profiled invocation
+    sa.Column("source", TEXT, nullable=False),  # litert-builtin | litert-xnnpack | tflm-micro-profiler | tflm-sim
+    sa.Column("unit", TEXT, nullable=False),  # us | ticks
+    sa.Column("ticks_per_us", REAL),
+    sa.Column("cycles", sa.Boolean, nullable=False),
+    sa.Column("invocations", sa.Integer, nullable=False),
+)
+
 TABLES = tuple(metadata.sorted_tables)  # parents before children: the order to create and to copy in
 
 # version -> tables that upgrade a database of that version to version + 1 (created when missing)
@@ -180,12 +211,16 @@ MIGRATIONS: dict[int, tuple[sa.Table, ...]] = {
     3: (lineage,),
     # v5: the sessions working on a run (an abandoned run is told from a running one), and runs.kind
     4: (run_sessions,),
+    # v6: per-operator profiles (`hil profile`, `hil run --profile`)
+    5: (op_times,),
 }
 
-RUN_KINDS = ("measure", "confirm", "calibrate", "bisect")
+RUN_KINDS = ("measure", "confirm", "calibrate", "bisect", "profile")
 # runs that time two artifacts under one key (the gate's confirmation, `hil bisect`'s steps): evidence
 # behind one decision, never a series' history, a reference or an artifact's own figures
 PAIRED_KINDS = ("confirm", "bisect")
+# ... and neither are `hil profile`'s quick looks (a short timed window beside the profiler's pass)
+NOT_HISTORY_KINDS = (*PAIRED_KINDS, "profile")
 USER_RUN = "measure"  # the runs a user starts (`hil run`, `hil sweep`, `hil demo`): what "latest" means
 
 

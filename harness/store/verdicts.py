@@ -13,7 +13,7 @@ import time
 import sqlalchemy as sa
 
 from harness.store.results import ResultStore
-from harness.store.schema import PAIRED_KINDS, baselines, gate_verdicts, measurements, results, runs
+from harness.store.schema import NOT_HISTORY_KINDS, baselines, gate_verdicts, measurements, results, runs
 from harness.store.upsert import upsert
 
 r, u, g = results.c, runs.c, gate_verdicts.c
@@ -23,9 +23,10 @@ _with_run = results.join(runs, runs.c.run_id == results.c.run_id)
 def _not_confirmation(store: ResultStore) -> sa.ColumnElement[bool]:
     """A confirmation run (and a `hil bisect` step) holds the reference's and the candidate's processes
     under one key: it is evidence behind one verdict, never part of a series' history nor a reference.
+    Neither is `hil profile`'s quick look (a short timed window, taken for its per-operator profile).
     (`hil calibrate`'s A/A runs are: they are accepted on purpose, to teach the gate a series' level and
     noise.)"""
-    return store.run_kind().notin_(PAIRED_KINDS)
+    return store.run_kind().notin_(NOT_HISTORY_KINDS)
 
 
 def run_started_at(store: ResultStore, run_id: str) -> float:
