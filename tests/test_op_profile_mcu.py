@@ -49,10 +49,18 @@ def lab(workspace: Path, port: str) -> None:
 
 
 def run_doc(workspace: Path, stdout: str) -> dict:
+    """The run's result document, its stored per-operator profile put back under `op_profile` (the
+    store keeps a profile's ops in op_times and only its header in the document)."""
+    from harness.store.results import ResultStore
+
     run_id = stdout.strip().splitlines()[-1]
     db = sqlite3.connect(workspace / "reports" / "results.sqlite")
-    (raw,) = db.execute("SELECT raw FROM results WHERE run_id=?", (run_id,)).fetchone()
-    return json.loads(raw)
+    (rid, raw) = db.execute("SELECT result_id, raw FROM results WHERE run_id=?", (run_id,)).fetchone()
+    doc = json.loads(raw)
+    stored = ResultStore(workspace / "reports" / "results.sqlite", create=False, read_only=True).op_profile(rid)
+    if stored is not None:
+        doc["op_profile"] = stored.to_dict()
+    return doc
 
 
 def sim_commands(proc: subprocess.Popen) -> list[str]:
