@@ -22,6 +22,7 @@ from harness.gate import baselines as bl
 from harness.gate import evaluate as gate
 from harness.lab.config import load_profiles
 from harness.store.results import ResultStore
+from harness.store.verdicts import verdict_details
 
 P50 = "latency_p50_us"
 
@@ -216,8 +217,13 @@ def test_a_real_slowdown_is_confirmed_by_interleaved_remeasurement(fixed_lab):
     before = int(counter.read_text())
     p = hil("gate", "--csv", "v.csv", "--markdown", "s.md", "--html", "g.html")
     assert p.returncode == 1, p.stdout + p.stderr
-    # a Linux device times reference and candidate in the same runner process: 8 processes
-    assert int(counter.read_text()) - before == 8
+    # a Linux device times reference and candidate in the same runner process: 8 processes, then one
+    # more that asks for a per-operator profile of both (this device has no profiler: it says so)
+    assert int(counter.read_text()) - before == 8 + 1
+    no_profile = "per-operator profile: no per-operator profile (device/firmware has no profiler)"
+    assert f"net/asis@dut: latency regression confirmed (latency_min_us, {P50}, latency_p90_us); {no_profile}" in (
+        p.stderr
+    )
     # one line for the key by default (each process and its runner lines only with -v)
     assert "reference and candidate in one process" not in p.stderr and "[linux_runner]" not in p.stderr
     assert [ln for ln in p.stderr.splitlines() if ln.startswith("confirming ")] == [
@@ -228,13 +234,16 @@ def test_a_real_slowdown_is_confirmed_by_interleaved_remeasurement(fixed_lab):
     assert row.sigma_run > 0 and row.critical_change >= row.threshold == 0.02  # in-process: latency_paired_threshold
     md = (fixed_lab["dir"] / "s.md").read_text()
     assert re.search(r"confirmed: \+(9\.9\d|10\.\d\d) % \(p=[^,]+, 8 processes timing both\)", md), md
-    assert "sigma_run" in md and "critical change" in md
+    assert "sigma_run" in md and "critical change" in md and no_profile in md
+    assert row.confirm_operators == "no per-operator profile (device/firmware has no profiler)"
     page = (fixed_lab["dir"] / "g.html").read_text()
-    assert "confirmed" in page and "sigma_run" in page
+    assert "confirmed" in page and "sigma_run" in page and no_profile in page
     store = ResultStore(fixed_lab["dir"] / "reports" / "results.sqlite")
     confirm_runs = store.runs()
     confirm_runs = confirm_runs[confirm_runs.label == f"confirm:{run}"]
     assert len(confirm_runs) == 1
+    # kept with the verdict (gate_verdicts.detail), for whatever shows the run's gate later
+    assert verdict_details(store, run)["net/asis@dut"]["operators"] == row.confirm_operators
     store.close()
 
 
