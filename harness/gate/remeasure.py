@@ -208,7 +208,7 @@ def _profile_pass(transport, jobs: dict, variants: dict, in_process: bool, devic
             )
             doc = transport.benchmark(dataclasses.replace(ref, paired=variants["candidate"], options=options))
             _ok(doc)
-            docs = (doc.get("op_profile"), doc.get("paired_op_profile"))
+            docs = (_op_profile(doc, "op_profile"), _op_profile(doc, "paired_op_profile"))
         else:
             pair = []
             for role in ("reference", "candidate"):
@@ -217,7 +217,7 @@ def _profile_pass(transport, jobs: dict, variants: dict, in_process: bool, devic
                     dataclasses.replace(job, options=dataclasses.replace(job.options, profile_runs=PROFILE_RUNS))
                 )
                 _ok(doc)
-                pair.append(doc.get("op_profile"))
+                pair.append(_op_profile(doc, "op_profile"))
             docs = (pair[0], pair[1])
         if not docs[0] or not docs[1]:
             return NO_PROFILER
@@ -228,6 +228,14 @@ def _profile_pass(transport, jobs: dict, variants: dict, in_process: bool, devic
         return explain(ref_p, cand_p).text
     except HilError as exc:
         return f"no per-operator profile ({exc})"
+
+
+def _op_profile(doc: dict, key: str) -> dict | None:
+    """The profile that names the model's own ops: with XNNPACK the runner profiles XNNPACK's operators
+    (`op_profile`, delegated, not model ops) and the built-in kernels too (`op_profile_builtin`);
+    a candidate's inserted layer is named by the latter (as FULLY_CONNECTED #n, not as XNNPACK's n-th
+    fully connected operator), which is what a reader of a regression can act on."""
+    return doc.get(key + "_builtin") or doc.get(key)
 
 
 def _ok(doc: dict) -> None:
