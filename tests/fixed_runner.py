@@ -69,8 +69,42 @@ def main(argv: list[str]) -> int:
             "block": 1,
             "latency_us": runner.summarize([plevel * pripple * (1.0 + 0.0005 * ((i * 5) % 7 - 3)) for i in range(200)]),
         }
+    if "--profile-runs" in args:  # the per-operator profile pass: op times from the script, if it has any
+        runs = int(args[args.index("--profile-runs") + 1])
+        for key, path, digest in (
+            ("op_profile", model, sha),
+            ("paired_op_profile", doc.get("paired", {}).get("path"), doc.get("paired", {}).get("sha256")),
+        ):
+            prof = op_profile(path, digest, script.get("op_times") or {}, runs) if path else None
+            if prof is not None:
+                doc[key] = prof
     print(json.dumps(doc))
     return 0
+
+
+def op_profile(path, sha, op_times, runs):
+    """The profile document (harness/profile/document.py) of the model at `path`: its ops with the
+    times the script gives for its sha256 prefix (the same time in each invocation); none when the
+    script has none (a device without a profiler); "malformed": one time where `runs` are due."""
+    times = next((v for k, v in op_times.items() if sha.startswith(k)), None)
+    if times is None:
+        return None
+    from harness.models.inspect.analysis import analyze
+
+    ops = analyze(path).operators
+    if times == "malformed":
+        times, runs_given = [1.0] * len(ops), 1
+    else:
+        runs_given = runs
+    return {
+        "source": "litert-builtin",
+        "unit": "us",
+        "invocations": runs,
+        "ops": [
+            {"index": o.index, "subgraph": o.subgraph, "type": o.name, "times": [t] * runs_given}
+            for o, t in zip(ops, times)
+        ],
+    }
 
 
 if __name__ == "__main__":
