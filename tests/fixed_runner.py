@@ -85,23 +85,24 @@ def main(argv: list[str]) -> int:
 def op_profile(path, sha, op_times, runs):
     """The profile document (harness/profile/document.py) of the model at `path`: its ops with the
     times the script gives for its sha256 prefix (the same time in each invocation); none when the
-    script has none (a device without a profiler); "malformed": one time where `runs` are due."""
+    script has none (a device without a profiler); "malformed" and "garbled": broken documents."""
     times = next((v for k, v in op_times.items() if sha.startswith(k)), None)
     if times is None:
         return None
     from harness.models.inspect.analysis import analyze
 
     ops = analyze(path).operators
-    if times == "malformed":
+    runs_given, subgraph = runs, None
+    if times == "malformed":  # one time per op where `runs` are due
         times, runs_given = [1.0] * len(ops), 1
-    else:
-        runs_given = runs
+    elif times == "garbled":  # a subgraph that is no number
+        times, subgraph = [1.0] * len(ops), "main"
     return {
         "source": "litert-builtin",
         "unit": "us",
         "invocations": runs,
         "ops": [
-            {"index": o.index, "subgraph": o.subgraph, "type": o.name, "times": [t] * runs_given}
+            {"index": o.index, "subgraph": subgraph or o.subgraph, "type": o.name, "times": [t] * runs_given}
             for o, t in zip(ops, times)
         ],
     }

@@ -255,8 +255,8 @@ def test_a_real_slowdown_is_confirmed_by_interleaved_remeasurement(fixed_lab):
 )
 def test_a_confirmed_regression_names_its_operators_and_a_bad_profile_never_fails_the_gate(fixed_lab):
     """The device profiles both artifacts when asked (the double's op times are the script's, so the
-    explanation is exact): the slower FULLY_CONNECTED is named. Gated again with a malformed profile
-    from the device, the regression is the same and the note says why there is no explanation."""
+    explanation is exact): the slower FULLY_CONNECTED is named. Gated again with a malformed or garbled
+    profile from the device, the regression is the same and the note says why there is no explanation."""
     levels = {"a": 100.0, "b": 110.0}
     _night(fixed_lab, "a", levels)
     hil("gate", "--quiet", check=True)
@@ -285,6 +285,14 @@ def test_a_confirmed_regression_names_its_operators_and_a_bad_profile_never_fail
     assert row.verdict == "regression" and bool(row.confirmed) and 0.08 < row.confirm_effect < 0.12
     assert row.confirm_operators.startswith(
         f"no per-operator profile (dut: candidate op_profile: ops[0] ({ops[0]}) times: need 20 finite"
+    )
+    script["op_times"][b] = "garbled"
+    fixed_lab["script"].write_text(json.dumps(script))
+    p = hil("gate", "--run", run, "--csv", "v.csv")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stdout + p.stderr
+    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    assert row.verdict == "regression" and row.confirm_operators.startswith(
+        "no per-operator profile (the device's op_profile does not fit its artifact: ValueError("
     )
 
 

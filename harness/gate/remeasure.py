@@ -200,6 +200,7 @@ def _profile_pass(transport, jobs: dict, variants: dict, in_process: bool, devic
     latency regression (a Holm rejection needs the uncorrected test to reject too), and after them:
     nothing measured here enters a decision. A device without a profiler (MCU firmware built without
     one, an older runner) or a failed profile pass only says so; it never fails the gate."""
+    _log.log(DETAIL, f"profiling reference and candidate per operator ({PROFILE_RUNS} invocations each)")
     try:
         if in_process:
             ref = jobs["reference"]
@@ -228,6 +229,8 @@ def _profile_pass(transport, jobs: dict, variants: dict, in_process: bool, devic
         return explain(ref_p, cand_p).text
     except HilError as exc:
         return f"no per-operator profile ({exc})"
+    except (KeyError, TypeError, ValueError) as exc:  # a device's document that from_dict let through
+        return f"no per-operator profile (the device's op_profile does not fit its artifact: {exc!r})"
 
 
 def _op_profile(doc: dict, key: str) -> dict | None:
