@@ -69,18 +69,25 @@ def main(argv: list[str]) -> int:
             "block": 1,
             "latency_us": runner.summarize([plevel * pripple * (1.0 + 0.0005 * ((i * 5) % 7 - 3)) for i in range(200)]),
         }
+    # the per-operator profile pass: op times from the script for the artifact's sha256 when it has
+    # them (the gate's explanation tests); else, with HILBENCH_FIXED_PROFILE, split from the fixed
+    # level by MACs (the store's tests); else none (a device without a profiler)
+    runs = int(args[args.index("--profile-runs") + 1]) if "--profile-runs" in args else None
     mode = os.environ.get("HILBENCH_FIXED_PROFILE")
-    if "--profile-runs" in args:
-        mode = mode or args[args.index("--profile-runs") + 1]
-    if mode:
-        doc["op_profile"] = op_profile(model, level, mode)
-        if "paired" in doc:  # the reference timed in the same process is profiled too
-            doc["paired_op_profile"] = op_profile(doc["paired"]["path"], level, mode)
+    for key, path, digest in (
+        ("op_profile", model, sha),
+        ("paired_op_profile", doc.get("paired", {}).get("path"), doc.get("paired", {}).get("sha256")),
+    ):
+        prof = script_profile(path, digest, script.get("op_times") or {}, runs) if path and runs else None
+        if prof is None and path and mode:
+            prof = mac_split_profile(path, level, mode)
+        if prof is not None:
+            doc[key] = prof
     print(json.dumps(doc))
     return 0
 
 
-def op_profile(model: str, level: float, mode: str) -> dict:
+def mac_split_profile(model: str, level: float, mode: str) -> dict:
     """The per-operator profile of the model's own ops, split from the fixed level by MACs (+8 per op):
     env HILBENCH_FIXED_PROFILE (or runner --profile-runs) = N invocations, `malformed` (an op short of
     a time) or `foreign` (an op of another type than the model's: a profile of another artifact)."""
@@ -98,6 +105,32 @@ def op_profile(model: str, level: float, mode: str) -> dict:
     if mode == "foreign":
         out[0]["type"] = "CONV_2D"
     return {"source": "litert-builtin", "unit": "us", "invocations": n, "ops": out}
+
+
+def script_profile(path, sha, op_times, runs):
+    """The profile document (harness/profile/document.py) of the model at `path`: its ops with the
+    times the script gives for its sha256 prefix (the same time in each invocation); none when the
+    script has none (a device without a profiler); "malformed" and "garbled": broken documents."""
+    times = next((v for k, v in op_times.items() if sha.startswith(k)), None)
+    if times is None:
+        return None
+    from harness.models.inspect.analysis import analyze
+
+    ops = analyze(path).operators
+    runs_given, subgraph = runs, None
+    if times == "malformed":  # one time per op where `runs` are due
+        times, runs_given = [1.0] * len(ops), 1
+    elif times == "garbled":  # a subgraph that is no number
+        times, subgraph = [1.0] * len(ops), "main"
+    return {
+        "source": "litert-builtin",
+        "unit": "us",
+        "invocations": runs,
+        "ops": [
+            {"index": o.index, "subgraph": subgraph or o.subgraph, "type": o.name, "times": [t] * runs_given}
+            for o, t in zip(ops, times)
+        ],
+    }
 
 
 if __name__ == "__main__":

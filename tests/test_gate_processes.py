@@ -4,6 +4,7 @@ clock (tests/fixed_runner.py). Nothing here depends on how busy the host is."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -21,7 +22,10 @@ from gate_helpers import add_run
 from harness.gate import baselines as bl
 from harness.gate import evaluate as gate
 from harness.lab.config import load_profiles
+from harness.models.inspect.analysis import analyze
 from harness.store.results import ResultStore
+from harness.store.verdicts import verdict_details
+from harness.transports.base import runner_args
 
 P50 = "latency_p50_us"
 
@@ -216,8 +220,13 @@ def test_a_real_slowdown_is_confirmed_by_interleaved_remeasurement(fixed_lab):
     before = int(counter.read_text())
     p = hil("gate", "--csv", "v.csv", "--markdown", "s.md", "--html", "g.html")
     assert p.returncode == 1, p.stdout + p.stderr
-    # a Linux device times reference and candidate in the same runner process: 8 processes
-    assert int(counter.read_text()) - before == 8
+    # a Linux device times reference and candidate in the same runner process: 8 processes, then one
+    # more that asks for a per-operator profile of both (this device has no profiler: it says so)
+    assert int(counter.read_text()) - before == 8 + 1
+    no_profile = "per-operator profile: no per-operator profile (device/firmware has no profiler)"
+    assert f"net/asis@dut: latency regression confirmed (latency_min_us, {P50}, latency_p90_us); {no_profile}" in (
+        p.stderr
+    )
     # one line for the key by default (each process and its runner lines only with -v)
     assert "reference and candidate in one process" not in p.stderr and "[linux_runner]" not in p.stderr
     assert [ln for ln in p.stderr.splitlines() if ln.startswith("confirming ")] == [
@@ -228,14 +237,63 @@ def test_a_real_slowdown_is_confirmed_by_interleaved_remeasurement(fixed_lab):
     assert row.sigma_run > 0 and row.critical_change >= row.threshold == 0.02  # in-process: latency_paired_threshold
     md = (fixed_lab["dir"] / "s.md").read_text()
     assert re.search(r"confirmed: \+(9\.9\d|10\.\d\d) % \(p=[^,]+, 8 processes timing both\)", md), md
-    assert "sigma_run" in md and "critical change" in md
+    assert "sigma_run" in md and "critical change" in md and no_profile in md
+    assert row.confirm_operators == "no per-operator profile (device/firmware has no profiler)"
     page = (fixed_lab["dir"] / "g.html").read_text()
-    assert "confirmed" in page and "sigma_run" in page
+    assert "confirmed" in page and "sigma_run" in page and no_profile in page
     store = ResultStore(fixed_lab["dir"] / "reports" / "results.sqlite")
     confirm_runs = store.runs()
     confirm_runs = confirm_runs[confirm_runs.label == f"confirm:{run}"]
     assert len(confirm_runs) == 1
+    # kept with the verdict (gate_verdicts.detail), for whatever shows the run's gate later
+    assert verdict_details(store, run)["net/asis@dut"]["operators"] == row.confirm_operators
     store.close()
+
+
+@pytest.mark.skipif(
+    "--profile-runs" not in inspect.getsource(runner_args), reason="the transports do not pass --profile-runs yet"
+)
+def test_a_confirmed_regression_names_its_operators_and_a_bad_profile_never_fails_the_gate(fixed_lab):
+    """The device profiles both artifacts when asked (the double's op times are the script's, so the
+    explanation is exact): the slower FULLY_CONNECTED is named. Gated again with a malformed or garbled
+    profile from the device, the regression is the same and the note says why there is no explanation."""
+    levels = {"a": 100.0, "b": 110.0}
+    _night(fixed_lab, "a", levels)
+    hil("gate", "--quiet", check=True)
+    run = _night(fixed_lab, "b", levels)
+    a, b = fixed_lab["sha"]["a"][:16], fixed_lab["sha"]["b"][:16]
+    script = json.loads(fixed_lab["script"].read_text())
+    ops = [o.name for o in analyze(fixed_lab["dir"] / "a" / "net.tflite").operators]
+    conv, fc = ops.index("CONV_2D"), ops.index("FULLY_CONNECTED")
+    times_a = [1.0] * len(ops)
+    times_a[conv], times_a[fc] = 60.0, 30.0
+    times_b = list(times_a)
+    times_b[conv], times_b[fc] = 60.5, 39.5
+    script["op_times"] = {a: times_a, b: times_b}
+    fixed_lab["script"].write_text(json.dumps(script))
+    p = hil("gate", "--run", run, "--csv", "v.csv")
+    assert p.returncode == 1, p.stdout + p.stderr
+    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    named = f"+10.0 us: FULLY_CONNECTED #{fc} +9.5 us (95 %)"
+    assert row.verdict == "regression" and row.confirm_operators == named
+    assert f"per-operator profile: {named}" in p.stdout  # the Markdown
+    script["op_times"][b] = "malformed"
+    fixed_lab["script"].write_text(json.dumps(script))
+    p = hil("gate", "--run", run, "--csv", "v.csv")
+    assert p.returncode == 1, p.stdout + p.stderr
+    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    assert row.verdict == "regression" and bool(row.confirmed) and 0.08 < row.confirm_effect < 0.12
+    assert row.confirm_operators.startswith(
+        f"no per-operator profile (dut: candidate op_profile: ops[0] ({ops[0]}) times: need 20 finite"
+    )
+    script["op_times"][b] = "garbled"
+    fixed_lab["script"].write_text(json.dumps(script))
+    p = hil("gate", "--run", run, "--csv", "v.csv")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stdout + p.stderr
+    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    assert row.verdict == "regression" and row.confirm_operators.startswith(
+        "no per-operator profile (the device's op_profile does not fit its artifact: ValueError("
+    )
 
 
 def test_a_slow_night_is_not_confirmed_and_passes(fixed_lab):

@@ -250,6 +250,7 @@ class GateResult:
                         "confirmed": (c.confirmation or {}).get("confirmed"),
                         "confirm_effect": (c.confirmation or {}).get("effect"),
                         "confirm_p": (c.confirmation or {}).get("p"),
+                        "confirm_operators": (c.confirmation or {}).get("operators") or "",
                         "note": c.note,
                     }
                 )
@@ -796,7 +797,18 @@ def record(store: ResultStore, result: GateResult) -> None:
                 "profile": k.profile,
                 "result_id": k.result_id,
                 "baseline": k.baseline.describe() if k.baseline else str(result.spec),
-                "detail": {"failed": [c.metric for c in k.checks if c.failed], "error": k.error},
+                "detail": _detail(k),
             }
         )
     bl.record_verdicts(store, result.run_id, rows)
+
+
+def _detail(k: KeyResult) -> dict:
+    """The verdict's stored detail: failing metrics, the error, and for a confirmed latency regression
+    the operators that account for it (`operators`: the text of harness.profile.diff.explain, or why
+    the device gave no profile; one profile pass per key), so the explanation outlives the gate's output."""
+    out: dict = {"failed": [c.metric for c in k.checks if c.failed], "error": k.error}
+    operators = next((ops for c in k.checks if (ops := (c.confirmation or {}).get("operators"))), None)
+    if operators:
+        out["operators"] = operators
+    return out

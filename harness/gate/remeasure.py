@@ -15,6 +15,11 @@ Artifacts are content-addressed, so the reference's artifact is found in the con
 its sha256. Every confirmation process is stored as a result of its own run (kind `confirm`, label
 `confirm:<run id>`), so the evidence behind a verdict stays inspectable; such a run is never the
 latest run, a reference or part of a series' history.
+
+A latency regression that the re-measurement confirms is then profiled per operator, reference and
+candidate in one more runner process (`profile_runs`), and the gate names the operators that account
+for the added time (harness.profile.diff.explain). That process comes after the timed ones and none
+of its numbers enter a decision: the verdict is the same with or without a profiler on the device.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ from harness.gate.steps import SUSTAIN_RUNS
 from harness.lab.config import Inventory, link_type
 from harness.log import DETAIL
 from harness.models.convert import Converter
+from harness.models.inspect.analysis import analyze
+from harness.profile.diff import explain
+from harness.profile.document import attach_analysis, from_dict
 from harness.run.device_lock import DeviceLock
 from harness.run.rows import flatten
 from harness.store.results import ClaimOwner, ResultRecord, ResultStore
@@ -50,6 +58,8 @@ DEFAULT_PAIRS = 5  # A B A B ... processes per artifact (MCU boards: each one a 
 IN_PROCESS_PAIRS = 8  # runner processes timing both artifacts (cheaper than 5 + 5, and more pairs)
 RUNNER_TRANSPORTS = ("local", "ssh")  # devices whose runner can time two models in one process
 PAIRED_METRICS = ("latency_min_us", "latency_p50_us", "latency_p90_us")
+PROFILE_RUNS = 20  # profiled invocations of each artifact when a latency regression is confirmed
+NO_PROFILER = "no per-operator profile (device/firmware has no profiler)"
 
 
 @dataclass
@@ -65,6 +75,7 @@ class ConfirmationRun:
     run_id: str | None = None
     impossible: str | None = None  # why no confirmation could be made
     method: str = ""  # in-process (A and B in one runner process) or interleaved processes
+    operators: str | None = None  # where the added time went (explain), or why no profile says it
 
 
 def confirm_key(
@@ -170,6 +181,9 @@ def confirm_key(
                 if doc.get("status") != "ok":
                     raise HilError(doc.get("error") or "runner failed")
                 _keep(store, doc, levels, metrics, variants[role], f"confirm-{role}-{i}", confirm_run, where)
+        _decide(out, metrics, alpha)
+        if any(d.confirmed for m, d in out.decisions.items() if m.startswith("latency")):
+            out.operators = _profile_pass(transport, jobs, variants, in_process, device_id)
     except HilError as exc:
         out.impossible = f"re-measurement failed: {exc}"
         status = "incomplete"
@@ -178,13 +192,67 @@ def confirm_key(
         dev_lock.release()
         if confirm_run is not None:
             store.finish_run(confirm_run, status, owner=owner)
-    if out.impossible:
-        return out
+    return out
+
+
+def _decide(out: ConfirmationRun, metrics: dict[str, tuple[float, int]], alpha: float) -> None:
     for metric, (threshold, direction) in metrics.items():
         a, b = out.levels_a.get(metric, []), out.levels_b.get(metric, [])
         if len(a) == len(b) and a:
             out.decisions[metric] = confirm(a, b, threshold, direction, alpha=alpha)
-    return out
+
+
+def _profile_pass(transport, jobs: dict, variants: dict, in_process: bool, device_id: str) -> str:
+    """Where the added time went: reference and candidate profiled per operator (in one runner process
+    on a Linux device, so both see the same conditions), matched op by op, and the operators that
+    account for 80 % of the change named. Asked for only once the paired levels show a confirmed
+    latency regression (a Holm rejection needs the uncorrected test to reject too), and after them:
+    nothing measured here enters a decision. A device without a profiler (MCU firmware built without
+    one, an older runner) or a failed profile pass only says so; it never fails the gate."""
+    _log.log(DETAIL, f"profiling reference and candidate per operator ({PROFILE_RUNS} invocations each)")
+    try:
+        if in_process:
+            ref = jobs["reference"]
+            options = dataclasses.replace(  # the timed part only warms up: its levels are not kept
+                ref.options, profile_runs=PROFILE_RUNS, min_runs=PROFILE_RUNS, min_seconds=0.0
+            )
+            doc = transport.benchmark(dataclasses.replace(ref, paired=variants["candidate"], options=options))
+            _ok(doc)
+            docs = (_op_profile(doc, "op_profile"), _op_profile(doc, "paired_op_profile"))
+        else:
+            pair = []
+            for role in ("reference", "candidate"):
+                job = jobs[role]
+                doc = transport.benchmark(
+                    dataclasses.replace(job, options=dataclasses.replace(job.options, profile_runs=PROFILE_RUNS))
+                )
+                _ok(doc)
+                pair.append(_op_profile(doc, "op_profile"))
+            docs = (pair[0], pair[1])
+        if not docs[0] or not docs[1]:
+            return NO_PROFILER
+        ref_p, cand_p = (
+            attach_analysis(from_dict(d, f"{device_id}: {role} op_profile"), analyze(variants[role].artifact))
+            for d, role in zip(docs, ("reference", "candidate"))
+        )
+        return explain(ref_p, cand_p).text
+    except HilError as exc:
+        return f"no per-operator profile ({exc})"
+    except (KeyError, TypeError, ValueError) as exc:  # a device's document that from_dict let through
+        return f"no per-operator profile (the device's op_profile does not fit its artifact: {exc!r})"
+
+
+def _op_profile(doc: dict, key: str) -> dict | None:
+    """The profile that names the model's own ops: with XNNPACK the runner profiles XNNPACK's operators
+    (`op_profile`, delegated, not model ops) and the built-in kernels too (`op_profile_builtin`);
+    a candidate's inserted layer is named by the latter (as FULLY_CONNECTED #n, not as XNNPACK's n-th
+    fully connected operator), which is what a reader of a regression can act on."""
+    return doc.get(key + "_builtin") or doc.get(key)
+
+
+def _ok(doc: dict) -> None:
+    if doc.get("status") != "ok":
+        raise HilError("the profile pass failed: " + (doc.get("error") or "runner failed"))
 
 
 def _paired_in_process(
@@ -381,6 +449,7 @@ def confirm_regressions(
     decided = [(k, c, d, out) for k, c, d, out in measured if d is not None and d.n > 0 and math.isfinite(d.p)]
     rejected, p_adj = holm_adjust([d.p for _, _, d, _ in decided], result.alpha)
     holm_of = {id(c): (rej, pa) for (_, c, _, _), rej, pa in zip(decided, rejected, p_adj)}
+    explained: dict[str, tuple[list[str], str]] = {}
     for k, c, d, out in measured:
         was = "tripped" if c.regression else "screened"
         if d is None:
@@ -406,10 +475,17 @@ def confirm_regressions(
         if confirmed:
             c.verdict = "regression"
             c.screened = False
-            c.note = f"confirmed on re-measurement: {paired} > {fmt_pct(c.threshold or 0.0)}; nightly: {c.note}"
+            ops = ""
+            if c.metric.startswith("latency"):  # where the time went (the profile pass, `_profile_pass`)
+                c.confirmation["operators"] = out.operators or NO_PROFILER
+                ops = f"; per-operator profile: {c.confirmation['operators']}"
+                explained.setdefault(k.key, ([], ops))[0].append(c.metric)
+            c.note = f"confirmed on re-measurement: {paired} > {fmt_pct(c.threshold or 0.0)}{ops}; nightly: {c.note}"
         else:
             c.verdict = "pass"
             c.note = f"nightly comparison {was}, not confirmed on re-measurement ({paired})"
+    for key, (confirmed_metrics, ops) in explained.items():  # one line per key: one profile pass per key
+        log(f"{key}: latency regression confirmed ({', '.join(confirmed_metrics)}){ops}")
     for k in {id(k): k for k, _, _, _ in measured}.values():
         if not k.infra:
             k.status = "fail" if any(c.failed for c in k.checks) else "pass"

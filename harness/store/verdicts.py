@@ -140,6 +140,20 @@ def verdict_rows(store: ResultStore, run_id: str | None = None) -> list[tuple]:
     return store._query(stmt.order_by(g.gated_at, g.key))
 
 
+def verdict_details(store: ResultStore, run_id: str) -> dict[str, dict]:
+    """key -> the stored detail of each verdict of `run_id` (failing metrics, the error, and the
+    operators that account for a confirmed latency regression: `harness.gate.evaluate.record`)."""
+    rows = store._query(sa.select(g.key, g.detail).where(g.run_id == run_id).order_by(g.key))
+    out = {}
+    for key, detail in rows:
+        try:
+            parsed = json.loads(detail or "{}")
+        except json.JSONDecodeError:
+            parsed = {}
+        out[key] = parsed if isinstance(parsed, dict) else {}
+    return out
+
+
 def last_passing_rows(store: ResultStore) -> list[tuple]:
     """(key, run_id, result_id) of each key's passing verdict in the newest run."""
     newest_first = sa.func.row_number().over(partition_by=g.key, order_by=u.started_at.desc())
