@@ -472,3 +472,31 @@ def test_a_paired_process_stores_the_references_profile_with_the_references_shap
         raw = store.raw(row["result_id"]) or {}
         assert raw["paired"]["artifact_sha256"] != row["artifact_sha256"]  # it was another artifact
     store.close()
+
+
+def test_compare_ops_diffs_two_runs_of_a_series_op_by_op(tmp_path, monkeypatch):
+    """`hil compare --ops RUN1:S RUN2:S`: the device double's 100 us per inference becomes 200 us; split
+    by MACs (24, 264, 24 of 312), the big FULLY_CONNECTED #1 carries 84.6 % of the change and is named
+    alone; a bad spec or a series without a profile is one line, exit 3."""
+    from fixed_lab import write_latency
+
+    lab = _fixed_lab(tmp_path, monkeypatch)
+    env = {"HILBENCH_FIXED_PROFILE": "3"}
+    first = hil("profile", "net.tflite", "--device", "dut", env=env, check=True)
+    write_latency(lab["script"], {"": 200.0})
+    hil("profile", "net.tflite", "--device", "dut", env=env, check=True)
+    store = ResultStore(lab["db"], read_only=True)
+    runs = sorted(store.runs()["run_id"])
+    store.close()
+    assert len(runs) == 2 and first.returncode == 0
+    p = hil("compare", "--ops", f"{runs[0]}:net/asis@dut", f"{runs[1]}:net/asis@dut")
+    assert p.returncode == 0, p.stderr
+    assert "ops matched: same graph" in p.stdout
+    rows = {ln.split()[1]: ln.split() for ln in p.stdout.splitlines() if ln.startswith("FULLY_CONNECTED #")}
+    assert set(rows) == {"#0", "#1", "#2"}
+    assert rows["#1"][2:4] == ["84.62", "169.23"] and rows["#1"][-1] == "85%"
+    assert "80 % of the change: +100 us: FULLY_CONNECTED #1 +84.6 us (85 %)" in p.stdout
+    bad = hil("compare", "--ops", "net@dut", "net/asis@dut")
+    assert bad.returncode == 3 and "expected MODEL/VARIANT@DEVICE" in bad.stderr
+    none = hil("compare", "--ops", "net/asis@dut", "other/asis@dut")
+    assert none.returncode == 3 and "no per-operator profile of other/asis@dut" in none.stderr

@@ -1,4 +1,5 @@
-"""`hil compare`: device profiles side by side for the same models (latency, memory, energy, speed-up)."""
+"""`hil compare`: device profiles side by side for the same models (latency, memory, energy, speed-up);
+`--ops`: two per-operator profiles op by op (harness/profile/compare_ops.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,29 @@ def register(sub) -> None:
     p.add_argument("--devices", help="comma list of device ids (default: all in the run)")
     p.add_argument("--html", help="also write a single-file HTML page with a chart")
     p.add_argument("--csv", help="also write the comparison table as CSV")
+    p.add_argument(
+        "--ops",
+        nargs=2,
+        metavar=("REF", "CAND"),
+        help="per-operator profiles of two series, [RUN:]MODEL/VARIANT@DEVICE each (two artifacts on one "
+        "device, one on two devices, or two runs of one series): each op's time in both and the ops behind "
+        "80 %% of the change (the newest profile of each; of RUN, or --run, when given)",
+    )
     p.set_defaults(func=cmd_compare)
 
 
+def cmd_compare_ops(args) -> int:
+    from harness.profile.compare_ops import find, render
+
+    store = common.store(args, create=False, read_only=True)
+    ref, cand = args.ops
+    print(render(ref, cand, find(store, ref, args.run), find(store, cand, args.run)))
+    return 0
+
+
 def cmd_compare(args) -> int:
+    if args.ops:
+        return cmd_compare_ops(args)
     csv = common.output_file(args.csv, "comparison CSV") if args.csv else None
     html = common.output_file(args.html, "comparison page") if args.html else None
     store = common.store(args, create=False, read_only=True)
