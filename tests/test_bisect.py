@@ -206,6 +206,8 @@ def test_latency_bisection_pairs_each_revision_with_the_good_artifact(lab, capsy
     assert lines[0] == f"first bad commit: {c[BIG]} net: weights {BIG} and a wide block"
     effect = float(lines[1].split("latency_p50_us ")[1].split(" %")[0])
     assert effect > 500 and "5 processes timing both" in lines[1]
+    # the confirmation profiled both artifacts: the added time is on the wide block's new ops
+    assert "; per-operator profile: +" in lines[1] and "(new op)" in lines[1]
     assert lines[2].startswith("steps: 3 measured (at most 3)")
     store = ResultStore(db, read_only=True)
     runs = store.runs()

@@ -153,6 +153,8 @@ class LatencyJudge:
             text += f"; the change of {change:.2f} us is below the {self.floor_us:g} us floor (latency_min_change_us)"
         elif not d.confirmed:
             text += f"; threshold {fmt_pct(self.threshold)}"
+        if bad and out.operators:  # the confirmation profiled both artifacts (harness/profile/diff.py)
+            text += f"; per-operator profile: {out.operators}"
         return Step(rev, bad, d.effect, text)
 
 
