@@ -338,7 +338,12 @@ class Compressor:
             profiler = self._profiler(step.params, target)
             params["profiler"] = profiler.key if profiler else None
             params["variant"] = self._profile_variant(recipe, step.params)
-            if params["variant"] in NEEDS_CALIBRATION and self.calibration is not None:
+            if params["variant"] in NEEDS_CALIBRATION:
+                if self.calibration is None:
+                    raise ConfigError(
+                        f"{where}: profiles the {params['variant']} conversion, which needs representative "
+                        "data (a <model>.calibration.npz sidecar or --calibration), or set variant: fp32"
+                    )
                 params["calibration"] = f"{self.calibration.sha256}:{self.calibration.samples}"
         data = self.data_hash()
         if isinstance(step.params, DistillStep):
@@ -515,11 +520,6 @@ class Compressor:
                 "devices, or give the step a cost_model"
             )
         variant = self._profile_variant(recipe, p)
-        if variant in NEEDS_CALIBRATION and self.calibration is None:
-            raise ConfigError(
-                f"{where}: profiles the {variant} conversion, which needs representative data (a "
-                "<model>.calibration.npz sidecar or --calibration), or set variant: fp32"
-            )
         x, y = train
         last: dict[str, Any] = {}
 

@@ -144,7 +144,8 @@ def profile_prune(
 ) -> Outcome:
     """Narrow `model` until the profiler's total is `latency_reduction` lower (module doc). `convert`
     turns a Keras model into the .tflite the profiler times (the recipe's variant); `finetune(model,
-    epochs)` compiles and trains it and returns its score (higher is better)."""
+    epochs)` compiles and trains it and returns its score (higher is better); `final_epochs` (0: none)
+    fine-tune the result. Each iteration's record names the three groups with the most time at stake."""
     _graph(model, where, log)  # no prunable group: not applicable
     m = measure(model, profiler, convert, where)
     initial = m.total
@@ -186,8 +187,10 @@ def profile_prune(
         if not tries:
             stopped = "nothing left to prune"
             break
+        m_before = m
         cand, m, rec = max(tries, key=lambda t: _merit(t[2]))
-        rec = dict(rec, iteration=it)
+        ranking = [(groups[g].producers, float(m_before.attribution.stake[g])) for g in m_before.attribution.ranked()]
+        rec = dict(rec, iteration=it, ranked=[{"group": p, "stake": s} for p, s in ranking[:3]])
         if len(tries) > 1:
             rec["tried"] = [{k: t[2][k] for k in ("group", "channels", "saved", "score")} for t in tries]
         history.append(rec)
@@ -201,7 +204,7 @@ def profile_prune(
             stopped = "target met"
     if stopped != "target met":
         log(f"{where}: stopped ({stopped}) at {1 - m.total / initial:.0%} less than {initial:,.1f} {m.profile.unit}")
-    if history:
+    if history and final_epochs > 0:
         finetune(current, final_epochs)
     return Outcome(current, initial, m.total, m.profile.unit, m.profile.source, stopped, history)
 
