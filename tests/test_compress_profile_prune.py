@@ -320,3 +320,20 @@ def test_bad_input_is_one_line_naming_the_field(compressor, tmp_path):
         recipe(tmp_path, "  - profile_prune: {latency_reduction: 0.3, cost_model: {op_weights: {depthwise: 10}}}\n")
     with pytest.raises(ConfigError, match=r"steps\[0\]\.profile_prune\.latency_reduction"):
         recipe(tmp_path, "  - profile_prune: {latency_reduction: 1.5}\n")
+
+
+def test_a_profile_of_delegate_nodes_is_refused_not_guessed(dw_model):
+    """XNNPACK in LiteRT's profile is one delegate node for many model ops: no op names a layer."""
+    from harness.compress.profile_prune import OpProfiler, measure
+    from harness.errors import NotApplicable
+
+    cost = profiler(MACS)
+
+    def delegated(path):
+        p = cost.fn(path)
+        for op in p.ops[:-1]:  # all but the softmax run inside the delegate
+            op.delegated = True
+        return p
+
+    with pytest.raises(NotApplicable, match=r"test: xnnpack-board: 100% of the profiled time .* delegate node"):
+        measure(dw_model, OpProfiler("xnnpack-board", {}, delegated), convert, "test")

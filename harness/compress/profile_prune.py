@@ -35,11 +35,15 @@ from harness.compress.channels import ChannelGraph
 from harness.compress.narrow import narrowed
 from harness.compress.op_map import Attribution, attribute, tagged
 from harness.compress.structured import _graph, _Planner
-from harness.errors import ModelError
+from harness.errors import ModelError, NotApplicable
 from harness.models.inspect.analysis import analyze
 from harness.profile.document import OpProfile
 
 _log = logging.getLogger(__name__)
+
+# more of the measured time than this on ops that map to no layer (a delegate node standing for the
+# whole graph, as XNNPACK's is in LiteRT's profile): the ranking would be guesswork, so the step refuses
+UNATTRIBUTED_MAX = 0.5
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,15 @@ def measure(model, profiler: OpProfiler, convert: Callable[[Any], Path], where: 
     profile = profiler.fn(path)
     if not profile.ops:
         raise ModelError(f"{where}: the profile of {profiler.name} has no operators")
-    return Measured(graph, attribute(graph, profile, analyze(path)), profile)
+    att = attribute(graph, profile, analyze(path))
+    if att.total <= 0 or att.unattributed > UNATTRIBUTED_MAX * att.total:
+        delegated = sum(o.delegated for o in profile.ops)
+        raise NotApplicable(
+            f"{where}: {profiler.name}: {att.unattributed / att.total if att.total > 0 else 1:.0%} of the profiled "
+            f"time is on ops that name no layer ({delegated} delegate node(s) of {len(profile.ops)} ops): "
+            "profile without a delegate, or per operator inside it"
+        )
+    return Measured(graph, att, profile)
 
 
 def _unit(n: int, align: int) -> int:
