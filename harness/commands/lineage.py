@@ -16,6 +16,7 @@ SHOWN_PARAMS = {  # per step: the parameters worth a glance in the tree (all of 
     "qat": ("epochs", "learning_rate"),
     "prune": ("sparsity", "schedule", "epochs"),
     "structured_prune": ("reduction", "target", "epochs"),
+    "profile_prune": ("latency_reduction", "variant", "epochs"),
     "distill": ("width", "student", "temperature", "alpha", "epochs"),
 }
 

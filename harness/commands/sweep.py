@@ -124,12 +124,14 @@ def cmd_sweep(args) -> int:
     t0 = time.perf_counter()
     candidates = [comp.baseline()] if args.baseline else []
     refused: list[Refused] = []
+    targets = _targets(chosen, devices, inv)
     for r in chosen:
-        got = comp.try_run(r)
-        if isinstance(got, Refused):
-            refused.append(got)
-        else:
-            candidates.append(got)
+        for target in (targets or [None]) if r.needs_target() else [None]:
+            got = comp.try_run(r, target)
+            if isinstance(got, Refused):
+                refused.append(got)
+            else:
+                candidates.append(got)
     common.log(
         f"compression: {len(candidates)} candidate(s), {comp.cache.hits} cached step(s), "
         f"{comp.cache.misses} computed ({comp.trained} trained), {conv.misses} conversion(s), "
@@ -183,6 +185,19 @@ def cmd_sweep(args) -> int:
         f"{res.run.errors} error(s)"
     )
     return res.exit_code
+
+
+def _targets(chosen, devices, inv) -> list:
+    """One profiler per device profile among the devices, for recipes that prune for the target's
+    measured profile (profile_prune without a cost model): one candidate per board type."""
+    if not any(r.needs_target() for r in chosen):
+        return []
+    from harness.compress.profilers import device_profiler
+
+    first: dict[str, object] = {}
+    for d in devices:
+        first.setdefault(inv.profile_of(d).name, d)
+    return [device_profiler(d, inv) for d in first.values()]
 
 
 def _record_lineage(store, candidates) -> None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from harness.compress.lineage import Node, NodeCache, library_versions, node_id,
 from harness.compress.recipes import (
     TRAINING,
     DistillStep,
+    ProfilePruneStep,
     PruneStep,
     QatStep,
     QuantizeStep,
@@ -33,8 +34,11 @@ from harness.compress.recipes import (
 )
 from harness.core.hashing import sha256_file
 from harness.errors import ConfigError, InfraError, ModelError, NotApplicable
-from harness.models.convert import Calibration, Converter, ModelSource, converter_version
+from harness.models.convert import NEEDS_CALIBRATION, Calibration, Converter, ModelSource, converter_version
 from harness.models.inspect.analysis import analyze
+
+if TYPE_CHECKING:
+    from harness.compress.profile_prune import OpProfiler
 
 _log = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ class Candidate:
     artifact_sha256: str
     metrics: dict[str, Any] = field(default_factory=dict)  # host_accuracy | host_mse, macs, params, size_bytes
     host_correct: np.ndarray | None = None  # per evaluation sample: top-1 right on the host
+    target: str | None = None  # pruned for this device profile (profile_prune): measured on its boards only
 
     @property
     def leaf(self) -> str:
@@ -195,7 +200,10 @@ class Compressor:
         cand.metrics, cand.host_correct = self._artifact_metrics(mv.artifact, None)
         return cand
 
-    def run(self, recipe: Recipe) -> Candidate:
+    def run(self, recipe: Recipe, target: OpProfiler | None = None) -> Candidate:
+        """The recipe's candidate; `target`: the device profiler a `profile_prune` step without a cost
+        model measures with (the candidate is then named `<model>+<recipe>@<target>`)."""
+        target = target if recipe.needs_target() else None
         parent_id = root_id(self.base.sha256)
         parent_path, parent_kind = self.base.path, self.base.kind
         nodes: list[Node] = []
@@ -207,7 +215,7 @@ class Compressor:
                 raise NotApplicable(
                     f"{where}: needs a Keras model (.keras) to train; {self.base.path} is a {self.base.kind}"
                 )
-            params, data, extra = self._inputs(recipe, step, where)
+            params, data, extra = self._inputs(recipe, step, where, target)
             nid = node_id(parent_id, step.type, params, data, recipe.seed, library_versions(*extra))
             node = self.cache.get(nid)
             if node is not None:
@@ -227,6 +235,7 @@ class Compressor:
                     where,
                     model,
                     parent_path,
+                    target,
                     Node(
                         id=nid,
                         parent=parent_id,
@@ -253,9 +262,9 @@ class Compressor:
             parent_id, parent_path, parent_kind = node.id, node.path or parent_path, node.kind
         leaf = nodes[-1]
         assert leaf.path is not None
-        cand = Candidate(
-            f"{self.base.name}+{recipe.label}", recipe.label, recipe, nodes, spec_path, variant, leaf.path, leaf.sha256
-        )
+        label = recipe.label + (f"@{target.name}" if target else "")
+        cand = Candidate(f"{self.base.name}+{label}", label, recipe, nodes, spec_path, variant, leaf.path, leaf.sha256)
+        cand.target = target.name if target else None
         cand.metrics, cand.host_correct = self._artifact_metrics(leaf.path, leaf)
         for n in nodes:
             for k in ("sparsity", "reduction", "keras_accuracy", "keras_mse"):
@@ -273,12 +282,12 @@ class Compressor:
                     self.training_data(recipe, step, None)  # raises: where the data should come from
         self.chain_ids(recipe)
 
-    def try_run(self, recipe: Recipe) -> Candidate | Refused:
+    def try_run(self, recipe: Recipe, target: OpProfiler | None = None) -> Candidate | Refused:
         """`run`, with a refusal or a crash of this recipe turned into a `Refused` (the log keeps the
         traceback at debug level)."""
-        name = f"{self.base.name}+{recipe.label}"
+        name = f"{self.base.name}+{recipe.label}" + (f"@{target.name}" if target and recipe.needs_target() else "")
         try:
-            return self.run(recipe)
+            return self.run(recipe, target)
         except ModelError as exc:  # the model's structure (NotApplicable) or a conversion it cannot take
             self.log(f"{name}: {NOT_APPLICABLE}: {exc}")
             return Refused(name, recipe.label, recipe, NOT_APPLICABLE, str(exc))
@@ -294,17 +303,21 @@ class Compressor:
             self.log(f"{name}: {FAILED}: {reason}")
             return Refused(name, recipe.label, recipe, FAILED, reason)
 
-    def chain_ids(self, recipe: Recipe) -> list[str]:
+    def chain_ids(self, recipe: Recipe, target: OpProfiler | None = None) -> list[str]:
         """The lineage IDs the recipe's steps will have (IDs depend on inputs only: nothing is run)."""
         ids, parent = [], root_id(self.base.sha256)
+        target = target if recipe.needs_target() else None
         for step in recipe.steps:
-            params, data, extra = self._inputs(recipe, step, f"{recipe.path}: {step.field}")
+            params, data, extra = self._inputs(recipe, step, f"{recipe.path}: {step.field}", target)
             parent = node_id(parent, step.type, params, data, recipe.seed, library_versions(*extra))
             ids.append(parent)
         return ids
 
-    def _inputs(self, recipe: Recipe, step: Step, where: str) -> tuple[dict[str, Any], str | None, tuple[str, ...]]:
-        """The step's lineage inputs: parameters (files by hash, training settings), data hash, libraries."""
+    def _inputs(
+        self, recipe: Recipe, step: Step, where: str, target: OpProfiler | None = None
+    ) -> tuple[dict[str, Any], str | None, tuple[str, ...]]:
+        """The step's lineage inputs: parameters (files by hash, training settings), data hash, libraries;
+        a profile_prune step's profiler (the board type or the cost model) and the variant it profiles."""
         params = step.dump()
         extra: tuple[str, ...] = ()
         if step.type == "quantize":
@@ -322,6 +335,17 @@ class Compressor:
         for key in ("epochs", "batch_size", "learning_rate"):
             params[key] = recipe.train_value(step, key)
         params["validation_split"] = recipe.train.validation_split
+        if isinstance(step.params, ProfilePruneStep):
+            profiler = self._profiler(step.params, target)
+            params["profiler"] = profiler.key if profiler else None
+            params["variant"] = self._profile_variant(recipe, step.params)
+            if params["variant"] in NEEDS_CALIBRATION:
+                if self.calibration is None:
+                    raise ConfigError(
+                        f"{where}: profiles the {params['variant']} conversion, which needs representative "
+                        "data (a <model>.calibration.npz sidecar or --calibration), or set variant: fp32"
+                    )
+                params["calibration"] = f"{self.calibration.sha256}:{self.calibration.samples}"
         data = self.data_hash()
         if isinstance(step.params, DistillStep):
             from harness.compress.distill import teacher_files
@@ -345,7 +369,27 @@ class Compressor:
             data = hashlib.sha256(f"{data}|{self.calibration.sha256}:{self.calibration.samples}".encode()).hexdigest()
         return params, data, extra
 
-    def _compute(self, recipe: Recipe, step: Step, where: str, model, parent_path: Path, node: Node) -> Node:
+    @staticmethod
+    def _profiler(p: ProfilePruneStep, target: OpProfiler | None) -> OpProfiler | None:
+        if p.cost_model is not None:
+            from harness.compress.profilers import cost_model_profiler
+
+            return cost_model_profiler(p.cost_model)
+        return target
+
+    def _profile_variant(self, recipe: Recipe, p: ProfilePruneStep) -> str:
+        return recipe.profile_variant() if p.variant == "auto" else p.variant
+
+    def _compute(
+        self,
+        recipe: Recipe,
+        step: Step,
+        where: str,
+        model,
+        parent_path: Path,
+        target: OpProfiler | None,
+        node: Node,
+    ) -> Node:
         label = f"{self.base.name}+{recipe.label} {step.type}"
         p = step.params
         with tempfile.TemporaryDirectory(prefix="hil-step-") as tmp:
@@ -390,6 +434,11 @@ class Compressor:
                 metrics["reduction"] = {"target": p.target, "achieved": achieved}
                 compile_classifier(result, lr, loss=loss, metrics=[] if recon else None)
                 logs = fit(result, x, y, label=label, epochs=epochs, batch_size=batch, seed=recipe.seed, validation=val)
+            elif isinstance(p, ProfilePruneStep):
+                result, metrics["reduction"] = self._profile_prune(
+                    recipe, p, where, label, model, target, (x, y), val, recon, epochs, batch, lr
+                )
+                logs = metrics["reduction"].pop("final_logs")
             elif isinstance(p, DistillStep):
                 from harness.compress.distill import distill
 
@@ -445,6 +494,68 @@ class Compressor:
             save_model(result, out / "model.keras")
             node.kind, node.file, node.metrics = "keras", "model.keras", metrics
             return self.cache.put(node, out / "model.keras")
+
+    def _profile_prune(
+        self,
+        recipe: Recipe,
+        p: ProfilePruneStep,
+        where: str,
+        label: str,
+        model,
+        target: OpProfiler | None,
+        train: tuple,
+        val: tuple | None,
+        recon: bool,
+        epochs: int,
+        batch: int,
+        lr: float,
+    ) -> tuple[Any, dict[str, Any]]:
+        """profile_prune.py with this compressor's converter (the profiled variant) and fine-tuning."""
+        from harness.compress.profile_prune import Settings, converter_for, profile_prune
+        from harness.compress.train import accuracy, compile_classifier, fit
+
+        profiler = self._profiler(p, target)
+        if profiler is None:
+            raise NotApplicable(
+                f"{where}: prunes for the target device's measured profile: run it in `hil sweep` with "
+                "devices, or give the step a cost_model"
+            )
+        variant = self._profile_variant(recipe, p)
+        x, y = train
+        last: dict[str, Any] = {}
+
+        def finetune(m, n_epochs: int) -> float:
+            compile_classifier(m, lr, loss="mse" if recon else None, metrics=[] if recon else None)
+            last.clear()
+            last.update(fit(m, x, y, label=label, epochs=n_epochs, batch_size=batch, seed=recipe.seed, validation=val))
+            if val is not None and recon:
+                from harness.compress.recon import keras_mse
+
+                return -keras_mse(m, val[0])
+            if val is not None:
+                return accuracy(m, val[0], val[1])
+            return float(last.get("accuracy", -last.get("loss", 0.0)))
+
+        settings = Settings(
+            p.latency_reduction, p.step, p.candidates, p.max_iterations, p.iteration_epochs, p.criterion, p.align
+        )
+        out = profile_prune(
+            model,
+            settings,
+            profiler,
+            converter_for(self.converter, variant, self.calibration),
+            finetune,
+            epochs,
+            where,
+            self.log,
+        )
+        report = out.report(p.latency_reduction)
+        report["profiler"] = profiler.name
+        report["variant"] = variant
+        if not out.iterations:  # nothing narrowed: the model is fine-tuned as the other steps do
+            finetune(out.model, epochs)
+        report["final_logs"] = dict(last)
+        return out.model, report
 
     def _quantize(self, q: QuantizeStep, parent_path: Path, out: Path, where: str, name: str) -> Path:
         parent = replace(ModelSource.open(parent_path), name=name)

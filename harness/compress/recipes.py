@@ -112,6 +112,39 @@ class StructuredPruneStep(_TrainStep):
     align: int = Field(8, ge=1)  # groups of a multiple of `align` channels keep a multiple of it
 
 
+class CostModel(_Strict):
+    """An explicit per-op cost (cost_model.py): ticks = per_op + MACs x per_mac x op_weights[type] +
+    output elements x per_element."""
+
+    per_mac: float = Field(1.0, ge=0)
+    per_element: float = Field(1.0, ge=0)
+    per_op: float = Field(100.0, ge=0)
+    op_weights: dict[str, float] = Field(default_factory=dict)  # e.g. {DEPTHWISE_CONV_2D: 10}
+
+    @field_validator("op_weights")
+    @classmethod
+    def _weights(cls, w: dict[str, float]) -> dict[str, float]:
+        for op, v in w.items():
+            if not op or op.upper() != op or v < 0:
+                raise ValueError(f"{op!r}: give TFLite op names (CONV_2D, ...) with weights >= 0")
+        return w
+
+
+class ProfilePruneStep(_TrainStep):
+    """Remove channels from the layers that take the most measured time on the target (NetAdapt-like,
+    profile_prune.py), until its per-operator profile is `latency_reduction` faster."""
+
+    latency_reduction: float = Field(gt=0, lt=1)  # share of the measured time to remove
+    step: float = Field(0.1, gt=0, le=1)  # measured time removed per iteration, share of the first total
+    candidates: int = Field(1, ge=1, le=16)  # groups tried per iteration (1: the slowest, deterministic)
+    max_iterations: int = Field(20, ge=1, le=500)
+    iteration_epochs: int = Field(1, ge=1, le=1000)  # short fine-tuning after each narrowing
+    criterion: Literal["l1", "l2", "bn_gamma"] = "l1"
+    align: int = Field(8, ge=1)  # groups of a multiple of `align` channels keep a multiple of it
+    variant: Literal["auto", "fp32", "fp16", "dynamic", "int8", "int16x8"] = "auto"  # what is profiled
+    cost_model: CostModel | None = None  # None: the sweep's target device profiles
+
+
 class TeacherRef(_Strict):
     model: str = "parent"  # "parent" (the model the step gets) or a .keras file
     weight: float = Field(1.0, gt=0)
@@ -150,10 +183,11 @@ STEP_TYPES: dict[str, type[_Strict]] = {
     "qat": QatStep,
     "prune": PruneStep,
     "structured_prune": StructuredPruneStep,
+    "profile_prune": ProfilePruneStep,
     "distill": DistillStep,
 }
 TERMINAL = {"quantize", "qat"}
-TRAINING = {"qat", "prune", "structured_prune", "distill"}
+TRAINING = {"qat", "prune", "structured_prune", "profile_prune", "distill"}
 
 
 @dataclass(frozen=True)
@@ -201,6 +235,19 @@ class Recipe:
         if not self.grid:
             return self.name
         return self.name + "[" + ",".join(f"{k.split('.')[-1]}={v}" for k, v in self.grid.items()) + "]"
+
+    def needs_target(self) -> bool:
+        """A profile_prune step without a cost model: its profiles come from the target device, so the
+        sweep builds one candidate per device profile."""
+        return any(isinstance(s.params, ProfilePruneStep) and s.params.cost_model is None for s in self.steps)
+
+    def profile_variant(self) -> str:
+        """The variant a profile_prune step profiles by default: the one the recipe ends in (int8 for
+        QAT; fp32 when ai-edge-quantizer makes the .tflite)."""
+        last = self.steps[-1].params
+        if isinstance(last, QuantizeStep) and last.variant:
+            return last.variant
+        return "int8" if isinstance(last, QatStep) else "fp32"
 
     def needs_training(self) -> bool:
         return any(s.type in TRAINING for s in self.steps)

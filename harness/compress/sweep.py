@@ -98,6 +98,21 @@ def mcu_skips(candidates: list[Candidate], devices: list[Device], inventory: Inv
     return out
 
 
+def target_skips(
+    candidates: list[Candidate], devices: list[Device], inventory: Inventory
+) -> dict[tuple[str, str], str]:
+    """(device, candidate) pairs left out: a candidate pruned for one device profile's measured profile
+    (profile_prune) is measured on the boards of that profile only."""
+    out = {}
+    for c in candidates:
+        if c.target is None:
+            continue
+        for d in devices:
+            if inventory.profile_of(d).name != c.target:
+                out[(d.id, c.name)] = f"not measured: pruned for {c.target}'s profile"
+    return out
+
+
 def measure(
     orch: Orchestrator,
     compressor: Compressor,
@@ -271,6 +286,7 @@ def run_sweep(
     refused: list[Refused] | None = None,
 ) -> SweepResult:
     skips = mcu_skips(candidates, devices, orch.inventory)
+    skips.update(target_skips(candidates, devices, orch.inventory))
     summary = measure(orch, compressor, candidates, devices, options, argv, eval_file, skips, resume, label, wait)
     points, sources, failures, paired, paired_sources = collect(
         orch.store,

@@ -10,7 +10,8 @@ Wire form (JSON object; the Linux runner emits it under the key ``"op_profile"``
 serial session builds the same dict)::
 
     {
-      "source": "litert-builtin" | "litert-xnnpack" | "tflm-micro-profiler" | "tflm-sim",
+      "source": "litert-builtin" | "litert-xnnpack" | "tflm-micro-profiler" | "tflm-sim"
+                | "cost-model",               # computed, not measured (harness/compress/cost_model.py)
       "unit": "us" | "ticks",
       "ticks_per_us": float | null,     # known tick rate when unit == "ticks" (null: not known)
       "cycles": bool,                   # the ticks are CPU cycles (DWT CYCCNT or equivalent)
@@ -32,7 +33,7 @@ from typing import Any
 
 from harness.errors import ModelError
 
-SOURCES = ("litert-builtin", "litert-xnnpack", "tflm-micro-profiler", "tflm-sim")
+SOURCES = ("litert-builtin", "litert-xnnpack", "tflm-micro-profiler", "tflm-sim", "cost-model")
 UNITS = ("us", "ticks")
 
 
