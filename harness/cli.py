@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "sweep",
     "lineage",
     "db",
+    "publish",
 ]
 
 

@@ -1,0 +1,71 @@
+"""What `hil publish` reads: every series' processes, every verdict and every confirmation, in a few
+whole-store queries.
+
+A site of 1,000 runs x 100 series must be read in seconds: one query per kind of fact instead of the
+per-series queries the gate makes (harness/store/verdicts.py). The store stays the one place that
+speaks SQL; `harness.report.site` turns these rows into pages.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from harness.store.results import ResultStore
+from harness.store.schema import gate_verdicts, measurements, results, runs
+
+r, u, g = results.c, runs.c, gate_verdicts.c
+_with_run = results.join(runs, u.run_id == r.run_id)
+
+
+def _metric(alias: str, metric: str):
+    a = measurements.alias(alias)
+    return a, (a.c.result_id == r.result_id) & (a.c.metric == metric)
+
+
+def series_processes(store: ResultStore, metric: str) -> list[tuple]:
+    """(result_id, run_id, model, variant, device_id, profile, artifact_sha256, runtime_version,
+    git_commit, value, disturbed) of every successful process that measured `metric`, oldest run
+    first; confirmation runs are evidence behind a verdict, not part of a series' history."""
+    m, on_m = _metric("m", metric)
+    d, on_d = _metric("d", "disturbed")
+    return store._query(
+        sa.select(
+            r.result_id,
+            r.run_id,
+            r.model,
+            r.variant,
+            r.device_id,
+            r.profile,
+            r.artifact_sha256,
+            r.runtime_version,
+            r.git_commit,
+            m.c.value,
+            d.c.value,
+        )
+        .select_from(_with_run.join(m, on_m).outerjoin(d, on_d))
+        .where(r.status == "ok", store.run_kind() != "confirm")
+        .order_by(u.started_at, r.result_id)
+    )
+
+
+def all_verdicts(store: ResultStore) -> list[tuple]:
+    """(run_id, key, verdict, model, variant, device_id, profile, result_id, baseline) of every gate
+    verdict of a user run, oldest run first."""
+    return store._query(
+        sa.select(g.run_id, g.key, g.verdict, g.model, g.variant, g.device_id, g.profile, g.result_id, g.baseline)
+        .select_from(gate_verdicts.join(runs, u.run_id == g.run_id))
+        .where(store.run_kind() != "confirm")
+        .order_by(u.started_at, g.key)
+    )
+
+
+def confirmation_processes(store: ResultStore, metric: str) -> list[tuple]:
+    """(confirm run_id, label, started_at, job_key, model, variant, device_id, value) of every process
+    the gate's confirmations re-measured (label `confirm:<run>`, job key `confirm-<role>-<i>`)."""
+    m, on_m = _metric("m", metric)
+    return store._query(
+        sa.select(u.run_id, u.label, u.started_at, r.job_key, r.model, r.variant, r.device_id, m.c.value)
+        .select_from(_with_run.join(m, on_m))
+        .where(r.status == "ok", store.run_kind() == "confirm")
+        .order_by(u.started_at, r.result_id)
+    )
