@@ -226,3 +226,31 @@ def test_cli_publish_and_its_errors(synthetic, tmp_path):
     blocker.write_text("x")
     proc = hil("--db", str(syn.path), "publish", "-o", str(blocker))
     assert proc.returncode == 3 and "not a directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_publish_a_real_run_after_the_gate(tmp_path_factory, tmp_path):
+    """The real tiny model measured by the real runner (shared with the gate/report tests), gated
+    twice, then published: every measured series has its page, with the verdicts the gate recorded."""
+    from gate_helpers import recorded_lab
+
+    real = recorded_lab(tmp_path_factory, hil)
+    lab = tmp_path / "lab"
+    shutil.copytree(real["dir"] / "device_profiles", lab / "device_profiles")
+    shutil.copy(real["dir"] / "inventory.yaml", lab)
+    (lab / "reports").mkdir()
+    shutil.copy(real["db"], lab / "reports" / "results.sqlite")
+    for run in real["runs"]:
+        hil("gate", "--run", run, "--quiet", cwd=lab, check=True)
+    hil("publish", "-o", "site", cwd=lab, check=True)
+    store = ResultStore(lab / "reports" / "results.sqlite", read_only=True)
+    site = data.load(store)
+    store.close()
+    # the second run replays the `local` device's results only (recorded_lab)
+    assert {k: len(s.verdicts) for k, s in site.series.items()} == {
+        f"convnet/{v}@{d}": 2 if d == "local" else 1 for v in ("fp32", "int8") for d in ("local", "local2")
+    }
+    index = (lab / "site" / "index.html").read_text()
+    for s in site.series.values():
+        page = (lab / "site" / "series" / f"{data.slug(s.key)}.html").read_text()
+        assert s.verdicts[-1][1] in page
+        assert f'series/{data.slug(s.key)}.html"' in index
