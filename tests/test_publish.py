@@ -254,3 +254,25 @@ def test_publish_a_real_run_after_the_gate(tmp_path_factory, tmp_path):
         page = (lab / "site" / "series" / f"{data.slug(s.key)}.html").read_text()
         assert s.verdicts[-1][1] in page
         assert f'series/{data.slug(s.key)}.html"' in index
+
+
+@pytest.mark.postgres
+def test_postgresql_store_publishes_the_same_site(synthetic, postgres_server, tmp_path):
+    """One code path serves both stores: the same history in PostgreSQL gives the same files."""
+    from harness.store.copy import copy_history
+
+    syn, lite = synthetic
+    target = postgres_server.createdb()
+    pg = ResultStore(target)
+    copy_history(lite, pg)
+    pg.close()
+    pg = ResultStore(target, read_only=True)
+    publish(lite, tmp_path / "lite")
+    publish(pg, tmp_path / "pg")
+    pg.close()
+    files = sorted(p.relative_to(tmp_path / "lite") for p in (tmp_path / "lite").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "pg") for p in (tmp_path / "pg").rglob("*") if p.is_file())
+    published = re.compile(r"published [^.]*\.")
+    for rel in files:
+        a, b = ((tmp_path / side / rel).read_text() for side in ("lite", "pg"))
+        assert published.sub("", a) == published.sub("", b), rel
