@@ -17,7 +17,7 @@ from harness.profile.document import OpProfile, OpTime
 from harness.report.site import data
 from harness.report.site.writer import MANIFEST, publish
 from harness.store.results import ResultRecord, ResultStore
-from harness.store.verdicts import replace_verdicts
+from harness.store.verdicts import replace_verdicts, write_pins
 
 RUNS, SERIES = 20, 12
 HOSTILE = "<script>alert('model')</script>"
@@ -134,13 +134,24 @@ def test_publish_writes_every_page_and_escapes_markup(synthetic, tmp_path):
     assert max(len(t) for t in texts.values()) < 60_000
 
 
-def test_republish_rewrites_only_changed_pages(synthetic, tmp_path):
+def site_files(site: Path) -> dict[str, str]:
+    published = re.compile(r"published [^.]*\.")
+    return {
+        str(p.relative_to(site)): published.sub("", p.read_text())
+        for p in site.rglob("*")
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+@pytest.mark.parametrize("snapshot", [False, True], ids=["manifest", "snapshot"])
+def test_republish_rewrites_only_changed_pages(synthetic, tmp_path, snapshot):
     syn, _ = synthetic
     db = Path(shutil.copy(syn.path, tmp_path / "r.sqlite"))
     site = tmp_path / "site"
+    snap = tmp_path / "cache" / "snap.pickle" if snapshot else None
     store = ResultStore(db, read_only=True)
-    first = publish(store, site)
-    assert publish(store, site).written == []  # nothing changed: nothing written, not even the index
+    first = publish(store, site, snapshot=snap)
+    assert publish(store, site, snapshot=snap).written == []  # nothing changed: nothing written, not the index
     store.close()
     # a run that measured one series only: that series, the run list and the overviews change
     writer = ResultStore(db)
@@ -153,22 +164,47 @@ def test_republish_rewrites_only_changed_pages(synthetic, tmp_path):
     key = f"{model}/{variant}@{device}"
     slug = data.slug(key)
     store = ResultStore(db, read_only=True)
-    again = publish(store, site)
+    asked: list[int] = []
+    again = publish(store, site, snapshot=snap, op_profile=lambda rid: asked.append(rid))
     assert sorted(again.written) == sorted(
         [f"series/{slug}.html", f"data/{slug}.js", "data/runs.js", "index.html", "devices.html", MANIFEST]
     )
     assert len(first.written) > 3 * len(again.written)
+    if snapshot:
+        assert len(asked) == 1  # the other series were not even looked at
+    store.close()
+    # an old run gated again (its verdicts replaced) and one pinned: exactly those series change
+    writer = ResultStore(db)
+    other = site_store.series_names(SERIES)[2]
+    okey = f"{other[0]}/{other[1]}@{other[2]}"
+    row = {"key": okey, "verdict": "fail", "model": other[0], "variant": other[1], "device_id": other[2]}
+    replace_verdicts(writer, syn.run_ids[3], [row])
+    third = site_store.series_names(SERIES)[4]
+    pin = [p for p in data.load(writer).series[f"{third[0]}/{third[1]}@{third[2]}"].points[2].result_ids]
+    write_pins(writer, syn.run_ids[2], [(third[0], third[1], f"device:{third[2]}", pin[0])])
+    writer.close()
+    store = ResultStore(db, read_only=True)
+    regated = publish(store, site, snapshot=snap)
+    changed = {data.slug(okey), data.slug(f"{third[0]}/{third[1]}@{third[2]}")}
+    # the gated run lost its other verdicts: the overviews and every series gated in it change too
+    assert {f"series/{s}.html" for s in changed} <= set(regated.written)
+    assert "data/runs.js" not in regated.written
+    # whatever the path, the site is the one a publish from scratch writes
+    fresh = tmp_path / "fresh"
+    publish(store, fresh)
+    assert site_files(site) == site_files(fresh)
     # a series that left the store (another store published into the same site) loses its files
     manifest = json.loads((site / MANIFEST).read_text())
     manifest["pages"]["series:gone-0000000000"] = "x"
     (site / MANIFEST).write_text(json.dumps(manifest))
     for rel in ("series/gone-0000000000.html", "data/gone-0000000000.js"):
         (site / rel).write_text("old")
-    gone = publish(store, site)
+    gone = publish(store, site, snapshot=snap)
     assert sorted(gone.removed) == ["data/gone-0000000000.js", "series/gone-0000000000.html"]
     # a deleted page is written again although its data did not change
     (site / f"series/{slug}.html").unlink()
-    assert sorted(publish(store, site).written) == [f"data/{slug}.js", f"series/{slug}.html"]
+    assert sorted(publish(store, site, snapshot=snap).written) == [f"data/{slug}.js", f"series/{slug}.html"]
+    assert site_files(site) == site_files(fresh)
     store.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from harness.commands import common
@@ -32,9 +33,13 @@ def cmd_publish(args) -> int:
     for w in warnings:
         common.log(f"warning: {w} (budget lines left out)")
     store = common.store(args, create=False, read_only=True)
+    # what this publish read, for the next publish of the same store into the same site (outside the site)
+    where = store.location.path.resolve() if store.location.path is not None else store.location.display
+    ident = hashlib.sha256(f"{where}\0{out.resolve()}".encode()).hexdigest()[:20]
+    snapshot = common.cache_root(args) / "publish" / f"{ident}.pickle"
     try:
         try:
-            stats = publish(store, out, profiles)
+            stats = publish(store, out, profiles, snapshot=snapshot)
         except PermissionError as exc:
             raise ConfigError(f"{exc.filename or out}: cannot write the site ({exc.strerror})") from None
     finally:

@@ -50,11 +50,41 @@ def series_processes(store: ResultStore, metric: str, after: int = 0) -> list[tu
     )
 
 
-def all_verdicts(store: ResultStore) -> list[tuple]:
+def all_verdicts(store: ResultStore, run_ids: list[str] | None = None) -> list[tuple]:
     """(run_id, key, verdict, model, variant, device_id, profile, result_id, baseline) of every gate
-    verdict, unordered (the caller orders them by its runs)."""
+    verdict (of these runs), unordered (the caller orders them by its runs)."""
+    stmt = sa.select(g.run_id, g.key, g.verdict, g.model, g.variant, g.device_id, g.profile, g.result_id, g.baseline)
+    if run_ids is None:
+        return store._query(stmt)
+    out: list[tuple] = []
+    for i in range(0, len(run_ids), 500):
+        out += store._query(stmt.where(g.run_id.in_(run_ids[i : i + 500])))
+    return out
+
+
+def verdict_fingerprints(store: ResultStore) -> list[tuple]:
+    """(run_id, verdicts, latest gated_at, passes, sum of result ids) per gated run: re-gating a run
+    replaces its verdicts (a new gated_at), `hil baseline accept` turns some into passes; a publish
+    reads again only the verdicts of the runs whose fingerprint moved."""
     return store._query(
-        sa.select(g.run_id, g.key, g.verdict, g.model, g.variant, g.device_id, g.profile, g.result_id, g.baseline)
+        sa.select(
+            g.run_id,
+            sa.func.count(),
+            sa.func.max(g.gated_at),
+            sa.func.sum(sa.case((g.verdict == "pass", 1), else_=0)),
+            sa.func.sum(sa.func.coalesce(g.result_id, 0)),
+        ).group_by(g.run_id)
+    )
+
+
+def process_count(store: ResultStore, metric: str, upto: int) -> int:
+    """How many rows `series_processes` gives up to result id `upto`: a snapshot read earlier still
+    holds when this has not changed (results are only added, never rewritten)."""
+    m, on_m = _metric("m", metric)
+    return int(
+        store._query(
+            sa.select(sa.func.count()).select_from(results.join(m, on_m)).where(r.status == "ok", r.result_id <= upto)
+        )[0][0]
     )
 
 

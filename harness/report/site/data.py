@@ -100,11 +100,9 @@ def _text(v: Any) -> str | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
-def load(store: ResultStore, profiles: Mapping[str, DeviceProfile] | None = None) -> SiteData:
-    """The whole store as the site needs it: a handful of queries, whatever the number of series."""
-    frame = store.runs()
+def _read_runs(store: ResultStore) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
-    for row in frame.to_dict("records"):
+    for row in store.runs().to_dict("records"):
         if row.get("kind") == "confirm":
             continue
         try:
@@ -122,40 +120,134 @@ def load(store: ResultStore, profiles: Mapping[str, DeviceProfile] | None = None
                 "argv": argv if isinstance(argv, list) else [],
             }
         )
+    return runs
+
+
+class _OutOfOrder(Exception):
+    """New processes belong before a series' last run: the snapshot cannot simply be extended."""
+
+
+def _add_processes(series: dict[str, Series], rows: list[tuple], runs: list[dict[str, Any]]) -> set[str]:
+    """Append processes (oldest run first) to their series; the keys of the series that changed."""
     index = {r["run_id"]: i for i, r in enumerate(runs)}
-    series: dict[str, Series] = {}
-    rows = history.series_processes(store, METRIC)
-    rows.sort(key=lambda row: (index.get(row[1], -1), row[0]))  # oldest run first, then result order
+    rows = [row for row in rows if row[1] in index and row[9] is not None and row[9] == row[9]]
+    rows.sort(key=lambda row: (index[row[1]], row[0]))  # oldest run first, then result order
+    touched: dict[str, list[Point]] = {}
     for rid, run_id, model, variant, device, profile, art, rt, commit, value, disturbed in rows:
-        i = index.get(run_id)
-        if i is None or value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
+        i = index[run_id]
         key = series_key(model, variant, device)
         s = series.get(key)
         if s is None:
             s = series[key] = Series(model, variant, device, profile)
+        if s.points and s.points[-1].run > i:
+            raise _OutOfOrder(key)
         if not s.points or s.points[-1].run != i:
             s.points.append(Point(i, artifact=art, runtime=rt, commit=commit or runs[i]["git_commit"]))
+            touched.setdefault(key, []).append(s.points[-1])
+        elif not touched.get(key) or touched[key][-1] is not s.points[-1]:
+            touched.setdefault(key, []).append(s.points[-1])
         p = s.points[-1]
         p.values.append(float(value))
         p.disturbed.append(bool(disturbed))
         p.result_ids.append(int(rid))
-    gated: dict[tuple[int, str], list[str]] = defaultdict(list)
-    verdicts = [(index[row[0]], row) for row in history.all_verdicts(store) if row[0] in index]
-    verdicts.sort(key=lambda v: (v[0], v[1][1]))
+    for points in touched.values():
+        for p in points:
+            p.finish()
+    return set(touched)
+
+
+def _apply_verdicts(site: SiteData, rows: list[tuple], runs_changed: set[int] | None) -> set[str]:
+    """Put verdict rows into their series (replacing those of `runs_changed`; None: all of them);
+    the keys of the series whose verdicts changed."""
+    index = {r["run_id"]: i for i, r in enumerate(site.runs)}
+    verdicts = sorted(((index[row[0]], row) for row in rows if row[0] in index), key=lambda v: (v[0], v[1][1]))
+    before = {k: list(s.verdicts) for k, s in site.series.items()}
+    for one in site.series.values():
+        one.verdicts = [v for v in one.verdicts if v[0] not in runs_changed] if runs_changed is not None else []
+    site.gated = {k: v for k, v in site.gated.items() if runs_changed is not None and k[0] not in runs_changed}
+    gated: dict[tuple[int, str], list[str]] = defaultdict(list, site.gated)
+    added: set[str] = set()
     for i, (run_id, key, verdict, model, variant, device, profile, _rid, baseline) in verdicts:
-        s = series.get(key)
+        s = site.series.get(key)
         if s is None and model and variant and device:
-            s = series[key] = Series(model, variant, device, profile or "")
+            s = site.series[key] = Series(model, variant, device, profile or "")
         if s is not None:
             s.verdicts.append((i, verdict, baseline))
+            added.add(key)
         gated[i, device or key.rpartition("@")[2]].append(verdict)
-    for s in series.values():
-        for p in s.points:
-            p.finish()
-    _attach_confirmations(store, series)
-    _attach_pins(store, series)
-    return SiteData(runs, series, store.lineage(), profiles or {}, dict(gated))
+    site.gated = dict(gated)
+    for key in added:
+        site.series[key].verdicts.sort(key=lambda v: v[0])
+    return {k for k, s in site.series.items() if s.verdicts != before.get(k)}
+
+
+def _attach_extras(store: ResultStore, site: SiteData) -> set[str]:
+    """Confirmations and pins (small tables, read whole); the keys of the series where they changed."""
+    before = {k: (s.confirmations, s.pins) for k, s in site.series.items()}
+    for s in site.series.values():
+        s.confirmations, s.pins = [], []
+    _attach_confirmations(store, site.series)
+    _attach_pins(store, site.series)
+    return {k for k, s in site.series.items() if (s.confirmations, s.pins) != before.get(k)}
+
+
+def load(store: ResultStore, profiles: Mapping[str, DeviceProfile] | None = None) -> SiteData:
+    """The whole store as the site needs it: a handful of queries, whatever the number of series."""
+    return update(store, None, profiles)[0]
+
+
+@dataclass
+class Snapshot:
+    """What a publish read, kept for the next one (`update`): results are only ever added, so the next
+    publish reads the processes after `watermark` and the verdicts of the runs whose verdicts changed."""
+
+    site: SiteData
+    watermark: int  # highest result id read
+    processes: int  # process rows read up to it
+    verdicts: dict[str, tuple]  # run_id -> fingerprint of its verdicts
+
+
+def update(
+    store: ResultStore, snap: Snapshot | None, profiles: Mapping[str, DeviceProfile] | None = None
+) -> tuple[SiteData, set[str] | None, Snapshot]:
+    """The site data, from `snap` plus what the store added since, or read whole (no snapshot, or one
+    the store no longer extends: runs inserted before others, results removed, processes of an old run).
+    Returns (data, keys of the series that changed or None for all, the snapshot for the next time)."""
+    runs = _read_runs(store)
+    if snap is not None:
+        old = [r["run_id"] for r in snap.site.runs]
+        if [r["run_id"] for r in runs[: len(old)]] != old:
+            snap = None
+        elif history.process_count(store, METRIC, snap.watermark) != snap.processes:
+            snap = None
+    fingerprints = {run: tuple(fp) for run, *fp in history.verdict_fingerprints(store)}
+    if snap is not None:
+        site = snap.site
+        site.runs, site.profiles = runs, profiles or {}
+        rows = history.series_processes(store, METRIC, after=snap.watermark)
+        try:
+            dirty: set[str] | None = _add_processes(site.series, rows, runs)
+        except _OutOfOrder:
+            return update(store, None, profiles)
+        assert dirty is not None
+        changed = {r for r in set(fingerprints) | set(snap.verdicts) if fingerprints.get(r) != snap.verdicts.get(r)}
+        index = {r["run_id"]: i for i, r in enumerate(runs)}
+        if changed:
+            rows_v = history.all_verdicts(store, sorted(r for r in changed if r in fingerprints))
+            dirty |= _apply_verdicts(site, rows_v, {index[r] for r in changed if r in index})
+        watermark, processes = max([snap.watermark] + [r[0] for r in rows]), snap.processes + len(rows)
+    else:
+        site = SiteData(runs, {}, [], profiles or {})
+        rows = history.series_processes(store, METRIC)
+        _add_processes(site.series, rows, runs)
+        _apply_verdicts(site, history.all_verdicts(store), None)
+        dirty, watermark, processes = None, max([0] + [r[0] for r in rows]), len(rows)
+    extras = _attach_extras(store, site)
+    if dirty is not None:
+        dirty |= extras
+    site.lineage = store.lineage()
+    next_snap = Snapshot(site, watermark, processes, fingerprints)
+    return site, dirty, next_snap
 
 
 def _attach_confirmations(store: ResultStore, series: dict[str, Series]) -> None:
@@ -226,12 +318,24 @@ def series_document(site: SiteData, s: Series) -> dict[str, Any]:
     artifacts: dict[str | None, int] = {}
     runtimes: dict[str | None, int] = {}
     commits: dict[str | None, int] = {}
-
-    def ref(table: dict[str | None, int], value: str | None) -> int:
-        """Provenance is the same night after night: each distinct value once, points refer to it."""
-        return table.setdefault(value, len(table))
-
-    pts = s.points
+    # each distinct artifact, runtime and commit once (they stay the same night after night)
+    run: list[int] = []
+    level: list[float | None] = []
+    procs: list[list[float]] = []
+    disturbed: list[list[int]] = []
+    result: list[int | None] = []
+    art: list[int] = []
+    rt: list[int] = []
+    commit: list[int] = []
+    for p in s.points:
+        run.append(p.run)
+        level.append(p.level)
+        procs.append(p.values)
+        disturbed.append([i for i, d in enumerate(p.disturbed) if d] if any(p.disturbed) else [])
+        result.append(p.result_ids[0] if p.result_ids else None)
+        art.append(artifacts.setdefault(p.artifact, len(artifacts)))
+        rt.append(runtimes.setdefault(p.runtime, len(runtimes)))
+        commit.append(commits.setdefault(p.commit, len(commits)))
     return {
         "key": s.key,
         "model": s.model,
@@ -241,14 +345,14 @@ def series_document(site: SiteData, s: Series) -> dict[str, Any]:
         "metric": METRIC,
         "unit": UNIT,
         "threshold": resolve(METRIC, s.model, prof.thresholds if prof else None, {}),
-        "run": [p.run for p in pts],
-        "level": [p.level for p in pts],
-        "procs": [p.values for p in pts],
-        "disturbed": [[i for i, d in enumerate(p.disturbed) if d] for p in pts],
-        "result": [p.result_ids[0] if p.result_ids else None for p in pts],
-        "art": [ref(artifacts, p.artifact) for p in pts],
-        "rt": [ref(runtimes, p.runtime) for p in pts],
-        "commit": [ref(commits, p.commit) for p in pts],
+        "run": run,
+        "level": level,
+        "procs": procs,
+        "disturbed": disturbed,
+        "result": result,
+        "art": art,
+        "rt": rt,
+        "commit": commit,
         "artifacts": list(artifacts),
         "runtimes": list(runtimes),
         "commits": list(commits),
@@ -317,34 +421,39 @@ def drift_history(site: SiteData) -> dict[str, list[dict[str, Any]]]:
     least MIN_SERIES series, and MIN_SHARE of those gated, came out `level-off` (an unchanged
     artifact's level tripped). The gate's own warning lines are not stored; this is the same rule
     read back from the verdicts, with the median change of those series against their previous run."""
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    levels: dict[tuple[str, int], float] = {}
-    for s in site.series.values():
-        prev = None
-        for p in s.points:
-            if p.level is not None and prev is not None:
-                levels[s.key, p.run] = p.level / prev - 1.0
-            prev = p.level if p.level is not None else prev
-    off_keys: dict[tuple[int, str], list[str]] = defaultdict(list)
+    off: dict[tuple[int, str], list[Series]] = defaultdict(list)
     for s in site.series.values():
         for run, verdict, _ in s.verdicts:
             if verdict == "level-off":
-                off_keys[run, s.device].append(s.key)
-    for (run, device), verdicts in sorted(site.gated.items()):
-        off = off_keys.get((run, device), [])
-        if len(off) < MIN_SERIES or len(off) < MIN_SHARE * len(verdicts):
+                off[run, s.device].append(s)
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (run, device), series in sorted(off.items()):
+        gated = len(site.gated.get((run, device), []))
+        if len(series) < MIN_SERIES or len(series) < MIN_SHARE * gated:
             continue
-        changes = [levels[k, run] for k in off if (k, run) in levels]
+        changes = [c for c in (_change(s, run) for s in series) if c is not None]
         out[device].append(
             {
                 "run_id": site.run_id(run),
                 "at": site.runs[run]["started_at"],
-                "off": len(off),
-                "gated": len(verdicts),
+                "off": len(series),
+                "gated": gated,
                 "median_change": statistics.median(changes) if changes else None,
             }
         )
     return dict(out)
+
+
+def _change(s: Series, run: int) -> float | None:
+    """A series' level at `run` against its previous run level."""
+    import bisect
+
+    at = bisect.bisect_left([p.run for p in s.points], run)
+    if at >= len(s.points) or s.points[at].run != run or s.points[at].level is None:
+        return None
+    prev = next((p.level for p in reversed(s.points[:at]) if p.level is not None), None)
+    level = s.points[at].level
+    return None if prev is None or level is None else level / prev - 1.0
 
 
 def _argv_option(argv: list[str], name: str) -> list[str]:

@@ -13,7 +13,9 @@ import datetime as dt
 import hashlib
 import json
 import os
+import pickle
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -45,9 +47,12 @@ class _Site:
     def __init__(self, out: Path):
         self.out = out
         try:
-            self.old: dict[str, str] = json.loads((out / MANIFEST).read_text())["pages"]
-        except (OSError, ValueError, KeyError, TypeError):
-            self.old = {}
+            self.meta: dict[str, Any] = json.loads((out / MANIFEST).read_text())
+            self.old: dict[str, str] = dict(self.meta["pages"])
+            if self.meta.get("format") != FORMAT:
+                raise ValueError(self.meta.get("format"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self.meta, self.old = {}, {}
         self.new: dict[str, str] = {}
         self.stats = PublishStats()
 
@@ -60,6 +65,14 @@ class _Site:
             return
         for rel, text in render().items():
             self.write(rel, text.encode())
+
+    def keep(self, name: str, files: list[str]) -> bool:
+        """Keep a page the snapshot says did not change, without computing its data (True if kept)."""
+        if name not in self.old or not all((self.out / f).is_file() for f in files):
+            return False
+        self.new[name] = self.old[name]
+        self.stats.pages += 1
+        return True
 
     def write(self, rel: str, content: bytes) -> None:
         path = self.out / rel
@@ -77,19 +90,53 @@ def _files(name: str) -> list[str]:
     return [name]
 
 
+def _read_snapshot(path: Path | None, token: str | None) -> data.Snapshot | None:
+    """The previous publish's snapshot, if it belongs to the manifest in the site (same token)."""
+    if path is None or token is None:
+        return None
+    try:
+        with path.open("rb") as f:
+            saved = pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT or saved.get("token") != token:
+        return None
+    snap = saved.get("snapshot")
+    return snap if isinstance(snap, data.Snapshot) else None
+
+
+def _write_snapshot(path: Path, snap: data.Snapshot, token: str) -> None:
+    snap.site.profiles = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        pickle.dump({"format": FORMAT, "token": token, "snapshot": snap}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def _profiles_hash(profiles: dict | None) -> str:
+    return _hash({n: [p.budgets.model_dump(), p.thresholds] for n, p in sorted((profiles or {}).items())})
+
+
 def publish(
     store,
     out: Path,
     profiles: dict | None = None,
     op_profile: data.OpProfileHook | None = None,
+    snapshot: Path | None = None,
 ) -> PublishStats:
     """Publish the store into `out` (created if missing). `op_profile(result_id)`: the per-operator
-    profile of a result, or None; by default `store.op_profile` when the store has it."""
+    profile of a result, or None; by default `store.op_profile` when the store has it. `snapshot`: a
+    file (outside the site) where a publish keeps what it read, so that the next one reads only what
+    the store added since and does not even look at the series that did not change."""
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     site = _Site(out)
     hook = op_profile if op_profile is not None else getattr(store, "op_profile", None)
-    sd = data.load(store, profiles)
+    prof_hash = _profiles_hash(profiles)
+    same_profiles = site.meta.get("profiles") == prof_hash
+    snap = _read_snapshot(snapshot, site.meta.get("token")) if same_profiles else None
+    sd, dirty, next_snap = data.update(store, snap, profiles)
 
     asset_dir = resources.files("harness.report.site") / "assets"
     for name in ASSETS:
@@ -108,11 +155,13 @@ def publish(
     )
 
     for s in sd.series.values():
+        slug = data.slug(s.key)
+        if dirty is not None and s.key not in dirty and site.keep(f"series:{slug}", _files(f"series:{slug}")):
+            continue
         doc = data.series_document(sd, s)
         latest = s.points[-1].result_ids[-1] if s.points and s.points[-1].result_ids else None
         profile = hook(latest) if hook is not None and latest is not None else None
         value = [doc, profile.to_dict() if profile is not None else None]
-        slug = data.slug(s.key)
 
         def render(doc=doc, slug=slug, profile=profile) -> dict[str, str]:
             doc = {**doc, "analysis": data.analyse(doc)}
@@ -147,7 +196,12 @@ def publish(
             if path.is_file():
                 path.unlink()
                 site.stats.removed.append(rel)
-    if site.old != site.new or not (out / MANIFEST).is_file():
-        site.write(MANIFEST, json.dumps({"format": FORMAT, "pages": site.new}, indent=0, sort_keys=True).encode())
+    token = site.meta.get("token") if site.old == site.new and same_profiles else None
+    if token is None or not (out / MANIFEST).is_file():
+        token = uuid.uuid4().hex
+        manifest = {"format": FORMAT, "profiles": prof_hash, "token": token, "pages": site.new}
+        site.write(MANIFEST, json.dumps(manifest, indent=0, sort_keys=True).encode())
+    if snapshot is not None:
+        _write_snapshot(snapshot, next_snap, token)
     site.stats.seconds = time.perf_counter() - t0
     return site.stats
