@@ -136,6 +136,7 @@ def publish(
     prof_hash = _profiles_hash(profiles)
     same_profiles = site.meta.get("profiles") == prof_hash
     snap = _read_snapshot(snapshot, site.meta.get("token")) if same_profiles else None
+    old_runs = len(snap.site.runs) if snap is not None else -1  # update() extends snap.site in place
     sd, dirty, next_snap = data.update(store, snap, profiles)
 
     asset_dir = resources.files("harness.report.site") / "assets"
@@ -201,7 +202,15 @@ def publish(
         token = uuid.uuid4().hex
         manifest = {"format": FORMAT, "profiles": prof_hash, "token": token, "pages": site.new}
         site.write(MANIFEST, json.dumps(manifest, indent=0, sort_keys=True).encode())
-    if snapshot is not None:
+    same = (
+        snap is not None
+        and not dirty
+        and token == site.meta.get("token")
+        and (snap.watermark, snap.processes, snap.verdicts)
+        == (next_snap.watermark, next_snap.processes, next_snap.verdicts)
+        and old_runs == len(next_snap.site.runs)
+    )
+    if snapshot is not None and not same:  # an unchanged store leaves the snapshot as it was
         _write_snapshot(snapshot, next_snap, token)
     site.stats.seconds = time.perf_counter() - t0
     return site.stats
