@@ -79,6 +79,24 @@ class Series:
     def key(self) -> str:
         return series_key(self.model, self.variant, self.device)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled by columns (the publish snapshot): 100,000 points load in a fraction of the time
+        that pickling each Point object takes."""
+        pts = self.points
+        return {
+            "meta": (self.model, self.variant, self.device, self.profile, self.verdicts, self.confirmations, self.pins),
+            "cols": tuple(
+                [getattr(p, f) for p in pts]
+                for f in ("run", "values", "disturbed", "result_ids", "artifact", "runtime", "commit", "level")
+            ),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.model, self.variant, self.device, self.profile, self.verdicts, self.confirmations, self.pins = state[
+            "meta"
+        ]
+        self.points = [Point(*c) for c in zip(*state["cols"])]
+
     @property
     def latest_verdict(self) -> str:
         return verdict_name(self.verdicts[-1][1] if self.verdicts else None)

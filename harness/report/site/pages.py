@@ -22,11 +22,15 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def js_data(name: str, value: Any) -> str:
-    """`window.NAME = <json>;` that no string inside can break out of (a series' data file)."""
+def js_json(value: Any) -> str:
+    """JSON that no string inside can break out of a script with."""
     text = json.dumps(value, separators=(",", ":"), allow_nan=False, default=_none)
-    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return f"window.{name}={text};\n"
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def js_data(name: str, value: Any) -> str:
+    """`window.NAME = <json>;` (a data file)."""
+    return f"window.{name}={js_json(value)};\n"
 
 
 def _none(value: Any) -> None:

@@ -162,12 +162,15 @@ def publish(
         doc = data.series_document(sd, s)
         latest = s.points[-1].result_ids[-1] if s.points and s.points[-1].result_ids else None
         profile = hook(latest) if hook is not None and latest is not None else None
-        value = [doc, profile.to_dict() if profile is not None else None]
+        text = pages.js_json(doc)  # serialised once: the page's hash and its data file
+        value = [text, profile.to_dict() if profile is not None else None]
 
-        def render(doc=doc, slug=slug, profile=profile) -> dict[str, str]:
-            doc = {**doc, "analysis": data.analyse(doc)}
+        def render(doc=doc, text=text, slug=slug, profile=profile) -> dict[str, str]:
+            analysis = data.analyse(doc)
+            doc = {**doc, "analysis": analysis}
+            js = f"window.HIL_SERIES={text};\nwindow.HIL_SERIES.analysis={pages.js_json(analysis)};\n"
             return {
-                f"data/{slug}.js": pages.js_data("HIL_SERIES", doc),
+                f"data/{slug}.js": js,
                 f"series/{slug}.html": pages.series_page(
                     doc, "../data/runs.js", f"../data/{slug}.js", sd.runs, profile
                 ),
