@@ -427,12 +427,13 @@ def index_rows(site: SiteData) -> list[dict[str, Any]]:
 
 
 def device_comparison(site: SiteData) -> dict[str, Any]:
-    """The same model/variant across devices: each series' latest level, side by side."""
+    """The same model/variant across devices: each series' latest level and verdict, side by side."""
     devices = sorted({(s.device, s.profile) for s in site.series.values()})
     table: dict[str, dict[str, Any]] = {}
     for s in site.series.values():
         level = next((p.level for p in reversed(s.points) if p.level is not None), None)
-        table.setdefault(f"{s.model}/{s.variant}", {})[s.device] = {"level": level, "slug": slug(s.key)}
+        cell = {"level": level, "slug": slug(s.key), "verdict": s.latest_verdict}
+        table.setdefault(f"{s.model}/{s.variant}", {})[s.device] = cell
     return {"devices": [list(d) for d in devices], "rows": [[k, table[k]] for k in sorted(table)]}
 
 

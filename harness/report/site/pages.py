@@ -174,13 +174,15 @@ def devices_page(comparison: dict[str, Any], drift: dict[str, list[dict[str, Any
             tds.append(
                 "<td></td>"
                 if c is None
-                else f'<td class="num"><a href="series/{esc(c["slug"])}.html">'
-                f"{esc(level_text(c['level']) or '-')}</a></td>"
+                else f'<td class="num v-{esc(c["verdict"])}" title="{esc(c["verdict"])}">'
+                f'<a href="series/{esc(c["slug"])}.html">{esc(level_text(c["level"]) or "-")}</a>'
+                f' <span class="tag">{esc(c["verdict"])}</span></td>'
             )
         rows.append(f"<tr><td>{esc(name)}</td>{''.join(tds)}</tr>")
     body = [
         "<h1>Devices</h1>",
-        '<p class="muted">Latest run level of latency_p50_us (us) of each model on each device.</p>',
+        '<p class="muted">Latest run level of latency_p50_us (us) of each model on each device, with its '
+        "latest verdict.</p>",
         _table(head, rows, "comparison"),
         "<h2>Device drift</h2>",
         '<p class="muted">Runs where most of a device\'s gated series came out level-off with unchanged models: '
