@@ -152,3 +152,20 @@ def backdate(path: Path, run_ids: list[str], start: float = START) -> None:
             "UPDATE runs SET started_at=?, finished_at=? WHERE run_id=?",
             [(start + i * NIGHT, start + i * NIGHT + 600, r) for i, r in enumerate(run_ids)],
         )
+
+
+def add_sweep(store: ResultStore) -> str:
+    """A `hil sweep` run (latency preferred) of three candidates of one model on dev0, with lineage:
+    c-fast and c-good are on the front, c-bad is dominated by c-good, the choice is c-fast."""
+    run = store.start_run(["x"], "x", ["sweep", "m.keras", "--prefer", "latency"], "0", "host", None, "sw")
+    for name, lat, acc in (("c-fast", 100.0, 0.90), ("c-good", 300.0, 0.97), ("c-bad", 400.0, 0.95)):
+        rec = ResultRecord(run, name, name, "m", "int8", "dev0", "board0", "ok")
+        store.record(rec, [("latency_p50_us", lat, "us"), ("accuracy_top1", acc, "")], {})
+    store.finish_run(run)
+    node = {
+        "node_id": "n1", "parent_id": "file:abc", "root_id": "file:abc", "step": "quantize", "params": {},
+        "seed": 0, "versions": {}, "kind": "tflite", "sha256": "s", "model_name": "c-fast", "created_at": 1.0,
+        "metrics": {"host_accuracy": 0.9},
+    }  # fmt: skip
+    store.record_lineage([node])
+    return run

@@ -230,17 +230,7 @@ def test_op_profile_hook_renders_the_slowest_ops(synthetic, tmp_path):
 
 def test_sweep_front_and_choice(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
-    run = store.start_run(["x"], "x", ["sweep", "m.keras", "--prefer", "latency"], "0", "host", None, "sw")
-    for name, lat, acc in (("c-fast", 100.0, 0.90), ("c-good", 300.0, 0.97), ("c-bad", 400.0, 0.95)):
-        rec = ResultRecord(run, name, name, "m", "int8", "dev0", "board0", "ok")
-        store.record(rec, [("latency_p50_us", lat, "us"), ("accuracy_top1", acc, "")], {})
-    store.finish_run(run)
-    node = {
-        "node_id": "n1", "parent_id": "file:abc", "root_id": "file:abc", "step": "quantize", "params": {},
-        "seed": 0, "versions": {}, "kind": "tflite", "sha256": "s", "model_name": "c-fast", "created_at": 1.0,
-        "metrics": {"host_accuracy": 0.9},
-    }  # fmt: skip
-    store.record_lineage([node])
+    site_store.add_sweep(store)
     site = data.load(store)
     (sweep,) = data.sweeps(store, site)
     (dev,) = sweep["devices"]

@@ -37,6 +37,9 @@ def _playwright():
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
     syn = hostile_store(root / "results.sqlite")
+    writer = ResultStore(syn.path)
+    site_store.add_sweep(writer)  # measured after the nights: a run of its own, three series of its own
+    writer.close()
     store = ResultStore(syn.path, read_only=True)
     first: list[int] = []
     publish(store, root / "site", op_profile=lambda rid: op_profile() if first.append(rid) or len(first) == 1 else None)
@@ -93,7 +96,7 @@ def test_every_page_loads_without_errors_and_links_resolve(site, page):
     _, root = site
     series = sorted((root / "series").glob("*.html"))
     pages = [root / "index.html", root / "devices.html", root / "sweeps.html", *series]
-    assert len(pages) == 3 + SERIES + 1
+    assert len(pages) == 3 + SERIES + 1 + 3
     for path in pages:
         pg = page.open(path)
         for href in pg.eval_on_selector_all("a[href]", "els => els.map(e => e.href)"):
@@ -137,7 +140,7 @@ def test_trend_points_and_hover_show_the_run(site, page):
 def test_index_filter_and_escaped_names(site, page):
     _, root = site
     pg = page.open(root / "index.html")
-    total = SERIES + 1
+    total = SERIES + 1 + 3  # and the sweep's three candidates
     assert pg.locator("#shown").inner_text() == str(total)
     pg.fill("#filter", "dev1")
     visible = pg.locator("#series tbody tr:visible")
@@ -146,7 +149,10 @@ def test_index_filter_and_escaped_names(site, page):
     assert all("dev1" in t for t in visible.locator("td:nth-child(3)").all_inner_texts())
     pg.fill("#filter", "")
     pg.select_option("#verdict", "pass")
-    assert visible.count() == total
+    assert visible.count() == SERIES + 1
+    pg.select_option("#verdict", "new")
+    assert sorted(visible.locator("td:first-child").all_inner_texts()) == ["c-bad", "c-fast", "c-good"]
+    pg.select_option("#verdict", "")
     pg.fill("#filter", "script")
     assert visible.locator("td:first-child").all_inner_texts() == [HOSTILE]
     # follow the link: the hostile series' page, its title as text
@@ -160,11 +166,17 @@ def test_devices_and_sweeps_pages(site, page):
     syn, root = site
     pg = page.open(root / "devices.html")
     models = {(m, v) for m, v, *_ in site_store.series_names(SERIES)}
-    assert pg.locator("#comparison tbody tr").count() == len(models) + 1
+    assert pg.locator("#comparison tbody tr").count() == len(models) + 1 + 3
     assert pg.locator("h3").all_inner_texts() == ["dev0"]
     assert syn.drift_run in pg.locator("main").inner_text()
     pg.locator("#comparison a").first.click()
     pg.wait_for_load_state("load")
     assert pg.locator("#trend canvas").count() == 1
-    page.open(root / "sweeps.html")
+    pg = page.open(root / "sweeps.html")
+    assert pg.locator("h3").first.inner_text() == "dev0 (board0): choice c-fast/int8"
+    assert pg.locator("tr.front td:first-child").all_inner_texts() == ["c-fast/int8", "c-good/int8"]
+    assert pg.locator("tr.chosen td:first-child").all_inner_texts() == ["c-fast/int8"]
+    pg.locator("a[href='#lineage-file:abc']").click()
+    assert pg.locator("#lineage-file\\:abc").is_visible()
+    assert "= c-fast" in pg.locator("main ul").first.inner_text()
     page.clean()
