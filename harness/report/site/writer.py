@@ -106,12 +106,16 @@ def _read_snapshot(path: Path | None, token: str | None) -> data.Snapshot | None
 
 
 def _write_snapshot(path: Path, snap: data.Snapshot, token: str) -> None:
+    """Only a speed-up: a cache that cannot be written leaves the next publish reading the store whole."""
     snap.site.profiles = {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        pickle.dump({"format": FORMAT, "token": token, "snapshot": snap}, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("wb") as f:
+            pickle.dump({"format": FORMAT, "token": token, "snapshot": snap}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError:
+        path.unlink(missing_ok=True)
 
 
 def _profiles_hash(profiles: dict | None) -> str:
