@@ -9,6 +9,7 @@ renamed, and the manifest last, so an interrupted publish leaves a site that the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -115,7 +116,8 @@ def _write_snapshot(path: Path, snap: data.Snapshot, token: str) -> None:
             pickle.dump({"format": FORMAT, "token": token, "snapshot": snap}, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
     except OSError:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a stale snapshot must not survive; its token no longer matches anyway
+            path.unlink(missing_ok=True)
 
 
 def _profiles_hash(profiles: dict | None) -> str:
