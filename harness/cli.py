@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "sweep",
     "lineage",
     "db",
+    "publish",
 ]
 
 
