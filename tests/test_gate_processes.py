@@ -175,28 +175,64 @@ def model_versions(tiny_model) -> dict[str, bytes]:
     return {name: _tflite(tiny_model, bump) for name, bump in (("a", 0.0), ("b", 0.01))}
 
 
-@pytest.fixture()
-def fixed_lab(tmp_path, model_versions, monkeypatch):
-    """A lab whose only device runs the fixed-clock runner double; two versions of one model."""
-    shutil.copytree(REPO / "device_profiles", tmp_path / "device_profiles")
-    py = tmp_path / "fixed-python"
+def _lab_in(root: Path, model_versions: dict[str, bytes]) -> tuple[dict, dict[str, str]]:
+    """A lab whose only device runs the fixed-clock runner double; two versions of one model: the lab
+    and the environment its `hil` commands run in."""
+    shutil.copytree(REPO / "device_profiles", root / "device_profiles")
+    py = root / "fixed-python"
     py.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests" / "fixed_runner.py"} "$@"\n')
     py.chmod(py.stat().st_mode | stat.S_IEXEC)
-    (tmp_path / "inventory.yaml").write_text(
+    (root / "inventory.yaml").write_text(
         f"devices:\n  - {{id: dut, profile: localhost, transport: {{type: local, python: {py}}}}}\n"
     )
     versions = {}
     for name, blob in model_versions.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "net.tflite").write_bytes(blob)
+        (root / name).mkdir()
+        (root / name / "net.tflite").write_bytes(blob)
         import hashlib
 
         versions[name] = hashlib.sha256(blob).hexdigest()
-    script = tmp_path / "latency.json"
-    monkeypatch.setenv("HILBENCH_FIXED_LATENCY", str(script))
-    monkeypatch.setenv("HILBENCH_CACHE", str(tmp_path / "cache"))
+    script = root / "latency.json"
+    env = {"HILBENCH_FIXED_LATENCY": str(script), "HILBENCH_CACHE": str(root / "cache")}
+    return {"dir": root, "script": script, "sha": versions}, env
+
+
+@pytest.fixture()
+def fixed_lab(tmp_path, model_versions, monkeypatch):
+    """A lab whose only device runs the fixed-clock runner double; two versions of one model."""
+    lab, env = _lab_in(tmp_path, model_versions)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
     monkeypatch.chdir(tmp_path)
-    return {"dir": tmp_path, "script": script, "sha": versions}
+    return lab
+
+
+@pytest.fixture(scope="module")
+def accepted_nights(tmp_path_factory, model_versions) -> Path:
+    """Three nights of version a at 100 us, each a `hil run` and a passing `hil gate`: the history
+    several tests start from, measured once for the module (each test gets a copy, `nightly_lab`)."""
+    root = tmp_path_factory.mktemp("accepted-nights")
+    lab, env = _lab_in(root, model_versions)
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.chdir(root)
+        for _ in range(3):
+            _night(lab, "a", {"a": 100.0, "b": 100.0})
+            assert hil("gate", "--quiet").returncode == 0
+    return root
+
+
+@pytest.fixture()
+def nightly_lab(fixed_lab, accepted_nights):
+    """`fixed_lab` with the three accepted nights of `accepted_nights` in its results database and
+    their artifacts in its conversion cache (where `hil run` finds the reference artifact by sha256):
+    what the tests' own three nights would leave, without measuring them again in each test. The
+    runner double's call counter goes along, so that its ripple continues as it would have."""
+    for part in ("reports", "cache"):
+        shutil.copytree(accepted_nights / part, fixed_lab["dir"] / part)
+    shutil.copy(accepted_nights / "latency.json.count", fixed_lab["dir"] / "latency.json.count")
+    return fixed_lab
 
 
 def _night(lab, version: str, levels: dict, factor: float = 1.0, pair: bool = True) -> str:
@@ -210,13 +246,10 @@ def _night(lab, version: str, levels: dict, factor: float = 1.0, pair: bool = Tr
     return p.stdout.strip().splitlines()[-1]
 
 
-def test_a_real_slowdown_is_confirmed_by_interleaved_remeasurement(fixed_lab):
+def test_a_real_slowdown_is_confirmed_by_interleaved_remeasurement(nightly_lab):
     levels = {"a": 100.0, "b": 110.0}
-    for _ in range(3):
-        _night(fixed_lab, "a", levels)
-        assert hil("gate", "--quiet").returncode == 0
-    run = _night(fixed_lab, "b", levels)
-    counter = Path(str(fixed_lab["script"]) + ".count")  # runner processes started so far
+    run = _night(nightly_lab, "b", levels)
+    counter = Path(str(nightly_lab["script"]) + ".count")  # runner processes started so far
     before = int(counter.read_text())
     p = hil("gate", "--csv", "v.csv", "--markdown", "s.md", "--html", "g.html")
     assert p.returncode == 1, p.stdout + p.stderr
@@ -232,16 +265,16 @@ def test_a_real_slowdown_is_confirmed_by_interleaved_remeasurement(fixed_lab):
     assert [ln for ln in p.stderr.splitlines() if ln.startswith("confirming ")] == [
         "confirming net/asis@dut on dut: 8 runner processes, reference and candidate in each"
     ]
-    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    row = pd.read_csv(nightly_lab["dir"] / "v.csv").set_index("metric").loc[P50]
     assert row.verdict == "regression" and bool(row.confirmed) and 0.08 < row.confirm_effect < 0.12
     assert row.sigma_run > 0 and row.critical_change >= row.threshold == 0.02  # in-process: latency_paired_threshold
-    md = (fixed_lab["dir"] / "s.md").read_text()
+    md = (nightly_lab["dir"] / "s.md").read_text()
     assert re.search(r"confirmed: \+(9\.9\d|10\.\d\d) % \(p=[^,]+, 8 processes timing both\)", md), md
     assert "sigma_run" in md and "critical change" in md and no_profile in md
     assert row.confirm_operators == "no per-operator profile (device/firmware has no profiler)"
-    page = (fixed_lab["dir"] / "g.html").read_text()
+    page = (nightly_lab["dir"] / "g.html").read_text()
     assert "confirmed" in page and "sigma_run" in page and no_profile in page
-    store = ResultStore(fixed_lab["dir"] / "reports" / "results.sqlite")
+    store = ResultStore(nightly_lab["dir"] / "reports" / "results.sqlite")
     confirm_runs = store.runs()
     confirm_runs = confirm_runs[confirm_runs.label == f"confirm:{run}"]
     assert len(confirm_runs) == 1
@@ -296,49 +329,43 @@ def test_a_confirmed_regression_names_its_operators_and_a_bad_profile_never_fail
     )
 
 
-def test_a_slow_night_is_not_confirmed_and_passes(fixed_lab):
+def test_a_slow_night_is_not_confirmed_and_passes(nightly_lab):
     levels = {"a": 100.0, "b": 100.0}
-    for _ in range(3):
-        _night(fixed_lab, "a", levels)
-        hil("gate", "--quiet", check=True)
     # the whole night was 10 % slow, not the model; measured without the reference in-process, the
     # nightly levels trip and the re-measurement clears it
-    _night(fixed_lab, "b", levels, factor=1.10, pair=False)
-    fixed_lab["script"].write_text(
-        json.dumps({"levels": {fixed_lab["sha"][k][:16]: v for k, v in levels.items()}, "factor": 1.0})
+    _night(nightly_lab, "b", levels, factor=1.10, pair=False)
+    nightly_lab["script"].write_text(
+        json.dumps({"levels": {nightly_lab["sha"][k][:16]: v for k, v in levels.items()}, "factor": 1.0})
     )
     p = hil("gate", "--csv", "v.csv")
     assert p.returncode == 0, p.stdout + p.stderr
-    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    row = pd.read_csv(nightly_lab["dir"] / "v.csv").set_index("metric").loc[P50]
     assert row.verdict == "pass" and not bool(row.confirmed) and "not confirmed" in row.note
-    assert os.path.exists(fixed_lab["dir"] / "v.csv")
+    assert os.path.exists(nightly_lab["dir"] / "v.csv")
 
 
-def test_a_changed_model_is_judged_on_its_ratio_to_the_reference_timed_in_the_same_processes(fixed_lab):
+def test_a_changed_model_is_judged_on_its_ratio_to_the_reference_timed_in_the_same_processes(nightly_lab):
     """`hil run` times a changed artifact with its series' reference artifact (the oldest accepted
     run's) in the same runner processes: a night that is 10 % slow for both passes without any
     re-measurement, and a real 10 % slowdown fails on the nightly in-process ratio and is confirmed."""
     levels = {"a": 100.0, "b": 100.0}
-    for _ in range(3):
-        _night(fixed_lab, "a", levels)
-        hil("gate", "--quiet", check=True)
-    counter = Path(str(fixed_lab["script"]) + ".count")
-    _night(fixed_lab, "b", levels, factor=1.10)
+    counter = Path(str(nightly_lab["script"]) + ".count")
+    _night(nightly_lab, "b", levels, factor=1.10)
     before = int(counter.read_text())
     p = hil("gate", "--csv", "v.csv", "--no-record")
     assert p.returncode == 0, p.stdout + p.stderr
     assert int(counter.read_text()) == before  # nothing re-measured
-    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    row = pd.read_csv(nightly_lab["dir"] / "v.csv").set_index("metric").loc[P50]
     assert row.verdict == "pass" and row.test == "in-process ratio + Holm" and row.threshold == 0.02
-    assert row.paired_reference == fixed_lab["sha"]["a"] and abs(row.effect) < 0.01
-    assert f"in-process ratio to reference artifact {fixed_lab['sha']['a'][:12]}" in row.note
+    assert row.paired_reference == nightly_lab["sha"]["a"] and abs(row.effect) < 0.01
+    assert f"in-process ratio to reference artifact {nightly_lab['sha']['a'][:12]}" in row.note
 
     # 3 % slower: at the nightly p50 threshold (3 %), but an in-process ratio is judged against
     # latency_paired_threshold (2 %), so it fails and is confirmed
-    _night(fixed_lab, "b", {"a": 100.0, "b": 103.0}, factor=1.10)
+    _night(nightly_lab, "b", {"a": 100.0, "b": 103.0}, factor=1.10)
     p = hil("gate", "--csv", "v.csv")
     assert p.returncode == 1, p.stdout + p.stderr
-    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    row = pd.read_csv(nightly_lab["dir"] / "v.csv").set_index("metric").loc[P50]
     assert row.verdict == "regression" and row.test == "in-process ratio + Holm" and bool(row.confirmed)
     assert row.threshold == 0.02 and 0.025 < row.effect < 0.035 and 0.025 < row.confirm_effect < 0.035
     assert row.sigma_run > 0 and row.critical_change >= 0.02
@@ -401,26 +428,23 @@ def test_a_screened_slowdown_is_confirmed_and_fails_but_not_without_remeasuremen
         assert 0.06 < row.confirm_effect < 0.10 and "screened" in row.note
 
 
-def test_an_unchanged_artifact_is_never_re_measured_against_itself(fixed_lab):
+def test_an_unchanged_artifact_is_never_re_measured_against_itself(nightly_lab):
     """The artifact is the reference's own: a slow night passes without re-measuring the file against
     itself (which could only say "no change"), and is recorded as level-off, so that the next night
     is still compared with the accepted nights before it."""
     levels = {"a": 100.0, "b": 100.0}
-    for _ in range(3):
-        _night(fixed_lab, "a", levels)
-        hil("gate", "--quiet", check=True)
-    counter = Path(str(fixed_lab["script"]) + ".count")
-    slow = _night(fixed_lab, "a", levels, factor=1.10)
+    counter = Path(str(nightly_lab["script"]) + ".count")
+    slow = _night(nightly_lab, "a", levels, factor=1.10)
     before = int(counter.read_text())
     p = hil("gate", "--csv", "v.csv")
     assert p.returncode == 0, p.stdout + p.stderr
     assert int(counter.read_text()) == before  # nothing re-measured
-    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    row = pd.read_csv(nightly_lab["dir"] / "v.csv").set_index("metric").loc[P50]
     assert row.verdict == "pass" and 0.08 < row.effect < 0.12
     assert "on an unchanged artifact" in row.note and "recorded as level-off" in row.note, row.note
-    _night(fixed_lab, "a", levels)
+    _night(nightly_lab, "a", levels)
     hil("gate", "--csv", "v.csv", check=True)
-    row = pd.read_csv(fixed_lab["dir"] / "v.csv").set_index("metric").loc[P50]
+    row = pd.read_csv(nightly_lab["dir"] / "v.csv").set_index("metric").loc[P50]
     assert len(row.baseline_runs.split()) == 3 and slow not in row.baseline_runs
 
 

@@ -186,9 +186,11 @@ def test_devices_check_looks_at_the_place_and_with_acquire_probes_the_board_thro
     assert "Traceback" not in p.stderr
 
 
-def _stop_while_measuring(workspace, mcu_model, lab, sig: int, min_seconds: str = "30") -> tuple[int, str]:
+def _stop_while_measuring(workspace, mcu_model, lab, sig: int, min_seconds: str = "5") -> tuple[int, str]:
     """Start `hil run` through the place and send `sig` to it once it measures the board (in 5
-    windows of `min_seconds` / 5 each: a killed run leaves the board finishing the window in flight)."""
+    windows of `min_seconds` / 5 each: a killed run leaves the board finishing the window in flight).
+    An interrupted run stops after the job in flight, here the board's whole measurement: seconds,
+    not tens of seconds, while still far longer than the signal takes to arrive."""
     args = [sys.executable, "-m", "harness", "-v", "run", mcu_model["keras"], "--variants", "int8"]
     args += ["--min-seconds", min_seconds, "--min-runs", "5", "--warmup-seconds", "0"]
     proc = subprocess.Popen(
