@@ -450,6 +450,9 @@ def test_a_profile_run_is_never_latest_a_reference_a_history_or_an_artifacts_fig
     code = main(["--db", str(tmp_path / "r.sqlite"), "baseline", "set", quick])
     err = capsys.readouterr().err
     assert code == 3 and f"run {quick}: a `hil profile` run" in err and "Traceback" not in err
+    code = main(["--db", str(tmp_path / "r.sqlite"), "gate", "--run", quick, "--no-record"])
+    err = capsys.readouterr().err
+    assert code == 3 and f"run {quick}: a `hil profile` run (a short look), not a measurement to gate" in err
 
 
 def test_a_paired_process_stores_the_references_profile_with_the_references_shapes(tmp_path, monkeypatch, capsys):

@@ -302,3 +302,45 @@ def test_postgresql_store_publishes_the_same_site(synthetic, postgres_server, tm
     publish(pg, tmp_path / "pg")
     pg.close()
     assert site_files(tmp_path / "lite") == site_files(tmp_path / "pg")
+
+
+def test_bisect_steps_and_profile_looks_are_not_history(tmp_path):
+    """A `hil bisect` step (two artifacts under one key) and a `hil profile` look (a short window) are
+    never points of a series: the trend, the index level and the step detection see the nights only."""
+    path = tmp_path / "results.sqlite"
+    syn = site_store.build(path, 4, 2)
+    store = ResultStore(path)
+    before = {k: len(s.points) for k, s in data.load(store).series.items()}
+    key = next(iter(before))
+    model, _, rest = key.partition("/")
+    variant, _, device = rest.partition("@")
+    for kind in ("bisect", "profile"):
+        run_id = store.start_run([f"{kind}:{key}"], kind, [kind], "0", "host", None, kind, kind=kind)
+        rec = ResultRecord(
+            run_id=run_id, job_key=f"{kind}-0", model=model, model_sha256="m" * 64, variant=variant,
+            device_id=device, profile="board0", status="ok",
+        )  # fmt: skip
+        store.record(rec, [("latency_p50_us", 99999.0, "us")], {})
+        store.finish_run(run_id)
+    after = data.load(store).series
+    assert {k: len(s.points) for k, s in after.items()} == before
+    assert max(p.level for p in after[key].points) < 99999.0
+    store.close()
+    assert syn.run_ids
+
+
+def test_a_forged_manifest_never_deletes_outside_the_site(synthetic, tmp_path):
+    """The manifest lives in the output folder (often shared): names publish does not write itself,
+    or that lead out of the site, are ignored when pages are cleaned up."""
+    _, store = synthetic
+    site = tmp_path / "site"
+    publish(store, site)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    inside = site / "notes.txt"
+    inside.write_text("not ours")
+    manifest = json.loads((site / MANIFEST).read_text())
+    manifest["pages"].update({"../victim.txt": "x", str(victim): "x", "notes.txt": "x", "series:../../victim": "x"})
+    (site / MANIFEST).write_text(json.dumps(manifest))
+    publish(store, site)
+    assert victim.read_text() == "keep me" and inside.read_text() == "not ours"

@@ -93,7 +93,6 @@ def cmd_sensitivity(args) -> int:
     from harness.commands import common
     from harness.compress.sensitivity import format_ranking, rank
     from harness.errors import ConfigError
-    from harness.models.arrays import class_labels, input_samples, load_array
     from harness.models.convert import Calibration, ModelSource
 
     if not args.calibration:
@@ -110,13 +109,19 @@ def cmd_sensitivity(args) -> int:
     else:
         float_path = Path(common.converter(args).convert(src, "fp32", None, quiet=True).artifact)
     a = analyze(float_path)
+    if len(a.inputs) != 1:
+        raise ConfigError(f"{args.model}: --sensitivity supports single-input models; it has {len(a.inputs)} inputs")
     shape = tuple(max(1, d) for d in a.inputs[0].shape)
     x = np.concatenate([s[0] for s in calib.arrays([(None, *shape[1:])])]).astype(np.float32)
     ex = ey = None
     if args.eval_file:
+        from harness.models.evaldata import load_eval
+
         ev = Path(args.eval_file)
-        ex = input_samples(ev, "x", load_array(ev, "x")).reshape((-1, *shape[1:]))
-        ey = class_labels(ev, "y", load_array(ev, "y"), len(ex), None)
+        arrays = load_eval(ev, tuple(shape[1:]), None)  # x of the model's sample shape, y class indices
+        if "y" not in arrays:
+            raise ConfigError(f"{ev}: --sensitivity --eval needs labels 'y' for the top-1 drops")
+        ex, ey = arrays["x"], arrays["y"]
     ranking = rank(float_path.read_bytes(), x, ex, ey, top=args.top)
     if args.json:
         print(

@@ -124,7 +124,7 @@ def cmd_sweep(args) -> int:
     t0 = time.perf_counter()
     candidates = [comp.baseline()] if args.baseline else []
     refused: list[Refused] = []
-    targets = _targets(chosen, devices, inv)
+    targets = _targets(chosen, devices, inv, conv.cache_dir.parent, args.wait)
     for r in chosen:
         for target in (targets or [None]) if r.needs_target() else [None]:
             got = comp.try_run(r, target)
@@ -187,7 +187,7 @@ def cmd_sweep(args) -> int:
     return res.exit_code
 
 
-def _targets(chosen, devices, inv) -> list:
+def _targets(chosen, devices, inv, cache_root=None, wait: bool = True) -> list:
     """One profiler per device profile among the devices, for recipes that prune for the target's
     measured profile (profile_prune without a cost model): one candidate per board type."""
     if not any(r.needs_target() for r in chosen):
@@ -197,7 +197,7 @@ def _targets(chosen, devices, inv) -> list:
     first: dict[str, object] = {}
     for d in devices:
         first.setdefault(inv.profile_of(d).name, d)
-    return [device_profiler(d, inv) for d in first.values()]
+    return [device_profiler(d, inv, cache_root=cache_root, wait=wait) for d in first.values()]
 
 
 def _record_lineage(store, candidates) -> None:

@@ -33,7 +33,9 @@ def cost_model_profiler(spec: CostModel) -> OpProfiler:
 PROFILE_RUNS = 20  # profiled invocations per profile_prune iteration on a device
 
 
-def device_profiler(device, inventory, runs: int = PROFILE_RUNS) -> OpProfiler:
+def device_profiler(
+    device, inventory, runs: int = PROFILE_RUNS, cache_root: Path | None = None, wait: bool = True
+) -> OpProfiler:
     """The profiler of a sweep's target device: `fn(tflite) -> OpProfile` must run the .tflite on
     `device` with a profiling pass and return the device's `op_profile` document (`from_dict`), with
     `attach_analysis` of that .tflite. The lineage key is the board type (its profile's name, runtime
@@ -42,17 +44,22 @@ def device_profiler(device, inventory, runs: int = PROFILE_RUNS) -> OpProfiler:
     key = {"device_profile": prof.name, "runtime": prof.runtime, "num_threads": prof.num_threads}
 
     def fn(path: Path) -> OpProfile:
-        doc = _profile_on_device(device, prof, Path(path), runs)
+        doc = _profile_on_device(device, prof, Path(path), runs, cache_root, wait)
         found = doc.get("op_profile_builtin") or doc.get("op_profile")
         if not found:
             why = "; ".join(str(w) for w in doc.get("warnings") or []) or "no profiler on the device"
             raise NotApplicable(f"device '{device.id}' ({prof.name}) gave no per-operator profile: {why}")
-        return attach_analysis(from_dict(found, f"device '{device.id}': op_profile"), analyze(path))
+        try:
+            return attach_analysis(from_dict(found, f"device '{device.id}': op_profile"), analyze(path))
+        except (KeyError, TypeError, ValueError) as exc:  # a device document from_dict let through
+            raise NotApplicable(
+                f"device '{device.id}': its per-operator profile does not fit the model: {exc!r}"
+            ) from None
 
     return OpProfiler(prof.name, key, fn)
 
 
-def _profile_on_device(device, profile, path: Path, runs: int) -> dict:
+def _profile_on_device(device, profile, path: Path, runs: int, cache_root: Path | None, wait: bool) -> dict:
     """One runner process on the device: a short timed part (warm-up only) and `runs` profiled
     invocations of the .tflite at `path`."""
     import hashlib
@@ -73,7 +80,8 @@ def _profile_on_device(device, profile, path: Path, runs: int) -> dict:
     job = Job(mv, device, profile, options)
     lock = DeviceLock(device, None, "profile_prune")
     transport = transport_for(device, profile, log)
-    lock.acquire(wait=True, log=log)
+    transport.cache_root = cache_root  # MCU firmware is built in the sweep's cache (None: the default)
+    lock.acquire(wait=wait, log=log)  # busy without wait: InfraError naming the holder
     try:
         transport.open()
         doc = transport.benchmark(job)

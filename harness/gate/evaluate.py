@@ -520,6 +520,8 @@ def evaluate(
         raise ConfigError(
             f"run {run['run_id']}: a step of `hil bisect` ({run.get('label')}), not a measurement to gate"
         )
+    if run.get("kind") == "profile":  # a short timed window beside the profiler's pass
+        raise ConfigError(f"run {run['run_id']}: a `hil profile` run (a short look), not a measurement to gate")
     result = GateResult(run["run_id"], run, spec, alpha, warnings=list(warnings or []))
     if run.get("status") == "abandoned":
         who = store.abandoned_runs([result.run_id]).get(result.run_id, "its session")

@@ -318,10 +318,10 @@ def robustness(frame):
         xs = np.arange(len(cols))
         for _, r in g.iterrows():
             ys = [np.nan if r[c] is None else 100.0 * float(r[c]) for c in cols]
-            ax.plot(xs, ys, marker="o", label=str(r["variant"]))
-        ax.set_xticks(xs, [str(c) for c in cols], rotation=20, ha="right", fontsize=8)
+            ax.plot(xs, ys, marker="o", label=_plain(r["variant"]))
+        ax.set_xticks(xs, [_plain(c) for c in cols], rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("top-1 %")
-        ax.set_title(f"{model} on {device}", fontsize=10)
+        ax.set_title(_plain(f"{model} on {device}"), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig

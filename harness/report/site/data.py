@@ -28,6 +28,7 @@ from harness.gate.thresholds import resolve
 from harness.lab.config import DeviceProfile
 from harness.store import history
 from harness.store.results import ResultStore
+from harness.store.schema import NOT_HISTORY_KINDS
 from harness.store.verdicts import pin_rows
 
 METRIC = "latency_p50_us"
@@ -121,7 +122,7 @@ def _text(v: Any) -> str | None:
 def _read_runs(store: ResultStore) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     for row in store.runs().to_dict("records"):
-        if row.get("kind") == "confirm":
+        if row.get("kind") in NOT_HISTORY_KINDS:  # confirmations, bisect steps, `hil profile` looks
             continue
         try:
             argv = json.loads(row["argv"]) if row.get("argv") else []

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from typing import Any
 from harness.report.site import data, pages
 
 # part of every page's hash: a new hilbench that renders pages differently rewrites them all
-FORMAT = "hilbench-site-1"
+FORMAT = "hilbench-site-2"  # 2: bisect steps and `hil profile` runs are not in the history
 MANIFEST = "manifest.json"
 ASSETS = ("uPlot.iife.min.js", "uPlot.min.css", "LICENSE.uPlot", "site.js", "site.css")
 
@@ -84,11 +85,31 @@ class _Site:
         self.stats.written.append(rel)
 
 
+_FIXED_PAGES = ("index.html", "devices.html", "sweeps.html")
+_SLUG = re.compile(r"[A-Za-z0-9._-]+-[0-9a-f]{10}")
+
+
 def _files(name: str) -> list[str]:
     if name.startswith("series:"):
         s = name.removeprefix("series:")
         return [f"series/{s}.html", f"data/{s}.js"]
     return [name]
+
+
+def _removable(out: Path, name: str) -> list[Path]:
+    """The files of a page the previous manifest lists and this publish no longer writes: only names
+    of the forms publish itself writes, inside the site. The manifest is a file in the output folder
+    (often shared or downloaded): a forged entry (`../../x`, `/abs`) must never delete anything else."""
+    ok = (
+        (name.startswith("series:") and _SLUG.fullmatch(name.removeprefix("series:")) is not None)
+        or name in _FIXED_PAGES
+        or (name.startswith("assets/") and name.removeprefix("assets/") in ASSETS)
+    )
+    if not ok:
+        return []
+    root = out.resolve()
+    paths = [(out / rel) for rel in _files(name)]
+    return [p for p in paths if p.resolve().is_relative_to(root)]
 
 
 def _read_snapshot(path: Path | None, token: str | None) -> data.Snapshot | None:
@@ -201,11 +222,10 @@ def publish(
     )
 
     for name in sorted(set(site.old) - set(site.new)):
-        for rel in _files(name):
-            path = out / rel
+        for path in _removable(out, name):
             if path.is_file():
                 path.unlink()
-                site.stats.removed.append(rel)
+                site.stats.removed.append(str(path.relative_to(out)))
     token = site.meta.get("token") if site.old == site.new and same_profiles else None
     if token is None or not (out / MANIFEST).is_file():
         token = uuid.uuid4().hex
