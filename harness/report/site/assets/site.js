@@ -84,7 +84,8 @@
     var opts = {
       width: Math.max(600, Math.min(1400, (el.clientWidth || 1000))),
       height: 360,
-      scales: { x: { time: true } },
+      // one run alone: a day either side of it (uPlot would otherwise spread one instant over years)
+      scales: { x: n === 1 ? { time: true, auto: false, range: [x[0] - 86400, x[0] + 86400] } : { time: true } },
       cursor: { drag: { x: true, y: false }, points: { size: 8 } },
       legend: { live: false },
       series: series,
