@@ -67,10 +67,8 @@ def _profile_on_device(device, profile, path: Path, runs: int, cache_root: Path 
 
     from harness.core.jobs import Job, RunOptions
     from harness.models.convert import ModelVariant
-    from harness.run.device_lock import DeviceLock
-    from harness.transports import transport_for
+    from harness.run.one_process import measure_once
 
-    log = logging.getLogger(__name__).info
     blob = path.read_bytes()
     sha = hashlib.sha256(blob).hexdigest()
     mv = ModelVariant(path.stem, sha, "asis", "", sha, path, sha, len(blob))
@@ -78,16 +76,7 @@ def _profile_on_device(device, profile, path: Path, runs: int, cache_root: Path 
         min_runs=runs, min_seconds=0.0, warmup_runs=1, warmup_seconds=0.0, repeats=1, profile_runs=runs
     ).resolved(profile)
     job = Job(mv, device, profile, options)
-    lock = DeviceLock(device, None, "profile_prune")
-    transport = transport_for(device, profile, log)
-    transport.cache_root = cache_root  # MCU firmware is built in the sweep's cache (None: the default)
-    lock.acquire(wait=wait, log=log)  # busy without wait: InfraError naming the holder
-    try:
-        transport.open()
-        doc = transport.benchmark(job)
-    finally:
-        transport.close()
-        lock.release()
+    doc = measure_once(job, cache_root, wait, logging.getLogger(__name__).info, command="profile_prune")
     if doc.get("status") != "ok":
         raise InfraError(f"device '{device.id}': the profile pass for profile_prune failed: {doc.get('error')}")
     return doc

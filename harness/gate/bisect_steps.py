@@ -34,10 +34,9 @@ from harness.gate.revisions import History, Revision
 from harness.lab.config import Device, DeviceProfile, Inventory, link_type
 from harness.log import DETAIL
 from harness.models.convert import Calibration, Converter, ModelSource, ModelVariant
-from harness.run.device_lock import DeviceLock
+from harness.run.one_process import measure_once
 from harness.run.rows import flatten
 from harness.store.results import ResultStore
-from harness.transports import transport_for
 
 _log = logging.getLogger(__name__)
 
@@ -174,16 +173,7 @@ class AccuracyJudge:
 
     def measure(self, mv: ModelVariant) -> float:
         job = Job(mv, self.device, self.profile, self.options.resolved(self.profile), self.eval_file)
-        transport = transport_for(self.device, self.profile, _detail)
-        transport.cache_root = self.cache_root
-        lock = DeviceLock(self.device, "bisect")
-        try:
-            lock.acquire(wait=self.wait, log=_log.info)
-            transport.open()
-            doc = transport.benchmark(job)
-        finally:
-            transport.close()
-            lock.release()
+        doc = measure_once(job, self.cache_root, self.wait, _detail, run_id="bisect", lock_log=_log.info)
         if doc.get("status") != "ok":
             raise InfraError(f"{self.device.id}: {doc.get('error') or 'runner failed'}")
         values = {m: v for m, v, _ in flatten(doc)[0] if v is not None}
