@@ -87,23 +87,24 @@ def run_order_rows(profile: OpProfile) -> tuple[list[str], list[list[str]]]:
     headers += _time_headers(profile, ("mean", "median")) + ["% of total", "cumulative %", "MACs", "MAC/us"]
     rows, cumulative = [], 0.0
     for op in profile.ops:
-        share = profile.share(op) * 100
-        cumulative += share
-        index = f"{op.subgraph}:{op.index}" if op.subgraph else str(op.index)
-        rows.append(
-            [
-                index,
-                op.type,
-                *([op.name or "-"] if named else []),
-                shape_text(op),
-                *_times(profile, (op.mean, op.median)),
-                f"{share:.2f}",
-                f"{cumulative:.2f}",
-                _macs(op.macs),
-                _mac_rate(profile, op.macs, op.mean),
-            ]
-        )
+        cumulative += profile.share(op) * 100
+        rows.append(_row(profile, op, cumulative, (op.mean, op.median), named))
     return headers, rows
+
+
+def _row(profile: OpProfile, op, cumulative: float, times: tuple[float, ...], named: bool = False) -> list[str]:
+    """One op's cells: index, type, (name), shapes, times, share, cumulative share, MACs, MAC/us."""
+    return [
+        f"{op.subgraph}:{op.index}" if op.subgraph else str(op.index),
+        op.type,
+        *([op.name or "-"] if named else []),
+        shape_text(op),
+        *_times(profile, times),
+        f"{profile.share(op) * 100:.2f}",
+        f"{cumulative:.2f}",
+        _macs(op.macs),
+        _mac_rate(profile, op.macs, op.mean),
+    ]
 
 
 def top_rows(profile: OpProfile, n: int = DEFAULT_TOP) -> tuple[list[str], list[list[str]]]:
@@ -113,20 +114,8 @@ def top_rows(profile: OpProfile, n: int = DEFAULT_TOP) -> tuple[list[str], list[
     slowest = sorted(profile.ops, key=lambda op: (-op.mean, op.subgraph, op.index))[:n]
     rows, cumulative = [], 0.0
     for op in slowest:
-        share = profile.share(op) * 100
-        cumulative += share
-        rows.append(
-            [
-                f"{op.subgraph}:{op.index}" if op.subgraph else str(op.index),
-                op.type,
-                shape_text(op),
-                *_times(profile, (op.mean,)),
-                f"{share:.2f}",
-                f"{cumulative:.2f}",
-                _macs(op.macs),
-                _mac_rate(profile, op.macs, op.mean),
-            ]
-        )
+        cumulative += profile.share(op) * 100
+        rows.append(_row(profile, op, cumulative, (op.mean,)))
     return headers, rows
 
 
