@@ -338,15 +338,15 @@ inline const Model* GetModel(const void* buf) { return static_cast<const Model*>
 }
 
 
-@pytest.mark.arm_gcc
-def test_tflm_glue_type_checks_against_the_tflm_api(built, tmp_path):
+def type_check_main(bundle: Path, stub_dir: Path, extra_stub: dict[str, str] | None = None):
+    """g++ -fsyntax-only of a bundle's main.cc for Cortex-M4 against the TFLM API stub (written to
+    `stub_dir`, with the resolver methods the model's ops need, plus `extra_stub` headers)."""
     methods = "\n".join(f"  TfLiteStatus {m}();" for m in sorted(set(TFLM_ADD_METHOD.values())))
-    for rel, text in _TFLM_STUB.items():
-        p = tmp_path / rel
+    for rel, text in {**_TFLM_STUB, **(extra_stub or {})}.items():
+        p = stub_dir / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text.replace("%METHODS%", methods))
-    b = built["dir"]
-    proc = subprocess.run(
+    return subprocess.run(
         [
             ARM_GXX,
             *M4,
@@ -354,13 +354,18 @@ def test_tflm_glue_type_checks_against_the_tflm_api(built, tmp_path):
             "-fno-rtti",
             "-fno-exceptions",
             "-fsyntax-only",
-            f"-I{tmp_path}",
-            f"-I{b}",
-            str(b / "main.cc"),
+            f"-I{stub_dir}",
+            f"-I{bundle}",
+            str(bundle / "main.cc"),
         ],
         capture_output=True,
         text=True,
     )
+
+
+@pytest.mark.arm_gcc
+def test_tflm_glue_type_checks_against_the_tflm_api(built, tmp_path):
+    proc = type_check_main(built["dir"], tmp_path)
     assert proc.returncode == 0, proc.stderr
 
 

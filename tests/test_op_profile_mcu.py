@@ -306,9 +306,7 @@ class MicroProfilerInterface {
 
 @pytest.mark.arm_gcc
 def test_profiling_firmware_compiles_for_cortex_m4(bundles, tmp_path):
-    from test_mcu_build import _TFLM_STUB
-
-    from harness.models.inspect.analysis import TFLM_ADD_METHOD
+    from test_mcu_build import type_check_main
 
     b, _ = bundles["profiled"]
     for src in ("hb_protocol.c", "hb_profile.c"):
@@ -330,26 +328,8 @@ def test_profiling_firmware_compiles_for_cortex_m4(bundles, tmp_path):
                 text=True,
             )
             assert proc.returncode == 0, proc.stderr
-    methods = "\n".join(f"  TfLiteStatus {m}();" for m in sorted(set(TFLM_ADD_METHOD.values())))
-    stub = {**_TFLM_STUB, "tensorflow/lite/micro/micro_profiler_interface.h": _PROFILER_INTERFACE}
-    for rel, text in stub.items():
-        p = tmp_path / "tflm" / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text.replace("%METHODS%", methods))
-    proc = subprocess.run(
-        [
-            ARM_GXX,
-            *M4,
-            "-std=c++17",
-            "-fno-rtti",
-            "-fno-exceptions",
-            "-fsyntax-only",
-            f"-I{tmp_path / 'tflm'}",
-            f"-I{b}",
-            str(b / "main.cc"),
-        ],
-        capture_output=True,
-        text=True,
+    proc = type_check_main(
+        b, tmp_path / "tflm", {"tensorflow/lite/micro/micro_profiler_interface.h": _PROFILER_INTERFACE}
     )
     assert proc.returncode == 0, proc.stderr
 
